@@ -1,0 +1,91 @@
+"""The purchase-log contract: canonical column names, dtypes and the loader's configuration.
+
+Every part of retain (feature builders, labels, the HTTP service, batch jobs) works on the
+*canonical log* described here, so a log only has to be understood once, at the edge.
+
+Canonical log (a pandas DataFrame), sorted by ``customer_id`` then ``timestamp`` then
+``order_id``, with a fresh RangeIndex:
+
+=============  ========================  ==============================================
+column         dtype                     meaning
+=============  ========================  ==============================================
+customer_id    category (str categories) who bought; never empty
+timestamp      datetime64[us, UTC]       when; naive inputs are read in ``LogConfig.timezone``
+amount         float64, >= 0             money value of the row, always non-negative;
+                                         returns keep their refunded value here
+quantity       float64, >= 0             units (1.0 where the source has no quantity)
+order_id       str                       order identifier; where the source has none, rows of
+                                         one customer at one timestamp form one order
+product_id     str or NA                 optional
+category       str or NA                 optional
+discount       bool                      bought with a discount or in a campaign
+channel        str or NA                 optional (web, store, app, ...)
+is_return      bool                      a return or cancellation, not a purchase
+=============  ========================  ==============================================
+
+Counting rules (the convention of the buy-till-you-die literature):
+- the lines of one order are one purchase (an *order*);
+- all orders of one customer on one calendar day (UTC) are one *purchase day*.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("customer_id", "timestamp", "amount")
+OPTIONAL_COLUMNS: tuple[str, ...] = (
+    "order_id",
+    "quantity",
+    "product_id",
+    "category",
+    "discount",
+    "channel",
+)
+CANONICAL_COLUMNS: tuple[str, ...] = (
+    "customer_id",
+    "timestamp",
+    "amount",
+    "quantity",
+    "order_id",
+    "product_id",
+    "category",
+    "discount",
+    "channel",
+    "is_return",
+)
+TIMESTAMP_DTYPE = "datetime64[us, UTC]"
+
+
+class PurchaseLogError(ValueError):
+    """Bad purchase-log input; the message names the column, rows and offending values."""
+
+
+class LogConfig(BaseModel):
+    """How to read a source purchase log into the canonical log.
+
+    ``columns`` maps canonical names to source names, e.g. ``{"customer_id": "CustomerID"}``;
+    unmapped canonical names are looked up under their own name.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    columns: dict[str, str] = Field(default_factory=dict)
+    timezone: str = "UTC"
+    cancel_prefix: str | None = "C"
+    strict: bool = False
+    date_format: str | None = None
+    discount_true_values: tuple[str, ...] = ("1", "true", "t", "yes", "y")
+    duplicates: Literal["drop", "keep"] = "drop"
+
+    @field_validator("columns")
+    @classmethod
+    def _known_targets(cls, value: dict[str, str]) -> dict[str, str]:
+        known = set(REQUIRED_COLUMNS) | set(OPTIONAL_COLUMNS)
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown canonical column(s) in mapping: {unknown}; known: {sorted(known)}"
+            )
+        return value

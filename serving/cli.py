@@ -1,0 +1,66 @@
+"""The root ``retain`` command: one sub-command per job.
+
+Logging, telemetry opt-outs and warnings are configured here, at start-up, never at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="retain",
+    help="Predict churn and next purchases, and turn the scores into offers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def configure_runtime(verbose: bool = False) -> None:
+    """Opt out of telemetry and set up logging for a CLI or service process."""
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    configure_runtime(verbose)
+
+
+def _register_all() -> None:
+    from features import cli as features_cli
+
+    features_cli.register(app)
+    try:
+        from training import cli as training_cli
+    except ImportError:  # pragma: no cover - package under construction
+        pass
+    else:
+        training_cli.register(app)
+    try:
+        from serving import commands as serving_commands
+    except ImportError:  # pragma: no cover - package under construction
+        pass
+    else:
+        serving_commands.register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
