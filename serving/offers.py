@@ -1,0 +1,556 @@
+"""The offer policy: per-customer scores and segments in, one offer decision per customer out.
+
+The policy is data, not code: an ordered list of rules in YAML (``serving/offer_policy.yaml`` is
+the default), validated with pydantic on load so a typo fails at start-up with the path of the
+bad field (``rules[2].send.days_after_last_purchase``) instead of silently sending nothing.
+
+Decision for each customer (all steps are vectorised over the whole frame):
+
+1. **Rule**: the first rule whose ``match`` holds wins (segment, churn-probability range,
+   recency, value). No match -> ``offer="none"``, ``offer_rule=""``.
+2. **Send date**: ``days_after_last_purchase: N``, ``now`` or
+   ``days_before_expected_next_purchase: N``, computed on UTC calendar days and never before
+   the ``as_of`` day (a date in the past cannot be sent). Without an expected next purchase
+   (NaT) the ``days_before_expected_next_purchase`` rule sends on the ``as_of`` day.
+3. **Expected value**: ``spend_at_stake * churn_probability * lift - cost``, where spend at
+   stake is ``expected_spend_365d`` (or ``expected_spend_horizon`` when the rule says
+   ``spend_at_stake: horizon``). The lift is the assumed share of the at-risk spend that the
+   offer keeps; the cost is what one offer costs (message plus incentive).
+4. **Holdout**: a deterministic ``holdout_share`` of customers, chosen by hashing
+   ``"{campaign}:{customer_id}"``, gets no offer so the campaign's lift can be measured.
+5. **Suppression**: holdout customers (reason ``holdout``) and offers with negative expected
+   value (reason ``negative_expected_value``) get ``offer="none"`` and ``suppressed=True``.
+   Their ``offer_rule``, ``offer_channel``, ``offer_send_date``, ``offer_reason`` and
+   ``offer_expected_value`` still say what would have been sent: the audit trail, and the
+   window over which the holdout is compared with the treated group. Only rows with
+   ``offer != "none"`` are to be sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+SEGMENTS: tuple[str, ...] = (
+    "first_time",
+    "second_time",
+    "sale_only",
+    "loyal",
+    "at_risk",
+    "lapsed",
+    "regular",
+)
+CHANNELS: tuple[str, ...] = ("email", "sms", "push", "in_app", "direct_mail")
+NO_OFFER = "none"
+REQUIRED_SCORE_COLUMNS: tuple[str, ...] = (
+    "customer_id",
+    "as_of",
+    "segment",
+    "churn_probability",
+    "expected_next_purchase_date",
+    "expected_spend_horizon",
+    "expected_spend_365d",
+    "last_purchase_at",
+)
+OFFER_COLUMNS: tuple[str, ...] = (
+    "customer_id",
+    "offer",
+    "offer_channel",
+    "offer_send_date",
+    "offer_expected_value",
+    "offer_reason",
+    "offer_rule",
+    "holdout",
+    "suppressed",
+    "suppressed_reason",
+)
+SUPPRESSED_HOLDOUT = "holdout"
+SUPPRESSED_NEGATIVE_EV = "negative_expected_value"
+
+Segment = Literal[
+    "first_time", "second_time", "sale_only", "loyal", "at_risk", "lapsed", "regular"
+]
+Channel = Literal["email", "sms", "push", "in_app", "direct_mail"]
+Code = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+NonNegativeDays = Annotated[int, Field(ge=0, le=3650)]
+
+
+class OfferPolicyError(ValueError):
+    """The policy YAML is unreadable or invalid; the message names each bad field path."""
+
+
+class ScoresError(ValueError):
+    """The scores frame handed to ``apply_policy`` breaks the input contract."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProbabilityRange(_Strict):
+    """Inclusive churn-probability band ``min <= p <= max``."""
+
+    min: Probability = 0.0
+    max: Probability = 1.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
+class DaysRange(_Strict):
+    """Inclusive range of whole UTC calendar days; a missing bound is open."""
+
+    min: NonNegativeDays | None = None
+    max: NonNegativeDays | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
+class Match(_Strict):
+    """Which customers a rule takes; every condition given must hold, an empty match takes all.
+
+    ``min_value_quantile`` is relative to the frame passed to ``apply_policy`` (``0.5`` = the
+    upper half by ``expected_spend_365d``): score the whole population in one call, or use the
+    absolute ``min_expected_spend_365d``, when the result must not depend on batch chunking.
+    """
+
+    segments: Annotated[list[Segment], Field(min_length=1)] | None = None
+    churn_probability: ProbabilityRange = ProbabilityRange()
+    days_since_last_purchase: DaysRange | None = None
+    min_expected_spend_365d: Annotated[float, Field(ge=0.0)] | None = None
+    min_value_quantile: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
+    value_bands: Annotated[list[str], Field(min_length=1)] | None = None
+
+
+class SendRule(_Strict):
+    """When to send; exactly one of the three forms (YAML ``send: now`` is accepted)."""
+
+    days_after_last_purchase: NonNegativeDays | None = None
+    days_before_expected_next_purchase: NonNegativeDays | None = None
+    now: Literal[True] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _now_shorthand(cls, value: Any) -> Any:
+        return {"now": True} if value == "now" else value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        given = [
+            name
+            for name in ("days_after_last_purchase", "days_before_expected_next_purchase", "now")
+            if getattr(self, name) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of 'now', 'days_after_last_purchase: N', "
+                f"'days_before_expected_next_purchase: N' (got {given or 'none'})"
+            )
+        return self
+
+
+class Rule(_Strict):
+    """One line of the policy: who (``match``) gets what (``offer``), how, when and at what value."""
+
+    name: Code
+    reason: Annotated[str, Field(min_length=1, max_length=200)]
+    match: Match = Match()
+    offer: Code
+    channel: Channel
+    send: SendRule
+    lift: Probability
+    cost: Annotated[float, Field(ge=0.0)]
+    spend_at_stake: Literal["365d", "horizon"] = "365d"
+
+    @field_validator("offer")
+    @classmethod
+    def _not_none(cls, value: str) -> str:
+        if value == NO_OFFER:
+            raise ValueError(f"'{NO_OFFER}' is reserved for customers who get no offer")
+        return value
+
+
+class OfferPolicy(_Strict):
+    """The whole policy: ordered rules (first match wins), holdout share and campaign name."""
+
+    version: Literal[1] = 1
+    campaign: Annotated[str, Field(min_length=1, max_length=100)] = "default"
+    holdout_share: Probability = 0.1
+    currency: Annotated[str, Field(min_length=1, max_length=10)] = "USD"
+    rules: Annotated[list[Rule], Field(min_length=1)]
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_names(cls, rules: list[Rule]) -> list[Rule]:
+        names = [rule.name for rule in rules]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"rule names must be unique; repeated: {repeated}")
+        return rules
+
+    @classmethod
+    def from_yaml(cls, path_or_text: str | Path) -> OfferPolicy:
+        """Load and validate a policy from a file path or from YAML text."""
+        text, origin = _read_source(path_or_text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise OfferPolicyError(f"offer policy {origin} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            hint = " (if this was meant as a path, no such file exists)" if origin == "text" else ""
+            raise OfferPolicyError(
+                f"offer policy {origin} must be a YAML mapping, got {type(data).__name__}{hint}"
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise OfferPolicyError(_format_errors(exc, origin)) from exc
+
+    @classmethod
+    def default(cls) -> OfferPolicy:
+        """The shipped policy (``serving/offer_policy.yaml``), read as package data."""
+        text = resources.files("serving").joinpath("offer_policy.yaml").read_text("utf-8")
+        return cls.from_yaml(text)
+
+    def to_yaml(self) -> str:
+        """YAML that ``from_yaml`` reads back to an equal policy (comments are not kept)."""
+        return yaml.safe_dump(
+            self.model_dump(mode="json", exclude_none=True), sort_keys=False, allow_unicode=True
+        )
+
+
+def _read_source(path_or_text: str | Path) -> tuple[str, str]:
+    if isinstance(path_or_text, Path):
+        if not path_or_text.is_file():
+            raise OfferPolicyError(f"offer policy file not found: {path_or_text}")
+        return path_or_text.read_text("utf-8"), f"file {path_or_text}"
+    if "\n" not in path_or_text and len(path_or_text) < 4096:
+        candidate = Path(path_or_text)
+        if candidate.is_file():
+            return candidate.read_text("utf-8"), f"file {candidate}"
+    return path_or_text, "text"
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    """Pydantic location -> ``rules[2].send.days_after_last_purchase``."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "<policy>"
+
+
+def _format_errors(exc: ValidationError, origin: str) -> str:
+    lines = [f"invalid offer policy ({origin}):"]
+    for error in exc.errors():
+        value = error.get("input")
+        shown = "" if isinstance(value, dict | list) else f" (got {value!r})"
+        lines.append(f"  {_field_path(error['loc'])}: {error['msg']}{shown}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- apply
+
+
+def apply_policy(
+    scores: pd.DataFrame, policy: OfferPolicy, campaign: str | None = None
+) -> pd.DataFrame:
+    """One offer decision per scores row, on the same index (columns: ``OFFER_COLUMNS``).
+
+    ``campaign`` (default ``policy.campaign``) seeds the holdout draw, so each campaign has
+    its own control group and the same customer in the same campaign is always drawn alike.
+    """
+    campaign = policy.campaign if campaign is None else campaign
+    if not isinstance(campaign, str) or not campaign:
+        raise ScoresError(f"campaign must be a non-empty string, got {campaign!r}")
+    ctx = _Inputs.from_scores(scores, policy)
+    n = len(scores)
+    rules = policy.rules
+
+    rule_idx = np.full(n, -1, dtype=np.int64)
+    for i, rule in enumerate(rules):
+        free = rule_idx < 0
+        if not free.any():
+            break
+        rule_idx[free & ctx.matches(rule.match)] = i
+    matched = rule_idx >= 0
+    safe_idx = np.where(matched, rule_idx, 0)
+
+    lift = np.array([r.lift for r in rules])[safe_idx]
+    cost = np.array([r.cost for r in rules])[safe_idx]
+    use_horizon = np.array([r.spend_at_stake == "horizon" for r in rules])[safe_idx]
+    spend = np.where(use_horizon, ctx.spend_horizon, ctx.spend_365d)
+    expected_value = np.where(matched, spend * ctx.churn * lift - cost, 0.0)
+
+    send_day = _send_days(rules, safe_idx, ctx)
+    send_day = np.where(matched, send_day, np.datetime64("NaT", "D"))
+
+    holdout = _holdout_draw(scores["customer_id"], campaign) < policy.holdout_share
+    negative = matched & (expected_value < 0.0) & ~holdout
+    suppressed = holdout | negative
+    sent = matched & ~suppressed
+
+    # Code tables: index len(rules) is the "nothing" entry.
+    none_idx = len(rules)
+    offer = _labels([r.offer for r in rules] + [NO_OFFER], np.where(sent, rule_idx, none_idx))
+    audit_idx = np.where(matched, rule_idx, none_idx)
+    channel = _labels([r.channel for r in rules] + [""], audit_idx)
+    reason = _labels([r.reason for r in rules] + ["no rule matched"], audit_idx)
+    rule_name = _labels([r.name for r in rules] + [""], audit_idx)
+    suppressed_reason = _labels(
+        ["", SUPPRESSED_HOLDOUT, SUPPRESSED_NEGATIVE_EV],
+        np.where(holdout, 1, np.where(negative, 2, 0)),
+    )
+
+    out = pd.DataFrame(
+        {
+            "customer_id": scores["customer_id"].to_numpy(),
+            "offer": offer,
+            "offer_channel": channel,
+            "offer_send_date": pd.DatetimeIndex(send_day.astype("datetime64[us]")).tz_localize(
+                "UTC"
+            ),
+            "offer_expected_value": expected_value.astype(np.float64),
+            "offer_reason": reason,
+            "offer_rule": rule_name,
+            "holdout": holdout,
+            "suppressed": suppressed,
+            "suppressed_reason": suppressed_reason,
+        },
+        index=scores.index,
+    )
+    return out[list(OFFER_COLUMNS)]
+
+
+def _labels(table: list[str], codes: np.ndarray) -> pd.Series:
+    """Strings by code via a categorical: a handful of distinct labels, not 1M Python objects."""
+    uniques, inverse = np.unique(np.asarray(table, dtype=object), return_inverse=True)
+    categories = pd.Index(uniques, dtype="str")
+    return pd.Series(pd.Categorical.from_codes(inverse[codes], categories=categories)).astype("str")
+
+
+class _Inputs:
+    """The validated, numpy-typed columns the rules read; built once per call."""
+
+    def __init__(
+        self,
+        segment_codes: np.ndarray,
+        churn: np.ndarray,
+        spend_365d: np.ndarray,
+        spend_horizon: np.ndarray,
+        as_of_day: np.ndarray,
+        last_day: np.ndarray,
+        next_day: np.ndarray,
+        value_band: pd.Series | None,
+    ) -> None:
+        self.segment_codes = segment_codes
+        self.churn = churn
+        self.spend_365d = spend_365d
+        self.spend_horizon = spend_horizon
+        self.as_of_day = as_of_day
+        self.last_day = last_day
+        self.next_day = next_day
+        self.value_band = value_band
+        self.days_since_last = (as_of_day - last_day).astype(np.int64)
+        self._quantiles: dict[float, float] = {}
+
+    @classmethod
+    def from_scores(cls, scores: pd.DataFrame, policy: OfferPolicy) -> _Inputs:
+        if not isinstance(scores, pd.DataFrame):
+            raise ScoresError(f"scores must be a pandas DataFrame, got {type(scores).__name__}")
+        missing = [c for c in REQUIRED_SCORE_COLUMNS if c not in scores.columns]
+        if missing:
+            raise ScoresError(
+                f"scores frame is missing required column(s) {missing}; "
+                f"required: {list(REQUIRED_SCORE_COLUMNS)}"
+            )
+        ids = scores["customer_id"]
+        if ids.isna().any():
+            raise ScoresError(f"customer_id is empty in {int(ids.isna().sum())} row(s)")
+
+        segment = pd.Categorical(scores["segment"], categories=list(SEGMENTS))
+        unknown = segment.codes < 0
+        if unknown.any():
+            bad = pd.unique(scores["segment"].to_numpy()[unknown])[:5]
+            raise ScoresError(
+                f"segment has {int(unknown.sum())} row(s) with unknown value(s) {list(bad)} "
+                f"(e.g. customer_id {_examples(ids, unknown)}); known: {list(SEGMENTS)}"
+            )
+
+        churn = _float_column(scores, "churn_probability", ids)
+        outside = (churn < 0.0) | (churn > 1.0)
+        if outside.any():
+            raise ScoresError(
+                f"churn_probability must lie in [0, 1]; {int(outside.sum())} row(s) outside, "
+                f"e.g. customer_id {_examples(ids, outside)}"
+            )
+        value_band = None
+        if any(rule.match.value_bands is not None for rule in policy.rules):
+            if "value_band" not in scores.columns:
+                raise ScoresError(
+                    "the policy matches on value_bands but the scores frame has no "
+                    "'value_band' column"
+                )
+            value_band = scores["value_band"]
+        return cls(
+            segment_codes=segment.codes,
+            churn=churn,
+            spend_365d=_float_column(scores, "expected_spend_365d", ids),
+            spend_horizon=_float_column(scores, "expected_spend_horizon", ids),
+            as_of_day=_utc_days(scores, "as_of", ids, allow_missing=False),
+            last_day=_utc_days(scores, "last_purchase_at", ids, allow_missing=False),
+            next_day=_utc_days(scores, "expected_next_purchase_date", ids, allow_missing=True),
+            value_band=value_band,
+        )
+
+    def value_threshold(self, quantile: float) -> float:
+        """``expected_spend_365d`` at ``quantile`` of this frame (cached per quantile)."""
+        if quantile not in self._quantiles:
+            self._quantiles[quantile] = (
+                float(np.quantile(self.spend_365d, quantile)) if len(self.spend_365d) else 0.0
+            )
+        return self._quantiles[quantile]
+
+    def matches(self, match: Match) -> np.ndarray:
+        mask = (self.churn >= match.churn_probability.min) & (
+            self.churn <= match.churn_probability.max
+        )
+        if match.segments is not None:
+            codes = [SEGMENTS.index(s) for s in match.segments]
+            mask &= np.isin(self.segment_codes, codes)
+        if match.days_since_last_purchase is not None:
+            days = match.days_since_last_purchase
+            if days.min is not None:
+                mask &= self.days_since_last >= days.min
+            if days.max is not None:
+                mask &= self.days_since_last <= days.max
+        if match.min_expected_spend_365d is not None:
+            mask &= self.spend_365d >= match.min_expected_spend_365d
+        if match.min_value_quantile is not None:
+            mask &= self.spend_365d >= self.value_threshold(match.min_value_quantile)
+        if match.value_bands is not None and self.value_band is not None:
+            mask &= self.value_band.isin(match.value_bands).to_numpy(dtype=bool)
+        return mask
+
+
+def _examples(ids: pd.Series, mask: np.ndarray) -> list[str]:
+    return [str(x) for x in ids.to_numpy()[mask][:5]]
+
+
+def _float_column(scores: pd.DataFrame, name: str, ids: pd.Series) -> np.ndarray:
+    try:
+        values = pd.to_numeric(scores[name], errors="raise").to_numpy(dtype=np.float64)
+    except (ValueError, TypeError) as exc:
+        raise ScoresError(f"{name} must be numeric: {exc}") from exc
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise ScoresError(
+            f"{name} is missing or not finite in {int(bad.sum())} row(s), "
+            f"e.g. customer_id {_examples(ids, bad)}"
+        )
+    return values
+
+
+def _utc_days(
+    scores: pd.DataFrame, name: str, ids: pd.Series, *, allow_missing: bool
+) -> np.ndarray:
+    """A timestamp column as UTC calendar days (``datetime64[D]``); naive input is UTC."""
+    column = scores[name]
+    try:
+        if isinstance(column.dtype, pd.DatetimeTZDtype):
+            stamps = column.dt.tz_convert("UTC").dt.tz_localize(None)
+        elif pd.api.types.is_datetime64_dtype(column.dtype):
+            stamps = column
+        else:
+            stamps = pd.to_datetime(column, utc=True).dt.tz_localize(None)
+    except (ValueError, TypeError) as exc:
+        raise ScoresError(f"{name} must hold timestamps: {exc}") from exc
+    days = stamps.to_numpy().astype("datetime64[D]")
+    if not allow_missing:
+        bad = np.isnat(days)
+        if bad.any():
+            raise ScoresError(
+                f"{name} is missing in {int(bad.sum())} row(s), "
+                f"e.g. customer_id {_examples(ids, bad)}"
+            )
+    return days
+
+
+def _send_days(rules: list[Rule], safe_idx: np.ndarray, ctx: _Inputs) -> np.ndarray:
+    """Send day per row under its rule, clipped to the ``as_of`` day (never in the past)."""
+    kind = np.array(
+        [
+            0
+            if r.send.now
+            else 1
+            if r.send.days_after_last_purchase is not None
+            else 2
+            for r in rules
+        ]
+    )[safe_idx]
+    offset = np.array(
+        [
+            r.send.days_after_last_purchase
+            if r.send.days_after_last_purchase is not None
+            else -(r.send.days_before_expected_next_purchase or 0)
+            for r in rules
+        ],
+        dtype=np.int64,
+    )[safe_idx].astype("timedelta64[D]")
+    after_last = ctx.last_day + offset
+    before_next = np.where(np.isnat(ctx.next_day), ctx.as_of_day, ctx.next_day + offset)
+    day = np.where(kind == 1, after_last, np.where(kind == 2, before_next, ctx.as_of_day))
+    return np.maximum(day, ctx.as_of_day)
+
+
+def _holdout_draw(customer_id: pd.Series, campaign: str) -> np.ndarray:
+    """Uniform [0, 1) per customer from blake2b("{campaign}:{customer_id}").
+
+    blake2b is a fixed, published function of the bytes, so the draw is the same on every
+    run, machine, Python and pandas version (unlike ``hash()`` or ``hash_pandas_object``,
+    whose algorithms are implementation details). The top 53 bits give an exact float.
+    Only distinct ids are hashed (categorical codes or ``factorize``).
+    """
+    if isinstance(customer_id.dtype, pd.CategoricalDtype):
+        codes = customer_id.cat.codes.to_numpy()
+        uniques = customer_id.cat.categories
+    else:
+        codes, uniques = pd.factorize(customer_id)
+    prefix = f"{campaign}:".encode()
+    digests = np.fromiter(
+        (
+            int.from_bytes(
+                hashlib.blake2b(prefix + str(u).encode(), digest_size=8).digest(), "big"
+            )
+            >> 11
+            for u in uniques
+        ),
+        dtype=np.uint64,
+        count=len(uniques),
+    )
+    draws = digests.astype(np.float64) / float(1 << 53)
+    return draws[codes]
