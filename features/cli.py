@@ -1,9 +1,392 @@
-"""Feature-side sub-commands of ``retain``: synth, kpis, features, segments."""
+"""Feature-side sub-commands of ``retain``: synth, kpis, features, segments.
+
+Heavy imports (pandas, the loader, the builders) happen inside the commands so that
+``retain --help`` stays fast. Every file is written atomically: to a temporary file in the
+target directory, then moved into place with ``os.replace``, so a crash never leaves a
+half-written output behind. Bad input ends with a one-line ``error:`` message on stderr and
+exit code 2.
+"""
 
 from __future__ import annotations
 
+import os
+import secrets
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import typer
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from features.purchase_log import LoadResult
+    from features.schema import LogConfig
+    from features.segments import SegmentConfig
+
+_TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+_MAP_HELP = (
+    "Column mapping CANONICAL=SOURCE, repeatable, e.g. --map customer_id=CustomerID "
+    "--map timestamp=InvoiceDate."
+)
+_CONFIG_HELP = (
+    "YAML file: 'log:' holds LogConfig fields (columns, timezone, cancel_prefix, strict, "
+    "date_format, ...), 'segments:' holds SegmentConfig thresholds; a file without those keys "
+    "is read as LogConfig fields."
+)
+
+
+class _UsageError(Exception):
+    """Bad command-line input (unsupported suffix, unreadable config)."""
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+def _run(action: Callable[[], None]) -> None:
+    """Run a command body, turning expected input errors into a message and exit code 2."""
+    from pydantic import ValidationError
+
+    from features.schema import PurchaseLogError
+
+    try:
+        action()
+    except (PurchaseLogError, ValidationError, _UsageError, OSError, ValueError) as exc:
+        # PurchaseLogError and pydantic errors are ValueErrors too; listed for the reader.
+        raise _fail(str(exc)) from None
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in _TABLE_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return path.suffix.lower()
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write via ``write(tmp_path)`` to a temp file next to ``path``, then ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    # Created here (not by mkstemp) so the final file gets the usual umask permissions.
+    tmp.touch(exist_ok=False)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_table(frame: pd.DataFrame, path: Path) -> None:
+    """CSV (``.csv``, ``.csv.gz``) or Parquet (``.parquet``, ``.pq``) by suffix, atomically."""
+    suffix = _suffix(path)
+    if suffix not in _TABLE_SUFFIXES:
+        raise _UsageError(
+            f"cannot write {str(path)!r}: unsupported suffix {suffix!r}; "
+            f"use one of {', '.join(_TABLE_SUFFIXES)}"
+        )
+
+    def write(tmp: Path) -> None:
+        import pyarrow as pa
+        import pyarrow.csv as pa_csv
+
+        with warnings.catch_warnings():
+            # pyarrow reads tz-aware columns through Series.values, deprecated in pandas 3.1;
+            # the values it gets are still the right UTC instants.
+            warnings.filterwarnings("ignore", message="Series.values returning an ndarray")
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+        if suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, tmp)
+        elif suffix == ".csv.gz":
+            with pa.CompressedOutputStream(str(tmp), "gzip") as stream:
+                pa_csv.write_csv(table, stream)
+        else:
+            pa_csv.write_csv(table, tmp)
+
+    _write_atomic(path, write)
+
+
+def _write_text(text: str, path: Path) -> None:
+    _write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _read_config(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    import yaml
+
+    if not path.exists():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise _UsageError(f"config file {path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise _UsageError(f"config file {path}: expected a mapping at the top level")
+    return data
+
+
+def _log_config(config_file: Path | None, mapping: list[str] | None) -> LogConfig:
+    from features.purchase_log import parse_mapping
+    from features.schema import LogConfig
+
+    data = _read_config(config_file)
+    fields = data.get("log", {} if "segments" in data else data)
+    if not isinstance(fields, dict):
+        raise _UsageError(f"config file {config_file}: 'log' must be a mapping")
+    fields = dict(fields)
+    if mapping:
+        fields["columns"] = {**fields.get("columns", {}), **parse_mapping(mapping)}
+    return LogConfig.model_validate(fields)
+
+
+def _segment_config(config_file: Path | None) -> SegmentConfig:
+    from features.segments import SegmentConfig
+
+    return SegmentConfig.from_dict(_read_config(config_file).get("segments"))
+
+
+def _load(data: Path, config_file: Path | None, mapping: list[str] | None) -> LoadResult:
+    from features.purchase_log import read_purchase_log
+
+    result = read_purchase_log(data, _log_config(config_file, mapping))
+    for warning in result.report.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    return result
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    # Wide enough that tables do not wrap when output is captured or piped.
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
+def synth(
+    customers: int = typer.Option(..., "--customers", "-n", min=1, help="Number of customers."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Output log file: .csv, .csv.gz, .parquet or .pq."
+    ),
+    seed: int = typer.Option(0, "--seed", "-s", help="Random seed; same seed, same file."),
+    truth: Path | None = typer.Option(
+        None, "--truth", help="Also write the per-customer ground truth (same formats)."
+    ),
+    start: str = typer.Option("2022-01-01", "--start", help="First calendar day (UTC)."),
+    end: str = typer.Option("2024-12-31", "--end", help="Last calendar day (UTC), inclusive."),
+    purchases_per_year: float = typer.Option(
+        6.0,
+        "--purchases-per-year",
+        min=0.0,
+        help="Mean base purchase rate; the defaults give about 10 rows per customer.",
+    ),
+) -> None:
+    """Write a seeded synthetic purchase log (retain's demo dataset) with known truth.
+
+    Customers are acquired over the whole period, buy at heterogeneous rates with a Q4 peak and
+    campaign lifts, drop out after a purchase with a personal probability, and return a few
+    percent of lines. Some customers only buy in campaigns. See features/synth.py.
+    """
+
+    def action() -> None:
+        from features.synth import generate_purchase_log
+
+        for path in (out, truth):
+            if path is not None and _suffix(path) not in _TABLE_SUFFIXES:
+                raise _UsageError(
+                    f"cannot write {str(path)!r}: use one of {', '.join(_TABLE_SUFFIXES)}"
+                )
+        result = generate_purchase_log(
+            customers, seed=seed, start=start, end=end, mean_purchases_per_year=purchases_per_year
+        )
+        _write_table(result.log, out)
+        message = f"wrote {len(result.log):,} rows for {customers:,} customers to {out}"
+        if truth is not None:
+            _write_table(result.truth, truth)
+            message += f"; truth to {truth}"
+        typer.echo(message, err=True)
+
+    _run(action)
+
+
+def kpis(
+    data: Path = typer.Option(..., "--data", "-d", help="Purchase log: CSV or Parquet."),
+    mapping: list[str] | None = typer.Option(None, "--map", "-m", help=_MAP_HELP),
+    config_file: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
+    date_from: str | None = typer.Option(
+        None, "--from", help="Period start (inclusive, UTC); default: the log's first day."
+    ),
+    date_to: str | None = typer.Option(
+        None, "--to", help="Period end (exclusive, UTC); default: the day after the last row."
+    ),
+    fmt: str = typer.Option(
+        "table",
+        "--format",
+        "-f",
+        help="table (readable), csv (metric,value,description) or json (everything).",
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Write csv/json here instead of stdout (format from suffix)."
+    ),
+    cohort_months: int = typer.Option(
+        12, "--cohort-months", min=0, help="Months after first purchase shown in tables."
+    ),
+) -> None:
+    """Business KPIs over a period: repeat rate, frequency, order value, gaps, cohorts.
+
+    Orders are counted per order id (lines of one order are one order), purchase days per
+    customer and UTC day; returns never count as orders. Monthly repeat buyers are given two
+    ways: 2+ orders in the month, and buyers who had bought before the month.
+    """
+
+    def action() -> None:
+        import json
+
+        import pandas as pd
+
+        from features.kpis import compute_kpis
+
+        chosen = fmt.lower()
+        if chosen not in ("table", "csv", "json"):
+            raise _UsageError(f"--format must be table, csv or json, got {fmt!r}")
+        if out is not None and chosen == "table":
+            chosen = {".json": "json", ".csv": "csv"}.get(out.suffix.lower(), "")
+            if not chosen:
+                raise _UsageError(f"--out {out}: give --format csv|json or a .csv/.json suffix")
+        log = _load(data, config_file, mapping).log
+        if log.empty:
+            raise _UsageError(f"{data}: no usable rows")
+        first = log["timestamp"].min().floor("D")
+        last = log["timestamp"].max().floor("D") + pd.Timedelta(days=1)
+        result = compute_kpis(
+            log,
+            date_from if date_from is not None else first,
+            date_to if date_to is not None else last,
+            max_cohort_months=None if chosen == "json" else cohort_months,
+        )
+        if chosen == "table":
+            console = _console()
+            for table in result.render(max_cohort_months=cohort_months):
+                console.print(table)
+            return
+        if chosen == "json":
+            text = json.dumps(result.to_dict(), indent=2) + "\n"
+        else:
+            text = result.summary().to_csv(index=False)
+        if out is None:
+            typer.echo(text, nl=False)
+        else:
+            _write_text(text, out)
+            typer.echo(f"wrote {chosen} KPIs to {out}", err=True)
+
+    _run(action)
+
+
+def features(
+    data: Path | None = typer.Option(None, "--data", "-d", help="Purchase log: CSV or Parquet."),
+    as_of: str | None = typer.Option(
+        None, "--as-of", help="Cut-off (UTC if naive): only rows strictly before it are used."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Feature table: .parquet, .pq, .csv or .csv.gz."
+    ),
+    mapping: list[str] | None = typer.Option(None, "--map", "-m", help=_MAP_HELP),
+    config_file: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
+    describe: bool = typer.Option(
+        False, "--describe", help="Print every feature column with its unit and meaning."
+    ),
+) -> None:
+    """Build the per-customer feature table as of a date (one row per customer).
+
+    With --describe alone, only prints the feature catalogue.
+    """
+
+    def action() -> None:
+        if describe:
+            from features.catalog import describe as describe_features
+
+            typer.echo(describe_features())
+            if data is None and as_of is None and out is None:
+                return
+        missing = [
+            name
+            for name, value in (("--data", data), ("--as-of", as_of), ("--out", out))
+            if value is None
+        ]
+        if missing:
+            raise _UsageError(f"missing option(s) {', '.join(missing)}")
+        assert data is not None and as_of is not None and out is not None
+        if _suffix(out) not in _TABLE_SUFFIXES:
+            raise _UsageError(f"cannot write {str(out)!r}: use one of {', '.join(_TABLE_SUFFIXES)}")
+        from features.builders import build_features
+
+        log = _load(data, config_file, mapping).log
+        table = build_features(log, as_of)
+        _write_table(table.reset_index(), out)
+        typer.echo(f"wrote {len(table):,} customers x {table.shape[1]} features to {out}", err=True)
+
+    _run(action)
+
+
+def segments(
+    data: Path = typer.Option(..., "--data", "-d", help="Purchase log: CSV or Parquet."),
+    as_of: str = typer.Option(..., "--as-of", help="Cut-off (UTC if naive)."),
+    mapping: list[str] | None = typer.Option(None, "--map", "-m", help=_MAP_HELP),
+    config_file: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Also write customer_id,segment (.csv, .parquet, ...)."
+    ),
+) -> None:
+    """Segment sizes and value as of a date (lapsed, at_risk, sale_only, first_time, ...).
+
+    Rules and their precedence are documented in features/segments.py; thresholds come from
+    the 'segments:' section of --config.
+    """
+
+    def action() -> None:
+        from rich.table import Table
+
+        from features.builders import build_features
+        from features.segments import assign_segments, summarize_segments
+
+        seg_config = _segment_config(config_file)
+        if out is not None and _suffix(out) not in _TABLE_SUFFIXES:
+            raise _UsageError(f"cannot write {str(out)!r}: use one of {', '.join(_TABLE_SUFFIXES)}")
+        log = _load(data, config_file, mapping).log
+        table = build_features(log, as_of)
+        labels = assign_segments(table, seg_config)
+        summary = summarize_segments(table, labels)
+        view = Table(title=f"Segments as of {as_of} ({len(table):,} customers)")
+        for column in ("segment", "customers", "share", "spend total", "spend mean", "spend share"):
+            view.add_column(column, justify="left" if column == "segment" else "right")
+        for name, row in summary.iterrows():
+            mean = row["spend_mean"]
+            view.add_row(
+                str(name),
+                f"{int(row['customers']):,}",
+                f"{row['share']:.1%}",
+                f"{row['spend_total']:,.2f}",
+                "-" if mean != mean else f"{mean:,.2f}",
+                f"{row['spend_share']:.1%}",
+            )
+        _console().print(view)
+        if out is not None:
+            frame = labels.astype("str").rename("segment").rename_axis("customer_id").reset_index()
+            _write_table(frame, out)
+            typer.echo(f"wrote {len(frame):,} segments to {out}", err=True)
+
+    _run(action)
 
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the root app."""
+    app.command("synth")(synth)
+    app.command("kpis")(kpis)
+    app.command("features")(features)
+    app.command("segments")(segments)

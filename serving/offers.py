@@ -35,6 +35,7 @@ from typing import Annotated, Any, Literal, Self
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import yaml
 from pydantic import (
     BaseModel,
@@ -81,9 +82,7 @@ OFFER_COLUMNS: tuple[str, ...] = (
 SUPPRESSED_HOLDOUT = "holdout"
 SUPPRESSED_NEGATIVE_EV = "negative_expected_value"
 
-Segment = Literal[
-    "first_time", "second_time", "sale_only", "loyal", "at_risk", "lapsed", "regular"
-]
+Segment = Literal["first_time", "second_time", "sale_only", "loyal", "at_risk", "lapsed", "regular"]
 Channel = Literal["email", "sms", "push", "in_app", "direct_mail"]
 Code = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -237,7 +236,10 @@ class OfferPolicy(_Strict):
     def to_yaml(self) -> str:
         """YAML that ``from_yaml`` reads back to an equal policy (comments are not kept)."""
         return yaml.safe_dump(
-            self.model_dump(mode="json", exclude_none=True), sort_keys=False, allow_unicode=True
+            self.model_dump(mode="json", exclude_none=True),
+            sort_keys=False,
+            allow_unicode=True,
+            width=100,
         )
 
 
@@ -248,7 +250,11 @@ def _read_source(path_or_text: str | Path) -> tuple[str, str]:
         return path_or_text.read_text("utf-8"), f"file {path_or_text}"
     if "\n" not in path_or_text and len(path_or_text) < 4096:
         candidate = Path(path_or_text)
-        if candidate.is_file():
+        try:
+            is_file = candidate.is_file()
+        except OSError:  # e.g. a one-line YAML text longer than a file name may be
+            is_file = False
+        if is_file:
             return candidate.read_text("utf-8"), f"file {candidate}"
     return path_or_text, "text"
 
@@ -328,7 +334,7 @@ def apply_policy(
 
     out = pd.DataFrame(
         {
-            "customer_id": scores["customer_id"].to_numpy(),
+            "customer_id": scores["customer_id"].reset_index(drop=True),
             "offer": offer,
             "offer_channel": channel,
             "offer_send_date": pd.DatetimeIndex(send_day.astype("datetime64[us]")).tz_localize(
@@ -340,17 +346,15 @@ def apply_policy(
             "holdout": holdout,
             "suppressed": suppressed,
             "suppressed_reason": suppressed_reason,
-        },
-        index=scores.index,
+        }
     )
+    out.index = scores.index
     return out[list(OFFER_COLUMNS)]
 
 
 def _labels(table: list[str], codes: np.ndarray) -> pd.Series:
-    """Strings by code via a categorical: a handful of distinct labels, not 1M Python objects."""
-    uniques, inverse = np.unique(np.asarray(table, dtype=object), return_inverse=True)
-    categories = pd.Index(uniques, dtype="str")
-    return pd.Series(pd.Categorical.from_codes(inverse[codes], categories=categories)).astype("str")
+    """Strings by code with one Arrow ``take``: a few distinct labels, not 1M Python objects."""
+    return pd.Series(pa.array(table, type=pa.string()).take(pa.array(codes)), dtype="str")
 
 
 class _Inputs:
@@ -392,14 +396,14 @@ class _Inputs:
         if ids.isna().any():
             raise ScoresError(f"customer_id is empty in {int(ids.isna().sum())} row(s)")
 
-        segment = pd.Categorical(scores["segment"], categories=list(SEGMENTS))
-        unknown = segment.codes < 0
+        unknown = ~scores["segment"].isin(SEGMENTS).to_numpy(dtype=bool)
         if unknown.any():
             bad = pd.unique(scores["segment"].to_numpy()[unknown])[:5]
             raise ScoresError(
                 f"segment has {int(unknown.sum())} row(s) with unknown value(s) {list(bad)} "
                 f"(e.g. customer_id {_examples(ids, unknown)}); known: {list(SEGMENTS)}"
             )
+        segment = pd.Categorical(scores["segment"], categories=list(SEGMENTS))
 
         churn = _float_column(scores, "churn_probability", ids)
         outside = (churn < 0.0) | (churn > 1.0)
@@ -504,11 +508,7 @@ def _send_days(rules: list[Rule], safe_idx: np.ndarray, ctx: _Inputs) -> np.ndar
     """Send day per row under its rule, clipped to the ``as_of`` day (never in the past)."""
     kind = np.array(
         [
-            0
-            if r.send.now
-            else 1
-            if r.send.days_after_last_purchase is not None
-            else 2
+            0 if r.send.now else 1 if r.send.days_after_last_purchase is not None else 2
             for r in rules
         ]
     )[safe_idx]
@@ -532,7 +532,8 @@ def _holdout_draw(customer_id: pd.Series, campaign: str) -> np.ndarray:
 
     blake2b is a fixed, published function of the bytes, so the draw is the same on every
     run, machine, Python and pandas version (unlike ``hash()`` or ``hash_pandas_object``,
-    whose algorithms are implementation details). The top 53 bits give an exact float.
+    whose algorithms are implementation details). Draw = (big-endian 8-byte digest >> 11) / 2**53,
+    an exact float in [0, 1).
     Only distinct ids are hashed (categorical codes or ``factorize``).
     """
     if isinstance(customer_id.dtype, pd.CategoricalDtype):
@@ -541,16 +542,10 @@ def _holdout_draw(customer_id: pd.Series, campaign: str) -> np.ndarray:
     else:
         codes, uniques = pd.factorize(customer_id)
     prefix = f"{campaign}:".encode()
-    digests = np.fromiter(
-        (
-            int.from_bytes(
-                hashlib.blake2b(prefix + str(u).encode(), digest_size=8).digest(), "big"
-            )
-            >> 11
-            for u in uniques
-        ),
-        dtype=np.uint64,
-        count=len(uniques),
+    digest = hashlib.blake2b
+    packed = b"".join(
+        digest(prefix + str(u).encode(), digest_size=8).digest() for u in uniques.tolist()
     )
-    draws = digests.astype(np.float64) / float(1 << 53)
+    top53 = np.frombuffer(packed, dtype=">u8") >> np.uint64(11)
+    draws = top53.astype(np.float64) / float(1 << 53)
     return draws[codes]

@@ -1,0 +1,447 @@
+"""Point-in-time customer features from the canonical purchase log.
+
+``build_features(log, as_of)`` returns one row per customer with at least one purchase (a
+non-return row) strictly before ``as_of``: index ``customer_id`` (``str``, sorted), columns
+exactly ``catalog.FEATURE_COLUMNS`` in order. The column meanings live in ``features.catalog``;
+this docstring records the choices the catalog leaves open.
+
+Dtypes: the count columns in ``COUNT_COLUMNS`` are ``int64`` (they are never missing); every
+other column is ``float64``.
+
+Time: timestamps are handled as int64 microseconds since the epoch (UTC).
+- ``recency_days``, ``tenure_days`` and ``active_span_days`` come from exact timestamps and
+  are fractional days (an order 36 hours before ``as_of`` has ``recency_days == 1.5``);
+  ``recency_gap_ratio`` divides that fractional recency by ``gap_mean_days``.
+- Gaps are between consecutive purchase days (UTC calendar dates), so they are whole days.
+- A window of ``W`` days is ``[as_of - W days, as_of)``: an order exactly ``W`` days before
+  ``as_of`` is inside, one exactly at ``as_of`` is not used at all. Windows count an order
+  (and its whole value) by the order's time; ``spend_trend``'s earlier half is
+  ``[as_of - 360 days, as_of - 180 days)``.
+
+Orders: an order is a maximal run of consecutive purchase rows (in canonical order) with the
+same ``customer_id`` and ``order_id``; its time is its first line's timestamp and its value
+the sum of its lines' ``amount``. Lines of one order that carry different timestamps are one
+order only while they stay adjacent in the canonical sort (no other order of that customer in
+between); the loader is expected to keep them so. The last order (for ``last_order_value``) is
+the last one in canonical order, so ties on time go to the greatest ``order_id``.
+
+Input: the log must already be canonical (see ``features.schema``). Sorting 10 million rows
+per call would cost more than building every feature, so the function checks the
+``customer_id``/``timestamp`` order cheaply and raises ``PurchaseLogError`` instead of
+sorting. Everything is vectorised over the sorted arrays (``np.add.reduceat`` and friends on
+group boundaries); nothing loops over customers in Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, NamedTuple, TypeVar
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.catalog import FEATURE_COLUMNS, WINDOWS_DAYS
+from features.schema import CANONICAL_COLUMNS, PurchaseLogError
+
+US_PER_DAY = 86_400_000_000
+TREND_DAYS = 180
+SEASON_LAG_DAYS = 365
+COUNT_COLUMNS: frozenset[str] = frozenset(
+    {
+        "n_orders",
+        "n_purchase_days",
+        "n_repeat_days",
+        "orders_same_season_last_year",
+        "n_returns",
+        "n_categories",
+        "n_channels",
+        *(f"orders_{w}d" for w in WINDOWS_DAYS),
+    }
+)
+_USED_COLUMNS: tuple[str, ...] = (
+    "customer_id",
+    "timestamp",
+    "amount",
+    "quantity",
+    "order_id",
+    "category",
+    "discount",
+    "channel",
+    "is_return",
+)
+_THREADED_MIN_ROWS = 200_000
+T = TypeVar("T")
+
+
+class FeatureConfig(BaseModel):
+    """Knobs of the feature builder; windows are fixed by ``catalog.WINDOWS_DAYS``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    horizon_days: int = Field(default=90, gt=0, le=365)
+
+
+def to_utc_timestamp(as_of: str | datetime | pd.Timestamp) -> pd.Timestamp:
+    """``as_of`` as a tz-aware UTC timestamp; naive input is taken as UTC."""
+    ts = pd.Timestamp(as_of)
+    if ts is pd.NaT:
+        raise ValueError(f"as_of must be a point in time, got {as_of!r}")
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def build_features(
+    log: pd.DataFrame,
+    as_of: str | datetime | pd.Timestamp,
+    config: FeatureConfig | None = None,
+) -> pd.DataFrame:
+    """Features of every customer who bought before ``as_of``, from rows before ``as_of`` only."""
+    config = config or FeatureConfig()
+    cutoff_ns = to_utc_timestamp(as_of).value
+    # first microsecond not before as_of, so that ts < as_of <=> ts < cutoff
+    cutoff = -(-cutoff_ns // 1000)
+    _check_columns(log)
+    codes = np.asarray(log["customer_id"].array.codes)
+    ts = _timestamps_us(log["timestamp"])
+    _check_sorted(codes, ts)
+    is_return = _bool_column(log, "is_return")
+    amount = log["amount"].to_numpy(dtype=np.float64)
+    _check_amount(amount)
+
+    before = ts < cutoff
+    rows = np.flatnonzero(before & ~is_return)
+    if rows.size == 0:
+        return _empty_frame()
+    data = _Rows(codes, ts, amount, is_return, before, rows, rows.size == len(log))
+    # string work (pyarrow, releases the GIL) runs beside the numpy work on large logs
+    pool = ThreadPoolExecutor(max_workers=2) if len(log) >= _THREADED_MIN_ROWS else None
+    try:
+        return _build(log, data, cutoff_ns, config, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Rows(NamedTuple):
+    """Validated whole-log arrays and the purchase rows before as_of (``rows``)."""
+
+    codes: np.ndarray
+    ts: np.ndarray
+    amount: np.ndarray
+    is_return: np.ndarray
+    before: np.ndarray
+    rows: np.ndarray
+    all_rows: bool  # every row is a purchase before as_of: skip the gathers
+
+
+def _build(
+    log: pd.DataFrame,
+    data: _Rows,
+    cutoff_ns: int,
+    config: FeatureConfig,
+    pool: ThreadPoolExecutor | None,
+) -> pd.DataFrame:
+    codes, rows, all_rows = data.codes, data.rows, data.all_rows
+    cutoff = -(-cutoff_ns // 1000)
+    order_changes = _submit(pool, _adjacent_changes, log["order_id"], rows, all_rows)
+    category_codes = _submit(pool, _value_codes, log["category"], rows, all_rows)
+    channel_codes = _submit(pool, _value_codes, log["channel"], rows, all_rows)
+    cc = _take(codes, rows, all_rows)
+    t = _take(data.ts, rows, all_rows)
+    amt = _take(data.amount, rows, all_rows)
+    qty = _take(log["quantity"].to_numpy(dtype=np.float64), rows, all_rows)
+    disc = _take(_bool_column(log, "discount"), rows, all_rows)
+
+    n = rows.size
+    cust_new = np.empty(n, dtype=bool)
+    cust_new[0] = True
+    np.not_equal(cc[1:], cc[:-1], out=cust_new[1:])
+    cust_start = np.flatnonzero(cust_new)
+    n_cust = cust_start.size
+    order_new = cust_new.copy()
+    order_new[1:] |= order_changes.result()
+    order_start = np.flatnonzero(order_new)
+    n_ord = order_start.size
+    o_row = np.cumsum(order_new, dtype=np.int64)
+    o_row -= 1
+
+    # order level, sorted by customer then order time
+    o_t = t[order_start]
+    o_val = np.bincount(o_row, weights=amt, minlength=n_ord)
+    o_disc = np.zeros(n_ord, dtype=bool)
+    o_disc[o_row[disc]] = True
+    o_cust_new = cust_new[order_start]
+    o_g = np.cumsum(o_cust_new) - 1
+    c_row = o_g[o_row]
+    co = np.flatnonzero(o_cust_new)  # each customer's first order
+    co_last = np.empty(n_cust, dtype=np.int64)
+    co_last[:-1] = co[1:] - 1
+    co_last[-1] = n_ord - 1
+    n_orders = co_last - co + 1
+
+    first_t = o_t[co]
+    last_t = o_t[co_last]
+    ns_per_day = US_PER_DAY * 1000
+    recency = (cutoff_ns - last_t * 1000) / ns_per_day  # exact int64 ns, then one division
+    tenure = (cutoff_ns - first_t * 1000) / ns_per_day
+    span = (last_t - first_t) / US_PER_DAY
+
+    monetary_total = np.add.reduceat(o_val, co)
+    monetary_max = np.maximum.reduceat(o_val, co)
+    n_items = np.bincount(c_row, weights=qty, minlength=n_cust)
+
+    # purchase days
+    o_day = o_t // US_PER_DAY
+    day_new = o_cust_new.copy()
+    day_new[1:] |= o_day[1:] != o_day[:-1]
+    d_idx = np.flatnonzero(day_new)
+    day = o_day[d_idx]
+    d_cust_new = o_cust_new[d_idx]
+    cd = np.flatnonzero(d_cust_new)
+    cd_last = np.empty(n_cust, dtype=np.int64)
+    cd_last[:-1] = cd[1:] - 1
+    cd_last[-1] = d_idx.size - 1
+    n_days = cd_last - cd + 1
+    n_gaps = n_days - 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gap_mean = np.where(n_gaps > 0, (day[cd_last] - day[cd]) / np.maximum(n_gaps, 1), np.nan)
+        gap_last = np.where(n_gaps > 0, day[cd_last] - day[np.maximum(cd_last - 1, 0)], np.nan)
+        gaps = np.diff(day).astype(np.float64)
+        gap_cust = np.cumsum(d_cust_new)[1:] - 1  # customer of the later day of each gap
+        within = ~d_cust_new[1:]
+        dev = gaps[within] - gap_mean[gap_cust[within]]
+        sq = np.bincount(gap_cust[within], weights=dev * dev, minlength=n_cust)
+        gap_std = np.where(n_gaps >= 2, np.sqrt(sq / np.maximum(n_gaps, 1)), np.nan)
+        recency_gap_ratio = recency / gap_mean
+
+    out: dict[str, np.ndarray] = {
+        "recency_days": recency,
+        "tenure_days": tenure,
+        "active_span_days": span,
+        "n_orders": n_orders,
+        "n_purchase_days": n_days,
+        "n_repeat_days": n_gaps,
+        "n_items": n_items,
+        "monetary_total": monetary_total,
+        "monetary_mean": monetary_total / n_orders,
+        "monetary_max": monetary_max,
+        "last_order_value": o_val[co_last],
+        "items_per_order": n_items / n_orders,
+        "gap_mean_days": gap_mean,
+        "gap_std_days": gap_std,
+        "gap_last_days": gap_last,
+        "recency_gap_ratio": recency_gap_ratio,
+        "purchase_rate_30d": n_days / np.maximum(tenure, 1.0) * 30.0,
+    }
+
+    # every window is [as_of - a days, as_of - b days): bucket orders once by the window edges,
+    # count and sum per (bucket, customer), then add up the buckets each window spans
+    season_end = SEASON_LAG_DAYS - config.horizon_days
+    edge_days = sorted(
+        {*WINDOWS_DAYS, TREND_DAYS, 2 * TREND_DAYS, SEASON_LAG_DAYS, season_end}, reverse=True
+    )
+    edges = np.array([cutoff - d * US_PER_DAY for d in edge_days], dtype=np.int64)
+    key = np.searchsorted(edges, o_t, side="right")  # bucket k: at or after edges[k - 1]
+    key *= n_cust
+    key += o_g
+    n_buckets = len(edges) + 1
+    bucket_orders = np.bincount(key, minlength=n_buckets * n_cust).reshape(n_buckets, n_cust)
+    bucket_spend = np.bincount(key, weights=o_val, minlength=n_buckets * n_cust).reshape(
+        n_buckets, n_cust
+    )
+    first_bucket = {d: i + 1 for i, d in enumerate(edge_days)}
+
+    def window(start_days: int, end_days: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Orders and spend per customer in [as_of - start_days, as_of - end_days)."""
+        lo = first_bucket[start_days]
+        hi = first_bucket[end_days] if end_days > 0 else n_buckets
+        return bucket_orders[lo:hi].sum(axis=0), bucket_spend[lo:hi].sum(axis=0)
+
+    for w in WINDOWS_DAYS:
+        out[f"orders_{w}d"], out[f"spend_{w}d"] = window(w)
+    recent = window(TREND_DAYS)[1]
+    earlier = window(2 * TREND_DAYS, TREND_DAYS)[1]
+    out["spend_trend"] = np.log1p(recent) - np.log1p(earlier)
+    out["orders_same_season_last_year"] = window(SEASON_LAG_DAYS, season_end)[0]
+    out["discount_share"] = np.bincount(o_g[o_disc], minlength=n_cust) / n_orders
+
+    cust_code = cc[cust_start].astype(np.int64)
+    ret_rows = np.flatnonzero(data.before & data.is_return)
+    n_codes = len(log["customer_id"].array.categories)
+    ret_codes = codes[ret_rows]
+    n_returns = np.bincount(ret_codes, minlength=n_codes)[cust_code]
+    returned = np.bincount(ret_codes, weights=data.amount[ret_rows], minlength=n_codes)[cust_code]
+    denom = monetary_total + returned
+    out["n_returns"] = n_returns.astype(np.int64)
+    out["return_rate"] = np.divide(
+        returned, denom, out=np.zeros(n_cust), where=(n_returns > 0) & (denom > 0)
+    )
+
+    out["n_categories"] = _distinct_per_group(*category_codes.result(), c_row, n_cust)
+    weekday = (o_day + 3) % 7  # 1970-01-01 was a Thursday; Monday == 0
+    per_weekday = np.bincount(weekday * n_cust + o_g, minlength=7 * n_cust).reshape(7, n_cust)
+    out["weekday_concentration"] = per_weekday.max(axis=0) / n_orders
+    out["n_channels"] = _distinct_per_group(*channel_codes.result(), c_row, n_cust)
+
+    categories = log["customer_id"].array.categories
+    index = pd.Index(categories.take(cust_code), name="customer_id").astype("str")
+    frame = pd.DataFrame(
+        {
+            name: out[name].astype(np.int64 if name in COUNT_COLUMNS else np.float64, copy=False)
+            for name in FEATURE_COLUMNS
+        },
+        index=index,
+        copy=False,
+    )
+    if not categories.is_monotonic_increasing:
+        frame = frame.sort_index()
+    return frame
+
+
+def _empty_frame() -> pd.DataFrame:
+    index = pd.Index([], dtype="str", name="customer_id")
+    return pd.DataFrame(
+        {
+            name: np.empty(0, dtype=np.int64 if name in COUNT_COLUMNS else np.float64)
+            for name in FEATURE_COLUMNS
+        },
+        index=index,
+    )
+
+
+def _take(values: np.ndarray, rows: np.ndarray, all_rows: bool) -> np.ndarray:
+    return values if all_rows else values[rows]
+
+
+def _check_columns(log: pd.DataFrame) -> None:
+    missing = [c for c in _USED_COLUMNS if c not in log.columns]
+    if missing:
+        raise PurchaseLogError(
+            f"log is not canonical: missing column(s) {missing}; expected {list(CANONICAL_COLUMNS)}"
+        )
+    if not isinstance(log["customer_id"].dtype, pd.CategoricalDtype):
+        raise PurchaseLogError(
+            f"column 'customer_id' must be category dtype, got {log['customer_id'].dtype}"
+        )
+
+
+def _timestamps_us(col: pd.Series) -> np.ndarray:
+    dtype = col.dtype
+    if not isinstance(dtype, pd.DatetimeTZDtype) or str(dtype.tz) != "UTC":
+        raise PurchaseLogError(f"column 'timestamp' must be datetime64[us, UTC], got {dtype}")
+    arr = col.array
+    if dtype.unit != "us":
+        arr = arr.as_unit("us")
+    values = np.asarray(arr.asi8)
+    if col.hasnans:
+        raise PurchaseLogError(f"column 'timestamp' has NaT at row {int(np.argmax(col.isna()))}")
+    return values
+
+
+def _bool_column(log: pd.DataFrame, name: str) -> np.ndarray:
+    col = log[name]
+    if col.dtype != np.bool_:
+        if col.isna().any():
+            raise PurchaseLogError(f"column {name!r} must be bool, found missing values")
+        return col.to_numpy(dtype=bool)
+    return col.to_numpy()
+
+
+def _check_sorted(codes: np.ndarray, ts: np.ndarray) -> None:
+    if codes.size == 0:
+        return
+    if codes[0] < 0:
+        raise PurchaseLogError("column 'customer_id' has missing values (row 0)")
+    same = codes[1:] == codes[:-1]
+    bad = (codes[1:] < codes[:-1]) | (same & (ts[1:] < ts[:-1]))
+    if bad.any():
+        row = int(np.argmax(bad)) + 1
+        raise PurchaseLogError(
+            "log is not canonical: rows must be sorted by customer_id, timestamp, order_id "
+            f"(row {row} comes before row {row - 1}); canonicalize it first"
+        )
+
+
+def _check_amount(amount: np.ndarray) -> None:
+    if amount.size and not amount.min() >= 0:
+        bad = int(np.argmax(~(amount >= 0)))
+        raise PurchaseLogError(
+            f"column 'amount' must be >= 0 and not missing; row {bad} has {amount[bad]!r}"
+        )
+
+
+def _arrow(col: pd.Series) -> pa.Array:
+    """The column as an Arrow string array (zero-copy for pandas' default ``str`` dtype)."""
+    arr = pa.array(col.array)
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = pa.array(col.astype("str").array)
+    return arr
+
+
+def _adjacent_changes(col: pd.Series, rows: np.ndarray, all_rows: bool) -> np.ndarray:
+    """For consecutive kept rows, whether ``col`` differs; compares strings without hashing."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        kept = _take(np.asarray(col.array.codes), rows, all_rows)
+        if kept.size and kept.min() < 0:
+            raise PurchaseLogError(f"column {col.name!r} has missing values")
+        return kept[1:] != kept[:-1]
+    arr = _arrow(col)
+    if arr.null_count:
+        first = int(np.argmax(col.isna().to_numpy()))
+        raise PurchaseLogError(f"column {col.name!r} has missing values (first at row {first})")
+    full = _not_equal(arr.slice(1), arr.slice(0, len(arr) - 1))
+    if all_rows:
+        return full
+    before, after = rows[:-1], rows[1:]
+    adjacent = after == before + 1
+    changes = np.empty(rows.size - 1, dtype=bool)
+    changes[adjacent] = full[before[adjacent]]
+    gap = np.flatnonzero(~adjacent)
+    if gap.size:
+        changes[gap] = _not_equal(arr.take(before[gap]), arr.take(after[gap]))
+    return changes
+
+
+def _not_equal(left: pa.Array, right: pa.Array) -> np.ndarray:
+    return pc.not_equal(left, right).to_numpy(zero_copy_only=False)
+
+
+def _value_codes(col: pd.Series, rows: np.ndarray, all_rows: bool) -> tuple[np.ndarray, int]:
+    """Integer codes (-1 for missing) of the kept rows and the number of distinct values."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return _take(np.asarray(col.array.codes), rows, all_rows), len(col.array.categories)
+    encoded = pc.dictionary_encode(_arrow(col))
+    indices = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+    return _take(indices, rows, all_rows), len(encoded.dictionary)
+
+
+def _distinct_per_group(
+    codes: np.ndarray, n_values: int, group: np.ndarray, n_groups: int
+) -> np.ndarray:
+    """Distinct non-missing codes per group (``group`` is each row's group number)."""
+    if n_values == 0:
+        return np.zeros(n_groups, dtype=np.int64)
+    width = n_values + 1  # slot 0 collects missing values
+    if n_groups * width <= max(4 * codes.size, 1 << 16):
+        key = codes.astype(np.int64)
+        key += 1
+        key *= n_groups
+        key += group
+        seen = np.bincount(key, minlength=n_groups * width).reshape(width, n_groups)[1:] > 0
+        return seen.sum(axis=0, dtype=np.int64)
+    known = codes >= 0
+    pairs = pd.unique(group[known] * np.int64(n_values) + codes[known].astype(np.int64))
+    return np.bincount(pairs // n_values, minlength=n_groups).astype(np.int64)
+
+
+def _submit(pool: ThreadPoolExecutor | None, fn: Callable[..., T], *args: Any) -> Future[T]:
+    """``pool.submit`` or, without a pool, the result computed right away."""
+    if pool is not None:
+        return pool.submit(fn, *args)
+    future: Future[T] = Future()
+    future.set_result(fn(*args))
+    return future

@@ -1,0 +1,192 @@
+"""The feature-side commands through the real root app: synth -> kpis/features/segments."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from features.catalog import FEATURE_COLUMNS
+from features.segments import SEGMENTS
+from serving.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def synth_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "log.csv"
+    result = runner.invoke(app, ["synth", "--customers", "300", "--seed", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.mark.parametrize("command", ["synth", "kpis", "features", "segments"])
+def test_help(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert "--data" in result.output or "--customers" in result.output
+
+
+def test_synth_is_deterministic_and_atomic(tmp_path: Path) -> None:
+    paths = []
+    for name in ("one", "two"):
+        out = tmp_path / name / "log.parquet"
+        truth = tmp_path / name / "truth.csv"
+        args = ["synth", "-n", "200", "--seed", "9", "--out", str(out), "--truth", str(truth)]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        paths.append((out, truth))
+        # Only the outputs remain: no temporary files next to them.
+        assert sorted(p.name for p in out.parent.iterdir()) == ["log.parquet", "truth.csv"]
+    (log1, truth1), (log2, truth2) = paths
+    pd.testing.assert_frame_equal(pd.read_parquet(log1), pd.read_parquet(log2))
+    assert truth1.read_bytes() == truth2.read_bytes()
+    truth = pd.read_csv(truth1)
+    assert len(truth) == 200
+    assert {"alive_at_end", "dropout_time", "sale_only", "first_purchase"} <= set(truth.columns)
+
+
+def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
+    from features.cli import _write_atomic
+
+    target = tmp_path / "out.json"
+    target.write_text("old")
+
+    def broken(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        _write_atomic(target, broken)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_synth_rejects_unknown_suffix(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["synth", "-n", "10", "--out", str(tmp_path / "log.xlsx")])
+    assert result.exit_code == 2
+    assert "log.xlsx" in result.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_kpis_json_matches_the_file(synth_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "kpis.json"
+    result = runner.invoke(
+        app, ["kpis", "--data", str(synth_csv), "--format", "json", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    raw = pd.read_csv(synth_csv)
+    bought = raw.loc[raw["amount"] > 0]
+    # The default period spans the whole log, so every customer and order is in it.
+    assert data["metrics"]["customers"] == raw["customer_id"].nunique()
+    assert data["metrics"]["orders"] == bought["order_id"].nunique()
+    assert data["metrics"]["returns"] == int((raw["amount"] < 0).sum())
+    assert data["metrics"]["revenue"] == pytest.approx(bought["amount"].sum())
+    per_customer = bought.groupby("customer_id")["order_id"].nunique()
+    assert data["metrics"]["repeat_rate"] == pytest.approx((per_customer >= 2).mean())
+    first_day = pd.Timestamp(raw["timestamp"].min()).floor("D")
+    assert pd.Timestamp(data["start"]) == first_day
+    assert set(data["monthly"]) >= {"2022-01", "2024-12"}
+
+
+def test_kpis_table_csv_and_period(synth_csv: Path) -> None:
+    table = runner.invoke(app, ["kpis", "--data", str(synth_csv)])
+    assert table.exit_code == 0, table.output
+    assert "repeat_rate" in table.output
+    assert "Cohort retention" in table.output
+    csv = runner.invoke(
+        app,
+        ["kpis", "-d", str(synth_csv), "--from", "2023-01-01", "--to", "2023-02-01", "-f", "csv"],
+    )
+    assert csv.exit_code == 0, csv.output
+    lines = csv.stdout.splitlines()
+    assert lines[0] == "metric,value,description"
+    raw = pd.read_csv(synth_csv, parse_dates=["timestamp"])
+    january = raw.loc[
+        (raw["amount"] > 0)
+        & (raw["timestamp"] >= pd.Timestamp("2023-01-01", tz="UTC"))
+        & (raw["timestamp"] < pd.Timestamp("2023-02-01", tz="UTC"))
+    ]
+    orders_line = next(line for line in lines if line.startswith("orders,"))
+    assert orders_line.split(",")[1] == str(january["order_id"].nunique())
+
+
+def test_kpis_bad_column_names_it(synth_csv: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    pd.read_csv(synth_csv).rename(columns={"customer_id": "client"}).to_csv(bad, index=False)
+    result = runner.invoke(app, ["kpis", "--data", str(bad)])
+    assert result.exit_code == 2
+    assert "customer_id" in result.output
+    # The mapping fixes it.
+    fixed = runner.invoke(
+        app, ["kpis", "--data", str(bad), "--map", "customer_id=client", "-f", "json"]
+    )
+    assert fixed.exit_code == 0, fixed.output
+
+
+def test_kpis_bad_mapping_and_missing_file(synth_csv: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["kpis", "--data", str(synth_csv), "--map", "customer_id=CustomerID"]
+    )
+    assert result.exit_code == 2
+    assert "CustomerID" in result.output
+    missing = runner.invoke(app, ["kpis", "--data", str(tmp_path / "nope.csv")])
+    assert missing.exit_code == 2
+    assert "nope.csv" in missing.output
+
+
+def test_kpis_config_file(synth_csv: Path, tmp_path: Path) -> None:
+    renamed = tmp_path / "renamed.csv"
+    pd.read_csv(synth_csv).rename(columns={"timestamp": "InvoiceDate"}).to_csv(renamed, index=False)
+    config = tmp_path / "retain.yaml"
+    config.write_text("log:\n  columns:\n    timestamp: InvoiceDate\n")
+    result = runner.invoke(app, ["kpis", "-d", str(renamed), "-c", str(config), "-f", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["metrics"]["customers"] > 0
+    config.write_text("log:\n  colums: {}\n")
+    bad = runner.invoke(app, ["kpis", "-d", str(renamed), "-c", str(config)])
+    assert bad.exit_code == 2
+    assert "colums" in bad.output
+
+
+def test_features_writes_the_catalog_columns(synth_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "features.parquet"
+    result = runner.invoke(
+        app, ["features", "--data", str(synth_csv), "--as-of", "2024-01-01", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(out)
+    assert list(table.columns) == ["customer_id", *FEATURE_COLUMNS]
+    raw = pd.read_csv(synth_csv, parse_dates=["timestamp"])
+    before = raw.loc[
+        (raw["amount"] > 0) & (raw["timestamp"] < pd.Timestamp("2024-01-01", tz="UTC"))
+    ]
+    assert len(table) == before["customer_id"].nunique()
+
+
+def test_features_describe_alone() -> None:
+    result = runner.invoke(app, ["features", "--describe"])
+    assert result.exit_code == 0
+    assert "recency_gap_ratio" in result.output
+    incomplete = runner.invoke(app, ["features", "--as-of", "2024-01-01"])
+    assert incomplete.exit_code == 2
+    assert "--data" in incomplete.output
+
+
+def test_segments_prints_sizes_and_writes(synth_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "segments.csv"
+    result = runner.invoke(
+        app, ["segments", "--data", str(synth_csv), "--as-of", "2024-06-01", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    for name in SEGMENTS:
+        assert name in result.output
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == ["customer_id", "segment"]
+    assert set(frame["segment"]) <= set(SEGMENTS)
+    assert frame["customer_id"].is_unique

@@ -1,0 +1,734 @@
+"""The purchase-log loader: validation messages, repairs and the canonical contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from features.config_file import LogConfigError, load_log_config
+from features.purchase_log import (
+    LoadReport,
+    canonicalize,
+    parse_mapping,
+    read_purchase_log,
+)
+from features.schema import CANONICAL_COLUMNS, TIMESTAMP_DTYPE, LogConfig, PurchaseLogError
+
+
+def utc(text: str) -> pd.Timestamp:
+    return pd.Timestamp(text, tz="UTC")
+
+
+def frame(**columns: list[object]) -> pd.DataFrame:
+    return pd.DataFrame(columns)
+
+
+def write_csv(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+SIMPLE = frame(
+    customer_id=["c2", "c1", "c1"],
+    timestamp=["2024-01-02 10:00", "2024-01-03 09:00", "2024-01-01 08:00"],
+    amount=["5", "7.5", "2"],
+)
+
+
+# --- the contract -----------------------------------------------------------------------------
+
+
+def test_canonical_dtypes_sort_and_index() -> None:
+    result = canonicalize(SIMPLE)
+    log = result.log
+    assert list(log.columns) == list(CANONICAL_COLUMNS)
+    assert isinstance(log["customer_id"].dtype, pd.CategoricalDtype)
+    assert log["customer_id"].cat.categories.dtype == "str"
+    assert str(log["timestamp"].dtype) == TIMESTAMP_DTYPE
+    assert log["amount"].dtype == "float64"
+    assert log["quantity"].dtype == "float64"
+    assert log["order_id"].dtype == "str"
+    for column in ("product_id", "category", "channel"):
+        assert log[column].dtype == "str"
+        assert log[column].isna().all()
+    assert log["discount"].dtype == bool
+    assert log["is_return"].dtype == bool
+    assert isinstance(log.index, pd.RangeIndex)
+    assert list(log.index) == [0, 1, 2]
+    # sorted by customer, then time
+    assert list(log["customer_id"].astype(str)) == ["c1", "c1", "c2"]
+    assert list(log["timestamp"]) == [
+        utc("2024-01-01 08:00"),
+        utc("2024-01-03 09:00"),
+        utc("2024-01-02 10:00"),
+    ]
+    assert list(log["amount"]) == [2.0, 7.5, 5.0]
+    assert list(log["quantity"]) == [1.0, 1.0, 1.0]
+    assert not log["discount"].any()
+    assert not log["is_return"].any()
+
+
+def test_order_id_breaks_ties_in_sort_order() -> None:
+    df = frame(
+        customer_id=["a", "a", "a", "b"],
+        timestamp=["2024-01-01 10:00"] * 3 + ["2024-01-01 09:00"],
+        amount=[1, 2, 3, 4],
+        order_id=["o3", "o1", "o2", "o9"],
+    )
+    log = canonicalize(df).log
+    assert list(log["order_id"]) == ["o1", "o2", "o3", "o9"]
+    assert list(log["amount"]) == [2.0, 3.0, 1.0, 4.0]
+
+
+def test_customer_ids_keep_leading_zeros_and_are_stripped(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "log.csv",
+        "customer_id,timestamp,amount\n007, 2024-01-01,1\n 007 ,2024-01-02,2\n70,2024-01-03,3\n",
+    )
+    log = read_purchase_log(path).log
+    assert list(log["customer_id"].astype(str)) == ["007", "007", "70"]
+
+
+def test_report_counts_and_time_span() -> None:
+    report = canonicalize(SIMPLE).report
+    assert report.rows_read == 3
+    assert report.rows_kept == 3
+    assert report.dropped == {}
+    assert report.n_customers == 2
+    assert report.n_returns == 0
+    assert report.first_timestamp == utc("2024-01-01 08:00")
+    assert report.last_timestamp == utc("2024-01-03 09:00")
+
+
+def test_report_summary_and_json() -> None:
+    df = frame(
+        customer_id=["a", "", "a", "a"],
+        timestamp=["2024-01-01"] * 4,
+        amount=[1, 2, 1, -3],
+    )
+    report = canonicalize(df).report
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["rows_read"] == 4
+    assert data["rows_kept"] == 2
+    assert data["dropped"] == {"missing_customer_id": 1, "exact_duplicate": 1}
+    assert data["n_returns"] == 1
+    assert data["first_timestamp"] == "2024-01-01T00:00:00+00:00"
+    text = report.summary()
+    assert "rows read:  4" in text
+    assert "dropped (missing_customer_id): 1" in text
+    assert "dropped (exact_duplicate): 1" in text
+    assert "returns:    1" in text
+
+
+def test_report_rejects_broken_invariant() -> None:
+    with pytest.raises(ValueError, match="invariant"):
+        LoadReport(
+            rows_read=5,
+            rows_kept=3,
+            dropped={"exact_duplicate": 1},
+            n_returns=0,
+            n_customers=1,
+            first_timestamp=None,
+            last_timestamp=None,
+        )
+
+
+def test_empty_input_gives_empty_canonical_log() -> None:
+    result = canonicalize(frame(customer_id=[], timestamp=[], amount=[]))
+    assert len(result.log) == 0
+    assert list(result.log.columns) == list(CANONICAL_COLUMNS)
+    assert str(result.log["timestamp"].dtype) == TIMESTAMP_DTYPE
+    assert result.report.first_timestamp is None
+
+
+# --- validation errors ------------------------------------------------------------------------
+
+
+def test_missing_required_columns_are_named_with_found_columns_and_hint() -> None:
+    df = frame(CustomerID=["a"], when=["2024-01-01"], amount=[1])
+    with pytest.raises(PurchaseLogError) as caught:
+        canonicalize(df)
+    message = str(caught.value)
+    assert "'customer_id'" in message
+    assert "'timestamp'" in message
+    assert "'amount'" not in message.split("columns found")[0]
+    assert "['CustomerID', 'when', 'amount']" in message
+    assert "--map" in message
+
+
+def test_missing_column_suggests_case_insensitive_match() -> None:
+    df = frame(Customer_ID=["a"], timestamp=["2024-01-01"], amount=[1])
+    with pytest.raises(PurchaseLogError, match="did you mean 'Customer_ID'"):
+        canonicalize(df)
+
+
+def test_explicitly_mapped_optional_column_must_exist() -> None:
+    config = LogConfig(columns={"quantity": "Qty"})
+    with pytest.raises(PurchaseLogError, match=r"'quantity' \(mapped to 'Qty'\)"):
+        canonicalize(SIMPLE, config)
+
+
+def test_unparseable_timestamps_name_column_rows_and_values(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "log.csv",
+        "customer_id,timestamp,amount\n"
+        "a,2024-01-01,1\n"
+        "a,yesterday,1\n"
+        "b,2024-01-03,1\n"
+        "b,2024-02-30,1\n",
+    )
+    with pytest.raises(PurchaseLogError) as caught:
+        read_purchase_log(path)
+    message = str(caught.value)
+    assert "'timestamp'" in message
+    assert "2 unparseable" in message
+    assert "2 ('yesterday')" in message
+    assert "4 ('2024-02-30')" in message
+    assert "1-based data rows, header line not counted" in message
+
+
+def test_error_lists_at_most_five_rows() -> None:
+    df = frame(customer_id=list("abcdefgh"), timestamp=["2024-01-01"] * 8, amount=["x"] * 8)
+    with pytest.raises(PurchaseLogError) as caught:
+        canonicalize(df)
+    message = str(caught.value)
+    assert "1 ('x'), 2 ('x'), 3 ('x'), 4 ('x'), 5 ('x'), ... (8 in all)" in message
+    assert "6 ('x')" not in message
+
+
+def test_non_numeric_amount_names_column_rows_and_values(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "log.csv",
+        "cust,timestamp,Revenue\na,2024-01-01,1.50\nb,2024-01-02,$3\nc,2024-01-03,\n",
+    )
+    config = LogConfig(columns={"customer_id": "cust", "amount": "Revenue"})
+    with pytest.raises(PurchaseLogError) as caught:
+        read_purchase_log(path, config)
+    message = str(caught.value)
+    assert "'Revenue' (canonical 'amount')" in message
+    assert "2 ('$3')" in message
+    assert "3 ('')" in message
+
+
+def test_infinite_amount_is_rejected() -> None:
+    df = frame(customer_id=["a", "b"], timestamp=["2024-01-01"] * 2, amount=["1", "inf"])
+    with pytest.raises(PurchaseLogError, match=r"'amount'.*2 \('inf'\)"):
+        canonicalize(df)
+
+
+def test_non_numeric_quantity_names_column_rows_and_values() -> None:
+    df = frame(
+        customer_id=["a", "b", "c"],
+        timestamp=["2024-01-01"] * 3,
+        amount=[1, 2, 3],
+        quantity=["1", "two", "3"],
+    )
+    with pytest.raises(PurchaseLogError) as caught:
+        canonicalize(df)
+    message = str(caught.value)
+    assert "'quantity'" in message
+    assert "2 ('two')" in message
+
+
+def test_empty_quantity_is_one_with_warning() -> None:
+    df = frame(
+        customer_id=["a", "b"], timestamp=["2024-01-01"] * 2, amount=[1, 2], quantity=["3", ""]
+    )
+    result = canonicalize(df)
+    assert list(result.log["quantity"]) == [3.0, 1.0]
+    assert any("empty quantity" in warning for warning in result.report.warnings)
+
+
+def test_numeric_timestamps_need_a_date_format() -> None:
+    df = frame(customer_id=["a"], timestamp=[20240101], amount=[1])
+    with pytest.raises(PurchaseLogError, match=r"'timestamp'.*1 \(20240101\).*date_format"):
+        canonicalize(df)
+
+
+def test_error_row_numbers_count_dropped_rows() -> None:
+    """Row numbers stay those of the input even after rows without a customer are dropped."""
+    df = frame(
+        customer_id=["", "a", "b"],
+        timestamp=["2024-01-01"] * 3,
+        amount=["1", "2", "oops"],
+    )
+    with pytest.raises(PurchaseLogError, match=r"3 \('oops'\)"):
+        canonicalize(df)
+
+
+def test_discount_numbers_other_than_zero_one_are_rejected() -> None:
+    df = frame(customer_id=["a", "b"], timestamp=["2024-01-01"] * 2, amount=[1, 2], discount=[1, 2])
+    with pytest.raises(PurchaseLogError, match=r"'discount'.*2 \(2\)"):
+        canonicalize(df)
+
+
+def test_unknown_timezone_is_rejected() -> None:
+    with pytest.raises(PurchaseLogError, match="Mars/Olympus"):
+        canonicalize(SIMPLE, LogConfig(timezone="Mars/Olympus"))
+
+
+def test_unsupported_file_type(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "log.xlsx", "x")
+    with pytest.raises(PurchaseLogError, match="unsupported"):
+        read_purchase_log(path)
+
+
+# --- missing customer ids ---------------------------------------------------------------------
+
+
+def test_missing_customer_ids_are_dropped_counted_and_warned() -> None:
+    df = frame(
+        customer_id=["a", None, "  ", "b", ""],
+        timestamp=["2024-01-01"] * 5,
+        amount=[1, 2, 3, 4, 5],
+    )
+    result = canonicalize(df)
+    assert result.report.dropped == {"missing_customer_id": 3}
+    assert result.report.rows_kept == 2
+    assert list(result.log["amount"]) == [1.0, 4.0]
+    (warning,) = result.report.warnings
+    assert "3 row(s) with an empty customer id" in warning
+    assert "data rows 2, 3, 5" in warning
+
+
+def test_missing_customer_ids_raise_in_strict_mode() -> None:
+    df = frame(customer_id=["a", "", "b"], timestamp=["2024-01-01"] * 3, amount=[1, 2, 3])
+    with pytest.raises(PurchaseLogError) as caught:
+        canonicalize(df, LogConfig(strict=True))
+    message = str(caught.value)
+    assert "'customer_id'" in message
+    assert "data rows 2" in message
+    assert "strict" in message
+
+
+def test_na_like_text_is_a_real_id_in_csv(tmp_path: Path) -> None:
+    """Only empty cells are missing: 'NA' could be somebody's initials."""
+    path = write_csv(
+        tmp_path / "log.csv", "customer_id,timestamp,amount\nNA,2024-01-01,1\n,2024-01-01,1\n"
+    )
+    result = read_purchase_log(path)
+    assert list(result.log["customer_id"].astype(str)) == ["NA"]
+    assert result.report.dropped == {"missing_customer_id": 1}
+
+
+# --- mapping and config files -----------------------------------------------------------------
+
+
+def test_parse_mapping() -> None:
+    assert parse_mapping(["customer_id=CustomerID", "amount = Revenue", "order_id=a=b"]) == {
+        "customer_id": "CustomerID",
+        "amount": "Revenue",
+        "order_id": "a=b",
+    }
+
+
+@pytest.mark.parametrize("item", ["customer_id", "=CustomerID", "customer_id=", "  "])
+def test_parse_mapping_rejects_malformed_items(item: str) -> None:
+    with pytest.raises(PurchaseLogError, match="malformed") as caught:
+        parse_mapping(["amount=Revenue", item])
+    assert repr(item) in str(caught.value)
+
+
+def test_parse_mapping_rejects_unknown_canonical_name() -> None:
+    with pytest.raises(PurchaseLogError, match=r"'client=CustomerID'.*unknown canonical"):
+        parse_mapping(["client=CustomerID"])
+
+
+def test_mapping_reads_renamed_columns(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "log.csv",
+        "InvoiceNo,CustomerID,InvoiceDate,Price,Qty\n"
+        "536365,17850,2010-12-01 08:26:00,2.55,6\n"
+        "C536379,17850,2010-12-01 09:41:00,27.50,-1\n",
+    )
+    config = LogConfig(
+        columns=parse_mapping(
+            [
+                "customer_id=CustomerID",
+                "timestamp=InvoiceDate",
+                "amount=Price",
+                "quantity=Qty",
+                "order_id=InvoiceNo",
+            ]
+        )
+    )
+    log = read_purchase_log(path, config).log
+    assert list(log["order_id"]) == ["536365", "C536379"]
+    assert list(log["quantity"]) == [6.0, 1.0]
+    assert list(log["is_return"]) == [False, True]
+    assert log["timestamp"].iloc[1] == utc("2010-12-01 09:41")
+
+
+def test_load_log_config_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "log.yaml"
+    path.write_text(
+        "columns:\n  customer_id: CustomerID\ntimezone: Europe/Berlin\n"
+        "discount_true_values: [promo]\nduplicates: keep\n",
+        encoding="utf-8",
+    )
+    config = load_log_config(path)
+    assert config == LogConfig(
+        columns={"customer_id": "CustomerID"},
+        timezone="Europe/Berlin",
+        discount_true_values=("promo",),
+        duplicates="keep",
+    )
+
+
+def test_load_log_config_toml(tmp_path: Path) -> None:
+    path = tmp_path / "log.toml"
+    path.write_text(
+        'cancel_prefix = "X"\nstrict = true\n[columns]\namount = "Revenue"\n', encoding="utf-8"
+    )
+    assert load_log_config(path) == LogConfig(
+        cancel_prefix="X", strict=True, columns={"amount": "Revenue"}
+    )
+
+
+def test_load_log_config_log_section_beside_other_sections(tmp_path: Path) -> None:
+    path = tmp_path / "retain.yaml"
+    path.write_text("log:\n  timezone: Asia/Tokyo\nsegments:\n  anything: 1\n", encoding="utf-8")
+    assert load_log_config(path) == LogConfig(timezone="Asia/Tokyo")
+
+
+def test_load_log_config_unknown_key(tmp_path: Path) -> None:
+    path = tmp_path / "log.yaml"
+    path.write_text("timezon: UTC\n", encoding="utf-8")
+    with pytest.raises(LogConfigError, match=r"unknown key\(s\) \['timezon'\].*timezone"):
+        load_log_config(path)
+
+
+def test_load_log_config_bad_value(tmp_path: Path) -> None:
+    path = tmp_path / "log.yaml"
+    path.write_text("duplicates: sometimes\ncolumns: {client: X}\n", encoding="utf-8")
+    with pytest.raises(LogConfigError) as caught:
+        load_log_config(path)
+    assert "duplicates" in str(caught.value)
+    assert "columns" in str(caught.value)
+
+
+# --- timestamps -------------------------------------------------------------------------------
+
+
+def test_mixed_offsets_are_normalised_to_utc() -> None:
+    df = frame(
+        customer_id=["a", "a", "a"],
+        timestamp=["2024-03-01T12:00:00+01:00", "2024-03-01T12:00:00Z", "2024-03-01 06:30-05:00"],
+        amount=[1, 2, 3],
+    )
+    log = canonicalize(df).log
+    assert list(log["timestamp"]) == [
+        utc("2024-03-01 11:00"),
+        utc("2024-03-01 11:30"),
+        utc("2024-03-01 12:00"),
+    ]
+    assert list(log["amount"]) == [1.0, 3.0, 2.0]
+
+
+def test_naive_timestamps_use_configured_zone_and_offsets_win() -> None:
+    df = frame(
+        customer_id=["a", "a", "a"],
+        # winter (UTC+1), summer (UTC+2), and an explicit offset that must not be re-zoned
+        timestamp=["2024-01-15 12:00", "2024-07-15 12:00:00", "2024-07-15T12:00:00+00:00"],
+        amount=[1, 2, 3],
+    )
+    log = canonicalize(df, LogConfig(timezone="Europe/Berlin")).log
+    assert list(log["timestamp"]) == [
+        utc("2024-01-15 11:00"),
+        utc("2024-07-15 10:00"),
+        utc("2024-07-15 12:00"),
+    ]
+
+
+def test_naive_datetime_column_uses_configured_zone() -> None:
+    df = frame(
+        customer_id=["a"],
+        timestamp=pd.to_datetime(["2024-06-01 09:00"]),
+        amount=[1.0],
+    )
+    log = canonicalize(df, LogConfig(timezone="America/New_York")).log
+    assert log["timestamp"].iloc[0] == utc("2024-06-01 13:00")
+
+
+def test_aware_datetime_column_is_converted() -> None:
+    df = frame(
+        customer_id=["a"],
+        timestamp=pd.to_datetime(["2024-06-01 09:00"]).tz_localize("Asia/Tokyo"),
+        amount=[1.0],
+    )
+    log = canonicalize(df, LogConfig(timezone="America/New_York")).log
+    assert log["timestamp"].iloc[0] == utc("2024-06-01 00:00")
+    assert str(log["timestamp"].dtype) == TIMESTAMP_DTYPE
+
+
+def test_daylight_saving_gaps_and_repeats_are_resolved_with_warning() -> None:
+    df = frame(
+        customer_id=["a", "b"],
+        # 02:30 does not exist on 2024-03-31 in Berlin; 02:30 happens twice on 2024-10-27
+        timestamp=["2024-03-31 02:30", "2024-10-27 02:30"],
+        amount=[1, 2],
+    )
+    result = canonicalize(df, LogConfig(timezone="Europe/Berlin"))
+    assert list(result.log["timestamp"]) == [
+        utc("2024-03-31 01:00"),  # shifted forward to 03:00 CEST
+        utc("2024-10-27 01:30"),  # the standard-time (CET, UTC+1) reading
+    ]
+    assert any("daylight-saving" in warning for warning in result.report.warnings)
+
+
+def test_numeric_yyyymmdd_with_date_format() -> None:
+    df = frame(customer_id=["a", "b"], timestamp=[19970101, 19980630], amount=[1, 2])
+    log = canonicalize(df, LogConfig(date_format="%Y%m%d")).log
+    assert list(log["timestamp"]) == [utc("1997-01-01"), utc("1998-06-30")]
+
+
+# --- returns, duplicates, discount, orders ----------------------------------------------------
+
+
+def test_negative_amount_is_a_return_stored_positive() -> None:
+    df = frame(customer_id=["a", "a"], timestamp=["2024-01-01", "2024-01-02"], amount=[10, -4])
+    result = canonicalize(df)
+    assert list(result.log["amount"]) == [10.0, 4.0]
+    assert list(result.log["is_return"]) == [False, True]
+    assert result.report.n_returns == 1
+
+
+def test_negative_quantity_is_a_return_stored_positive() -> None:
+    df = frame(
+        customer_id=["a", "a"],
+        timestamp=["2024-01-01", "2024-01-02"],
+        amount=[10, 4],
+        quantity=[2, -1],
+    )
+    log = canonicalize(df).log
+    assert list(log["quantity"]) == [2.0, 1.0]
+    assert list(log["amount"]) == [10.0, 4.0]
+    assert list(log["is_return"]) == [False, True]
+
+
+def test_cancel_prefix_marks_returns() -> None:
+    df = frame(
+        customer_id=["a", "a", "a"],
+        timestamp=["2024-01-01", "2024-01-02", "2024-01-03"],
+        amount=[10, 10, 0],
+        order_id=["1001", "C1002", "c1003"],
+    )
+    assert list(canonicalize(df).log["is_return"]) == [False, True, False]
+    no_prefix = canonicalize(df, LogConfig(cancel_prefix=None)).log
+    assert not no_prefix["is_return"].any()
+
+
+def test_zero_amount_is_not_a_return() -> None:
+    df = frame(customer_id=["a"], timestamp=["2024-01-01"], amount=[0.0])
+    assert not canonicalize(df).log["is_return"].any()
+
+
+def test_exact_duplicates_dropped_and_reported() -> None:
+    df = frame(
+        customer_id=["a", "a", "a", "a", "b"],
+        timestamp=["2024-01-01"] * 5,
+        amount=[5, 5, 5, 6, 5],
+        product_id=["p", "p", "q", "p", "p"],
+    )
+    # rows 1 and 2 are identical; row 3 differs in product, row 4 in amount, row 5 in customer
+    result = canonicalize(df)
+    assert result.report.dropped == {"exact_duplicate": 1}
+    assert result.report.n_exact_duplicates == 1
+    assert result.report.rows_kept == 4
+    assert any("1 exact duplicate" in warning for warning in result.report.warnings)
+
+    kept = canonicalize(df, LogConfig(duplicates="keep"))
+    assert kept.report.dropped == {}
+    assert kept.report.rows_kept == 5
+    assert kept.report.n_exact_duplicates == 1
+
+
+def test_discount_parsing() -> None:
+    df = frame(
+        customer_id=list("abcdefg"),
+        timestamp=["2024-01-01"] * 7,
+        amount=[1] * 7,
+        discount=["Yes", "no", "TRUE", "1", "0", "", "promo"],
+    )
+    assert list(canonicalize(df).log["discount"]) == [True, False, True, True, False, False, False]
+    custom = canonicalize(df, LogConfig(discount_true_values=("promo",))).log
+    assert list(custom["discount"]) == [False] * 6 + [True]
+    numeric = frame(
+        customer_id=["a", "b"], timestamp=["2024-01-01"] * 2, amount=[1, 1], discount=[0, 1]
+    )
+    assert list(canonicalize(numeric).log["discount"]) == [False, True]
+    booleans = numeric.assign(discount=[True, False])
+    assert list(canonicalize(booleans).log["discount"]) == [True, False]
+
+
+def test_order_id_synthesised_per_customer_and_instant() -> None:
+    df = frame(
+        customer_id=["a", "a", "a", "b"],
+        timestamp=[
+            "2024-01-01T10:00:00+01:00",
+            "2024-01-01T09:00:00Z",
+            "2024-01-01T09:00:01Z",
+            "2024-01-01T09:00:00Z",
+        ],
+        amount=[1, 2, 3, 4],
+    )
+    log = canonicalize(df).log
+    assert list(log["order_id"]) == [
+        "2024-01-01T09:00:00Z",
+        "2024-01-01T09:00:00Z",
+        "2024-01-01T09:00:01Z",
+        "2024-01-01T09:00:00Z",
+    ]
+    orders = log.groupby(["customer_id", "order_id"], observed=True).size()
+    assert orders.to_dict() == {
+        ("a", "2024-01-01T09:00:00Z"): 2,
+        ("a", "2024-01-01T09:00:01Z"): 1,
+        ("b", "2024-01-01T09:00:00Z"): 1,
+    }
+
+
+def test_empty_order_ids_are_filled_from_timestamp() -> None:
+    df = frame(
+        customer_id=["a", "a"],
+        timestamp=["2024-01-01 09:00", "2024-01-02 09:00:00.250"],
+        amount=[1, 2],
+        order_id=["X1", ""],
+    )
+    result = canonicalize(df)
+    assert list(result.log["order_id"]) == ["X1", "2024-01-02T09:00:00.250000Z"]
+    assert any("empty order id" in warning for warning in result.report.warnings)
+
+
+def test_optional_text_columns_kept() -> None:
+    df = SIMPLE.assign(product_id=[1, 2, 3], category=["x", "", "z"], channel=["web"] * 3)
+    log = canonicalize(df).log
+    # sorted: row 3 (c1, Jan 1), row 2 (c1, Jan 3), row 1 (c2)
+    assert list(log["product_id"]) == ["3", "2", "1"]
+    assert log["category"].isna().tolist() == [False, True, False]
+    assert list(log["channel"]) == ["web"] * 3
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def _source_log() -> pd.DataFrame:
+    return frame(
+        customer_id=["0042", "0042", "7", "", "7"],
+        timestamp=[
+            "2024-01-01T10:00:00+01:00",
+            "2024-01-02T10:00:00Z",
+            "2024-01-01T00:00:00Z",
+            "2024-01-01T00:00:00Z",
+            "2024-01-01T00:00:00Z",
+        ],
+        amount=[10.5, -3.0, 1.0, 2.0, 1.0],
+        order_id=["A", "B", "C9", "D", "C9"],
+        channel=["web", "app", "store", "web", "store"],
+    )
+
+
+def _check_source_log(result_log: pd.DataFrame, report: LoadReport) -> None:
+    assert report.rows_read == 5
+    assert report.dropped == {"missing_customer_id": 1, "exact_duplicate": 1}
+    assert list(result_log["customer_id"].astype(str)) == ["0042", "0042", "7"]
+    assert list(result_log["timestamp"]) == [
+        utc("2024-01-01 09:00"),
+        utc("2024-01-02 10:00"),
+        utc("2024-01-01 00:00"),
+    ]
+    assert list(result_log["amount"]) == [10.5, 3.0, 1.0]
+    assert list(result_log["is_return"]) == [False, True, True]  # negative; prefix "C"
+    assert list(result_log["channel"]) == ["web", "app", "store"]
+    assert str(result_log["timestamp"].dtype) == TIMESTAMP_DTYPE
+
+
+@pytest.mark.parametrize("name", ["log.csv", "log.csv.gz"])
+def test_csv_round_trip(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    _source_log().to_csv(path, index=False)
+    result = read_purchase_log(path)
+    _check_source_log(result.log, result.report)
+    assert result.report.source == str(path)
+
+
+def test_parquet_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "log.parquet"
+    _source_log().to_parquet(path, index=False)
+    result = read_purchase_log(path)
+    _check_source_log(result.log, result.report)
+
+
+@pytest.mark.parametrize("name", ["canonical.parquet", "canonical.csv"])
+def test_canonical_log_loads_back_unchanged(tmp_path: Path, name: str) -> None:
+    """A canonical log saved and reloaded is the same log (returns keep their flag)."""
+    first = read_purchase_log(_source_log()).log
+    path = tmp_path / name
+    if name.endswith(".csv"):
+        first.to_csv(path, index=False)
+    else:
+        first.to_parquet(path, index=False)
+    second = read_purchase_log(path).log
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        read_purchase_log(tmp_path / "nope.csv")
+
+
+# --- the rows-in = kept + dropped invariant ---------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "", " ", "007"]),
+            st.sampled_from(["2024-01-01", "2024-01-01T10:00:00+02:00", "2024-03-31 02:30"]),
+            st.sampled_from([0.0, 1.5, -2.0, 10.0]),
+            st.sampled_from(["", "C1", "o1", "o2"]),
+        ),
+        max_size=25,
+    ),
+    duplicates=st.sampled_from(["drop", "keep"]),
+)
+def test_rows_read_equal_kept_plus_dropped(
+    rows: list[tuple[str, str, float, str]], duplicates: str
+) -> None:
+    df = pd.DataFrame(rows, columns=["customer_id", "timestamp", "amount", "order_id"])
+    df = df.astype({"customer_id": "str", "timestamp": "str", "order_id": "str"})
+    result = canonicalize(df, LogConfig(duplicates=duplicates, timezone="Europe/Berlin"))
+    report = result.report
+    assert report.rows_read == len(rows)
+    assert report.rows_read == report.rows_kept + sum(report.dropped.values())
+    assert len(result.log) == report.rows_kept
+    # independent counts: blank ids, then exact repeats among the rest
+    blank = df["customer_id"].str.strip() == ""
+    assert report.dropped.get("missing_customer_id", 0) == int(blank.sum())
+    expected_duplicates = int(df[~blank].duplicated().sum())
+    assert report.n_exact_duplicates == expected_duplicates
+    assert report.dropped.get("exact_duplicate", 0) == (
+        expected_duplicates if duplicates == "drop" else 0
+    )
+    log = result.log
+    assert (log["amount"] >= 0).all()
+    keys = pd.DataFrame(
+        {
+            "c": log["customer_id"].astype(str),
+            "t": log["timestamp"],
+            "o": log["order_id"],
+        }
+    )
+    assert keys.equals(keys.sort_values(["c", "t", "o"], kind="stable").reset_index(drop=True))
+    # -2.0 is the only negative amount and no purchase is worth 2.0, so amount 2.0 marks a
+    # negative source row; synthesised order ids start with a digit, never with "C".
+    expected_returns = log["order_id"].str.startswith("C").to_numpy(dtype=bool) | (
+        log["amount"].to_numpy() == 2.0
+    )
+    assert np.array_equal(log["is_return"].to_numpy(), expected_returns)
