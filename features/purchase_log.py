@@ -191,8 +191,8 @@ def canonicalize(
     warnings: list[str] = []
     dropped: dict[str, int] = {}
 
-    customer = _as_text(df[names["customer_id"]], strip=True)
-    missing_id = customer.isna().to_numpy()
+    all_codes, customers = _customer_codes(df[names["customer_id"]])
+    missing_id = all_codes < 0
     if missing_id.any():
         rows = np.flatnonzero(missing_id) + 1
         if config.strict:
@@ -209,13 +209,15 @@ def canonicalize(
 
     present = ~missing_id
     present_rows = np.flatnonzero(present) + 1
-    customer = _take(customer, present)
-    customer_codes, customers = pd.factorize(customer, sort=True)
+    customer_codes = all_codes[present] if missing_id.any() else all_codes
+    del all_codes
     timestamp = _parse_timestamps(
         _take(df[names["timestamp"]], present), names, config, present_rows, warnings
     )
+    instants = _instants(timestamp)
+    order = _customer_time_order(customer_codes, instants)
 
-    duplicate = _exact_duplicates(df, present, customer_codes, timestamp)
+    duplicate = _exact_duplicates(df, present, customer_codes, instants, order)
     n_duplicates = int(duplicate.sum())
     keep = present.copy()
     if n_duplicates and config.duplicates == "drop":
@@ -226,7 +228,9 @@ def canonicalize(
         )
         keep[present] = ~duplicate
         customer_codes = customer_codes[~duplicate]
+        instants = instants[~duplicate]
         timestamp = _take(timestamp, ~duplicate)
+        order = _without(order, duplicate)
     elif n_duplicates:
         warnings.append(f"kept {n_duplicates:,} exact duplicate row(s) (duplicates='keep')")
     row_numbers = np.flatnonzero(keep) + 1
@@ -251,15 +255,18 @@ def canonicalize(
         quantity = np.ones(len(timestamp), dtype="float64")
 
     is_return = (amount < 0) | (quantity < 0)
-    source_ids = _as_text(kept(df[names["order_id"]]), strip=True) if "order_id" in names else None
+    source_ids = _text(kept(df[names["order_id"]]), strip=True) if "order_id" in names else None
     if source_ids is not None and config.cancel_prefix:
-        cancelled = source_ids.str.startswith(config.cancel_prefix)
-        is_return |= cancelled.to_numpy(dtype=bool, na_value=False)
-    if "is_return" in df.columns:
+        cancelled = pc.starts_with(source_ids, config.cancel_prefix).fill_null(False)
+        is_return |= cancelled.to_numpy(zero_copy_only=False)
+    if "is_return" in names:
         # A canonical log fed back in (e.g. saved to Parquet) keeps its returns: their amounts
         # are already non-negative, so only the flag still says "return".
-        is_return |= _parse_flag(kept(df["is_return"]), "is_return", names, config, row_numbers)
+        is_return |= _parse_flag(
+            kept(df[names["is_return"]]), "is_return", names, config, row_numbers
+        )
     order_id = _order_ids(source_ids, timestamp, warnings)
+    del source_ids
 
     discount = (
         _parse_flag(kept(df[names["discount"]]), "discount", names, config, row_numbers)
@@ -267,16 +274,14 @@ def canonicalize(
         else np.zeros(len(timestamp), dtype=bool)
     )
     optional = {
-        column: (
-            _blank_to_na(_as_text(kept(df[names[column]]), strip=False))
-            if column in names
-            else pd.Series(np.nan, index=pd.RangeIndex(len(timestamp)), dtype="str")
-        )
+        column: _text(kept(df[names[column]]), strip=False) if column in names else None
         for column in ("product_id", "category", "channel")
     }
 
     log = _assemble(
-        customer=pd.Categorical.from_codes(customer_codes, categories=customers),
+        order=_break_ties(order, customer_codes, instants, order_id),
+        customer_codes=customer_codes,
+        customers=customers,
         timestamp=timestamp,
         amount=np.abs(amount),
         quantity=np.abs(quantity),
@@ -311,60 +316,152 @@ def _instants(timestamp: pd.Series) -> np.ndarray:
     return timestamp.to_numpy(dtype="datetime64[us]").view("int64")
 
 
+def _without(order: np.ndarray, dropped: np.ndarray) -> np.ndarray:
+    """A sort order of all rows, restricted to the rows not ``dropped`` (renumbered)."""
+    renumber = np.cumsum(~dropped) - 1
+    return renumber[order[~dropped[order]]]
+
+
 def _exact_duplicates(
-    df: pd.DataFrame, present: np.ndarray, customer_codes: np.ndarray, timestamp: pd.Series
+    df: pd.DataFrame,
+    present: np.ndarray,
+    customer_codes: np.ndarray,
+    instants: np.ndarray,
+    order: np.ndarray,
 ) -> np.ndarray:
     """Rows (among ``present``) equal in every source column to an earlier row.
 
-    Exact duplicates share customer and instant, so the full-row comparison (slow on wide
-    text frames) only runs on rows whose (customer, instant) pair repeats.
+    Exact duplicates share customer and instant (adjacent in ``order``) and every numeric
+    source column, so the full-row comparison (slow on wide text frames) only runs on rows
+    that tie on all of these; order lines share customer and instant, not usually amounts.
     """
-    key = pd.DataFrame({"customer": customer_codes, "instant": _instants(timestamp)})
-    candidate = key.duplicated(keep=False).to_numpy(dtype=bool)
-    duplicate = np.zeros(len(key), dtype=bool)
-    if candidate.any():
-        positions = np.flatnonzero(present)[candidate]
-        duplicate[candidate] = df.iloc[positions].duplicated(keep="first").to_numpy(dtype=bool)
-    return duplicate
-
-
-def _customer_time_order(customer_codes: np.ndarray, instants: np.ndarray) -> np.ndarray:
-    """Stable argsort by (customer, instant): one integer key when it fits in 63 bits."""
-    start = int(instants.min())
-    step = 1_000_000 if not (instants % 1_000_000).any() else 1
-    span = (int(instants.max()) - start) // step + 1
-    if (int(customer_codes.max()) + 1) * span < 2**62:
-        key = customer_codes.astype("int64") * span + (instants - start) // step
-        return np.argsort(key, kind="stable")
-    return np.lexsort((instants, customer_codes))
-
-
-def _sort_order(
-    customer_codes: np.ndarray, instants: np.ndarray, order_id: pd.Series
-) -> np.ndarray:
-    """Positions sorting by customer, instant, order id; stable, so ties keep source order.
-
-    Order ids (text, slow to rank) are only ranked among rows sharing customer and instant.
-    """
-    ordered = (np.diff(customer_codes) > 0) | (
-        (np.diff(customer_codes) == 0) & (np.diff(instants) >= 0)
-    )
-    order = (
-        np.arange(len(instants))
-        if ordered.all()
-        else _customer_time_order(customer_codes, instants)
-    )
+    duplicate = np.zeros(len(order), dtype=bool)
     codes, times = customer_codes[order], instants[order]
     same = (codes[1:] == codes[:-1]) & (times[1:] == times[:-1])
+    del codes, times
     if not same.any():
-        return order
+        return duplicate
     tied = np.zeros(len(order), dtype=bool)
     tied[1:] |= same
     tied[:-1] |= same
     run = np.cumsum(np.concatenate(([True], ~same)))[tied]
-    members = order[tied]
-    ranks, _ = pd.factorize(order_id.iloc[members], sort=True)
-    order[tied] = members[np.lexsort((ranks, run))]
+    members = order[tied]  # positions among present rows, runs contiguous
+    positions = np.flatnonzero(present)[members] if not present.all() else members
+    signature = _row_signature(df, positions)
+    candidate = members[_tie_within_runs(run, signature)]
+    if candidate.size:
+        candidate.sort()  # source order: "earlier" means an earlier data row
+        rows = np.flatnonzero(present)[candidate] if not present.all() else candidate
+        duplicate[candidate] = df.iloc[rows].duplicated(keep="first").to_numpy(dtype=bool)
+    return duplicate
+
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _row_signature(df: pd.DataFrame, positions: np.ndarray) -> np.ndarray:
+    """A 64-bit value per row that is equal for rows equal in every source column.
+
+    Built from numeric and boolean columns (-0.0 and 0.0 alike, every NaN alike, as in
+    ``DataFrame.duplicated``) and the length of text columns; unequal rows may collide, which
+    only costs a full comparison.
+    """
+    signature = np.zeros(len(positions), dtype=np.uint64)
+    for _, column in df.items():
+        dtype = column.dtype
+        if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_integer_dtype(dtype):
+            if isinstance(dtype, np.dtype):
+                values = column.to_numpy()[positions].astype(np.int64).view(np.uint64)
+            else:
+                values = _float_bits(column.to_numpy(dtype="float64", na_value=np.nan)[positions])
+        elif pd.api.types.is_float_dtype(dtype):
+            values = _float_bits(column.to_numpy(dtype="float64", na_value=np.nan)[positions])
+        elif pd.api.types.is_string_dtype(dtype) and not isinstance(dtype, np.dtype):
+            lengths = pc.utf8_length(_arrow(column.array)).fill_null(-1)
+            values = lengths.to_numpy(zero_copy_only=False)[positions].astype(np.uint64)
+        else:
+            continue
+        with np.errstate(over="ignore"):
+            signature = (signature ^ values) * _MIX
+            signature ^= signature >> np.uint64(29)
+    return signature
+
+
+def _float_bits(values: np.ndarray) -> np.ndarray:
+    canonical = np.where(np.isnan(values), np.nan, values + 0.0)  # one NaN, no -0.0
+    return canonical.view(np.uint64)
+
+
+_MAX_PAIR_DISTANCE = 32
+"""Runs longer than this are searched with a hash table instead of pairwise comparisons."""
+
+
+def _tie_within_runs(run: np.ndarray, signature: np.ndarray) -> np.ndarray:
+    """Rows whose signature equals that of another row of the same run (runs contiguous)."""
+    found = np.zeros(len(run), dtype=bool)
+    left = np.arange(len(run))
+    for distance in range(1, _MAX_PAIR_DISTANCE + 1):
+        left = left[left + distance < len(run)]
+        left = left[run[left + distance] == run[left]]
+        if not left.size:
+            return found
+        equal = left[signature[left] == signature[left + distance]]
+        found[equal] = True
+        found[equal + distance] = True
+    long_run = np.isin(run, np.unique(run[left]))
+    key = pd.DataFrame({"run": run[long_run], "signature": signature[long_run]})
+    found[long_run] |= key.duplicated(keep=False).to_numpy(dtype=bool)
+    return found
+
+
+def _stable_order(key: np.ndarray) -> np.ndarray:
+    """Stable argsort of non-negative integers: one vectorised sort of (key, position)."""
+    position_bits = max(int(len(key) - 1).bit_length(), 1)
+    if len(key) == 0 or int(key.max()).bit_length() + position_bits > 63:
+        return np.argsort(key, kind="stable")
+    packed = (key.astype(np.int64) << position_bits) | np.arange(len(key), dtype=np.int64)
+    packed.sort()  # values are unique, so the fast unstable sort gives the stable order
+    return packed & ((1 << position_bits) - 1)
+
+
+def _customer_time_order(customer_codes: np.ndarray, instants: np.ndarray) -> np.ndarray:
+    """Stable argsort by (customer, instant): by instant, then by customer (skipped if sorted)."""
+    if len(instants) == 0:
+        return np.zeros(0, dtype=np.int64)
+    codes_diff = np.diff(customer_codes)
+    if ((codes_diff > 0) | ((codes_diff == 0) & (np.diff(instants) >= 0))).all():
+        return np.arange(len(instants))
+    del codes_diff
+    if (np.diff(instants) >= 0).all():
+        return _stable_order(customer_codes)
+    start = int(instants.min())
+    step = 1_000_000 if not (instants % 1_000_000).any() else 1
+    by_time = _stable_order((instants - start) // step)
+    return by_time[_stable_order(customer_codes[by_time])]
+
+
+def _break_ties(
+    order: np.ndarray, customer_codes: np.ndarray, instants: np.ndarray, order_id: pa.Array
+) -> np.ndarray:
+    """Order rows sharing customer and instant by order id; stable, so ties keep source order.
+
+    Order ids (text, slow to rank) are only ranked in runs where they differ.
+    """
+    codes, times = customer_codes[order], instants[order]
+    same = (codes[1:] == codes[:-1]) & (times[1:] == times[:-1])
+    del codes, times
+    if not same.any():
+        return order
+    sorted_ids = order_id.take(order)
+    differs = same & pc.not_equal(sorted_ids[1:], sorted_ids[:-1]).to_numpy(zero_copy_only=False)
+    if not differs.any():
+        return order
+    run = np.cumsum(np.concatenate(([True], ~same)))
+    mixed = np.isin(run, np.unique(run[1:][differs]))
+    local = np.flatnonzero(mixed)
+    ranks = pc.rank(sorted_ids.take(local), sort_keys="ascending", tiebreaker="dense")
+    order = order.copy()
+    order[local] = order[local[np.lexsort((ranks.to_numpy(), run[local]))]]
     return order
 
 
@@ -486,6 +583,46 @@ def _as_text(values: pd.Series, *, strip: bool) -> pd.Series:
 def _blank_to_na(text: pd.Series) -> pd.Series:
     blank = (text == "").to_numpy(dtype=bool, na_value=False)
     return text.mask(blank) if blank.any() else text
+
+
+def _arrow(values: Any) -> pa.Array:
+    """One contiguous Arrow array (pandas ``str`` columns hold Arrow data already)."""
+    array = pa.array(values)
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
+def _text(values: pd.Series, *, strip: bool) -> pa.Array:
+    """An id-like column as Arrow text, like :func:`_as_text` (``""`` becomes missing)."""
+    if pd.api.types.is_float_dtype(values.dtype):
+        finite = values.dropna()
+        if len(finite) and bool((finite == np.floor(finite)).all()):
+            values = values.astype("Int64")  # 123.0 in an int column with holes means "123"
+    text = _arrow(values.astype("str").array)
+    if strip:
+        text = pc.utf8_trim_whitespace(text)
+    blank = pc.equal(text, "").fill_null(False)
+    return pc.if_else(blank, pa.scalar(None, text.type), text) if pc.any(blank).as_py() else text
+
+
+def _customer_codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Codes into the sorted, stripped customer ids (-1 where empty) and those ids.
+
+    Stripping and sorting run on the distinct raw values only, not on every row.
+    """
+    if pd.api.types.is_float_dtype(values.dtype):
+        finite = values.dropna()
+        if len(finite) and bool((finite == np.floor(finite)).all()):
+            values = values.astype("Int64")  # 123.0 in an int column with holes means "123"
+    encoded = pc.dictionary_encode(_arrow(values.astype("str").array))
+    stripped = pc.utf8_trim_whitespace(encoded.dictionary)
+    distinct = pc.unique(stripped)
+    distinct = distinct.take(pc.array_sort_indices(distinct))
+    if len(distinct) and distinct[0].as_py() == "":  # "" sorts first; it means "missing"
+        distinct = distinct[1:]
+    entry_code = pc.index_in(stripped, value_set=distinct).fill_null(-1)
+    lookup = np.append(entry_code.to_numpy(zero_copy_only=False).astype(np.int64), -1)
+    indices = encoded.indices.fill_null(len(lookup) - 1).to_numpy(zero_copy_only=False)
+    return lookup[indices], pd.Index(pd.array(distinct, dtype="str"))
 
 
 def _check_timezone(name: str) -> None:
@@ -642,10 +779,10 @@ def _parse_flag(
     return text.isin(true_values).to_numpy(dtype=bool, na_value=False)
 
 
-def _order_ids(ids: pd.Series | None, timestamp: pd.Series, warnings: list[str]) -> pd.Series:
+def _order_ids(ids: pa.Array | None, timestamp: pd.Series, warnings: list[str]) -> pa.Array:
     """Source order ids; where none, the UTC ISO time, so a customer's rows at one instant form one order."""
     if ids is not None:
-        missing = ids.isna().to_numpy()
+        missing = ids.is_null().to_numpy(zero_copy_only=False)
         if not missing.any():
             return ids
         warnings.append(f"{missing.sum():,} empty order id(s) replaced by the row's UTC timestamp")
@@ -656,38 +793,43 @@ def _order_ids(ids: pd.Series | None, timestamp: pd.Series, warnings: list[str])
         instants = instants.astype("datetime64[s]")  # no ".000000" when there are no fractions
     # Arrow casts to "YYYY-MM-DD HH:MM:SS[.ffffff]" quickly; make that ISO 8601 in UTC.
     text = pc.cast(pa.array(instants), pa.string())
-    text = pc.binary_join_element_wise(pc.replace_substring(text, " ", "T"), "Z", "")
-    synthetic = pd.Series(pd.array(text, dtype="str"))
+    synthetic = pc.binary_join_element_wise(pc.replace_substring(text, " ", "T"), "Z", "")
+    synthetic = synthetic.cast(pa.large_string())
     if ids is None:
         return synthetic
-    out = ids.copy()
-    out[missing] = synthetic.to_numpy()
-    return out
+    return pc.replace_with_mask(ids.cast(pa.large_string()), pa.array(missing), synthetic)
 
 
 def _assemble(
     *,
-    customer: pd.Categorical,
+    order: np.ndarray,
+    customer_codes: np.ndarray,
+    customers: pd.Index,
     timestamp: pd.Series,
     amount: np.ndarray,
     quantity: np.ndarray,
-    order_id: pd.Series,
+    order_id: pa.Array,
     discount: np.ndarray,
     is_return: np.ndarray,
-    optional: Mapping[str, pd.Series],
+    optional: Mapping[str, pa.Array | None],
 ) -> pd.DataFrame:
-    """Build the canonical frame in contract order, sorted customer/timestamp/order_id."""
-    order = _sort_order(np.asarray(customer.codes), _instants(timestamp), order_id)
+    """Build the canonical frame in contract order, rows taken in ``order``."""
+
+    def text(values: pa.Array | None) -> Any:
+        if values is None:
+            return pd.array(np.full(len(order), np.nan), dtype="str")
+        return pd.array(values.take(order), dtype="str")
+
     columns: dict[str, Any] = {
-        "customer_id": customer.take(order),
+        "customer_id": pd.Categorical.from_codes(customer_codes[order], categories=customers),
         "timestamp": timestamp.array.take(order),
         "amount": amount.astype("float64")[order],
         "quantity": quantity.astype("float64")[order],
-        "order_id": order_id.astype("str").array.take(order),
-        "product_id": optional["product_id"].array.take(order),
-        "category": optional["category"].array.take(order),
+        "order_id": text(order_id),
+        "product_id": text(optional["product_id"]),
+        "category": text(optional["category"]),
         "discount": discount.astype(bool)[order],
-        "channel": optional["channel"].array.take(order),
+        "channel": text(optional["channel"]),
         "is_return": np.asarray(is_return, dtype=bool)[order],
     }
     log = pd.DataFrame(columns, columns=list(CANONICAL_COLUMNS))

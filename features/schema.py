@@ -42,6 +42,7 @@ OPTIONAL_COLUMNS: tuple[str, ...] = (
     "category",
     "discount",
     "channel",
+    "is_return",
 )
 CANONICAL_COLUMNS: tuple[str, ...] = (
     "customer_id",

@@ -38,20 +38,14 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
 
 def _register_all() -> None:
     from features import cli as features_cli
+    from serving import batch_commands, commands, mlflow_commands
+    from training import cli as training_cli
 
     features_cli.register(app)
-    try:
-        from training import cli as training_cli
-    except ImportError:  # pragma: no cover - package under construction
-        pass
-    else:
-        training_cli.register(app)
-    try:
-        from serving import commands as serving_commands
-    except ImportError:  # pragma: no cover - package under construction
-        pass
-    else:
-        serving_commands.register(app)
+    training_cli.register(app)
+    mlflow_commands.register(app)
+    commands.register(app)
+    batch_commands.register(app)
 
 
 _register_all()

@@ -69,9 +69,7 @@ def top_reasons(contributions: pd.DataFrame, k: int = 3) -> pd.DataFrame:
     k = max(int(k), 0)
     columns = [f"reason_{i + 1}" for i in range(k)]
     if contributions.empty or k == 0:
-        return pd.DataFrame(
-            {c: pd.Series(dtype="str") for c in columns}, index=contributions.index
-        )
+        return pd.DataFrame({c: pd.Series(dtype="str") for c in columns}, index=contributions.index)
     values = contributions.to_numpy(dtype=np.float64)
     phrases = np.array([phrase_for(c) for c in contributions.columns], dtype=object)
     # rank more columns than needed so that duplicate phrases can be skipped

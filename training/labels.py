@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from features.builders import FeatureConfig, build_features
 from features.schema import PurchaseLogError
 
 LABEL_COLUMNS: tuple[str, ...] = (
@@ -64,9 +65,7 @@ def _micros(log: pd.DataFrame) -> np.ndarray:
         raise PurchaseLogError(
             f"column 'timestamp' must be tz-aware UTC ({ts.dtype} found); use canonicalize"
         )
-    return ts.dt.tz_convert("UTC").dt.as_unit("us").to_numpy().astype("datetime64[us]").view(
-        np.int64
-    )
+    return np.asarray(ts.dt.as_unit("us").array.asi8, dtype=np.int64)
 
 
 def _window_counts(
@@ -80,7 +79,7 @@ def _window_counts(
     """Per code: purchase days, spend and first timestamp (int64 us, -1 if none) in [start, end)."""
     mask = (micros >= start) & (micros < end)
     c, t, a = codes[mask], micros[mask], amount[mask]
-    spend = np.bincount(c, weights=a, minlength=n_codes)
+    spend = np.bincount(c, weights=a, minlength=n_codes).astype(np.float64)
     day = t // _US_PER_DAY
     pairs = np.unique(c * np.int64(1 << 32) + day)
     days = np.bincount(pairs >> 32, minlength=n_codes).astype(np.int64)
@@ -111,7 +110,7 @@ def build_labels(
     codes, labels = _customer_codes(orders)
     micros = _micros(orders)
     amount = orders["amount"].to_numpy(dtype=np.float64)
-    start = cutoff.as_unit("us").value
+    start = int(cutoff.as_unit("us").asm8.astype(np.int64))
     n_codes = len(labels)
 
     before = np.zeros(n_codes, dtype=bool)
@@ -171,7 +170,7 @@ def build_training_set(
     log: pd.DataFrame,
     cutoffs: Sequence[pd.Timestamp | str],
     horizon_days: int = 90,
-    feature_config: object | None = None,
+    feature_config: FeatureConfig | None = None,
     include_365d: bool = False,
 ) -> pd.DataFrame:
     """Features and labels stacked over cutoffs, with a ``cutoff`` column (index customer_id).
@@ -179,8 +178,8 @@ def build_training_set(
     Features at cutoff ``c`` use rows before ``c``; labels use ``[c, c + horizon)``. Rows are
     the customers present in the features (the labels' population is the same by contract).
     """
-    from features.builders import build_features  # features land in parallel; import late
-
+    if feature_config is None:
+        feature_config = FeatureConfig(horizon_days=min(horizon_days, 365))
     frames = []
     for raw in cutoffs:
         cutoff = as_utc(raw)
@@ -192,9 +191,7 @@ def build_training_set(
     return pd.concat(frames)
 
 
-def join_labels(
-    features: pd.DataFrame, labels: pd.DataFrame, cutoff: pd.Timestamp
-) -> pd.DataFrame:
+def join_labels(features: pd.DataFrame, labels: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
     """Features with their labels and the ``cutoff`` column; errors on population mismatch."""
     feat_ids = features.index.astype(str)
     lab = labels.reindex(pd.Index(feat_ids, name="customer_id"))

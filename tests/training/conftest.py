@@ -7,10 +7,14 @@ import pandas as pd
 import pytest
 
 
-def make_log(rows: list[tuple[str, str, float]], returns: frozenset[int] = frozenset()) -> pd.DataFrame:
+def make_log(
+    rows: list[tuple[str, str, float]], returns: frozenset[int] = frozenset()
+) -> pd.DataFrame:
     """A canonical log from (customer_id, timestamp, amount); row positions in ``returns`` are returns."""
     df = pd.DataFrame(rows, columns=["customer_id", "timestamp", "amount"])
-    df["timestamp"] = pd.to_datetime(df["timestamp"]).dt.tz_localize("UTC").dt.as_unit("us")
+    df["timestamp"] = (
+        pd.to_datetime(df["timestamp"], format="mixed").dt.tz_localize("UTC").dt.as_unit("us")
+    )
     df["amount"] = df["amount"].astype("float64")
     df["quantity"] = 1.0
     df["order_id"] = [f"o{i}" for i in range(len(df))]
@@ -23,7 +27,9 @@ def make_log(rows: list[tuple[str, str, float]], returns: frozenset[int] = froze
     return df.sort_values(["customer_id", "timestamp", "order_id"]).reset_index(drop=True)
 
 
-def simulate_log(n_customers: int, seed: int, start: str = "2023-01-01", days: int = 720) -> pd.DataFrame:
+def simulate_log(
+    n_customers: int, seed: int, start: str = "2023-01-01", days: int = 720
+) -> pd.DataFrame:
     """A BG/NBD-like canonical log: heterogeneous Poisson buyers who drop out geometrically.
 
     Vectorised and deterministic; used when the real generator is not needed.
@@ -35,7 +41,9 @@ def simulate_log(n_customers: int, seed: int, start: str = "2023-01-01", days: i
     value = rng.gamma(3.0, 15.0, n_customers)
     max_n = 60
     gaps = rng.exponential(1.0, (n_customers, max_n)) / np.maximum(rate, 1e-4)[:, None]
-    times = first[:, None] + np.concatenate([np.zeros((n_customers, 1)), np.cumsum(gaps, axis=1)[:, :-1]], axis=1)
+    times = first[:, None] + np.concatenate(
+        [np.zeros((n_customers, 1)), np.cumsum(gaps, axis=1)[:, :-1]], axis=1
+    )
     alive = (times - first[:, None] <= lifetime[:, None]) & (times < days)
     alive[:, 0] = True
     cust, k = np.nonzero(alive)

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.training.conftest import make_log
-from training.labels import build_labels, snapshot_cutoffs
+from tests.training.conftest import make_log, simulate_log
+from training.labels import build_labels, build_training_set, snapshot_cutoffs
 
 AS_OF = pd.Timestamp("2024-01-01", tz="UTC")
 
@@ -84,7 +84,7 @@ def test_snapshot_cutoffs_respect_earliest() -> None:
         snapshot_cutoffs("2024-06-30", 90, 6, 30, earliest="2024-05-01")
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(
     offsets=st.lists(st.integers(0, 400 * 24), min_size=1, max_size=30),
     customers=st.lists(st.sampled_from(["x", "y", "z"]), min_size=30, max_size=30),
@@ -112,3 +112,20 @@ def test_labels_only_depend_on_rows_before_window_end(
     pd.testing.assert_frame_equal(labels, truncated)
     assert (labels["days_to_next"] <= horizon).all()
     assert np.array_equal(labels["churn"] + labels["event"], np.ones(len(labels)))
+
+
+def test_training_set_never_reads_past_eval_cutoff() -> None:
+    """Every stacked row's label window ends by the eval cutoff; truncating the log there
+    changes nothing, and features at each cutoff only see rows before it."""
+    log = simulate_log(300, seed=3)
+    eval_cutoff = pd.Timestamp("2024-06-01", tz="UTC")
+    cutoffs = snapshot_cutoffs(eval_cutoff, 60, 3, 30)
+    full = build_training_set(log, cutoffs, 60)
+    assert set(full["cutoff"]) == set(cutoffs)
+    assert (full["cutoff"] + pd.Timedelta(days=60) <= eval_cutoff).all()
+    past = build_training_set(log.loc[log["timestamp"] < eval_cutoff], cutoffs, 60)
+    pd.testing.assert_frame_equal(full, past)
+    first = full.loc[full["cutoff"] == cutoffs[0]]
+    # the population at a cutoff is exactly the customers with an order before it
+    before = log.loc[log["timestamp"] < cutoffs[0], "customer_id"].astype(str).unique()
+    assert sorted(first.index) == sorted(before)

@@ -1,0 +1,236 @@
+"""Quality benchmark: retain's models against the classic baselines on real and synthetic logs.
+
+Runs the time-based backtest (:func:`training.backtest.evaluate`) on the CDNOW master log
+at two cutoffs and on a synthetic log with seasonality and campaigns, prints the side-by-side
+tables, checks the quality floors (printing PASS/FAIL, never asserting) and measures the
+training time on a large synthetic log.
+
+    python benchmarks/quality.py [--train-customers 1000000] [--json out.json]
+
+The datasets directory is ``../shared/datasets`` next to the repository, or ``RETAIN_DATASETS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO))
+
+from features.cdnow import read_cdnow  # noqa: E402
+from features.purchase_log import canonicalize  # noqa: E402
+from features.synth import generate_purchase_log  # noqa: E402
+from training.backtest import BacktestResult, evaluate, write_text_atomic  # noqa: E402
+
+CDNOW_CUTOFFS: tuple[str, ...] = ("1998-01-01", "1998-04-01")
+HORIZON_DAYS = 90
+SYNTH_CUTOFF = "2024-07-01"
+TRAIN_TIME_FLOOR_SECONDS = 300.0
+BTYD = ("bgnbd", "paretonbd")
+
+
+def datasets_dir() -> Path:
+    """``RETAIN_DATASETS`` or the shared datasets folder next to the repository."""
+    env = os.environ.get("RETAIN_DATASETS")
+    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+@dataclass(frozen=True)
+class Floor:
+    """One quality floor: a measured value against its threshold."""
+
+    dataset: str
+    name: str
+    value: float | None
+    threshold: str
+    passed: bool
+
+    def line(self) -> str:
+        shown = "n/a" if self.value is None else f"{self.value:+.4f}"
+        return f"{'PASS' if self.passed else 'FAIL'}  {self.dataset}: {self.name} = {shown} ({self.threshold})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "name": self.name,
+            "value": self.value,
+            "threshold": self.threshold,
+            "passed": self.passed,
+        }
+
+
+def _best_btyd(result: BacktestResult, key: str, higher: bool) -> float | None:
+    values = [v for m in BTYD if (v := result.metrics.get(m, {}).get(key)) is not None]
+    if not values:
+        return None
+    return max(values) if higher else min(values)
+
+
+def _margin_floor(dataset: str, result: BacktestResult, key: str, min_margin: float) -> Floor:
+    """Model minus the better BTYD baseline must be at least ``min_margin`` (higher is better)."""
+    model = result.metrics["model"][key]
+    best = _best_btyd(result, key, higher=True)
+    margin = None if model is None or best is None else model - best
+    return Floor(
+        dataset,
+        f"{key} margin over best of BG/NBD, Pareto/NBD",
+        margin,
+        f">= +{min_margin:.2f}",
+        margin is not None and margin >= min_margin,
+    )
+
+
+def cdnow_floors(dataset: str, result: BacktestResult) -> list[Floor]:
+    floors = [_margin_floor(dataset, result, "churn_auc", 0.01)]
+    model_mae = result.metrics["model"]["count_mae"]
+    best_mae = _best_btyd(result, "count_mae", higher=False)
+    diff = None if model_mae is None or best_mae is None else model_mae - best_mae
+    floors.append(
+        Floor(
+            dataset,
+            "count_mae minus best of BG/NBD, Pareto/NBD",
+            diff,
+            "<= 0",
+            diff is not None and diff <= 1e-12,
+        )
+    )
+    agg = result.metrics["model"]["aggregate_error"]
+    floors.append(
+        Floor(
+            dataset, "aggregate_error", agg, "within +/-0.10", agg is not None and abs(agg) <= 0.10
+        )
+    )
+    ece = result.metrics["model"]["ece"]
+    floors.append(Floor(dataset, "ece", ece, "<= 0.02", ece is not None and ece <= 0.02))
+    return floors
+
+
+def measure_training_time(n_customers: int, seed: int, console: Console) -> dict[str, Any]:
+    """Wall time of RetainModels.fit on ``n_customers`` synthetic customers x 6 snapshots."""
+    from training.models import RetainModels
+
+    started = time.perf_counter()
+    raw = generate_purchase_log(n_customers, seed=seed)
+    log = canonicalize(raw.log).log
+    prepared = time.perf_counter() - started
+    console.print(
+        f"training-time log: {n_customers:,} customers, {len(log):,} rows "
+        f"(generated and loaded in {prepared:.1f} s)"
+    )
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    models = RetainModels(horizon_days=HORIZON_DAYS, n_snapshots=6, seed=seed).fit(
+        log, SYNTH_CUTOFF
+    )
+    seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
+    return {
+        "n_customers": n_customers,
+        "n_rows": len(log),
+        "n_snapshots": 6,
+        "n_train_rows": int(getattr(models, "n_train_rows_", 0)),
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-customers", type=int, default=1_000_000)
+    parser.add_argument("--synthetic-customers", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None, help="Write every figure here.")
+    parser.add_argument(
+        "--cdnow-cutoffs", nargs="+", default=list(CDNOW_CUTOFFS), help="CDNOW cutoff dates."
+    )
+    parser.add_argument("--skip-cdnow", action="store_true")
+    parser.add_argument("--skip-synthetic", action="store_true")
+    parser.add_argument("--skip-training-time", action="store_true")
+    args = parser.parse_args(argv)
+    console = Console()
+    report: dict[str, Any] = {"backtests": {}, "floors": [], "training_time": None}
+    floors: list[Floor] = []
+
+    def flush() -> None:
+        if args.json is not None:
+            report["floors"] = [f.to_dict() for f in floors]
+            write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
+
+    def run(name: str, log: pd.DataFrame, cutoff: str) -> BacktestResult:
+        started = time.perf_counter()
+        cpu_started = time.process_time()
+        result = evaluate(log, cutoff, horizon_days=HORIZON_DAYS, seed=args.seed)
+        cpu = time.process_time() - cpu_started
+        console.print(
+            result.table(
+                title=f"{name} at {cutoff}, H = {HORIZON_DAYS} d, {result.n_customers:,} customers"
+            )
+        )
+        console.print(
+            f"{name} {cutoff}: backtest {time.perf_counter() - started:.1f} s wall "
+            f"({cpu:.1f} s CPU), "
+            f"model training {result.training_seconds:.1f} s, churn rate "
+            f"{result.labels['churn'].mean():.3f}"
+        )
+        report["backtests"][f"{name}@{cutoff}"] = {**result.to_dict(), "cpu_seconds": cpu}
+        return result
+
+    if not args.skip_cdnow:
+        path = datasets_dir() / "cdnow" / "CDNOW_master.txt"
+        loaded = read_cdnow(path)
+        console.print(loaded.report.summary(), markup=False, highlight=False)
+        for cutoff in args.cdnow_cutoffs:
+            result = run("cdnow", loaded.log, cutoff)
+            floors.extend(cdnow_floors(f"cdnow@{cutoff}", result))
+            flush()
+
+    if not args.skip_synthetic:
+        raw = generate_purchase_log(args.synthetic_customers, seed=args.seed)
+        log = canonicalize(raw.log).log
+        console.print(
+            f"synthetic log: {args.synthetic_customers:,} customers, {len(log):,} rows, "
+            f"{len(raw.campaigns)} campaign windows, yearly seasonality"
+        )
+        result = run("synthetic", log, SYNTH_CUTOFF)
+        floors.append(_margin_floor(f"synthetic@{SYNTH_CUTOFF}", result, "churn_auc", 0.03))
+        flush()
+
+    if not args.skip_training_time:
+        timing = measure_training_time(args.train_customers, args.seed, console)
+        report["training_time"] = timing
+        floors.append(
+            Floor(
+                "synthetic training",
+                f"RetainModels.fit seconds ({timing['n_customers']:,} customers x 6 snapshots)",
+                timing["seconds"],
+                f"< {TRAIN_TIME_FLOOR_SECONDS:.0f} s on 2 cores",
+                timing["seconds"] < TRAIN_TIME_FLOOR_SECONDS,
+            )
+        )
+        console.print(
+            f"training time: {timing['seconds']:.1f} s for {timing['n_customers']:,} customers"
+        )
+        flush()
+
+    console.rule("quality floors")
+    for floor in floors:
+        console.print(floor.line(), markup=False, highlight=False)
+    flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,644 @@
+"""Batch scoring: every customer of a purchase log, chunk by chunk, to partitioned Parquet.
+
+``retain score`` loads the log once (``features.purchase_log``), cuts it into ranges of
+customer codes (the canonical log is sorted by ``customer_id``, so a range is a contiguous
+block of rows) and scores each chunk with :func:`serving.scorer.score`, the same function the
+HTTP service calls. Features of one customer only depend on that customer's rows, so a
+chunked run gives the same rows as one whole-log call, as long as the offer policy does not
+rank customers against each other (``min_value_quantile`` does: see
+:func:`chunk_dependent_rules`; the run summary warns about it).
+
+Output layout (``DIR``)::
+
+    DIR/part-00000.parquet ...   one file per customer chunk, columns SCORE_COLUMNS
+    DIR/_summary.json            the run summary (rows in, drops by reason, timings, files)
+    DIR/_SUCCESS                 written last: the output is complete
+
+Nothing half-done is ever visible: chunks are written into ``DIR/.staging-<runid>/`` (a
+dot-directory, ignored by Parquet dataset readers) with a manifest updated after each chunk,
+and only a finished run moves its parts into place, then writes the summary and ``_SUCCESS``.
+The run id is a hash of the inputs (data file, as_of, model, chunking, campaign), so
+``--resume`` finds the staging directory of an interrupted run with the same inputs and
+continues after its last finished chunk. Parquet files are written deterministically (fixed
+schema and row order, no wall-clock metadata), so a rerun is byte-identical.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from features.builders import COUNT_COLUMNS, build_features
+from features.catalog import FEATURE_COLUMNS
+from features.purchase_log import LoadReport
+from serving.offers import OfferPolicy
+from serving.scorer import SCORE_COLUMNS, ScoringModel, score, score_features
+
+DEFAULT_CHUNK_CUSTOMERS = 100_000
+PART_TEMPLATE = "part-{:05d}.parquet"
+STAGING_PREFIX = ".staging-"
+MANIFEST_NAME = "manifest.json"
+SUMMARY_NAME = "_summary.json"
+SUCCESS_NAME = "_SUCCESS"
+FEATURES_DIR = "features"
+OUTPUT_FORMAT = 1
+PARQUET_COMPRESSION = "zstd"
+
+_UTC = "UTC"
+_TEXT_COLUMNS = (
+    "customer_id",
+    "risk_band",
+    "segment",
+    "reason_1",
+    "reason_2",
+    "reason_3",
+    "offer",
+    "offer_channel",
+    "offer_reason",
+    "offer_rule",
+    "suppressed_reason",
+)
+_BOOL_COLUMNS = ("holdout", "suppressed")
+_TIME_UNITS = {"as_of": "us", "expected_next_purchase_date": "ns", "offer_send_date": "us"}
+
+
+def _score_field(name: str) -> pa.Field:
+    if name in _TEXT_COLUMNS:
+        return pa.field(name, pa.string())
+    if name in _BOOL_COLUMNS:
+        return pa.field(name, pa.bool_())
+    if name in _TIME_UNITS:
+        return pa.field(name, pa.timestamp(_TIME_UNITS[name], tz=_UTC))
+    return pa.field(name, pa.float64())
+
+
+SCORE_SCHEMA: pa.Schema = pa.schema([_score_field(c) for c in SCORE_COLUMNS])
+"""Fixed Arrow schema of every score part, so empty or all-missing chunks look the same."""
+
+FEATURE_SCHEMA: pa.Schema = pa.schema(
+    [
+        pa.field("customer_id", pa.string()),
+        *(pa.field(c, pa.int64() if c in COUNT_COLUMNS else pa.float64()) for c in FEATURE_COLUMNS),
+        pa.field("as_of", pa.timestamp("us", tz=_UTC)),
+    ]
+)
+"""The feature snapshot that ``/score/ids`` reads: customer_id, the features, as_of."""
+
+
+class BatchError(RuntimeError):
+    """A batch run cannot start or continue; the message says what to do."""
+
+
+# ---- chunks -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Customers with codes ``[code_start, code_stop)``, i.e. log rows ``[row_start, row_stop)``."""
+
+    index: int
+    code_start: int
+    code_stop: int
+    row_start: int
+    row_stop: int
+
+    @property
+    def part_name(self) -> str:
+        return PART_TEMPLATE.format(self.index)
+
+
+def customer_chunks(log: pd.DataFrame, chunk_customers: int) -> list[Chunk]:
+    """Split a canonical log into blocks of ``chunk_customers`` customer codes.
+
+    Relies on the canonical sort (codes non-decreasing); checked here because a wrong order
+    would silently split one customer over two chunks.
+    """
+    if chunk_customers < 1:
+        raise BatchError(f"chunk size must be at least 1 customer, got {chunk_customers}")
+    column = log["customer_id"]
+    if not isinstance(column.dtype, pd.CategoricalDtype):
+        raise BatchError(
+            f"column customer_id must be categorical (the canonical log), got {column.dtype}"
+        )
+    codes = np.asarray(column.array.codes)
+    if codes.size and (codes[0] < 0 or np.any(np.diff(codes) < 0)):
+        raise BatchError(
+            "the log is not sorted by customer_id (or has empty ids); load it with "
+            "features.purchase_log.read_purchase_log"
+        )
+    n_codes = len(column.cat.categories)
+    starts = np.arange(0, n_codes, chunk_customers, dtype=np.int64)
+    stops = np.minimum(starts + chunk_customers, n_codes)
+    row_starts = np.searchsorted(codes, starts, side="left")
+    row_stops = np.searchsorted(codes, stops, side="left")
+    return [
+        Chunk(i, int(a), int(b), int(ra), int(rb))
+        for i, (a, b, ra, rb) in enumerate(zip(starts, stops, row_starts, row_stops, strict=True))
+    ]
+
+
+def chunk_frame(log: pd.DataFrame, chunk: Chunk) -> pd.DataFrame:
+    """The chunk's rows as a canonical log whose categories are only its own customers.
+
+    Slicing keeps all (say 1M) categories, which every Dask transfer would then carry; the
+    chunk's customers are a contiguous block of the sorted categories, so rebasing the codes
+    is exact and costs nothing.
+    """
+    part = log.iloc[chunk.row_start : chunk.row_stop]
+    column = part["customer_id"]
+    codes = np.asarray(column.array.codes) - chunk.code_start
+    categories = column.cat.categories[chunk.code_start : chunk.code_stop]
+    customer = pd.Categorical.from_codes(codes, categories=categories)
+    out = part.assign(customer_id=customer)
+    out.index = pd.RangeIndex(len(out))
+    return out
+
+
+def score_chunk(
+    model: ScoringModel,
+    log: pd.DataFrame,
+    as_of: pd.Timestamp,
+    *,
+    campaign: str | None,
+    with_features: bool,
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Scores (and the feature snapshot if asked) of one chunk via the shared scorer.
+
+    Without a snapshot this is exactly :func:`serving.scorer.score`; with one, the features
+    are built once and handed to :func:`serving.scorer.score_features`, which is what
+    ``score`` does internally.
+    """
+    if not with_features:
+        return score(model, log, as_of, campaign=campaign), None
+    features = build_features(log, as_of, model.artifact.feature_config)
+    return score_features(model, features, as_of, campaign=campaign), features
+
+
+def chunk_dependent_rules(policy: OfferPolicy) -> list[str]:
+    """Rules whose match depends on the other customers of the call (value quantiles)."""
+    return [r.name for r in policy.rules if r.match.min_value_quantile is not None]
+
+
+# ---- Parquet ----------------------------------------------------------------------------
+
+
+def _arrow_column(values: pd.Series, typ: pa.DataType, name: str) -> pa.Array:
+    if pa.types.is_timestamp(typ):
+        # via int64: pa.array on a tz-aware Series goes through the deprecated Series.values
+        utc = pd.to_datetime(values, utc=True).dt.tz_convert(None).dt.as_unit(typ.unit)
+        raw = utc.to_numpy()
+        return pa.array(raw.view("int64"), type=pa.int64(), mask=np.isnat(raw)).cast(typ)
+    if pa.types.is_string(typ):
+        text = values.astype("str")
+        return pa.array(text.array).cast(typ)
+    if pa.types.is_boolean(typ):
+        if values.isna().any():
+            raise BatchError(f"column {name!r} has {int(values.isna().sum())} missing flag(s)")
+        return pa.array(values.to_numpy(dtype=bool), type=typ)
+    kind = np.int64 if pa.types.is_integer(typ) else np.float64
+    return pa.array(values.to_numpy(dtype=kind), type=typ)
+
+
+def to_table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    """``frame`` as an Arrow table of exactly ``schema`` (names the column that cannot fit)."""
+    missing = [f.name for f in schema if f.name not in frame.columns]
+    if missing:
+        raise BatchError(f"frame lacks column(s) {missing} of the output schema")
+    arrays = []
+    for fld in schema:
+        try:
+            arrays.append(_arrow_column(frame[fld.name], fld.type, fld.name))
+        except (ValueError, TypeError, pa.ArrowException) as exc:
+            raise BatchError(f"column {fld.name!r} cannot be written as {fld.type}: {exc}") from exc
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def scores_table(scores: pd.DataFrame) -> pa.Table:
+    return to_table(scores, SCORE_SCHEMA)
+
+
+def features_table(features: pd.DataFrame, as_of: pd.Timestamp) -> pa.Table:
+    frame = features.reset_index()
+    frame["customer_id"] = frame["customer_id"].astype("str")
+    frame["as_of"] = pd.Series(as_of, index=frame.index, dtype=f"datetime64[us, {_UTC}]")
+    return to_table(frame, FEATURE_SCHEMA)
+
+
+def write_parquet(table: pa.Table, path: Path) -> str:
+    """Write deterministically (same table, same bytes) via a temp name; return the sha256."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(
+        table,
+        tmp,
+        compression=PARQUET_COMPRESSION,
+        use_dictionary=True,
+        write_statistics=True,
+        row_group_size=1 << 20,
+    )
+    digest = _sha256(tmp)
+    os.replace(tmp, path)
+    return digest
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ---- the run ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """One scored chunk, as produced by a runner (pandas here, Dask in ``dask_jobs``)."""
+
+    chunk: Chunk
+    scores: pd.DataFrame
+    features: pd.DataFrame | None
+
+
+ChunkRunner = Callable[[Sequence[Chunk]], Iterator[ChunkResult]]
+"""Scores the given chunks and yields their results (any order)."""
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """Everything that decides the output bytes; hashed into the run id."""
+
+    as_of: pd.Timestamp
+    chunk_customers: int
+    campaign: str | None
+    with_features: bool
+    model_id: str
+    data_id: str
+
+    @property
+    def run_id(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": OUTPUT_FORMAT,
+            "as_of": self.as_of.isoformat(),
+            "chunk_customers": self.chunk_customers,
+            "campaign": self.campaign,
+            "with_features": self.with_features,
+            "model_id": self.model_id,
+            "data_id": self.data_id,
+        }
+
+
+@dataclass
+class BatchSummary:
+    """What one run did; printed and written as ``_summary.json``."""
+
+    run_id: str
+    out: str
+    features_out: str | None
+    as_of: str
+    model: str
+    data: str
+    campaign: str | None
+    horizon_days: int | None
+    rows_in: int
+    rows_kept: int
+    dropped: dict[str, int]
+    customers_in_log: int
+    customers_scored: int
+    chunks: int
+    chunks_resumed: int
+    chunk_customers: int
+    executor: str
+    offers: dict[str, int]
+    seconds: dict[str, float]
+    files: dict[str, str]
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    def lines(self) -> list[str]:
+        per_min = self.customers_scored / max(self.seconds.get("total", 0.0), 1e-9) * 60.0
+        out = [
+            f"scored {self.customers_scored:,} customers as of {self.as_of} -> {self.out}",
+            f"  rows in: {self.rows_in:,}   rows kept: {self.rows_kept:,}",
+        ]
+        out += [f"  dropped ({k}): {v:,}" for k, v in sorted(self.dropped.items())]
+        out.append(
+            f"  chunks: {self.chunks} ({self.chunks_resumed} resumed), "
+            f"{self.chunk_customers:,} customers each, executor {self.executor}"
+        )
+        out.append(
+            "  time: "
+            + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
+            + f"  ({per_min:,.0f} customers/min overall)"
+        )
+        out += [f"  offer {k}: {v:,}" for k, v in sorted(self.offers.items())]
+        out += [f"  warning: {w}" for w in self.warnings]
+        return out
+
+
+def pandas_runner(
+    model: ScoringModel,
+    log: pd.DataFrame,
+    as_of: pd.Timestamp,
+    *,
+    campaign: str | None,
+    with_features: bool,
+) -> ChunkRunner:
+    """Chunks scored one after the other in this process (memory: one chunk at a time)."""
+
+    def run(chunks: Sequence[Chunk]) -> Iterator[ChunkResult]:
+        for chunk in chunks:
+            scores, features = score_chunk(
+                model,
+                chunk_frame(log, chunk),
+                as_of,
+                campaign=campaign,
+                with_features=with_features,
+            )
+            yield ChunkResult(chunk, scores, features)
+
+    return run
+
+
+class _Staging:
+    """The hidden directory a run writes into, with its manifest of finished chunks."""
+
+    def __init__(self, out: Path, job: BatchJob) -> None:
+        self.job = job
+        self.root = out / f"{STAGING_PREFIX}{job.run_id}"
+        self.manifest_path = self.root / MANIFEST_NAME
+        self.done: dict[int, dict[str, Any]] = {}
+
+    def open(self, resume: bool) -> int:
+        """Create (or, resuming, reload) the staging dir; return the number of chunks kept."""
+        if self.root.exists() and not resume:
+            shutil.rmtree(self.root)
+        if resume and self.manifest_path.is_file():
+            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            if manifest.get("job") != self.job.to_dict():
+                raise BatchError(f"{self.root} belongs to a different job; rerun without --resume")
+            for key, entry in manifest.get("chunks", {}).items():
+                if self._intact(entry):
+                    self.done[int(key)] = entry
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / FEATURES_DIR).mkdir(exist_ok=True)
+        self._save()
+        return len(self.done)
+
+    def _intact(self, entry: dict[str, Any]) -> bool:
+        for rel, digest in entry.get("files", {}).items():
+            path = self.root / rel
+            if not path.is_file() or _sha256(path) != digest:
+                return False
+        return True
+
+    def _save(self) -> None:
+        chunks = {str(k): v for k, v in sorted(self.done.items())}
+        _write_json(self.manifest_path, {"job": self.job.to_dict(), "chunks": chunks})
+
+    def record(self, result: ChunkResult, as_of: pd.Timestamp) -> None:
+        """Write the chunk's files, then mark it finished in the manifest (in that order)."""
+        name = result.chunk.part_name
+        files = {name: write_parquet(scores_table(result.scores), self.root / name)}
+        if result.features is not None:
+            rel = f"{FEATURES_DIR}/{name}"
+            files[rel] = write_parquet(features_table(result.features, as_of), self.root / rel)
+        offers = result.scores["offer"].astype("str").value_counts()
+        self.done[result.chunk.index] = {
+            "customers": len(result.scores),
+            "rows": result.chunk.row_stop - result.chunk.row_start,
+            "offers": {str(k): int(v) for k, v in offers.items()},
+            "files": files,
+        }
+        self._save()
+
+
+def _publish(staging_dir: Path, names: Sequence[str], target: Path) -> None:
+    """Replace the parts in ``target`` with the staged ones; ``_SUCCESS`` goes first and last."""
+    target.mkdir(parents=True, exist_ok=True)
+    (target / SUCCESS_NAME).unlink(missing_ok=True)
+    for old in target.glob("part-*.parquet"):
+        old.unlink()
+    for name in names:
+        source, dest = staging_dir / name, target / name
+        try:
+            os.replace(source, dest)
+        except OSError:  # another file system: copy beside the target, then rename
+            tmp = target / f".{name}.tmp"
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, dest)
+
+
+def run_batch(
+    *,
+    log: pd.DataFrame,
+    report: LoadReport,
+    job: BatchJob,
+    runner: ChunkRunner,
+    out: str | Path,
+    features_out: str | Path | None = None,
+    resume: bool = False,
+    model_label: str = "",
+    executor: str = "pandas",
+    policy: OfferPolicy | None = None,
+    read_seconds: float = 0.0,
+    horizon_days: int | None = None,
+    on_chunk: Callable[[Chunk], None] | None = None,
+    progress: bool = False,
+) -> BatchSummary:
+    """Score every chunk not yet finished, then publish the output atomically.
+
+    ``on_chunk`` is called after each chunk is safely staged (tests use it to interrupt a
+    run); an exception anywhere leaves the staging directory for ``resume`` and nothing
+    visible in ``out``.
+    """
+    started = time.perf_counter()
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BatchError(f"--out {out_dir} exists and is not a directory")
+    if job.with_features != (features_out is not None):
+        raise BatchError("job.with_features must be True exactly when features_out is given")
+    chunks = customer_chunks(log, job.chunk_customers)
+    staging = _Staging(out_dir, job)
+    resumed = staging.open(resume)
+    pending = [c for c in chunks if c.index not in staging.done]
+
+    with _progress_bar(progress, len(chunks), resumed) as advance:
+        for result in runner(pending):
+            staging.record(result, job.as_of)
+            advance(result.chunk.row_stop - result.chunk.row_start)
+            if on_chunk is not None:
+                on_chunk(result.chunk)
+    missing = sorted({c.index for c in chunks} - set(staging.done))
+    if missing:
+        raise BatchError(f"runner did not return chunk(s) {missing[:10]}")
+    scored = time.perf_counter()
+
+    names = [c.part_name for c in chunks]
+    warnings: list[str] = []
+    dependent = chunk_dependent_rules(policy) if policy is not None else []
+    if dependent and len(chunks) > 1:
+        warnings.append(
+            f"offer rule(s) {dependent} use min_value_quantile, which ranks customers within "
+            f"each chunk: offers depend on --chunk-customers ({job.chunk_customers:,}); use "
+            "min_expected_spend_365d for chunk-independent offers"
+        )
+    offers: dict[str, int] = {}
+    files: dict[str, str] = {}
+    for c in chunks:
+        entry = staging.done[c.index]
+        for k, v in entry["offers"].items():
+            offers[k] = offers.get(k, 0) + v
+        files.update(entry["files"])
+    summary = BatchSummary(
+        run_id=job.run_id,
+        out=str(out_dir),
+        features_out=None if features_out is None else str(features_out),
+        as_of=job.as_of.isoformat(),
+        model=model_label or job.model_id,
+        data=report.source or job.data_id,
+        campaign=job.campaign,
+        horizon_days=horizon_days,
+        rows_in=report.rows_read,
+        rows_kept=report.rows_kept,
+        dropped=dict(report.dropped),
+        customers_in_log=report.n_customers,
+        customers_scored=sum(staging.done[c.index]["customers"] for c in chunks),
+        chunks=len(chunks),
+        chunks_resumed=resumed,
+        chunk_customers=job.chunk_customers,
+        executor=executor,
+        offers=dict(sorted(offers.items())),
+        seconds={},
+        files=dict(sorted(files.items())),
+        warnings=warnings,
+    )
+    _publish(staging.root, names, out_dir)
+    if features_out is not None:
+        features_dir = Path(features_out)
+        _publish(staging.root / FEATURES_DIR, names, features_dir)
+    summary.seconds = {
+        "read": round(read_seconds, 3),
+        "score": round(scored - started, 3),
+        "write": round(time.perf_counter() - scored, 3),
+        "total": round(read_seconds + time.perf_counter() - started, 3),
+    }
+    _write_json(out_dir / SUMMARY_NAME, summary.to_dict())
+    if features_out is not None:
+        (Path(features_out) / SUCCESS_NAME).write_text(f"{job.run_id}\n", encoding="utf-8")
+    (out_dir / SUCCESS_NAME).write_text(f"{job.run_id}\n", encoding="utf-8")
+    shutil.rmtree(staging.root, ignore_errors=True)
+    return summary
+
+
+@contextlib.contextmanager
+def _progress_bar(show: bool, total: int, done: int) -> Iterator[Callable[[int], None]]:
+    if not show:
+        yield lambda rows: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("scoring chunks"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    ) as bar:
+        task = bar.add_task("score", total=total, completed=done)
+        yield lambda rows: bar.advance(task)
+
+
+# ---- model and data identity ------------------------------------------------------------
+
+
+def model_identity(artifact_dir: Path) -> str:
+    """sha256 of the artifact manifest, which itself lists the sha256 of every file."""
+    from training.artifact import MANIFEST_NAME as ARTIFACT_MANIFEST
+
+    return _sha256(artifact_dir / ARTIFACT_MANIFEST)
+
+
+def data_identity(source: str | Path, report: LoadReport, config_json: str) -> str:
+    """Cheap identity of the input: path, size, mtime, loader config and row counts."""
+    path = Path(source)
+    st = path.stat()
+    key = f"{path.absolute()}|{st.st_size}|{st.st_mtime_ns}|{config_json}|{report.rows_read}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def resolved_artifact(model_uri: str) -> Iterator[tuple[Path, str]]:
+    """(artifact directory, label) for a local directory or ``models:/name@alias``.
+
+    Registry models are pinned to one version, downloaded to a temporary directory that
+    lives as long as the run (Dask workers receive the files from it), then deleted.
+    """
+    if not model_uri.startswith("models:/"):
+        path = Path(model_uri).expanduser()
+        if not path.is_dir():
+            raise BatchError(
+                f"model {model_uri!r} is neither models:/... nor an artifact directory"
+            )
+        yield path, str(path.absolute())
+        return
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from serving.service import _parse_models_uri, _retain_dir_in_pyfunc
+    from training.tracking import configure_tracking
+
+    tracking_uri = configure_tracking(None)
+    name, alias, version = _parse_models_uri(model_uri)
+    if alias is not None:
+        version = str(MlflowClient().get_model_version_by_alias(name, alias).version)
+    with tempfile.TemporaryDirectory(prefix="retain-batch-model-") as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{version}", dst_path=tmp, tracking_uri=tracking_uri
+        )
+        yield _retain_dir_in_pyfunc(Path(local)), f"models:/{name}/{version} ({model_uri})"
+
+
+def read_scores(directory: str | Path) -> pd.DataFrame:
+    """All parts of a finished scores directory (refuses one without ``_SUCCESS``)."""
+    root = Path(directory)
+    if not (root / SUCCESS_NAME).is_file():
+        raise BatchError(f"{root} has no {SUCCESS_NAME}: not a finished `retain score` output")
+    parts = sorted(root.glob("part-*.parquet"))
+    if not parts:
+        return pd.DataFrame(columns=list(SCORE_COLUMNS))
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)

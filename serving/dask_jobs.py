@@ -1,0 +1,277 @@
+"""Dask jobs: batch scoring over customer partitions, and LightGBM churn training on Dask.
+
+Scoring: the driver loads the log once (the loader's report must describe the whole file),
+cuts it into the same customer chunks as the pandas path (:func:`serving.batch.customer_chunks`,
+:func:`serving.batch.chunk_frame`) and hands them to the cluster as the partitions of a Dask
+DataFrame; ``map_partitions`` runs :func:`serving.batch.score_chunk`, i.e. the shared
+scorer, on each. So the rows are the pandas path's rows, bit for bit. Partitions are sent in
+waves of a few per worker, so neither the scheduler nor the workers ever hold the whole log;
+results come back to the driver, which writes them (staging, manifest, atomic publish and
+resume are the pandas path's).
+
+The model travels as the artifact's files (text, JSON, YAML) and each partition loads it
+with :func:`training.artifact.load_artifact`, hash checks included: no model object is ever
+pickled, and a remote worker needs no shared file system.
+
+Training: :func:`train_churn_dask` builds stacked snapshots (features at a cutoff, churn
+label over the following horizon) per customer partition on the workers and fits
+``lightgbm.DaskLGBMClassifier`` on them, for training sets that do not fit one machine. The
+fitted booster is returned as LightGBM text (``booster_.model_to_string()``), the format
+``training.models`` stores. LightGBM's Dask training opens sockets between worker processes,
+so the cluster must run worker processes (``LocalCluster(processes=True)``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from serving.batch import (
+    FEATURE_SCHEMA,
+    Chunk,
+    ChunkResult,
+    ChunkRunner,
+    chunk_frame,
+    score_chunk,
+)
+from serving.scorer import SCORE_COLUMNS, ScoringModel
+
+FEATURE_PREFIX = "feature__"
+DEFAULT_WAVE_PER_WORKER = 2
+
+
+@dataclass(frozen=True)
+class ArtifactFiles:
+    """An artifact directory as (relative path, bytes) pairs, to ship to workers."""
+
+    files: tuple[tuple[str, bytes], ...]
+
+    @classmethod
+    def read(cls, directory: str | Path) -> ArtifactFiles:
+        root = Path(directory)
+        files = sorted(
+            (p.relative_to(root).as_posix(), p.read_bytes())
+            for p in root.rglob("*")
+            if p.is_file() and not p.is_symlink()
+        )
+        return cls(tuple(files))
+
+    @contextlib.contextmanager
+    def materialized(self) -> Iterator[Path]:
+        """The files written to a temporary directory (deleted afterwards)."""
+        with tempfile.TemporaryDirectory(prefix="retain-worker-artifact-") as tmp:
+            root = Path(tmp) / "artifact"
+            for rel, data in self.files:
+                path = root / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            yield root
+
+    def load(self) -> ScoringModel:
+        with self.materialized() as root:
+            return ScoringModel.load(root)
+
+
+@contextlib.contextmanager
+def dask_client(address: str | None = None, local_workers: int | None = None) -> Iterator[Any]:
+    """A client on ``address`` or on a fresh ``LocalCluster`` of ``local_workers`` processes."""
+    from distributed import Client, LocalCluster
+
+    if (address is None) == (local_workers is None):
+        raise ValueError("give exactly one of a scheduler address or a local worker count")
+    if address is not None:
+        with Client(address) as client:
+            yield client
+        return
+    assert local_workers is not None
+    if local_workers < 1:
+        raise ValueError(f"--dask-local needs at least 1 worker, got {local_workers}")
+    with (
+        LocalCluster(
+            n_workers=local_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def _score_meta(with_features: bool) -> pd.DataFrame:
+    """Empty frame with the partition function's columns (dtypes are not relied upon)."""
+    columns = list(SCORE_COLUMNS)
+    if with_features:
+        columns += [FEATURE_PREFIX + f.name for f in FEATURE_SCHEMA if f.name != "as_of"]
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
+
+
+def score_partition(
+    log: pd.DataFrame,
+    artifact: ArtifactFiles,
+    as_of: pd.Timestamp,
+    campaign: str | None,
+    with_features: bool,
+) -> pd.DataFrame:
+    """One customer partition scored by the shared scorer; features joined on, prefixed."""
+    model = artifact.load()
+    scores, features = score_chunk(
+        model, log, as_of, campaign=campaign, with_features=with_features
+    )
+    if features is None:
+        return scores
+    wide = features.reset_index().add_prefix(FEATURE_PREFIX)
+    return pd.concat([scores, wide], axis=1)
+
+
+def _split(frame: pd.DataFrame, with_features: bool) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    scores = frame[list(SCORE_COLUMNS)]
+    if not with_features:
+        return scores, None
+    cols = [c for c in frame.columns if c.startswith(FEATURE_PREFIX)]
+    features = frame[cols].rename(columns=lambda c: c.removeprefix(FEATURE_PREFIX))
+    return scores, features.set_index("customer_id")
+
+
+def dask_runner(
+    client: Any,
+    artifact_dir: str | Path,
+    log: pd.DataFrame,
+    as_of: pd.Timestamp,
+    *,
+    campaign: str | None,
+    with_features: bool,
+    wave_per_worker: int = DEFAULT_WAVE_PER_WORKER,
+) -> ChunkRunner:
+    """A :data:`serving.batch.ChunkRunner` that scores chunks on a Dask cluster."""
+    import dask.dataframe as dd
+
+    artifact = client.scatter(ArtifactFiles.read(artifact_dir), broadcast=True)
+    meta = _score_meta(with_features)
+    empty = chunk_frame(log, Chunk(0, 0, 0, 0, 0))
+    n_workers = max(len(client.scheduler_info().get("workers", {})), 1)
+    wave = max(n_workers * wave_per_worker, 1)
+
+    def run(chunks: Sequence[Chunk]) -> Iterator[ChunkResult]:
+        for start in range(0, len(chunks), wave):
+            batch = list(chunks[start : start + wave])
+            parts = [client.scatter(chunk_frame(log, c)) for c in batch]
+            frames = dd.from_delayed(parts, meta=empty, verify_meta=False)
+            scored = frames.map_partitions(
+                score_partition,
+                artifact,
+                as_of,
+                campaign,
+                with_features,
+                meta=meta,
+                enforce_metadata=False,
+            )
+            futures = client.compute(scored.to_delayed())
+            for chunk, future in zip(batch, futures, strict=True):
+                scores, features = _split(future.result(), with_features)
+                yield ChunkResult(chunk, scores.reset_index(drop=True), features)
+            del futures, parts
+
+    return run
+
+
+# ---- training ---------------------------------------------------------------------------
+
+
+def training_partition(
+    log: pd.DataFrame, cutoffs: Sequence[pd.Timestamp], horizon_days: int
+) -> pd.DataFrame:
+    """Stacked snapshots (features + churn label + cutoff) of one customer partition."""
+    from features.catalog import FEATURE_COLUMNS
+    from training.labels import build_training_set
+
+    table = build_training_set(log, list(cutoffs), horizon_days)
+    out = table[list(FEATURE_COLUMNS)].astype(np.float64)
+    out["churn"] = table["churn"].astype(np.int64).to_numpy()
+    out["cutoff_day"] = (
+        (table["cutoff"] - pd.Timestamp("1970-01-01", tz="UTC")).dt.days.astype(np.int64)
+    ).to_numpy()
+    return out.reset_index(drop=True)
+
+
+def _training_meta() -> pd.DataFrame:
+    from features.catalog import FEATURE_COLUMNS
+
+    meta = pd.DataFrame({c: pd.Series(dtype="float64") for c in FEATURE_COLUMNS})
+    meta["churn"] = pd.Series(dtype="int64")
+    meta["cutoff_day"] = pd.Series(dtype="int64")
+    return meta
+
+
+@dataclass(frozen=True)
+class DaskChurnModel:
+    """A churn booster trained on Dask, kept as LightGBM text (never pickled)."""
+
+    model_text: str
+    feature_names: tuple[str, ...]
+    n_train_rows: int
+
+    def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
+        """P(churn) for a ``build_features`` frame, on this machine."""
+        import lightgbm as lgb
+
+        booster = lgb.Booster(model_str=self.model_text)
+        x = features.loc[:, list(self.feature_names)].to_numpy(dtype=np.float64)
+        return np.asarray(booster.predict(x), dtype=np.float64)
+
+
+def train_churn_dask(
+    client: Any,
+    log: pd.DataFrame,
+    cutoffs: Sequence[pd.Timestamp | str],
+    horizon_days: int,
+    *,
+    chunk_customers: int = 100_000,
+    n_estimators: int = 200,
+    params: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> DaskChurnModel:
+    """Fit ``lightgbm.DaskLGBMClassifier`` for churn on snapshots built on the workers.
+
+    Each customer partition of ``log`` becomes its own training partition (features at
+    every cutoff, churn over ``[cutoff, cutoff + horizon)``), so the stacked training set is
+    only ever materialised in pieces on the workers. ``cutoffs`` must leave a full label
+    window inside the log (see ``training.labels.snapshot_cutoffs``).
+    """
+    import dask.dataframe as dd
+    import lightgbm as lgb
+
+    from features.catalog import FEATURE_COLUMNS
+    from serving.batch import customer_chunks
+    from training.labels import as_utc
+
+    cuts = [as_utc(c) for c in cutoffs]
+    chunks = customer_chunks(log, chunk_customers)
+    parts = [client.scatter(chunk_frame(log, c)) for c in chunks]
+    empty = chunk_frame(log, Chunk(0, 0, 0, 0, 0))
+    meta = _training_meta()
+    frames = dd.from_delayed(parts, meta=empty, verify_meta=False)
+    table = frames.map_partitions(training_partition, cuts, horizon_days, meta=meta)
+    table = table.persist()
+    names = list(FEATURE_COLUMNS)
+    x = table[names].to_dask_array(lengths=True)
+    y = table["churn"].to_dask_array(lengths=True)
+    model = lgb.DaskLGBMClassifier(
+        client=client,
+        n_estimators=n_estimators,
+        random_state=seed,
+        verbose=-1,
+        **{"learning_rate": 0.08, "num_leaves": 31, "min_child_samples": 50, **(params or {})},
+    )
+    model.fit(x, y)
+    n_rows = int(y.shape[0])
+    text = model.booster_.model_to_string()
+    del table, parts
+    return DaskChurnModel(model_text=text, feature_names=tuple(names), n_train_rows=n_rows)

@@ -1,0 +1,156 @@
+"""``retain train / promote / rollback / models``: the MLflow model lifecycle from the shell."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+_TABLE_METRICS: tuple[tuple[str, str], ...] = (
+    ("model.churn_auc", "AUC"),
+    ("bgnbd.churn_auc", "BG/NBD"),
+    ("paretonbd.churn_auc", "Pareto"),
+    ("model.count_mae", "cnt MAE"),
+    ("model.brier", "Brier"),
+)
+
+_TRACKING = typer.Option(
+    None,
+    "--tracking-uri",
+    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db).",
+)
+_MODEL_NAME = typer.Option("retain", "--name", help="Registered model name.")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the MLflow lifecycle commands to the root ``retain`` app."""
+
+    @app.command("train")
+    def train(
+        data: Path = typer.Option(..., "--data", help="Purchase log (CSV, CSV.gz or Parquet)."),
+        as_of: datetime = typer.Option(
+            ..., "--as-of", help="Backtest cutoff; as_of + horizon must be inside the log."
+        ),
+        horizon: int = typer.Option(90, "--horizon", min=1, help="Horizon in days."),
+        mapping: list[str] = typer.Option(
+            [], "--map", help="Column mapping CANONICAL=SOURCE (repeatable)."
+        ),
+        tracking_uri: str | None = _TRACKING,
+        experiment: str = typer.Option("retain", "--experiment", help="MLflow experiment."),
+        name: str = _MODEL_NAME,
+        policy: Path | None = typer.Option(None, "--policy", help="Offer policy YAML."),
+        register_version: bool = typer.Option(
+            True, "--register/--no-register", help="Register the model as challenger."
+        ),
+        artifact_out: Path | None = typer.Option(
+            None, "--artifact-out", help="Also keep the packaged artifact directory here."
+        ),
+    ) -> None:
+        """Backtest at --as-of, fit on all data, log to MLflow and register a challenger."""
+        from features.purchase_log import parse_mapping
+        from features.schema import LogConfig
+        from serving.workflow import train_and_register
+
+        console = Console(stderr=True)
+        outcome = train_and_register(
+            data,
+            as_of,
+            horizon,
+            log_config=LogConfig(columns=parse_mapping(mapping)),
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            registered_model=name,
+            policy=policy,
+            register=register_version,
+            artifact_out=artifact_out,
+            console=console,
+        )
+        model = outcome.backtest["metrics"].get("model", {})
+        out = Console()
+        out.print(f"run {outcome.run_id} logged to {outcome.tracking_uri}")
+        out.print(
+            "backtest: "
+            + ", ".join(
+                f"{k}={v:.4f}"
+                for k, v in model.items()
+                if k in ("churn_auc", "count_mae", "brier") and v is not None
+            )
+        )
+        if outcome.version is not None:
+            out.print(f"registered {name!r} version {outcome.version} as challenger")
+
+    @app.command("promote")
+    def promote(
+        tolerance: float = typer.Option(
+            0.0, "--tolerance", min=0.0, help="Allowed churn_auc drop vs the champion."
+        ),
+        force: bool = typer.Option(False, "--force", help="Promote even if the gate fails."),
+        tracking_uri: str | None = _TRACKING,
+        name: str = _MODEL_NAME,
+    ) -> None:
+        """Make the challenger champion if it passes the promotion gate (exit 1 if refused)."""
+        from training import registry, tracking
+
+        tracking.configure_tracking(tracking_uri)
+        decision = registry.promote(name=name, tolerance=tolerance, force=force)
+        out = Console()
+        head = "[green]PROMOTED[/green]" if decision.promoted else "[red]REFUSED[/red]"
+        out.print(
+            f"{head} challenger v{decision.challenger_version or '-'} "
+            f"(champion was v{decision.champion_version or '-'})"
+        )
+        for reason in decision.reasons:
+            out.print(f"  - {reason}", markup=False, highlight=False)
+        if not decision.promoted:
+            raise typer.Exit(code=1)
+
+    @app.command("rollback")
+    def rollback(tracking_uri: str | None = _TRACKING, name: str = _MODEL_NAME) -> None:
+        """Point champion back at the previous champion version."""
+        from training import registry, tracking
+
+        tracking.configure_tracking(tracking_uri)
+        try:
+            version = registry.rollback(name=name)
+        except registry.RegistryError as exc:
+            Console(stderr=True).print(f"[red]rollback failed:[/red] {exc}")
+            raise typer.Exit(code=1) from exc
+        Console().print(f"champion of {name!r} is now version {version}")
+
+    @app.command("models")
+    def models(tracking_uri: str | None = _TRACKING, name: str = _MODEL_NAME) -> None:
+        """List registered versions with their aliases and key backtest metrics."""
+        from training import registry, tracking
+
+        tracking.configure_tracking(tracking_uri)
+        rows = registry.list_versions(name=name)
+        table = Table(
+            title=f"registered model {name!r} (backtest metrics)",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            show_edge=False,
+            collapse_padding=True,
+            padding=(0, 1),
+        )
+        for column in ("ver", "aliases", "as_of", "H"):
+            table.add_column(column, no_wrap=True)
+        for _, label in _TABLE_METRICS:
+            table.add_column(label, justify="right", no_wrap=True)
+        table.add_column("run", no_wrap=True)
+        for row in rows:
+            table.add_row(
+                row.version,
+                ",".join(row.aliases),
+                row.backtest.get("backtest.as_of", "")[:10],
+                row.backtest.get("backtest.horizon_days", ""),
+                *(
+                    f"{row.metrics[key]:.3f}" if key in row.metrics else "-"
+                    for key, _ in _TABLE_METRICS
+                ),
+                (row.run_id or "")[:8],
+            )
+        Console().print(table if rows else f"no versions registered under {name!r}")

@@ -1,0 +1,118 @@
+"""The MLflow pyfunc wrapper around a retain artifact (MLflow "models from code").
+
+MLflow executes this file to rebuild the model, so nothing is pickled: the model's state is
+the hash-checked artifact directory logged as ``artifacts={"retain": ...}``. ``predict``
+returns exactly what :func:`serving.scorer.score` returns, so a model loaded with
+``mlflow.pyfunc.load_model("models:/retain@champion")`` and the HTTP/batch scorers agree.
+
+Inputs:
+- a purchase log (the model signature): canonical columns in *wire form*
+  (``training.tracking.wire_frame``: string ids, tz-naive UTC timestamps, ``None`` for
+  missing strings) because MLflow's schema enforcement rejects categoricals and tz-aware
+  datetimes; canonical dtypes are restored here, so the scorer sees the canonical log. ``params={"as_of":
+  "2024-06-01"}`` sets the scoring date; without it the date is the UTC day after the last
+  timestamp in the log (a data-derived date, never the wall clock).
+- a feature frame (index or column ``customer_id``, columns of ``build_features``): only
+  through ``model.unwrap_python_model().predict(None, features, {"as_of": ...})``, because
+  the logged signature describes purchase logs; ``as_of`` is then required.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel, PythonModelContext
+
+_STRING_COLUMNS: tuple[str, ...] = ("order_id", "product_id", "category", "channel")
+_LOG_MARKERS: frozenset[str] = frozenset({"timestamp", "amount"})
+
+
+def default_as_of(log: pd.DataFrame) -> pd.Timestamp:
+    """The UTC day after the log's last timestamp: score "as of the end of the data"."""
+    last = pd.Timestamp(_utc(log["timestamp"]).max())
+    return last.floor("D") + pd.Timedelta(days=1)
+
+
+def _utc(values: pd.Series) -> pd.Series:
+    ts = pd.to_datetime(values)
+    ts = ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
+    return ts.dt.as_unit("us")
+
+
+def _as_utc(value: object) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def to_canonical(frame: pd.DataFrame) -> pd.DataFrame:
+    """Restore canonical dtypes/order on a log that went through MLflow's schema enforcement.
+
+    A log that is already canonical comes back unchanged (same values, same order).
+    """
+    log = frame.copy()
+    log["timestamp"] = _utc(log["timestamp"])
+    log["amount"] = log["amount"].astype("float64")
+    log["quantity"] = log["quantity"].astype("float64") if "quantity" in log else 1.0
+    customer = log["customer_id"].astype("str")
+    if "order_id" not in log:
+        # Schema rule: rows of one customer at one timestamp form one order.
+        log["order_id"] = customer + "@" + log["timestamp"].astype("str")
+    for column in _STRING_COLUMNS:
+        if column in log:
+            log[column] = log[column].astype("str")
+        else:
+            log[column] = pd.Series(pd.NA, index=log.index, dtype="str")
+    for column in ("discount", "is_return"):
+        log[column] = log[column].fillna(False).astype("bool") if column in log else False
+    log["customer_id"] = customer.astype("category")
+    columns = [
+        "customer_id",
+        "timestamp",
+        "amount",
+        "quantity",
+        "order_id",
+        "product_id",
+        "category",
+        "discount",
+        "channel",
+        "is_return",
+    ]
+    log = log[columns].sort_values(["customer_id", "timestamp", "order_id"], kind="stable")
+    return log.reset_index(drop=True)
+
+
+class RetainPyfunc(PythonModel):
+    """Scores purchase logs with a packaged retain artifact."""
+
+    def load_context(self, context: PythonModelContext) -> None:
+        from serving.scorer import ScoringModel
+        from training.artifact import load_artifact
+
+        self._model = ScoringModel.from_artifact(load_artifact(context.artifacts["retain"]))
+
+    def predict(
+        self,
+        context: PythonModelContext | None,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        from serving.scorer import score, score_features
+
+        if not isinstance(model_input, pd.DataFrame):
+            raise TypeError(f"retain expects a pandas DataFrame, got {type(model_input).__name__}")
+        as_of_param = (params or {}).get("as_of") or None
+        if set(model_input.columns) >= _LOG_MARKERS and "customer_id" in model_input.columns:
+            log = to_canonical(model_input)
+            as_of = _as_utc(as_of_param) if as_of_param else default_as_of(log)
+            return score(self._model, log, as_of)
+        if as_of_param is None:
+            raise ValueError("scoring a feature frame needs params={'as_of': <ISO timestamp>}")
+        features = model_input
+        if "customer_id" in features.columns:
+            features = features.set_index("customer_id")
+        return score_features(self._model, features, _as_utc(as_of_param))
+
+
+mlflow.models.set_model(RetainPyfunc())

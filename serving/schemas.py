@@ -1,0 +1,165 @@
+"""Request and response models of the HTTP scoring service (the public API contract).
+
+Validation happens here, once, in pydantic's compiled core: anything that gets past these
+models is shaped so that :func:`features.purchase_log.canonicalize` accepts it (finite
+numbers, non-empty ids, timestamps normalised to UTC). Limits on sizes live here too, so a
+client learns them from the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+MAX_ID_LENGTH = 128
+MAX_TEXT_LENGTH = 256
+MAX_HISTORY_ROWS = 50_000
+MAX_IDS = 10_000
+
+
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _to_utc(value: datetime) -> datetime:
+    """Naive datetimes are UTC (the canonical log's rule); aware ones are converted to UTC.
+
+    Times are bounded so day arithmetic in nanoseconds (pandas) cannot overflow.
+    """
+    try:
+        utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("is out of range") from exc
+    if not EARLIEST <= utc < LATEST:
+        raise ValueError(f"must be between {EARLIEST.date()} and {LATEST.date()} (UTC)")
+    return utc
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_to_utc)]
+Identifier = Annotated[
+    str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^\s*\S[^\x00]*$")
+]
+Text = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PurchaseIn(_Strict):
+    """One row of a customer's purchase history (the canonical log's source contract)."""
+
+    timestamp: UtcDatetime = Field(description="When; naive times are taken as UTC.")
+    amount: float = Field(
+        allow_inf_nan=False,
+        ge=-1e12,
+        le=1e12,
+        description="Money value; a negative amount is a return.",
+    )
+    order_id: Identifier | None = None
+    quantity: float | None = Field(default=None, allow_inf_nan=False, ge=-1e9, le=1e9)
+    product_id: Text | None = None
+    category: Text | None = None
+    discount: bool | None = None
+    channel: Text | None = None
+
+
+class CustomerIn(_Strict):
+    """A customer to score from the history sent with the request."""
+
+    customer_id: Identifier
+    as_of: UtcDatetime | None = Field(
+        default=None, description="Score as of this time (default: when the server scores)."
+    )
+    history: list[PurchaseIn] = Field(default_factory=list, max_length=MAX_HISTORY_ROWS)
+
+
+class ScoreRequest(_Strict):
+    """``POST /score``: customers with their purchase histories."""
+
+    customers: list[CustomerIn] = Field(min_length=1)
+    campaign: Identifier | None = Field(
+        default=None, description="Campaign name: seeds the holdout draw of the offer policy."
+    )
+
+
+class IdsRequest(_Strict):
+    """``POST /score/ids``: customers scored from the batch job's feature snapshot."""
+
+    customer_ids: list[Identifier] = Field(min_length=1, max_length=MAX_IDS)
+    campaign: Identifier | None = None
+
+
+class NoopRequest(_Strict):
+    """``POST /noop``: validated like ``/score``, then answered at once: the framework's floor."""
+
+    customers: list[CustomerIn] = Field(default_factory=list)
+    campaign: Identifier | None = None
+
+
+class ModelInfo(BaseModel):
+    """Which model answered: registered name and version ("local" for a directory)."""
+
+    name: str
+    version: str
+    uri: str
+
+
+class Offer(BaseModel):
+    """The offer the policy picked for a customer (``code`` "none" when nothing fits)."""
+
+    code: str
+    channel: str | None
+    send_date: date | None
+    expected_value: float | None
+    reason: str | None
+    rule: str | None
+    holdout: bool
+    suppressed: bool
+    suppressed_reason: str | None
+
+
+ScoreStatus = Literal["scored", "no_purchases_before_as_of", "unknown_customer_id"]
+
+
+class CustomerScore(BaseModel):
+    """One customer's scores; only ``status`` and ids are set unless status is "scored"."""
+
+    customer_id: str
+    status: ScoreStatus
+    as_of: datetime | None = None
+    churn_probability: float | None = None
+    risk_band: str | None = None
+    expected_next_purchase_date: date | None = None
+    p_purchase_30d: float | None = None
+    p_purchase_horizon: float | None = None
+    expected_spend_horizon: float | None = None
+    expected_spend_365d: float | None = None
+    segment: str | None = None
+    reasons: list[str] = Field(default_factory=list)
+    offer: Offer | None = None
+
+
+class ScoreResponse(BaseModel):
+    """Scores in request order, plus the model that produced them."""
+
+    model: ModelInfo
+    horizon_days: int
+    results: list[CustomerScore]
+
+
+class NoopResponse(BaseModel):
+    model: ModelInfo
+    customers: int
+
+
+class SnapshotInfo(BaseModel):
+    """What ``/score/ids`` is currently scoring from."""
+
+    model: ModelInfo
+    path: str | None
+    customers: int
+    as_of_min: datetime | None
+    as_of_max: datetime | None

@@ -1,0 +1,909 @@
+"""The HTTP scoring service: a thin BentoML shell around :mod:`serving.scorer`.
+
+``bentoml serve serving.service:RetainService`` (or ``retain serve``). Each worker process
+loads the model once in ``RetainService.__init__`` (a local artifact directory or an MLflow
+registry alias, hash-checked by :func:`training.artifact.load_artifact`); requests are
+validated by the pydantic models in :mod:`serving.schemas` and scored by the one scoring
+function. Configuration is read from the environment once, at start-up (see
+:class:`ServiceSettings`).
+
+Why a micro-batcher: one ``score`` call costs a few milliseconds of fixed pandas/LightGBM
+overhead whatever the number of customers, so concurrent requests of one worker are gathered
+for ``RETAIN_BATCH_WINDOW_MS`` and scored in one call per (as_of, campaign) group. BentoML's
+adaptive batching is not used (it answered 503 under load in earlier tests).
+
+Why a guard middleware: size limits, content types and the API key are checked before
+BentoML reads the body, so an oversized or pickled body is refused without being parsed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import numpy as np
+import pandas as pd
+from starlette.responses import Response
+
+from features.schema import PurchaseLogError
+from serving.offers import ScoresError
+from serving.schemas import (
+    CustomerIn,
+    IdsRequest,
+    ModelInfo,
+    NoopRequest,
+    NoopResponse,
+    ScoreRequest,
+    ScoreResponse,
+    SnapshotInfo,
+)
+
+logger = logging.getLogger("retain.service")
+
+DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
+DEFAULT_MAX_CUSTOMERS = 1000
+DEFAULT_BATCH_WINDOW_MS = 2.0
+MAX_BATCH_CUSTOMERS = 2000
+OPEN_GET_PATHS: frozenset[str] = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
+PICKLE_MEDIA_TYPES: frozenset[str] = frozenset(
+    {
+        "application/python-pickle",
+        "application/x-python-pickle",
+        "application/pickle",
+        "application/x-pickle",
+        "application/vnd.bentoml+pickle",
+    }
+)
+JSON_MEDIA_TYPE = "application/json"
+INPUT_ERRORS: tuple[type[Exception], ...] = (PurchaseLogError, ScoresError)
+PICKLE_MAGIC = 0x80
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+# ---- configuration -----------------------------------------------------------------------
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from exc
+    if value <= 0:
+        raise ValueError(f"environment variable {name}={raw!r} must be > 0")
+    return value
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={raw!r} is not a number") from exc
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"environment variable {name}={raw!r} must be a number >= 0")
+    return value
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Everything the service reads from the environment, read once per process."""
+
+    model_uri: str
+    registered_model: str = "retain"
+    tracking_uri: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_customers: int = DEFAULT_MAX_CUSTOMERS
+    api_key: str | None = None
+    feature_snapshot: str | None = None
+    batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS
+
+    @classmethod
+    def from_env(cls) -> ServiceSettings:
+        name = os.environ.get("RETAIN_REGISTERED_MODEL", "").strip() or "retain"
+        return cls(
+            model_uri=os.environ.get("RETAIN_MODEL_URI", "").strip() or f"models:/{name}@champion",
+            registered_model=name,
+            tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", "").strip() or None,
+            max_body_bytes=_env_int("RETAIN_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+            max_customers=_env_int("RETAIN_MAX_CUSTOMERS", DEFAULT_MAX_CUSTOMERS),
+            api_key=os.environ.get("RETAIN_API_KEY") or None,
+            feature_snapshot=os.environ.get("RETAIN_FEATURE_SNAPSHOT", "").strip() or None,
+            batch_window_ms=_env_float("RETAIN_BATCH_WINDOW_MS", DEFAULT_BATCH_WINDOW_MS),
+        )
+
+
+def configure_process_env() -> None:
+    """Telemetry opt-outs, and one OpenMP thread: per-request LightGBM calls are tiny and
+    OpenMP's thread pool costs more than it saves (3x slower on 2 busy cores)."""
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+# ---- model resolution --------------------------------------------------------------------
+
+
+class ModelResolutionError(RuntimeError):
+    """The configured model URI cannot be resolved to a retain artifact."""
+
+
+def _parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """``models:/name@alias`` or ``models:/name/version`` -> (name, alias, version)."""
+    rest = uri.removeprefix("models:/").strip("/")
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        if name and alias and "/" not in alias:
+            return name, alias, None
+    elif "/" in rest:
+        name, version = rest.rsplit("/", 1)
+        if name and version.isdigit():
+            return name, None, version
+    raise ModelResolutionError(
+        f"model URI {uri!r} is not models:/<name>@<alias> or models:/<name>/<version>"
+    )
+
+
+def _retain_dir_in_pyfunc(model_dir: Path) -> Path:
+    """Where the pyfunc model keeps its ``retain`` artifact (read from ``MLmodel``)."""
+    import yaml
+
+    mlmodel = model_dir / "MLmodel"
+    if not mlmodel.is_file():
+        raise ModelResolutionError(f"{model_dir} has no MLmodel file; not an MLflow model")
+    spec = yaml.safe_load(mlmodel.read_text(encoding="utf-8")) or {}
+    artifacts = (spec.get("flavors", {}).get("python_function", {}) or {}).get("artifacts") or {}
+    entry = artifacts.get("retain")
+    if not isinstance(entry, dict) or not entry.get("path"):
+        raise ModelResolutionError(
+            f"MLflow model at {model_dir} has no 'retain' artifact; log it with "
+            "training.tracking.log_training_run"
+        )
+    path = (model_dir / entry["path"]).resolve()
+    if not path.is_relative_to(model_dir.resolve()) or not path.is_dir():
+        raise ModelResolutionError(f"'retain' artifact path {entry['path']!r} is not usable")
+    return path
+
+
+def resolve_model(settings: ServiceSettings) -> tuple[Any, ModelInfo]:
+    """Load the configured model: a local artifact directory or an MLflow registry model.
+
+    Registry models are pinned to a version first (so an alias moving mid-download cannot
+    mix two versions), downloaded to a temporary directory, hash-checked and loaded into
+    memory; the download is then deleted.
+    """
+    from serving.scorer import ScoringModel
+    from training.artifact import load_artifact
+
+    uri = settings.model_uri
+    if not uri.startswith("models:/"):
+        path = Path(uri).expanduser()
+        if not path.is_dir():
+            raise ModelResolutionError(
+                f"RETAIN_MODEL_URI={uri!r} is neither models:/... nor an artifact directory"
+            )
+        model = ScoringModel.from_artifact(load_artifact(path))
+        return model, ModelInfo(name=path.name, version="local", uri=str(path.absolute()))
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from training.tracking import configure_tracking
+
+    tracking_uri = configure_tracking(settings.tracking_uri)
+    name, alias, version = _parse_models_uri(uri)
+    client = MlflowClient()
+    if alias is not None:
+        version = str(client.get_model_version_by_alias(name, alias).version)
+    with tempfile.TemporaryDirectory(prefix="retain-model-") as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{version}", dst_path=tmp, tracking_uri=tracking_uri
+        )
+        model = ScoringModel.from_artifact(load_artifact(_retain_dir_in_pyfunc(Path(local))))
+    return model, ModelInfo(name=name, version=str(version), uri=uri)
+
+
+# ---- feature snapshot (/score/ids) -------------------------------------------------------
+
+
+def _snapshot_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.parquet") if p.is_file())
+        if not files:
+            raise FileNotFoundError(f"feature snapshot directory {path} has no .parquet files")
+        return files
+    if not path.is_file():
+        raise FileNotFoundError(f"feature snapshot {path} does not exist")
+    return [path]
+
+
+def snapshot_signature(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """File names, sizes and mtimes: changes when the batch job rewrites the snapshot."""
+    return tuple(
+        (str(p), st.st_size, st.st_mtime_ns) for p in _snapshot_files(path) if (st := p.stat())
+    )
+
+
+@dataclass(frozen=True)
+class FeatureSnapshot:
+    """Per-customer features written by the batch job, indexed by ``customer_id``.
+
+    A customer present in several files keeps its row with the latest ``as_of``.
+    """
+
+    path: Path | None
+    features: pd.DataFrame
+    as_of: pd.Series
+    signature: tuple[tuple[str, int, int], ...] = ()
+
+    @classmethod
+    def empty(cls) -> FeatureSnapshot:
+        return cls(
+            None,
+            pd.DataFrame(index=pd.Index([], dtype="str", name="customer_id")),
+            pd.Series(dtype="datetime64[us, UTC]"),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureSnapshot:
+        root = Path(path)
+        signature = snapshot_signature(root)
+        frames = [pd.read_parquet(p) for p in _snapshot_files(root)]
+        frame = pd.concat(frames) if len(frames) > 1 else frames[0]
+        if "customer_id" not in frame.columns:
+            if frame.index.name != "customer_id":
+                raise ValueError(f"feature snapshot {root}: no customer_id column or index")
+            frame = frame.reset_index()
+        if "as_of" not in frame.columns:
+            raise ValueError(f"feature snapshot {root}: no as_of column")
+        as_of = pd.to_datetime(frame["as_of"], utc=True)
+        if as_of.isna().any():
+            raise ValueError(f"feature snapshot {root}: {int(as_of.isna().sum())} empty as_of")
+        frame = frame.assign(as_of=as_of, customer_id=frame["customer_id"].astype("str"))
+        frame = frame.sort_values("as_of", kind="stable").drop_duplicates(
+            "customer_id", keep="last"
+        )
+        frame = frame.set_index("customer_id")
+        return cls(root, frame.drop(columns=["as_of"]), frame["as_of"], signature)
+
+    def info(self, model: ModelInfo) -> SnapshotInfo:
+        has = len(self.as_of) > 0
+        return SnapshotInfo(
+            model=model,
+            path=None if self.path is None else str(self.path),
+            customers=len(self.features),
+            as_of_min=self.as_of.min().to_pydatetime() if has else None,
+            as_of_max=self.as_of.max().to_pydatetime() if has else None,
+        )
+
+
+# ---- scoring -----------------------------------------------------------------------------
+
+
+class RequestError(ValueError):
+    """A request that is well-formed JSON but cannot be scored; becomes HTTP 400."""
+
+    def __init__(self, message: str, loc: Sequence[str | int]) -> None:
+        super().__init__(message)
+        self.loc = tuple(loc)
+
+
+@dataclass
+class ScoreJob:
+    """One ``/score`` request waiting in the micro-batcher."""
+
+    customers: list[CustomerIn]
+    campaign: str | None
+    results: list[dict[str, Any] | None] = field(default_factory=list)
+    error: RequestError | None = None
+
+
+_OPTIONAL_TEXT = ("order_id", "product_id", "category", "channel")
+
+
+def history_frame(customers: Sequence[CustomerIn]) -> pd.DataFrame:
+    """One raw purchase-log frame for many customers, built column by column.
+
+    Optional columns are only sent to ``canonicalize`` when some row has a value, so
+    defaults (quantity 1, no discount, synthetic order ids) are applied there, once.
+    """
+    ids: list[str] = []
+    columns: dict[str, list[Any]] = {
+        name: [] for name in ("timestamp", "amount", "quantity", "discount", *_OPTIONAL_TEXT)
+    }
+    for customer in customers:
+        rows = customer.history
+        if not rows:
+            continue
+        ids.extend([customer.customer_id] * len(rows))
+        columns["timestamp"].extend([r.timestamp for r in rows])
+        columns["amount"].extend([r.amount for r in rows])
+        columns["quantity"].extend([r.quantity for r in rows])
+        columns["discount"].extend([r.discount for r in rows])
+        for name in _OPTIONAL_TEXT:
+            columns[name].extend([getattr(r, name) for r in rows])
+    frame: dict[str, Any] = {
+        "customer_id": pd.array(ids, dtype="str"),
+        "timestamp": pd.to_datetime(columns["timestamp"], utc=True),
+        "amount": np.asarray(columns["amount"], dtype="float64"),
+    }
+    quantity = columns["quantity"]
+    if any(q is not None for q in quantity):
+        frame["quantity"] = np.asarray([1.0 if q is None else q for q in quantity], "float64")
+    discount = columns["discount"]
+    if any(discount):
+        frame["discount"] = np.asarray([bool(d) for d in discount], dtype=bool)
+    for name in _OPTIONAL_TEXT:
+        values = columns[name]
+        if any(v is not None for v in values):
+            frame[name] = pd.array(values, dtype="str")
+    return pd.DataFrame(frame)
+
+
+def _floats(values: pd.Series) -> list[float | None]:
+    return [v if math.isfinite(v) else None for v in values.to_numpy(dtype="float64").tolist()]
+
+
+def _days(values: pd.Series) -> list[str | None]:
+    text = values.dt.strftime("%Y-%m-%d")
+    return [v if isinstance(v, str) else None for v in text.tolist()]
+
+
+def _texts(values: pd.Series) -> list[str | None]:
+    return [v if isinstance(v, str) and v else None for v in values.astype("object").tolist()]
+
+
+def score_rows(scores: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Scorer output -> response dicts keyed by customer id, converted column by column."""
+    from serving.scorer import N_REASONS
+
+    if scores.empty:
+        return {}
+    ids = scores["customer_id"].astype("str").tolist()
+    as_of = [t.isoformat() for t in pd.DatetimeIndex(scores["as_of"])]
+    floats = {
+        c: _floats(scores[c])
+        for c in (
+            "churn_probability",
+            "p_purchase_30d",
+            "p_purchase_horizon",
+            "expected_spend_horizon",
+            "expected_spend_365d",
+            "offer_expected_value",
+        )
+    }
+    texts = {
+        c: _texts(scores[c])
+        for c in (
+            "risk_band",
+            "segment",
+            "offer",
+            "offer_channel",
+            "offer_reason",
+            "offer_rule",
+            "suppressed_reason",
+            *(f"reason_{i + 1}" for i in range(N_REASONS)),
+        )
+    }
+    next_date = _days(scores["expected_next_purchase_date"])
+    send_date = _days(scores["offer_send_date"])
+    holdout = scores["holdout"].to_numpy(dtype=bool).tolist()
+    suppressed = scores["suppressed"].to_numpy(dtype=bool).tolist()
+    reasons = [texts[f"reason_{i + 1}"] for i in range(N_REASONS)]
+    out: dict[str, dict[str, Any]] = {}
+    for i, customer_id in enumerate(ids):
+        out[customer_id] = {
+            "customer_id": customer_id,
+            "status": "scored",
+            "as_of": as_of[i],
+            "churn_probability": floats["churn_probability"][i],
+            "risk_band": texts["risk_band"][i],
+            "expected_next_purchase_date": next_date[i],
+            "p_purchase_30d": floats["p_purchase_30d"][i],
+            "p_purchase_horizon": floats["p_purchase_horizon"][i],
+            "expected_spend_horizon": floats["expected_spend_horizon"][i],
+            "expected_spend_365d": floats["expected_spend_365d"][i],
+            "segment": texts["segment"][i],
+            "reasons": [r[i] for r in reasons if r[i] is not None],
+            "offer": {
+                "code": texts["offer"][i] or "none",
+                "channel": texts["offer_channel"][i],
+                "send_date": send_date[i],
+                "expected_value": floats["offer_expected_value"][i],
+                "reason": texts["offer_reason"][i],
+                "rule": texts["offer_rule"][i],
+                "holdout": holdout[i],
+                "suppressed": suppressed[i],
+                "suppressed_reason": texts["suppressed_reason"][i],
+            },
+        }
+    return out
+
+
+def _unscored(customer_id: str, status: str, as_of: pd.Timestamp | None) -> dict[str, Any]:
+    return {
+        "customer_id": customer_id,
+        "status": status,
+        "as_of": None if as_of is None else as_of.isoformat(),
+        "reasons": [],
+        "offer": None,
+    }
+
+
+def _score_group(
+    model: Any, customers: list[CustomerIn], as_of: pd.Timestamp, campaign: str | None
+) -> dict[str, dict[str, Any]]:
+    """One canonicalize + one score call for customers sharing as_of and campaign."""
+    from features.purchase_log import canonicalize
+    from serving.scorer import score
+
+    raw = history_frame(customers)
+    if raw.empty:
+        return {}
+    log = canonicalize(raw).log
+    return score_rows(score(model, log, as_of, campaign=campaign))
+
+
+def _locate_error(model: Any, job: ScoreJob, now: pd.Timestamp) -> RequestError:
+    """Error path only: find the first customer the scorer rejects, and why."""
+    from features.purchase_log import canonicalize
+
+    for index, customer in enumerate(job.customers):
+        where = f"customers[{index}] (customer_id {customer.customer_id!r})"
+        try:
+            canonicalize(history_frame([customer]))
+        except PurchaseLogError as exc:
+            return RequestError(f"{where}.history: {exc}", ("customers", index, "history"))
+        try:
+            as_of = now if customer.as_of is None else pd.Timestamp(customer.as_of)
+            _score_group(model, [customer], as_of, job.campaign)
+        except INPUT_ERRORS as exc:
+            return RequestError(f"{where}: {exc}", ("customers", index))
+    return RequestError("the request could not be scored", ("customers",))
+
+
+def score_jobs(model: Any, jobs: Sequence[ScoreJob], now: pd.Timestamp) -> None:
+    """Score every customer of every job, one scorer call per (as_of, campaign) group.
+
+    Within a group customer ids must be unique (the offer policy's holdout draw hashes the
+    id), so a customer id sent by two requests of one batch goes to a second group. Results
+    are written into each job; a job whose history canonicalize rejects gets ``error``.
+    """
+    groups: dict[tuple[pd.Timestamp, str | None], list[tuple[set[str], list[tuple[int, int]]]]]
+    groups = {}
+    for j, job in enumerate(jobs):
+        job.results = [None] * len(job.customers)
+        for i, customer in enumerate(job.customers):
+            as_of = now if customer.as_of is None else pd.Timestamp(customer.as_of)
+            slots = groups.setdefault((as_of, job.campaign), [])
+            slot = next((s for s in slots if customer.customer_id not in s[0]), None)
+            if slot is None:
+                slot = (set(), [])
+                slots.append(slot)
+            ids, members = slot
+            ids.add(customer.customer_id)
+            members.append((j, i))
+
+    failed: set[int] = set()
+    for (as_of, campaign), slots in groups.items():
+        for _, members in slots:
+            live = [(j, i) for j, i in members if j not in failed]
+            try:
+                rows = _score_group(model, [jobs[j].customers[i] for j, i in live], as_of, campaign)
+            except INPUT_ERRORS:
+                if len({j for j, _ in live}) == 1:
+                    failed.add(live[0][0])
+                    continue
+                # Several requests shared the group: score them one by one to blame one.
+                for j in sorted({j for j, _ in live}):
+                    mine = [i for jj, i in live if jj == j]
+                    try:
+                        own = _score_group(
+                            model, [jobs[j].customers[i] for i in mine], as_of, campaign
+                        )
+                    except INPUT_ERRORS:
+                        failed.add(j)
+                        continue
+                    for i in mine:
+                        cid = jobs[j].customers[i].customer_id
+                        jobs[j].results[i] = own.get(cid) or _unscored(
+                            cid, "no_purchases_before_as_of", as_of
+                        )
+                continue
+            for j, i in live:
+                cid = jobs[j].customers[i].customer_id
+                jobs[j].results[i] = rows.get(cid) or _unscored(
+                    cid, "no_purchases_before_as_of", as_of
+                )
+    for j in failed:
+        jobs[j].error = _locate_error(model, jobs[j], now)
+        jobs[j].results = []
+
+
+def score_ids(
+    model: Any, snapshot: FeatureSnapshot, customer_ids: Sequence[str], campaign: str | None
+) -> list[dict[str, Any]]:
+    """Score ids from the feature snapshot: one scorer call per snapshot ``as_of``."""
+    from serving.scorer import score_features
+
+    unique = list(dict.fromkeys(customer_ids))
+    known = snapshot.features.index.intersection(pd.Index(unique, dtype="str"))
+    rows: dict[str, dict[str, Any]] = {}
+    if len(known):
+        as_of = snapshot.as_of.loc[known]
+        for stamp, ids in as_of.groupby(as_of, sort=True).groups.items():
+            features = snapshot.features.loc[ids]
+            rows.update(score_rows(score_features(model, features, stamp, campaign=campaign)))
+    out = []
+    for cid in customer_ids:
+        if cid in rows:
+            out.append(rows[cid])
+        elif cid in snapshot.as_of.index:
+            out.append(_unscored(cid, "no_purchases_before_as_of", snapshot.as_of.loc[cid]))
+        else:
+            out.append(_unscored(cid, "unknown_customer_id", None))
+    return out
+
+
+class MicroBatcher:
+    """Gathers concurrent ``/score`` jobs of one worker and scores them in one thread call.
+
+    One batch is scored at a time (a worker has one core's worth of Python); requests that
+    arrive meanwhile form the next batch, so batches grow with load and a lone request only
+    waits ``window`` seconds.
+    """
+
+    def __init__(self, run: Callable[[list[ScoreJob]], None], window: float) -> None:
+        self._run = run
+        self._window = window
+        self._queue: asyncio.Queue[tuple[ScoreJob, asyncio.Future[None]]] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, job: ScoreJob) -> ScoreJob:
+        if self._queue is None or self._task is None or self._task.done():
+            self._queue = asyncio.Queue()
+            self._task = asyncio.get_running_loop().create_task(self._loop(self._queue))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._queue.put((job, done))
+        await done
+        return job
+
+    async def _loop(self, queue: asyncio.Queue[tuple[ScoreJob, asyncio.Future[None]]]) -> None:
+        import anyio.to_thread
+
+        while True:
+            batch = [await queue.get()]
+            if self._window > 0:
+                await asyncio.sleep(self._window)
+            n = len(batch[0][0].customers)
+            while not queue.empty() and n < MAX_BATCH_CUSTOMERS:
+                item = queue.get_nowait()
+                batch.append(item)
+                n += len(item[0].customers)
+            jobs = [job for job, _ in batch]
+            try:
+                await anyio.to_thread.run_sync(self._run, jobs)
+            except Exception as exc:  # a bug, not bad input: every waiter gets it
+                logger.exception("scoring batch of %d request(s) failed", len(jobs))
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+
+
+# ---- HTTP helpers ------------------------------------------------------------------------
+
+
+def _json(status: int, payload: dict[str, Any]) -> Response:
+    return Response(
+        json.dumps(payload, separators=(",", ":"), allow_nan=False).encode(),
+        status_code=status,
+        media_type=JSON_MEDIA_TYPE,
+    )
+
+
+def _error(status: int, message: str, loc: Sequence[str | int] | None = None) -> Response:
+    body: dict[str, Any] = {"error": message}
+    if loc is not None:
+        body["detail"] = [{"loc": list(loc), "msg": message}]
+    return _json(status, body)
+
+
+async def _send_json(
+    send: Send, status: int, payload: dict[str, Any], headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", JSON_MEDIA_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class GuardMiddleware:
+    """API key, content type and body size checks in front of every POST.
+
+    The body is read here (bounded by ``RETAIN_MAX_BODY_BYTES``, whatever Content-Length
+    claims) and replayed to BentoML, so an oversized body is refused with 413 before any
+    parsing. ``GET /readyz`` is answered here with the model's name and version.
+    """
+
+    def __init__(self, app: Any) -> None:
+        settings = ServiceSettings.from_env()
+        self.app = app
+        self.max_body = settings.max_body_bytes
+        self.api_key = settings.api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method = scope.get("method", "GET")
+        path = scope.get("path", "")
+        if method == "GET" and path == "/readyz":
+            await self._readyz(send)
+            return
+        if method in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        if self.api_key is not None:
+            refused = self._auth(headers)
+            if refused is not None:
+                status, message = refused
+                extra = [(b"www-authenticate", b"Bearer")] if status == 401 else []
+                await _send_json(send, status, {"error": message}, extra)
+                return
+        media = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
+        if media != JSON_MEDIA_TYPE:
+            what = (
+                "pickle is never accepted"
+                if media in PICKLE_MEDIA_TYPES
+                else (f"only {JSON_MEDIA_TYPE} is accepted")
+            )
+            await _send_json(
+                send, 415, {"error": f"unsupported content type {media or '(none)'!r}: {what}"}
+            )
+            return
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > self.max_body
+            except ValueError:
+                await _send_json(send, 400, {"error": "Content-Length is not an integer"})
+                return
+            if too_big:
+                await self._too_big(send)
+                return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                await self._too_big(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if body[:1] == bytes([PICKLE_MAGIC]):
+            await _send_json(send, 415, {"error": "body looks like a pickle; never accepted"})
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _auth(self, headers: dict[bytes, bytes]) -> tuple[int, str] | None:
+        given = headers.get(b"x-api-key")
+        if given is None:
+            auth = headers.get(b"authorization", b"")
+            if auth[:7].lower() == b"bearer ":
+                given = auth[7:].strip()
+        if not given:
+            return 401, "missing API key: send X-API-Key or Authorization: Bearer <key>"
+        assert self.api_key is not None
+        if not hmac.compare_digest(given, self.api_key.encode()):
+            return 403, "API key not accepted"
+        return None
+
+    async def _too_big(self, send: Send) -> None:
+        await _send_json(
+            send, 413, {"error": f"request body exceeds the limit of {self.max_body} bytes"}
+        )
+
+    async def _readyz(self, send: Send) -> None:
+        from _bentoml_sdk.service import get_current_service
+
+        instance = get_current_service()
+        info = instance.readiness() if instance is not None else None
+        if info is None:
+            await _send_json(send, 503, {"status": "not ready"})
+        else:
+            await _send_json(send, 200, {"status": "ready", **info})
+
+
+# ---- the service -------------------------------------------------------------------------
+
+
+@bentoml.service(
+    name="retain",
+    workers=_env_int("RETAIN_WORKERS", 1),
+    traffic={"timeout": 60},
+    threads=1,
+)
+class RetainService:
+    """Churn / next-purchase scores and offers over HTTP."""
+
+    def __init__(self) -> None:
+        configure_process_env()
+        self.settings = ServiceSettings.from_env()
+        self.ready = False
+        started = time.perf_counter()
+        self.model, self.model_info = resolve_model(self.settings)
+        self.snapshot = (
+            FeatureSnapshot.load(self.settings.feature_snapshot)
+            if self.settings.feature_snapshot
+            else FeatureSnapshot.empty()
+        )
+        self.batcher = MicroBatcher(self._score_batch, self.settings.batch_window_ms / 1000)
+        self.ready = True
+        logger.info(
+            "model %s version %s loaded in %.1fs; snapshot of %d customers",
+            self.model_info.name,
+            self.model_info.version,
+            time.perf_counter() - started,
+            len(self.snapshot.features),
+        )
+
+    def __is_ready__(self) -> bool:
+        return self.ready
+
+    def readiness(self) -> dict[str, Any] | None:
+        """What ``/readyz`` reports; None until the model is loaded and hash-checked."""
+        if not self.ready:
+            return None
+        return {
+            "model": self.model_info.model_dump(),
+            "horizon_days": self.model.horizon_days,
+            "snapshot_customers": len(self.snapshot.features),
+        }
+
+    def _score_batch(self, jobs: list[ScoreJob]) -> None:
+        score_jobs(self.model, jobs, pd.Timestamp.now(tz="UTC"))
+
+    def _envelope(self, results: list[dict[str, Any]]) -> Response:
+        return _json(
+            200,
+            {
+                "model": self.model_info.model_dump(),
+                "horizon_days": self.model.horizon_days,
+                "results": results,
+            },
+        )
+
+    @bentoml.api(route="/score")
+    async def score(self, request: ScoreRequest, /) -> ScoreResponse:
+        """Score customers from the purchase histories in the request."""
+        customers = request.customers
+        if len(customers) > self.settings.max_customers:
+            return _error(  # type: ignore[return-value]
+                413,
+                f"too many customers: {len(customers)} > limit {self.settings.max_customers} "
+                "per request (RETAIN_MAX_CUSTOMERS); split the request",
+                ("customers",),
+            )
+        seen: dict[tuple[str, Any], int] = {}
+        for index, customer in enumerate(customers):
+            key = (customer.customer_id, customer.as_of)
+            if key in seen:
+                return _error(  # type: ignore[return-value]
+                    400,
+                    f"customers[{index}]: customer_id {customer.customer_id!r} repeats "
+                    f"customers[{seen[key]}] with the same as_of",
+                    ("customers", index, "customer_id"),
+                )
+            seen[key] = index
+        job = await self.batcher.submit(ScoreJob(customers, request.campaign))
+        if job.error is not None:
+            return _error(400, str(job.error), job.error.loc)  # type: ignore[return-value]
+        return self._envelope(job.results)  # type: ignore[arg-type,return-value]
+
+    @bentoml.api(route="/score/ids")
+    async def score_ids(self, request: IdsRequest, /) -> ScoreResponse:
+        """Score customers by id from the batch job's feature snapshot."""
+        import anyio.to_thread
+
+        if len(request.customer_ids) > self.settings.max_customers:
+            return _error(  # type: ignore[return-value]
+                413,
+                f"too many customer_ids: {len(request.customer_ids)} > limit "
+                f"{self.settings.max_customers} per request (RETAIN_MAX_CUSTOMERS)",
+                ("customer_ids",),
+            )
+        await anyio.to_thread.run_sync(self._refresh_snapshot_if_changed)
+        snapshot = self.snapshot
+        results = await anyio.to_thread.run_sync(
+            score_ids, self.model, snapshot, request.customer_ids, request.campaign
+        )
+        return self._envelope(results)  # type: ignore[return-value]
+
+    def _refresh_snapshot_if_changed(self) -> None:
+        """Every worker picks up a rewritten snapshot, not only the one that got the reload."""
+        current = self.snapshot
+        if current.path is None:
+            return
+        try:
+            signature = snapshot_signature(current.path)
+        except FileNotFoundError:
+            return
+        if signature != current.signature:
+            self.snapshot = FeatureSnapshot.load(current.path)
+
+    @bentoml.api(route="/admin/reload-snapshot")
+    async def reload_snapshot(self) -> SnapshotInfo:
+        """Re-read ``RETAIN_FEATURE_SNAPSHOT`` (the batch job wrote a new one)."""
+        import anyio.to_thread
+
+        path = self.settings.feature_snapshot
+        if not path:
+            return _error(  # type: ignore[return-value]
+                409, "no feature snapshot configured (set RETAIN_FEATURE_SNAPSHOT)"
+            )
+        try:
+            self.snapshot = await anyio.to_thread.run_sync(FeatureSnapshot.load, path)
+        except (OSError, ValueError) as exc:
+            return _error(409, f"snapshot not reloaded: {exc}")  # type: ignore[return-value]
+        return _json(  # type: ignore[return-value]
+            200, self.snapshot.info(self.model_info).model_dump(mode="json")
+        )
+
+    @bentoml.api(route="/noop")
+    async def noop(self, request: NoopRequest, /) -> NoopResponse:
+        """Validates a tiny body and answers at once: the framework's own cost."""
+        return _json(  # type: ignore[return-value]
+            200,
+            {"model": self.model_info.model_dump(), "customers": len(request.customers)},
+        )
+
+
+RetainService.add_asgi_middleware(GuardMiddleware)

@@ -1,0 +1,376 @@
+"""``retain score``: chunked batch scoring equals the one scorer, atomically and repeatably."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from features.builders import FeatureConfig, build_features
+from features.purchase_log import canonicalize
+from features.segments import SegmentConfig
+from features.synth import generate_purchase_log
+from serving.batch import (
+    SCORE_SCHEMA,
+    SUCCESS_NAME,
+    SUMMARY_NAME,
+    BatchError,
+    Chunk,
+    chunk_dependent_rules,
+    chunk_frame,
+    customer_chunks,
+    read_scores,
+)
+from serving.batch_commands import register, score_command
+from serving.offers import OfferPolicy
+from serving.scorer import SCORE_COLUMNS, ScoringModel, score
+from training.artifact import save_artifact
+from training.models import RetainModels
+
+AS_OF = "2024-06-01"
+FIT_AS_OF = "2024-05-01"
+HORIZON = 30
+SMALL_MODELS = {
+    "horizon_days": HORIZON,
+    "n_snapshots": 2,
+    "num_boost_round": 8,
+    "early_stopping_rounds": 4,
+    "num_threads": 1,
+    "use_baselines": False,
+}
+
+
+def chunk_free_policy() -> OfferPolicy:
+    """The default policy with value quantiles replaced by an absolute spend floor."""
+    data = OfferPolicy.default().model_dump(mode="json", exclude_none=True)
+    for rule in data["rules"]:
+        if rule["match"].pop("min_value_quantile", None) is not None:
+            rule["match"]["min_expected_spend_365d"] = 100.0
+    policy = OfferPolicy.model_validate(data)
+    assert chunk_dependent_rules(policy) == []
+    return policy
+
+
+def small_raw_log(n_customers: int = 300, seed: int = 11) -> pd.DataFrame:
+    return generate_purchase_log(n_customers, seed=seed, start="2023-01-01", end="2024-06-30").log
+
+
+def make_artifact(directory: Path, log: pd.DataFrame) -> Path:
+    models = RetainModels(**SMALL_MODELS).fit(log, FIT_AS_OF)
+    return save_artifact(
+        directory,
+        models,
+        feature_config=FeatureConfig(horizon_days=HORIZON),
+        segment_config=SegmentConfig(),
+        policy_yaml=chunk_free_policy().to_yaml(),
+    )
+
+
+def sha256s(directory: Path, pattern: str = "part-*.parquet") -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.glob(pattern))
+    }
+
+
+@pytest.fixture(scope="module")
+def raw_log() -> pd.DataFrame:
+    return small_raw_log()
+
+
+@pytest.fixture(scope="module")
+def log(raw_log: pd.DataFrame) -> pd.DataFrame:
+    return canonicalize(raw_log).log
+
+
+@pytest.fixture(scope="module")
+def data_path(tmp_path_factory: pytest.TempPathFactory, raw_log: pd.DataFrame) -> Path:
+    path = tmp_path_factory.mktemp("data") / "log.parquet"
+    raw_log.to_parquet(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory, log: pd.DataFrame) -> Path:
+    return make_artifact(tmp_path_factory.mktemp("artifact") / "retain", log)
+
+
+@pytest.fixture(scope="module")
+def expected(artifact: Path, log: pd.DataFrame) -> pd.DataFrame:
+    return score(ScoringModel.load(artifact), log, AS_OF)
+
+
+def run(data: Path, out: Path, artifact: Path, **kwargs: object) -> object:
+    return score_command(data, AS_OF, out, model_uri=str(artifact), progress=False, **kwargs)
+
+
+# ---- chunks -----------------------------------------------------------------------------
+
+
+def _tiny_log(ids: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "timestamp": pd.date_range("2024-01-01", periods=len(ids), freq="h", tz="UTC"),
+            "amount": np.arange(1.0, len(ids) + 1.0),
+        }
+    )
+    return canonicalize(frame).log
+
+
+def test_chunks_are_contiguous_customer_blocks() -> None:
+    log = _tiny_log(["a", "a", "b", "c", "c", "c", "d", "e"])
+    chunks = customer_chunks(log, 2)
+    # customers a,b | c,d | e -> rows [0,3) [3,7) [7,8)
+    assert chunks == [Chunk(0, 0, 2, 0, 3), Chunk(1, 2, 4, 3, 7), Chunk(2, 4, 5, 7, 8)]
+    middle = chunk_frame(log, chunks[1])
+    assert list(middle["customer_id"].cat.categories) == ["c", "d"]
+    assert middle["customer_id"].astype(str).tolist() == ["c", "c", "c", "d"]
+    assert middle["amount"].tolist() == [4.0, 5.0, 6.0, 7.0]
+    assert isinstance(middle.index, pd.RangeIndex)
+
+
+def test_chunking_rejects_unsorted_log_and_bad_size() -> None:
+    log = _tiny_log(["a", "b", "c"])
+    with pytest.raises(BatchError, match="at least 1 customer"):
+        customer_chunks(log, 0)
+    shuffled = log.iloc[::-1].reset_index(drop=True)
+    with pytest.raises(BatchError, match="not sorted by customer_id"):
+        customer_chunks(shuffled, 2)
+
+
+def test_quantile_rules_are_flagged_as_chunk_dependent() -> None:
+    data = chunk_free_policy().model_dump(mode="json", exclude_none=True)
+    data["rules"][0]["match"]["min_value_quantile"] = 0.5
+    policy = OfferPolicy.model_validate(data)
+    assert chunk_dependent_rules(policy) == [data["rules"][0]["name"]]
+
+
+# ---- scoring ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk_customers", [37, 100_000])
+def test_batch_equals_whole_log_scores(
+    tmp_path: Path, data_path: Path, artifact: Path, expected: pd.DataFrame, chunk_customers: int
+) -> None:
+    summary = run(data_path, tmp_path / "out", artifact, chunk_customers=chunk_customers)
+    got = read_scores(tmp_path / "out")
+    assert list(got.columns) == list(SCORE_COLUMNS)
+    pd.testing.assert_frame_equal(got, expected, check_dtype=True)
+    n_customers = expected["customer_id"].nunique()
+    assert summary.customers_scored == n_customers == len(got)
+    assert summary.chunks == len(list((tmp_path / "out").glob("part-*.parquet")))
+    assert set(got["offer"]) - {"none"}  # some offers are made
+    assert got["holdout"].dtype == bool
+
+
+def test_parts_share_one_schema_and_summary_is_written(
+    tmp_path: Path, data_path: Path, artifact: Path, raw_log: pd.DataFrame
+) -> None:
+    import pyarrow.parquet as pq
+
+    run(data_path, tmp_path / "out", artifact, chunk_customers=50)
+    for part in (tmp_path / "out").glob("part-*.parquet"):
+        assert pq.read_schema(part).equals(SCORE_SCHEMA, check_metadata=False)
+    summary = json.loads((tmp_path / "out" / SUMMARY_NAME).read_text())
+    assert summary["rows_in"] == len(raw_log)
+    assert summary["chunks"] == -(-raw_log["customer_id"].nunique() // 50)
+    assert (tmp_path / "out" / SUCCESS_NAME).is_file()
+    assert not list((tmp_path / "out").glob(".staging-*"))
+
+
+def test_rerun_is_byte_identical(tmp_path: Path, data_path: Path, artifact: Path) -> None:
+    run(data_path, tmp_path / "a", artifact, chunk_customers=60, features_out=tmp_path / "fa")
+    first = sha256s(tmp_path / "a")
+    run(data_path, tmp_path / "b", artifact, chunk_customers=60, features_out=tmp_path / "fb")
+    run(data_path, tmp_path / "a", artifact, chunk_customers=60, features_out=tmp_path / "fa")
+    assert len(first) == 5
+    assert sha256s(tmp_path / "b") == first == sha256s(tmp_path / "a")
+    assert sha256s(tmp_path / "fa") == sha256s(tmp_path / "fb")
+
+
+def test_feature_snapshot_holds_the_scored_features(
+    tmp_path: Path, data_path: Path, artifact: Path, log: pd.DataFrame
+) -> None:
+    run(data_path, tmp_path / "out", artifact, chunk_customers=70, features_out=tmp_path / "f")
+    snap = pd.concat(
+        [pd.read_parquet(p) for p in sorted((tmp_path / "f").glob("part-*.parquet"))],
+        ignore_index=True,
+    )
+    want = build_features(log, AS_OF, FeatureConfig(horizon_days=HORIZON))
+    assert (snap["as_of"] == pd.Timestamp(AS_OF, tz="UTC")).all()
+    got = snap.drop(columns="as_of").set_index("customer_id")
+    pd.testing.assert_frame_equal(got, want, check_index_type=False, check_names=False)
+    assert (tmp_path / "f" / SUCCESS_NAME).is_file()
+
+
+class Interrupt(RuntimeError):
+    pass
+
+
+def test_interrupted_run_shows_nothing_and_resume_equals_clean_run(
+    tmp_path: Path, data_path: Path, artifact: Path
+) -> None:
+    clean = tmp_path / "clean"
+    run(data_path, clean, artifact, chunk_customers=60)
+
+    out = tmp_path / "out"
+    seen: list[int] = []
+
+    def crash_after_second(chunk: Chunk) -> None:
+        seen.append(chunk.index)
+        if chunk.index == 1:
+            raise Interrupt("killed")
+
+    with pytest.raises(Interrupt):
+        run(data_path, out, artifact, chunk_customers=60, on_chunk=crash_after_second)
+    visible = [p.name for p in out.iterdir() if not p.name.startswith(".")]
+    assert visible == []
+    assert len(list(out.glob(".staging-*/part-*.parquet"))) == 2
+
+    resumed: list[int] = []
+    summary = run(
+        data_path,
+        out,
+        artifact,
+        chunk_customers=60,
+        resume=True,
+        on_chunk=lambda c: resumed.append(c.index),
+    )
+    assert seen == [0, 1]
+    assert resumed == [2, 3, 4]
+    assert summary.chunks_resumed == 2
+    assert sha256s(out) == sha256s(clean)
+    assert not list(out.glob(".staging-*"))
+
+
+def test_failed_rerun_keeps_the_previous_output(
+    tmp_path: Path, data_path: Path, artifact: Path
+) -> None:
+    out = tmp_path / "out"
+    run(data_path, out, artifact, chunk_customers=60)
+    before = sha256s(out)
+
+    def crash(chunk: Chunk) -> None:
+        raise Interrupt("killed")
+
+    with pytest.raises(Interrupt):
+        run(data_path, out, artifact, chunk_customers=100, on_chunk=crash)
+    assert sha256s(out) == before
+    assert (out / SUCCESS_NAME).is_file()
+
+
+def test_resume_of_a_changed_job_starts_over(
+    tmp_path: Path, data_path: Path, artifact: Path
+) -> None:
+    out = tmp_path / "out"
+
+    def crash(chunk: Chunk) -> None:
+        raise Interrupt("killed")
+
+    with pytest.raises(Interrupt):
+        run(data_path, out, artifact, chunk_customers=60, on_chunk=crash)
+    # other chunking = other run id: nothing to resume, every chunk is scored
+    summary = run(data_path, out, artifact, chunk_customers=100, resume=True)
+    assert summary.chunks_resumed == 0
+    assert summary.chunks == 3
+
+
+# ---- CLI --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cli() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+def test_cli_scores_and_reports_dropped_rows(
+    tmp_path: Path, cli: typer.Typer, raw_log: pd.DataFrame, artifact: Path
+) -> None:
+    dirty = pd.concat([raw_log, raw_log.iloc[[5]]], ignore_index=True)
+    dirty.loc[[0, 1], "customer_id"] = ""
+    path = tmp_path / "dirty.parquet"
+    dirty.to_parquet(path)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "score",
+            "--data",
+            str(path),
+            "--as-of",
+            AS_OF,
+            "--out",
+            str(out),
+            "--model-uri",
+            str(artifact),
+            "--chunk-customers",
+            "100",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / SUMMARY_NAME).read_text())
+    assert summary["rows_in"] == len(raw_log) + 1
+    assert summary["dropped"] == {"missing_customer_id": 2, "exact_duplicate": 1}
+    assert summary["rows_kept"] == len(raw_log) - 2
+    assert summary["customers_scored"] == len(read_scores(out))
+
+
+@pytest.mark.parametrize(
+    ("make_input", "message"),
+    [
+        (lambda d: d / "missing.parquet", "not found"),
+        (lambda d: d / "log.txt", "unsupported purchase-log file"),
+        (lambda d: d / "no_amount.csv", "amount"),
+    ],
+)
+def test_cli_bad_input_exits_nonzero_with_message(
+    tmp_path: Path, cli: typer.Typer, artifact: Path, make_input: object, message: str
+) -> None:
+    (tmp_path / "log.txt").write_text("x")
+    (tmp_path / "no_amount.csv").write_text("customer_id,timestamp\na,2024-01-01\n")
+    path = make_input(tmp_path)  # type: ignore[operator]
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "score",
+            "--data",
+            str(path),
+            "--as-of",
+            AS_OF,
+            "--out",
+            str(out),
+            "--model-uri",
+            str(artifact),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "error:" in result.output and message in result.output
+    assert not out.exists() or not list(out.glob("part-*"))
+
+
+def test_cli_bad_model_exits_nonzero(tmp_path: Path, cli: typer.Typer, data_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        [
+            "score",
+            "--data",
+            str(data_path),
+            "--as-of",
+            AS_OF,
+            "--out",
+            str(tmp_path / "o"),
+            "--model-uri",
+            str(tmp_path / "nope"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "neither models:/" in result.output

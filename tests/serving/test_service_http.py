@@ -1,0 +1,581 @@
+"""The BentoML scoring service over real HTTP: ``bentoml serve`` subprocesses on 127.0.0.1.
+
+Scores must be exactly what :func:`serving.scorer.score` gives in-process on the same rows;
+bad input must be refused with the right 4xx and never a 500.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+
+from features.builders import FeatureConfig, build_features
+from features.purchase_log import canonicalize
+from features.segments import SegmentConfig
+from features.synth import generate_purchase_log
+from serving.commands import serve_command
+from serving.offers import OfferPolicy
+from serving.schemas import ScoreResponse
+from serving.scorer import ScoringModel, score, score_features
+from training.artifact import save_artifact
+from training.models import RetainModels
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HORIZON = 30
+FIT_AS_OF = "2024-07-01"
+STARTUP_SECONDS = 180.0
+API_KEY = "s3cret-test-key"
+SMALL_MODELS = {
+    "horizon_days": HORIZON,
+    "n_snapshots": 2,
+    "num_boost_round": 8,
+    "early_stopping_rounds": 4,
+    "num_threads": 1,
+    "use_baselines": False,
+}
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_service(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``bentoml serve`` as ``retain serve`` builds it, in its own process group.
+
+    Returns once ``/readyz`` answers 200.
+    """
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    command, base_env = serve_command(None, "127.0.0.1", port, workers=1)
+    full_env = {**base_env, **env}
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env=full_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while not _ready(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_service(process)
+            pytest.fail(f"bentoml serve did not get ready:\n{log_path.read_text()[-4000:]}")
+        time.sleep(0.5)
+    return process, url
+
+
+def stop_service(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def test_serve_command_translates_options_to_env(tmp_path: Path) -> None:
+    argv, env = serve_command(
+        str(tmp_path), "0.0.0.0", 8123, 3, registered_model="m", tracking_uri="http://x"
+    )
+    assert argv[1:] == [
+        "-m",
+        "bentoml",
+        "serve",
+        "serving.service:RetainService",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8123",
+        "--working-dir",
+        str(REPO_ROOT),
+    ]
+    assert env["RETAIN_MODEL_URI"] == str(tmp_path)
+    assert env["RETAIN_WORKERS"] == "3"
+    assert env["RETAIN_REGISTERED_MODEL"] == "m"
+    assert env["MLFLOW_TRACKING_URI"] == "http://x"
+    assert env["BENTOML_DO_NOT_TRACK"] == "true"
+    _, env = serve_command("models:/retain@champion", "127.0.0.1", 3000, 2)
+    assert env["RETAIN_MODEL_URI"] == "models:/retain@champion"
+
+
+@pytest.fixture(scope="session")
+def raw_log() -> pd.DataFrame:
+    return generate_purchase_log(300, seed=11, start="2023-01-01", end="2024-06-30").log
+
+
+@pytest.fixture(scope="session")
+def artifact_dir(tmp_path_factory: pytest.TempPathFactory, raw_log: pd.DataFrame) -> Path:
+    log = canonicalize(raw_log).log
+    models = RetainModels(**SMALL_MODELS).fit(log, FIT_AS_OF)
+    return save_artifact(
+        tmp_path_factory.mktemp("artifact") / "retain-artifact",
+        models,
+        feature_config=FeatureConfig(horizon_days=HORIZON),
+        segment_config=SegmentConfig(),
+        policy_yaml=OfferPolicy.default().to_yaml(),
+    )
+
+
+@pytest.fixture(scope="session")
+def scoring_model(artifact_dir: Path) -> ScoringModel:
+    return ScoringModel.load(artifact_dir)
+
+
+@pytest.fixture(scope="session")
+def snapshot_path(
+    tmp_path_factory: pytest.TempPathFactory, raw_log: pd.DataFrame, scoring_model: ScoringModel
+) -> Path:
+    """A feature snapshot like the batch job's: customer_id, features, as_of."""
+    log = canonicalize(raw_log).log
+    features = build_features(log, "2024-05-01", scoring_model.artifact.feature_config)
+    frame = features.reset_index().assign(as_of=pd.Timestamp("2024-05-01", tz="UTC"))
+    path = tmp_path_factory.mktemp("snapshot") / "features.parquet"
+    frame.to_parquet(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def service(
+    tmp_path_factory: pytest.TempPathFactory, artifact_dir: Path, snapshot_path: Path
+) -> Iterator[str]:
+    env = {"RETAIN_MODEL_URI": str(artifact_dir), "RETAIN_FEATURE_SNAPSHOT": str(snapshot_path)}
+    env_clear = {"RETAIN_API_KEY": "", "RETAIN_MAX_BODY_BYTES": "", "RETAIN_MAX_CUSTOMERS": ""}
+    process, url = start_service({**env_clear, **env}, tmp_path_factory.mktemp("svc") / "serve.log")
+    try:
+        yield url
+    finally:
+        stop_service(process)
+
+
+@pytest.fixture(scope="module")
+def guarded_service(tmp_path_factory: pytest.TempPathFactory, artifact_dir: Path) -> Iterator[str]:
+    """API key on, small limits: 3 customers and 4,000 bytes per request."""
+    env = {
+        "RETAIN_MODEL_URI": str(artifact_dir),
+        "RETAIN_API_KEY": API_KEY,
+        "RETAIN_MAX_BODY_BYTES": "4000",
+        "RETAIN_MAX_CUSTOMERS": "3",
+        "RETAIN_FEATURE_SNAPSHOT": "",
+    }
+    process, url = start_service(env, tmp_path_factory.mktemp("guarded") / "serve.log")
+    try:
+        yield url
+    finally:
+        stop_service(process)
+
+
+def history_of(raw: pd.DataFrame, customer_id: str) -> list[dict[str, Any]]:
+    """A customer's raw rows as JSON objects (missing values left out)."""
+    rows = raw[raw["customer_id"] == customer_id].drop(columns=["customer_id"])
+    out = []
+    for record in rows.to_dict(orient="records"):
+        item: dict[str, Any] = {}
+        for key, value in record.items():
+            if value is None or (not isinstance(value, str) and pd.isna(value)):
+                continue
+            if isinstance(value, pd.Timestamp):
+                value = value.isoformat()
+            elif hasattr(value, "item"):
+                value = value.item()
+            item[key] = value
+        out.append(item)
+    return out
+
+
+def post(url: str, body: Any, **kwargs: Any) -> httpx.Response:
+    return httpx.post(url, json=body, timeout=60, **kwargs)
+
+
+def expected_scores(
+    model: ScoringModel, raw: pd.DataFrame, ids: list[str], as_of: str, campaign: str | None
+) -> pd.DataFrame:
+    log = canonicalize(raw[raw["customer_id"].isin(ids)].reset_index(drop=True)).log
+    return score(model, log, as_of, campaign=campaign).set_index("customer_id")
+
+
+def assert_matches(got: dict[str, Any], row: pd.Series) -> None:
+    assert got["status"] == "scored"
+    for name in (
+        "churn_probability",
+        "p_purchase_30d",
+        "p_purchase_horizon",
+        "expected_spend_horizon",
+        "expected_spend_365d",
+    ):
+        assert got[name] == pytest.approx(float(row[name]), rel=1e-9), name
+    assert got["risk_band"] == row["risk_band"]
+    assert got["segment"] == row["segment"]
+    assert got["expected_next_purchase_date"] == row["expected_next_purchase_date"].strftime(
+        "%Y-%m-%d"
+    )
+    assert got["reasons"] == [row[f"reason_{i}"] for i in (1, 2, 3) if row[f"reason_{i}"]]
+    offer = got["offer"]
+    assert offer["code"] == row["offer"]
+    assert offer["holdout"] == bool(row["holdout"])
+    assert offer["suppressed"] == bool(row["suppressed"])
+    assert offer["send_date"] == row["offer_send_date"].strftime("%Y-%m-%d")
+    assert offer["expected_value"] == pytest.approx(float(row["offer_expected_value"]))
+
+
+def test_readyz_reports_model_and_livez_metrics_docs(service: str, artifact_dir: Path) -> None:
+    ready = httpx.get(f"{service}/readyz").json()
+    assert ready["status"] == "ready"
+    assert ready["model"] == {
+        "name": artifact_dir.name,
+        "version": "local",
+        "uri": str(artifact_dir),
+    }
+    assert ready["horizon_days"] == HORIZON
+    assert httpx.get(f"{service}/livez").status_code == 200
+    metrics = httpx.get(f"{service}/metrics")
+    assert metrics.status_code == 200
+    assert "# TYPE bentoml_service_request_duration_seconds histogram" in metrics.text
+    spec = httpx.get(f"{service}/docs.json").json()
+    assert {"/score", "/score/ids", "/noop", "/admin/reload-snapshot"} <= set(spec["paths"])
+
+
+def test_score_matches_scorer_in_process(
+    service: str, raw_log: pd.DataFrame, scoring_model: ScoringModel
+) -> None:
+    ids = sorted(raw_log["customer_id"].unique())[:5]
+    body = {
+        "customers": [
+            {
+                "customer_id": cid,
+                "as_of": "2024-06-01T00:00:00Z",
+                "history": history_of(raw_log, cid),
+            }
+            for cid in ids
+        ],
+        "campaign": "summer",
+    }
+    response = post(f"{service}/score", body)
+    assert response.status_code == 200, response.text
+    payload = response.json()
+    ScoreResponse.model_validate(payload)  # the documented response schema holds
+    assert payload["model"]["version"] == "local"
+    expected = expected_scores(scoring_model, raw_log, ids, "2024-06-01", "summer")
+    assert [r["customer_id"] for r in payload["results"]] == ids
+    for got in payload["results"]:
+        if got["customer_id"] in expected.index:
+            assert_matches(got, expected.loc[got["customer_id"]])
+        else:  # first purchase on or after as_of
+            assert got["status"] == "no_purchases_before_as_of"
+    assert sum(r["status"] == "scored" for r in payload["results"]) == len(expected)
+
+
+def test_customers_grouped_by_as_of_and_no_purchase_status(
+    service: str, raw_log: pd.DataFrame, scoring_model: ScoringModel
+) -> None:
+    cid = sorted(raw_log["customer_id"].unique())[0]
+    history = history_of(raw_log, cid)
+    first = min(pd.Timestamp(r["timestamp"]) for r in history)
+    body = {
+        "customers": [
+            {"customer_id": cid, "as_of": "2024-03-01", "history": history},
+            {"customer_id": cid, "as_of": "2024-06-01", "history": history},
+            {"customer_id": cid, "as_of": first.isoformat(), "history": history},
+            {"customer_id": "nobody", "history": []},
+        ]
+    }
+    response = post(f"{service}/score", body)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    for got, as_of in zip(results[:2], ("2024-03-01", "2024-06-01"), strict=True):
+        assert got["as_of"] == f"{as_of}T00:00:00+00:00"
+        assert_matches(got, expected_scores(scoring_model, raw_log, [cid], as_of, None).loc[cid])
+    # Only rows strictly before as_of count: at the first purchase there is no history yet.
+    assert results[2]["status"] == "no_purchases_before_as_of"
+    assert results[3] == {
+        "customer_id": "nobody",
+        "status": "no_purchases_before_as_of",
+        "as_of": results[3]["as_of"],
+        "reasons": [],
+        "offer": None,
+    }
+    # Without as_of the server's clock is used: "now", after every synthetic purchase.
+    assert pd.Timestamp(results[3]["as_of"]) > pd.Timestamp("2026-01-01", tz="UTC")
+
+
+def test_concurrent_requests_with_the_same_customer_are_scored_separately(
+    service: str, raw_log: pd.DataFrame, scoring_model: ScoringModel
+) -> None:
+    """The micro-batcher may gather these; a shared id must not mix two histories."""
+    import concurrent.futures
+
+    cid = sorted(raw_log["customer_id"].unique())[1]
+    full = history_of(raw_log, cid)
+    halves = [full, full[: max(1, len(full) // 2)]]
+    bodies = [
+        {"customers": [{"customer_id": cid, "as_of": "2024-06-01", "history": h}]} for h in halves
+    ]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda b: post(f"{service}/score", b), bodies * 4))
+    for response, history in zip(responses, halves * 4, strict=True):
+        assert response.status_code == 200
+        raw = pd.DataFrame(history).assign(customer_id=cid)
+        expected = score(scoring_model, canonicalize(raw).log, "2024-06-01").iloc[0]
+        assert response.json()["results"][0]["churn_probability"] == pytest.approx(
+            expected["churn_probability"], rel=1e-9
+        )
+
+
+def test_score_ids_from_snapshot(
+    service: str, snapshot_path: Path, scoring_model: ScoringModel
+) -> None:
+    frame = pd.read_parquet(snapshot_path).set_index("customer_id")
+    known = list(frame.index[:3])
+    response = post(f"{service}/score/ids", {"customer_ids": [*known, "ghost"]})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    expected = score_features(
+        scoring_model, frame.loc[known].drop(columns=["as_of"]), "2024-05-01"
+    ).set_index("customer_id")
+    for got in results[:3]:
+        assert_matches(got, expected.loc[got["customer_id"]])
+    assert results[3]["customer_id"] == "ghost"
+    assert results[3]["status"] == "unknown_customer_id"
+
+    reload = post(f"{service}/admin/reload-snapshot", {})
+    assert reload.status_code == 200
+    assert reload.json()["customers"] == len(frame)
+    assert reload.json()["as_of_max"].startswith("2024-05-01")
+
+
+def _assert_no_echo(response: httpx.Response, secret: str) -> None:
+    assert secret not in response.text
+
+
+@pytest.mark.parametrize(
+    ("customer", "loc"),
+    [
+        (
+            {"customer_id": "x", "history": [{"timestamp": "not-a-time-XYZZY", "amount": 1}]},
+            ["customers", 0, "history", 0, "timestamp"],
+        ),
+        (
+            {"customer_id": "x", "history": [{"timestamp": "2024-01-01", "amount": "XYZZY"}]},
+            ["customers", 0, "history", 0, "amount"],
+        ),
+        (
+            {"customer_id": "x", "history": [{"timestamp": "2024-01-01", "amount": "NaN"}]},
+            ["customers", 0, "history", 0, "amount"],
+        ),
+        ({"customer_id": "", "history": []}, ["customers", 0, "customer_id"]),
+        ({"customer_id": "x", "as_of": "XYZZY", "history": []}, ["customers", 0, "as_of"]),
+    ],
+)
+def test_bad_input_is_400_naming_the_field(
+    service: str, customer: dict[str, Any], loc: list[Any]
+) -> None:
+    response = post(f"{service}/score", {"customers": [customer]})
+    assert response.status_code == 400, response.text
+    locs = [d["loc"] for d in response.json()["detail"]]
+    assert loc in locs
+    _assert_no_echo(response, "XYZZY")
+
+
+def test_malformed_json_and_unknown_fields_are_400(service: str) -> None:
+    bad = httpx.post(
+        f"{service}/score",
+        content=b'{"customers": [XYZZY',
+        headers={"content-type": "application/json"},
+    )
+    assert bad.status_code == 400
+    _assert_no_echo(bad, "XYZZY")
+    extra = post(f"{service}/score", {"customers": [{"customer_id": "a", "XYZZY": 1}]})
+    assert extra.status_code == 400
+    assert post(f"{service}/score", {"customers": []}).status_code == 400
+    assert post(f"{service}/score", [1, 2]).status_code == 400
+    duplicate = post(
+        f"{service}/score", {"customers": [{"customer_id": "a"}, {"customer_id": "a"}]}
+    )
+    assert duplicate.status_code == 400
+    assert "customers[1]" in duplicate.json()["error"]
+
+
+def test_limits_and_content_types(service: str) -> None:
+    many = {"customers": [{"customer_id": f"c{i}"} for i in range(1001)]}
+    too_many = post(f"{service}/score", many)
+    assert too_many.status_code == 413
+    assert "1001 > limit 1000" in too_many.json()["error"]
+
+    big = b'{"customers": [' + b" " * (5 * 1024 * 1024) + b"]}"
+    response = httpx.post(
+        f"{service}/score", content=big, headers={"content-type": "application/json"}, timeout=60
+    )
+    assert response.status_code == 413
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"customers": ['
+        for _ in range(6):
+            yield b" " * (1024 * 1024)
+        yield b"]}"
+
+    streamed = httpx.post(
+        f"{service}/score",
+        content=chunks(),
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
+    assert streamed.status_code == 413  # no Content-Length: counted while streaming
+
+    payload = b"\x80\x05}\x94."  # pickle protocol 5 of an empty dict, written by hand
+    for media in ("application/python-pickle", "application/vnd.bentoml+pickle"):
+        response = httpx.post(f"{service}/score", content=payload, headers={"content-type": media})
+        assert response.status_code == 415, media
+    octet = httpx.post(
+        f"{service}/score", content=payload, headers={"content-type": "application/octet-stream"}
+    )
+    assert octet.status_code == 415
+    disguised = httpx.post(
+        f"{service}/score", content=payload, headers={"content-type": "application/json"}
+    )
+    assert disguised.status_code == 415
+    text = httpx.post(f"{service}/score", content=b"{}", headers={"content-type": "text/plain"})
+    assert text.status_code == 415
+
+
+def test_api_key_and_configured_limits(guarded_service: str) -> None:
+    url = f"{guarded_service}/score"
+    body = {"customers": [{"customer_id": "a"}]}
+    missing = post(url, body)
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == "Bearer"
+    assert post(url, body, headers={"X-API-Key": "wrong"}).status_code == 403
+    assert post(url, body, headers={"Authorization": "Bearer wrong"}).status_code == 403
+    ok = post(url, body, headers={"X-API-Key": API_KEY})
+    assert ok.status_code == 200
+    assert ok.json()["results"][0]["status"] == "no_purchases_before_as_of"
+    assert post(url, body, headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 200
+    # health, metrics and docs stay open
+    assert httpx.get(f"{guarded_service}/readyz").status_code == 200
+    assert httpx.get(f"{guarded_service}/livez").status_code == 200
+    assert httpx.get(f"{guarded_service}/metrics").status_code == 200
+
+    key = {"X-API-Key": API_KEY}
+    four = {"customers": [{"customer_id": f"c{i}"} for i in range(4)]}
+    response = post(url, four, headers=key)
+    assert response.status_code == 413
+    assert "4 > limit 3" in response.json()["error"]
+    big = {
+        "customers": [
+            {"customer_id": "a", "history": [{"timestamp": "2024-01-01", "amount": 1}] * 200}
+        ]
+    }
+    assert len(json.dumps(big)) > 4000
+    assert post(url, big, headers=key).status_code == 413
+    # no snapshot configured: reload is a clear 409, ids are all unknown
+    assert post(f"{guarded_service}/admin/reload-snapshot", {}, headers=key).status_code == 409
+    ids = post(f"{guarded_service}/score/ids", {"customer_ids": ["a"]}, headers=key)
+    assert ids.json()["results"][0]["status"] == "unknown_customer_id"
+
+
+def server_errors(metrics_text: str) -> dict[str, float]:
+    """Non-zero 5xx request counters by endpoint (BentoML pre-creates them at 0)."""
+    out: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        if not line.startswith("bentoml_service_request_total{"):
+            continue
+        labels, value = line.rsplit(" ", 1)
+        code = labels.split('http_response_code="')[1].split('"')[0]
+        if code.startswith("5") and float(value) > 0:
+            endpoint = labels.split('endpoint="')[1].split('"')[0]
+            out[f"{endpoint} {code}"] = float(value)
+    return out
+
+
+def test_no_500_in_metrics(service: str) -> None:
+    """Every request above was answered without a server error."""
+    text = httpx.get(f"{service}/metrics").text
+    assert 'bentoml_service_request_total{endpoint="/score",http_response_code="200"' in text
+    assert server_errors(text) == {}
+
+
+@pytest.fixture(scope="module")
+def registry_model(mlflow_server: str, artifact_dir: Path, raw_log: pd.DataFrame) -> str:
+    """Log the session's artifact to the real MLflow server, register it, make it champion.
+
+    The backtest figures are placeholders: this test is about loading, not the gate.
+    """
+    from serving.workflow import PYFUNC_CODE
+    from training import registry, tracking
+
+    tracking.configure_tracking(mlflow_server)
+    run = tracking.log_training_run(
+        experiment="retain-http",
+        python_model=PYFUNC_CODE,
+        artifact_dir=artifact_dir,
+        log=canonicalize(raw_log).log,
+        as_of=pd.Timestamp(FIT_AS_OF, tz="UTC"),
+        horizon_days=HORIZON,
+        backtest={"model": {"churn_auc": 0.7}, "bgnbd": {"churn_auc": 0.6}},
+    )
+    version = registry.register_challenger(run.run_id, name="retain-http")
+    registry.promote(name="retain-http", force=True)
+    return version
+
+
+def test_service_loads_registry_champion(
+    mlflow_server: str,
+    registry_model: str,
+    artifact_dir: Path,
+    raw_log: pd.DataFrame,
+    tmp_path: Path,
+) -> None:
+    version = registry_model
+    env = {
+        "RETAIN_MODEL_URI": "",  # default: models:/<RETAIN_REGISTERED_MODEL>@champion
+        "RETAIN_REGISTERED_MODEL": "retain-http",
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "RETAIN_API_KEY": "",
+        "RETAIN_FEATURE_SNAPSHOT": "",
+    }
+    process, url = start_service(env, tmp_path / "serve.log")
+    try:
+        ready = httpx.get(f"{url}/readyz").json()
+        assert ready["model"] == {
+            "name": "retain-http",
+            "version": version,
+            "uri": "models:/retain-http@champion",
+        }
+        cid = sorted(raw_log["customer_id"].unique())[2]
+        body = {
+            "customers": [
+                {"customer_id": cid, "as_of": "2024-06-01", "history": history_of(raw_log, cid)}
+            ]
+        }
+        response = post(f"{url}/score", body)
+        assert response.status_code == 200, response.text
+        assert response.json()["model"]["version"] == version
+        expected = expected_scores(
+            ScoringModel.load(artifact_dir), raw_log, [cid], "2024-06-01", None
+        )
+        assert_matches(response.json()["results"][0], expected.loc[cid])
+    finally:
+        stop_service(process)

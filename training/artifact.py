@@ -1,0 +1,325 @@
+"""The packaged model artifact: one directory that is everything a scorer needs.
+
+Layout::
+
+    retain_artifact.json     manifest (format, versions, configs, schema, metrics, sha256s)
+    offer_policy.yaml        the offer policy, as YAML text (validated by serving on load)
+    models/...               what ``RetainModels.save`` writes: LightGBM text + JSON only
+
+Why so strict on load: an artifact may come from a registry or a colleague's laptop, and
+loading must never execute code. So only ``.txt``/``.json``/``.yaml`` files are accepted,
+every file must be listed in the manifest with a matching sha256, and pickles, symlinks and
+paths escaping the directory are refused. ``training`` never imports ``serving``: the
+policy travels as YAML text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from features.schema import CANONICAL_COLUMNS, TIMESTAMP_DTYPE
+
+FORMAT_NAME = "retain-artifact"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "retain_artifact.json"
+POLICY_NAME = "offer_policy.yaml"
+MODELS_DIR = "models"
+ALLOWED_SUFFIXES: frozenset[str] = frozenset({".txt", ".json", ".yaml"})
+PICKLE_SUFFIXES: frozenset[str] = frozenset({".pkl", ".pickle", ".joblib", ".cloudpickle"})
+PICKLE_MAGIC = b"\x80"
+CANONICAL_DTYPES: dict[str, str] = {
+    "customer_id": "category",
+    "timestamp": TIMESTAMP_DTYPE,
+    "amount": "float64",
+    "quantity": "float64",
+    "order_id": "str",
+    "product_id": "str",
+    "category": "str",
+    "discount": "bool",
+    "channel": "str",
+    "is_return": "bool",
+}
+_LIBRARIES: tuple[str, ...] = (
+    "numpy",
+    "pandas",
+    "lightgbm",
+    "scikit-learn",
+    "scipy",
+    "pydantic",
+    "pyyaml",
+)
+
+
+class ArtifactError(ValueError):
+    """The artifact directory is missing, malformed, tampered with or unsafe to load."""
+
+
+@dataclass(frozen=True)
+class RetainArtifact:
+    """A loaded, hash-checked artifact."""
+
+    models: Any  # training.models.RetainModels (imported lazily: heavy, and avoids cycles)
+    feature_config: Any
+    segment_config: Any
+    policy_yaml: str
+    manifest: dict[str, Any]
+
+    @property
+    def horizon_days(self) -> int:
+        return int(self.manifest["horizon_days"])
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return dict(self.manifest.get("metrics") or {})
+
+
+def input_schema() -> list[dict[str, str]]:
+    """The canonical purchase-log columns and dtypes a scorer of this artifact accepts."""
+    return [{"name": c, "dtype": CANONICAL_DTYPES[c]} for c in CANONICAL_COLUMNS]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _config_to_json(config: Any) -> Any:
+    """Pydantic models and dataclasses to plain JSON values (``None`` means defaults)."""
+    if config is None:
+        return None
+    if hasattr(config, "model_dump"):
+        return config.model_dump(mode="json")
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    raise ArtifactError(
+        f"cannot serialise config of type {type(config).__name__}; expected a pydantic model "
+        "or a dataclass"
+    )
+
+
+def _config_from_json(cls: type, value: Any, what: str) -> Any:
+    if value is None:
+        return None
+    try:
+        if hasattr(cls, "model_validate"):
+            return cls.model_validate(value)
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+        unknown = sorted(set(kwargs) - set(fields))
+        if unknown:
+            raise ArtifactError(f"{what} in manifest has unknown field(s) {unknown}")
+        return cls(**kwargs)
+    except ArtifactError:
+        raise
+    except Exception as exc:
+        raise ArtifactError(f"{what} in manifest is invalid: {exc}") from exc
+
+
+def _library_versions() -> dict[str, str]:
+    versions: dict[str, str] = {}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _retain_version() -> str:
+    try:
+        return metadata.version("retain")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def save_artifact(
+    directory: str | Path,
+    models: Any,
+    *,
+    feature_config: Any,
+    segment_config: Any,
+    policy_yaml: str,
+    metrics: dict[str, Any] | None = None,
+    created_at: datetime | None = None,
+) -> Path:
+    """Write a fitted ``RetainModels`` and its configs as one artifact directory.
+
+    Everything is written to a temporary sibling directory first and moved into place with
+    ``os.replace``, so readers never see a half-written artifact. ``directory`` must not
+    exist yet (or be empty): artifacts are immutable.
+    """
+    target = Path(directory).absolute()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ArtifactError(f"{target} already exists and is not empty; artifacts are immutable")
+    if not isinstance(policy_yaml, str) or not policy_yaml.strip():
+        raise ArtifactError("policy_yaml must be the offer policy as non-empty YAML text")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        models_dir = tmp / MODELS_DIR
+        models_dir.mkdir()
+        models.save(models_dir)
+        (tmp / POLICY_NAME).write_text(policy_yaml, encoding="utf-8")
+        files: dict[str, str] = {}
+        for path in sorted(p for p in tmp.rglob("*") if not p.is_dir()):
+            rel = path.relative_to(tmp).as_posix()
+            if path.is_symlink() or path.suffix not in ALLOWED_SUFFIXES:
+                raise ArtifactError(
+                    f"models.save wrote {rel!r}; an artifact may only hold regular "
+                    f"{sorted(ALLOWED_SUFFIXES)} files"
+                )
+            files[rel] = _sha256(path)
+        manifest = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "created_at": (created_at or datetime.now(UTC)).isoformat(),
+            "retain_version": _retain_version(),
+            "libraries": _library_versions(),
+            "horizon_days": int(models.horizon_days),
+            "feature_config": _config_to_json(feature_config),
+            "segment_config": _config_to_json(segment_config),
+            "policy_file": POLICY_NAME,
+            "models_dir": MODELS_DIR,
+            "input_schema": input_schema(),
+            "metrics": json.loads(json.dumps(metrics or {}, default=float)),
+            "files": files,
+        }
+        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        if target.exists():
+            target.rmdir()
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _read_manifest(root: Path) -> dict[str, Any]:
+    manifest_path = root / MANIFEST_NAME
+    if manifest_path.is_symlink():
+        raise ArtifactError(f"{manifest_path} is a symlink; refusing to load")
+    if not manifest_path.is_file():
+        raise ArtifactError(f"{root} is not a retain artifact: {MANIFEST_NAME} not found")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{manifest_path} is not valid JSON: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ArtifactError(f"{manifest_path}: format is {got!r}, expected {FORMAT_NAME!r}")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{manifest_path}: format_version {manifest.get('format_version')!r} is not "
+            f"supported (this retain reads version {FORMAT_VERSION})"
+        )
+    if not isinstance(manifest.get("files"), dict):
+        raise ArtifactError(f"{manifest_path}: 'files' must map relative paths to sha256")
+    return manifest
+
+
+def _check_listed_path(root: Path, rel: str) -> Path:
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or ".." in pure.parts or not rel:
+        raise ArtifactError(f"manifest path {rel!r} escapes the artifact directory")
+    path = root / pure
+    if path.is_symlink():
+        raise ArtifactError(f"{rel!r} is a symlink; artifacts may not contain symlinks")
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise ArtifactError(f"manifest path {rel!r} escapes the artifact directory")
+    return path
+
+
+def verify_artifact(directory: str | Path) -> dict[str, Any]:
+    """Check an artifact directory file by file without loading models; return its manifest."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise ArtifactError(f"artifact directory {root} does not exist")
+    manifest = _read_manifest(root)
+    listed: dict[str, str] = manifest["files"]
+    for rel in listed:
+        _check_listed_path(root, rel)
+
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in [*dirnames, *filenames]:
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                raise ArtifactError(f"{rel!r} is a symlink; artifacts may not contain symlinks")
+            if path.is_dir():
+                continue
+            if rel == MANIFEST_NAME:
+                continue
+            suffix = path.suffix.lower()
+            if suffix in PICKLE_SUFFIXES:
+                raise ArtifactError(f"{rel!r} is a pickle file; retain never loads pickles")
+            if suffix not in ALLOWED_SUFFIXES:
+                raise ArtifactError(
+                    f"{rel!r} has extension {suffix or '(none)'!r}; only "
+                    f"{sorted(ALLOWED_SUFFIXES)} are allowed"
+                )
+            if rel not in listed:
+                raise ArtifactError(f"{rel!r} is not listed in the manifest; refusing to load")
+            with path.open("rb") as fh:
+                if fh.read(1) == PICKLE_MAGIC:
+                    raise ArtifactError(
+                        f"{rel!r} starts with the pickle magic byte 0x80; refusing to load"
+                    )
+            actual = _sha256(path)
+            if actual != listed[rel]:
+                raise ArtifactError(
+                    f"sha256 mismatch for {rel!r}: manifest {listed[rel]}, file {actual}"
+                )
+            seen.add(rel)
+    missing = sorted(set(listed) - seen)
+    if missing:
+        raise ArtifactError(f"file(s) listed in the manifest are missing: {missing}")
+    return manifest
+
+
+def load_artifact(directory: str | Path) -> RetainArtifact:
+    """Verify every file of an artifact directory, then load its models and configs."""
+    from features.builders import FeatureConfig
+    from features.segments import SegmentConfig
+    from training.models import RetainModels
+
+    root = Path(directory)
+    manifest = verify_artifact(root)
+    policy_rel = manifest.get("policy_file", POLICY_NAME)
+    policy_path = _check_listed_path(root, policy_rel)
+    if policy_rel not in manifest["files"]:
+        raise ArtifactError(f"policy file {policy_rel!r} is not listed in the manifest")
+    models_rel = manifest.get("models_dir", MODELS_DIR)
+    models_dir = _check_listed_path(root, models_rel)
+    if not models_dir.is_dir():
+        raise ArtifactError(f"models directory {models_rel!r} not found in {root}")
+    models = RetainModels.load(models_dir)
+    if int(models.horizon_days) != int(manifest["horizon_days"]):
+        raise ArtifactError(
+            f"models horizon {models.horizon_days} != manifest horizon_days "
+            f"{manifest['horizon_days']}"
+        )
+    return RetainArtifact(
+        models=models,
+        feature_config=_config_from_json(
+            FeatureConfig, manifest.get("feature_config"), "feature_config"
+        ),
+        segment_config=_config_from_json(
+            SegmentConfig, manifest.get("segment_config"), "segment_config"
+        ),
+        policy_yaml=policy_path.read_text(encoding="utf-8"),
+        manifest=manifest,
+    )

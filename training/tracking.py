@@ -1,0 +1,296 @@
+"""MLflow experiment tracking: where runs go, and what one training run records.
+
+The tracking URI is chosen once, at start-up, by :func:`configure_tracking` (explicit
+argument > ``MLFLOW_TRACKING_URI`` > an embedded ``sqlite:///mlflow.db`` with artifacts in
+``./mlartifacts``). Nothing else here sets global MLflow state.
+
+A run records everything needed to trust and reproduce a model: its parameters, a
+fingerprint of the exact purchase log (so the registry can tell whether two runs were
+evaluated on the same data), every backtest metric for the model *and* the baselines, the
+plots, the feature importance, and the packaged artifact as an MLflow pyfunc (models from
+code, so no pickle is ever written). ``training`` never imports ``serving``: the caller
+passes the path of the pyfunc code file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models.signature import ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+from features.schema import CANONICAL_COLUMNS
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_ARTIFACT_DIR = "mlartifacts"
+DEFAULT_EXPERIMENT = "retain"
+MODEL_NAME_IN_RUN = "model"
+PIP_REQUIREMENTS: tuple[str, ...] = (
+    "mlflow==3.17.2",
+    "numpy==2.4.6",
+    "pandas==3.1.1",
+    "pyarrow==25.0.1",
+    "scipy==1.17.1",
+    "scikit-learn==1.9.1",
+    "lightgbm==4.7.0",
+    "pydantic==2.14.3",
+    "pyyaml==6.0.3",
+)
+_SIGNATURE_TYPES: dict[str, str] = {
+    "customer_id": "string",
+    "timestamp": "datetime",
+    "amount": "double",
+    "quantity": "double",
+    "order_id": "string",
+    "product_id": "string",
+    "category": "string",
+    "discount": "boolean",
+    "channel": "string",
+    "is_return": "boolean",
+}
+_REQUIRED_INPUTS = frozenset({"customer_id", "timestamp", "amount"})
+
+
+@dataclass(frozen=True)
+class DataFingerprint:
+    """What identifies a purchase log: size, span and a content hash."""
+
+    rows: int
+    customers: int
+    first_timestamp: str
+    last_timestamp: str
+    sha256: str
+
+    def as_params(self) -> dict[str, str]:
+        return {f"data.{k}": str(v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """Where one training run landed in MLflow."""
+
+    run_id: str
+    experiment_id: str
+    model_uri: str
+    model_id: str | None
+
+
+def resolve_tracking_uri(uri: str | None, *, workdir: Path | None = None) -> str:
+    """Explicit argument > ``MLFLOW_TRACKING_URI`` > sqlite file in the working directory."""
+    if uri:
+        return uri
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    base = (workdir or Path.cwd()).absolute()
+    return f"sqlite:///{base / 'mlflow.db'}"
+
+
+def configure_tracking(uri: str | None = None, *, workdir: Path | None = None) -> str:
+    """Set the tracking and registry URI for this process; call once at start-up."""
+    resolved = resolve_tracking_uri(uri, workdir=workdir)
+    mlflow.set_tracking_uri(resolved)
+    mlflow.set_registry_uri(resolved)
+    return resolved
+
+
+def ensure_experiment(name: str = DEFAULT_EXPERIMENT, *, workdir: Path | None = None) -> str:
+    """The experiment's id, creating it if needed.
+
+    With a local sqlite store, artifacts go to ``./mlartifacts`` next to the database
+    rather than MLflow's default ``./mlruns``; a server decides its own artifact root.
+    """
+    client = MlflowClient()
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    artifact_location = None
+    if mlflow.get_tracking_uri().startswith("sqlite:"):
+        artifact_location = ((workdir or Path.cwd()).absolute() / DEFAULT_ARTIFACT_DIR).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except mlflow.exceptions.MlflowException:
+        # Another process created it between our lookup and create.
+        again = client.get_experiment_by_name(name)
+        if again is None:
+            raise
+        return again.experiment_id
+
+
+def data_fingerprint(log: pd.DataFrame) -> DataFingerprint:
+    """Fingerprint a canonical log; the content hash is over every canonical column."""
+    if log.empty:
+        raise ValueError("cannot fingerprint an empty purchase log")
+    columns = [c for c in CANONICAL_COLUMNS if c in log.columns]
+    frame = log[columns].copy()
+    if isinstance(frame["customer_id"].dtype, pd.CategoricalDtype):
+        # Hash the ids, not the category codes, so equal logs hash equally.
+        frame["customer_id"] = frame["customer_id"].astype("str")
+    row_hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64)
+    digest = hashlib.sha256(row_hashes.tobytes())
+    digest.update(",".join(columns).encode())
+    ts = log["timestamp"]
+    return DataFingerprint(
+        rows=len(log),
+        customers=int(log["customer_id"].nunique()),
+        first_timestamp=pd.Timestamp(ts.min()).isoformat(),
+        last_timestamp=pd.Timestamp(ts.max()).isoformat(),
+        sha256=digest.hexdigest(),
+    )
+
+
+def model_signature() -> ModelSignature:
+    """Input: a canonical purchase log; params: an optional ``as_of`` (ISO timestamp)."""
+    inputs = Schema(
+        [ColSpec(_SIGNATURE_TYPES[c], c, required=c in _REQUIRED_INPUTS) for c in CANONICAL_COLUMNS]
+    )
+    params = ParamSchema([ParamSpec("as_of", "string", "")])
+    return ModelSignature(inputs=inputs, params=params)
+
+
+def wire_frame(log: pd.DataFrame) -> pd.DataFrame:
+    """A canonical log in the plain dtypes the pyfunc signature accepts.
+
+    MLflow's schema enforcement only takes tz-naive datetimes and plain strings, so ids
+    become ``object`` strings, timestamps naive UTC and missing strings ``None`` (what a
+    JSON client sends anyway). ``serving.pyfunc_model`` restores the canonical dtypes.
+    """
+    out = pd.DataFrame(index=pd.RangeIndex(len(log)))
+    for column in CANONICAL_COLUMNS:
+        if column not in log.columns:
+            continue
+        values = log[column].reset_index(drop=True)
+        if column == "timestamp":
+            out[column] = values.dt.tz_convert("UTC").dt.tz_localize(None)
+        elif _SIGNATURE_TYPES[column] == "string":
+            out[column] = values.astype("object").where(values.notna(), None)
+        else:
+            out[column] = values
+    return out
+
+
+def input_example(log: pd.DataFrame, n_rows: int = 5) -> pd.DataFrame:
+    """A few rows of the log in wire form, stored with the model as its input example."""
+    return wire_frame(log.head(n_rows))
+
+
+def flatten_metrics(backtest: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """``{"model": {"churn_auc": .8}}`` -> ``{"model.churn_auc": .8}``; non-numbers dropped."""
+    flat: dict[str, float] = {}
+    for method, metrics in backtest.items():
+        if not isinstance(metrics, Mapping):
+            continue
+        for name, value in metrics.items():
+            if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+                continue
+            flat[f"{method}.{name}"] = float(value)
+    return flat
+
+
+def _importance_png(importance: Mapping[str, float], path: Path, top: int = 25) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    items = sorted(importance.items(), key=lambda kv: kv[1], reverse=True)[:top][::-1]
+    fig = Figure(figsize=(7, max(2.5, 0.3 * len(items) + 1)))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.barh([k for k, _ in items], [v for _, v in items], color="#3b6ea5")
+    ax.set_xlabel("importance (gain share)")
+    ax.set_title("Feature importance")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def log_training_run(
+    *,
+    experiment: str,
+    python_model: str | Path,
+    artifact_dir: str | Path,
+    log: pd.DataFrame,
+    as_of: pd.Timestamp,
+    horizon_days: int,
+    backtest: Mapping[str, Mapping[str, Any]],
+    params: Mapping[str, Any] | None = None,
+    plots: Mapping[str, str | Path] | None = None,
+    feature_importance: Mapping[str, float] | None = None,
+    fingerprint: DataFingerprint | None = None,
+    summary: Mapping[str, Any] | None = None,
+    run_name: str | None = None,
+    workdir: Path | None = None,
+) -> TrainingRun:
+    """Record one training run and its packaged model in the configured tracking store.
+
+    ``as_of``/``horizon_days`` and ``fingerprint`` identify *the backtest* the metrics come
+    from; the registry compares runs only when these match. ``summary`` (e.g.
+    ``BacktestResult.to_dict()``) is stored as JSON next to the metrics.
+    """
+    experiment_id = ensure_experiment(experiment, workdir=workdir)
+    fp = fingerprint or data_fingerprint(log)
+    flat = flatten_metrics(backtest)
+    finite = {k: v for k, v in flat.items() if math.isfinite(v)}
+    not_finite = sorted(set(flat) - set(finite))
+    all_params: dict[str, str] = {
+        "backtest.as_of": pd.Timestamp(as_of).isoformat(),
+        "backtest.horizon_days": str(int(horizon_days)),
+        **fp.as_params(),
+        **{k: str(v) for k, v in (params or {}).items()},
+    }
+    with (
+        mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run,
+        tempfile.TemporaryDirectory(prefix="retain-run-") as tmp,
+    ):
+        run_id = run.info.run_id
+        mlflow.log_params(all_params)
+        mlflow.set_tags(
+            {
+                "retain.backtest_as_of": all_params["backtest.as_of"],
+                "retain.horizon_days": all_params["backtest.horizon_days"],
+                "retain.data_sha256": fp.sha256,
+                "retain.nonfinite_metrics": json.dumps(not_finite),
+            }
+        )
+        if finite:
+            mlflow.log_metrics(finite)
+        mlflow.log_dict({k: dict(v) for k, v in backtest.items()}, "backtest/metrics.json")
+        if summary is not None:
+            mlflow.log_dict(dict(summary), "backtest/summary.json")
+        for name, path in (plots or {}).items():
+            src = Path(path)
+            if not src.is_file():
+                raise FileNotFoundError(f"plot {name!r} not found at {src}")
+            mlflow.log_artifact(str(src), artifact_path="plots")
+        if feature_importance:
+            mlflow.log_dict(dict(feature_importance), "feature_importance/importance.json")
+            png = Path(tmp) / "feature_importance.png"
+            _importance_png(feature_importance, png)
+            mlflow.log_artifact(str(png), artifact_path="feature_importance")
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_NAME_IN_RUN,
+            python_model=str(python_model),
+            artifacts={"retain": str(Path(artifact_dir))},
+            signature=model_signature(),
+            input_example=input_example(log),
+            pip_requirements=list(PIP_REQUIREMENTS),
+        )
+        mlflow.set_tag("retain.model_uri", info.model_uri)
+        if getattr(info, "model_id", None):
+            mlflow.set_tag("retain.model_id", info.model_id)
+    return TrainingRun(
+        run_id=run_id,
+        experiment_id=experiment_id,
+        model_uri=info.model_uri,
+        model_id=getattr(info, "model_id", None),
+    )
