@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from features.schema import (
     CANONICAL_COLUMNS,
@@ -167,7 +168,7 @@ def read_purchase_log(
     elif name.endswith(_PARQUET_SUFFIXES):
         if not path.exists():
             raise FileNotFoundError(f"purchase log not found: {path}")
-        frame = pd.read_parquet(path)
+        frame = _read_parquet(path, config)
     else:
         raise PurchaseLogError(
             f"unsupported purchase-log file {str(path)!r}: expected one of "
@@ -274,18 +275,22 @@ def canonicalize(
         else np.zeros(len(timestamp), dtype=bool)
     )
     optional = {
-        column: _text(kept(df[names[column]]), strip=False) if column in names else None
+        column: _text(kept(df[names[column]]), strip=False, dictionary_ok=True)
+        if column in names
+        else None
         for column in ("product_id", "category", "channel")
     }
 
+    order, sorted_ids = _break_ties(order, customer_codes, instants, order_id)
+    del order_id
     log = _assemble(
-        order=_break_ties(order, customer_codes, instants, order_id),
+        order=order,
         customer_codes=customer_codes,
         customers=customers,
         timestamp=timestamp,
         amount=np.abs(amount),
         quantity=np.abs(quantity),
-        order_id=order_id,
+        sorted_ids=sorted_ids,
         discount=discount,
         is_return=is_return,
         optional=optional,
@@ -364,27 +369,28 @@ def _row_signature(df: pd.DataFrame, positions: np.ndarray) -> np.ndarray:
 
     Built from numeric and boolean columns (-0.0 and 0.0 alike, every NaN alike, as in
     ``DataFrame.duplicated``) and the length of text columns; unequal rows may collide, which
-    only costs a full comparison.
+    only costs a full comparison. Mixed in source order (sequential memory), then gathered.
     """
-    signature = np.zeros(len(positions), dtype=np.uint64)
+    signature = np.zeros(len(df), dtype=np.uint64)
     for _, column in df.items():
         dtype = column.dtype
-        if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_integer_dtype(dtype):
-            if isinstance(dtype, np.dtype):
-                values = column.to_numpy()[positions].astype(np.int64).view(np.uint64)
-            else:
-                values = _float_bits(column.to_numpy(dtype="float64", na_value=np.nan)[positions])
-        elif pd.api.types.is_float_dtype(dtype):
-            values = _float_bits(column.to_numpy(dtype="float64", na_value=np.nan)[positions])
-        elif pd.api.types.is_string_dtype(dtype) and not isinstance(dtype, np.dtype):
-            lengths = pc.utf8_length(_arrow(column.array)).fill_null(-1)
-            values = lengths.to_numpy(zero_copy_only=False)[positions].astype(np.uint64)
+        if isinstance(dtype, np.dtype) and dtype.kind in "biu":
+            values = column.to_numpy().astype(np.uint64)
+        elif pd.api.types.is_bool_dtype(dtype) or (
+            pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype)
+        ):
+            values = _float_bits(column.to_numpy(dtype="float64", na_value=np.nan))
+        elif isinstance(dtype, pd.CategoricalDtype):
+            values = column.cat.codes.to_numpy().astype(np.uint64)
+        elif isinstance(dtype, pd.StringDtype):
+            lengths = pc.binary_length(pa.array(column.array)).fill_null(-1)
+            values = lengths.to_numpy().astype(np.uint64)
         else:
             continue
         with np.errstate(over="ignore"):
-            signature = (signature ^ values) * _MIX
-            signature ^= signature >> np.uint64(29)
-    return signature
+            signature *= _MIX
+            signature += values
+    return signature[positions]
 
 
 def _float_bits(values: np.ndarray) -> np.ndarray:
@@ -442,27 +448,31 @@ def _customer_time_order(customer_codes: np.ndarray, instants: np.ndarray) -> np
 
 def _break_ties(
     order: np.ndarray, customer_codes: np.ndarray, instants: np.ndarray, order_id: pa.Array
-) -> np.ndarray:
+) -> tuple[np.ndarray, pa.Array]:
     """Order rows sharing customer and instant by order id; stable, so ties keep source order.
 
-    Order ids (text, slow to rank) are only ranked in runs where they differ.
+    Order ids (text, slow to rank) are only ranked in runs where they differ. Also returns
+    the order ids taken in the final order (taking text is costly, so it is done once).
     """
+    sorted_ids = order_id.take(order)
     codes, times = customer_codes[order], instants[order]
     same = (codes[1:] == codes[:-1]) & (times[1:] == times[:-1])
     del codes, times
     if not same.any():
-        return order
-    sorted_ids = order_id.take(order)
+        return order, sorted_ids
     differs = same & pc.not_equal(sorted_ids[1:], sorted_ids[:-1]).to_numpy(zero_copy_only=False)
     if not differs.any():
-        return order
+        return order, sorted_ids
     run = np.cumsum(np.concatenate(([True], ~same)))
     mixed = np.isin(run, np.unique(run[1:][differs]))
     local = np.flatnonzero(mixed)
     ranks = pc.rank(sorted_ids.take(local), sort_keys="ascending", tiebreaker="dense")
     order = order.copy()
-    order[local] = order[local[np.lexsort((ranks.to_numpy(), run[local]))]]
-    return order
+    within = local[np.lexsort((ranks.to_numpy(), run[local]))]
+    order[local] = order[within]
+    fixed = np.arange(len(order))
+    fixed[local] = within
+    return order, sorted_ids.take(fixed)
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -488,6 +498,41 @@ def _read_csv(path: Path, config: LogConfig) -> pd.DataFrame:
         return pd.read_csv(path, engine="pyarrow", **options)
     except (pa.ArrowInvalid, ValueError) as error:
         raise PurchaseLogError(f"cannot parse CSV {str(path)!r}: {error}") from error
+
+
+_DICTIONARY_BYTES_PER_VALUE = 4.0
+"""Text columns stored in fewer bytes per value than this hold few distinct values."""
+
+
+def _read_parquet(path: Path, config: LogConfig) -> pd.DataFrame:
+    """``pd.read_parquet``; optional text columns with few distinct values come as categoricals.
+
+    Decoding those from their Parquet dictionaries and reordering codes instead of strings is
+    several times cheaper; the values are the same.
+    """
+    metadata = pq.ParquetFile(path).metadata
+    leaves = [metadata.schema.column(index) for index in range(metadata.num_columns)]
+    few_distinct = []
+    for column in ("product_id", "category", "channel"):
+        name = config.columns.get(column, column)
+        found = [
+            index
+            for index, leaf in enumerate(leaves)
+            if leaf.path == name and leaf.physical_type == "BYTE_ARRAY"
+            and leaf.logical_type.type == "STRING"
+        ]  # fmt: skip
+        if len(found) != 1:
+            continue
+        chunks = [
+            metadata.row_group(group).column(found[0]) for group in range(metadata.num_row_groups)
+        ]
+        values = sum(chunk.num_values for chunk in chunks)
+        size = sum(chunk.total_uncompressed_size for chunk in chunks)
+        if all(chunk.has_dictionary_page for chunk in chunks) and (
+            size <= _DICTIONARY_BYTES_PER_VALUE * values
+        ):
+            few_distinct.append(name)
+    return pd.read_parquet(path, read_dictionary=few_distinct or None)
 
 
 # --- columns -------------------------------------------------------------------------------
@@ -591,13 +636,26 @@ def _arrow(values: Any) -> pa.Array:
     return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
-def _text(values: pd.Series, *, strip: bool) -> pa.Array:
-    """An id-like column as Arrow text, like :func:`_as_text` (``""`` becomes missing)."""
+def _text(values: pd.Series, *, strip: bool, dictionary_ok: bool = False) -> pa.Array:
+    """An id-like column as Arrow text, like :func:`_as_text` (``""`` becomes missing).
+
+    With ``dictionary_ok`` a categorical column stays dictionary-encoded (cleaned per category).
+    """
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        categories = _clean_text(_arrow(values.cat.categories.astype("str").array), strip=strip)
+        codes = values.cat.codes.to_numpy()
+        encoded = pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0), categories)
+        if dictionary_ok:
+            return encoded
+        return encoded.cast(categories.type)
     if pd.api.types.is_float_dtype(values.dtype):
         finite = values.dropna()
         if len(finite) and bool((finite == np.floor(finite)).all()):
             values = values.astype("Int64")  # 123.0 in an int column with holes means "123"
-    text = _arrow(values.astype("str").array)
+    return _clean_text(_arrow(values.astype("str").array), strip=strip)
+
+
+def _clean_text(text: pa.Array, *, strip: bool) -> pa.Array:
     if strip:
         text = pc.utf8_trim_whitespace(text)
     blank = pc.equal(text, "").fill_null(False)
@@ -808,24 +866,30 @@ def _assemble(
     timestamp: pd.Series,
     amount: np.ndarray,
     quantity: np.ndarray,
-    order_id: pa.Array,
+    sorted_ids: pa.Array,
     discount: np.ndarray,
     is_return: np.ndarray,
     optional: Mapping[str, pa.Array | None],
 ) -> pd.DataFrame:
-    """Build the canonical frame in contract order, rows taken in ``order``."""
+    """Build the canonical frame in contract order, rows taken in ``order``.
+
+    ``sorted_ids`` are the order ids already in ``order``.
+    """
 
     def text(values: pa.Array | None) -> Any:
         if values is None:
             return pd.array(np.full(len(order), np.nan), dtype="str")
-        return pd.array(values.take(order), dtype="str")
+        taken = values.take(order)
+        if pa.types.is_dictionary(taken.type):
+            taken = taken.cast(taken.type.value_type)
+        return pd.array(taken, dtype="str")
 
     columns: dict[str, Any] = {
         "customer_id": pd.Categorical.from_codes(customer_codes[order], categories=customers),
         "timestamp": timestamp.array.take(order),
         "amount": amount.astype("float64")[order],
         "quantity": quantity.astype("float64")[order],
-        "order_id": text(order_id),
+        "order_id": pd.array(sorted_ids, dtype="str"),
         "product_id": text(optional["product_id"]),
         "category": text(optional["category"]),
         "discount": discount.astype(bool)[order],

@@ -483,6 +483,8 @@ def run_batch(
         raise BatchError(f"--out {out_dir} exists and is not a directory")
     if job.with_features != (features_out is not None):
         raise BatchError("job.with_features must be True exactly when features_out is given")
+    if features_out is not None and Path(features_out).absolute() == out_dir.absolute():
+        raise BatchError(f"--features-out must differ from --out ({out_dir}): both hold parts")
     chunks = customer_chunks(log, job.chunk_customers)
     staging = _Staging(out_dir, job)
     resumed = staging.open(resume)

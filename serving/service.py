@@ -55,7 +55,6 @@ DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
 DEFAULT_MAX_CUSTOMERS = 1000
 DEFAULT_BATCH_WINDOW_MS = 2.0
 MAX_BATCH_CUSTOMERS = 2000
-OPEN_GET_PATHS: frozenset[str] = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
 PICKLE_MEDIA_TYPES: frozenset[str] = frozenset(
     {
         "application/python-pickle",
@@ -654,7 +653,8 @@ class GuardMiddleware:
 
     The body is read here (bounded by ``RETAIN_MAX_BODY_BYTES``, whatever Content-Length
     claims) and replayed to BentoML, so an oversized body is refused with 413 before any
-    parsing. ``GET /readyz`` is answered here with the model's name and version.
+    parsing. ``GET /readyz`` is answered here with the model's name and version. Only POSTs
+    (the API and admin endpoints) need the key: GET health, metrics and docs stay open.
     """
 
     def __init__(self, app: Any) -> None:

@@ -510,7 +510,7 @@ def _btyd_inputs(features: pd.DataFrame) -> tuple[FloatArray, FloatArray, FloatA
 
 
 def fit_baselines(
-    features: pd.DataFrame, max_customers: int = 20_000, seed: int = 0
+    features: pd.DataFrame, max_customers: int = 10_000, seed: int = 0
 ) -> dict[str, Any]:
     """BG/NBD and Pareto/NBD fitted on one snapshot's customers (its history only).
 
@@ -594,7 +594,7 @@ class RetainModels:
         min_history_days: int = 30,
         max_train_rows: int = 1_000_000,
         max_timing_rows: int = 2_000_000,
-        baseline_sample: int = 5_000,
+        baseline_sample: int = 10_000,
         n_snapshots_365: int = 3,
         baseline_offset: bool = True,
         recalibrate_totals: bool = False,

@@ -732,3 +732,144 @@ def test_rows_read_equal_kept_plus_dropped(
         log["amount"].to_numpy() == 2.0
     )
     assert np.array_equal(log["is_return"].to_numpy(), expected_returns)
+
+
+# --- fast paths (typed columns, sorting, duplicate search) --------------------------------------
+
+
+def test_is_return_column_can_be_mapped(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "log.csv",
+        "cust,when,value,Returned\na,2024-01-01,5,no\na,2024-01-02,5,yes\nb,2024-01-03,2,0\n",
+    )
+    config = LogConfig(
+        columns=parse_mapping(
+            ["customer_id=cust", "timestamp=when", "amount=value", "is_return=Returned"]
+        )
+    )
+    result = read_purchase_log(path, config)
+    assert list(result.log["is_return"]) == [False, True, False]
+    assert list(result.log["amount"]) == [5.0, 5.0, 2.0]
+    assert result.report.n_returns == 1
+
+
+def test_unsorted_typed_input_is_sorted_by_customer_time_order_id() -> None:
+    # Typed (Parquet-like) columns, times out of order across and within customers, one
+    # customer/instant tie with order ids out of order and one tie within one order.
+    t = pd.to_datetime(
+        ["2024-03-01 10:00", "2024-01-01 09:00", "2024-03-01 10:00", "2024-02-01 00:00",
+         "2024-01-05 12:00", "2024-03-01 10:00"],
+        utc=True,
+    ).as_unit("us")  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "customer_id": pd.array(["b", "b", "b", "a", "a", "b"], dtype="str"),
+            "timestamp": t,
+            "amount": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            "order_id": pd.array(["o9", "o1", "o2", "o5", "o4", "o2"], dtype="str"),
+        }
+    )
+    log = canonicalize(df).log
+    assert list(log["customer_id"].astype(str)) == ["a", "a", "b", "b", "b", "b"]
+    # a: Jan 5 (5.0), Feb 1 (4.0); b: Jan 1 (2.0), then the Mar 1 tie by order id:
+    # o2 (3.0, then 6.0 in source order), o9 (1.0)
+    assert list(log["amount"]) == [5.0, 4.0, 2.0, 3.0, 6.0, 1.0]
+    assert list(log["order_id"]) == ["o4", "o5", "o1", "o2", "o2", "o9"]
+    assert list(log["customer_id"].cat.categories) == ["a", "b"]
+
+
+def test_stripped_customer_ids_merge_and_categories_are_sorted() -> None:
+    df = frame(
+        customer_id=[" b", "a ", "b", "\tc", "  "],
+        timestamp=["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"],
+        amount=[1, 2, 3, 4, 5],
+    )
+    result = canonicalize(df)
+    assert list(result.log["customer_id"].cat.categories) == ["a", "b", "c"]
+    assert list(result.log["customer_id"].astype(str)) == ["a", "b", "b", "c"]
+    assert list(result.log["amount"]) == [2.0, 1.0, 3.0, 4.0]
+    assert result.report.dropped == {"missing_customer_id": 1}
+
+
+def test_float_customer_ids_with_holes_read_as_integers() -> None:
+    df = frame(
+        customer_id=[12.0, np.nan, 3.0],
+        timestamp=["2024-01-01", "2024-01-02", "2024-01-03"],
+        amount=[1, 2, 3],
+    )
+    result = canonicalize(df)
+    assert list(result.log["customer_id"].astype(str)) == ["12", "3"]
+    assert result.report.dropped == {"missing_customer_id": 1}
+
+
+def test_duplicates_in_a_long_tie_run() -> None:
+    # 40 lines of one order at one instant (amounts 1..40), then repeats of lines 3 and 39
+    # and a line equal to line 7 except for its product id (same length): 2 duplicates.
+    amounts = [float(a) for a in range(1, 41)] + [3.0, 39.0, 7.0]
+    products = [f"p{a:02d}" for a in range(1, 41)] + ["p03", "p39", "pXX"]
+    df = pd.DataFrame(
+        {
+            "customer_id": ["c"] * 43,
+            "timestamp": ["2024-01-01 10:00"] * 43,
+            "amount": amounts,
+            "order_id": ["o1"] * 43,
+            "product_id": products,
+        }
+    )
+    result = canonicalize(df)
+    assert result.report.n_exact_duplicates == 2
+    assert result.report.dropped == {"exact_duplicate": 2}
+    assert len(result.log) == 41
+    assert list(result.log["product_id"][-1:]) == ["pXX"]
+    kept = canonicalize(df, LogConfig(duplicates="keep"))
+    assert len(kept.log) == 43
+    assert kept.report.n_exact_duplicates == 2
+
+
+def test_duplicates_treat_missing_numbers_and_signed_zero_as_equal() -> None:
+    # DataFrame.duplicated semantics: NaN equals NaN and -0.0 equals 0.0.
+    df = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "a", "b"],
+            "timestamp": ["2024-01-01"] * 4,
+            "amount": [0.0, -0.0, 1.0, 0.0],
+            "quantity": [np.nan, np.nan, np.nan, np.nan],
+        }
+    )
+    result = canonicalize(df)
+    assert result.report.n_exact_duplicates == 1
+    assert list(result.log["amount"]) == [0.0, 1.0, 0.0]
+    assert list(result.log["customer_id"].astype(str)) == ["a", "a", "b"]
+
+
+def test_same_customer_and_instant_with_other_values_is_not_a_duplicate() -> None:
+    df = frame(
+        customer_id=["a", "a", "a"],
+        timestamp=["2024-01-01 10:00"] * 3,
+        amount=[5, 5, 6],
+        product_id=["p1", "p2", "p1"],
+    )
+    result = canonicalize(df)
+    assert result.report.n_exact_duplicates == 0
+    assert len(result.log) == 3
+
+
+def test_typed_parquet_log_with_duplicates_and_drops(tmp_path: Path) -> None:
+    # 3 rows with an empty id, 1 exact duplicate; times descending in the file.
+    t = pd.date_range("2024-01-01", periods=8, freq="h", tz="UTC").as_unit("us")[::-1]
+    df = pd.DataFrame(
+        {
+            "customer_id": ["x", "", "y", None, "x", "x", " ", "y"],
+            "timestamp": t,
+            "amount": [1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 7.0, 8.0],
+            "order_id": ["o1", "o2", "o3", "o4", "o5", "o5", "o7", "o8"],
+        }
+    )
+    df.loc[5, "timestamp"] = df.loc[4, "timestamp"]  # row 6 repeats row 5 exactly
+    path = tmp_path / "log.parquet"
+    df.to_parquet(path, index=False)
+    result = read_purchase_log(path)
+    assert result.report.dropped == {"missing_customer_id": 3, "exact_duplicate": 1}
+    assert list(result.log["customer_id"].astype(str)) == ["x", "x", "y", "y"]
+    assert list(result.log["amount"]) == [5.0, 1.0, 8.0, 3.0]
+    assert list(result.log["order_id"]) == ["o5", "o1", "o8", "o3"]
