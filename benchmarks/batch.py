@@ -101,8 +101,10 @@ class TreePeakRss:
         return self.peak
 
 
-def prepare(workdir: Path, rows: int, customers: int, train_customers: int) -> tuple[Path, Path]:
-    """Write the input Parquet and the packaged model; return (data path, artifact dir)."""
+def prepare(
+    workdir: Path, rows: int, customers: int, train_customers: int, artifact: Path | None
+) -> tuple[Path, Path]:
+    """Write the input Parquet and (unless given) the packaged model; return both paths."""
     import pandas as pd
 
     from features.builders import FeatureConfig
@@ -117,6 +119,8 @@ def prepare(workdir: Path, rows: int, customers: int, train_customers: int) -> t
     data = workdir / "log.parquet"
     log.to_parquet(data)
     print(f"generated {len(log):,} rows in {time.perf_counter() - t0:.1f}s -> {data}", flush=True)
+    if artifact is not None:
+        return data, artifact
 
     t0 = time.perf_counter()
     n = min(train_customers, customers)
@@ -168,7 +172,12 @@ def score_run(
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     sampler = TreePeakRss(proc.pid)
-    stdout, stderr = proc.communicate()
+    try:
+        stdout, stderr = proc.communicate()
+    finally:
+        if proc.poll() is None:  # interrupted: do not leave the job running
+            proc.terminate()
+            proc.wait(timeout=30)
     wall = time.perf_counter() - t0
     peak = sampler.stop()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -184,16 +193,60 @@ def score_run(
         "customers": customers,
         "chunks": summary["chunks"],
         "read_s": s["read"],
-        "score_write_s": round(s["score"] + s["write"], 2),
+        "score_write_s": round(s["score"] + s["publish"], 2),
         "job_s": s["total"],
         "process_wall_s": round(wall, 2),
-        "customers_per_min_score_write": round(customers / (s["score"] + s["write"]) * 60),
+        "customers_per_min_score_write": round(customers / (s["score"] + s["publish"]) * 60),
         "customers_per_min_job": round(customers / s["total"] * 60),
         "customers_per_min_process_wall": round(customers / wall * 60),
         "peak_rss_gib": round(peak / GIB, 2),
         "cpu_s": round(cpu, 1),
         # load-independent: what 2 idle cores would do if the job kept both busy
         "customers_per_cpu_min": round(customers / cpu * 60),
+    }
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def stage_profile(data: Path, artifact: Path, n_customers: int) -> dict[str, Any]:
+    """Where one chunk's time goes: CPU seconds of each step inside ``serving.scorer.score``.
+
+    Measurement only (the batch job calls ``score`` as a whole); CPU time of this process,
+    so the figures hold on a busy machine too.
+    """
+    import pandas as pd
+
+    from features.builders import build_features
+    from features.purchase_log import canonicalize
+    from serving.batch import Chunk, chunk_frame
+    from serving.scorer import ScoringModel, score
+
+    log = pd.read_parquet(data)
+    stop = int(log["customer_id"].array.codes.searchsorted(n_customers))
+    # through the loader, as in the job (it also re-chunks the Arrow-backed columns)
+    part = canonicalize(chunk_frame(log, Chunk(0, 0, n_customers, 0, stop))).log
+    del log
+    model = ScoringModel.load(artifact)
+    models = model.artifact.models
+    score(model, part.iloc[:1000], AS_OF)  # warm-up
+    steps: dict[str, float] = {}
+
+    def timed(name: str, fn: Any) -> Any:
+        t0 = time.process_time()
+        out = fn()
+        steps[name] = round(time.process_time() - t0, 3)
+        return out
+
+    features = timed(
+        "build_features", lambda: build_features(part, AS_OF, model.artifact.feature_config)
+    )
+    timed("predict_features (5 models)", lambda: models.predict_features(features, AS_OF))
+    timed("feature_contributions (reasons)", lambda: models.feature_contributions(features))
+    timed("score (whole)", lambda: score(model, part, AS_OF))
+    result = {
+        "customers": n_customers,
+        "cpu_s": steps,
+        "customers_per_cpu_s": {k: round(n_customers / max(v, 1e-9)) for k, v in steps.items()},
     }
     print(json.dumps(result), flush=True)
     return result
@@ -206,6 +259,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--chunk-customers", type=int, default=100_000)
     parser.add_argument("--train-customers", type=int, default=20_000)
     parser.add_argument("--skip-dask", action="store_true")
+    parser.add_argument(
+        "--profile-customers", type=int, default=2000, help="customers in the stage profile"
+    )
+    parser.add_argument(
+        "--artifact", type=Path, default=None, help="reuse a packaged model instead of training"
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="keep inputs/outputs here")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -214,7 +273,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     workdir = args.workdir or Path(tmp.name)  # type: ignore[union-attr]
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        data, artifact = prepare(workdir, args.rows, args.customers, args.train_customers)
+        data, artifact = prepare(
+            workdir, args.rows, args.customers, args.train_customers, args.artifact
+        )
+        profile = stage_profile(data, artifact, min(args.profile_customers, args.customers))
         runs = [
             score_run("pandas", data, artifact, workdir / "out_pandas", args.chunk_customers, [])
         ]
@@ -239,6 +301,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 1),
         "runs": runs,
+        "stage_profile": profile,
         "floors": {
             "customers_per_min": FLOOR_CUSTOMERS_PER_MIN,
             "peak_rss_gib": FLOOR_PEAK_GIB,

@@ -546,8 +546,8 @@ def run_batch(
         _publish(staging.root / FEATURES_DIR, names, features_dir)
     summary.seconds = {
         "read": round(read_seconds, 3),
-        "score": round(scored - started, 3),
-        "write": round(time.perf_counter() - scored, 3),
+        "score": round(scored - started, 3),  # chunks scored and their parts staged
+        "publish": round(time.perf_counter() - scored, 3),
         "total": round(read_seconds + time.perf_counter() - started, 3),
     }
     _write_json(out_dir / SUMMARY_NAME, summary.to_dict())

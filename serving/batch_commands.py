@@ -82,11 +82,13 @@ def score_command(
 
     if dask_address is not None and dask_local is not None:
         raise BatchError("give at most one of --dask and --dask-local")
-    chunk = chunk_customers or DEFAULT_CHUNK_CUSTOMERS
+    chunk = DEFAULT_CHUNK_CUSTOMERS if chunk_customers is None else chunk_customers
     as_of_ts = to_utc_timestamp(as_of)
     config = LogConfig(columns=parse_mapping(mapping or []))
     if not data.exists():
         raise BatchError(f"purchase log not found: {data}")
+    if chunk < 1:
+        raise BatchError(f"--chunk-customers must be at least 1, got {chunk}")
     with resolved_artifact(model_uri) as (artifact_dir, label):
         model = ScoringModel.load(artifact_dir)
         t0 = time.perf_counter()

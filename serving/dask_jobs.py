@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import warnings
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,25 +161,36 @@ def dask_runner(
     n_workers = max(len(client.scheduler_info().get("workers", {})), 1)
     wave = max(n_workers * wave_per_worker, 1)
 
+    def submit(batch: list[Chunk]) -> list[Any]:
+        parts = [client.scatter(chunk_frame(log, c)) for c in batch]
+        frames = dd.from_delayed(parts, meta=empty, verify_meta=False)
+        scored = frames.map_partitions(
+            score_partition,
+            artifact,
+            as_of,
+            campaign,
+            with_features,
+            meta=meta,
+            enforce_metadata=False,
+        )
+        return list(client.compute(scored.to_delayed()))
+
     def run(chunks: Sequence[Chunk]) -> Iterator[ChunkResult]:
+        # two waves in flight: the next one computes while this one is written
+        in_flight: deque[tuple[list[Chunk], list[Any]]] = deque()
         for start in range(0, len(chunks), wave):
             batch = list(chunks[start : start + wave])
-            parts = [client.scatter(chunk_frame(log, c)) for c in batch]
-            frames = dd.from_delayed(parts, meta=empty, verify_meta=False)
-            scored = frames.map_partitions(
-                score_partition,
-                artifact,
-                as_of,
-                campaign,
-                with_features,
-                meta=meta,
-                enforce_metadata=False,
-            )
-            futures = client.compute(scored.to_delayed())
-            for chunk, future in zip(batch, futures, strict=True):
-                scores, features = _split(future.result(), with_features)
-                yield ChunkResult(chunk, scores.reset_index(drop=True), features)
-            del futures, parts
+            in_flight.append((batch, submit(batch)))
+            if len(in_flight) > 1:
+                yield from collect(*in_flight.popleft())
+        while in_flight:
+            yield from collect(*in_flight.popleft())
+
+    def collect(batch: list[Chunk], futures: list[Any]) -> Iterator[ChunkResult]:
+        for chunk, future in zip(batch, futures, strict=True):
+            scores, features = _split(future.result(), with_features)
+            future.release()
+            yield ChunkResult(chunk, scores.reset_index(drop=True), features)
 
     return run
 
@@ -270,7 +283,10 @@ def train_churn_dask(
         verbose=-1,
         **{"learning_rate": 0.08, "num_leaves": 31, "min_child_samples": 50, **(params or {})},
     )
-    model.fit(x, y)
+    with warnings.catch_warnings():
+        # the sklearn wrapper always passes n_jobs; lightgbm.dask sets threads per worker
+        warnings.filterwarnings("ignore", "Parameter n_jobs will be ignored", UserWarning)
+        model.fit(x, y)
     n_rows = int(y.shape[0])
     text = model.booster_.model_to_string()
     del table, parts

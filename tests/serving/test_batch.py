@@ -374,3 +374,22 @@ def test_cli_bad_model_exits_nonzero(tmp_path: Path, cli: typer.Typer, data_path
     )
     assert result.exit_code == 2
     assert "neither models:/" in result.output
+
+
+def test_cli_rejects_a_zero_chunk_size(tmp_path: Path, cli: typer.Typer, data_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        [
+            "score",
+            "--data",
+            str(data_path),
+            "--as-of",
+            AS_OF,
+            "--out",
+            str(tmp_path / "o"),
+            "--chunk-customers",
+            "0",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "--chunk-customers must be at least 1, got 0" in result.output
