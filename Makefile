@@ -33,6 +33,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/features.py --json benchmarks/results/features.json
+	$(BIN)/python benchmarks/loader.py --json benchmarks/results/loader.json
+	$(BIN)/python benchmarks/quality.py --json benchmarks/results/quality.json
+	$(BIN)/python benchmarks/http.py --json benchmarks/results/http.json
+	$(BIN)/python benchmarks/batch.py --json benchmarks/results/batch.json
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -375,10 +375,16 @@ def _check_amount(amount: np.ndarray) -> None:
 
 
 def _arrow(col: pd.Series) -> pa.Array:
-    """The column as an Arrow string array (zero-copy for pandas' default ``str`` dtype)."""
+    """The column as one Arrow string array (zero-copy for pandas' default ``str`` dtype).
+
+    Columns read from Parquet can be split into many Arrow chunks; they are joined so that
+    dictionary encoding sees one dictionary.
+    """
     arr = pa.array(col.array)
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         arr = pa.array(col.astype("str").array)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
     return arr
 
 

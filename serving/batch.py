@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -607,32 +606,21 @@ def data_identity(source: str | Path, report: LoadReport, config_json: str) -> s
 def resolved_artifact(model_uri: str) -> Iterator[tuple[Path, str]]:
     """(artifact directory, label) for a local directory or ``models:/name@alias``.
 
-    Registry models are pinned to one version, downloaded to a temporary directory that
-    lives as long as the run (Dask workers receive the files from it), then deleted.
+    The directory lives as long as the run (Dask workers receive the files from it).
     """
-    if not model_uri.startswith("models:/"):
-        path = Path(model_uri).expanduser()
-        if not path.is_dir():
-            raise BatchError(
-                f"model {model_uri!r} is neither models:/... nor an artifact directory"
+    from serving.model_source import ModelResolutionError
+    from serving.model_source import resolved_artifact as resolve
+
+    try:
+        with resolve(model_uri) as (path, source):
+            label = (
+                source.uri
+                if source.version == "local"
+                else (f"models:/{source.name}/{source.version} ({model_uri})")
             )
-        yield path, str(path.absolute())
-        return
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from serving.service import _parse_models_uri, _retain_dir_in_pyfunc
-    from training.tracking import configure_tracking
-
-    tracking_uri = configure_tracking(None)
-    name, alias, version = _parse_models_uri(model_uri)
-    if alias is not None:
-        version = str(MlflowClient().get_model_version_by_alias(name, alias).version)
-    with tempfile.TemporaryDirectory(prefix="retain-batch-model-") as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{version}", dst_path=tmp, tracking_uri=tracking_uri
-        )
-        yield _retain_dir_in_pyfunc(Path(local)), f"models:/{name}/{version} ({model_uri})"
+            yield path, label
+    except ModelResolutionError as exc:
+        raise BatchError(str(exc)) from exc
 
 
 def read_scores(directory: str | Path) -> pd.DataFrame:

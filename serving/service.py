@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ import pandas as pd
 from starlette.responses import Response
 
 from features.schema import PurchaseLogError
+from serving.model_source import resolved_artifact
 from serving.offers import ScoresError
 from serving.schemas import (
     CustomerIn,
@@ -142,83 +142,17 @@ def configure_process_env() -> None:
 # ---- model resolution --------------------------------------------------------------------
 
 
-class ModelResolutionError(RuntimeError):
-    """The configured model URI cannot be resolved to a retain artifact."""
-
-
-def _parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
-    """``models:/name@alias`` or ``models:/name/version`` -> (name, alias, version)."""
-    rest = uri.removeprefix("models:/").strip("/")
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
-        if name and alias and "/" not in alias:
-            return name, alias, None
-    elif "/" in rest:
-        name, version = rest.rsplit("/", 1)
-        if name and version.isdigit():
-            return name, None, version
-    raise ModelResolutionError(
-        f"model URI {uri!r} is not models:/<name>@<alias> or models:/<name>/<version>"
-    )
-
-
-def _retain_dir_in_pyfunc(model_dir: Path) -> Path:
-    """Where the pyfunc model keeps its ``retain`` artifact (read from ``MLmodel``)."""
-    import yaml
-
-    mlmodel = model_dir / "MLmodel"
-    if not mlmodel.is_file():
-        raise ModelResolutionError(f"{model_dir} has no MLmodel file; not an MLflow model")
-    spec = yaml.safe_load(mlmodel.read_text(encoding="utf-8")) or {}
-    artifacts = (spec.get("flavors", {}).get("python_function", {}) or {}).get("artifacts") or {}
-    entry = artifacts.get("retain")
-    if not isinstance(entry, dict) or not entry.get("path"):
-        raise ModelResolutionError(
-            f"MLflow model at {model_dir} has no 'retain' artifact; log it with "
-            "training.tracking.log_training_run"
-        )
-    path = (model_dir / entry["path"]).resolve()
-    if not path.is_relative_to(model_dir.resolve()) or not path.is_dir():
-        raise ModelResolutionError(f"'retain' artifact path {entry['path']!r} is not usable")
-    return path
-
-
 def resolve_model(settings: ServiceSettings) -> tuple[Any, ModelInfo]:
-    """Load the configured model: a local artifact directory or an MLflow registry model.
+    """Load the configured model (artifact directory or registry URI) into memory.
 
-    Registry models are pinned to a version first (so an alias moving mid-download cannot
-    mix two versions), downloaded to a temporary directory, hash-checked and loaded into
-    memory; the download is then deleted.
+    Registry downloads are hash-checked, loaded, then deleted.
     """
     from serving.scorer import ScoringModel
     from training.artifact import load_artifact
 
-    uri = settings.model_uri
-    if not uri.startswith("models:/"):
-        path = Path(uri).expanduser()
-        if not path.is_dir():
-            raise ModelResolutionError(
-                f"RETAIN_MODEL_URI={uri!r} is neither models:/... nor an artifact directory"
-            )
+    with resolved_artifact(settings.model_uri, settings.tracking_uri) as (path, source):
         model = ScoringModel.from_artifact(load_artifact(path))
-        return model, ModelInfo(name=path.name, version="local", uri=str(path.absolute()))
-
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from training.tracking import configure_tracking
-
-    tracking_uri = configure_tracking(settings.tracking_uri)
-    name, alias, version = _parse_models_uri(uri)
-    client = MlflowClient()
-    if alias is not None:
-        version = str(client.get_model_version_by_alias(name, alias).version)
-    with tempfile.TemporaryDirectory(prefix="retain-model-") as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{version}", dst_path=tmp, tracking_uri=tracking_uri
-        )
-        model = ScoringModel.from_artifact(load_artifact(_retain_dir_in_pyfunc(Path(local))))
-    return model, ModelInfo(name=name, version=str(version), uri=uri)
+    return model, ModelInfo(name=source.name, version=source.version, uri=source.uri)
 
 
 # ---- feature snapshot (/score/ids) -------------------------------------------------------

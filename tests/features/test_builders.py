@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
@@ -456,3 +456,18 @@ def test_matches_a_slow_reference_on_a_random_log(seed: int) -> None:
     expected = _reference(log, as_of)
     assert len(expected) > 15
     pd.testing.assert_frame_equal(build_features(log, as_of), expected, rtol=1e-9)
+
+
+def test_text_columns_split_into_arrow_chunks_give_the_same_features() -> None:
+    """Parquet readers hand back string columns in many Arrow chunks; codes must not clash."""
+    import pyarrow as pa
+
+    log = random_log(seed=11, start=datetime(2023, 1, 1, tzinfo=UTC))
+    chunked = log.copy()
+    for column in ("category", "channel"):
+        values = pa.array(log[column].astype("str").array)
+        half = len(values) // 2
+        parts = pa.chunked_array([values.slice(0, half), values.slice(half)])
+        chunked[column] = pd.Series(pd.arrays.ArrowStringArray(parts), index=log.index)
+    as_of = datetime(2023, 9, 1, tzinfo=UTC)
+    pd.testing.assert_frame_equal(build_features(chunked, as_of), build_features(log, as_of))
