@@ -25,11 +25,25 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest -q
 
+# The main job end to end on the built-in synthetic log; everything lands in $(DEMO_DIR)/
+# (MLflow's sqlite store and artifacts included). The promotion gate may refuse the new
+# model (it must beat the baselines); the demo then scores with the challenger and says so.
+R := $(CURDIR)/$(BIN)/retain
 demo: $(STAMP)
-	$(BIN)/retain synth --customers 5000 --seed 7 --out $(DEMO_DIR)/purchases.parquet --truth $(DEMO_DIR)/truth.parquet
-	$(BIN)/retain kpis --data $(DEMO_DIR)/purchases.parquet --format json --out $(DEMO_DIR)/kpis.json
-	$(BIN)/retain segments --data $(DEMO_DIR)/purchases.parquet --as-of 2025-01-01
-	$(BIN)/retain features --data $(DEMO_DIR)/purchases.parquet --as-of 2025-01-01 --out $(DEMO_DIR)/features.parquet
+	mkdir -p $(DEMO_DIR)
+	cd $(DEMO_DIR) && $(R) synth --customers 2000 --seed 7 --out purchases.parquet --truth truth.parquet
+	cd $(DEMO_DIR) && $(R) kpis --data purchases.parquet --from 2024-01-01 --to 2025-01-01 --format json --out kpis.json
+	cd $(DEMO_DIR) && $(R) kpis --data purchases.parquet --from 2024-01-01 --to 2025-01-01
+	cd $(DEMO_DIR) && $(R) segments --data purchases.parquet --as-of 2025-01-01
+	cd $(DEMO_DIR) && $(R) features --data purchases.parquet --as-of 2025-01-01 --out features.parquet
+	cd $(DEMO_DIR) && $(R) train --data purchases.parquet --as-of 2024-10-01 --horizon 90
+	cd $(DEMO_DIR) && if $(R) promote; then alias=champion; else alias=challenger; \
+	    echo "demo: promotion refused (reasons above); scoring with the challenger"; fi; \
+	  $(R) models && \
+	  $(R) score --data purchases.parquet --as-of 2025-01-01 --out scores \
+	    --model-uri models:/retain@$$alias --features-out feature_snapshot
+	cd $(DEMO_DIR) && $(R) report --data purchases.parquet --scores scores --out report.html
+	@echo "demo: outputs in $(DEMO_DIR)/ (kpis.json, features.parquet, scores/, report.html, mlflow.db)"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/features.py --json benchmarks/results/features.json
