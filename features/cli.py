@@ -42,6 +42,9 @@ class _UsageError(Exception):
     """Bad command-line input (unsupported suffix, unreadable config)."""
 
 
+_STRICT_HELP = "Fail on rows without a customer id instead of dropping them with a warning."
+
+
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code=2)
@@ -133,7 +136,9 @@ def _read_config(path: Path | None) -> dict[str, Any]:
     return data
 
 
-def _log_config(config_file: Path | None, mapping: list[str] | None) -> LogConfig:
+def _log_config(
+    config_file: Path | None, mapping: list[str] | None, strict: bool = False
+) -> LogConfig:
     from features.purchase_log import parse_mapping
     from features.schema import LogConfig
 
@@ -144,6 +149,8 @@ def _log_config(config_file: Path | None, mapping: list[str] | None) -> LogConfi
     fields = dict(fields)
     if mapping:
         fields["columns"] = {**fields.get("columns", {}), **parse_mapping(mapping)}
+    if strict:
+        fields["strict"] = True
     return LogConfig.model_validate(fields)
 
 
@@ -153,10 +160,12 @@ def _segment_config(config_file: Path | None) -> SegmentConfig:
     return SegmentConfig.from_dict(_read_config(config_file).get("segments"))
 
 
-def _load(data: Path, config_file: Path | None, mapping: list[str] | None) -> LoadResult:
+def _load(
+    data: Path, config_file: Path | None, mapping: list[str] | None, strict: bool
+) -> LoadResult:
     from features.purchase_log import read_purchase_log
 
-    result = read_purchase_log(data, _log_config(config_file, mapping))
+    result = read_purchase_log(data, _log_config(config_file, mapping, strict))
     for warning in result.report.warnings:
         typer.echo(f"warning: {warning}", err=True)
     return result
@@ -219,6 +228,7 @@ def kpis(
     data: Path = typer.Option(..., "--data", "-d", help="Purchase log: CSV or Parquet."),
     mapping: list[str] | None = typer.Option(None, "--map", "-m", help=_MAP_HELP),
     config_file: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
+    strict: bool = typer.Option(False, "--strict", help=_STRICT_HELP),
     date_from: str | None = typer.Option(
         None, "--from", help="Period start (inclusive, UTC); default: the log's first day."
     ),
@@ -259,7 +269,7 @@ def kpis(
             chosen = {".json": "json", ".csv": "csv"}.get(out.suffix.lower(), "")
             if not chosen:
                 raise _UsageError(f"--out {out}: give --format csv|json or a .csv/.json suffix")
-        log = _load(data, config_file, mapping).log
+        log = _load(data, config_file, mapping, strict).log
         if log.empty:
             raise _UsageError(f"{data}: no usable rows")
         first = log["timestamp"].min().floor("D")
@@ -298,6 +308,7 @@ def features(
     ),
     mapping: list[str] | None = typer.Option(None, "--map", "-m", help=_MAP_HELP),
     config_file: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
+    strict: bool = typer.Option(False, "--strict", help=_STRICT_HELP),
     describe: bool = typer.Option(
         False, "--describe", help="Print every feature column with its unit and meaning."
     ),
@@ -326,7 +337,7 @@ def features(
             raise _UsageError(f"cannot write {str(out)!r}: use one of {', '.join(_TABLE_SUFFIXES)}")
         from features.builders import build_features
 
-        log = _load(data, config_file, mapping).log
+        log = _load(data, config_file, mapping, strict).log
         table = build_features(log, as_of)
         _write_table(table.reset_index(), out)
         typer.echo(f"wrote {len(table):,} customers x {table.shape[1]} features to {out}", err=True)
@@ -339,6 +350,7 @@ def segments(
     as_of: str = typer.Option(..., "--as-of", help="Cut-off (UTC if naive)."),
     mapping: list[str] | None = typer.Option(None, "--map", "-m", help=_MAP_HELP),
     config_file: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
+    strict: bool = typer.Option(False, "--strict", help=_STRICT_HELP),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Also write customer_id,segment (.csv, .parquet, ...)."
     ),
@@ -358,7 +370,7 @@ def segments(
         seg_config = _segment_config(config_file)
         if out is not None and _suffix(out) not in _TABLE_SUFFIXES:
             raise _UsageError(f"cannot write {str(out)!r}: use one of {', '.join(_TABLE_SUFFIXES)}")
-        log = _load(data, config_file, mapping).log
+        log = _load(data, config_file, mapping, strict).log
         table = build_features(log, as_of)
         labels = assign_segments(table, seg_config)
         summary = summarize_segments(table, labels)

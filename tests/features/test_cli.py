@@ -190,3 +190,23 @@ def test_segments_prints_sizes_and_writes(synth_csv: Path, tmp_path: Path) -> No
     assert list(frame.columns) == ["customer_id", "segment"]
     assert set(frame["segment"]) <= set(SEGMENTS)
     assert frame["customer_id"].is_unique
+
+
+@pytest.mark.parametrize("command", ["kpis", "segments", "features"])
+def test_strict_fails_on_missing_customer_ids(
+    synth_csv: Path, tmp_path: Path, command: str
+) -> None:
+    raw = pd.read_csv(synth_csv, dtype={"customer_id": "str"})
+    raw.loc[[3, 7], "customer_id"] = ""
+    holed = tmp_path / "holed.csv"
+    raw.to_csv(holed, index=False)
+    extra = {"kpis": [], "segments": ["--as-of", "2024-06-01"]}.get(
+        command, ["--as-of", "2024-06-01", "--out", str(tmp_path / "f.parquet")]
+    )
+    lenient = runner.invoke(app, [command, "--data", str(holed), *extra])
+    assert lenient.exit_code == 0, lenient.output
+    assert "customer" in lenient.output.lower()  # the drop warning names the field
+    strict = runner.invoke(app, [command, "--data", str(holed), "--strict", *extra])
+    assert strict.exit_code == 2
+    assert "customer_id" in strict.output
+    assert "4" in strict.output and "8" in strict.output  # 1-based data rows 4 and 8
