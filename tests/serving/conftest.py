@@ -12,7 +12,10 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
+
+from features.purchase_log import canonicalize
 
 _STARTUP_SECONDS = 120.0
 
@@ -88,3 +91,18 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait(timeout=5)
+
+
+# A module that defines ``raw_log`` (a raw synthetic purchase log) gets these two for free.
+@pytest.fixture(scope="module")
+def log(raw_log: pd.DataFrame) -> pd.DataFrame:
+    """The module's raw log in canonical form."""
+    return canonicalize(raw_log).log
+
+
+@pytest.fixture(scope="module")
+def data_path(tmp_path_factory: pytest.TempPathFactory, raw_log: pd.DataFrame) -> Path:
+    """The module's raw log written to Parquet, as a user would hand it to the CLI."""
+    path = tmp_path_factory.mktemp("data") / "log.parquet"
+    raw_log.to_parquet(path)
+    return path

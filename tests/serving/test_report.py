@@ -29,18 +29,6 @@ def raw_log() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def log(raw_log: pd.DataFrame) -> pd.DataFrame:
-    return canonicalize(raw_log).log
-
-
-@pytest.fixture(scope="module")
-def data_path(tmp_path_factory: pytest.TempPathFactory, raw_log: pd.DataFrame) -> Path:
-    path = tmp_path_factory.mktemp("data") / "log.parquet"
-    raw_log.to_parquet(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def scores_dir(
     tmp_path_factory: pytest.TempPathFactory, log: pd.DataFrame, data_path: Path
 ) -> Path:
