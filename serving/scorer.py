@@ -92,9 +92,9 @@ def score_features(
     if features.empty:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
     models = model.artifact.models
-    preds = models.predict_features(features, as_of_ts)
+    preds, contributions = models.predict_with_contributions(features, as_of_ts)
     segments = assign_segments(features, model.artifact.segment_config)
-    reasons = top_reasons(models.feature_contributions(features), k=N_REASONS)
+    reasons = top_reasons(contributions, k=N_REASONS)
 
     scores = preds.copy()
     scores["segment"] = segments.reindex(scores.index).astype("str")

@@ -793,8 +793,20 @@ class RetainModels:
 
     def predict_features(self, features: pd.DataFrame, as_of: pd.Timestamp | str) -> pd.DataFrame:
         """Scores from a ready feature frame (columns in any order, extra columns ignored)."""
-        cutoff = as_utc(as_of)
+        return self._predict_input(self._model_input(features), as_utc(as_of))
+
+    def predict_with_contributions(
+        self, features: pd.DataFrame, as_of: pd.Timestamp | str
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Scores and churn contributions from one pass over the model input.
+
+        The scorer's path: building the input (with the BTYD baseline features) once instead
+        of once per call of ``predict_features`` and ``feature_contributions``.
+        """
         x = self._model_input(features)
+        return self._predict_input(x, as_utc(as_of)), self._contributions(x)
+
+    def _predict_input(self, x: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
         p_churn = self.churn_.predict_proba(x)
         surv = align_survival(self.timing_.survival(x), p_churn)
         summary = survival_summaries(surv, self.timing_.edges_)
@@ -818,7 +830,7 @@ class RetainModels:
                 "expected_spend_horizon": spend_h,
                 "expected_spend_365d": spend_y,
             },
-            index=features.index,
+            index=x.index,
         )
         return out
 
@@ -829,8 +841,10 @@ class RetainModels:
         offset column: positive values push churn risk up. ``ChurnModel.contributions``
         has the full additive decomposition.
         """
-        full = self.churn_.contributions(self._model_input(features))
-        return full.drop(columns=["baseline_offset", "bias"])
+        return self._contributions(self._model_input(features))
+
+    def _contributions(self, x: pd.DataFrame) -> pd.DataFrame:
+        return self.churn_.contributions(x).drop(columns=["baseline_offset", "bias"])
 
     # ---- persistence -----------------------------------------------------------------
 

@@ -186,6 +186,16 @@ def test_contributions_add_up_to_raw_log_odds(fitted: RetainModels, features: pd
     np.testing.assert_array_equal(reasons.to_numpy(), full[list(x.columns)].to_numpy())
 
 
+def test_one_pass_scoring_equals_the_separate_calls(
+    fitted: RetainModels, features: pd.DataFrame
+) -> None:
+    """The scorer's single pass gives exactly what the two public calls give."""
+    part = features.iloc[:40]
+    preds, contributions = fitted.predict_with_contributions(part, AS_OF)
+    pd.testing.assert_frame_equal(preds, fitted.predict_features(part, AS_OF))
+    pd.testing.assert_frame_equal(contributions, fitted.feature_contributions(part))
+
+
 def test_no_leakage_and_determinism(log: pd.DataFrame) -> None:
     """Rows at or after as_of cannot influence fit(log, as_of); same seed, same model."""
     params = {**SMALL, "use_baselines": False, "n_snapshots": 2}
