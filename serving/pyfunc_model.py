@@ -25,6 +25,8 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
+from features.schema import CANONICAL_COLUMNS
+
 _STRING_COLUMNS: tuple[str, ...] = ("order_id", "product_id", "category", "channel")
 _LOG_MARKERS: frozenset[str] = frozenset({"timestamp", "amount"})
 
@@ -67,19 +69,9 @@ def to_canonical(frame: pd.DataFrame) -> pd.DataFrame:
     for column in ("discount", "is_return"):
         log[column] = log[column].fillna(False).astype("bool") if column in log else False
     log["customer_id"] = customer.astype("category")
-    columns = [
-        "customer_id",
-        "timestamp",
-        "amount",
-        "quantity",
-        "order_id",
-        "product_id",
-        "category",
-        "discount",
-        "channel",
-        "is_return",
-    ]
-    log = log[columns].sort_values(["customer_id", "timestamp", "order_id"], kind="stable")
+    log = log[list(CANONICAL_COLUMNS)].sort_values(
+        ["customer_id", "timestamp", "order_id"], kind="stable"
+    )
     return log.reset_index(drop=True)
 
 

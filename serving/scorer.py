@@ -14,7 +14,7 @@ import pandas as pd
 
 from features.builders import build_features
 from features.segments import assign_segments
-from serving.offers import OfferPolicy, apply_policy
+from serving.offers import OFFER_COLUMNS, OfferPolicy, apply_policy
 from serving.reasons import top_reasons
 from training.artifact import RetainArtifact, load_artifact
 
@@ -35,15 +35,7 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "expected_spend_365d",
     "segment",
     *(f"reason_{i + 1}" for i in range(N_REASONS)),
-    "offer",
-    "offer_channel",
-    "offer_send_date",
-    "offer_expected_value",
-    "offer_reason",
-    "offer_rule",
-    "holdout",
-    "suppressed",
-    "suppressed_reason",
+    *(c for c in OFFER_COLUMNS if c != "customer_id"),
 )
 
 
