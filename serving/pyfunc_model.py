@@ -25,54 +25,24 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
-from features.schema import CANONICAL_COLUMNS
+from features.builders import to_utc_timestamp
+from features.purchase_log import canonicalize
 
-_STRING_COLUMNS: tuple[str, ...] = ("order_id", "product_id", "category", "channel")
 _LOG_MARKERS: frozenset[str] = frozenset({"timestamp", "amount"})
 
 
 def default_as_of(log: pd.DataFrame) -> pd.Timestamp:
     """The UTC day after the log's last timestamp: score "as of the end of the data"."""
-    last = pd.Timestamp(_utc(log["timestamp"]).max())
-    return last.floor("D") + pd.Timedelta(days=1)
-
-
-def _utc(values: pd.Series) -> pd.Series:
-    ts = pd.to_datetime(values)
-    ts = ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
-    return ts.dt.as_unit("us")
-
-
-def _as_utc(value: object) -> pd.Timestamp:
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return pd.Timestamp(log["timestamp"].max()).floor("D") + pd.Timedelta(days=1)
 
 
 def to_canonical(frame: pd.DataFrame) -> pd.DataFrame:
-    """Restore canonical dtypes/order on a log that went through MLflow's schema enforcement.
+    """A log that went through MLflow's schema enforcement, read by retain's own loader.
 
-    A log that is already canonical comes back unchanged (same values, same order).
+    The same validation and counting rules as every other entry point (naive timestamps are
+    UTC; a log that was canonical comes back unchanged).
     """
-    log = frame.copy()
-    log["timestamp"] = _utc(log["timestamp"])
-    log["amount"] = log["amount"].astype("float64")
-    log["quantity"] = log["quantity"].astype("float64") if "quantity" in log else 1.0
-    customer = log["customer_id"].astype("str")
-    if "order_id" not in log:
-        # Schema rule: rows of one customer at one timestamp form one order.
-        log["order_id"] = customer + "@" + log["timestamp"].astype("str")
-    for column in _STRING_COLUMNS:
-        if column in log:
-            log[column] = log[column].astype("str")
-        else:
-            log[column] = pd.Series(pd.NA, index=log.index, dtype="str")
-    for column in ("discount", "is_return"):
-        log[column] = log[column].fillna(False).astype("bool") if column in log else False
-    log["customer_id"] = customer.astype("category")
-    log = log[list(CANONICAL_COLUMNS)].sort_values(
-        ["customer_id", "timestamp", "order_id"], kind="stable"
-    )
-    return log.reset_index(drop=True)
+    return canonicalize(frame).log
 
 
 class RetainPyfunc(PythonModel):
@@ -97,14 +67,14 @@ class RetainPyfunc(PythonModel):
         as_of_param = (params or {}).get("as_of") or None
         if set(model_input.columns) >= _LOG_MARKERS and "customer_id" in model_input.columns:
             log = to_canonical(model_input)
-            as_of = _as_utc(as_of_param) if as_of_param else default_as_of(log)
+            as_of = to_utc_timestamp(as_of_param) if as_of_param else default_as_of(log)
             return score(self._model, log, as_of)
         if as_of_param is None:
             raise ValueError("scoring a feature frame needs params={'as_of': <ISO timestamp>}")
         features = model_input
         if "customer_id" in features.columns:
             features = features.set_index("customer_id")
-        return score_features(self._model, features, _as_utc(as_of_param))
+        return score_features(self._model, features, to_utc_timestamp(as_of_param))
 
 
 mlflow.models.set_model(RetainPyfunc())

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.builders import build_features
+from features.builders import build_features, to_utc_timestamp
 from features.segments import assign_segments
 from serving.offers import OFFER_COLUMNS, OfferPolicy, apply_policy
 from serving.reasons import top_reasons
@@ -59,11 +59,6 @@ class ScoringModel:
         return int(self.artifact.models.horizon_days)
 
 
-def _as_utc(as_of: object) -> pd.Timestamp:
-    ts = pd.Timestamp(as_of)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
 def risk_band(churn_probability: np.ndarray) -> np.ndarray:
     """Bucket churn probabilities into low / medium / high."""
     edges = np.array([upper for _, upper in RISK_BANDS])
@@ -79,7 +74,7 @@ def score_features(
     campaign: str | None = None,
 ) -> pd.DataFrame:
     """Score customers whose point-in-time features are already built (``/score/ids``)."""
-    as_of_ts = _as_utc(as_of)
+    as_of_ts = to_utc_timestamp(as_of)
     columns = list(SCORE_COLUMNS)
     if features.empty:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
@@ -111,6 +106,6 @@ def score(
     campaign: str | None = None,
 ) -> pd.DataFrame:
     """Score every customer in a canonical purchase log who bought before ``as_of``."""
-    as_of_ts = _as_utc(as_of)
+    as_of_ts = to_utc_timestamp(as_of)
     features = build_features(log, as_of_ts, model.artifact.feature_config)
     return score_features(model, features, as_of_ts, campaign=campaign)

@@ -29,6 +29,7 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from features.builders import to_utc_timestamp
 from features.schema import LogConfig
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
@@ -47,13 +48,6 @@ class TrainOutcome:
     backtest: dict[str, Any]
     fit_as_of: pd.Timestamp
     artifact_dir: Path | None
-
-
-def _as_utc(value: object) -> pd.Timestamp:
-    ts = pd.Timestamp(value)
-    if ts is pd.NaT:
-        raise ValueError(f"as_of must be a point in time, got {value!r}")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def production_as_of(log: pd.DataFrame) -> pd.Timestamp:
@@ -125,7 +119,7 @@ def train_and_register(
     from training.models import RetainModels
     from training.plots import write_backtest_plots
 
-    cutoff = _as_utc(as_of)
+    cutoff = to_utc_timestamp(as_of)
     policy_obj = OfferPolicy.default() if policy is None else OfferPolicy.from_yaml(policy)
     policy_yaml = policy_obj.to_yaml()
     feature_config = feature_config or FeatureConfig(horizon_days=min(horizon_days, 365))

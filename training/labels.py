@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from features.builders import FeatureConfig, build_features
+from features.builders import FeatureConfig, build_features, to_utc_timestamp
 from features.schema import PurchaseLogError
 
 LABEL_COLUMNS: tuple[str, ...] = (
@@ -32,12 +32,7 @@ LABEL_COLUMNS_365D: tuple[str, ...] = ("n_purchase_days_365d", "spend_365d")
 _US_PER_DAY = 86_400_000_000
 
 
-def as_utc(ts: pd.Timestamp | str) -> pd.Timestamp:
-    """A tz-aware UTC timestamp; naive input is taken as UTC (the features convention)."""
-    out = pd.Timestamp(ts)
-    if out.tzinfo is None:
-        return out.tz_localize("UTC")
-    return out.tz_convert("UTC")
+as_utc = to_utc_timestamp  # the features convention: naive input is taken as UTC
 
 
 def _check_log(log: pd.DataFrame) -> None:

@@ -20,7 +20,8 @@ from features.purchase_log import canonicalize
 _STARTUP_SECONDS = 120.0
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for a test server."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -38,7 +39,7 @@ def _healthy(url: str) -> bool:
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Start ``mlflow server`` on 127.0.0.1:<free port>; yield its tracking URI; stop it."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = root / "server.log"
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}

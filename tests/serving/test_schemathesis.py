@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from features.purchase_log import canonicalize
 from features.segments import SegmentConfig
 from features.synth import generate_purchase_log
 from serving.offers import OfferPolicy
+from tests.serving.conftest import free_port
 from training.artifact import save_artifact
 from training.models import RetainModels
 
@@ -30,12 +30,6 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_EXAMPLES = 30
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +47,7 @@ def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         segment_config=SegmentConfig(),
         policy_yaml=OfferPolicy.default().to_yaml(),
     )
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from serving.commands import serve_command
 from serving.offers import OfferPolicy
 from serving.schemas import ScoreResponse
 from serving.scorer import ScoringModel, score, score_features
+from tests.serving.conftest import free_port
 from training.artifact import save_artifact
 from training.models import RetainModels
 
@@ -48,12 +48,6 @@ SMALL_MODELS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _ready(url: str) -> bool:
     try:
         return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
@@ -66,7 +60,7 @@ def start_service(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen
 
     Returns once ``/readyz`` answers 200.
     """
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     command, base_env = serve_command(None, "127.0.0.1", port, workers=1)
     full_env = {**base_env, **env}
