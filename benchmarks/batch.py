@@ -128,7 +128,8 @@ def prepare(
     stop = int(codes.searchsorted(n))
     train = chunk_frame(log, Chunk(0, 0, n, 0, stop))
     del log
-    models = RetainModels(horizon_days=90, n_snapshots=3, num_boost_round=200).fit(train, FIT_AS_OF)
+    # the defaults `retain train` uses: the model scored here is the one a user would ship
+    models = RetainModels(horizon_days=90).fit(train, FIT_AS_OF)
     policy = OfferPolicy.default().model_dump(mode="json", exclude_none=True)
     for rule in policy["rules"]:
         if rule["match"].pop("min_value_quantile", None) is not None:

@@ -63,7 +63,7 @@ class LevelResult:
 
 
 def train_artifact(directory: Path) -> Path:
-    """A small model on a synthetic log: enough to exercise the full scoring path."""
+    """A model with `retain train`'s defaults on a small synthetic log: the one users serve."""
     from features.builders import FeatureConfig
     from features.purchase_log import canonicalize
     from features.segments import SegmentConfig
@@ -74,9 +74,7 @@ def train_artifact(directory: Path) -> Path:
 
     raw = generate_purchase_log(2000, seed=7, start="2022-07-01", end="2024-06-30").log
     log = canonicalize(raw).log
-    models = RetainModels(
-        horizon_days=90, n_snapshots=3, num_boost_round=60, num_threads=2, use_baselines=False
-    ).fit(log, "2024-07-01")
+    models = RetainModels(horizon_days=90).fit(log, "2024-07-01")
     return save_artifact(
         directory,
         models,

@@ -217,6 +217,15 @@ def _build(
         sq = np.bincount(gap_cust[within], weights=dev * dev, minlength=n_cust)
         gap_std = np.where(n_gaps >= 2, np.sqrt(sq / np.maximum(n_gaps, 1)), np.nan)
         recency_gap_ratio = recency / gap_mean
+    # Seasonal affinity: a purchase day lies in an earlier year's copy of the coming horizon
+    # when its calendar phase relative to as_of is within [0, H). Shares need a history that
+    # reaches back to such a copy (tenure above one year minus the horizon), else NaN.
+    year = 365.25
+    phase = np.mod(-((cutoff_ns / ns_per_day) - day.astype(np.float64)), year)
+    in_season = (phase < min(config.horizon_days, year)).astype(np.float64)
+    season_days = np.add.reduceat(in_season, cd)
+    reaches = tenure > year - min(config.horizon_days, year)
+    season_share = np.where(reaches, season_days / n_days, np.nan)
 
     out: dict[str, np.ndarray] = {
         "recency_days": recency,
@@ -236,6 +245,7 @@ def _build(
         "gap_last_days": gap_last,
         "recency_gap_ratio": recency_gap_ratio,
         "purchase_rate_30d": n_days / np.maximum(tenure, 1.0) * 30.0,
+        "season_share": season_share,
     }
 
     # every window is [as_of - a days, as_of - b days): bucket orders once by the window edges,
@@ -286,6 +296,11 @@ def _build(
     per_weekday = np.bincount(weekday * n_cust + o_g, minlength=7 * n_cust).reshape(7, n_cust)
     out["weekday_concentration"] = per_weekday.max(axis=0) / n_orders
     out["n_channels"] = _distinct_per_group(*channel_codes.result(), c_row, n_cust)
+    # where in the year the horizon starts: one value per snapshot, so a model trained on
+    # cutoffs across the year can learn seasonal levels and who buys in which season
+    angle = 2.0 * np.pi * np.mod(cutoff_ns / ns_per_day, year) / year
+    out["calendar_sin"] = np.full(n_cust, np.sin(angle))
+    out["calendar_cos"] = np.full(n_cust, np.cos(angle))
 
     categories = log["customer_id"].array.categories
     index = pd.Index(categories.take(cust_code), name="customer_id").astype("str")

@@ -63,6 +63,19 @@ _BEHAVIOUR: dict[str, FeatureDoc] = {
         "orders in [as_of - 365 days, as_of - 365 days + horizon): last year's activity in the "
         "window matching the coming horizon",
     ),
+    "season_share": FeatureDoc(
+        "share",
+        "share of purchase days that fell, in an earlier year, within the calendar window of "
+        "the coming horizon (seasonal affinity); NaN when the history does not reach back to "
+        "such a window",
+    ),
+    "calendar_sin": FeatureDoc(
+        "unitless",
+        "sine of as_of's position in the (365.25-day) year, the same for every customer: "
+        "with calendar_cos it tells a model trained on cutoffs across the year which season "
+        "the horizon covers",
+    ),
+    "calendar_cos": FeatureDoc("unitless", "cosine of as_of's position in the year"),
     "discount_share": FeatureDoc(
         "share", "share of orders with at least one discounted or campaign line"
     ),

@@ -9,6 +9,13 @@ they must learn, so a backtest on it has a right answer:
   ``lambda ~ Gamma(rate_shape, mean_purchases_per_year / rate_shape)`` per year, modulated by
   a yearly seasonality (peak in mid December) and by campaign lifts; the process is drawn
   exactly by time rescaling of the cumulative daily intensity (no per-customer loops);
+- **gift buyers**: a share (``gift_share``) buys only in the run-up to Christmas, at the
+  same yearly rate: BTYD models, blind to the calendar, expect them in any season;
+- **rhythm**: a share of customers (``regular_share``) buys on a rhythm instead: a renewal
+  process whose gaps (in seasonal/campaign-rescaled time) are Gamma(``regularity_shape``)
+  with the same mean rate, as replenishment buyers do. BTYD models assume Poisson timing
+  and cannot tell an overdue regular from a quiet one (Platzer & Reutterer, 2016); the
+  buying-rhythm features can;
 - **dropout**: after every purchase (including the first) the customer leaves for good with
   a personal probability ``p ~ Beta(dropout_a, dropout_b)``; ``dropout_time`` is the time of
   that last purchase (BG/NBD convention);
@@ -59,7 +66,8 @@ class SyntheticLog:
 
     ``truth`` columns: customer_id, first_purchase, alive_at_end, dropout_time (NaT while
     alive), purchase_rate_per_year (base rate before seasonality and campaigns),
-    dropout_probability, sale_only, n_orders (orders in ``log``).
+    dropout_probability, sale_only, gift_buyer (buys only 15 Nov - 24 Dec), regular_buyer (Gamma-renewal rhythm), n_orders (orders in
+    ``log``).
     ``campaigns`` lists the campaign windows (start inclusive, end exclusive, UTC).
     """
 
@@ -99,6 +107,17 @@ def _invert(cum: np.ndarray, target: np.ndarray) -> np.ndarray:
     return day + np.clip(frac, 0.0, np.nextafter(1.0, 0.0))
 
 
+def _invert_by_kind(
+    calendars: tuple[np.ndarray, ...], kind: np.ndarray, target: np.ndarray
+) -> np.ndarray:
+    """:func:`_invert` with each row on its own customer type's cumulative intensity."""
+    out = np.empty(len(target))
+    for k, cum in enumerate(calendars):
+        rows = kind == k
+        out[rows] = _invert(cum, target[rows])
+    return out
+
+
 def _strings(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
     digits = pc.utf8_lpad(pa.array(numbers).cast(pa.string()), width, "0")
     return pc.binary_join_element_wise(prefix, digits, "")
@@ -115,6 +134,9 @@ def generate_purchase_log(
     dropout_a: float = 1.0,
     dropout_b: float = 6.0,
     sale_only_share: float = 0.08,
+    gift_share: float = 0.12,
+    regular_share: float = 0.4,
+    regularity_shape: float = 8.0,
     seasonality_amplitude: float = 0.35,
     campaign_lift: float = 2.5,
     sale_only_lift: float = 6.0,
@@ -140,6 +162,8 @@ def generate_purchase_log(
         raise ValueError(f"end ({end}) must not be before start ({start})")
     for name, value in {
         "sale_only_share": sale_only_share,
+        "gift_share": gift_share,
+        "regular_share": regular_share,
         "coupon_share": coupon_share,
         "discount_depth": discount_depth,
         "return_share": return_share,
@@ -147,6 +171,8 @@ def generate_purchase_log(
     }.items():
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must be within [0, 1], got {value}")
+    if regularity_shape < 1.0:
+        raise ValueError(f"regularity_shape must be >= 1, got {regularity_shape}")
     if mean_lines_per_order < 1.0:
         raise ValueError(f"mean_lines_per_order must be >= 1, got {mean_lines_per_order}")
     rng = np.random.default_rng(seed)
@@ -171,43 +197,71 @@ def generate_purchase_log(
         raise ValueError("sale-only customers need at least one campaign day inside the period")
     cum_regular = np.concatenate([[0.0], np.cumsum(regular_intensity)]) / 365.25
     cum_sale = np.concatenate([[0.0], np.cumsum(sale_intensity)]) / 365.25
+    # Gift buyers shop only in the run-up to Christmas (15 Nov - 24 Dec), at the same yearly
+    # rate; without such days in the period there are none.
+    in_gift = ((days.month == 11) & (days.day >= 15)) | ((days.month == 12) & (days.day <= 24))
+    gift_intensity = in_gift.astype(float) * (365.25 / 40.0)
+    cum_gift = np.concatenate([[0.0], np.cumsum(gift_intensity)]) / 365.25
+    calendars = (cum_regular, cum_sale, cum_gift)
 
     # Customers.
     sale_only = rng.random(n_customers) < sale_only_share
+    gift = ~sale_only & (rng.random(n_customers) < (gift_share if in_gift.any() else 0.0))
+    kind = np.where(sale_only, 1, np.where(gift, 2, 0))  # index into ``calendars``
     rate = rng.gamma(rate_shape, mean_purchases_per_year / rate_shape, n_customers)
     dropout_p = rng.beta(dropout_a, dropout_b, n_customers)
     spend = rng.gamma(4.0, 0.25, n_customers)
     favourite = rng.choice(len(CATEGORIES), n_customers, p=_CATEGORY_WEIGHTS)
     channel_pref = rng.choice(len(CHANNELS), n_customers, p=_CHANNEL_WEIGHTS)
-    cum = np.where(sale_only[:, None], cum_sale[None, [0, -1]], cum_regular[None, [0, -1]])
-    u_first = rng.random(n_customers)
-    first_target = cum[:, 0] + u_first * (cum[:, 1] - cum[:, 0])
-    first_t = np.where(
-        sale_only, _invert(cum_sale, first_target), _invert(cum_regular, first_target)
-    )
+    span = np.array([c[-1] for c in calendars])[kind]
+    first_target = rng.random(n_customers) * span
+    first_t = _invert_by_kind(calendars, kind, first_target)
     cum_at_first = first_target
-    remaining = cum[:, 1] - cum_at_first
+    remaining = span - cum_at_first
 
-    # Repeat-purchase candidates on (first, end): Poisson count, times by time rescaling.
-    n_repeat = rng.poisson(rate * remaining)
-    n_events = n_repeat + 1
-    cust = np.repeat(np.arange(n_customers), n_events)
+    # Repeat purchases on (first, end), in "operational time" (cumulative intensity), then
+    # mapped to calendar time by time rescaling (no per-customer loops).
+    # Irregular customers: a Poisson process (the BTYD assumption): a Poisson count at sorted
+    # uniform positions, drawn as normalised exponential spacings (O(n), no sort).
+    regular = (kind == 0) & (rng.random(n_customers) < regular_share)
+    expected = rate * remaining
+    n_poisson = np.where(regular, 0, rng.poisson(expected))
+    counts = n_poisson + 1  # with a slot that closes the spacings
+    owner = np.repeat(np.arange(n_customers), counts)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    spacing = rng.exponential(1.0, len(owner))
+    inclusive = np.cumsum(spacing)
+    inclusive -= np.repeat(inclusive[starts] - spacing[starts], counts)
+    total = np.repeat(inclusive[starts + counts - 1], counts)
+    last_slot = np.zeros(len(owner), dtype=bool)
+    last_slot[starts + counts - 1] = True
+    poisson_cust = owner[~last_slot]
+    poisson_pos = (inclusive / total)[~last_slot] * remaining[poisson_cust]
+    # Regular customers: a renewal process with Gamma(k) gaps of mean 1 / rate (k > 1 is more
+    # regular than Poisson), the "timing regularity" BTYD models ignore and buying-rhythm
+    # features (gap mean, spread, overdue ratio) can see. Enough gaps are drawn to pass the
+    # end of the period with overwhelming probability; those beyond it are discarded.
+    reg_idx = np.flatnonzero(regular)
+    reg_mean = expected[reg_idx]
+    n_gaps = np.ceil(reg_mean + 8.0 * np.sqrt(reg_mean / regularity_shape) + 4.0).astype(np.int64)
+    reg_owner = np.repeat(reg_idx, n_gaps)
+    gaps = rng.gamma(regularity_shape, 1.0, len(reg_owner)) / (
+        regularity_shape * np.maximum(rate[reg_owner], 1e-12)
+    )
+    reg_starts = np.concatenate([[0], np.cumsum(n_gaps)[:-1]])
+    reg_pos = np.cumsum(gaps)
+    reg_pos -= np.repeat(reg_pos[reg_starts] - gaps[reg_starts], n_gaps)
+    inside = reg_pos < remaining[reg_owner]
+    ev_cust = np.concatenate([np.arange(n_customers), poisson_cust, reg_owner[inside]])
+    ev_pos = np.concatenate([np.zeros(n_customers), poisson_pos, reg_pos[inside]])
+    order = np.lexsort((ev_pos, ev_cust))
+    cust, pos = ev_cust[order], ev_pos[order]
+    n_events = np.bincount(cust, minlength=n_customers)
     group_start = np.concatenate([[0], np.cumsum(n_events)[:-1]])
     is_first = np.zeros(len(cust), dtype=bool)
     is_first[group_start] = True
-    # Sorted uniforms per customer from exponential spacings (O(n), no sort): row j of a
-    # customer's group sits at (E_1 + ... + E_j) / (E_1 + ... + E_{k+1}); row 0 is the first
-    # purchase at 0.
-    spacing = rng.exponential(1.0, len(cust))
-    inclusive = np.cumsum(spacing)
-    inclusive -= np.repeat(inclusive[group_start] - spacing[group_start], n_events)
-    group_total = np.repeat(inclusive[group_start + n_events - 1], n_events)
-    u = (inclusive - spacing) / group_total
-    target = cum_at_first[cust] + u * remaining[cust]
-    so_rows = sale_only[cust]
-    t = np.empty(len(cust))
-    t[so_rows] = _invert(cum_sale, target[so_rows])
-    t[~so_rows] = _invert(cum_regular, target[~so_rows])
+    target = cum_at_first[cust] + pos
+    t = _invert_by_kind(calendars, kind[cust], target)
     t[is_first] = first_t
 
     # Dropout after each purchase: keep a purchase when no earlier purchase triggered it.
@@ -334,6 +388,8 @@ def generate_purchase_log(
             "purchase_rate_per_year": rate,
             "dropout_probability": dropout_p,
             "sale_only": sale_only,
+            "gift_buyer": gift,
+            "regular_buyer": regular,
             "n_orders": n_orders,
         }
     )

@@ -37,6 +37,9 @@ RISK_PHRASES: dict[str, str] = {
     "n_categories": "buys from few categories",
     "weekday_concentration": "no settled shopping day",
     "n_channels": "uses few channels",
+    "season_share": "rarely buys at this time of year",
+    "calendar_sin": "a quiet time of year for purchases",
+    "calendar_cos": "a quiet time of year for purchases",
 }
 for _w in (30, 90, 180, 365):
     RISK_PHRASES[f"orders_{_w}d"] = f"few orders in the last {_w} days"

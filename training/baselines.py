@@ -148,16 +148,30 @@ def _group_rows(*cols: FloatArray) -> tuple[list[FloatArray], FloatArray]:
     return [uniq[:, i] for i in range(uniq.shape[1])], counts.astype("float64")
 
 
+class FitBudgetExceeded(RuntimeError):
+    """The likelihood was evaluated ``max_evaluations`` times without converging."""
+
+
 def _fit_log_params(
-    neg_mean_ll: Any, x0: NDArray[np.float64], penalizer: float
+    neg_mean_ll: Any,
+    x0: NDArray[np.float64],
+    penalizer: float,
+    max_evaluations: int | None = None,
 ) -> tuple[FloatArray, optimize.OptimizeResult]:
     """Minimise the mean negative log-likelihood over log-parameters.
 
     L-BFGS-B from ``x0``; only if it reports failure (finite-difference gradients on the
     flat Pareto/NBD ridge can stall it) a Nelder-Mead polish continues from its end point.
+    ``max_evaluations`` bounds the work deterministically: Pareto/NBD's hyp2f1 slows down
+    by orders of magnitude in some parameter regions (seen: minutes for one fit on a
+    synthetic snapshot), and per-snapshot feature fits must not hang training.
     """
+    calls = [0]
 
     def objective(logp: FloatArray) -> float:
+        calls[0] += 1
+        if max_evaluations is not None and calls[0] > max_evaluations:
+            raise FitBudgetExceeded(f"no convergence within {max_evaluations} evaluations")
         value = neg_mean_ll(np.exp(logp)) + penalizer * float(np.sum(np.exp(logp) ** 2))
         return value if np.isfinite(value) else 1e300
 
@@ -188,8 +202,9 @@ class _CountModel:
     loglik_: float
     n_customers_: int
 
-    def __init__(self, penalizer: float = 0.0) -> None:
+    def __init__(self, penalizer: float = 0.0, max_evaluations: int | None = None) -> None:
         self.penalizer = penalizer
+        self.max_evaluations = max_evaluations
 
     # subclasses provide the per-row log-likelihood and initial values
     def _loglik_rows(
@@ -221,7 +236,9 @@ class _CountModel:
         def neg_mean_ll(params: FloatArray) -> float:
             return -float(np.dot(weight, self._loglik_rows(params, ux, utx, uage))) / n
 
-        params, _ = _fit_log_params(neg_mean_ll, np.log(self._initial(x, tx, age)), self.penalizer)
+        params, _ = _fit_log_params(
+            neg_mean_ll, np.log(self._initial(x, tx, age)), self.penalizer, self.max_evaluations
+        )
         self.params_ = {k: float(v) for k, v in zip(self.PARAM_NAMES, params, strict=True)}
         self.loglik_ = -neg_mean_ll(params) * n
         self.n_customers_ = int(n)

@@ -100,6 +100,12 @@ def test_every_column_for_a_multi_order_customer(features: pd.DataFrame) -> None
         "gap_last_days": 112.0,
         "recency_gap_ratio": 10 / 86,
         "purchase_rate_30d": 3 / tenure * 30,
+        # the history (182 days) does not reach last year's Jul-Sep window: no share
+        "season_share": math.nan,
+        # 2024-07-01 is day 19,905 since 1970-01-01; 19,905 mod 365.25 = 181.5 days into
+        # the (epoch-aligned) year, just under half of 365.25: the angle is just under pi
+        "calendar_sin": math.sin(2 * math.pi * 181.5 / 365.25),
+        "calendar_cos": math.cos(2 * math.pi * 181.5 / 365.25),
         # windows end at as_of: 30d and 90d (from Apr 2) hold o4 only; 180d starts Jan 3
         # (after o1 and o2): o3 + o4; 365d holds everything
         "orders_30d": 1,
@@ -124,7 +130,10 @@ def test_every_column_for_a_multi_order_customer(features: pd.DataFrame) -> None
     assert set(expected) == set(FEATURE_COLUMNS)
     row = features.loc["a"]
     for name, value in expected.items():
-        assert row[name] == pytest.approx(value, rel=1e-12), name
+        if math.isnan(value):
+            assert math.isnan(row[name]), name
+        else:
+            assert row[name] == pytest.approx(value, rel=1e-12), name
 
 
 def test_every_column_for_a_single_purchase_customer(features: pd.DataFrame) -> None:
@@ -148,6 +157,9 @@ def test_every_column_for_a_single_purchase_customer(features: pd.DataFrame) -> 
         "gap_last_days": math.nan,
         "recency_gap_ratio": math.nan,
         "purchase_rate_30d": 1 / recency * 30,
+        "season_share": 1.0,  # its only purchase day, Aug 1, lies in last year's Jul-Sep
+        "calendar_sin": math.sin(2 * math.pi * 181.5 / 365.25),  # the same for everyone
+        "calendar_cos": math.cos(2 * math.pi * 181.5 / 365.25),
         "orders_30d": 0,
         "spend_30d": 0.0,
         "orders_90d": 0,
@@ -436,6 +448,18 @@ def _reference(log: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int = 90) -
             rec[f"spend_{w}d"] = spend(w, 0).sum()
         rec["spend_trend"] = np.log1p(spend(180, 0).sum()) - np.log1p(spend(360, 180).sum())
         rec["orders_same_season_last_year"] = len(spend(365, 365 - horizon_days))
+        # a purchase day is in season when some earlier year's copy of the horizon holds it
+        in_season = [
+            any(
+                as_of - k * 365.25 * day <= d < as_of - k * 365.25 * day + horizon_days * day
+                for k in range(1, 200)
+            )
+            for d in days
+        ]
+        reaches = tenure > 365.25 - horizon_days
+        rec["season_share"] = float(np.mean(in_season)) if reaches else np.nan
+        angle = 2 * np.pi * (((as_of - pd.Timestamp(0, tz="UTC")) / day) % 365.25) / 365.25
+        rec["calendar_sin"], rec["calendar_cos"] = np.sin(angle), np.cos(angle)
         rec["discount_share"] = orders["disc"].mean()
         rec["n_returns"] = len(returned)
         ret_value = returned["amount"].sum()
@@ -471,3 +495,18 @@ def test_text_columns_split_into_arrow_chunks_give_the_same_features() -> None:
         chunked[column] = pd.Series(pd.arrays.ArrowStringArray(parts), index=log.index)
     as_of = datetime(2023, 9, 1, tzinfo=UTC)
     pd.testing.assert_frame_equal(build_features(chunked, as_of), build_features(log, as_of))
+
+
+def test_season_share_counts_earlier_years_copies_of_the_horizon() -> None:
+    # as_of 2024-07-01, H = 90: the coming window is Jul 1 - Sep 28; earlier years' copies
+    # hold 2022-07-10 (722 days back, phase 8.5) and 2023-08-20 (316 back, phase 49.25);
+    # 2023-01-15 (phase 197.5) and 2024-05-01 (phase 304.25) lie outside
+    days = ["2022-07-10", "2023-01-15", "2023-08-20", "2024-05-01"]
+    rows = [
+        {"customer_id": "s", "timestamp": f"{d} 00:00", "order_id": f"s{i}", "amount": 10.0}
+        for i, d in enumerate(days)
+    ]
+    out = build_features(make_log(rows), AS_OF)
+    assert out.loc["s", "season_share"] == pytest.approx(2 / 4)
+    shorter = build_features(make_log(rows), AS_OF, FeatureConfig(horizon_days=30))
+    assert shorter.loc["s", "season_share"] == pytest.approx(1 / 4)  # Jul 1 - 30: only 2022-07-10
