@@ -458,8 +458,11 @@ class ParetoNBD(_CountModel):
         r, alpha, s, beta = params
         head = gammaln(r + x) - gammaln(r) + r * np.log(alpha) + s * np.log(beta)
         alive = -(r + x) * np.log(alpha + age) - s * np.log(beta + age)
-        dead = np.log(s) - np.log(r + s + x) + self._log_a0(params, x, tx, age)
-        return head + np.logaddexp(alive, dead)
+        # far from the optimum A0 can come out NaN; the optimiser treats a non-finite
+        # likelihood as a wall (``_fit_log_params``), so the warning is only noise
+        with np.errstate(invalid="ignore"):
+            dead = np.log(s) - np.log(r + s + x) + self._log_a0(params, x, tx, age)
+            return head + np.logaddexp(alive, dead)
 
     def conditional_probability_alive(
         self, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
