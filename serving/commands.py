@@ -46,8 +46,11 @@ def serve_command(
         )
     if registered_model:
         env["RETAIN_REGISTERED_MODEL"] = registered_model
-    if tracking_uri:
-        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    # resolved here, in the caller's directory: the workers run with --working-dir at the
+    # repository, where a relative sqlite:///mlflow.db would open a different, empty store
+    from training.tracking import resolve_tracking_uri  # mlflow only when serving
+
+    env["MLFLOW_TRACKING_URI"] = resolve_tracking_uri(tracking_uri)
     if feature_snapshot:
         env["RETAIN_FEATURE_SNAPSHOT"] = str(Path(feature_snapshot).expanduser().absolute())
     pythonpath = env.get("PYTHONPATH")

@@ -117,6 +117,17 @@ def test_serve_command_translates_options_to_env(tmp_path: Path) -> None:
     assert env["RETAIN_MODEL_URI"] == "models:/retain@champion"
 
 
+def test_serve_command_pins_the_default_store_to_the_callers_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the workers start in the repository (--working-dir); a relative sqlite URI would open
+    # an empty store there instead of the one `retain train` wrote in the user's directory
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    _, env = serve_command(None, "127.0.0.1", 3000, 1)
+    assert env["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path.absolute() / 'mlflow.db'}"
+
+
 @pytest.fixture(scope="session")
 def raw_log() -> pd.DataFrame:
     return generate_purchase_log(300, seed=11, start="2023-01-01", end="2024-06-30").log
