@@ -162,15 +162,14 @@ def in_period_ceiling(log: pd.DataFrame, cutoff: str, seed: int) -> dict[str, fl
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold
 
-    from features.builders import build_features
-    from training.labels import as_utc, build_labels, join_labels
-    from training.models import baseline_features, fit_baselines
+    from features.catalog import FEATURE_COLUMNS
+    from training.labels import as_utc
+    from training.models import BASELINE_FEATURES, RetainModels
 
-    as_of = as_utc(cutoff)
-    feats = build_features(log, as_of)
-    feats = feats.join(baseline_features(feats, fit_baselines(feats, seed=seed), HORIZON_DAYS))
-    data = join_labels(feats, build_labels(log, as_of, HORIZON_DAYS), as_of)
-    x = feats.to_numpy(dtype=np.float64, na_value=np.nan)
+    # the very snapshot builder training uses: same features, baseline outputs and labels
+    data = RetainModels(horizon_days=HORIZON_DAYS, seed=seed).snapshot(log, as_utc(cutoff))
+    inputs = [c for c in data.columns if c in FEATURE_COLUMNS or c in BASELINE_FEATURES]
+    x = data[inputs].to_numpy(dtype=np.float64, na_value=np.nan)
     y = data["churn"].to_numpy(dtype=np.float64)
     oof = np.zeros(len(y))
     params = {

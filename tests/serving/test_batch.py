@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import typer
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from features.builders import FeatureConfig, build_features
 from features.purchase_log import canonicalize
@@ -279,6 +279,12 @@ def cli() -> typer.Typer:
     return app
 
 
+def _score_cli(cli: typer.Typer, data: Path, out: Path, *extra: str) -> Result:
+    """``retain score --data DATA --as-of AS_OF --out OUT EXTRA...`` through the real CLI."""
+    args = ["score", "--data", str(data), "--as-of", AS_OF, "--out", str(out), *extra]
+    return CliRunner().invoke(cli, args)
+
+
 def test_cli_scores_and_reports_dropped_rows(
     tmp_path: Path, cli: typer.Typer, raw_log: pd.DataFrame, artifact: Path
 ) -> None:
@@ -287,22 +293,7 @@ def test_cli_scores_and_reports_dropped_rows(
     path = tmp_path / "dirty.parquet"
     dirty.to_parquet(path)
     out = tmp_path / "out"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "score",
-            "--data",
-            str(path),
-            "--as-of",
-            AS_OF,
-            "--out",
-            str(out),
-            "--model-uri",
-            str(artifact),
-            "--chunk-customers",
-            "100",
-        ],
-    )
+    result = _score_cli(cli, path, out, "--model-uri", str(artifact), "--chunk-customers", "100")
     assert result.exit_code == 0, result.output
     summary = json.loads((out / SUMMARY_NAME).read_text())
     assert summary["rows_in"] == len(raw_log) + 1
@@ -326,58 +317,19 @@ def test_cli_bad_input_exits_nonzero_with_message(
     (tmp_path / "no_amount.csv").write_text("customer_id,timestamp\na,2024-01-01\n")
     path = make_input(tmp_path)  # type: ignore[operator]
     out = tmp_path / "out"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "score",
-            "--data",
-            str(path),
-            "--as-of",
-            AS_OF,
-            "--out",
-            str(out),
-            "--model-uri",
-            str(artifact),
-        ],
-    )
+    result = _score_cli(cli, path, out, "--model-uri", str(artifact))
     assert result.exit_code == 2
     assert "error:" in result.output and message in result.output
     assert not out.exists() or not list(out.glob("part-*"))
 
 
 def test_cli_bad_model_exits_nonzero(tmp_path: Path, cli: typer.Typer, data_path: Path) -> None:
-    result = CliRunner().invoke(
-        cli,
-        [
-            "score",
-            "--data",
-            str(data_path),
-            "--as-of",
-            AS_OF,
-            "--out",
-            str(tmp_path / "o"),
-            "--model-uri",
-            str(tmp_path / "nope"),
-        ],
-    )
+    result = _score_cli(cli, data_path, tmp_path / "o", "--model-uri", str(tmp_path / "nope"))
     assert result.exit_code == 2
     assert "neither models:/" in result.output
 
 
 def test_cli_rejects_a_zero_chunk_size(tmp_path: Path, cli: typer.Typer, data_path: Path) -> None:
-    result = CliRunner().invoke(
-        cli,
-        [
-            "score",
-            "--data",
-            str(data_path),
-            "--as-of",
-            AS_OF,
-            "--out",
-            str(tmp_path / "o"),
-            "--chunk-customers",
-            "0",
-        ],
-    )
+    result = _score_cli(cli, data_path, tmp_path / "o", "--chunk-customers", "0")
     assert result.exit_code == 2
     assert "--chunk-customers must be at least 1, got 0" in result.output
