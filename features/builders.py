@@ -75,6 +75,7 @@ _USED_COLUMNS: tuple[str, ...] = (
     "is_return",
 )
 _THREADED_MIN_ROWS = 200_000
+_CATALOG = frozenset(FEATURE_COLUMNS)
 T = TypeVar("T")
 
 
@@ -94,12 +95,78 @@ def to_utc_timestamp(as_of: str | datetime | pd.Timestamp) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
+class FeatureBlock:
+    """Customers' features as one float64 matrix (columns ``FEATURE_COLUMNS``) and their ids.
+
+    The array form of :func:`build_features` for the scorer: a request of a few customers
+    then costs no DataFrame work. Count columns hold whole numbers (exact in float64);
+    :meth:`to_frame` restores their int64 dtype.
+    """
+
+    __slots__ = ("_positions", "customer_id", "names", "values")
+
+    def __init__(
+        self,
+        customer_id: np.ndarray,
+        values: np.ndarray,
+        names: tuple[str, ...] = FEATURE_COLUMNS,
+    ) -> None:
+        if values.shape != (len(customer_id), len(names)):
+            raise ValueError(
+                f"FeatureBlock: values of shape {values.shape} do not match "
+                f"{len(customer_id)} customers x {len(names)} columns"
+            )
+        self.customer_id = customer_id
+        self.values = values
+        self.names = tuple(names)
+        self._positions = {name: i for i, name in enumerate(self.names)}
+
+    def __len__(self) -> int:
+        return len(self.customer_id)
+
+    def column(self, name: str) -> np.ndarray:
+        if name not in self._positions:
+            raise KeyError(f"feature block lacks column {name!r}")
+        return self.values[:, self._positions[name]]
+
+    def to_frame(self) -> pd.DataFrame:
+        """The documented ``build_features`` frame: index ``customer_id``, catalog dtypes."""
+        index = pd.Index(self.customer_id, dtype="str", name="customer_id")
+        return pd.DataFrame(
+            {
+                name: self.values[:, j].astype(
+                    np.int64 if name in COUNT_COLUMNS else np.float64, copy=False
+                )
+                for j, name in enumerate(self.names)
+            },
+            index=index,
+            copy=False,
+        )
+
+    @classmethod
+    def from_frame(cls, features: pd.DataFrame) -> FeatureBlock:
+        """A feature frame (index customer_id) as a block of its catalog columns."""
+        names = tuple(c for c in features.columns if c in _CATALOG)
+        values = features.loc[:, list(names)].to_numpy(dtype=np.float64, na_value=np.nan)
+        ids = np.asarray(features.index.astype("str"), dtype=object)
+        return cls(ids, values, names)
+
+
 def build_features(
     log: pd.DataFrame,
     as_of: str | datetime | pd.Timestamp,
     config: FeatureConfig | None = None,
 ) -> pd.DataFrame:
     """Features of every customer who bought before ``as_of``, from rows before ``as_of`` only."""
+    return build_feature_block(log, as_of, config).to_frame()
+
+
+def build_feature_block(
+    log: pd.DataFrame,
+    as_of: str | datetime | pd.Timestamp,
+    config: FeatureConfig | None = None,
+) -> FeatureBlock:
+    """:func:`build_features` as a :class:`FeatureBlock` (same rows, same values)."""
     config = config or FeatureConfig()
     cutoff_ns = to_utc_timestamp(as_of).value
     # first microsecond not before as_of, so that ts < as_of <=> ts < cutoff
@@ -115,7 +182,7 @@ def build_features(
     before = ts < cutoff
     rows = np.flatnonzero(before & ~is_return)
     if rows.size == 0:
-        return _empty_frame()
+        return _empty_block()
     data = _Rows(codes, ts, amount, is_return, before, rows, rows.size == len(log))
     # string work (pyarrow, releases the GIL) runs beside the numpy work on large logs
     pool = ThreadPoolExecutor(max_workers=2) if len(log) >= _THREADED_MIN_ROWS else None
@@ -144,7 +211,7 @@ def _build(
     cutoff_ns: int,
     config: FeatureConfig,
     pool: ThreadPoolExecutor | None,
-) -> pd.DataFrame:
+) -> FeatureBlock:
     codes, rows, all_rows = data.codes, data.rows, data.all_rows
     cutoff = -(-cutoff_ns // 1000)
     order_changes = _submit(pool, _adjacent_changes, log["order_id"], rows, all_rows)
@@ -303,29 +370,18 @@ def _build(
     out["calendar_cos"] = np.full(n_cust, np.cos(angle))
 
     categories = log["customer_id"].array.categories
-    index = pd.Index(categories.take(cust_code), name="customer_id").astype("str")
-    frame = pd.DataFrame(
-        {
-            name: out[name].astype(np.int64 if name in COUNT_COLUMNS else np.float64, copy=False)
-            for name in FEATURE_COLUMNS
-        },
-        index=index,
-        copy=False,
-    )
+    ids = np.asarray(categories.take(cust_code), dtype=object)
+    values = np.empty((n_cust, len(FEATURE_COLUMNS)), order="F")  # columns contiguous
+    for j, name in enumerate(FEATURE_COLUMNS):
+        values[:, j] = out[name]
     if not categories.is_monotonic_increasing:
-        frame = frame.sort_index()
-    return frame
+        order = np.argsort(ids, kind="stable")
+        ids, values = ids[order], values[order]
+    return FeatureBlock(ids, values)
 
 
-def _empty_frame() -> pd.DataFrame:
-    index = pd.Index([], dtype="str", name="customer_id")
-    return pd.DataFrame(
-        {
-            name: np.empty(0, dtype=np.int64 if name in COUNT_COLUMNS else np.float64)
-            for name in FEATURE_COLUMNS
-        },
-        index=index,
-    )
+def _empty_block() -> FeatureBlock:
+    return FeatureBlock(np.empty(0, dtype=object), np.empty((0, len(FEATURE_COLUMNS))))
 
 
 def _take(values: np.ndarray, rows: np.ndarray, all_rows: bool) -> np.ndarray:

@@ -26,6 +26,7 @@ Input is the ``build_features`` table (see ``features.catalog``); only the colum
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -114,17 +115,32 @@ class SegmentConfig(BaseModel):
 
 def assign_segments(features: pd.DataFrame, config: SegmentConfig | None = None) -> pd.Series:
     """One segment per row of ``features``; a categorical Series named ``segment``, same index."""
-    cfg = config or SegmentConfig()
     missing = [c for c in REQUIRED_FEATURES if c not in features.columns]
     if missing:
         raise ValueError(f"feature table lacks column(s) {missing} needed for segments")
-    recency = features["recency_days"].to_numpy(dtype=float)
-    n_orders = features["n_orders"].to_numpy(dtype=float)
-    n_days = features["n_purchase_days"].to_numpy(dtype=float)
-    gap_mean = features["gap_mean_days"].to_numpy(dtype=float)
-    gap_std = features["gap_std_days"].to_numpy(dtype=float)
-    ratio = features["recency_gap_ratio"].to_numpy(dtype=float)
-    discount = features["discount_share"].to_numpy(dtype=float)
+    codes = segment_codes({c: features[c].to_numpy(dtype=float) for c in REQUIRED_FEATURES}, config)
+    return pd.Series(
+        pd.Categorical.from_codes(codes, categories=list(SEGMENTS)),
+        index=features.index,
+        name="segment",
+    )
+
+
+def segment_codes(
+    columns: Mapping[str, np.ndarray], config: SegmentConfig | None = None
+) -> np.ndarray:
+    """Positions in ``SEGMENTS`` (int8) from the ``REQUIRED_FEATURES`` arrays.
+
+    The array form of :func:`assign_segments` for the scorer (no pandas per request).
+    """
+    cfg = config or SegmentConfig()
+    recency = np.asarray(columns["recency_days"], dtype=float)
+    n_orders = np.asarray(columns["n_orders"], dtype=float)
+    n_days = np.asarray(columns["n_purchase_days"], dtype=float)
+    gap_mean = np.asarray(columns["gap_mean_days"], dtype=float)
+    gap_std = np.asarray(columns["gap_std_days"], dtype=float)
+    ratio = np.asarray(columns["recency_gap_ratio"], dtype=float)
+    discount = np.asarray(columns["discount_share"], dtype=float)
 
     has_rhythm = n_days >= cfg.rhythm_min_purchase_days
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -141,9 +157,8 @@ def assign_segments(features: pd.DataFrame, config: SegmentConfig | None = None)
         & (ratio <= cfg.loyal_max_gap_ratio)
     )
     conditions = [lapsed, at_risk, sale_only, n_days == 1, n_days == 2, loyal]
-    labels = np.select(conditions, list(SEGMENTS[:-1]), default=SEGMENTS[-1])
-    return pd.Series(
-        pd.Categorical(labels, categories=list(SEGMENTS)), index=features.index, name="segment"
+    return np.select(conditions, list(range(len(SEGMENTS) - 1)), default=len(SEGMENTS) - 1).astype(
+        np.int8
     )
 
 

@@ -29,6 +29,7 @@ Decision for each customer (all steps are vectorised over the whole frame):
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -290,11 +291,86 @@ def apply_policy(
     ``campaign`` (default ``policy.campaign``) seeds the holdout draw, so each campaign has
     its own control group and the same customer in the same campaign is always drawn alike.
     """
+    inputs = OfferInputs.from_scores(scores, policy)
+    decisions = decide_offers(inputs, scores["customer_id"], policy, campaign)
+    out = pd.DataFrame(
+        {
+            "customer_id": scores["customer_id"].reset_index(drop=True),
+            "offer": _labels(decisions.table("offer"), decisions.code("offer")),
+            "offer_channel": _labels(decisions.table("channel"), decisions.code("channel")),
+            "offer_send_date": pd.DatetimeIndex(
+                decisions.send_day.astype("datetime64[us]")
+            ).tz_localize("UTC"),
+            "offer_expected_value": decisions.expected_value,
+            "offer_reason": _labels(decisions.table("reason"), decisions.code("reason")),
+            "offer_rule": _labels(decisions.table("rule"), decisions.code("rule")),
+            "holdout": decisions.holdout,
+            "suppressed": decisions.suppressed,
+            "suppressed_reason": _labels(
+                decisions.table("suppressed_reason"), decisions.code("suppressed_reason")
+            ),
+        }
+    )
+    out.index = scores.index
+    return out[list(OFFER_COLUMNS)]
+
+
+class OfferDecisions:
+    """The policy's decisions as arrays: label codes into small per-policy tables.
+
+    Why codes: a million customers share a handful of labels, so frames take them with one
+    Arrow ``take`` and HTTP responses index a tuple; nobody builds a million strings twice.
+    """
+
+    def __init__(
+        self,
+        rules: list[Rule],
+        rule_idx: np.ndarray,
+        expected_value: np.ndarray,
+        send_day: np.ndarray,
+        holdout: np.ndarray,
+        negative: np.ndarray,
+    ) -> None:
+        self.matched = rule_idx >= 0
+        self.holdout = holdout
+        self.negative = negative
+        self.suppressed = holdout | negative
+        self.sent = self.matched & ~self.suppressed
+        self.expected_value = expected_value.astype(np.float64)
+        self.send_day = send_day
+        none_idx = len(rules)
+        self._rule_idx = rule_idx
+        self._audit = np.where(self.matched, rule_idx, none_idx)
+        self._tables = _label_tables(rules)
+
+    def table(self, name: str) -> tuple[str, ...]:
+        return self._tables[name]
+
+    def code(self, name: str) -> np.ndarray:
+        """Positions into :meth:`table` ``(name)`` per customer."""
+        if name == "offer":
+            return np.where(self.sent, self._rule_idx, len(self._tables["offer"]) - 1)
+        if name == "suppressed_reason":
+            return np.where(self.holdout, 1, np.where(self.negative, 2, 0))
+        return self._audit
+
+    def texts(self, name: str) -> np.ndarray:
+        """Labels as an object array (for small frames and HTTP responses)."""
+        return np.asarray(self._tables[name], dtype=object)[self.code(name)]
+
+
+def decide_offers(
+    inputs: OfferInputs,
+    customer_id: pd.Series | np.ndarray,
+    policy: OfferPolicy,
+    campaign: str | None = None,
+) -> OfferDecisions:
+    """First matching rule, send day, expected value, holdout draw and suppression."""
     campaign = policy.campaign if campaign is None else campaign
     if not isinstance(campaign, str) or not campaign:
         raise ScoresError(f"campaign must be a non-empty string, got {campaign!r}")
-    ctx = _Inputs.from_scores(scores, policy)
-    n = len(scores)
+    ctx = inputs
+    n = len(ctx.churn)
     rules = policy.rules
 
     rule_idx = np.full(n, -1, dtype=np.int64)
@@ -315,49 +391,28 @@ def apply_policy(
     send_day = _send_days(rules, safe_idx, ctx)
     send_day = np.where(matched, send_day, np.datetime64("NaT", "D"))
 
-    holdout = _holdout_draw(scores["customer_id"], campaign) < policy.holdout_share
+    holdout = _holdout_draw(customer_id, campaign) < policy.holdout_share
     negative = matched & (expected_value < 0.0) & ~holdout
-    suppressed = holdout | negative
-    sent = matched & ~suppressed
-
-    # Code tables: index len(rules) is the "nothing" entry.
-    none_idx = len(rules)
-    offer = _labels([r.offer for r in rules] + [NO_OFFER], np.where(sent, rule_idx, none_idx))
-    audit_idx = np.where(matched, rule_idx, none_idx)
-    channel = _labels([r.channel for r in rules] + [""], audit_idx)
-    reason = _labels([r.reason for r in rules] + ["no rule matched"], audit_idx)
-    rule_name = _labels([r.name for r in rules] + [""], audit_idx)
-    suppressed_reason = _labels(
-        ["", SUPPRESSED_HOLDOUT, SUPPRESSED_NEGATIVE_EV],
-        np.where(holdout, 1, np.where(negative, 2, 0)),
-    )
-
-    out = pd.DataFrame(
-        {
-            "customer_id": scores["customer_id"].reset_index(drop=True),
-            "offer": offer,
-            "offer_channel": channel,
-            "offer_send_date": pd.DatetimeIndex(send_day.astype("datetime64[us]")).tz_localize(
-                "UTC"
-            ),
-            "offer_expected_value": expected_value.astype(np.float64),
-            "offer_reason": reason,
-            "offer_rule": rule_name,
-            "holdout": holdout,
-            "suppressed": suppressed,
-            "suppressed_reason": suppressed_reason,
-        }
-    )
-    out.index = scores.index
-    return out[list(OFFER_COLUMNS)]
+    return OfferDecisions(rules, rule_idx, expected_value, send_day, holdout, negative)
 
 
-def _labels(table: list[str], codes: np.ndarray) -> pd.Series:
+def _label_tables(rules: Sequence[Rule]) -> dict[str, tuple[str, ...]]:
+    """Label tables by rule position; the last entry is the "nothing" label."""
+    return {
+        "offer": (*(r.offer for r in rules), NO_OFFER),
+        "channel": (*(r.channel for r in rules), ""),
+        "reason": (*(r.reason for r in rules), "no rule matched"),
+        "rule": (*(r.name for r in rules), ""),
+        "suppressed_reason": ("", SUPPRESSED_HOLDOUT, SUPPRESSED_NEGATIVE_EV),
+    }
+
+
+def _labels(table: Sequence[str], codes: np.ndarray) -> pd.Series:
     """Strings by code with one Arrow ``take``: a few distinct labels, not 1M Python objects."""
-    return pd.Series(pa.array(table, type=pa.string()).take(pa.array(codes)), dtype="str")
+    return pd.Series(pa.array(list(table), type=pa.string()).take(pa.array(codes)), dtype="str")
 
 
-class _Inputs:
+class OfferInputs:
     """The validated, numpy-typed columns the rules read; built once per call."""
 
     def __init__(
@@ -369,7 +424,7 @@ class _Inputs:
         as_of_day: np.ndarray,
         last_day: np.ndarray,
         next_day: np.ndarray,
-        value_band: pd.Series | None,
+        value_band: pd.Series | None = None,
     ) -> None:
         self.segment_codes = segment_codes
         self.churn = churn
@@ -383,7 +438,56 @@ class _Inputs:
         self._quantiles: dict[float, float] = {}
 
     @classmethod
-    def from_scores(cls, scores: pd.DataFrame, policy: OfferPolicy) -> _Inputs:
+    def from_arrays(
+        cls,
+        customer_id: np.ndarray | pd.Series,
+        segment_codes: np.ndarray,
+        churn: np.ndarray,
+        spend_365d: np.ndarray,
+        spend_horizon: np.ndarray,
+        as_of_day: np.ndarray,
+        last_day: np.ndarray,
+        next_day: np.ndarray,
+        value_band: pd.Series | None = None,
+    ) -> OfferInputs:
+        """Checks the numbers the rules compare (segment codes index ``SEGMENTS``)."""
+        for name, values in (
+            ("churn_probability", churn),
+            ("expected_spend_365d", spend_365d),
+            ("expected_spend_horizon", spend_horizon),
+        ):
+            bad = ~np.isfinite(values)
+            if bad.any():
+                raise ScoresError(
+                    f"{name} is missing or not finite in {int(bad.sum())} row(s), "
+                    f"e.g. customer_id {_examples(customer_id, bad)}"
+                )
+        outside = (churn < 0.0) | (churn > 1.0)
+        if outside.any():
+            raise ScoresError(
+                f"churn_probability must lie in [0, 1]; {int(outside.sum())} row(s) outside, "
+                f"e.g. customer_id {_examples(customer_id, outside)}"
+            )
+        for name, days in (("as_of", as_of_day), ("last_purchase_at", last_day)):
+            bad = np.isnat(days)
+            if bad.any():
+                raise ScoresError(
+                    f"{name} is missing in {int(bad.sum())} row(s), "
+                    f"e.g. customer_id {_examples(customer_id, bad)}"
+                )
+        return cls(
+            segment_codes,
+            churn,
+            spend_365d,
+            spend_horizon,
+            as_of_day,
+            last_day,
+            next_day,
+            value_band,
+        )
+
+    @classmethod
+    def from_scores(cls, scores: pd.DataFrame, policy: OfferPolicy) -> OfferInputs:
         if not isinstance(scores, pd.DataFrame):
             raise ScoresError(f"scores must be a pandas DataFrame, got {type(scores).__name__}")
         missing = [c for c in REQUIRED_SCORE_COLUMNS if c not in scores.columns]
@@ -404,14 +508,6 @@ class _Inputs:
                 f"(e.g. customer_id {_examples(ids, unknown)}); known: {list(SEGMENTS)}"
             )
         segment = pd.Categorical(scores["segment"], categories=list(SEGMENTS))
-
-        churn = _float_column(scores, "churn_probability", ids)
-        outside = (churn < 0.0) | (churn > 1.0)
-        if outside.any():
-            raise ScoresError(
-                f"churn_probability must lie in [0, 1]; {int(outside.sum())} row(s) outside, "
-                f"e.g. customer_id {_examples(ids, outside)}"
-            )
         value_band = None
         if any(rule.match.value_bands is not None for rule in policy.rules):
             if "value_band" not in scores.columns:
@@ -420,14 +516,15 @@ class _Inputs:
                     "'value_band' column"
                 )
             value_band = scores["value_band"]
-        return cls(
+        return cls.from_arrays(
+            ids,
             segment_codes=segment.codes,
-            churn=churn,
-            spend_365d=_float_column(scores, "expected_spend_365d", ids),
-            spend_horizon=_float_column(scores, "expected_spend_horizon", ids),
-            as_of_day=_utc_days(scores, "as_of", ids, allow_missing=False),
-            last_day=_utc_days(scores, "last_purchase_at", ids, allow_missing=False),
-            next_day=_utc_days(scores, "expected_next_purchase_date", ids, allow_missing=True),
+            churn=_float_column(scores, "churn_probability"),
+            spend_365d=_float_column(scores, "expected_spend_365d"),
+            spend_horizon=_float_column(scores, "expected_spend_horizon"),
+            as_of_day=_utc_days(scores, "as_of"),
+            last_day=_utc_days(scores, "last_purchase_at"),
+            next_day=_utc_days(scores, "expected_next_purchase_date"),
             value_band=value_band,
         )
 
@@ -456,32 +553,29 @@ class _Inputs:
             mask &= self.spend_365d >= match.min_expected_spend_365d
         if match.min_value_quantile is not None:
             mask &= self.spend_365d >= self.value_threshold(match.min_value_quantile)
-        if match.value_bands is not None and self.value_band is not None:
+        if match.value_bands is not None:
+            if self.value_band is None:
+                raise ScoresError(
+                    "the policy matches on value_bands but no 'value_band' column was given"
+                )
             mask &= self.value_band.isin(match.value_bands).to_numpy(dtype=bool)
         return mask
 
 
-def _examples(ids: pd.Series, mask: np.ndarray) -> list[str]:
-    return [str(x) for x in ids.to_numpy()[mask][:5]]
+def _examples(ids: pd.Series | np.ndarray, mask: np.ndarray) -> list[str]:
+    return [str(x) for x in np.asarray(ids)[mask][:5]]
 
 
-def _float_column(scores: pd.DataFrame, name: str, ids: pd.Series) -> np.ndarray:
+def _float_column(scores: pd.DataFrame, name: str) -> np.ndarray:
     try:
-        values = pd.to_numeric(scores[name], errors="raise").to_numpy(dtype=np.float64)
+        return pd.to_numeric(scores[name], errors="raise").to_numpy(
+            dtype=np.float64, na_value=np.nan
+        )
     except (ValueError, TypeError) as exc:
         raise ScoresError(f"{name} must be numeric: {exc}") from exc
-    bad = ~np.isfinite(values)
-    if bad.any():
-        raise ScoresError(
-            f"{name} is missing or not finite in {int(bad.sum())} row(s), "
-            f"e.g. customer_id {_examples(ids, bad)}"
-        )
-    return values
 
 
-def _utc_days(
-    scores: pd.DataFrame, name: str, ids: pd.Series, *, allow_missing: bool
-) -> np.ndarray:
+def _utc_days(scores: pd.DataFrame, name: str) -> np.ndarray:
     """A timestamp column as UTC calendar days (``datetime64[D]``); naive input is UTC."""
     column = scores[name]
     try:
@@ -493,18 +587,10 @@ def _utc_days(
             stamps = pd.to_datetime(column, utc=True).dt.tz_localize(None)
     except (ValueError, TypeError) as exc:
         raise ScoresError(f"{name} must hold timestamps: {exc}") from exc
-    days = stamps.to_numpy().astype("datetime64[D]")
-    if not allow_missing:
-        bad = np.isnat(days)
-        if bad.any():
-            raise ScoresError(
-                f"{name} is missing in {int(bad.sum())} row(s), "
-                f"e.g. customer_id {_examples(ids, bad)}"
-            )
-    return days
+    return stamps.to_numpy().astype("datetime64[D]")
 
 
-def _send_days(rules: list[Rule], safe_idx: np.ndarray, ctx: _Inputs) -> np.ndarray:
+def _send_days(rules: list[Rule], safe_idx: np.ndarray, ctx: OfferInputs) -> np.ndarray:
     """Send day per row under its rule, clipped to the ``as_of`` day (never in the past)."""
     kind = np.array(
         [
@@ -527,7 +613,7 @@ def _send_days(rules: list[Rule], safe_idx: np.ndarray, ctx: _Inputs) -> np.ndar
     return np.maximum(day, ctx.as_of_day)
 
 
-def _holdout_draw(customer_id: pd.Series, campaign: str) -> np.ndarray:
+def _holdout_draw(customer_id: pd.Series | np.ndarray, campaign: str) -> np.ndarray:
     """Uniform [0, 1) per customer from blake2b("{campaign}:{customer_id}").
 
     blake2b is a fixed, published function of the bytes, so the draw is the same on every
@@ -536,11 +622,11 @@ def _holdout_draw(customer_id: pd.Series, campaign: str) -> np.ndarray:
     an exact float in [0, 1).
     Only distinct ids are hashed (categorical codes or ``factorize``).
     """
-    if isinstance(customer_id.dtype, pd.CategoricalDtype):
+    if isinstance(customer_id, pd.Series) and isinstance(customer_id.dtype, pd.CategoricalDtype):
         codes = customer_id.cat.codes.to_numpy()
         uniques = customer_id.cat.categories
     else:
-        codes, uniques = pd.factorize(customer_id)
+        codes, uniques = pd.factorize(np.asarray(customer_id, dtype=object))
     prefix = f"{campaign}:".encode()
     digest = hashlib.blake2b
     packed = b"".join(

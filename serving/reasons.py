@@ -7,6 +7,9 @@ fixed per feature, so ranking and wording are vectorised over any number of cust
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import lru_cache
+
 import numpy as np
 import pandas as pd
 
@@ -73,22 +76,36 @@ def top_reasons(contributions: pd.DataFrame, k: int = 3) -> pd.DataFrame:
     columns = [f"reason_{i + 1}" for i in range(k)]
     if contributions.empty or k == 0:
         return pd.DataFrame({c: pd.Series(dtype="str") for c in columns}, index=contributions.index)
-    values = contributions.to_numpy(dtype=np.float64)
-    phrases = np.array([phrase_for(c) for c in contributions.columns], dtype=object)
+    out = reason_texts(contributions.to_numpy(dtype=np.float64), contributions.columns, k)
+    return pd.DataFrame(out, index=contributions.index, columns=columns).astype("str")
+
+
+def reason_texts(values: np.ndarray, names: Sequence[str], k: int = 3) -> np.ndarray:
+    """The array form of :func:`top_reasons`: an (n, k) object array of phrases."""
+    k = max(int(k), 0)
+    n = values.shape[0]
+    out = np.full((n, k), "", dtype=object)
+    if n == 0 or k == 0 or values.shape[1] == 0:
+        return out
+    phrases = _phrases(tuple(names))
     # rank more columns than needed so that duplicate phrases can be skipped
     depth = min(values.shape[1], 2 * k + 2)
     order = np.argsort(-values, axis=1, kind="stable")[:, :depth]
     ranked = np.take_along_axis(values, order, axis=1)
     texts = np.where(ranked > 0, phrases[order], "")
-    out = np.full((values.shape[0], k), "", dtype=object)
-    filled = np.zeros(values.shape[0], dtype=np.int64)
+    filled = np.zeros(n, dtype=np.int64)
     for j in range(depth):  # loop over ranks (a handful), vectorised over customers
         candidate = texts[:, j]
-        duplicate = np.zeros(values.shape[0], dtype=bool)
+        duplicate = np.zeros(n, dtype=bool)
         for i in range(k):
             duplicate |= out[:, i] == candidate
         take = (candidate != "") & ~duplicate & (filled < k)
         rows = np.flatnonzero(take)
         out[rows, filled[rows]] = candidate[rows]
         filled[rows] += 1
-    return pd.DataFrame(out, index=contributions.index, columns=columns).astype("str")
+    return out
+
+
+@lru_cache(maxsize=16)
+def _phrases(names: tuple[str, ...]) -> np.ndarray:
+    return np.array([phrase_for(c) for c in names], dtype=object)

@@ -1,7 +1,9 @@
 """The one scoring function behind the HTTP service, batch jobs and the MLflow pyfunc.
 
-Everything that turns a purchase log into a customer's scores, segment, reasons and offer
-happens in :func:`score`; callers only load a packaged artifact and hand it logs.
+Everything that turns customers' features into scores, segment, reasons and offer happens
+in :func:`score_block`; it works on arrays (``FeatureBlock`` in, :class:`ScoredCustomers`
+out) so that an HTTP request of one customer costs no pandas bookkeeping. :func:`score` and
+:func:`score_features` are the same function with frames at the edges (batch, notebooks).
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.builders import build_features, to_utc_timestamp
-from features.segments import assign_segments
-from serving.offers import OFFER_COLUMNS, OfferPolicy, apply_policy
-from serving.reasons import top_reasons
+from features.builders import US_PER_DAY, FeatureBlock, build_feature_block, to_utc_timestamp
+from features.segments import REQUIRED_FEATURES, segment_codes
+from features.segments import SEGMENTS as FEATURE_SEGMENTS
+from serving.offers import OFFER_COLUMNS, OfferDecisions, OfferInputs, OfferPolicy, decide_offers
+from serving.offers import SEGMENTS as OFFER_SEGMENTS
+from serving.reasons import reason_texts
 from training.artifact import RetainArtifact, load_artifact
 
 RISK_BANDS: tuple[tuple[str, float], ...] = (("low", 0.3), ("medium", 0.6), ("high", 1.01))
@@ -37,6 +41,20 @@ SCORE_COLUMNS: tuple[str, ...] = (
     *(f"reason_{i + 1}" for i in range(N_REASONS)),
     *(c for c in OFFER_COLUMNS if c != "customer_id"),
 )
+NUMBER_COLUMNS: tuple[str, ...] = (
+    "churn_probability",
+    "p_purchase_7d",
+    "p_purchase_30d",
+    "p_purchase_horizon",
+    "expected_purchases_horizon",
+    "expected_spend_horizon",
+    "expected_spend_365d",
+)
+# features.segments numbers segments in rule order, serving.offers in its own order
+_TO_OFFER_SEGMENT = np.array([OFFER_SEGMENTS.index(s) for s in FEATURE_SEGMENTS], dtype=np.int8)
+_SEGMENT_NAMES = np.array(FEATURE_SEGMENTS, dtype=object)
+_BAND_NAMES = np.array([name for name, _ in RISK_BANDS], dtype=object)
+_BAND_EDGES = np.array([upper for _, upper in RISK_BANDS])
 
 
 @dataclass(frozen=True)
@@ -61,9 +79,142 @@ class ScoringModel:
 
 def risk_band(churn_probability: np.ndarray) -> np.ndarray:
     """Bucket churn probabilities into low / medium / high."""
-    edges = np.array([upper for _, upper in RISK_BANDS])
-    names = np.array([name for name, _ in RISK_BANDS], dtype=object)
-    return names[np.searchsorted(edges, churn_probability, side="right").clip(0, len(names) - 1)]
+    return _BAND_NAMES[_band_codes(churn_probability)]
+
+
+def _band_codes(churn_probability: np.ndarray) -> np.ndarray:
+    codes = np.searchsorted(_BAND_EDGES, churn_probability, side="right")
+    return codes.clip(0, len(_BAND_NAMES) - 1)
+
+
+@dataclass(frozen=True)
+class ScoredCustomers:
+    """The scorer's output as arrays, one row per customer (sorted by ``customer_id``).
+
+    ``numbers`` holds ``NUMBER_COLUMNS``; dates are naive UTC ``datetime64``. :meth:`frame`
+    gives the documented ``SCORE_COLUMNS`` frame; the HTTP service reads the arrays.
+    """
+
+    customer_id: np.ndarray
+    as_of: pd.Timestamp
+    numbers: dict[str, np.ndarray]
+    next_purchase: np.ndarray  # datetime64[ns], NaT when no purchase is expected in H
+    segment: np.ndarray  # object array of segment names
+    risk_band: np.ndarray  # object array of band names
+    reasons: np.ndarray  # (n, N_REASONS) object array, "" where fewer reasons
+    offers: OfferDecisions
+
+    def __len__(self) -> int:
+        return len(self.customer_id)
+
+    def frame(self) -> pd.DataFrame:
+        """``SCORE_COLUMNS`` with the dtypes batch Parquet and notebooks rely on."""
+        from serving.offers import _labels
+
+        n = len(self)
+        offers = self.offers
+        data: dict[str, object] = {
+            "customer_id": pd.array(self.customer_id, dtype="str"),
+            "as_of": pd.DatetimeIndex(
+                np.full(n, self.as_of.value // 1000).view("datetime64[us]")
+            ).tz_localize("UTC"),
+            "expected_next_purchase_date": pd.DatetimeIndex(
+                self.next_purchase.astype("datetime64[ns]")
+            ).tz_localize("UTC"),
+            "risk_band": pd.array(self.risk_band, dtype="str"),
+            "segment": pd.array(self.segment, dtype="str"),
+            **{
+                f"reason_{i + 1}": pd.array(self.reasons[:, i], dtype="str")
+                for i in range(N_REASONS)
+            },
+            "offer": _labels(offers.table("offer"), offers.code("offer")).array,
+            "offer_channel": _labels(offers.table("channel"), offers.code("channel")).array,
+            "offer_send_date": pd.DatetimeIndex(
+                offers.send_day.astype("datetime64[us]")
+            ).tz_localize("UTC"),
+            "offer_expected_value": offers.expected_value,
+            "offer_reason": _labels(offers.table("reason"), offers.code("reason")).array,
+            "offer_rule": _labels(offers.table("rule"), offers.code("rule")).array,
+            "holdout": offers.holdout,
+            "suppressed": offers.suppressed,
+            "suppressed_reason": _labels(
+                offers.table("suppressed_reason"), offers.code("suppressed_reason")
+            ).array,
+            **self.numbers,
+        }
+        if n == 0:
+            return pd.DataFrame({c: pd.Series(dtype="object") for c in SCORE_COLUMNS})
+        return pd.DataFrame({c: data[c] for c in SCORE_COLUMNS})
+
+
+def score_block(
+    model: ScoringModel,
+    block: FeatureBlock,
+    as_of: object,
+    *,
+    campaign: str | None = None,
+) -> ScoredCustomers:
+    """Scores, segment, reasons and offer for every customer of a feature block."""
+    as_of_ts = to_utc_timestamp(as_of)
+    if len(block) == 0:
+        return _no_customers(model, as_of_ts)
+    models = model.artifact.models
+    x = models.model_input(block.values, block.names)
+    preds = models.predict_arrays(x, as_of_ts)
+    reasons = reason_texts(models.reason_contributions(x), x.names, N_REASONS)
+    seg = segment_codes(
+        {c: block.column(c) for c in REQUIRED_FEATURES}, model.artifact.segment_config
+    )
+    churn = preds["churn_probability"]
+    as_of_day = np.datetime64(as_of_ts.value, "ns").astype("datetime64[D]")
+    as_of_us = as_of_ts.value // 1000  # Timestamp.value is in ns whatever the unit
+    recency_us = np.round(block.column("recency_days") * US_PER_DAY).astype(np.int64)
+    last_purchase = (as_of_us - recency_us).view("datetime64[us]")
+    next_purchase = preds["expected_next_purchase_date"]
+    inputs = OfferInputs.from_arrays(
+        block.customer_id,
+        segment_codes=_TO_OFFER_SEGMENT[seg],
+        churn=churn,
+        spend_365d=preds["expected_spend_365d"],
+        spend_horizon=preds["expected_spend_horizon"],
+        as_of_day=np.full(len(block), as_of_day),
+        last_day=last_purchase.astype("datetime64[D]"),
+        next_day=next_purchase.astype("datetime64[D]"),
+    )
+    offers = decide_offers(inputs, block.customer_id, model.policy, campaign)
+    return ScoredCustomers(
+        customer_id=block.customer_id,
+        as_of=as_of_ts,
+        numbers={c: preds[c] for c in NUMBER_COLUMNS},
+        next_purchase=next_purchase,
+        segment=_SEGMENT_NAMES[seg],
+        risk_band=_BAND_NAMES[_band_codes(churn)],
+        reasons=reasons,
+        offers=offers,
+    )
+
+
+def _no_customers(model: ScoringModel, as_of: pd.Timestamp) -> ScoredCustomers:
+    empty = np.empty(0)
+    no_days = np.empty(0, dtype="datetime64[D]")
+    offers = OfferDecisions(
+        model.policy.rules,
+        np.empty(0, dtype=np.int64),
+        empty,
+        no_days,
+        np.empty(0, dtype=bool),
+        np.empty(0, dtype=bool),
+    )
+    return ScoredCustomers(
+        customer_id=np.empty(0, dtype=object),
+        as_of=as_of,
+        numbers={c: empty for c in NUMBER_COLUMNS},
+        next_purchase=np.empty(0, dtype="datetime64[ns]"),
+        segment=np.empty(0, dtype=object),
+        risk_band=np.empty(0, dtype=object),
+        reasons=np.empty((0, N_REASONS), dtype=object),
+        offers=offers,
+    )
 
 
 def score_features(
@@ -74,28 +225,8 @@ def score_features(
     campaign: str | None = None,
 ) -> pd.DataFrame:
     """Score customers whose point-in-time features are already built (``/score/ids``)."""
-    as_of_ts = to_utc_timestamp(as_of)
-    columns = list(SCORE_COLUMNS)
-    if features.empty:
-        return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
-    models = model.artifact.models
-    preds, contributions = models.predict_with_contributions(features, as_of_ts)
-    segments = assign_segments(features, model.artifact.segment_config)
-    reasons = top_reasons(contributions, k=N_REASONS)
-
-    scores = preds.copy()
-    scores["segment"] = segments.reindex(scores.index).astype("str")
-    scores["as_of"] = as_of_ts
-    scores["last_purchase_at"] = as_of_ts - pd.to_timedelta(
-        features["recency_days"].reindex(scores.index).to_numpy(), unit="D"
-    )
-    scores["risk_band"] = risk_band(scores["churn_probability"].to_numpy())
-    scores = scores.join(reasons)
-    scores.index.name = "customer_id"
-    scores = scores.reset_index()
-    offers = apply_policy(scores, model.policy, campaign=campaign)
-    out = pd.concat([scores, offers.drop(columns=scores.columns, errors="ignore")], axis=1)
-    return out[columns]
+    block = FeatureBlock.from_frame(features)
+    return score_block(model, block, as_of, campaign=campaign).frame()
 
 
 def score(
@@ -106,6 +237,17 @@ def score(
     campaign: str | None = None,
 ) -> pd.DataFrame:
     """Score every customer in a canonical purchase log who bought before ``as_of``."""
+    return score_log(model, log, as_of, campaign=campaign).frame()
+
+
+def score_log(
+    model: ScoringModel,
+    log: pd.DataFrame,
+    as_of: object,
+    *,
+    campaign: str | None = None,
+) -> ScoredCustomers:
+    """:func:`score` without the frame at the end (the HTTP service's path)."""
     as_of_ts = to_utc_timestamp(as_of)
-    features = build_features(log, as_of_ts, model.artifact.feature_config)
-    return score_features(model, features, as_of_ts, campaign=campaign)
+    block = build_feature_block(log, as_of_ts, model.artifact.feature_config)
+    return score_block(model, block, as_of_ts, campaign=campaign)

@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bentoml
 import numpy as np
@@ -48,6 +48,9 @@ from serving.schemas import (
     ScoreResponse,
     SnapshotInfo,
 )
+
+if TYPE_CHECKING:  # the scorer (LightGBM) is imported by workers, not by the supervisor
+    from serving.scorer import ScoredCustomers
 
 logger = logging.getLogger("retain.service")
 
@@ -292,81 +295,75 @@ def history_frame(customers: Sequence[CustomerIn]) -> pd.DataFrame:
     return pd.DataFrame(frame)
 
 
-def _floats(values: pd.Series) -> list[float | None]:
-    return [v if math.isfinite(v) else None for v in values.to_numpy(dtype="float64").tolist()]
+def _floats(values: np.ndarray) -> list[float | None]:
+    return [v if math.isfinite(v) else None for v in values.tolist()]
 
 
-def _days(values: pd.Series) -> list[str | None]:
-    text = values.dt.strftime("%Y-%m-%d")
-    return [v if isinstance(v, str) else None for v in text.tolist()]
+def _days(values: np.ndarray) -> list[str | None]:
+    """datetime64 values as ISO dates (UTC), None for NaT."""
+    days = values.astype("datetime64[D]")
+    text = np.datetime_as_string(days).tolist()
+    return [None if nat else t for t, nat in zip(text, np.isnat(days).tolist(), strict=True)]
 
 
-def _texts(values: pd.Series) -> list[str | None]:
-    return [v if isinstance(v, str) and v else None for v in values.astype("object").tolist()]
+def _texts(values: np.ndarray) -> list[str | None]:
+    return [v if v else None for v in values.tolist()]
 
 
-def score_rows(scores: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Scorer output -> response dicts keyed by customer id, converted column by column."""
+def score_records(scored: ScoredCustomers) -> dict[str, dict[str, Any]]:
+    """Scorer output -> response dicts keyed by customer id, built from its arrays."""
     from serving.scorer import N_REASONS
 
-    if scores.empty:
+    n = len(scored)
+    if n == 0:
         return {}
-    ids = scores["customer_id"].astype("str").tolist()
-    as_of = [t.isoformat() for t in pd.DatetimeIndex(scores["as_of"])]
-    floats = {
-        c: _floats(scores[c])
-        for c in (
-            "churn_probability",
-            "p_purchase_30d",
-            "p_purchase_horizon",
-            "expected_spend_horizon",
-            "expected_spend_365d",
-            "offer_expected_value",
-        )
-    }
-    texts = {
-        c: _texts(scores[c])
-        for c in (
-            "risk_band",
-            "segment",
-            "offer",
-            "offer_channel",
-            "offer_reason",
-            "offer_rule",
-            "suppressed_reason",
-            *(f"reason_{i + 1}" for i in range(N_REASONS)),
-        )
-    }
-    next_date = _days(scores["expected_next_purchase_date"])
-    send_date = _days(scores["offer_send_date"])
-    holdout = scores["holdout"].to_numpy(dtype=bool).tolist()
-    suppressed = scores["suppressed"].to_numpy(dtype=bool).tolist()
-    reasons = [texts[f"reason_{i + 1}"] for i in range(N_REASONS)]
+    ids = scored.customer_id.tolist()
+    as_of = [scored.as_of.isoformat()] * n
+    numbers = scored.numbers
+    churn = _floats(numbers["churn_probability"])
+    p30 = _floats(numbers["p_purchase_30d"])
+    p_h = _floats(numbers["p_purchase_horizon"])
+    spend_h = _floats(numbers["expected_spend_horizon"])
+    spend_y = _floats(numbers["expected_spend_365d"])
+    offers = scored.offers
+    value = _floats(offers.expected_value)
+    band = scored.risk_band.tolist()
+    segment = scored.segment.tolist()
+    offer = offers.texts("offer").tolist()
+    channel = _texts(offers.texts("channel"))
+    reason = _texts(offers.texts("reason"))
+    rule = _texts(offers.texts("rule"))
+    suppressed_reason = _texts(offers.texts("suppressed_reason"))
+    reasons = scored.reasons.tolist()
+    next_date = _days(scored.next_purchase)
+    send_date = _days(offers.send_day)
+    holdout = offers.holdout.tolist()
+    suppressed = offers.suppressed.tolist()
     out: dict[str, dict[str, Any]] = {}
     for i, customer_id in enumerate(ids):
         out[customer_id] = {
             "customer_id": customer_id,
             "status": "scored",
             "as_of": as_of[i],
-            "churn_probability": floats["churn_probability"][i],
-            "risk_band": texts["risk_band"][i],
+            "churn_probability": churn[i],
+            "risk_band": band[i],
             "expected_next_purchase_date": next_date[i],
-            "p_purchase_30d": floats["p_purchase_30d"][i],
-            "p_purchase_horizon": floats["p_purchase_horizon"][i],
-            "expected_spend_horizon": floats["expected_spend_horizon"][i],
-            "expected_spend_365d": floats["expected_spend_365d"][i],
-            "segment": texts["segment"][i],
-            "reasons": [r[i] for r in reasons if r[i] is not None],
+            "p_purchase_30d": p30[i],
+            "p_purchase_horizon": p_h[i],
+            "expected_spend_horizon": spend_h[i],
+            "expected_spend_365d": spend_y[i],
+            "segment": segment[i],
+            "reasons": [r for r in reasons[i][:N_REASONS] if r],
             "offer": {
-                "code": texts["offer"][i] or "none",
-                "channel": texts["offer_channel"][i],
+                "code": offer[i] or "none",
+                "channel": channel[i],
                 "send_date": send_date[i],
-                "expected_value": floats["offer_expected_value"][i],
-                "reason": texts["offer_reason"][i],
-                "rule": texts["offer_rule"][i],
+                "expected_value": value[i],
+                "reason": reason[i],
+                "rule": rule[i],
                 "holdout": holdout[i],
                 "suppressed": suppressed[i],
-                "suppressed_reason": texts["suppressed_reason"][i],
+                "suppressed_reason": suppressed_reason[i],
             },
         }
     return out
@@ -387,13 +384,13 @@ def _score_group(
 ) -> dict[str, dict[str, Any]]:
     """One canonicalize + one score call for customers sharing as_of and campaign."""
     from features.purchase_log import canonicalize
-    from serving.scorer import score
+    from serving.scorer import score_log
 
     raw = history_frame(customers)
     if raw.empty:
         return {}
     log = canonicalize(raw).log
-    return score_rows(score(model, log, as_of, campaign=campaign))
+    return score_records(score_log(model, log, as_of, campaign=campaign))
 
 
 def _locate_error(model: Any, job: ScoreJob, now: pd.Timestamp) -> RequestError:
@@ -476,7 +473,8 @@ def score_ids(
     model: Any, snapshot: FeatureSnapshot, customer_ids: Sequence[str], campaign: str | None
 ) -> list[dict[str, Any]]:
     """Score ids from the feature snapshot: one scorer call per snapshot ``as_of``."""
-    from serving.scorer import score_features
+    from features.builders import FeatureBlock
+    from serving.scorer import score_block
 
     unique = list(dict.fromkeys(customer_ids))
     known = snapshot.features.index.intersection(pd.Index(unique, dtype="str"))
@@ -484,8 +482,8 @@ def score_ids(
     if len(known):
         as_of = snapshot.as_of.loc[known]
         for stamp, ids in as_of.groupby(as_of, sort=True).groups.items():
-            features = snapshot.features.loc[ids]
-            rows.update(score_rows(score_features(model, features, stamp, campaign=campaign)))
+            block = FeatureBlock.from_frame(snapshot.features.loc[ids])
+            rows.update(score_records(score_block(model, block, stamp, campaign=campaign)))
     out = []
     for cid in customer_ids:
         if cid in rows:

@@ -18,6 +18,7 @@ from training.models import (
     PREDICTION_COLUMNS,
     RetainModels,
     align_survival,
+    baseline_offset,
     day_bins,
     person_period,
     survival_summaries,
@@ -180,10 +181,27 @@ def test_contributions_add_up_to_raw_log_odds(fitted: RetainModels, features: pd
     np.testing.assert_allclose(
         full.sum(axis=1), fitted.churn_.predict_log_odds(x), rtol=1e-9, atol=1e-9
     )
+
+
+def test_path_contributions_add_up_and_rank_like_shap(
+    fitted: RetainModels, features: pd.DataFrame
+) -> None:
+    """Saabas path contributions: exact decomposition of the trees' log-odds, and their
+    strongest feature is mostly TreeSHAP's strongest feature."""
+    x = fitted._model_input(features)
+    paths, bias = fitted.churn_.path_contributions(x)
+    offset = baseline_offset(fitted.churn_.offset, x)
+    assert offset is not None
+    np.testing.assert_allclose(
+        paths.sum(axis=1) + bias + offset, fitted.churn_.predict_log_odds(x), rtol=0, atol=1e-9
+    )
+    shap = fitted.churn_.contributions(x)[list(x.columns)].to_numpy()
+    agree = np.mean(np.argmax(paths, axis=1) == np.argmax(shap, axis=1))
+    assert agree > 0.5, agree
     reasons = fitted.feature_contributions(features.iloc[:50])
     assert list(reasons.columns) == list(x.columns)
     assert "bias" not in reasons
-    np.testing.assert_array_equal(reasons.to_numpy(), full[list(x.columns)].to_numpy())
+    np.testing.assert_array_equal(reasons.to_numpy(), paths[:50])
 
 
 def test_one_pass_scoring_equals_the_separate_calls(
