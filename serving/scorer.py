@@ -66,6 +66,8 @@ class ScoringModel:
 
     @classmethod
     def from_artifact(cls, artifact: RetainArtifact) -> ScoringModel:
+        """Parse the policy and compile the boosters (every scoring path runs compiled)."""
+        artifact.models.compile()
         return cls(artifact=artifact, policy=OfferPolicy.from_yaml(artifact.policy_yaml))
 
     @classmethod

@@ -27,6 +27,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -262,37 +263,41 @@ def history_frame(customers: Sequence[CustomerIn]) -> pd.DataFrame:
     Optional columns are only sent to ``canonicalize`` when some row has a value, so
     defaults (quantity 1, no discount, synthetic order ids) are applied there, once.
     """
-    ids: list[str] = []
-    columns: dict[str, list[Any]] = {
-        name: [] for name in ("timestamp", "amount", "quantity", "discount", *_OPTIONAL_TEXT)
-    }
-    for customer in customers:
-        rows = customer.history
-        if not rows:
-            continue
-        ids.extend([customer.customer_id] * len(rows))
-        columns["timestamp"].extend([r.timestamp for r in rows])
-        columns["amount"].extend([r.amount for r in rows])
-        columns["quantity"].extend([r.quantity for r in rows])
-        columns["discount"].extend([r.discount for r in rows])
-        for name in _OPTIONAL_TEXT:
-            columns[name].extend([getattr(r, name) for r in rows])
+    rows = [row for customer in customers for row in customer.history]
+    ids = np.repeat(
+        np.array([c.customer_id for c in customers], dtype=object),
+        [len(c.history) for c in customers],
+    )
     frame: dict[str, Any] = {
         "customer_id": pd.array(ids, dtype="str"),
-        "timestamp": pd.to_datetime(columns["timestamp"], utc=True),
-        "amount": np.asarray(columns["amount"], dtype="float64"),
+        "timestamp": _utc_micros([r.timestamp for r in rows]),
+        "amount": np.array([r.amount for r in rows], dtype="float64"),
     }
-    quantity = columns["quantity"]
+    quantity = [r.quantity for r in rows]
     if any(q is not None for q in quantity):
-        frame["quantity"] = np.asarray([1.0 if q is None else q for q in quantity], "float64")
-    discount = columns["discount"]
+        frame["quantity"] = np.array([1.0 if q is None else q for q in quantity], "float64")
+    discount = [r.discount for r in rows]
     if any(discount):
-        frame["discount"] = np.asarray([bool(d) for d in discount], dtype=bool)
+        frame["discount"] = np.array([bool(d) for d in discount], dtype=bool)
     for name in _OPTIONAL_TEXT:
-        values = columns[name]
+        values = [getattr(r, name) for r in rows]
         if any(v is not None for v in values):
             frame[name] = pd.array(values, dtype="str")
     return pd.DataFrame(frame)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _utc_micros(stamps: list[datetime]) -> pd.DatetimeIndex:
+    """Aware datetimes (the schema makes them UTC) as datetime64[us, UTC], exactly.
+
+    Integer arithmetic per value: ``pd.to_datetime`` on aware datetime objects took 3.5 ms
+    for the 1,000 rows of a 100-customer request.
+    """
+    micros = np.array([(t - _EPOCH) // _MICROSECOND for t in stamps], dtype=np.int64)
+    return pd.DatetimeIndex(micros.view("datetime64[us]")).tz_localize("UTC")
 
 
 def _floats(values: np.ndarray) -> list[float | None]:

@@ -49,6 +49,8 @@ small batches (the HTTP path). Persistence is LightGBM's text format plus JSON, 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,6 +271,45 @@ def _predict(booster: lgb.Booster, m: FloatArray, **kwargs: Any) -> FloatArray:
     return booster.predict(m, num_threads=threads, **kwargs)
 
 
+class CompiledForest:
+    """A booster compiled to machine code by lleaves from its own LightGBM text (raw scores).
+
+    Why: LightGBM's predict walks generic node arrays (about 35 ns per tree and row here);
+    lleaves emits one function per tree, about 10x faster with the same numbers (differences
+    below 1e-13). Always compiled in-process from the text model, never loaded from a binary
+    cache, so nothing but LightGBM text is ever read from disk.
+    """
+
+    def __init__(self, booster: lgb.Booster) -> None:
+        import lleaves
+
+        with tempfile.TemporaryDirectory(prefix="retain-forest-") as tmp:
+            path = Path(tmp) / "model.txt"
+            path.write_text(booster.model_to_string(), encoding="utf-8")
+            model = lleaves.Model(model_file=str(path))
+            model.compile(raw_score=True)
+        self._model = model
+        self.n_features = booster.num_feature()
+
+    def raw(self, m: FloatArray) -> FloatArray:
+        if len(m) == 0:
+            return np.empty(0)
+        threads = 1 if len(m) < SMALL_BATCH_ROWS else max(os.cpu_count() or 1, 1)
+        return np.asarray(self._model.predict(np.ascontiguousarray(m), n_jobs=threads))
+
+
+def _raw(model: Any, m: FloatArray) -> FloatArray:
+    """Raw scores of a model's booster: compiled when ``RetainModels.compile`` ran."""
+    forest: CompiledForest | None = getattr(model, "_forest", None)
+    if forest is not None:
+        return forest.raw(m)
+    return _predict(model.booster_, m, raw_score=True)
+
+
+def _sigmoid(raw: FloatArray) -> FloatArray:
+    return 1.0 / (1.0 + np.exp(-raw))
+
+
 def _booster_from_text(text: str) -> lgb.Booster:
     return lgb.Booster(model_str=text)
 
@@ -414,9 +455,7 @@ class ChurnModel:
     def predict_log_odds(self, X: Table) -> FloatArray:
         """Uncalibrated churn log-odds (trees plus the baseline offset)."""
         _check_fitted(self, "booster_")
-        raw = _predict(
-            self.booster_, _matrix(X, self.feature_names_in_, "ChurnModel"), raw_score=True
-        )
+        raw = _raw(self, _matrix(X, self.feature_names_in_, "ChurnModel"))
         offset = baseline_offset(self.offset, X)
         return raw if offset is None else raw + offset
 
@@ -585,7 +624,7 @@ class TimingModel:
         n_bins = len(self.edges_) - 1
         rep = np.repeat(m, n_bins, axis=0)
         bins = np.tile(np.arange(n_bins, dtype=np.float64), len(m))
-        hazard = _predict(self.booster_, np.column_stack([rep, bins])).reshape(len(m), n_bins)
+        hazard = _sigmoid(_raw(self, np.column_stack([rep, bins]))).reshape(len(m), n_bins)
         surv = np.cumprod(1.0 - np.clip(hazard, 0.0, 1.0 - _P_FLOOR), axis=1)
         return np.column_stack([np.ones(len(m)), surv])
 
@@ -706,10 +745,12 @@ class SpendModel:
     def predict(self, X: Table) -> FloatArray:
         _check_fitted(self, "booster_")
         m = _matrix(X, self.feature_names_in_, "SpendModel")
+        raw = _raw(self, m)
         offset = baseline_offset(self.offset, X, self.offset_scale)
-        if offset is None:
-            return self.scale_ * _predict(self.booster_, m)
-        return self.scale_ * np.exp(_predict(self.booster_, m, raw_score=True) + offset)
+        if offset is not None:
+            raw = raw + offset
+        # LightGBM's output transform of these objectives: log link, identity for regression
+        return self.scale_ * (raw if self.objective == "regression" else np.exp(raw))
 
 
 # --------------------------------------------------------------------------------------
@@ -1097,6 +1138,18 @@ class RetainModels:
 
     # ---- persistence -----------------------------------------------------------------
 
+    def compile(self) -> RetainModels:
+        """Compile every booster with lleaves for scoring (a few seconds, once per process).
+
+        Predictions then run about 10x faster; ``path_contributions`` still asks LightGBM
+        for the leaves. Training and the backtest never need it.
+        """
+        _check_fitted(self, "churn_")
+        for model in self._boosters().values():
+            if model is not None and getattr(model, "_forest", None) is None:
+                model._forest = CompiledForest(model.booster_)
+        return self
+
     def _boosters(self) -> dict[str, Any]:
         return {
             "churn": self.churn_,
@@ -1232,6 +1285,7 @@ __all__ = [
     "PREDICTION_COLUMNS",
     "BoostConfig",
     "ChurnModel",
+    "CompiledForest",
     "LeafPaths",
     "ModelInput",
     "RetainModels",
