@@ -217,10 +217,10 @@ def stage_profile(data: Path, artifact: Path, n_customers: int) -> dict[str, Any
     """
     import pandas as pd
 
-    from features.builders import build_features
+    from features.builders import build_feature_block
     from features.purchase_log import canonicalize
     from serving.batch import Chunk, chunk_frame
-    from serving.scorer import ScoringModel, score
+    from serving.scorer import ScoringModel, score, score_block
 
     log = pd.read_parquet(data)
     stop = int(log["customer_id"].array.codes.searchsorted(n_customers))
@@ -238,12 +238,14 @@ def stage_profile(data: Path, artifact: Path, n_customers: int) -> dict[str, Any
         steps[name] = round(time.process_time() - t0, 3)
         return out
 
-    features = timed(
-        "build_features", lambda: build_features(part, AS_OF, model.artifact.feature_config)
+    block = timed(
+        "build_features", lambda: build_feature_block(part, AS_OF, model.artifact.feature_config)
     )
-    timed("predict_features (5 models)", lambda: models.predict_features(features, AS_OF))
-    timed("feature_contributions (reasons)", lambda: models.feature_contributions(features))
-    timed("score (whole)", lambda: score(model, part, AS_OF))
+    x = timed("model input (+ BTYD)", lambda: models.model_input(block.values, block.names))
+    timed("5 models (compiled)", lambda: models.predict_arrays(x, pd.Timestamp(AS_OF)))
+    timed("reasons (path contributions)", lambda: models.reason_contributions(x))
+    timed("score_block (whole, arrays)", lambda: score_block(model, block, AS_OF))
+    timed("score (whole, frame out)", lambda: score(model, part, AS_OF))
     result = {
         "customers": n_customers,
         "cpu_s": steps,

@@ -41,11 +41,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.builders import COUNT_COLUMNS, build_features
+from features.builders import COUNT_COLUMNS, build_feature_block
 from features.catalog import FEATURE_COLUMNS
 from features.purchase_log import LoadReport
 from serving.offers import OfferPolicy
-from serving.scorer import SCORE_COLUMNS, ScoringModel, score, score_features
+from serving.scorer import SCORE_COLUMNS, ScoringModel, score, score_block
 
 DEFAULT_CHUNK_CUSTOMERS = 100_000
 PART_TEMPLATE = "part-{:05d}.parquet"
@@ -177,14 +177,14 @@ def score_chunk(
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Scores (and the feature snapshot if asked) of one chunk via the shared scorer.
 
-    Without a snapshot this is exactly :func:`serving.scorer.score`; with one, the features
-    are built once and handed to :func:`serving.scorer.score_features`, which is what
-    ``score`` does internally.
+    Without a snapshot this is exactly :func:`serving.scorer.score`; with one, the feature
+    block is built once, scored with :func:`serving.scorer.score_block` (what ``score``
+    does internally) and kept as the snapshot frame.
     """
     if not with_features:
         return score(model, log, as_of, campaign=campaign), None
-    features = build_features(log, as_of, model.artifact.feature_config)
-    return score_features(model, features, as_of, campaign=campaign), features
+    block = build_feature_block(log, as_of, model.artifact.feature_config)
+    return score_block(model, block, as_of, campaign=campaign).frame(), block.to_frame()
 
 
 def chunk_dependent_rules(policy: OfferPolicy) -> list[str]:

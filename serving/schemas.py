@@ -51,7 +51,12 @@ class _Strict(BaseModel):
 class PurchaseIn(_Strict):
     """One row of a customer's purchase history (the canonical log's source contract)."""
 
-    timestamp: UtcDatetime = Field(description="When; naive times are taken as UTC.")
+    # Not ``UtcDatetime``: a Python validator per history row cost about a quarter of the
+    # parse. The service converts every row to UTC microseconds in one pass and rejects
+    # times outside [EARLIEST, LATEST) there, naming the customer and row.
+    timestamp: datetime = Field(
+        description="When; naive times are taken as UTC. Must lie in 1900-01-01..2200-01-01."
+    )
     amount: float = Field(
         allow_inf_nan=False,
         ge=-1e12,

@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,8 @@ from features.schema import PurchaseLogError
 from serving.model_source import resolved_artifact
 from serving.offers import ScoresError
 from serving.schemas import (
+    EARLIEST,
+    LATEST,
     CustomerIn,
     IdsRequest,
     ModelInfo,
@@ -254,14 +256,12 @@ class ScoreJob:
     error: RequestError | None = None
 
 
-_OPTIONAL_TEXT = ("order_id", "product_id", "category", "channel")
-
-
 def history_frame(customers: Sequence[CustomerIn]) -> pd.DataFrame:
     """One raw purchase-log frame for many customers, built column by column.
 
     Optional columns are only sent to ``canonicalize`` when some row has a value, so
     defaults (quantity 1, no discount, synthetic order ids) are applied there, once.
+    One list comprehension per attribute: the per-row Python is the cost here.
     """
     rows = [row for customer in customers for row in customer.history]
     ids = np.repeat(
@@ -273,30 +273,53 @@ def history_frame(customers: Sequence[CustomerIn]) -> pd.DataFrame:
         "timestamp": _utc_micros([r.timestamp for r in rows]),
         "amount": np.array([r.amount for r in rows], dtype="float64"),
     }
+    n = len(rows)
     quantity = [r.quantity for r in rows]
-    if any(q is not None for q in quantity):
+    if quantity.count(None) != n:
         frame["quantity"] = np.array([1.0 if q is None else q for q in quantity], "float64")
     discount = [r.discount for r in rows]
     if any(discount):
         frame["discount"] = np.array([bool(d) for d in discount], dtype=bool)
-    for name in _OPTIONAL_TEXT:
-        values = [getattr(r, name) for r in rows]
-        if any(v is not None for v in values):
+    optional = {
+        "order_id": [r.order_id for r in rows],
+        "product_id": [r.product_id for r in rows],
+        "category": [r.category for r in rows],
+        "channel": [r.channel for r in rows],
+    }
+    for name, values in optional.items():
+        if values.count(None) != n:
             frame[name] = pd.array(values, dtype="str")
     return pd.DataFrame(frame)
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
+_EARLIEST_S = EARLIEST.timestamp()
+_LATEST_S = LATEST.timestamp()
 
 
 def _utc_micros(stamps: list[datetime]) -> pd.DatetimeIndex:
-    """Aware datetimes (the schema makes them UTC) as datetime64[us, UTC], exactly.
+    """Datetimes (naive ones are UTC) as datetime64[us, UTC], exactly, bounds checked.
 
-    Integer arithmetic per value: ``pd.to_datetime`` on aware datetime objects took 3.5 ms
-    for the 1,000 rows of a 100-customer request.
+    ``pd.to_datetime`` on aware datetime objects took 3.5 ms for the 1,000 rows of a
+    100-customer request, datetime arithmetic per row 2 ms; ``timestamp()`` is C. Its float
+    is within a microsecond, so whole seconds are rounded from it and the microseconds
+    taken from the datetime itself: exact.
     """
-    micros = np.array([(t - _EPOCH) // _MICROSECOND for t in stamps], dtype=np.int64)
+    seconds = np.array(
+        [
+            t.timestamp() if t.tzinfo is not None else t.replace(tzinfo=UTC).timestamp()
+            for t in stamps
+        ],
+        dtype=np.float64,
+    )
+    fraction = np.array([t.microsecond for t in stamps], dtype=np.int64)
+    whole = np.round(seconds - fraction / 1e6)
+    bad = ~((whole >= _EARLIEST_S) & (whole < _LATEST_S))
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise PurchaseLogError(
+            f"history[{row}].timestamp must lie between {EARLIEST.date()} and {LATEST.date()} (UTC)"
+        )
+    micros = whole.astype(np.int64) * 1_000_000 + fraction
     return pd.DatetimeIndex(micros.view("datetime64[us]")).tz_localize("UTC")
 
 

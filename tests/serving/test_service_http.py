@@ -294,6 +294,30 @@ def test_score_matches_scorer_in_process(
     assert sum(r["status"] == "scored" for r in payload["results"]) == len(expected)
 
 
+def test_naive_times_are_utc_and_offsets_are_converted(service: str, raw_log: pd.DataFrame) -> None:
+    """The same instants sent as UTC, as naive times and with a +02:00 offset score alike."""
+    cid = sorted(raw_log["customer_id"].unique())[1]
+    rows = history_of(raw_log, cid)
+    stamps = [pd.Timestamp(r["timestamp"]).tz_convert("UTC") for r in rows]
+    naive = [
+        {**r, "timestamp": t.tz_localize(None).isoformat()}
+        for r, t in zip(rows, stamps, strict=True)
+    ]
+    shifted = [
+        {**r, "timestamp": t.tz_convert("Etc/GMT-2").isoformat()}
+        for r, t in zip(rows, stamps, strict=True)
+    ]
+    assert shifted[0]["timestamp"].endswith("+02:00")
+    results = []
+    for history in (rows, naive, shifted):
+        body = {"customers": [{"customer_id": cid, "as_of": "2024-06-01", "history": history}]}
+        response = post(f"{service}/score", body)
+        assert response.status_code == 200, response.text
+        results.append(response.json()["results"][0])
+    assert results[0]["status"] == "scored"
+    assert results[0] == results[1] == results[2]
+
+
 def test_customers_grouped_by_as_of_and_no_purchase_status(
     service: str, raw_log: pd.DataFrame, scoring_model: ScoringModel
 ) -> None:
@@ -390,6 +414,10 @@ def _assert_no_echo(response: httpx.Response, secret: str) -> None:
         (
             {"customer_id": "x", "history": [{"timestamp": "2024-01-01", "amount": "NaN"}]},
             ["customers", 0, "history", 0, "amount"],
+        ),
+        (
+            {"customer_id": "x", "history": [{"timestamp": "1850-01-01T00:00:00", "amount": 1}]},
+            ["customers", 0, "history"],
         ),
         ({"customer_id": "", "history": []}, ["customers", 0, "customer_id"]),
         ({"customer_id": "x", "as_of": "XYZZY", "history": []}, ["customers", 0, "as_of"]),
@@ -584,3 +612,46 @@ def test_service_loads_registry_champion(
         assert_matches(response.json()["results"][0], expected.loc[cid])
     finally:
         stop_service(process)
+
+
+def test_history_times_convert_to_utc_microseconds_exactly() -> None:
+    """The request path's float-based conversion equals pandas' exact one, to the us."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    import numpy as np
+
+    from features.schema import PurchaseLogError
+    from serving.service import _utc_micros
+
+    rng = np.random.default_rng(3)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    stamps: list[datetime] = [
+        datetime(2024, 1, 1, 0, 0, 0, 999_999, tzinfo=UTC),
+        datetime(2199, 12, 31, 23, 59, 59, 999_999),
+        datetime(1900, 1, 1),
+    ]
+    for us, kind, hours in zip(
+        rng.integers(-2_200_000_000_000_000, 7_200_000_000_000_000, 5000),
+        rng.integers(0, 3, 5000),
+        rng.integers(-12, 14, 5000),
+        strict=True,
+    ):
+        t = epoch + timedelta(microseconds=int(us))
+        if kind == 0:
+            stamps.append(t.replace(tzinfo=None))
+        elif kind == 1:
+            stamps.append(t.astimezone(timezone(timedelta(hours=int(hours), minutes=30))))
+        else:
+            stamps.append(t)
+    expected = np.array(
+        [
+            (pd.Timestamp(t).tz_localize("UTC") if t.tzinfo is None else pd.Timestamp(t)).value
+            // 1000
+            for t in stamps
+        ]
+    )
+    assert (_utc_micros(stamps).asi8 == expected).all()
+    with pytest.raises(PurchaseLogError, match=r"history\[1\]\.timestamp"):
+        _utc_micros([datetime(2000, 1, 1), datetime(1899, 12, 31, 23, 59, 59)])
+    with pytest.raises(PurchaseLogError, match="2200-01-01"):
+        _utc_micros([datetime(2200, 1, 1, tzinfo=UTC)])
