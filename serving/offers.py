@@ -541,8 +541,9 @@ class OfferInputs:
             self.churn <= match.churn_probability.max
         )
         if match.segments is not None:
-            codes = [SEGMENTS.index(s) for s in match.segments]
-            mask &= np.isin(self.segment_codes, codes)
+            allowed = np.zeros(len(SEGMENTS), dtype=bool)
+            allowed[[SEGMENTS.index(s) for s in match.segments]] = True
+            mask &= allowed[self.segment_codes]
         if match.days_since_last_purchase is not None:
             days = match.days_since_last_purchase
             if days.min is not None:
