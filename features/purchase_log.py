@@ -15,13 +15,18 @@ in Arrow and on distinct values where it can (customer ids are stripped and sort
 distinct id), rows are ordered with integer sorts, the full-row duplicate comparison only
 sees rows that already agree on customer, instant and every numeric column, and typed
 columns (timestamps, floats, low-cardinality Parquet text) skip parsing.
+
+The other end matters too: the HTTP service loads each request's few rows through here, so
+fixed per-call costs are kept low (no conversion of a column that already has the canonical
+dtype, no Series round trips for the report, the log assembled straight from arrays).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import zoneinfo
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +67,10 @@ _CSV_TEXT_COLUMNS = (*_STRING_COLUMNS, "timestamp", "discount", "is_return")
 _OFFSET_PATTERN = r"\d:\d\d(?::\d\d(?:[.,]\d+)?)?\s*(?:[Zz]|UTC|[+-]\d\d(?::?\d\d)?)$"
 _CSV_SUFFIXES = (".csv", ".csv.gz")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
+_STR = pd.api.types.pandas_dtype("str")
+"""The canonical text dtype, resolved once (a dtype given by name is looked up per use)."""
+_DEFAULT_CONFIG = LogConfig()
+_CANONICAL_INDEX = pd.Index(list(CANONICAL_COLUMNS))
 
 
 @dataclass(frozen=True)
@@ -189,67 +198,79 @@ def canonicalize(
 
     Row numbers in errors are positions in ``df`` counted from 1 (for a file read by
     :func:`read_purchase_log`, the data rows of the file, header not counted).
+
+    The HTTP service calls this once per request on a few rows, where pandas' fixed per-call
+    costs dominate: so each column is taken out of ``df`` once, conversions that are no-ops
+    (a column already of the canonical dtype, a mask that keeps every row) are skipped, and
+    the log and report are built from arrays.
     """
-    config = config or LogConfig()
+    config = config or _DEFAULT_CONFIG
     _check_timezone(config.timezone)
-    names = _resolve_columns(df.columns, config)
+    labels = df.columns.tolist()
+    names = _resolve_columns(labels, config)
+    columns = _SourceColumns(df, labels)
     rows_read = len(df)
     warnings: list[str] = []
     dropped: dict[str, int] = {}
 
-    all_codes, customers = _customer_codes(df[names["customer_id"]])
+    all_codes, customers = _customer_codes(columns[names["customer_id"]])
     missing_id = all_codes < 0
-    if missing_id.any():
+    n_missing_ids = int(np.count_nonzero(missing_id))
+    if n_missing_ids:
         rows = np.flatnonzero(missing_id) + 1
         if config.strict:
             raise PurchaseLogError(
-                f"column {_label('customer_id', names)}: {missing_id.sum():,} empty customer "
+                f"column {_label('customer_id', names)}: {n_missing_ids:,} empty customer "
                 f"id(s) at data rows {_show_rows(rows)} ({ROW_NUMBER_NOTE}); strict mode "
                 f"rejects them (without strict they are dropped)"
             )
-        dropped["missing_customer_id"] = int(missing_id.sum())
+        dropped["missing_customer_id"] = n_missing_ids
         warnings.append(
-            f"dropped {missing_id.sum():,} row(s) with an empty customer id "
+            f"dropped {n_missing_ids:,} row(s) with an empty customer id "
             f"(column {_label('customer_id', names)}; data rows {_show_rows(rows)})"
         )
 
     present = ~missing_id
     present_rows = np.flatnonzero(present) + 1
-    customer_codes = all_codes[present] if missing_id.any() else all_codes
+    customer_codes = all_codes[present] if n_missing_ids else all_codes
     del all_codes
     timestamp = _parse_timestamps(
-        _take(df[names["timestamp"]], present), names, config, present_rows, warnings
+        _take(columns[names["timestamp"]], present if n_missing_ids else None),
+        names,
+        config,
+        present_rows,
+        warnings,
     )
     instants = _instants(timestamp)
     order = _customer_time_order(customer_codes, instants)
 
-    duplicate = _exact_duplicates(df, present, customer_codes, instants, order)
-    n_duplicates = int(duplicate.sum())
-    keep = present.copy()
+    duplicate = _exact_duplicates(df, columns, present, customer_codes, instants, order)
+    n_duplicates = int(np.count_nonzero(duplicate))
+    keep = present
     if n_duplicates and config.duplicates == "drop":
         dropped["exact_duplicate"] = n_duplicates
         warnings.append(
             f"dropped {n_duplicates:,} exact duplicate row(s) (equal in every source column "
             f"to an earlier row; set duplicates='keep' to keep them)"
         )
+        keep = present.copy()
         keep[present] = ~duplicate
         customer_codes = customer_codes[~duplicate]
         instants = instants[~duplicate]
-        timestamp = _take(timestamp, ~duplicate)
+        timestamp = timestamp[~duplicate]
         order = _without(order, duplicate)
     elif n_duplicates:
         warnings.append(f"kept {n_duplicates:,} exact duplicate row(s) (duplicates='keep')")
     row_numbers = np.flatnonzero(keep) + 1
+    keep_mask = keep if len(row_numbers) < rows_read else None
 
-    def kept(values: pd.Series) -> pd.Series:
-        return _take(values, keep)
+    def kept(column: str) -> pd.Series:
+        return _take(columns[names[column]], keep_mask)
 
-    amount = _parse_number(kept(df[names["amount"]]), "amount", names, row_numbers)
+    amount = _parse_number(kept("amount"), "amount", names, row_numbers)
 
     if "quantity" in names:
-        quantity = _parse_number(
-            kept(df[names["quantity"]]), "quantity", names, row_numbers, missing_ok=True
-        )
+        quantity = _parse_number(kept("quantity"), "quantity", names, row_numbers, missing_ok=True)
         n_missing = int(np.isnan(quantity).sum())
         if n_missing:
             quantity = np.where(np.isnan(quantity), 1.0, quantity)
@@ -258,35 +279,35 @@ def canonicalize(
                 f"taken as 1"
             )
     else:
-        quantity = np.ones(len(timestamp), dtype="float64")
+        quantity = np.ones(len(instants), dtype="float64")
 
     is_return = (amount < 0) | (quantity < 0)
-    source_ids = _text(kept(df[names["order_id"]]), strip=True) if "order_id" in names else None
+    source_ids = _text(kept("order_id"), strip=True) if "order_id" in names else None
     if source_ids is not None and config.cancel_prefix:
-        cancelled = pc.starts_with(source_ids, config.cancel_prefix).fill_null(False)
+        cancelled = pc.starts_with(source_ids, config.cancel_prefix)
+        if cancelled.null_count:
+            cancelled = cancelled.fill_null(False)
         is_return |= cancelled.to_numpy(zero_copy_only=False)
     if "is_return" in names:
         # A canonical log fed back in (e.g. saved to Parquet) keeps its returns: their amounts
         # are already non-negative, so only the flag still says "return".
-        is_return |= _parse_flag(
-            kept(df[names["is_return"]]), "is_return", names, config, row_numbers
-        )
-    order_id = _order_ids(source_ids, timestamp, warnings)
+        is_return |= _parse_flag(kept("is_return"), "is_return", names, config, row_numbers)
+    order_id = _order_ids(source_ids, instants, warnings)
     del source_ids
 
     discount = (
-        _parse_flag(kept(df[names["discount"]]), "discount", names, config, row_numbers)
+        _parse_flag(kept("discount"), "discount", names, config, row_numbers)
         if "discount" in names
-        else np.zeros(len(timestamp), dtype=bool)
+        else np.zeros(len(instants), dtype=bool)
     )
     optional = {
-        column: _text(kept(df[names[column]]), strip=False, dictionary_ok=True)
-        if column in names
-        else None
+        column: _text(kept(column), strip=False, dictionary_ok=True) if column in names else None
         for column in ("product_id", "category", "channel")
     }
 
-    order, sorted_ids = _break_ties(order, customer_codes, instants, order_id)
+    order, sorted_ids = _break_ties(
+        order, customer_codes, instants, order_id, ids_from_instants="order_id" not in names
+    )
     del order_id
     log = _assemble(
         order=order,
@@ -300,14 +321,16 @@ def canonicalize(
         is_return=is_return,
         optional=optional,
     )
+    # The report is read off the arrays (the log holds the same rows, reordered): Series
+    # reductions on the log cost more than the rest of a request-sized load.
     report = LoadReport(
         rows_read=rows_read,
         rows_kept=len(log),
         dropped=dropped,
-        n_returns=int(log["is_return"].sum()),
-        n_customers=len(log["customer_id"].cat.categories),
-        first_timestamp=log["timestamp"].min() if len(log) else None,
-        last_timestamp=log["timestamp"].max() if len(log) else None,
+        n_returns=int(np.count_nonzero(is_return)),
+        n_customers=len(customers),
+        first_timestamp=_utc_instant(instants.min()) if len(instants) else None,
+        last_timestamp=_utc_instant(instants.max()) if len(instants) else None,
         warnings=warnings,
         n_exact_duplicates=n_duplicates,
         source=source,
@@ -315,15 +338,54 @@ def canonicalize(
     return LoadResult(log=log, report=report)
 
 
-def _take(values: pd.Series, mask: np.ndarray) -> pd.Series:
-    """Rows where ``mask`` holds, with a fresh RangeIndex (no copy when all rows are kept)."""
-    out = values if mask.all() else values[mask]
-    return out.reset_index(drop=True)
+class _SourceColumns:
+    """The source frame's columns, each taken out of ``df`` at most once.
+
+    Taking a column out of a DataFrame builds a Series (tens of microseconds); the loader
+    reads the canonical columns and, when rows tie, every column for the duplicate check.
+    """
+
+    def __init__(self, df: pd.DataFrame, labels: list[Hashable]) -> None:
+        self._df = df
+        self._labels = labels  # ``df.columns.tolist()``
+        self._cache: dict[Hashable, pd.Series] = {}
+
+    def __getitem__(self, name: Hashable) -> pd.Series:
+        column = self._cache.get(name)
+        if column is None:
+            column = self._cache[name] = self._df[name]
+        return column
+
+    def all(self) -> list[pd.Series]:
+        """Every column of the frame in order (duplicate labels included)."""
+        labels = self._labels
+        if len(set(labels)) < len(labels):  # (``Index.is_unique`` hashes, slow on text)
+            return [column for _, column in self._df.items()]
+        return [self[label] for label in labels]
 
 
-def _instants(timestamp: pd.Series) -> np.ndarray:
+def _take(values: pd.Series, mask: np.ndarray | None) -> pd.Series:
+    """Rows where ``mask`` holds (all rows if None), with a fresh RangeIndex."""
+    if mask is not None:
+        values = values[mask]
+    elif _has_default_index(values):
+        return values
+    return values.reset_index(drop=True)
+
+
+def _has_default_index(values: pd.Series) -> bool:
+    index = values.index
+    return isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
+
+
+def _instants(timestamp: pd.api.extensions.ExtensionArray) -> np.ndarray:
     """UTC microseconds since the epoch, for fast integer keys."""
     return timestamp.to_numpy(dtype="datetime64[us]").view("int64")
+
+
+def _utc_instant(micros: np.integer) -> pd.Timestamp:
+    """The UTC timestamp (unit us) of microseconds since the epoch."""
+    return pd.Timestamp(int(micros), unit="us", tz="UTC")
 
 
 def _without(order: np.ndarray, dropped: np.ndarray) -> np.ndarray:
@@ -334,6 +396,7 @@ def _without(order: np.ndarray, dropped: np.ndarray) -> np.ndarray:
 
 def _exact_duplicates(
     df: pd.DataFrame,
+    columns: _SourceColumns,
     present: np.ndarray,
     customer_codes: np.ndarray,
     instants: np.ndarray,
@@ -344,6 +407,7 @@ def _exact_duplicates(
     Exact duplicates share customer and instant (adjacent in ``order``) and every numeric
     source column, so the full-row comparison (slow on wide text frames) only runs on rows
     that tie on all of these; order lines share customer and instant, not usually amounts.
+    Numeric columns are compared first, text lengths (dearer to get) only for rows still tied.
     """
     duplicate = np.zeros(len(order), dtype=bool)
     codes, times = customer_codes[order], instants[order]
@@ -357,8 +421,15 @@ def _exact_duplicates(
     run = np.cumsum(np.concatenate(([True], ~same)))[tied]
     members = order[tied]  # positions among present rows, runs contiguous
     positions = np.flatnonzero(present)[members] if not present.all() else members
-    signature = _row_signature(df, positions)
-    candidate = members[_tie_within_runs(run, signature)]
+    signature = np.zeros(len(members), dtype=np.uint64)
+    for stage in _signature_stages(columns.all()):
+        with np.errstate(over="ignore"):
+            signature = signature * _MIX + _row_signature(stage, len(df), positions)
+        tie = _tie_within_runs(run, signature)
+        run, members, positions, signature = run[tie], members[tie], positions[tie], signature[tie]
+        if not members.size:
+            return duplicate
+    candidate = members
     if candidate.size:
         candidate.sort()  # source order: "earlier" means an earlier data row
         rows = np.flatnonzero(present)[candidate] if not present.all() else candidate
@@ -369,26 +440,57 @@ def _exact_duplicates(
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
-def _row_signature(df: pd.DataFrame, positions: np.ndarray) -> np.ndarray:
-    """A 64-bit value per row that is equal for rows equal in every source column.
+def _signature_stages(columns: Sequence[pd.Series]) -> list[list[pd.Series]]:
+    """The columns a row signature is built from: numeric-like first, then text (if any)."""
+    cheap: list[pd.Series] = []
+    text: list[pd.Series] = []
+    for column in columns:
+        kind = _signature_kind(column.dtype)
+        if kind == "text":
+            text.append(column)
+        elif kind is not None:
+            cheap.append(column)
+    return [stage for stage in (cheap, text) if stage]
+
+
+def _signature_kind(dtype: Any) -> str | None:
+    """How a column enters the row signature, or None when it does not."""
+    # Common dtypes first: what the general checks below conclude for them, sooner.
+    if isinstance(dtype, np.dtype):
+        return "integer" if dtype.kind in "biu" else "float" if dtype.kind == "f" else None
+    if isinstance(dtype, pd.StringDtype):
+        return "text"
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        return None
+    if pd.api.types.is_bool_dtype(dtype) or (
+        pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype)
+    ):
+        return "float"
+    if isinstance(dtype, pd.CategoricalDtype):
+        return "category"
+    return None
+
+
+def _row_signature(columns: Sequence[pd.Series], n_rows: int, positions: np.ndarray) -> np.ndarray:
+    """A 64-bit value per row that is equal for rows equal in every one of ``columns``.
 
     Built from numeric and boolean columns (-0.0 and 0.0 alike, every NaN alike, as in
     ``DataFrame.duplicated``) and the length of text columns; unequal rows may collide, which
     only costs a full comparison. Mixed in source order (sequential memory), then gathered.
     """
-    signature = np.zeros(len(df), dtype=np.uint64)
-    for _, column in df.items():
-        dtype = column.dtype
-        if isinstance(dtype, np.dtype) and dtype.kind in "biu":
+    signature = np.zeros(n_rows, dtype=np.uint64)
+    for column in columns:
+        kind = _signature_kind(column.dtype)
+        if kind == "integer":
             values = column.to_numpy().astype(np.uint64)
-        elif pd.api.types.is_bool_dtype(dtype) or (
-            pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype)
-        ):
+        elif kind == "float":
             values = _float_bits(column.to_numpy(dtype="float64", na_value=np.nan))
-        elif isinstance(dtype, pd.CategoricalDtype):
+        elif kind == "category":
             values = column.cat.codes.to_numpy().astype(np.uint64)
-        elif isinstance(dtype, pd.StringDtype):
-            lengths = pc.binary_length(pa.array(column.array)).fill_null(-1)
+        elif kind == "text":
+            lengths = pc.binary_length(pa.array(column.array))
+            if lengths.null_count:
+                lengths = lengths.fill_null(-1)
             values = lengths.to_numpy().astype(np.uint64)
         else:
             continue
@@ -451,15 +553,32 @@ def _customer_time_order(customer_codes: np.ndarray, instants: np.ndarray) -> np
     return by_time[_stable_order(customer_codes[by_time])]
 
 
+def _is_identity(order: np.ndarray) -> bool:
+    """Whether a permutation of row positions keeps every row in place.
+
+    Taking Arrow text in such an order is a costly no-op (a strictly increasing permutation
+    is the identity, so one comparison pass tells).
+    """
+    return bool((order[1:] > order[:-1]).all())
+
+
 def _break_ties(
-    order: np.ndarray, customer_codes: np.ndarray, instants: np.ndarray, order_id: pa.Array
+    order: np.ndarray,
+    customer_codes: np.ndarray,
+    instants: np.ndarray,
+    order_id: pa.Array,
+    *,
+    ids_from_instants: bool,
 ) -> tuple[np.ndarray, pa.Array]:
     """Order rows sharing customer and instant by order id; stable, so ties keep source order.
 
-    Order ids (text, slow to rank) are only ranked in runs where they differ. Also returns
-    the order ids taken in the final order (taking text is costly, so it is done once).
+    Order ids (text, slow to rank) are only ranked in runs where they differ; when every id
+    was made from its row's instant (``ids_from_instants``), tied rows have equal ids. Also
+    returns the order ids taken in the final order (taking text is costly, so done once).
     """
-    sorted_ids = order_id.take(order)
+    sorted_ids = order_id if _is_identity(order) else order_id.take(order)
+    if ids_from_instants:
+        return order, sorted_ids
     codes, times = customer_codes[order], instants[order]
     same = (codes[1:] == codes[:-1]) & (times[1:] == times[:-1])
     del codes, times
@@ -543,7 +662,7 @@ def _read_parquet(path: Path, config: LogConfig) -> pd.DataFrame:
 # --- columns -------------------------------------------------------------------------------
 
 
-def _resolve_columns(found: pd.Index, config: LogConfig) -> dict[str, str]:
+def _resolve_columns(found: Sequence[Hashable], config: LogConfig) -> dict[str, str]:
     """Map canonical names to the source columns present; fail naming what is missing."""
     available = [str(name) for name in found]
     present = set(available)
@@ -653,18 +772,50 @@ def _text(values: pd.Series, *, strip: bool, dictionary_ok: bool = False) -> pa.
         if dictionary_ok:
             return encoded
         return encoded.cast(categories.type)
+    return _clean_text(_arrow(_str_array(values)), strip=strip)
+
+
+def _str_array(values: pd.Series) -> pd.api.extensions.ExtensionArray:
+    """The values as a pandas ``str`` array (no conversion when they already are one)."""
+    if _is_str(values.dtype):
+        return values.array
     if pd.api.types.is_float_dtype(values.dtype):
         finite = values.dropna()
         if len(finite) and bool((finite == np.floor(finite)).all()):
             values = values.astype("Int64")  # 123.0 in an int column with holes means "123"
-    return _clean_text(_arrow(values.astype("str").array), strip=strip)
+    return values.astype(_STR).array
+
+
+def _is_str(dtype: Any) -> bool:
+    return isinstance(dtype, pd.StringDtype) and dtype == _STR
 
 
 def _clean_text(text: pa.Array, *, strip: bool) -> pa.Array:
     if strip:
         text = pc.utf8_trim_whitespace(text)
-    blank = pc.equal(text, "").fill_null(False)
-    return pc.if_else(blank, pa.scalar(None, text.type), text) if pc.any(blank).as_py() else text
+    blank = pc.equal(text, _empty_text(text.type))
+    if not blank.true_count:
+        return text
+    return pc.if_else(blank.fill_null(False), pa.scalar(None, text.type), text)
+
+
+# Compute calls given a Python str convert it to a scalar of the array's type on every call,
+# which costs several times the comparison itself on request-sized arrays.
+_EMPTY_TEXT = {kind: pa.scalar("", kind) for kind in (pa.string(), pa.large_string())}
+
+
+def _empty_text(kind: pa.DataType) -> pa.Scalar:
+    """``""`` as an Arrow scalar of text type ``kind``."""
+    empty = _EMPTY_TEXT.get(kind)
+    return pa.scalar("", kind) if empty is None else empty
+
+
+def _str_from_arrow(values: pa.Array | pa.ChunkedArray) -> pd.api.extensions.ExtensionArray:
+    """Arrow text as a pandas ``str`` array: what ``pd.array(values, dtype="str")`` builds
+    (the same large_string cast), without its dtype dispatch."""
+    if not pa.types.is_large_string(values.type):
+        values = pc.cast(values, pa.large_string())
+    return pd.arrays.ArrowStringArray(values, dtype=_STR)
 
 
 def _customer_codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
@@ -672,19 +823,15 @@ def _customer_codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
 
     Stripping and sorting run on the distinct raw values only, not on every row.
     """
-    if pd.api.types.is_float_dtype(values.dtype):
-        finite = values.dropna()
-        if len(finite) and bool((finite == np.floor(finite)).all()):
-            values = values.astype("Int64")  # 123.0 in an int column with holes means "123"
-    encoded = pc.dictionary_encode(_arrow(values.astype("str").array))
+    encoded = pc.dictionary_encode(_arrow(_str_array(values)))
     dictionary = encoded.dictionary
     stripped = pc.utf8_trim_whitespace(dictionary)
     if (
-        pc.all(pc.equal(stripped, dictionary)).as_py()
-        and not pc.any(pc.equal(dictionary, "")).as_py()
+        stripped.equals(dictionary)  # a dictionary holds no nulls: equal values, element-wise
+        and not pc.equal(dictionary, _empty_text(dictionary.type)).true_count
     ):  # the usual case: already stripped, so already distinct; only sort
         by_value = pc.array_sort_indices(dictionary).to_numpy()
-        distinct = dictionary.take(by_value)
+        distinct = dictionary if _is_identity(by_value) else dictionary.take(by_value)
         lookup = np.empty(len(dictionary) + 1, dtype=np.int64)
         lookup[by_value] = np.arange(len(dictionary))
         lookup[-1] = -1
@@ -695,8 +842,11 @@ def _customer_codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
             distinct = distinct[1:]
         entry_code = pc.index_in(stripped, value_set=distinct).fill_null(-1)
         lookup = np.append(entry_code.to_numpy(zero_copy_only=False).astype(np.int64), -1)
-    indices = encoded.indices.fill_null(len(lookup) - 1).to_numpy(zero_copy_only=False)
-    return lookup[indices], pd.Index(pd.array(distinct, dtype="str"))
+    indices = encoded.indices
+    if indices.null_count:
+        indices = indices.fill_null(len(lookup) - 1)
+    codes = lookup[indices.to_numpy(zero_copy_only=False)]
+    return codes, pd.Index(_str_from_arrow(distinct), copy=False)
 
 
 def _check_timezone(name: str) -> None:
@@ -715,11 +865,15 @@ def _parse_timestamps(
     config: LogConfig,
     row_numbers: np.ndarray,
     warnings: list[str],
-) -> pd.Series:
-    """To UTC: explicit offsets are honoured, naive values are read in ``config.timezone``."""
+) -> pd.api.extensions.ExtensionArray:
+    """To UTC microseconds (a ``DatetimeArray``): explicit offsets are honoured, naive values
+    are read in ``config.timezone``."""
     dtype = raw.dtype
+    parsed: pd.Series | pd.api.extensions.ExtensionArray
     if isinstance(dtype, pd.DatetimeTZDtype):
-        parsed = raw.dt.tz_convert("UTC")
+        # Already UTC microseconds (what the HTTP service sends): converting would be a no-op.
+        canonical = dtype.unit == "us" and dtype.tz is datetime.UTC
+        parsed = raw.array if canonical else raw.dt.tz_convert("UTC")
         naive = None
     elif pd.api.types.is_datetime64_dtype(dtype):
         parsed = raw.dt.tz_localize("UTC")
@@ -769,10 +923,11 @@ def _parse_timestamps(
             naive = ~np.asarray(carries_zone.fill_null(False), dtype=bool)
     if naive is not None and config.timezone != "UTC" and naive.any():
         parsed = _localize(parsed, naive, config.timezone, warnings)
-    bad = parsed.isna().to_numpy()
+    values = parsed.array if isinstance(parsed, pd.Series) else parsed
+    bad = values.isna()
     if bad.any():
         raise _bad_values_error("timestamp", names, "empty timestamp(s)", bad, raw, row_numbers)
-    return parsed.dt.as_unit("us").reset_index(drop=True)
+    return values if values.unit == "us" else values.as_unit("us")
 
 
 # The common ISO 8601 layouts, all zoned or all naive, that Arrow parses in one pass (and
@@ -844,7 +999,10 @@ def _parse_number(
             raw,
             row_numbers,
         )
-    if pd.api.types.is_numeric_dtype(raw.dtype):
+    if isinstance(raw.dtype, np.dtype) and raw.dtype == np.float64:
+        values = raw.to_numpy()  # NaN is its only missing value: nothing to convert
+        present = ~np.isnan(values)
+    elif pd.api.types.is_numeric_dtype(raw.dtype):
         values = raw.to_numpy(dtype="float64", na_value=np.nan)
         present = ~np.isnan(values)
     else:
@@ -881,24 +1039,29 @@ def _parse_flag(
     return text.isin(true_values).to_numpy(dtype=bool, na_value=False)
 
 
-def _order_ids(ids: pa.Array | None, timestamp: pd.Series, warnings: list[str]) -> pa.Array:
+_ISO_UTC_SUFFIX = pa.scalar("Z", pa.string())
+
+
+def _order_ids(ids: pa.Array | None, instants: np.ndarray, warnings: list[str]) -> pa.Array:
     """Source order ids; where none, the UTC ISO time, so a customer's rows at one instant form one order."""
     if ids is not None:
-        missing = ids.is_null().to_numpy(zero_copy_only=False)
-        if not missing.any():
+        if not ids.null_count:
             return ids
+        missing = ids.is_null().to_numpy(zero_copy_only=False)
         warnings.append(f"{missing.sum():,} empty order id(s) replaced by the row's UTC timestamp")
     else:
-        missing = np.ones(len(timestamp), dtype=bool)
-    instants = timestamp[missing].to_numpy(dtype="datetime64[us]")
-    if not (instants.view("int64") % 1_000_000).any():
-        instants = instants.astype("datetime64[s]")  # no ".000000" when there are no fractions
+        missing = None
+    micros = instants if missing is None else instants[missing]
+    times = micros.view("datetime64[us]")
+    if not (micros % 1_000_000).any():
+        times = times.astype("datetime64[s]")  # no ".000000" when there are no fractions
     # Arrow casts to "YYYY-MM-DD HH:MM:SS[.ffffff]" quickly; make that ISO 8601 in UTC.
-    text = pc.cast(pa.array(instants), pa.string())
-    synthetic = pc.binary_join_element_wise(pc.replace_substring(text, " ", "T"), "Z", "")
-    synthetic = synthetic.cast(pa.large_string())
+    text = pc.cast(pa.array(times), pa.string())
+    text = pc.replace_substring(text, " ", "T")
+    synthetic = pc.binary_join_element_wise(text, _ISO_UTC_SUFFIX, _EMPTY_TEXT[pa.string()])
     if ids is None:
-        return synthetic
+        return synthetic  # (string, not large_string: the log's column is cast once, at the end)
+    synthetic = synthetic.cast(pa.large_string())
     return pc.replace_with_mask(ids.cast(pa.large_string()), pa.array(missing), synthetic)
 
 
@@ -907,7 +1070,7 @@ def _assemble(
     order: np.ndarray,
     customer_codes: np.ndarray,
     customers: pd.Index,
-    timestamp: pd.Series,
+    timestamp: pd.api.extensions.ExtensionArray,
     amount: np.ndarray,
     quantity: np.ndarray,
     sorted_ids: pa.Array,
@@ -920,27 +1083,48 @@ def _assemble(
     ``sorted_ids`` are the order ids already in ``order``.
     """
 
+    in_place = _is_identity(order)
+
     def text(values: pa.Array | None) -> Any:
         if values is None:
-            return pd.array(np.full(len(order), np.nan), dtype="str")
-        taken = values.take(order)
+            return _str_from_arrow(pa.nulls(len(order), pa.large_string()))
+        taken = values if in_place else values.take(order)
         if pa.types.is_dictionary(taken.type):
             taken = taken.cast(taken.type.value_type)
-        return pd.array(taken, dtype="str")
+        return _str_from_arrow(taken)
 
+    timestamps = timestamp.take(order)
+    if str(timestamps.dtype) != TIMESTAMP_DTYPE:
+        raise AssertionError(f"timestamp dtype {timestamps.dtype} != {TIMESTAMP_DTYPE}")
+    # Codes index ``customers`` by construction and customers are distinct (sorted unique
+    # values), so neither is checked again: the uniqueness check hashes every category,
+    # slow for text. Same dtype as ``from_codes(codes, categories=customers)`` (ordered=None).
+    customer_id = pd.Categorical.from_codes(
+        customer_codes[order],
+        dtype=pd.CategoricalDtype._from_fastpath(customers, ordered=None),
+        validate=False,
+    )
     columns: dict[str, Any] = {
-        "customer_id": pd.Categorical.from_codes(customer_codes[order], categories=customers),
-        "timestamp": timestamp.array.take(order),
+        "customer_id": customer_id,
+        "timestamp": timestamps,
         "amount": amount.astype("float64")[order],
         "quantity": quantity.astype("float64")[order],
-        "order_id": pd.array(sorted_ids, dtype="str"),
+        "order_id": _str_from_arrow(sorted_ids),
         "product_id": text(optional["product_id"]),
         "category": text(optional["category"]),
         "discount": discount.astype(bool)[order],
         "channel": text(optional["channel"]),
         "is_return": np.asarray(is_return, dtype=bool)[order],
     }
-    log = pd.DataFrame(columns, columns=list(CANONICAL_COLUMNS))
-    if str(log["timestamp"].dtype) != TIMESTAMP_DTYPE:
-        raise AssertionError(f"timestamp dtype {log['timestamp'].dtype} != {TIMESTAMP_DTYPE}")
-    return log
+    if tuple(columns) != CANONICAL_COLUMNS:
+        raise AssertionError(f"columns {list(columns)} != {list(CANONICAL_COLUMNS)}")
+    # What ``pd.DataFrame(columns)`` builds (same blocks, consolidated; same column index),
+    # minus its per-column validation and column-name inference, which cost a request-sized
+    # load more than the rest of this function. The arrays are fresh, sized and typed here,
+    # which is what ``verify_integrity=False`` asks for (pandas is pinned; tests compare).
+    return pd.DataFrame._from_arrays(
+        list(columns.values()),
+        columns=_CANONICAL_INDEX.view(),  # a new Index object on the shared, immutable data
+        index=pd.RangeIndex(len(order)),
+        verify_integrity=False,
+    )

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from features.cdnow import read_cdnow
 from features.config_file import LogConfigError, load_log_config
 from features.purchase_log import (
     LoadReport,
@@ -19,6 +20,8 @@ from features.purchase_log import (
     read_purchase_log,
 )
 from features.schema import CANONICAL_COLUMNS, TIMESTAMP_DTYPE, LogConfig, PurchaseLogError
+from features.synth import generate_purchase_log
+from tests.features.conftest import make_log
 
 
 def utc(text: str) -> pd.Timestamp:
@@ -873,3 +876,152 @@ def test_typed_parquet_log_with_duplicates_and_drops(tmp_path: Path) -> None:
     assert list(result.log["customer_id"].astype(str)) == ["x", "x", "y", "y"]
     assert list(result.log["amount"]) == [5.0, 1.0, 8.0, 3.0]
     assert list(result.log["order_id"]) == ["o5", "o1", "o8", "o3"]
+
+
+# --- request-sized typed frames (the HTTP service) -------------------------------------------
+# The service sends already-typed columns (str ids, datetime64[us, UTC] times, float amounts);
+# those skip conversion. The log must be the one the parsing path builds from the same values.
+
+
+def _request_frame(*, as_text: bool = False) -> pd.DataFrame:
+    """Rows as ``serving.service.history_frame`` builds them (or the same values as text).
+
+    Unsorted; c1 has a return and two lines of one order (same instant, other amounts);
+    the last row repeats the first exactly; one category is missing, one is empty.
+    """
+    times = [
+        "2024-03-01 10:00:00",
+        "2024-02-01 09:30:00",
+        "2024-01-15 12:00:00",
+        "2024-02-01 09:30:00",
+        "2024-03-01 10:00:00",
+    ]
+    amounts = [5.0, 7.5, -2.0, 3.25, 5.0]
+    columns: dict[str, object] = {
+        "customer_id": pd.array(["c2", "c1", "c1", "c1", "c2"], dtype="str"),
+        "timestamp": times if as_text else pd.to_datetime(times, utc=True).as_unit("us"),
+        "amount": [str(a) for a in amounts] if as_text else np.asarray(amounts),
+        "category": pd.array(["books", None, "toys", "", "books"], dtype="str"),
+        "channel": pd.array(["web", "store", "web", "store", "web"], dtype="str"),
+    }
+    return pd.DataFrame(columns)
+
+
+def test_request_sized_typed_frame_gives_the_hand_computed_log() -> None:
+    expected = make_log(
+        [
+            {"customer_id": "c1", "timestamp": "2024-01-15 12:00", "amount": 2.0,
+             "order_id": "2024-01-15T12:00:00Z", "category": "toys", "channel": "web",
+             "is_return": True},
+            {"customer_id": "c1", "timestamp": "2024-02-01 09:30", "amount": 7.5,
+             "order_id": "2024-02-01T09:30:00Z", "channel": "store"},
+            {"customer_id": "c1", "timestamp": "2024-02-01 09:30", "amount": 3.25,
+             "order_id": "2024-02-01T09:30:00Z", "channel": "store"},
+            {"customer_id": "c2", "timestamp": "2024-03-01 10:00", "amount": 5.0,
+             "order_id": "2024-03-01T10:00:00Z", "category": "books", "channel": "web"},
+        ]
+    )  # fmt: skip
+    typed = _request_frame()
+    assert str(typed["timestamp"].dtype) == TIMESTAMP_DTYPE  # the fast path is the one tested
+    for df in (typed, _request_frame(as_text=True)):
+        result = canonicalize(df)
+        pd.testing.assert_frame_equal(result.log, expected)
+        report = result.report
+        assert (report.rows_read, report.rows_kept) == (5, 4)
+        assert report.dropped == {"exact_duplicate": 1}
+        assert (report.n_returns, report.n_customers, report.n_exact_duplicates) == (1, 2, 1)
+        assert report.first_timestamp == utc("2024-01-15 12:00")
+        assert report.last_timestamp == utc("2024-03-01 10:00")
+        assert report.first_timestamp.unit == report.last_timestamp.unit == "us"
+        assert len(report.warnings) == 1 and "1 exact duplicate" in report.warnings[0]
+
+
+def test_request_sized_frame_with_any_index_and_unsorted_rows() -> None:
+    typed = _request_frame()
+    expected = canonicalize(typed).log
+    shuffled = typed.iloc[[3, 0, 4, 2, 1]].set_index(pd.Index([30, 10, 50, 20, 40]))
+    # Same rows, another order and index labels: only the two c1 lines of one order (same
+    # instant and order id) keep their source order, which now puts 3.25 before 7.5.
+    log = canonicalize(shuffled).log
+    assert list(log["amount"]) == [2.0, 3.25, 7.5, 5.0]
+    pd.testing.assert_frame_equal(
+        log.iloc[[0, 2, 1, 3]].reset_index(drop=True), expected, check_index_type=True
+    )
+
+
+def test_missing_time_in_a_typed_utc_column_is_rejected_with_its_row() -> None:
+    df = _request_frame()
+    df.loc[3, "timestamp"] = pd.NaT
+    assert str(df["timestamp"].dtype) == TIMESTAMP_DTYPE
+    with pytest.raises(
+        PurchaseLogError, match=r"'timestamp': 1 empty timestamp\(s\) at data rows 4"
+    ):
+        canonicalize(df)
+
+
+def test_log_shares_no_state_with_its_input_or_other_logs() -> None:
+    df = _request_frame()
+    before = df.copy()
+    first = canonicalize(df).log
+    second = canonicalize(df).log
+    first.loc[0, "amount"] = 99.0
+    first.loc[0, "category"] = "changed"
+    first.columns.name = "renamed"
+    pd.testing.assert_frame_equal(df, before)
+    assert second["amount"].iloc[0] == 2.0 and second["category"].iloc[0] == "toys"
+    assert second.columns.name is None
+
+
+def test_typed_cdnow_sample_loads_like_the_text_file(cdnow_sample_path: Path) -> None:
+    """The CDNOW sample as typed columns (dates parsed, numbers as floats) gives the same log
+    and report as the text file read by :func:`read_cdnow`."""
+    text = read_cdnow(cdnow_sample_path)
+    raw = pd.read_csv(
+        cdnow_sample_path,
+        sep=r"\s+",
+        header=None,
+        names=["customer_id", "sample_id", "date", "cds", "value"],
+        dtype="str",
+    )
+    typed = pd.DataFrame(
+        {
+            "customer_id": raw["customer_id"],
+            "sample_id": raw["sample_id"],
+            "timestamp": pd.to_datetime(raw["date"], format="%Y%m%d", utc=True).dt.as_unit("us"),
+            "quantity": raw["cds"].astype("float64"),
+            "amount": raw["value"].astype("float64"),
+        }
+    )
+    result = canonicalize(typed, LogConfig(cancel_prefix=None, duplicates="keep"))
+    pd.testing.assert_frame_equal(result.log, text.log)
+    assert result.report.to_dict() == {**text.report.to_dict(), "source": None}
+    assert result.report.n_exact_duplicates > 0  # the sample has repeated rows: kept, counted
+
+
+def _messy(log: pd.DataFrame) -> pd.DataFrame:
+    """Exact duplicates, more returns and missing order ids, rows shuffled."""
+    rng = np.random.default_rng(5)
+    out = log.copy()
+    out.loc[rng.random(len(out)) < 0.1, "order_id"] = None
+    returns = rng.random(len(out)) < 0.05
+    out.loc[returns, "amount"] = -out.loc[returns, "amount"]
+    out = pd.concat([out, out.sample(25, random_state=1)], ignore_index=True)
+    return out.sample(frac=1, random_state=2).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("variant", ["as generated", "messy"])
+def test_typed_synthetic_log_loads_like_its_csv(tmp_path: Path, variant: str) -> None:
+    """A synthetic log with every optional column, typed as generated, gives the same log
+    and report as the same rows written to CSV and parsed as text."""
+    raw = generate_purchase_log(60, seed=7).log
+    if variant == "messy":
+        raw = _messy(raw)
+    path = tmp_path / "log.csv"
+    raw.to_csv(path, index=False)
+    typed, text = canonicalize(raw), read_purchase_log(path)
+    pd.testing.assert_frame_equal(typed.log, text.log)
+    assert typed.report.to_dict() == {**text.report.to_dict(), "source": None}
+    assert typed.report.n_returns > 0
+    if variant == "messy":
+        assert typed.report.dropped == {"exact_duplicate": 25}
+        assert any("empty order id" in warning for warning in typed.report.warnings)
