@@ -3,7 +3,8 @@
 Starts ``bentoml serve`` with N workers (2 by default) on an artifact trained here on a
 synthetic log (or ``--model-uri``), then drives ``/noop`` and ``/score`` for ``--seconds``
 each at several concurrency levels, with single-customer and 100-customer requests (about
-10 history rows per customer). The client is our own asyncio/aiohttp loop that times every
+10 history rows per customer), alternating the two endpoints in ``--rounds`` slices so
+that both see the same machine. The client is our own asyncio/aiohttp loop that times every
 request with ``perf_counter`` (wrk's own percentiles were inflated).
 
 The client runs on the same machine: on 2 cores it takes CPU from the server, so absolute
@@ -211,11 +212,16 @@ async def drive(
     return latencies, errors, seconds
 
 
-def run_level(
-    base: str, endpoint: str, payload: str, bodies: Sequence[bytes], n: int, c: int, s: float
+def figures(
+    endpoint: str,
+    payload: str,
+    n: int,
+    c: int,
+    latencies: Sequence[float],
+    errors: dict[str, int],
+    seconds: float,
 ) -> LevelResult:
-    latencies, errors, seconds = asyncio.run(drive(f"{base}{endpoint}", bodies, c, s, 1.0))
-    lat = np.asarray(latencies) * 1000 if latencies else np.asarray([np.nan])
+    lat_ms = np.asarray(latencies) * 1000 if len(latencies) else np.asarray([np.nan])
     requests = len(latencies)
     return LevelResult(
         endpoint=endpoint,
@@ -226,12 +232,47 @@ def run_level(
         requests=requests,
         rps=requests / seconds,
         customers_per_s=requests * n / seconds,
-        p50_ms=float(np.percentile(lat, 50)),
-        p99_ms=float(np.percentile(lat, 99)),
+        p50_ms=float(np.percentile(lat_ms, 50)),
+        p99_ms=float(np.percentile(lat_ms, 99)),
         errors_5xx=errors["5xx"],
         errors_429=errors["429"],
         errors_other=errors["other"],
     )
+
+
+def interleaved(
+    base: str,
+    payload: str,
+    bodies: Sequence[bytes],
+    n: int,
+    c: int,
+    seconds: float,
+    rounds: int,
+) -> list[LevelResult]:
+    """/noop and /score at one level for ``seconds`` each, alternating in ``rounds`` slices.
+
+    On a shared 2-core VM the machine's speed drifts by tens of percent over minutes; taking
+    the floor and the endpoint in alternating slices exposes both to the same drift, so
+    their ratio measures the scorer rather than the neighbours. Latencies of all slices of
+    an endpoint are pooled before the percentiles are taken.
+    """
+    rounds = max(rounds, 1)
+    pooled: dict[str, tuple[list[float], dict[str, int], list[float]]] = {
+        endpoint: ([], {"5xx": 0, "429": 0, "other": 0}, []) for endpoint in ("/noop", "/score")
+    }
+    for _ in range(rounds):
+        for endpoint, (latencies, errors, spent) in pooled.items():
+            lat, err, sec = asyncio.run(
+                drive(f"{base}{endpoint}", bodies, c, seconds / rounds, 0.5)
+            )
+            latencies.extend(lat)
+            spent.append(sec)
+            for key in errors:
+                errors[key] += err[key]
+    return [
+        figures(endpoint, payload, n, c, latencies, errors, sum(spent))
+        for endpoint, (latencies, errors, spent) in pooled.items()
+    ]
 
 
 def floors(results: list[LevelResult]) -> list[tuple[str, bool, str]]:
@@ -301,6 +342,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated levels")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--payloads", default="1,100", help="customers per request, comma-separated"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="alternating /noop and /score slices per level"
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -308,7 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="retain-bench-") as tmp:
         model_uri = args.model_uri or str(train_artifact(Path(tmp) / "artifact"))
-        payloads = [("1 customer", 1, make_bodies(1)), ("100 customers", 100, make_bodies(100))]
+        sizes = [int(k) for k in args.payloads.split(",")]
+        payloads = [(f"{k} customer{'s' if k > 1 else ''}", k, make_bodies(k)) for k in sizes]
         port = args.port or free_port()
         load_before = os.getloadavg()
         process = start_server(model_uri, args.workers, port, Path(tmp) / "serve.log")
@@ -316,15 +364,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         results: list[LevelResult] = []
         try:
             for payload, n, bodies in payloads:
-                for endpoint in ("/noop", "/score"):
-                    for c in levels:
-                        result = run_level(base, endpoint, payload, bodies, n, c, args.seconds)
-                        results.append(result)
+                for c in levels:
+                    pair = interleaved(base, payload, bodies, n, c, args.seconds, args.rounds)
+                    results.extend(pair)
+                    for result in pair:
                         print(
-                            f"  {endpoint} {payload} c={c}: {result.rps:.1f} req/s "
+                            f"  {result.endpoint} {payload} c={c}: {result.rps:.1f} req/s "
                             f"p99 {result.p99_ms:.1f} ms",
                             file=sys.stderr,
                         )
+            results.sort(key=lambda r: (r.customers_per_request, r.endpoint, r.concurrency))
         finally:
             stop_server(process)
         load_after = os.getloadavg()
