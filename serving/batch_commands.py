@@ -61,6 +61,7 @@ def score_command(
     campaign: str | None = None,
     dask_address: str | None = None,
     dask_local: int | None = None,
+    threads: int | None = None,
     progress: bool = True,
     on_chunk: Callable[[Chunk], None] | None = None,
 ) -> BatchSummary:
@@ -73,6 +74,7 @@ def score_command(
         BatchError,
         BatchJob,
         data_identity,
+        default_threads,
         model_identity,
         pandas_runner,
         resolved_artifact,
@@ -123,6 +125,7 @@ def score_command(
                 as_of_ts,
                 campaign=campaign,
                 with_features=job.with_features,
+                threads=default_threads() if threads is None else threads,
             )
             return run_batch(runner=runner, executor="pandas", **common)
         from serving.dask_jobs import dask_client, dask_runner
@@ -187,6 +190,12 @@ def register(app: typer.Typer) -> None:
         dask_local: int | None = typer.Option(
             None, "--dask-local", help="Start a local Dask cluster with N worker processes."
         ),
+        threads: int | None = typer.Option(
+            None,
+            "--threads",
+            min=1,
+            help="Chunks scored at once on one machine (default: cores, at most 4).",
+        ),
     ) -> None:
         """Score every customer with the champion model into partitioned Parquet."""
         try:
@@ -202,6 +211,7 @@ def register(app: typer.Typer) -> None:
                 campaign=campaign,
                 dask_address=dask_address,
                 dask_local=dask_local,
+                threads=threads,
             )
         except _expected_errors() as exc:
             raise _fail(str(exc)) from None

@@ -173,10 +173,25 @@ def test_parts_share_one_schema_and_summary_is_written(
 
 
 def test_rerun_is_byte_identical(tmp_path: Path, data_path: Path, artifact: Path) -> None:
+    """Reruns, and runs on one or three threads, write the same bytes."""
     run(data_path, tmp_path / "a", artifact, chunk_customers=60, features_out=tmp_path / "fa")
     first = sha256s(tmp_path / "a")
-    run(data_path, tmp_path / "b", artifact, chunk_customers=60, features_out=tmp_path / "fb")
-    run(data_path, tmp_path / "a", artifact, chunk_customers=60, features_out=tmp_path / "fa")
+    run(
+        data_path,
+        tmp_path / "b",
+        artifact,
+        chunk_customers=60,
+        features_out=tmp_path / "fb",
+        threads=1,
+    )
+    run(
+        data_path,
+        tmp_path / "a",
+        artifact,
+        chunk_customers=60,
+        features_out=tmp_path / "fa",
+        threads=3,
+    )
     assert len(first) == 5
     assert sha256s(tmp_path / "b") == first == sha256s(tmp_path / "a")
     assert sha256s(tmp_path / "fa") == sha256s(tmp_path / "fb")
