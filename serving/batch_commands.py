@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
+    from features.schema import LogConfig
     from serving.batch import BatchSummary, Chunk
 
 _MAP_HELP = "Column mapping CANONICAL=SOURCE, repeatable, e.g. --map customer_id=CustomerID."
@@ -62,6 +63,7 @@ def score_command(
     dask_address: str | None = None,
     dask_local: int | None = None,
     threads: int | None = None,
+    log_config: LogConfig | None = None,
     progress: bool = True,
     on_chunk: Callable[[Chunk], None] | None = None,
 ) -> BatchSummary:
@@ -86,7 +88,10 @@ def score_command(
         raise BatchError("give at most one of --dask and --dask-local")
     chunk = DEFAULT_CHUNK_CUSTOMERS if chunk_customers is None else chunk_customers
     as_of_ts = to_utc_timestamp(as_of)
-    config = LogConfig(columns=parse_mapping(mapping or []))
+    config = log_config or LogConfig()
+    if mapping:  # --map entries override the config file's column names
+        columns = {**config.columns, **parse_mapping(mapping)}
+        config = config.model_copy(update={"columns": columns})
     if not data.exists():
         raise BatchError(f"purchase log not found: {data}")
     if chunk < 1:
@@ -190,6 +195,9 @@ def register(app: typer.Typer) -> None:
         dask_local: int | None = typer.Option(
             None, "--dask-local", help="Start a local Dask cluster with N worker processes."
         ),
+        config_file: Path | None = typer.Option(
+            None, "--config", "-c", help="Log config file (YAML or TOML, `log:` section)."
+        ),
         threads: int | None = typer.Option(
             None,
             "--threads",
@@ -199,6 +207,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score every customer with the champion model into partitioned Parquet."""
         try:
+            log_config = None
+            if config_file is not None:
+                from features.config_file import load_log_config
+
+                log_config = load_log_config(config_file)
             summary = score_command(
                 data,
                 as_of,
@@ -212,6 +225,7 @@ def register(app: typer.Typer) -> None:
                 dask_address=dask_address,
                 dask_local=dask_local,
                 threads=threads,
+                log_config=log_config,
             )
         except _expected_errors() as exc:
             raise _fail(str(exc)) from None

@@ -317,6 +317,34 @@ def test_cli_scores_and_reports_dropped_rows(
     assert summary["customers_scored"] == len(read_scores(out))
 
 
+def test_cli_reads_a_log_config_file(
+    tmp_path: Path, cli: typer.Typer, raw_log: pd.DataFrame, artifact: Path
+) -> None:
+    """Source column names and the duplicates rule from --config; --map overrides it."""
+    renamed = pd.concat([raw_log, raw_log.iloc[[5]]], ignore_index=True).rename(
+        columns={"customer_id": "CustomerID", "amount": "Revenue"}
+    )
+    path = tmp_path / "renamed.parquet"
+    renamed.to_parquet(path)
+    config = tmp_path / "log.yaml"
+    config.write_text(
+        "log:\n  columns: {customer_id: CustomerID, amount: WrongName}\n  duplicates: keep\n"
+    )
+    out = tmp_path / "out"
+    extra = ["--model-uri", str(artifact), "--config", str(config), "--map", "amount=Revenue"]
+    result = _score_cli(cli, path, out, *extra)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / SUMMARY_NAME).read_text())
+    assert summary["rows_in"] == summary["rows_kept"] == len(raw_log) + 1
+    assert summary["dropped"] == {}
+    assert summary["customers_scored"] == len(read_scores(out))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("log:\n  colums: {}\n")
+    refused = _score_cli(cli, path, tmp_path / "out2", "--model-uri", str(artifact), "-c", str(bad))
+    assert refused.exit_code == 2
+    assert "colums" in refused.output
+
+
 @pytest.mark.parametrize(
     ("make_input", "message"),
     [
