@@ -24,7 +24,9 @@ so the cluster must run worker processes (``LocalCluster(processes=True)``).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import tempfile
+import threading
 import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -54,6 +56,7 @@ class ArtifactFiles:
     """An artifact directory as (relative path, bytes) pairs, to ship to workers."""
 
     files: tuple[tuple[str, bytes], ...]
+    digest: str = ""
 
     @classmethod
     def read(cls, directory: str | Path) -> ArtifactFiles:
@@ -63,7 +66,10 @@ class ArtifactFiles:
             for p in root.rglob("*")
             if p.is_file() and not p.is_symlink()
         )
-        return cls(tuple(files))
+        sha = hashlib.sha256()
+        for rel, data in files:
+            sha.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+        return cls(tuple(files), sha.hexdigest())
 
     @contextlib.contextmanager
     def materialized(self) -> Iterator[Path]:
@@ -79,6 +85,25 @@ class ArtifactFiles:
     def load(self) -> ScoringModel:
         with self.materialized() as root:
             return ScoringModel.load(root)
+
+    def cached(self) -> ScoringModel:
+        """The loaded model, once per worker process and artifact.
+
+        Loading compiles the boosters (seconds); per partition that was most of a Dask run's
+        CPU. The key is the content digest, so a different artifact is never served stale.
+        """
+        with _CACHE_LOCK:
+            model = _LOADED.get(self.digest) if self.digest else None
+            if model is None:
+                model = self.load()
+                _LOADED.clear()  # one artifact per worker at a time: bounded memory
+                if self.digest:
+                    _LOADED[self.digest] = model
+            return model
+
+
+_LOADED: dict[str, ScoringModel] = {}
+_CACHE_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -123,7 +148,7 @@ def score_partition(
     with_features: bool,
 ) -> pd.DataFrame:
     """One customer partition scored by the shared scorer; features joined on, prefixed."""
-    model = artifact.load()
+    model = artifact.cached()
     scores, features = score_chunk(
         model, log, as_of, campaign=campaign, with_features=with_features
     )
