@@ -129,6 +129,10 @@ class FeatureBlock:
             raise KeyError(f"feature block lacks column {name!r}")
         return self.values[:, self._positions[name]]
 
+    def take(self, rows: np.ndarray) -> FeatureBlock:
+        """The block's rows at ``rows`` (positions), in that order."""
+        return FeatureBlock(self.customer_id[rows], self.values[rows], self.names)
+
     def to_frame(self) -> pd.DataFrame:
         """The documented ``build_features`` frame: index ``customer_id``, catalog dtypes."""
         index = pd.Index(self.customer_id, dtype="str", name="customer_id")

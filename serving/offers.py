@@ -291,25 +291,9 @@ def apply_policy(
     ``campaign`` (default ``policy.campaign``) seeds the holdout draw, so each campaign has
     its own control group and the same customer in the same campaign is always drawn alike.
     """
-    inputs = OfferInputs.from_scores(scores, policy)
-    decisions = decide_offers(inputs, scores["customer_id"], policy, campaign)
+    decisions = decide_offers(OfferInputs.from_scores(scores, policy), policy, campaign)
     out = pd.DataFrame(
-        {
-            "customer_id": scores["customer_id"].reset_index(drop=True),
-            "offer": _labels(decisions.table("offer"), decisions.code("offer")),
-            "offer_channel": _labels(decisions.table("channel"), decisions.code("channel")),
-            "offer_send_date": pd.DatetimeIndex(
-                decisions.send_day.astype("datetime64[us]")
-            ).tz_localize("UTC"),
-            "offer_expected_value": decisions.expected_value,
-            "offer_reason": _labels(decisions.table("reason"), decisions.code("reason")),
-            "offer_rule": _labels(decisions.table("rule"), decisions.code("rule")),
-            "holdout": decisions.holdout,
-            "suppressed": decisions.suppressed,
-            "suppressed_reason": _labels(
-                decisions.table("suppressed_reason"), decisions.code("suppressed_reason")
-            ),
-        }
+        {"customer_id": scores["customer_id"].reset_index(drop=True), **decisions.columns()}
     )
     out.index = scores.index
     return out[list(OFFER_COLUMNS)]
@@ -355,15 +339,33 @@ class OfferDecisions:
         return self._audit
 
     def texts(self, name: str) -> np.ndarray:
-        """Labels as an object array (for small frames and HTTP responses)."""
+        """Labels as an object array (for HTTP responses)."""
         return np.asarray(self._tables[name], dtype=object)[self.code(name)]
+
+    def columns(self) -> dict[str, Any]:
+        """``OFFER_COLUMNS`` but ``customer_id``, with the dtypes frames and Parquet use."""
+        return {
+            "offer": self._labels("offer"),
+            "offer_channel": self._labels("channel"),
+            "offer_send_date": pd.DatetimeIndex(self.send_day.astype("datetime64[us]"))
+            .tz_localize("UTC")
+            .array,
+            "offer_expected_value": self.expected_value,
+            "offer_reason": self._labels("reason"),
+            "offer_rule": self._labels("rule"),
+            "holdout": self.holdout,
+            "suppressed": self.suppressed,
+            "suppressed_reason": self._labels("suppressed_reason"),
+        }
+
+    def _labels(self, name: str) -> pd.api.extensions.ExtensionArray:
+        """One Arrow ``take`` from the label table: a few strings, not 1M Python objects."""
+        table = pa.array(list(self._tables[name]), type=pa.string())
+        return pd.array(table.take(pa.array(self.code(name))), dtype="str")
 
 
 def decide_offers(
-    inputs: OfferInputs,
-    customer_id: pd.Series | np.ndarray,
-    policy: OfferPolicy,
-    campaign: str | None = None,
+    inputs: OfferInputs, policy: OfferPolicy, campaign: str | None = None
 ) -> OfferDecisions:
     """First matching rule, send day, expected value, holdout draw and suppression."""
     campaign = policy.campaign if campaign is None else campaign
@@ -391,7 +393,7 @@ def decide_offers(
     send_day = _send_days(rules, safe_idx, ctx)
     send_day = np.where(matched, send_day, np.datetime64("NaT", "D"))
 
-    holdout = _holdout_draw(customer_id, campaign) < policy.holdout_share
+    holdout = _holdout_draw(ctx.customer_id, campaign) < policy.holdout_share
     negative = matched & (expected_value < 0.0) & ~holdout
     return OfferDecisions(rules, rule_idx, expected_value, send_day, holdout, negative)
 
@@ -407,39 +409,15 @@ def _label_tables(rules: Sequence[Rule]) -> dict[str, tuple[str, ...]]:
     }
 
 
-def _labels(table: Sequence[str], codes: np.ndarray) -> pd.Series:
-    """Strings by code with one Arrow ``take``: a few distinct labels, not 1M Python objects."""
-    return pd.Series(pa.array(list(table), type=pa.string()).take(pa.array(codes)), dtype="str")
-
-
 class OfferInputs:
-    """The validated, numpy-typed columns the rules read; built once per call."""
+    """The numpy-typed columns the rules read, checked once on construction.
+
+    ``customer_id`` names offending rows in errors and seeds the holdout draw; segment codes
+    index this module's ``SEGMENTS``.
+    """
 
     def __init__(
         self,
-        segment_codes: np.ndarray,
-        churn: np.ndarray,
-        spend_365d: np.ndarray,
-        spend_horizon: np.ndarray,
-        as_of_day: np.ndarray,
-        last_day: np.ndarray,
-        next_day: np.ndarray,
-        value_band: pd.Series | None = None,
-    ) -> None:
-        self.segment_codes = segment_codes
-        self.churn = churn
-        self.spend_365d = spend_365d
-        self.spend_horizon = spend_horizon
-        self.as_of_day = as_of_day
-        self.last_day = last_day
-        self.next_day = next_day
-        self.value_band = value_band
-        self.days_since_last = (as_of_day - last_day).astype(np.int64)
-        self._quantiles: dict[float, float] = {}
-
-    @classmethod
-    def from_arrays(
-        cls,
         customer_id: np.ndarray | pd.Series,
         segment_codes: np.ndarray,
         churn: np.ndarray,
@@ -449,8 +427,7 @@ class OfferInputs:
         last_day: np.ndarray,
         next_day: np.ndarray,
         value_band: pd.Series | None = None,
-    ) -> OfferInputs:
-        """Checks the numbers the rules compare (segment codes index ``SEGMENTS``)."""
+    ) -> None:
         for name, values in (
             ("churn_probability", churn),
             ("expected_spend_365d", spend_365d),
@@ -475,16 +452,17 @@ class OfferInputs:
                     f"{name} is missing in {int(bad.sum())} row(s), "
                     f"e.g. customer_id {_examples(customer_id, bad)}"
                 )
-        return cls(
-            segment_codes,
-            churn,
-            spend_365d,
-            spend_horizon,
-            as_of_day,
-            last_day,
-            next_day,
-            value_band,
-        )
+        self.customer_id = customer_id
+        self.segment_codes = segment_codes
+        self.churn = churn
+        self.spend_365d = spend_365d
+        self.spend_horizon = spend_horizon
+        self.as_of_day = as_of_day
+        self.last_day = last_day
+        self.next_day = next_day
+        self.value_band = value_band
+        self.days_since_last = (as_of_day - last_day).astype(np.int64)
+        self._quantiles: dict[float, float] = {}
 
     @classmethod
     def from_scores(cls, scores: pd.DataFrame, policy: OfferPolicy) -> OfferInputs:
@@ -516,7 +494,7 @@ class OfferInputs:
                     "'value_band' column"
                 )
             value_band = scores["value_band"]
-        return cls.from_arrays(
+        return cls(
             ids,
             segment_codes=segment.codes,
             churn=_float_column(scores, "churn_probability"),

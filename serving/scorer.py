@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -81,12 +82,8 @@ class ScoringModel:
 
 def risk_band(churn_probability: np.ndarray) -> np.ndarray:
     """Bucket churn probabilities into low / medium / high."""
-    return _BAND_NAMES[_band_codes(churn_probability)]
-
-
-def _band_codes(churn_probability: np.ndarray) -> np.ndarray:
     codes = np.searchsorted(_BAND_EDGES, churn_probability, side="right")
-    return codes.clip(0, len(_BAND_NAMES) - 1)
+    return _BAND_NAMES[codes.clip(0, len(_BAND_NAMES) - 1)]
 
 
 @dataclass(frozen=True)
@@ -111,41 +108,23 @@ class ScoredCustomers:
 
     def frame(self) -> pd.DataFrame:
         """``SCORE_COLUMNS`` with the dtypes batch Parquet and notebooks rely on."""
-        from serving.offers import _labels
-
-        n = len(self)
-        offers = self.offers
-        data: dict[str, object] = {
+        if len(self) == 0:
+            return pd.DataFrame({c: pd.Series(dtype="object") for c in SCORE_COLUMNS})
+        data: dict[str, Any] = {
             "customer_id": pd.array(self.customer_id, dtype="str"),
             "as_of": pd.DatetimeIndex(
-                np.full(n, self.as_of.value // 1000).view("datetime64[us]")
+                np.full(len(self), self.as_of.value // 1000).view("datetime64[us]")
             ).tz_localize("UTC"),
-            "expected_next_purchase_date": pd.DatetimeIndex(
-                self.next_purchase.astype("datetime64[ns]")
-            ).tz_localize("UTC"),
+            "expected_next_purchase_date": pd.DatetimeIndex(self.next_purchase).tz_localize("UTC"),
             "risk_band": pd.array(self.risk_band, dtype="str"),
             "segment": pd.array(self.segment, dtype="str"),
             **{
                 f"reason_{i + 1}": pd.array(self.reasons[:, i], dtype="str")
                 for i in range(N_REASONS)
             },
-            "offer": _labels(offers.table("offer"), offers.code("offer")).array,
-            "offer_channel": _labels(offers.table("channel"), offers.code("channel")).array,
-            "offer_send_date": pd.DatetimeIndex(
-                offers.send_day.astype("datetime64[us]")
-            ).tz_localize("UTC"),
-            "offer_expected_value": offers.expected_value,
-            "offer_reason": _labels(offers.table("reason"), offers.code("reason")).array,
-            "offer_rule": _labels(offers.table("rule"), offers.code("rule")).array,
-            "holdout": offers.holdout,
-            "suppressed": offers.suppressed,
-            "suppressed_reason": _labels(
-                offers.table("suppressed_reason"), offers.code("suppressed_reason")
-            ).array,
+            **self.offers.columns(),
             **self.numbers,
         }
-        if n == 0:
-            return pd.DataFrame({c: pd.Series(dtype="object") for c in SCORE_COLUMNS})
         return pd.DataFrame({c: data[c] for c in SCORE_COLUMNS})
 
 
@@ -158,8 +137,6 @@ def score_block(
 ) -> ScoredCustomers:
     """Scores, segment, reasons and offer for every customer of a feature block."""
     as_of_ts = to_utc_timestamp(as_of)
-    if len(block) == 0:
-        return _no_customers(model, as_of_ts)
     models = model.artifact.models
     x = models.model_input(block.values, block.names)
     preds = models.predict_arrays(x, as_of_ts)
@@ -173,7 +150,7 @@ def score_block(
     recency_us = np.round(block.column("recency_days") * US_PER_DAY).astype(np.int64)
     last_purchase = (as_of_us - recency_us).view("datetime64[us]")
     next_purchase = preds["expected_next_purchase_date"]
-    inputs = OfferInputs.from_arrays(
+    inputs = OfferInputs(
         block.customer_id,
         segment_codes=_TO_OFFER_SEGMENT[seg],
         churn=churn,
@@ -183,38 +160,15 @@ def score_block(
         last_day=last_purchase.astype("datetime64[D]"),
         next_day=next_purchase.astype("datetime64[D]"),
     )
-    offers = decide_offers(inputs, block.customer_id, model.policy, campaign)
+    offers = decide_offers(inputs, model.policy, campaign)
     return ScoredCustomers(
         customer_id=block.customer_id,
         as_of=as_of_ts,
         numbers={c: preds[c] for c in NUMBER_COLUMNS},
         next_purchase=next_purchase,
         segment=_SEGMENT_NAMES[seg],
-        risk_band=_BAND_NAMES[_band_codes(churn)],
+        risk_band=risk_band(churn),
         reasons=reasons,
-        offers=offers,
-    )
-
-
-def _no_customers(model: ScoringModel, as_of: pd.Timestamp) -> ScoredCustomers:
-    empty = np.empty(0)
-    no_days = np.empty(0, dtype="datetime64[D]")
-    offers = OfferDecisions(
-        model.policy.rules,
-        np.empty(0, dtype=np.int64),
-        empty,
-        no_days,
-        np.empty(0, dtype=bool),
-        np.empty(0, dtype=bool),
-    )
-    return ScoredCustomers(
-        customer_id=np.empty(0, dtype=object),
-        as_of=as_of,
-        numbers={c: empty for c in NUMBER_COLUMNS},
-        next_purchase=np.empty(0, dtype="datetime64[ns]"),
-        segment=np.empty(0, dtype=object),
-        risk_band=np.empty(0, dtype=object),
-        reasons=np.empty((0, N_REASONS), dtype=object),
         offers=offers,
     )
 

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from starlette.responses import Response
 
+from features.builders import FeatureBlock
 from features.schema import PurchaseLogError
 from serving.model_source import resolved_artifact
 from serving.offers import ScoresError
@@ -184,13 +185,15 @@ def snapshot_signature(path: Path) -> tuple[tuple[str, int, int], ...]:
 
 @dataclass(frozen=True)
 class FeatureSnapshot:
-    """Per-customer features written by the batch job, indexed by ``customer_id``.
+    """Per-customer features written by the batch job, as the block the scorer reads.
 
-    A customer present in several files keeps its row with the latest ``as_of``.
+    ``as_of`` is indexed by ``customer_id`` in the block's row order, so a request only
+    looks rows up and slices the block (converted from Parquet once, at load). A customer
+    present in several files keeps its row with the latest ``as_of``.
     """
 
     path: Path | None
-    features: pd.DataFrame
+    features: FeatureBlock
     as_of: pd.Series
     signature: tuple[tuple[str, int, int], ...] = ()
 
@@ -198,8 +201,8 @@ class FeatureSnapshot:
     def empty(cls) -> FeatureSnapshot:
         return cls(
             None,
-            pd.DataFrame(index=pd.Index([], dtype="str", name="customer_id")),
-            pd.Series(dtype="datetime64[us, UTC]"),
+            FeatureBlock(np.empty(0, dtype=object), np.empty((0, 0)), ()),
+            pd.Series(dtype="datetime64[us, UTC]", index=pd.Index([], dtype="str")),
         )
 
     @classmethod
@@ -222,7 +225,8 @@ class FeatureSnapshot:
             "customer_id", keep="last"
         )
         frame = frame.set_index("customer_id")
-        return cls(root, frame.drop(columns=["as_of"]), frame["as_of"], signature)
+        block = FeatureBlock.from_frame(frame.drop(columns=["as_of"]))
+        return cls(root, block, frame["as_of"], signature)
 
     def info(self, model: ModelInfo) -> SnapshotInfo:
         has = len(self.as_of) > 0
@@ -340,13 +344,10 @@ def _texts(values: np.ndarray) -> list[str | None]:
 
 def score_records(scored: ScoredCustomers) -> dict[str, dict[str, Any]]:
     """Scorer output -> response dicts keyed by customer id, built from its arrays."""
-    from serving.scorer import N_REASONS
-
-    n = len(scored)
-    if n == 0:
+    if len(scored) == 0:
         return {}
     ids = scored.customer_id.tolist()
-    as_of = [scored.as_of.isoformat()] * n
+    as_of = scored.as_of.isoformat()
     numbers = scored.numbers
     churn = _floats(numbers["churn_probability"])
     p30 = _floats(numbers["p_purchase_30d"])
@@ -372,7 +373,7 @@ def score_records(scored: ScoredCustomers) -> dict[str, dict[str, Any]]:
         out[customer_id] = {
             "customer_id": customer_id,
             "status": "scored",
-            "as_of": as_of[i],
+            "as_of": as_of,
             "churn_probability": churn[i],
             "risk_band": band[i],
             "expected_next_purchase_date": next_date[i],
@@ -381,9 +382,9 @@ def score_records(scored: ScoredCustomers) -> dict[str, dict[str, Any]]:
             "expected_spend_horizon": spend_h[i],
             "expected_spend_365d": spend_y[i],
             "segment": segment[i],
-            "reasons": [r for r in reasons[i][:N_REASONS] if r],
+            "reasons": [r for r in reasons[i] if r],
             "offer": {
-                "code": offer[i] or "none",
+                "code": offer[i],
                 "channel": channel[i],
                 "send_date": send_date[i],
                 "expected_value": value[i],
@@ -501,16 +502,17 @@ def score_ids(
     model: Any, snapshot: FeatureSnapshot, customer_ids: Sequence[str], campaign: str | None
 ) -> list[dict[str, Any]]:
     """Score ids from the feature snapshot: one scorer call per snapshot ``as_of``."""
-    from features.builders import FeatureBlock
     from serving.scorer import score_block
 
-    unique = list(dict.fromkeys(customer_ids))
-    known = snapshot.features.index.intersection(pd.Index(unique, dtype="str"))
+    unique = pd.Index(list(dict.fromkeys(customer_ids)), dtype="str")
     rows: dict[str, dict[str, Any]] = {}
-    if len(known):
-        as_of = snapshot.as_of.loc[known]
-        for stamp, ids in as_of.groupby(as_of, sort=True).groups.items():
-            block = FeatureBlock.from_frame(snapshot.features.loc[ids])
+    positions = snapshot.as_of.index.get_indexer(unique)
+    positions = positions[positions >= 0]
+    if len(positions):
+        stamps = snapshot.as_of.iloc[positions]
+        for stamp in np.unique(stamps.to_numpy()):
+            picked = positions[(stamps == stamp).to_numpy()]
+            block = snapshot.features.take(picked)
             rows.update(score_records(score_block(model, block, stamp, campaign=campaign)))
     out = []
     for cid in customer_ids:

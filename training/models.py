@@ -265,10 +265,14 @@ def _train(
 SMALL_BATCH_ROWS = 5_000
 
 
+def _threads(rows: int) -> int:
+    """One thread for small batches, else every core."""
+    return 1 if rows < SMALL_BATCH_ROWS else max(os.cpu_count() or 1, 1)
+
+
 def _predict(booster: lgb.Booster, m: FloatArray, **kwargs: Any) -> FloatArray:
     """``Booster.predict`` with the thread count chosen by batch size."""
-    threads = 1 if len(m) < SMALL_BATCH_ROWS else 0
-    return booster.predict(m, num_threads=threads, **kwargs)
+    return booster.predict(m, num_threads=_threads(len(m)), **kwargs)
 
 
 class CompiledForest:
@@ -289,21 +293,29 @@ class CompiledForest:
             model = lleaves.Model(model_file=str(path))
             model.compile(raw_score=True)
         self._model = model
-        self.n_features = booster.num_feature()
 
     def raw(self, m: FloatArray) -> FloatArray:
         if len(m) == 0:
             return np.empty(0)
-        threads = 1 if len(m) < SMALL_BATCH_ROWS else max(os.cpu_count() or 1, 1)
-        return np.asarray(self._model.predict(np.ascontiguousarray(m), n_jobs=threads))
+        return np.asarray(self._model.predict(np.ascontiguousarray(m), n_jobs=_threads(len(m))))
 
 
-def _raw(model: Any, m: FloatArray) -> FloatArray:
-    """Raw scores of a model's booster: compiled when ``RetainModels.compile`` ran."""
-    forest: CompiledForest | None = getattr(model, "_forest", None)
-    if forest is not None:
-        return forest.raw(m)
-    return _predict(model.booster_, m, raw_score=True)
+class _BoosterModel:
+    """What every model here does with its ``booster_``: raw scores, compiled on request."""
+
+    booster_: lgb.Booster
+    _forest: CompiledForest | None = None
+
+    def compile(self) -> None:
+        """Compile ``booster_`` with lleaves; raw scores then come from machine code."""
+        _check_fitted(self, "booster_")
+        if self._forest is None:
+            self._forest = CompiledForest(self.booster_)
+
+    def _raw(self, m: FloatArray) -> FloatArray:
+        if self._forest is not None:
+            return self._forest.raw(m)
+        return _predict(self.booster_, m, raw_score=True)
 
 
 def _sigmoid(raw: FloatArray) -> FloatArray:
@@ -379,13 +391,14 @@ class LeafPaths:
         self.bias = bias
         self.n_trees = len(trees)
 
-    def contributions(self, leaves: NDArray[np.int64]) -> FloatArray:
-        """(n, n_features) attributions for ``pred_leaf`` output of shape (n, n_trees)."""
+    def contributions(self, booster: lgb.Booster, m: FloatArray) -> FloatArray:
+        """(n, n_features) attributions of the rows of ``m`` (LightGBM reports the leaves)."""
         from scipy.sparse import csr_matrix
 
-        n = leaves.shape[0]
-        if n == 0:
+        n = len(m)
+        if n == 0:  # LightGBM's pred_leaf fails on an empty matrix
             return np.zeros((0, self.table.shape[1]))
+        leaves = np.asarray(_predict(booster, m, pred_leaf=True), dtype=np.int64)
         flat = (leaves + np.arange(self.n_trees, dtype=np.int64) * self.max_leaves).ravel()
         pick = csr_matrix(
             (np.ones(flat.size), flat, np.arange(0, flat.size + 1, self.n_trees)),
@@ -399,11 +412,13 @@ class LeafPaths:
 # --------------------------------------------------------------------------------------
 
 
-class ChurnModel:
+class ChurnModel(_BoosterModel):
     """P(no purchase within the horizon): LightGBM binary, calibrated on the latest fold.
 
     With ``offset="bgnbd_logit"`` the booster starts from the BG/NBD churn log-odds.
     """
+
+    _paths: LeafPaths | None = None  # built from the booster on first use
 
     def __init__(
         self,
@@ -455,7 +470,7 @@ class ChurnModel:
     def predict_log_odds(self, X: Table) -> FloatArray:
         """Uncalibrated churn log-odds (trees plus the baseline offset)."""
         _check_fitted(self, "booster_")
-        raw = _raw(self, _matrix(X, self.feature_names_in_, "ChurnModel"))
+        raw = self._raw(_matrix(X, self.feature_names_in_, "ChurnModel"))
         offset = baseline_offset(self.offset, X)
         return raw if offset is None else raw + offset
 
@@ -496,11 +511,10 @@ class ChurnModel:
         like TreeSHAP for the top reasons; ``contributions`` stays the exact SHAP values.
         """
         _check_fitted(self, "booster_")
-        if getattr(self, "_paths", None) is None:
+        if self._paths is None:
             self._paths = LeafPaths(self.booster_)
         m = _matrix(X, self.feature_names_in_, "ChurnModel")
-        leaves = _predict(self.booster_, m, pred_leaf=True)
-        return self._paths.contributions(np.asarray(leaves, dtype=np.int64)), self._paths.bias
+        return self._paths.contributions(self.booster_, m), self._paths.bias
 
 
 def churn_monotone_constraints(names: Sequence[str]) -> list[int]:
@@ -551,7 +565,7 @@ def person_period(
     return rows, bins, target
 
 
-class TimingModel:
+class TimingModel(_BoosterModel):
     """Discrete-time hazard of the next purchase over day bins (censoring-aware).
 
     One LightGBM binary model on person-period rows predicts the hazard of buying in bin
@@ -624,7 +638,7 @@ class TimingModel:
         n_bins = len(self.edges_) - 1
         rep = np.repeat(m, n_bins, axis=0)
         bins = np.tile(np.arange(n_bins, dtype=np.float64), len(m))
-        hazard = _sigmoid(_raw(self, np.column_stack([rep, bins]))).reshape(len(m), n_bins)
+        hazard = _sigmoid(self._raw(np.column_stack([rep, bins]))).reshape(len(m), n_bins)
         surv = np.cumprod(1.0 - np.clip(hazard, 0.0, 1.0 - _P_FLOOR), axis=1)
         return np.column_stack([np.ones(len(m)), surv])
 
@@ -694,7 +708,7 @@ def survival_summaries(surv: FloatArray, edges: FloatArray) -> dict[str, FloatAr
 # --------------------------------------------------------------------------------------
 
 
-class SpendModel:
+class SpendModel(_BoosterModel):
     """A LightGBM regression (poisson for purchase days, tweedie for spend), optionally
     boosted from the BG/NBD expectation (``offset``) and optionally re-anchored on the
     latest fold (``recalibrate``: ``scale_ = sum(actual) / sum(predicted)``, else 1).
@@ -745,7 +759,7 @@ class SpendModel:
     def predict(self, X: Table) -> FloatArray:
         _check_fitted(self, "booster_")
         m = _matrix(X, self.feature_names_in_, "SpendModel")
-        raw = _raw(self, m)
+        raw = self._raw(m)
         offset = baseline_offset(self.offset, X, self.offset_scale)
         if offset is not None:
             raw = raw + offset
@@ -839,7 +853,7 @@ def days_after(as_of: pd.Timestamp, days: FloatArray) -> NDArray[np.datetime64]:
     """``as_of`` plus fractional days, as naive UTC datetime64[ns] (NaN days -> NaT)."""
     ns = np.round(np.asarray(days, dtype=np.float64) * 86_400e9)
     finite = np.isfinite(ns)
-    stamps = np.where(finite, ns, 0).astype(np.int64) + as_of.as_unit("ns").value
+    stamps = np.where(finite, ns, 0).astype(np.int64) + as_of.value  # .value is ns
     out = stamps.view("datetime64[ns]")
     out[~finite] = np.datetime64("NaT")
     return out
@@ -852,10 +866,6 @@ def prediction_frame(arrays: dict[str, Any], index: pd.Index) -> pd.DataFrame:
         data["expected_next_purchase_date"]
     ).tz_localize("UTC")
     return pd.DataFrame({c: data[c] for c in PREDICTION_COLUMNS}, index=index)
-
-
-def x_frame(values: FloatArray, names: Sequence[str], index: pd.Index) -> pd.DataFrame:
-    return pd.DataFrame(values, index=index, columns=list(names))
 
 
 # --------------------------------------------------------------------------------------
@@ -1074,11 +1084,9 @@ class RetainModels:
 
     def _frame_input(self, features: pd.DataFrame) -> ModelInput:
         _check_fitted(self, "churn_")
-        missing = [c for c in self.feature_names_in_ if c not in features.columns]
-        if missing:
-            raise KeyError(f"RetainModels: features lack column(s) {missing} seen at fit time")
-        x = features.loc[:, self.feature_names_in_].to_numpy(dtype=np.float64, na_value=np.nan)
-        return self.model_input(x, self.feature_names_in_)
+        present = [c for c in self.feature_names_in_ if c in features.columns]
+        x = features.loc[:, present].to_numpy(dtype=np.float64, na_value=np.nan)
+        return self.model_input(x, present)  # names any missing column
 
     def predict(self, log: pd.DataFrame, as_of: pd.Timestamp | str) -> pd.DataFrame:
         """Scores for every customer with an order before ``as_of`` (index customer_id)."""
@@ -1089,14 +1097,6 @@ class RetainModels:
         """Scores from a ready feature frame (columns in any order, extra columns ignored)."""
         arrays = self.predict_arrays(self._frame_input(features), as_utc(as_of))
         return prediction_frame(arrays, features.index)
-
-    def predict_with_contributions(
-        self, features: pd.DataFrame, as_of: pd.Timestamp | str
-    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Scores and churn path contributions from one model input."""
-        x = self._frame_input(features)
-        preds = prediction_frame(self.predict_arrays(x, as_utc(as_of)), features.index)
-        return preds, x_frame(self.reason_contributions(x), x.names, features.index)
 
     def predict_arrays(self, x: ModelInput, as_of: pd.Timestamp) -> dict[str, FloatArray]:
         """``PREDICTION_COLUMNS`` as arrays (the next-purchase date as datetime64[ns], UTC)."""
@@ -1130,7 +1130,7 @@ class RetainModels:
         ``ChurnModel.path_contributions``; ``ChurnModel.contributions`` has exact SHAP values.
         """
         x = self._frame_input(features)
-        return x_frame(self.reason_contributions(x), x.names, features.index)
+        return ModelInput(self.reason_contributions(x), x.names).to_frame(features.index)
 
     def reason_contributions(self, x: ModelInput) -> FloatArray:
         """(n, len(input_names_)) churn path contributions, columns as ``x.names``."""
@@ -1146,8 +1146,8 @@ class RetainModels:
         """
         _check_fitted(self, "churn_")
         for model in self._boosters().values():
-            if model is not None and getattr(model, "_forest", None) is None:
-                model._forest = CompiledForest(model.booster_)
+            if model is not None:
+                model.compile()
         return self
 
     def _boosters(self) -> dict[str, Any]:

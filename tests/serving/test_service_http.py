@@ -396,6 +396,37 @@ def test_score_ids_from_snapshot(
     assert reload.json()["as_of_max"].startswith("2024-05-01")
 
 
+def test_score_ids_scores_each_customer_at_its_own_snapshot_as_of(
+    tmp_path: Path, snapshot_path: Path, scoring_model: ScoringModel
+) -> None:
+    """Rows from two snapshot dates, a repeated id and an unknown one, without HTTP."""
+    from serving.service import FeatureSnapshot, score_ids
+
+    frame = pd.read_parquet(snapshot_path)
+    older = frame.iloc[:2].assign(
+        customer_id=frame["customer_id"].iloc[:2] + "_old",
+        as_of=pd.Timestamp("2024-03-01", tz="UTC"),
+    )
+    directory = tmp_path / "snapshot"
+    directory.mkdir()
+    frame.to_parquet(directory / "a.parquet")
+    older.to_parquet(directory / "b.parquet")
+    snapshot = FeatureSnapshot.load(directory)
+    assert len(snapshot.features) == len(frame) + 2
+
+    first = str(frame["customer_id"].iloc[0])
+    asked = [first, f"{first}_old", "ghost", first]
+    results = score_ids(scoring_model, snapshot, asked, None)
+    assert [r["customer_id"] for r in results] == asked
+    assert results[0] == results[3]
+    assert results[2]["status"] == "unknown_customer_id"
+    features = frame.set_index("customer_id").loc[[first]].drop(columns=["as_of"])
+    for got, as_of in ((results[0], "2024-05-01"), (results[1], "2024-03-01")):
+        expected = score_features(scoring_model, features, as_of).iloc[0]
+        assert got["as_of"].startswith(as_of)
+        assert_matches(got, expected)
+
+
 def _assert_no_echo(response: httpx.Response, secret: str) -> None:
     assert secret not in response.text
 

@@ -204,14 +204,23 @@ def test_path_contributions_add_up_and_rank_like_shap(
     np.testing.assert_array_equal(reasons.to_numpy(), paths[:50])
 
 
-def test_one_pass_scoring_equals_the_separate_calls(
-    fitted: RetainModels, features: pd.DataFrame
+def test_compiled_boosters_predict_what_lightgbm_predicts(
+    fitted: RetainModels, features: pd.DataFrame, tmp_path: Path
 ) -> None:
-    """The scorer's single pass gives exactly what the two public calls give."""
-    part = features.iloc[:40]
-    preds, contributions = fitted.predict_with_contributions(part, AS_OF)
-    pd.testing.assert_frame_equal(preds, fitted.predict_features(part, AS_OF))
-    pd.testing.assert_frame_equal(contributions, fitted.feature_contributions(part))
+    """lleaves machine code from the saved text gives LightGBM's numbers; empty input too."""
+    compiled = RetainModels.load(fitted.save(tmp_path / "models")).compile()
+    assert compiled.churn_._forest is not None and fitted.churn_._forest is None
+    expected = fitted.predict_features(features, AS_OF)
+    got = compiled.predict_features(features, AS_OF)
+    numbers = [c for c in PREDICTION_COLUMNS if c != "expected_next_purchase_date"]
+    np.testing.assert_allclose(got[numbers], expected[numbers], rtol=1e-9, atol=1e-12)
+    assert (got["churn_probability"] != 0.5).all()
+    empty = compiled.predict_features(features.iloc[:0], AS_OF)
+    assert empty.empty and list(empty.columns) == list(PREDICTION_COLUMNS)
+    assert compiled.feature_contributions(features.iloc[:0]).shape == (
+        0,
+        len(compiled.input_names_),
+    )
 
 
 def test_no_leakage_and_determinism(log: pd.DataFrame) -> None:
