@@ -46,6 +46,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.catalog import FEATURE_COLUMNS, WINDOWS_DAYS
+from features.log_arrays import LogArrays
 from features.schema import CANONICAL_COLUMNS, PurchaseLogError
 
 US_PER_DAY = 86_400_000_000
@@ -166,21 +167,29 @@ def build_features(
 
 
 def build_feature_block(
-    log: pd.DataFrame,
+    log: pd.DataFrame | LogArrays,
     as_of: str | datetime | pd.Timestamp,
     config: FeatureConfig | None = None,
 ) -> FeatureBlock:
-    """:func:`build_features` as a :class:`FeatureBlock` (same rows, same values)."""
+    """:func:`build_features` as a :class:`FeatureBlock` (same rows, same values).
+
+    ``log`` is the canonical log, or the same log as :class:`~features.log_arrays.LogArrays`
+    (what the HTTP service builds from a request's rows, with no DataFrame in between).
+    """
     config = config or FeatureConfig()
     cutoff_ns = to_utc_timestamp(as_of).value
     # first microsecond not before as_of, so that ts < as_of <=> ts < cutoff
     cutoff = -(-cutoff_ns // 1000)
-    _check_columns(log)
-    codes = np.asarray(log["customer_id"].array.codes)
-    ts = _timestamps_us(log["timestamp"])
+    if isinstance(log, LogArrays):
+        codes, ts, amount = log.customer_codes, log.timestamp_us, log.amount
+        is_return = log.is_return
+    else:
+        _check_columns(log)
+        codes = np.asarray(log["customer_id"].array.codes)
+        ts = _timestamps_us(log["timestamp"])
+        is_return = _bool_column(log, "is_return")
+        amount = log["amount"].to_numpy(dtype=np.float64)
     _check_sorted(codes, ts)
-    is_return = _bool_column(log, "is_return")
-    amount = log["amount"].to_numpy(dtype=np.float64)
     _check_amount(amount)
 
     before = ts < cutoff
@@ -188,10 +197,12 @@ def build_feature_block(
     if rows.size == 0:
         return _empty_block()
     data = _Rows(codes, ts, amount, is_return, before, rows, rows.size == len(log))
+    if isinstance(log, LogArrays):
+        return _build(_array_columns(log, data), data, cutoff_ns, config)
     # string work (pyarrow, releases the GIL) runs beside the numpy work on large logs
     pool = ThreadPoolExecutor(max_workers=2) if len(log) >= _THREADED_MIN_ROWS else None
     try:
-        return _build(log, data, cutoff_ns, config, pool)
+        return _build(_frame_columns(log, data, pool), data, cutoff_ns, config)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -209,23 +220,54 @@ class _Rows(NamedTuple):
     all_rows: bool  # every row is a purchase before as_of: skip the gathers
 
 
-def _build(
-    log: pd.DataFrame,
-    data: _Rows,
-    cutoff_ns: int,
-    config: FeatureConfig,
-    pool: ThreadPoolExecutor | None,
-) -> FeatureBlock:
+class _Columns(NamedTuple):
+    """The rest of the log the features read: futures for the text work, kept rows only."""
+
+    order_changes: Future[np.ndarray]  # consecutive kept rows: does the order id change
+    category_codes: Future[tuple[np.ndarray, int]]
+    channel_codes: Future[tuple[np.ndarray, int]]
+    quantity: np.ndarray
+    discount: np.ndarray
+    customers: pd.Index | np.ndarray  # what customer codes index
+
+
+def _frame_columns(log: pd.DataFrame, data: _Rows, pool: ThreadPoolExecutor | None) -> _Columns:
+    rows, all_rows = data.rows, data.all_rows
+    return _Columns(
+        order_changes=_submit(pool, _adjacent_changes, log["order_id"], rows, all_rows),
+        category_codes=_submit(pool, _value_codes, log["category"], rows, all_rows),
+        channel_codes=_submit(pool, _value_codes, log["channel"], rows, all_rows),
+        quantity=_take(log["quantity"].to_numpy(dtype=np.float64), rows, all_rows),
+        discount=_take(_bool_column(log, "discount"), rows, all_rows),
+        customers=log["customer_id"].array.categories,
+    )
+
+
+def _array_columns(log: LogArrays, data: _Rows) -> _Columns:
+    rows, all_rows = data.rows, data.all_rows
+    order = _take(log.order_codes, rows, all_rows)
+    return _Columns(
+        order_changes=_ready(order[1:] != order[:-1]),
+        category_codes=_ready((_take(log.category_codes, rows, all_rows), log.n_categories)),
+        channel_codes=_ready((_take(log.channel_codes, rows, all_rows), log.n_channels)),
+        quantity=_take(log.quantity, rows, all_rows),
+        discount=_take(log.discount, rows, all_rows),
+        customers=log.customers,
+    )
+
+
+def _build(columns: _Columns, data: _Rows, cutoff_ns: int, config: FeatureConfig) -> FeatureBlock:
     codes, rows, all_rows = data.codes, data.rows, data.all_rows
     cutoff = -(-cutoff_ns // 1000)
-    order_changes = _submit(pool, _adjacent_changes, log["order_id"], rows, all_rows)
-    category_codes = _submit(pool, _value_codes, log["category"], rows, all_rows)
-    channel_codes = _submit(pool, _value_codes, log["channel"], rows, all_rows)
+    order_changes, category_codes, channel_codes = (
+        columns.order_changes,
+        columns.category_codes,
+        columns.channel_codes,
+    )
     cc = _take(codes, rows, all_rows)
     t = _take(data.ts, rows, all_rows)
     amt = _take(data.amount, rows, all_rows)
-    qty = _take(log["quantity"].to_numpy(dtype=np.float64), rows, all_rows)
-    disc = _take(_bool_column(log, "discount"), rows, all_rows)
+    qty, disc = columns.quantity, columns.discount
 
     n = rows.size
     cust_new = np.empty(n, dtype=bool)
@@ -352,7 +394,7 @@ def _build(
 
     cust_code = cc[cust_start].astype(np.int64)
     ret_rows = np.flatnonzero(data.before & data.is_return)
-    n_codes = len(log["customer_id"].array.categories)
+    n_codes = len(columns.customers)
     ret_codes = codes[ret_rows]
     n_returns = np.bincount(ret_codes, minlength=n_codes)[cust_code]
     returned = np.bincount(ret_codes, weights=data.amount[ret_rows], minlength=n_codes)[cust_code]
@@ -373,12 +415,12 @@ def _build(
     out["calendar_sin"] = np.full(n_cust, np.sin(angle))
     out["calendar_cos"] = np.full(n_cust, np.cos(angle))
 
-    categories = log["customer_id"].array.categories
+    categories = columns.customers
     ids = np.asarray(categories.take(cust_code), dtype=object)
     values = np.empty((n_cust, len(FEATURE_COLUMNS)), order="F")  # columns contiguous
     for j, name in enumerate(FEATURE_COLUMNS):
         values[:, j] = out[name]
-    if not categories.is_monotonic_increasing:
+    if isinstance(categories, pd.Index) and not categories.is_monotonic_increasing:
         order = np.argsort(ids, kind="stable")
         ids, values = ids[order], values[order]
     return FeatureBlock(ids, values)
@@ -523,6 +565,10 @@ def _submit(pool: ThreadPoolExecutor | None, fn: Callable[..., T], *args: Any) -
     """``pool.submit`` or, without a pool, the result computed right away."""
     if pool is not None:
         return pool.submit(fn, *args)
+    return _ready(fn(*args))
+
+
+def _ready(value: T) -> Future[T]:
     future: Future[T] = Future()
-    future.set_result(fn(*args))
+    future.set_result(value)
     return future

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from features.builders import US_PER_DAY, FeatureBlock, build_feature_block, to_utc_timestamp
+from features.log_arrays import LogArrays
 from features.segments import REQUIRED_FEATURES, segment_codes
 from features.segments import SEGMENTS as FEATURE_SEGMENTS
 from serving.offers import OFFER_COLUMNS, OfferDecisions, OfferInputs, OfferPolicy, decide_offers
@@ -198,12 +199,12 @@ def score(
 
 def score_log(
     model: ScoringModel,
-    log: pd.DataFrame,
+    log: pd.DataFrame | LogArrays,
     as_of: object,
     *,
     campaign: str | None = None,
 ) -> ScoredCustomers:
-    """:func:`score` without the frame at the end (the HTTP service's path)."""
+    """:func:`score` without the frame at the end; the HTTP service passes ``LogArrays``."""
     as_of_ts = to_utc_timestamp(as_of)
     block = build_feature_block(log, as_of_ts, model.artifact.feature_config)
     return score_block(model, block, as_of_ts, campaign=campaign)

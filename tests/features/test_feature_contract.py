@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.builders import COUNT_COLUMNS, build_features
+from features.builders import COUNT_COLUMNS, build_feature_block, build_features
 from features.catalog import FEATURE_COLUMNS, FEATURES
+from features.log_arrays import LogArrays
 from features.schema import PurchaseLogError
 from tests.features.conftest import canonical_frame, random_log
 
@@ -24,8 +25,14 @@ class BuilderSpec(NamedTuple):
     int_columns: frozenset[str]
 
 
+def build_features_from_arrays(log: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """``build_feature_block`` on the log as ``LogArrays`` (the HTTP service's input)."""
+    return build_feature_block(LogArrays.from_frame(log), as_of).to_frame()
+
+
 BUILDERS: list[BuilderSpec] = [
     BuilderSpec("build_features", build_features, FEATURE_COLUMNS, COUNT_COLUMNS),
+    BuilderSpec("from_arrays", build_features_from_arrays, FEATURE_COLUMNS, COUNT_COLUMNS),
 ]
 AS_OF = pd.Timestamp("2024-03-01", tz="UTC")
 
@@ -71,3 +78,10 @@ def test_builder_contract(spec: BuilderSpec, log: pd.DataFrame) -> None:
         spec.fn(shuffled, AS_OF)
     resorted = canonical_frame(shuffled)
     pd.testing.assert_frame_equal(spec.fn(resorted, AS_OF), out)
+
+
+def test_builders_agree(log: pd.DataFrame) -> None:
+    """Every registered builder promises the same catalog columns, so they must agree."""
+    reference = BUILDERS[0].fn(log, AS_OF)
+    for spec in BUILDERS[1:]:
+        pd.testing.assert_frame_equal(spec.fn(log, AS_OF), reference, check_exact=True)
