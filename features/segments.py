@@ -157,9 +157,12 @@ def segment_codes(
         & (ratio <= cfg.loyal_max_gap_ratio)
     )
     conditions = [lapsed, at_risk, sale_only, n_days == 1, n_days == 2, loyal]
-    return np.select(conditions, list(range(len(SEGMENTS) - 1)), default=len(SEGMENTS) - 1).astype(
-        np.int8
-    )
+    # np.select(conditions, 0..5, default=6) without its per-call set-up: assign the
+    # conditions last to first so that the first one that holds wins
+    codes = np.full(np.broadcast(*conditions).shape, len(SEGMENTS) - 1, dtype=np.int8)
+    for code in range(len(conditions) - 1, -1, -1):
+        codes[conditions[code]] = code
+    return codes
 
 
 def summarize_segments(features: pd.DataFrame, segments: pd.Series) -> pd.DataFrame:

@@ -42,6 +42,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -80,6 +81,8 @@ OFFER_COLUMNS: tuple[str, ...] = (
     "suppressed",
     "suppressed_reason",
 )
+# up to this many ids _holdout_draw hashes each one instead of the distinct ones
+_HASH_EACH_MAX = 64
 SUPPRESSED_HOLDOUT = "holdout"
 SUPPRESSED_NEGATIVE_EV = "negative_expected_value"
 
@@ -201,6 +204,24 @@ class OfferPolicy(_Strict):
     currency: Annotated[str, Field(min_length=1, max_length=10)] = "USD"
     rules: Annotated[list[Rule], Field(min_length=1)]
 
+    _plan_cache: tuple[tuple[Rule, ...], _PolicyPlan] | None = PrivateAttr(default=None)
+
+    def _plan(self) -> _PolicyPlan:
+        """The rules as arrays, built once per policy and reused by every scoring call.
+
+        Rebuilt when the rule objects differ from those it was built from (a copy with other
+        rules, a list edited in place); it holds them, so their identities stay unique.
+        """
+        rules = tuple(self.rules)
+        cached = self._plan_cache
+        if (
+            cached is None
+            or len(cached[0]) != len(rules)
+            or any(a is not b for a, b in zip(cached[0], rules, strict=True))
+        ):
+            cached = self._plan_cache = (rules, _PolicyPlan(rules))
+        return cached[1]
+
     @field_validator("rules")
     @classmethod
     def _unique_names(cls, rules: list[Rule]) -> list[Rule]:
@@ -314,6 +335,7 @@ class OfferDecisions:
         send_day: np.ndarray,
         holdout: np.ndarray,
         negative: np.ndarray,
+        tables: dict[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.matched = rule_idx >= 0
         self.holdout = holdout
@@ -325,7 +347,7 @@ class OfferDecisions:
         none_idx = len(rules)
         self._rule_idx = rule_idx
         self._audit = np.where(self.matched, rule_idx, none_idx)
-        self._tables = _label_tables(rules)
+        self._tables = _label_tables(rules) if tables is None else tables
 
     def table(self, name: str) -> tuple[str, ...]:
         return self._tables[name]
@@ -374,28 +396,109 @@ def decide_offers(
     ctx = inputs
     n = len(ctx.churn)
     rules = policy.rules
+    plan = policy._plan()
 
-    rule_idx = np.full(n, -1, dtype=np.int64)
-    for i, rule in enumerate(rules):
-        free = rule_idx < 0
-        if not free.any():
-            break
-        rule_idx[free & ctx.matches(rule.match)] = i
+    if plan.by_rule:
+        rule_idx = np.full(n, -1, dtype=np.int64)
+        for i, rule in enumerate(rules):
+            free = rule_idx < 0
+            if not free.any():
+                break
+            rule_idx[free & ctx.matches(rule.match)] = i
+    else:
+        hits = plan.match_all(ctx)  # (rules, customers): the first rule that holds wins
+        rule_idx = np.where(hits.any(axis=0), hits.argmax(axis=0), -1)
     matched = rule_idx >= 0
     safe_idx = np.where(matched, rule_idx, 0)
 
-    lift = np.array([r.lift for r in rules])[safe_idx]
-    cost = np.array([r.cost for r in rules])[safe_idx]
-    use_horizon = np.array([r.spend_at_stake == "horizon" for r in rules])[safe_idx]
+    lift = plan.lift[safe_idx]
+    cost = plan.cost[safe_idx]
+    use_horizon = plan.use_horizon[safe_idx]
     spend = np.where(use_horizon, ctx.spend_horizon, ctx.spend_365d)
     expected_value = np.where(matched, spend * ctx.churn * lift - cost, 0.0)
 
-    send_day = _send_days(rules, safe_idx, ctx)
+    send_day = _send_days(plan, safe_idx, ctx)
     send_day = np.where(matched, send_day, np.datetime64("NaT", "D"))
 
     holdout = _holdout_draw(ctx.customer_id, campaign) < policy.holdout_share
     negative = matched & (expected_value < 0.0) & ~holdout
-    return OfferDecisions(rules, rule_idx, expected_value, send_day, holdout, negative)
+    return OfferDecisions(
+        rules, rule_idx, expected_value, send_day, holdout, negative, tables=plan.labels
+    )
+
+
+class _PolicyPlan:
+    """A policy's rules as arrays, built once per policy (scoring a request reuses them).
+
+    ``match_all`` evaluates every rule's ``match`` for every customer in a few array
+    operations (the same comparisons as :meth:`OfferInputs.matches`); policies matching on
+    ``value_bands`` (a pandas column) keep the rule-by-rule loop (``by_rule``).
+    """
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self.lift = np.array([r.lift for r in rules])
+        self.cost = np.array([r.cost for r in rules])
+        self.use_horizon = np.array([r.spend_at_stake == "horizon" for r in rules])
+        self.send_kind = np.array(
+            [
+                0 if r.send.now else 1 if r.send.days_after_last_purchase is not None else 2
+                for r in rules
+            ]
+        )
+        self.send_offset = np.array(
+            [
+                r.send.days_after_last_purchase
+                if r.send.days_after_last_purchase is not None
+                else -(r.send.days_before_expected_next_purchase or 0)
+                for r in rules
+            ],
+            dtype=np.int64,
+        ).astype("timedelta64[D]")
+        self.labels = _label_tables(rules)
+        matches = [r.match for r in rules]
+        self.by_rule = any(m.value_bands is not None for m in matches)
+        self.churn_min = np.array([[m.churn_probability.min] for m in matches])
+        self.churn_max = np.array([[m.churn_probability.max] for m in matches])
+        self.segments = np.ones((len(matches), len(SEGMENTS)), dtype=bool)
+        for row, m in zip(self.segments, matches, strict=True):
+            if m.segments is not None:
+                row[:] = False
+                row[[SEGMENTS.index(s) for s in m.segments]] = True
+        low, high = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+        days = [m.days_since_last_purchase for m in matches]
+        self.days_min = np.array(
+            [[low if d is None or d.min is None else d.min] for d in days], dtype=np.int64
+        )
+        self.days_max = np.array(
+            [[high if d is None or d.max is None else d.max] for d in days], dtype=np.int64
+        )
+        self.check_days = any(d is not None for d in days)
+        self.spend_min = np.array(
+            [
+                [-np.inf if m.min_expected_spend_365d is None else m.min_expected_spend_365d]
+                for m in matches
+            ]
+        )
+        self.quantiles = [
+            (i, m.min_value_quantile)
+            for i, m in enumerate(matches)
+            if m.min_value_quantile is not None
+        ]
+
+    def match_all(self, ctx: OfferInputs) -> np.ndarray:
+        """(rules, customers) bool: where each rule's ``match`` holds."""
+        churn = ctx.churn
+        hits = (churn >= self.churn_min) & (churn <= self.churn_max)
+        hits &= self.segments[:, ctx.segment_codes]
+        if self.check_days:
+            hits &= (ctx.days_since_last >= self.days_min) & (ctx.days_since_last <= self.days_max)
+        floor = self.spend_min
+        if self.quantiles:  # spend >= a and spend >= b is spend >= max(a, b)
+            floor = floor.copy()
+            for i, q in self.quantiles:
+                floor[i, 0] = max(floor[i, 0], ctx.value_threshold(q))
+        hits &= ctx.spend_365d >= floor
+        return hits
 
 
 def _label_tables(rules: Sequence[Rule]) -> dict[str, tuple[str, ...]]:
@@ -433,8 +536,8 @@ class OfferInputs:
             ("expected_spend_365d", spend_365d),
             ("expected_spend_horizon", spend_horizon),
         ):
-            bad = ~np.isfinite(values)
-            if bad.any():
+            if not np.isfinite(values).all():
+                bad = ~np.isfinite(values)
                 raise ScoresError(
                     f"{name} is missing or not finite in {int(bad.sum())} row(s), "
                     f"e.g. customer_id {_examples(customer_id, bad)}"
@@ -446,8 +549,8 @@ class OfferInputs:
                 f"e.g. customer_id {_examples(customer_id, outside)}"
             )
         for name, days in (("as_of", as_of_day), ("last_purchase_at", last_day)):
-            bad = np.isnat(days)
-            if bad.any():
+            if np.isnat(days).any():
+                bad = np.isnat(days)
                 raise ScoresError(
                     f"{name} is missing in {int(bad.sum())} row(s), "
                     f"e.g. customer_id {_examples(customer_id, bad)}"
@@ -569,23 +672,10 @@ def _utc_days(scores: pd.DataFrame, name: str) -> np.ndarray:
     return stamps.to_numpy().astype("datetime64[D]")
 
 
-def _send_days(rules: list[Rule], safe_idx: np.ndarray, ctx: OfferInputs) -> np.ndarray:
+def _send_days(plan: _PolicyPlan, safe_idx: np.ndarray, ctx: OfferInputs) -> np.ndarray:
     """Send day per row under its rule, clipped to the ``as_of`` day (never in the past)."""
-    kind = np.array(
-        [
-            0 if r.send.now else 1 if r.send.days_after_last_purchase is not None else 2
-            for r in rules
-        ]
-    )[safe_idx]
-    offset = np.array(
-        [
-            r.send.days_after_last_purchase
-            if r.send.days_after_last_purchase is not None
-            else -(r.send.days_before_expected_next_purchase or 0)
-            for r in rules
-        ],
-        dtype=np.int64,
-    )[safe_idx].astype("timedelta64[D]")
+    kind = plan.send_kind[safe_idx]
+    offset = plan.send_offset[safe_idx]
     after_last = ctx.last_day + offset
     before_next = np.where(np.isnat(ctx.next_day), ctx.as_of_day, ctx.next_day + offset)
     day = np.where(kind == 1, after_last, np.where(kind == 2, before_next, ctx.as_of_day))
@@ -599,15 +689,28 @@ def _holdout_draw(customer_id: pd.Series | np.ndarray, campaign: str) -> np.ndar
     run, machine, Python and pandas version (unlike ``hash()`` or ``hash_pandas_object``,
     whose algorithms are implementation details). Draw = (big-endian 8-byte digest >> 11) / 2**53,
     an exact float in [0, 1).
-    Only distinct ids are hashed (categorical codes or ``factorize``).
+    Beyond a request's few ids, only distinct ids are hashed (categorical codes or
+    ``factorize``).
     """
+    prefix = f"{campaign}:".encode()
+    digest = hashlib.blake2b
     if isinstance(customer_id, pd.Series) and isinstance(customer_id.dtype, pd.CategoricalDtype):
         codes = customer_id.cat.codes.to_numpy()
         uniques = customer_id.cat.categories
     else:
-        codes, uniques = pd.factorize(np.asarray(customer_id, dtype=object))
-    prefix = f"{campaign}:".encode()
-    digest = hashlib.blake2b
+        ids = np.asarray(customer_id, dtype=object)
+        if len(ids) <= _HASH_EACH_MAX:
+            values = ids.tolist()
+            if all(type(u) is str for u in values):
+                # a request's few ids: hashing each (repeats give equal draws) is cheaper
+                # than factorize; missing ids keep factorize's handling below
+                packed = b"".join(
+                    digest(prefix + u.encode(), digest_size=8).digest() for u in values
+                )
+                return (np.frombuffer(packed, dtype=">u8") >> np.uint64(11)).astype(
+                    np.float64
+                ) / float(1 << 53)
+        codes, uniques = pd.factorize(ids)
     packed = b"".join(
         digest(prefix + str(u).encode(), digest_size=8).digest() for u in uniques.tolist()
     )

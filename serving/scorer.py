@@ -8,6 +8,7 @@ out) so that an HTTP request of one customer costs no pandas bookkeeping. :func:
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,10 +138,10 @@ def score_block(
     campaign: str | None = None,
 ) -> ScoredCustomers:
     """Scores, segment, reasons and offer for every customer of a feature block."""
-    as_of_ts = to_utc_timestamp(as_of)
+    as_of_ts = _utc_timestamp(as_of)
     models = model.artifact.models
     x = models.model_input(block.values, block.names)
-    preds = models.predict_arrays(x, as_of_ts)
+    preds = models._predict_arrays(x, as_of_ts, median=False)  # the median is not reported
     reasons = reason_texts(models.reason_contributions(x), x.names, N_REASONS)
     seg = segment_codes(
         {c: block.column(c) for c in REQUIRED_FEATURES}, model.artifact.segment_config
@@ -148,7 +149,7 @@ def score_block(
     churn = preds["churn_probability"]
     as_of_day = np.datetime64(as_of_ts.value, "ns").astype("datetime64[D]")
     as_of_us = as_of_ts.value // 1000  # Timestamp.value is in ns whatever the unit
-    recency_us = np.round(block.column("recency_days") * US_PER_DAY).astype(np.int64)
+    recency_us = np.rint(block.column("recency_days") * US_PER_DAY).astype(np.int64)  # np.round
     last_purchase = (as_of_us - recency_us).view("datetime64[us]")
     next_purchase = preds["expected_next_purchase_date"]
     inputs = OfferInputs(
@@ -172,6 +173,13 @@ def score_block(
         reasons=reasons,
         offers=offers,
     )
+
+
+def _utc_timestamp(as_of: object) -> pd.Timestamp:
+    """``to_utc_timestamp``, skipped for a timestamp that already is UTC (the service's)."""
+    if type(as_of) is pd.Timestamp and as_of.tzinfo is datetime.UTC:
+        return as_of
+    return to_utc_timestamp(as_of)
 
 
 def score_features(

@@ -122,9 +122,17 @@ def rfm_summary(
 def _as_float_arrays(
     frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Validate an (x, t_x, T) triple; the error names the offending argument and position."""
+    """Validate an (x, t_x, T) triple; the error names the offending argument and position.
+
+    Returns float64 copies. Valid same-shape input (every scoring call) passes one cheap
+    combined check; anything else takes the per-argument checks that name the problem.
+    """
     x, tx, age = (np.asarray(v, dtype="float64") for v in (frequency, recency, T))
-    x, tx, age = np.broadcast_arrays(x, tx, age)
+    if x.shape == tx.shape == age.shape:
+        if x.size and _valid_triple(x, tx, age):
+            return x.astype("float64"), tx.astype("float64"), age.astype("float64")
+    else:
+        x, tx, age = np.broadcast_arrays(x, tx, age)
     for name, arr in (("frequency", x), ("recency", tx), ("T", age)):
         bad = ~np.isfinite(arr) | (arr < 0)
         if bad.any():
@@ -139,6 +147,21 @@ def _as_float_arrays(
         pos = np.flatnonzero(bad.ravel())[:5].tolist()
         raise ValueError(f"recency must be 0 when frequency is 0; violated at positions {pos}")
     return x.astype("float64"), tx.astype("float64"), age.astype("float64")
+
+
+def _valid_triple(x: FloatArray, tx: FloatArray, age: FloatArray) -> bool:
+    """True when ``_as_float_arrays``' checks all pass; False sends it to the detailed ones.
+
+    NaN propagates through minimum/maximum and fails both comparisons, so one lower and one
+    upper bound cover "finite and >= 0" for all three arguments (and warn about nothing).
+    """
+    lo = np.minimum(np.minimum(x, tx), age)
+    hi = np.maximum(np.maximum(x, tx), age)
+    if not (lo.min() >= 0.0 and hi.max() < np.inf):
+        return False
+    if (tx > age * (1 + 1e-12) + 1e-12).any():
+        return False
+    return not ((x == 0) & (tx > 0)).any()
 
 
 def _group_rows(*cols: FloatArray) -> tuple[list[FloatArray], FloatArray]:
@@ -259,7 +282,17 @@ class _CountModel:
         L(x, t_x, T). It mixes P(dead) with P(alive) * P(silent for t | alive).
         """
         params = self._check_fitted()
-        x, tx, age = _as_float_arrays(frequency, recency, T)
+        return self._no_purchase(params, t, *_as_float_arrays(frequency, recency, T))
+
+    def _no_purchase(
+        self,
+        params: FloatArray,
+        t: float | ArrayLike,
+        x: FloatArray,
+        tx: FloatArray,
+        age: FloatArray,
+    ) -> FloatArray:
+        """:meth:`probability_of_no_purchase` on arrays ``_as_float_arrays`` already checked."""
         horizon = np.asarray(t, dtype="float64")
         if (horizon < 0).any() or not np.isfinite(horizon).all():
             raise ValueError(f"t must be finite and >= 0, got {t!r}")
@@ -349,27 +382,64 @@ class BetaGeoNBD(_CountModel):
         rate = max(float(x.mean()) / max(float(age.mean()), 1e-9), 1e-3)
         return np.array([1.0, 1.0 / rate, 1.0, 1.0])
 
-    def _loglik_rows(
-        self, params: FloatArray, x: FloatArray, tx: FloatArray, age: FloatArray
-    ) -> FloatArray:
+    @staticmethod
+    def _loglik_head(
+        params: FloatArray, x: FloatArray, tx: FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """The terms of the log-likelihood that do not depend on T: (a1 + a2, a4)."""
         r, alpha, a, b = params
         a1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
         a2 = gammaln(a + b) + gammaln(b + x) - gammaln(b) - gammaln(a + b + x)
-        a3 = -(r + x) * np.log(alpha + age)
         with np.errstate(divide="ignore", invalid="ignore"):
             a4 = np.where(
                 x > 0,
                 np.log(a) - np.log(np.maximum(b + x - 1, 1e-300)) - (r + x) * np.log(alpha + tx),
                 -np.inf,
             )
-        return a1 + a2 + np.logaddexp(a3, a4)
+        return a1 + a2, a4
+
+    @staticmethod
+    def _loglik_tail(
+        params: FloatArray, x: FloatArray, age: FloatArray, head: FloatArray, a4: FloatArray
+    ) -> FloatArray:
+        r, alpha = params[0], params[1]
+        a3 = -(r + x) * np.log(alpha + age)
+        return head + np.logaddexp(a3, a4)
+
+    def _loglik_rows(
+        self, params: FloatArray, x: FloatArray, tx: FloatArray, age: FloatArray
+    ) -> FloatArray:
+        head, a4 = self._loglik_head(params, x, tx)
+        return self._loglik_tail(params, x, age, head, a4)
+
+    def _no_purchase(
+        self,
+        params: FloatArray,
+        t: float | ArrayLike,
+        x: FloatArray,
+        tx: FloatArray,
+        age: FloatArray,
+    ) -> FloatArray:
+        """As the base class, with the T-free terms of both likelihoods computed once."""
+        horizon = np.asarray(t, dtype="float64")
+        if (horizon < 0).any() or not np.isfinite(horizon).all():
+            raise ValueError(f"t must be finite and >= 0, got {t!r}")
+        head, a4 = self._loglik_head(params, x, tx)
+        later = self._loglik_tail(params, x, age + horizon, head, a4)
+        now = self._loglik_tail(params, x, age, head, a4)
+        return np.clip(np.exp(later - now), 0.0, 1.0)
 
     def conditional_probability_alive(
         self, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
     ) -> FloatArray:
         """P(still alive at T | x, t_x, T); 1 for customers with no repeat purchase."""
-        r, alpha, a, b = self._check_fitted()
-        x, tx, age = _as_float_arrays(frequency, recency, T)
+        params = self._check_fitted()
+        return self._p_alive(params, *_as_float_arrays(frequency, recency, T))
+
+    @staticmethod
+    def _p_alive(params: FloatArray, x: FloatArray, tx: FloatArray, age: FloatArray) -> FloatArray:
+        """:meth:`conditional_probability_alive` on checked arrays."""
+        r, alpha, a, b = params
         log_ratio = (
             np.log(a)
             - np.log(np.maximum(b + x - 1, 1e-300))
@@ -390,14 +460,26 @@ class BetaGeoNBD(_CountModel):
         self, t: float | ArrayLike, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
     ) -> FloatArray:
         """E[repeat purchases in (T, T + t] | x, t_x, T] (FHL 2005, eq. 10)."""
-        r, alpha, a, b = self._check_fitted()
+        params = self._check_fitted()
         x, tx, age = _as_float_arrays(frequency, recency, T)
+        return self._expected_given(params, t, x, age, self._p_alive(params, x, tx, age))
+
+    @staticmethod
+    def _expected_given(
+        params: FloatArray,
+        t: float | ArrayLike,
+        x: FloatArray,
+        age: FloatArray,
+        p_alive: FloatArray,
+    ) -> FloatArray:
+        """:meth:`conditional_expected_purchases` on checked arrays and their P(alive)."""
+        r, alpha, a, b = params
         tt = np.asarray(t, dtype="float64")
         z = tt / (alpha + age + tt)
         hyp = hyp2f1(r + x, b + x, a + b + x - 1, z)
         bracket = 1 - ((alpha + age) / (alpha + age + tt)) ** (r + x) * hyp
         factor = (a + b + x - 1) / (a - 1)
-        return factor * bracket * self.conditional_probability_alive(x, tx, age)
+        return factor * bracket * p_alive
 
 
 # --------------------------------------------------------------------------------------
@@ -469,7 +551,13 @@ class ParetoNBD(_CountModel):
     ) -> FloatArray:
         """P(still alive at T | x, t_x, T)."""
         params = self._check_fitted()
-        odds = self._log_alive_odds(params, *_as_float_arrays(frequency, recency, T))
+        return self._p_alive(params, *_as_float_arrays(frequency, recency, T))
+
+    def _p_alive(
+        self, params: FloatArray, x: FloatArray, tx: FloatArray, age: FloatArray
+    ) -> FloatArray:
+        """:meth:`conditional_probability_alive` on checked arrays."""
+        odds = self._log_alive_odds(params, x, tx, age)
         return 1.0 / (1.0 + np.exp(np.minimum(odds, 700.0)))
 
     def conditional_expected_purchases(
@@ -480,7 +568,7 @@ class ParetoNBD(_CountModel):
         r, alpha, s, beta = params
         x, tx, age = _as_float_arrays(frequency, recency, T)
         tt = np.asarray(t, dtype="float64")
-        p_alive = self.conditional_probability_alive(x, tx, age)
+        p_alive = self._p_alive(params, x, tx, age)
         scale = (r + x) * (beta + age) / (alpha + age)
         if abs(s - 1.0) < 1e-8:
             life = np.log((beta + age + tt) / (beta + age))

@@ -48,11 +48,14 @@ small batches (the HTTP path). Persistence is LightGBM's text format plus JSON, 
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,7 +67,7 @@ from sklearn.exceptions import NotFittedError
 
 from features.builders import FeatureConfig, build_features
 from features.catalog import FEATURE_COLUMNS
-from training.baselines import BetaGeoNBD, FitBudgetExceeded, ParetoNBD
+from training.baselines import BetaGeoNBD, FitBudgetExceeded, ParetoNBD, _as_float_arrays
 from training.calibration import ProbabilityCalibrator
 from training.labels import as_utc, build_labels, join_labels, snapshot_cutoffs
 
@@ -124,6 +127,8 @@ PNBD_FEATURE_SAMPLE = 4_000
 PNBD_FEATURE_EVALUATIONS = 400
 _FORMAT_VERSION = 1
 _P_FLOOR = 1e-9
+_FLOAT_MAX = float(np.finfo(np.float64).max)  # where np.nan_to_num sends +inf
+_K_ZERO = float(np.float32(1e-35))  # LightGBM's kZeroThreshold (a float constant)
 
 
 # --------------------------------------------------------------------------------------
@@ -148,7 +153,7 @@ class ModelInput:
             )
         self.values = values
         self.names = tuple(names)
-        self._positions = {name: i for i, name in enumerate(self.names)}
+        self._positions = _name_positions(self.names)
 
     def __len__(self) -> int:
         return int(self.values.shape[0])
@@ -172,6 +177,12 @@ class ModelInput:
 
     def to_frame(self, index: pd.Index | None = None) -> pd.DataFrame:
         return pd.DataFrame(self.values, index=index, columns=list(self.names))
+
+
+@lru_cache(maxsize=64)
+def _name_positions(names: tuple[str, ...]) -> dict[str, int]:
+    """Column positions by name, shared by every input with these names (read-only)."""
+    return {name: i for i, name in enumerate(names)}
 
 
 Table = pd.DataFrame | ModelInput
@@ -281,23 +292,63 @@ class CompiledForest:
     Why: LightGBM's predict walks generic node arrays (about 35 ns per tree and row here);
     lleaves emits one function per tree, about 10x faster with the same numbers (differences
     below 1e-13). Always compiled in-process from the text model, never loaded from a binary
-    cache, so nothing but LightGBM text is ever read from disk.
+    cache, so nothing but LightGBM text is ever read from disk. With ``leaf_indices`` the
+    forest returns every tree's leaf instead (:meth:`leaves`, for ``LeafPaths``).
     """
 
-    def __init__(self, booster: lgb.Booster) -> None:
+    def __init__(self, booster: lgb.Booster, leaf_indices: bool = False) -> None:
         import lleaves
 
+        text = booster.model_to_string()
+        options: dict[str, Any] = {}
+        if leaf_indices:
+            text = _leaf_index_text(text, booster.num_trees())
+            # one cache block: every output is a single tree, and it compiles faster
+            options["fblocksize"] = max(booster.num_trees(), 1)
         with tempfile.TemporaryDirectory(prefix="retain-forest-") as tmp:
             path = Path(tmp) / "model.txt"
-            path.write_text(booster.model_to_string(), encoding="utf-8")
+            path.write_text(text, encoding="utf-8")
             model = lleaves.Model(model_file=str(path))
-            model.compile(raw_score=True)
+            model.compile(raw_score=True, **options)
         self._model = model
+        self._n_outputs = int(model.num_model_per_iteration())
 
     def raw(self, m: FloatArray) -> FloatArray:
-        if len(m) == 0:
+        """Raw scores, shape (n,); (n, outputs) for a multi-output forest."""
+        n = len(m)
+        if n == 0:
             return np.empty(0)
-        return np.asarray(self._model.predict(np.ascontiguousarray(m), n_jobs=_threads(len(m))))
+        return np.asarray(self._model.predict(np.ascontiguousarray(m), n_jobs=_threads(n)))
+
+    def leaves(self, m: FloatArray) -> NDArray[np.int64]:
+        """(n, trees) leaf indices of a ``leaf_indices`` forest, as LightGBM's ``pred_leaf``.
+
+        LightGBM's predictor reads |x| <= ``_K_ZERO`` as 0 (it keeps only larger values of
+        a dense row); zeroing them here first makes lleaves route every row the same way.
+        """
+        raw = self.raw(np.where(np.abs(m) <= _K_ZERO, 0.0, m))
+        return raw.reshape(len(m), self._n_outputs).astype(np.int64)  # (n,) for one tree
+
+
+def _leaf_index_text(text: str, n_trees: int) -> str:
+    """A model text whose output ``t`` is tree ``t``'s leaf index (one tree per "class").
+
+    Same trees and splits; each leaf's value becomes its index and the model is declared
+    multiclass with one tree per class, so a raw-score prediction returns every tree's leaf.
+    """
+    head, sep, trees = text.partition("\nTree=0\n")
+    head = re.sub(r"^num_class=\d+$", f"num_class={n_trees}", head, flags=re.M)
+    head = re.sub(
+        r"^num_tree_per_iteration=\d+$", f"num_tree_per_iteration={n_trees}", head, flags=re.M
+    )
+    head = re.sub(r"^objective=.*$", f"objective=multiclass num_class:{n_trees}", head, flags=re.M)
+    trees = re.sub(
+        r"^leaf_value=(.*)$",
+        lambda line: "leaf_value=" + " ".join(map(str, range(line[1].count(" ") + 1))),
+        trees,
+        flags=re.M,
+    )
+    return head + sep + trees
 
 
 class _BoosterModel:
@@ -341,15 +392,18 @@ def baseline_offset(kind: Offset, X: Table, scale: float = 1.0) -> FloatArray | 
     missing = [c for c in ("bgnbd_p_no_purchase_h", "bgnbd_expected_purchases_h") if c not in X]
     if missing:
         raise KeyError(f"offset {kind!r} needs baseline column(s) {missing}")
+    # Direct ufuncs, not np.clip / np.nan_to_num (whose Python wrappers cost more than the
+    # arithmetic on a request's few rows), with the same results: fmax(v, lo) maps NaN to lo
+    # like nan_to_num(maximum(v, lo), nan=lo), and the minimum with the largest float is
+    # where nan_to_num sends +inf.
     if kind == "bgnbd_logit":
-        p = np.clip(_col(X, "bgnbd_p_no_purchase_h"), 1e-4, 1 - 1e-4)
+        p = np.minimum(np.maximum(_col(X, "bgnbd_p_no_purchase_h"), 1e-4), 1 - 1e-4)
         return np.log(p) - np.log1p(-p)
-    count = np.maximum(_col(X, "bgnbd_expected_purchases_h") * scale, 1e-4)
-    count = np.nan_to_num(count, nan=1e-4)
+    count = np.minimum(np.fmax(_col(X, "bgnbd_expected_purchases_h") * scale, 1e-4), _FLOAT_MAX)
     if kind == "bgnbd_log_count":
         return np.log(count)
-    value = _col(X, "monetary_mean")
-    return np.log(count) + np.log(np.maximum(np.nan_to_num(value, nan=1.0), 1.0))
+    value = np.minimum(np.fmax(_col(X, "monetary_mean"), 1.0), _FLOAT_MAX)
+    return np.log(count) + np.log(value)
 
 
 class LeafPaths:
@@ -358,13 +412,21 @@ class LeafPaths:
     ``table[t * max_leaves + leaf]`` holds, per feature, the sum over the splits on the way
     from tree ``t``'s root to ``leaf`` of (child value - node value); ``bias`` is the sum of
     the root values. Tree output = root value + row of the table, so a prediction's
-    attributions are one sparse gather-and-sum over the leaves LightGBM reports.
+    attributions are one sparse gather-and-sum over its leaves (LightGBM's ``pred_leaf``, or
+    the same leaves from compiled code after :meth:`compile`).
     """
 
     def __init__(self, booster: lgb.Booster) -> None:
         dump = booster.dump_model()
         n_features = booster.num_feature()
         trees = dump["tree_info"]
+        # compiled leaf lookup (``compile``) reproduces LightGBM's numerical splits only
+        self._compilable = (
+            bool(trees)
+            and not dump.get("average_output")
+            and "is_linear=1" not in booster.model_to_string()
+        )
+        self._leaf_forest: CompiledForest | None = None
         self.max_leaves = max((int(t["num_leaves"]) for t in trees), default=1)
         table = np.zeros((len(trees) * self.max_leaves, n_features))
         bias = 0.0
@@ -381,6 +443,8 @@ class LeafPaths:
                     table[t * self.max_leaves + int(node["leaf_index"])] = path
                     continue
                 value = float(node["internal_value"])
+                if node.get("decision_type") != "<=":
+                    self._compilable = False
                 for side in ("left_child", "right_child"):
                     child = node[side]
                     child_value = float(child.get("internal_value", child.get("leaf_value")))
@@ -391,19 +455,32 @@ class LeafPaths:
         self.bias = bias
         self.n_trees = len(trees)
 
+    def compile(self, booster: lgb.Booster) -> None:
+        """Find leaves with lleaves (:meth:`CompiledForest.leaves`) instead of LightGBM.
+
+        The same leaves as ``pred_leaf``, without LightGBM's per-call predictor set-up (the
+        larger part of a few-row request's reasons). Skipped for categorical splits, linear
+        trees and averaged (random forest) output, where LightGBM stays the reference.
+        """
+        if self._compilable and self._leaf_forest is None:
+            self._leaf_forest = CompiledForest(booster, leaf_indices=True)
+
     def contributions(self, booster: lgb.Booster, m: FloatArray) -> FloatArray:
-        """(n, n_features) attributions of the rows of ``m`` (LightGBM reports the leaves)."""
+        """(n, n_features) attributions of the rows of ``m`` (their leaves from LightGBM, or
+        from the compiled copy of its trees after :meth:`compile`)."""
         from scipy.sparse import csr_matrix
 
         n = len(m)
         if n == 0:  # LightGBM's pred_leaf fails on an empty matrix
             return np.zeros((0, self.table.shape[1]))
-        leaves = np.asarray(_predict(booster, m, pred_leaf=True), dtype=np.int64)
+        if self._leaf_forest is not None:
+            leaves = self._leaf_forest.leaves(m)
+        else:
+            leaves = np.asarray(_predict(booster, m, pred_leaf=True), dtype=np.int64)
         flat = (leaves + np.arange(self.n_trees, dtype=np.int64) * self.max_leaves).ravel()
-        pick = csr_matrix(
-            (np.ones(flat.size), flat, np.arange(0, flat.size + 1, self.n_trees)),
-            shape=(n, self.table.shape[0]),
-        )
+        indptr = np.arange(0, flat.size + 1, self.n_trees)
+        ones = np.ones(flat.size)
+        pick = csr_matrix((ones, flat, indptr), shape=(n, self.table.shape[0]))
         return np.asarray(pick @ self.table)
 
 
@@ -419,6 +496,13 @@ class ChurnModel(_BoosterModel):
     """
 
     _paths: LeafPaths | None = None  # built from the booster on first use
+
+    def compile(self) -> None:
+        """Compile the booster and, for the reasons, its leaf lookup (see ``LeafPaths``)."""
+        super().compile()
+        if self._paths is None:
+            self._paths = LeafPaths(self.booster_)
+        self._paths.compile(self.booster_)
 
     def __init__(
         self,
@@ -636,11 +720,19 @@ class TimingModel(_BoosterModel):
         _check_fitted(self, "booster_")
         m = _matrix(X, self.feature_names_in_, "TimingModel")
         n_bins = len(self.edges_) - 1
-        rep = np.repeat(m, n_bins, axis=0)
-        bins = np.tile(np.arange(n_bins, dtype=np.float64), len(m))
-        hazard = _sigmoid(self._raw(np.column_stack([rep, bins]))).reshape(len(m), n_bins)
-        surv = np.cumprod(1.0 - np.clip(hazard, 0.0, 1.0 - _P_FLOOR), axis=1)
-        return np.column_stack([np.ones(len(m)), surv])
+        n, k = m.shape
+        # person-period rows: each customer's features once per bin, then the bin number
+        rows = np.empty((n, n_bins, k + 1))
+        rows[:, :, :k] = m[:, None, :]
+        rows[:, :, k] = np.arange(n_bins, dtype=np.float64)
+        hazard = _sigmoid(self._raw(rows.reshape(n * n_bins, k + 1))).reshape(n, n_bins)
+        # a sigmoid is never below +0.0, so clipping at 0 is only the upper bound
+        np.minimum(hazard, 1.0 - _P_FLOOR, out=hazard)
+        np.subtract(1.0, hazard, out=hazard)
+        surv = np.empty((n, n_bins + 1))
+        surv[:, 0] = 1.0
+        np.cumprod(hazard, axis=1, out=surv[:, 1:])
+        return surv
 
 
 def align_survival(surv: FloatArray, p_churn: FloatArray) -> FloatArray:
@@ -649,10 +741,11 @@ def align_survival(surv: FloatArray, p_churn: FloatArray) -> FloatArray:
     S'(t) = S(t) ** (log p_churn / log S(H)) keeps the timing model's shape (when within the
     horizon purchases happen) and the churn model's level (whether one happens at all).
     """
-    s_h = np.clip(surv[:, -1], _P_FLOOR, 1.0 - _P_FLOOR)
-    p = np.clip(p_churn, _P_FLOOR, 1.0 - _P_FLOOR)
+    # minimum(maximum()) is np.clip for these non-zero bounds, without its Python wrapper
+    s_h = np.minimum(np.maximum(surv[:, -1], _P_FLOOR), 1.0 - _P_FLOOR)
+    p = np.minimum(np.maximum(p_churn, _P_FLOOR), 1.0 - _P_FLOOR)
     power = np.log(p) / np.log(s_h)
-    out = np.clip(surv, _P_FLOOR, 1.0) ** power[:, None]
+    out = np.minimum(np.maximum(surv, _P_FLOOR), 1.0) ** power[:, None]
     out[:, 0] = 1.0
     out[:, -1] = p_churn
     return out
@@ -664,43 +757,67 @@ def survival_summaries(surv: FloatArray, edges: FloatArray) -> dict[str, FloatAr
     Within a bin the hazard is taken as constant (exponential interpolation). The median is
     NaN when S(H) > 0.5 (more likely than not no purchase within the horizon).
     """
-    width = np.diff(edges)[None, :]
+    return _survival_summaries(surv, edges, median=True)
+
+
+def _survival_summaries(surv: FloatArray, edges: FloatArray, median: bool) -> dict[str, FloatArray]:
+    """:func:`survival_summaries`; without ``median_days_to_next`` unless ``median``."""
+    width = (edges[1:] - edges[:-1])[None, :]  # np.diff
     s_a, s_b = surv[:, :-1], surv[:, 1:]
-    ratio = np.clip(s_b / np.maximum(s_a, _P_FLOOR), _P_FLOOR, 1.0)
+    ratio = np.minimum(np.maximum(s_b / np.maximum(s_a, _P_FLOOR), _P_FLOOR), 1.0)
     lam = -np.log(ratio) / width
     lw = lam * width
-    with np.errstate(divide="ignore", invalid="ignore"):
-        offset = np.where(lw > 1e-8, 1.0 / lam - width * ratio / (1.0 - ratio), width / 2.0)
-    mass = np.clip(s_a - s_b, 0.0, None)
+    mass = np.maximum(s_a - s_b, 0.0)  # what np.clip(..., 0.0, None) calls
     total = mass.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
+        offset = np.where(lw > 1e-8, 1.0 / lam - width * ratio / (1.0 - ratio), width / 2.0)
         expected = np.where(
             total > 0, (mass * (edges[None, :-1] + offset)).sum(axis=1) / total, np.nan
         )
-        # median: first bin where S drops to 0.5, then solve S(a) * ratio**(u/w) = 0.5
-        below = s_b <= 0.5
-        has = below.any(axis=1)
-        k = np.argmax(below, axis=1)
-        idx = np.arange(len(surv))
-        sa, rk, wk = s_a[idx, k], ratio[idx, k], width[0, k]
-        frac = np.where(rk < 1.0, np.log(0.5 / sa) / np.log(rk), 0.0)
-        median = np.where(has, edges[k] + np.clip(frac, 0.0, 1.0) * wk, np.nan)
+        if median:
+            # first bin where S drops to 0.5, then solve S(a) * ratio**(u/w) = 0.5
+            below = s_b <= 0.5
+            has = below.any(axis=1)
+            k = np.argmax(below, axis=1)
+            idx = np.arange(len(surv))
+            sa, rk, wk = s_a[idx, k], ratio[idx, k], width[0, k]
+            frac = np.where(rk < 1.0, np.log(0.5 / sa) / np.log(rk), 0.0)
+            medians = np.where(has, edges[k] + np.clip(frac, 0.0, 1.0) * wk, np.nan)
 
     def at(t: float) -> FloatArray:
-        t = min(t, float(edges[-1]))
-        j = int(np.searchsorted(edges, t, side="right") - 1)
-        if j >= len(edges) - 1:
+        if isinstance(edges, np.ndarray) and edges.dtype == np.float64:
+            j, frac_t = _cached_bin_position(edges.tobytes(), t)
+        else:
+            j, frac_t = _bin_position(edges, t)
+        if frac_t is None:
             return 1.0 - surv[:, -1]
-        frac_t = (t - edges[j]) / (edges[j + 1] - edges[j])
         return 1.0 - surv[:, j] * ratio[:, j] ** frac_t
 
-    return {
+    out = {
         "p_purchase_7d": at(7.0),
         "p_purchase_30d": at(30.0),
         "p_purchase_horizon": 1.0 - surv[:, -1],
         "expected_days_to_next": expected,
-        "median_days_to_next": median,
     }
+    if median:
+        out["median_days_to_next"] = medians
+    return out
+
+
+def _bin_position(edges: FloatArray, t: float) -> tuple[int, Any]:
+    """Bin of day ``t`` among the edges and the fraction of it before ``t`` (None: at H)."""
+    t = min(t, float(edges[-1]))
+    j = int(np.searchsorted(edges, t, side="right") - 1)
+    if j >= len(edges) - 1:
+        return j, None
+    return j, (t - edges[j]) / (edges[j + 1] - edges[j])
+
+
+@lru_cache(maxsize=32)
+def _cached_bin_position(edges_bytes: bytes, t: float) -> tuple[int, Any]:
+    """:func:`_bin_position` of float64 edges given as bytes: the same few (edges, t)
+    pairs come back on every scoring call."""
+    return _bin_position(np.frombuffer(edges_bytes, dtype=np.float64), t)
 
 
 # --------------------------------------------------------------------------------------
@@ -781,6 +898,22 @@ def _btyd_inputs(features: Table) -> tuple[FloatArray, FloatArray, FloatArray]:
     return x, np.where(x > 0, tx, 0.0), age
 
 
+def _checked_btyd_inputs(features: Table) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """:func:`_btyd_inputs` as ``_as_float_arrays`` returns them (checked float64 copies).
+
+    By construction T >= 1e-6, 0 <= t_x <= T and t_x = 0 where x = 0 whenever the values
+    are finite, so "finite and >= 0" is all that is left to check here (NaN propagates
+    through minimum/maximum and fails both bounds); anything else gets its error from
+    ``_as_float_arrays``.
+    """
+    x, tx, age = _btyd_inputs(features)
+    lo = np.minimum(np.minimum(x, tx), age)
+    hi = np.maximum(np.maximum(x, tx), age)
+    if lo.size and lo.min() >= 0.0 and hi.max() < np.inf:
+        return x.astype(np.float64), tx, age  # tx and age are fresh arrays already
+    return _as_float_arrays(x, tx, age)
+
+
 def fit_baselines(
     features: pd.DataFrame, max_customers: int = 10_000, seed: int = 0
 ) -> dict[str, Any]:
@@ -817,20 +950,24 @@ def baseline_arrays(
     features: Table, state: dict[str, Any], horizon_days: int
 ) -> dict[str, FloatArray]:
     """The ``BASELINE_FEATURES`` columns as arrays, in that order."""
-    x, tx, age = _btyd_inputs(features)
     bg = BetaGeoNBD.from_dict(state["bgnbd"])
     h = horizon_days / 7.0
+    # The public methods would each re-check (x, t_x, T) and recompute P(alive); checking
+    # once and sharing P(alive) gives the same numbers at a fraction of the fixed cost.
+    x, tx, age = _checked_btyd_inputs(features)
+    params = bg._check_fitted()
     with np.errstate(all="ignore"):
+        p_alive = bg._p_alive(params, x, tx, age)
         out = {
-            "bgnbd_p_alive": bg.conditional_probability_alive(x, tx, age),
-            "bgnbd_expected_purchases_h": bg.conditional_expected_purchases(h, x, tx, age),
-            "bgnbd_p_no_purchase_h": bg.probability_of_no_purchase(h, x, tx, age),
-            "pnbd_p_alive": (
-                ParetoNBD.from_dict(state["pnbd"]).conditional_probability_alive(x, tx, age)
-                if state.get("pnbd")
-                else np.full(len(x), np.nan)
-            ),
+            "bgnbd_p_alive": p_alive,
+            "bgnbd_expected_purchases_h": bg._expected_given(params, h, x, age, p_alive),
+            "bgnbd_p_no_purchase_h": bg._no_purchase(params, h, x, tx, age),
         }
+        if state.get("pnbd"):
+            pnbd = ParetoNBD.from_dict(state["pnbd"])
+            out["pnbd_p_alive"] = pnbd._p_alive(pnbd._check_fitted(), x, tx, age)
+        else:
+            out["pnbd_p_alive"] = np.full(len(x), np.nan)
     return out
 
 
@@ -840,19 +977,30 @@ def bgnbd_365_ratio(features: Table, state: dict[str, Any], horizon_days: int) -
     Used to extrapolate horizon spend to 365 days when the history is too short for 365-day
     labels; it accounts for dropout, unlike a flat 365 / H.
     """
-    x, tx, age = _btyd_inputs(features)
     bg = BetaGeoNBD.from_dict(state["bgnbd"])
+    x, tx, age = _checked_btyd_inputs(features)  # once, and P(alive) once (baseline_arrays)
+    params = bg._check_fitted()
     with np.errstate(all="ignore"):
-        e_h = bg.conditional_expected_purchases(horizon_days / 7.0, x, tx, age)
-        e_y = bg.conditional_expected_purchases(365.0 / 7.0, x, tx, age)
+        p_alive = bg._p_alive(params, x, tx, age)
+        e_h = bg._expected_given(params, horizon_days / 7.0, x, age, p_alive)
+        e_y = bg._expected_given(params, 365.0 / 7.0, x, age, p_alive)
         ratio = np.where(e_h > 1e-12, e_y / e_h, 365.0 / horizon_days)
     return np.clip(np.nan_to_num(ratio, nan=365.0 / horizon_days), 1.0, 365.0 / horizon_days)
 
 
+def _utc(as_of: Any) -> pd.Timestamp:
+    """``as_utc`` without its work when ``as_of`` already is a UTC timestamp (the scorer's)."""
+    if type(as_of) is pd.Timestamp and as_of.tzinfo is datetime.UTC:
+        return as_of
+    return as_utc(as_of)
+
+
 def days_after(as_of: pd.Timestamp, days: FloatArray) -> NDArray[np.datetime64]:
     """``as_of`` plus fractional days, as naive UTC datetime64[ns] (NaN days -> NaT)."""
-    ns = np.round(np.asarray(days, dtype=np.float64) * 86_400e9)
+    ns = np.rint(np.asarray(days, dtype=np.float64) * 86_400e9)  # np.round calls rint
     finite = np.isfinite(ns)
+    if finite.all():  # the common case: no NaT to set
+        return (ns.astype(np.int64) + as_of.value).view("datetime64[ns]")
     stamps = np.where(finite, ns, 0).astype(np.int64) + as_of.value  # .value is ns
     out = stamps.view("datetime64[ns]")
     out[~finite] = np.datetime64("NaT")
@@ -1061,15 +1209,11 @@ class RetainModels:
         every booster reads the result without reindexing or copying.
         """
         _check_fitted(self, "churn_")
-        given = {name: i for i, name in enumerate(names)}
-        missing = [c for c in self.feature_names_in_ if c not in given]
-        if missing:
-            raise KeyError(f"RetainModels: features lack column(s) {missing} seen at fit time")
+        take, names_out = self._input_layout(names)
         values = np.asarray(values, dtype=np.float64)
-        n, k = values.shape[0], len(self.feature_names_in_)
-        names_out = self.input_names_
+        n, k = values.shape[0], len(take)
         out = np.empty((n, len(names_out)))
-        out[:, :k] = values[:, [given[c] for c in self.feature_names_in_]]
+        out[:, :k] = values[:, take]
         if self.use_baselines:
             base = baseline_arrays(
                 ModelInput(out[:, :k], self.feature_names_in_), self.baselines_, self.horizon_days
@@ -1077,6 +1221,25 @@ class RetainModels:
             for j, name in enumerate(BASELINE_FEATURES):
                 out[:, k + j] = base[name]
         return ModelInput(out, names_out)
+
+    _layout: tuple[tuple[Any, ...], NDArray[np.intp], tuple[str, ...]] | None = None
+
+    def _input_layout(self, names: Sequence[str]) -> tuple[NDArray[np.intp], tuple[str, ...]]:
+        """Positions of ``feature_names_in_`` among ``names``, and ``input_names_``.
+
+        Cached for the last ``names`` seen: every request of a service has the same columns.
+        """
+        key = (tuple(names), tuple(self.feature_names_in_), self.use_baselines)
+        layout = self._layout
+        if layout is not None and layout[0] == key:
+            return layout[1], layout[2]
+        given = {name: i for i, name in enumerate(key[0])}
+        missing = [c for c in self.feature_names_in_ if c not in given]
+        if missing:
+            raise KeyError(f"RetainModels: features lack column(s) {missing} seen at fit time")
+        take = np.array([given[c] for c in self.feature_names_in_], dtype=np.intp)
+        self._layout = (key, take, tuple(self.input_names_))
+        return take, self._layout[2]
 
     def _model_input(self, features: pd.DataFrame) -> pd.DataFrame:
         """``model_input`` of a feature frame, as a frame on the same index."""
@@ -1100,27 +1263,36 @@ class RetainModels:
 
     def predict_arrays(self, x: ModelInput, as_of: pd.Timestamp) -> dict[str, FloatArray]:
         """``PREDICTION_COLUMNS`` as arrays (the next-purchase date as datetime64[ns], UTC)."""
+        return self._predict_arrays(x, as_of, median=True)
+
+    def _predict_arrays(
+        self, x: ModelInput, as_of: pd.Timestamp, median: bool
+    ) -> dict[str, FloatArray]:
+        """:meth:`predict_arrays`; ``median=False`` leaves out ``median_days_to_next``
+        (the scorer does not report it and it costs a dozen array operations)."""
         p_churn = self.churn_.predict_proba(x)
         surv = align_survival(self.timing_.survival(x), p_churn)
-        summary = survival_summaries(surv, self.timing_.edges_)
+        summary = _survival_summaries(surv, self.timing_.edges_, median)
         spend_h = self.spend_.predict(x)
         if self.spend_365_ is not None:
             spend_y = np.maximum(self.spend_365_.predict(x), spend_h)
         else:
             spend_y = spend_h * bgnbd_365_ratio(x, self.baselines_, self.horizon_days)
         expected_days = summary["expected_days_to_next"]
-        return {
+        out = {
             "churn_probability": p_churn,
             "p_purchase_7d": summary["p_purchase_7d"],
             "p_purchase_30d": summary["p_purchase_30d"],
             "p_purchase_horizon": summary["p_purchase_horizon"],
             "expected_days_to_next": expected_days,
-            "median_days_to_next": summary["median_days_to_next"],
-            "expected_next_purchase_date": days_after(as_utc(as_of), expected_days),
+            "expected_next_purchase_date": days_after(_utc(as_of), expected_days),
             "expected_purchases_horizon": self.count_.predict(x),
             "expected_spend_horizon": spend_h,
             "expected_spend_365d": spend_y,
         }
+        if median:
+            out["median_days_to_next"] = summary["median_days_to_next"]
+        return {c: out[c] for c in PREDICTION_COLUMNS if c in out}
 
     def feature_contributions(self, features: pd.DataFrame) -> pd.DataFrame:
         """Per-customer, per-input path contributions to the churn log-odds ('top reasons').
@@ -1141,8 +1313,8 @@ class RetainModels:
     def compile(self) -> RetainModels:
         """Compile every booster with lleaves for scoring (a few seconds, once per process).
 
-        Predictions then run about 10x faster; ``path_contributions`` still asks LightGBM
-        for the leaves. Training and the backtest never need it.
+        Predictions then run about 10x faster, and ``path_contributions`` finds the churn
+        trees' leaves in compiled code too. Training and the backtest never need it.
         """
         _check_fitted(self, "churn_")
         for model in self._boosters().values():

@@ -452,6 +452,23 @@ def test_negative_expected_value_is_suppressed_and_kept_for_audit() -> None:
     assert pd.isna(out["offer_send_date"].iloc[3])
 
 
+def test_a_copy_with_other_rules_decides_by_its_own_rules() -> None:
+    """The rules' arrays are built once per policy; a copy with other rules must not reuse
+    them (a copy carries the original's private state)."""
+    policy = OfferPolicy.from_yaml(SMALL_POLICY)
+    frame = scores_frame(
+        [{"customer_id": "b", "segment": "at_risk", "churn_probability": 0.3,
+          "expected_spend_365d": 200.0}]
+    )  # fmt: skip
+    first = apply_policy(frame, policy)
+    assert first["offer_rule"].tolist() == ["winback"]
+    assert first["offer_expected_value"].tolist() == pytest.approx([1.0])  # 200*0.3*0.1 - 5
+    cheaper = [r.model_copy(update={"cost": 0.0}) for r in policy.rules]
+    copy = policy.model_copy(update={"rules": cheaper})
+    np.testing.assert_allclose(apply_policy(frame, copy)["offer_expected_value"], [6.0])
+    pd.testing.assert_frame_equal(apply_policy(frame, policy), first)  # the original unchanged
+
+
 # --------------------------------------------------------------------- holdout
 
 

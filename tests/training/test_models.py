@@ -221,6 +221,18 @@ def test_compiled_boosters_predict_what_lightgbm_predicts(
         0,
         len(compiled.input_names_),
     )
+    # reasons: the compiled leaf lookup routes every row as LightGBM's pred_leaf does, so
+    # the path contributions are the same numbers, bit for bit; values at LightGBM's zero
+    # threshold (|x| <= 1e-35 reads as 0) route alike too
+    tiny = features.iloc[:40].copy()
+    tiny.iloc[::3, 0] = 1e-36
+    tiny.iloc[1::3, 0] = -1e-36
+    for frame in (features, tiny):
+        pd.testing.assert_frame_equal(
+            compiled.feature_contributions(frame),
+            fitted.feature_contributions(frame),
+            check_exact=True,
+        )
 
 
 def test_no_leakage_and_determinism(log: pd.DataFrame) -> None:
