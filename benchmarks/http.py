@@ -29,6 +29,7 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import re  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -58,6 +59,7 @@ class LevelResult:
     customers_per_s: float
     p50_ms: float
     p99_ms: float
+    busiest_worker_share: float  # of the requests, averaged over slices (0.5 = even split)
     errors_5xx: int
     errors_429: int
     errors_other: int
@@ -220,6 +222,7 @@ def figures(
     latencies: Sequence[float],
     errors: dict[str, int],
     seconds: float,
+    busiest_share: float = float("nan"),
 ) -> LevelResult:
     lat_ms = np.asarray(latencies) * 1000 if len(latencies) else np.asarray([np.nan])
     requests = len(latencies)
@@ -234,10 +237,41 @@ def figures(
         customers_per_s=requests * n / seconds,
         p50_ms=float(np.percentile(lat_ms, 50)),
         p99_ms=float(np.percentile(lat_ms, 99)),
+        busiest_worker_share=busiest_share,
         errors_5xx=errors["5xx"],
         errors_429=errors["429"],
         errors_other=errors["other"],
     )
+
+
+class WorkerSplit:
+    """Requests per worker since the last call, read from the server's access log.
+
+    Each slice opens ``c`` new keep-alive connections; the workers share one listening
+    socket and a worker that wakes first may accept all of them, so a slice can run on one
+    worker while the other idles. That split moves /noop's rate most (its work is mostly
+    the event loop's, which two workers double) and is the main source of slice-to-slice
+    variance here; it is reported so that a ratio can be read with it.
+    """
+
+    _LINE = re.compile(rb"\[entry_service:[^:\]]+:(\d+)\][^\n]*path=/(?:noop|score),")
+
+    def __init__(self, log_path: Path | None) -> None:
+        self._path = log_path
+        self._offset = 0
+
+    def busiest_share(self) -> float:
+        if self._path is None or not self._path.exists():
+            return float("nan")
+        with self._path.open("rb") as log:
+            log.seek(self._offset)
+            text = log.read()
+        self._offset += len(text)
+        counts: dict[bytes, int] = {}
+        for worker in self._LINE.findall(text):
+            counts[worker] = counts.get(worker, 0) + 1
+        total = sum(counts.values())
+        return max(counts.values()) / total if total else float("nan")
 
 
 def interleaved(
@@ -248,6 +282,7 @@ def interleaved(
     c: int,
     seconds: float,
     rounds: int,
+    split: WorkerSplit | None = None,
 ) -> list[LevelResult]:
     """/noop and /score at one level for ``seconds`` each, alternating in ``rounds`` slices.
 
@@ -257,21 +292,24 @@ def interleaved(
     an endpoint are pooled before the percentiles are taken.
     """
     rounds = max(rounds, 1)
-    pooled: dict[str, tuple[list[float], dict[str, int], list[float]]] = {
-        endpoint: ([], {"5xx": 0, "429": 0, "other": 0}, []) for endpoint in ("/noop", "/score")
+    split = split or WorkerSplit(None)
+    pooled: dict[str, tuple[list[float], dict[str, int], list[float], list[float]]] = {
+        endpoint: ([], {"5xx": 0, "429": 0, "other": 0}, [], []) for endpoint in ("/noop", "/score")
     }
+    split.busiest_share()  # skip what came before
     for _ in range(rounds):
-        for endpoint, (latencies, errors, spent) in pooled.items():
+        for endpoint, (latencies, errors, spent, shares) in pooled.items():
             lat, err, sec = asyncio.run(
                 drive(f"{base}{endpoint}", bodies, c, seconds / rounds, 0.5)
             )
             latencies.extend(lat)
             spent.append(sec)
+            shares.append(split.busiest_share())
             for key in errors:
                 errors[key] += err[key]
     return [
-        figures(endpoint, payload, n, c, latencies, errors, sum(spent))
-        for endpoint, (latencies, errors, spent) in pooled.items()
+        figures(endpoint, payload, n, c, latencies, errors, sum(spent), float(np.mean(shares)))
+        for endpoint, (latencies, errors, spent, shares) in pooled.items()
     ]
 
 
@@ -320,14 +358,15 @@ def floors(results: list[LevelResult]) -> list[tuple[str, bool, str]]:
 def print_table(results: list[LevelResult], checks: list[tuple[str, bool, str]]) -> None:
     header = (
         f"{'endpoint':<8} {'payload':<14} {'conc':>4} {'req/s':>8} {'cust/s':>9} "
-        f"{'p50 ms':>8} {'p99 ms':>8} {'5xx':>5} {'429':>5} {'other':>5}"
+        f"{'p50 ms':>8} {'p99 ms':>8} {'busiest':>7} {'5xx':>5} {'429':>5} {'other':>5}"
     )
     print(header)
     print("-" * len(header))
     for r in results:
         print(
             f"{r.endpoint:<8} {r.payload:<14} {r.concurrency:>4} {r.rps:>8.1f} "
-            f"{r.customers_per_s:>9.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.errors_5xx:>5} "
+            f"{r.customers_per_s:>9.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} "
+            f"{r.busiest_worker_share:>7.0%} {r.errors_5xx:>5} "
             f"{r.errors_429:>5} {r.errors_other:>5}"
         )
     print()
@@ -359,13 +398,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         payloads = [(f"{k} customer{'s' if k > 1 else ''}", k, make_bodies(k)) for k in sizes]
         port = args.port or free_port()
         load_before = os.getloadavg()
-        process = start_server(model_uri, args.workers, port, Path(tmp) / "serve.log")
+        log_path = Path(tmp) / "serve.log"
+        process = start_server(model_uri, args.workers, port, log_path)
+        split = WorkerSplit(log_path)
         base = f"http://127.0.0.1:{port}"
         results: list[LevelResult] = []
         try:
             for payload, n, bodies in payloads:
                 for c in levels:
-                    pair = interleaved(base, payload, bodies, n, c, args.seconds, args.rounds)
+                    pair = interleaved(
+                        base, payload, bodies, n, c, args.seconds, args.rounds, split
+                    )
                     results.extend(pair)
                     for result in pair:
                         print(
