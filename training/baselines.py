@@ -296,9 +296,14 @@ class _CountModel:
         horizon = np.asarray(t, dtype="float64")
         if (horizon < 0).any() or not np.isfinite(horizon).all():
             raise ValueError(f"t must be finite and >= 0, got {t!r}")
-        later = self._loglik_rows(params, x, tx, age + horizon)
-        now = self._loglik_rows(params, x, tx, age)
+        later, now = self._loglik_later_and_now(params, x, tx, age, horizon)
         return np.clip(np.exp(later - now), 0.0, 1.0)
+
+    def _loglik_later_and_now(
+        self, params: FloatArray, x: FloatArray, tx: FloatArray, age: FloatArray, t: FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """Log-likelihood rows over (0, T + t] and over (0, T]."""
+        return self._loglik_rows(params, x, tx, age + t), self._loglik_rows(params, x, tx, age)
 
     def survival_function(
         self, times: ArrayLike, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
@@ -412,22 +417,13 @@ class BetaGeoNBD(_CountModel):
         head, a4 = self._loglik_head(params, x, tx)
         return self._loglik_tail(params, x, age, head, a4)
 
-    def _no_purchase(
-        self,
-        params: FloatArray,
-        t: float | ArrayLike,
-        x: FloatArray,
-        tx: FloatArray,
-        age: FloatArray,
-    ) -> FloatArray:
+    def _loglik_later_and_now(
+        self, params: FloatArray, x: FloatArray, tx: FloatArray, age: FloatArray, t: FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
         """As the base class, with the T-free terms of both likelihoods computed once."""
-        horizon = np.asarray(t, dtype="float64")
-        if (horizon < 0).any() or not np.isfinite(horizon).all():
-            raise ValueError(f"t must be finite and >= 0, got {t!r}")
         head, a4 = self._loglik_head(params, x, tx)
-        later = self._loglik_tail(params, x, age + horizon, head, a4)
-        now = self._loglik_tail(params, x, age, head, a4)
-        return np.clip(np.exp(later - now), 0.0, 1.0)
+        later = self._loglik_tail(params, x, age + t, head, a4)
+        return later, self._loglik_tail(params, x, age, head, a4)
 
     def conditional_probability_alive(
         self, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
