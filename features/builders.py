@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
@@ -89,7 +89,12 @@ class FeatureConfig(BaseModel):
 
 
 def to_utc_timestamp(as_of: str | datetime | pd.Timestamp) -> pd.Timestamp:
-    """``as_of`` as a tz-aware UTC timestamp; naive input is taken as UTC."""
+    """``as_of`` as a tz-aware UTC timestamp; naive input is taken as UTC.
+
+    A UTC ``Timestamp`` is returned as is: the scorer passes one on every call.
+    """
+    if type(as_of) is pd.Timestamp and as_of.tzinfo is UTC:
+        return as_of
     ts = pd.Timestamp(as_of)
     if ts is pd.NaT:
         raise ValueError(f"as_of must be a point in time, got {as_of!r}")

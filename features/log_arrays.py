@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.purchase_log import _clean_text, _float_bits, _order_ids, _text_customer_codes
 from features.schema import LogConfig, PurchaseLogError
 
 __all__ = ["LogArrays", "canonical_log_arrays"]
@@ -126,7 +127,8 @@ def canonical_log_arrays(
     if discount is not None:
         discount = np.asarray(discount, dtype=bool)
 
-    codes, customers = _customer_codes(customer_id)
+    codes, distinct = _text_customer_codes(pa.array(customer_id, pa.string()))
+    customers = np.asarray(distinct, dtype=object)
     order = np.lexsort((ts, codes))  # stable: ties keep the given order
     order = order[codes[order] >= 0]  # blank ids sort first; drop them
     if config.duplicates == "drop":
@@ -136,22 +138,22 @@ def canonical_log_arrays(
     qty = np.ones(len(order)) if quantity is None else quantity[order]
     qty[np.isnan(qty)] = 1.0
     is_return = (amt < 0) | (qty < 0)
-    ids = None
-    if order_id is not None:
-        ids = [_blank_to_none(order_id[i], strip=True) for i in order.tolist()]
-        prefix = config.cancel_prefix
-        if prefix:
-            is_return |= np.array([i is not None and i.startswith(prefix) for i in ids], bool)
     kept_ts = ts[order]
-    if ids is None:
+    if order_id is None:
         # every order id would be its row's instant: the instants code the orders, and rows
         # tied on customer and instant share an id, so their order stands
         order_codes = kept_ts
     else:
+        # the loader's own steps: strip (blank is missing), cancel prefix, ids from times
+        given = _clean_text(pa.array(order_id, pa.string()).take(order), strip=True)
+        if config.cancel_prefix:
+            cancelled = pc.starts_with(given, config.cancel_prefix).fill_null(False)
+            is_return |= cancelled.to_numpy(zero_copy_only=False)
+        ids = _order_ids(given, kept_ts, [])
         # full ties are ordered by order id (ranked as text); the rank codes the order too
-        rank = _dense_codes(_with_synthetic_ids(ids, kept_ts))
+        rank = pc.rank(ids, sort_keys="ascending", tiebreaker="dense").to_numpy()
         final = np.lexsort((rank, kept_ts, codes[order]))
-        order, order_codes = order[final], rank[final]
+        order, order_codes = order[final], rank[final].astype(np.int64)
         amt, qty, is_return, kept_ts = amt[final], qty[final], is_return[final], kept_ts[final]
     category_codes, n_categories = _text_codes(category, order)
     channel_codes, n_channels = _text_codes(channel, order)
@@ -179,20 +181,6 @@ def _check_finite(values: np.ndarray, column: str, *, missing_ok: bool) -> None:
         more = f" and {len(rows) - _MAX_SHOWN} more" if len(rows) > _MAX_SHOWN else ""
         what = "infinite" if missing_ok else "non-finite or missing"
         raise PurchaseLogError(f"column {column!r}: {what} value(s) at rows {shown}{more}")
-
-
-def _customer_codes(customer_id: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Codes into the sorted, stripped distinct ids (-1 where blank), and those ids.
-
-    Stripped by Arrow, as ``canonicalize`` strips, on the distinct raw values only.
-    """
-    raw = list(dict.fromkeys(customer_id))
-    stripped = pc.utf8_trim_whitespace(pa.array(raw, pa.string())).to_pylist()
-    customers = sorted({s for s in stripped if s})
-    code_of = {c: k for k, c in enumerate(customers)}
-    raw_code = {r: code_of.get(s, -1) for r, s in zip(raw, stripped, strict=True)}
-    codes = np.fromiter((raw_code[c] for c in customer_id), np.int64, len(customer_id))
-    return codes, np.array(customers, dtype=object)
 
 
 def _drop_duplicates(
@@ -250,12 +238,6 @@ def _drop_duplicates(
     return order[~duplicate]
 
 
-def _float_bits(values: np.ndarray) -> np.ndarray:
-    """Bits equal exactly where values are equal (-0.0 as 0.0, every NaN alike)."""
-    canonical = np.where(np.isnan(values), np.nan, values + 0.0)
-    return canonical.view(np.uint64)
-
-
 def _comparable(value: object) -> object:
     """A value as the duplicate check compares it: NaN and None alike, numbers as floats."""
     if value is None:
@@ -269,49 +251,11 @@ def _comparable(value: object) -> object:
     return value
 
 
-def _blank_to_none(value: str | None, *, strip: bool) -> str | None:
-    if value is None:
-        return None
-    if strip:
-        value = value.strip()
-    return value or None
-
-
-def _with_synthetic_ids(ids: list[str | None], ts: np.ndarray) -> list[str]:
-    """Missing order ids become the row's UTC instant, ISO 8601 with ``Z``.
-
-    Whole seconds unless some missing row has a fraction (then microseconds for all of
-    them), as ``canonicalize`` writes them.
-    """
-    missing = [k for k, i in enumerate(ids) if i is None]
-    if not missing:
-        return ids  # type: ignore[return-value]
-    micros = ts[missing]
-    times = micros.view("datetime64[us]")
-    if not (micros % 1_000_000).any():
-        times = times.astype("datetime64[s]")
-    out: list[str] = list(ids)  # type: ignore[arg-type]
-    for k, text in zip(missing, np.datetime_as_string(times).tolist(), strict=True):
-        out[k] = f"{text}Z"
-    return out
-
-
-def _dense_codes(values: list[str]) -> np.ndarray:
-    """Integer codes equal exactly where ``values`` are, in text (code point) order."""
-    code_of = {v: k for k, v in enumerate(sorted(set(values)))}
-    return np.fromiter((code_of[v] for v in values), np.int64, len(values))
-
-
 def _text_codes(values: Sequence[str | None] | None, order: np.ndarray) -> tuple[np.ndarray, int]:
     """Codes (-1 where missing or blank) of the rows in ``order``, and the distinct count."""
     if values is None:
         return np.full(len(order), -1, dtype=np.int64), 0
-    encoded = pc.dictionary_encode(pa.array(values, pa.string()))
-    lookup = np.arange(len(encoded.dictionary) + 1, dtype=np.int64)
-    lookup[-1] = -1
-    blank = encoded.dictionary.index("").as_py()
-    if blank >= 0:  # "" is missing: the codes above it move down one
-        lookup[blank] = -1
-        lookup[blank + 1 : -1] -= 1
-    indices = encoded.indices.fill_null(len(lookup) - 1).to_numpy(zero_copy_only=False)
-    return lookup[indices[order]], len(encoded.dictionary) - (blank >= 0)
+    text = _clean_text(pa.array(values, pa.string()).take(order), strip=False)
+    encoded = pc.dictionary_encode(text)
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes, len(encoded.dictionary)

@@ -818,11 +818,16 @@ def _str_from_arrow(values: pa.Array | pa.ChunkedArray) -> pd.api.extensions.Ext
 
 
 def _customer_codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
-    """Codes into the sorted, stripped customer ids (-1 where empty) and those ids.
+    """Codes into the sorted, stripped customer ids (-1 where empty) and those ids."""
+    return _text_customer_codes(_arrow(_str_array(values)))
+
+
+def _text_customer_codes(text: pa.Array) -> tuple[np.ndarray, pd.Index]:
+    """:func:`_customer_codes` of Arrow text (``features.log_arrays`` shares the rule).
 
     Stripping and sorting run on the distinct raw values only, not on every row.
     """
-    encoded = pc.dictionary_encode(_arrow(_str_array(values)))
+    encoded = pc.dictionary_encode(text)
     dictionary = encoded.dictionary
     stripped = pc.utf8_trim_whitespace(dictionary)
     if (

@@ -693,27 +693,22 @@ def _holdout_draw(customer_id: pd.Series | np.ndarray, campaign: str) -> np.ndar
     ``factorize``).
     """
     prefix = f"{campaign}:".encode()
-    digest = hashlib.blake2b
     if isinstance(customer_id, pd.Series) and isinstance(customer_id.dtype, pd.CategoricalDtype):
         codes = customer_id.cat.codes.to_numpy()
         uniques = customer_id.cat.categories
     else:
         ids = np.asarray(customer_id, dtype=object)
-        if len(ids) <= _HASH_EACH_MAX:
-            values = ids.tolist()
-            if all(type(u) is str for u in values):
-                # a request's few ids: hashing each (repeats give equal draws) is cheaper
-                # than factorize; missing ids keep factorize's handling below
-                packed = b"".join(
-                    digest(prefix + u.encode(), digest_size=8).digest() for u in values
-                )
-                return (np.frombuffer(packed, dtype=">u8") >> np.uint64(11)).astype(
-                    np.float64
-                ) / float(1 << 53)
+        values = ids.tolist()
+        if len(values) <= _HASH_EACH_MAX and all(type(u) is str for u in values):
+            # a request's few ids: hashing each (repeats give equal draws) is cheaper
+            # than factorize; missing ids keep factorize's handling below
+            return _draws(prefix, values)
         codes, uniques = pd.factorize(ids)
-    packed = b"".join(
-        digest(prefix + str(u).encode(), digest_size=8).digest() for u in uniques.tolist()
-    )
+    return _draws(prefix, [str(u) for u in uniques.tolist()])[codes]
+
+
+def _draws(prefix: bytes, ids: list[str]) -> np.ndarray:
+    """(big-endian 8-byte blake2b of prefix + id >> 11) / 2**53 for each id."""
+    packed = b"".join(hashlib.blake2b(prefix + u.encode(), digest_size=8).digest() for u in ids)
     top53 = np.frombuffer(packed, dtype=">u8") >> np.uint64(11)
-    draws = top53.astype(np.float64) / float(1 << 53)
-    return draws[codes]
+    return top53.astype(np.float64) / float(1 << 53)

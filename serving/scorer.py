@@ -8,7 +8,6 @@ out) so that an HTTP request of one customer costs no pandas bookkeeping. :func:
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,10 +137,10 @@ def score_block(
     campaign: str | None = None,
 ) -> ScoredCustomers:
     """Scores, segment, reasons and offer for every customer of a feature block."""
-    as_of_ts = _utc_timestamp(as_of)
+    as_of_ts = to_utc_timestamp(as_of)
     models = model.artifact.models
     x = models.model_input(block.values, block.names)
-    preds = models._predict_arrays(x, as_of_ts, median=False)  # the median is not reported
+    preds = models.predict_arrays(x, as_of_ts)
     reasons = reason_texts(models.reason_contributions(x), x.names, N_REASONS)
     seg = segment_codes(
         {c: block.column(c) for c in REQUIRED_FEATURES}, model.artifact.segment_config
@@ -173,13 +172,6 @@ def score_block(
         reasons=reasons,
         offers=offers,
     )
-
-
-def _utc_timestamp(as_of: object) -> pd.Timestamp:
-    """``to_utc_timestamp``, skipped for a timestamp that already is UTC (the service's)."""
-    if type(as_of) is pd.Timestamp and as_of.tzinfo is datetime.UTC:
-        return as_of
-    return to_utc_timestamp(as_of)
 
 
 def score_features(

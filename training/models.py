@@ -48,7 +48,6 @@ small batches (the HTTP path). Persistence is LightGBM's text format plus JSON, 
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import re
@@ -757,11 +756,6 @@ def survival_summaries(surv: FloatArray, edges: FloatArray) -> dict[str, FloatAr
     Within a bin the hazard is taken as constant (exponential interpolation). The median is
     NaN when S(H) > 0.5 (more likely than not no purchase within the horizon).
     """
-    return _survival_summaries(surv, edges, median=True)
-
-
-def _survival_summaries(surv: FloatArray, edges: FloatArray, median: bool) -> dict[str, FloatArray]:
-    """:func:`survival_summaries`; without ``median_days_to_next`` unless ``median``."""
     width = (edges[1:] - edges[:-1])[None, :]  # np.diff
     s_a, s_b = surv[:, :-1], surv[:, 1:]
     ratio = np.minimum(np.maximum(s_b / np.maximum(s_a, _P_FLOOR), _P_FLOOR), 1.0)
@@ -774,50 +768,30 @@ def _survival_summaries(surv: FloatArray, edges: FloatArray, median: bool) -> di
         expected = np.where(
             total > 0, (mass * (edges[None, :-1] + offset)).sum(axis=1) / total, np.nan
         )
-        if median:
-            # first bin where S drops to 0.5, then solve S(a) * ratio**(u/w) = 0.5
-            below = s_b <= 0.5
-            has = below.any(axis=1)
-            k = np.argmax(below, axis=1)
-            idx = np.arange(len(surv))
-            sa, rk, wk = s_a[idx, k], ratio[idx, k], width[0, k]
-            frac = np.where(rk < 1.0, np.log(0.5 / sa) / np.log(rk), 0.0)
-            medians = np.where(has, edges[k] + np.clip(frac, 0.0, 1.0) * wk, np.nan)
+        # median: first bin where S drops to 0.5, then solve S(a) * ratio**(u/w) = 0.5
+        below = s_b <= 0.5
+        has = below.any(axis=1)
+        k = np.argmax(below, axis=1)
+        idx = np.arange(len(surv))
+        sa, rk, wk = s_a[idx, k], ratio[idx, k], width[0, k]
+        frac = np.where(rk < 1.0, np.log(0.5 / sa) / np.log(rk), 0.0)
+        median = np.where(has, edges[k] + np.clip(frac, 0.0, 1.0) * wk, np.nan)
 
     def at(t: float) -> FloatArray:
-        if isinstance(edges, np.ndarray) and edges.dtype == np.float64:
-            j, frac_t = _cached_bin_position(edges.tobytes(), t)
-        else:
-            j, frac_t = _bin_position(edges, t)
-        if frac_t is None:
+        t = min(t, float(edges[-1]))
+        j = int(np.searchsorted(edges, t, side="right") - 1)
+        if j >= len(edges) - 1:
             return 1.0 - surv[:, -1]
+        frac_t = (t - edges[j]) / (edges[j + 1] - edges[j])
         return 1.0 - surv[:, j] * ratio[:, j] ** frac_t
 
-    out = {
+    return {
         "p_purchase_7d": at(7.0),
         "p_purchase_30d": at(30.0),
         "p_purchase_horizon": 1.0 - surv[:, -1],
         "expected_days_to_next": expected,
+        "median_days_to_next": median,
     }
-    if median:
-        out["median_days_to_next"] = medians
-    return out
-
-
-def _bin_position(edges: FloatArray, t: float) -> tuple[int, Any]:
-    """Bin of day ``t`` among the edges and the fraction of it before ``t`` (None: at H)."""
-    t = min(t, float(edges[-1]))
-    j = int(np.searchsorted(edges, t, side="right") - 1)
-    if j >= len(edges) - 1:
-        return j, None
-    return j, (t - edges[j]) / (edges[j + 1] - edges[j])
-
-
-@lru_cache(maxsize=32)
-def _cached_bin_position(edges_bytes: bytes, t: float) -> tuple[int, Any]:
-    """:func:`_bin_position` of float64 edges given as bytes: the same few (edges, t)
-    pairs come back on every scoring call."""
-    return _bin_position(np.frombuffer(edges_bytes, dtype=np.float64), t)
 
 
 # --------------------------------------------------------------------------------------
@@ -898,22 +872,6 @@ def _btyd_inputs(features: Table) -> tuple[FloatArray, FloatArray, FloatArray]:
     return x, np.where(x > 0, tx, 0.0), age
 
 
-def _checked_btyd_inputs(features: Table) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """:func:`_btyd_inputs` as ``_as_float_arrays`` returns them (checked float64 copies).
-
-    By construction T >= 1e-6, 0 <= t_x <= T and t_x = 0 where x = 0 whenever the values
-    are finite, so "finite and >= 0" is all that is left to check here (NaN propagates
-    through minimum/maximum and fails both bounds); anything else gets its error from
-    ``_as_float_arrays``.
-    """
-    x, tx, age = _btyd_inputs(features)
-    lo = np.minimum(np.minimum(x, tx), age)
-    hi = np.maximum(np.maximum(x, tx), age)
-    if lo.size and lo.min() >= 0.0 and hi.max() < np.inf:
-        return x.astype(np.float64), tx, age  # tx and age are fresh arrays already
-    return _as_float_arrays(x, tx, age)
-
-
 def fit_baselines(
     features: pd.DataFrame, max_customers: int = 10_000, seed: int = 0
 ) -> dict[str, Any]:
@@ -954,7 +912,7 @@ def baseline_arrays(
     h = horizon_days / 7.0
     # The public methods would each re-check (x, t_x, T) and recompute P(alive); checking
     # once and sharing P(alive) gives the same numbers at a fraction of the fixed cost.
-    x, tx, age = _checked_btyd_inputs(features)
+    x, tx, age = _as_float_arrays(*_btyd_inputs(features))
     params = bg._check_fitted()
     with np.errstate(all="ignore"):
         p_alive = bg._p_alive(params, x, tx, age)
@@ -978,7 +936,7 @@ def bgnbd_365_ratio(features: Table, state: dict[str, Any], horizon_days: int) -
     labels; it accounts for dropout, unlike a flat 365 / H.
     """
     bg = BetaGeoNBD.from_dict(state["bgnbd"])
-    x, tx, age = _checked_btyd_inputs(features)  # once, and P(alive) once (baseline_arrays)
+    x, tx, age = _as_float_arrays(*_btyd_inputs(features))  # checked once (see baseline_arrays)
     params = bg._check_fitted()
     with np.errstate(all="ignore"):
         p_alive = bg._p_alive(params, x, tx, age)
@@ -986,13 +944,6 @@ def bgnbd_365_ratio(features: Table, state: dict[str, Any], horizon_days: int) -
         e_y = bg._expected_given(params, 365.0 / 7.0, x, age, p_alive)
         ratio = np.where(e_h > 1e-12, e_y / e_h, 365.0 / horizon_days)
     return np.clip(np.nan_to_num(ratio, nan=365.0 / horizon_days), 1.0, 365.0 / horizon_days)
-
-
-def _utc(as_of: Any) -> pd.Timestamp:
-    """``as_utc`` without its work when ``as_of`` already is a UTC timestamp (the scorer's)."""
-    if type(as_of) is pd.Timestamp and as_of.tzinfo is datetime.UTC:
-        return as_of
-    return as_utc(as_of)
 
 
 def days_after(as_of: pd.Timestamp, days: FloatArray) -> NDArray[np.datetime64]:
@@ -1222,24 +1173,13 @@ class RetainModels:
                 out[:, k + j] = base[name]
         return ModelInput(out, names_out)
 
-    _layout: tuple[tuple[Any, ...], NDArray[np.intp], tuple[str, ...]] | None = None
-
     def _input_layout(self, names: Sequence[str]) -> tuple[NDArray[np.intp], tuple[str, ...]]:
-        """Positions of ``feature_names_in_`` among ``names``, and ``input_names_``.
-
-        Cached for the last ``names`` seen: every request of a service has the same columns.
-        """
-        key = (tuple(names), tuple(self.feature_names_in_), self.use_baselines)
-        layout = self._layout
-        if layout is not None and layout[0] == key:
-            return layout[1], layout[2]
-        given = {name: i for i, name in enumerate(key[0])}
+        """Positions of ``feature_names_in_`` among ``names``, and ``input_names_``."""
+        given = {name: i for i, name in enumerate(names)}
         missing = [c for c in self.feature_names_in_ if c not in given]
         if missing:
             raise KeyError(f"RetainModels: features lack column(s) {missing} seen at fit time")
-        take = np.array([given[c] for c in self.feature_names_in_], dtype=np.intp)
-        self._layout = (key, take, tuple(self.input_names_))
-        return take, self._layout[2]
+        return np.array([given[c] for c in self.feature_names_in_]), tuple(self.input_names_)
 
     def _model_input(self, features: pd.DataFrame) -> pd.DataFrame:
         """``model_input`` of a feature frame, as a frame on the same index."""
@@ -1263,36 +1203,27 @@ class RetainModels:
 
     def predict_arrays(self, x: ModelInput, as_of: pd.Timestamp) -> dict[str, FloatArray]:
         """``PREDICTION_COLUMNS`` as arrays (the next-purchase date as datetime64[ns], UTC)."""
-        return self._predict_arrays(x, as_of, median=True)
-
-    def _predict_arrays(
-        self, x: ModelInput, as_of: pd.Timestamp, median: bool
-    ) -> dict[str, FloatArray]:
-        """:meth:`predict_arrays`; ``median=False`` leaves out ``median_days_to_next``
-        (the scorer does not report it and it costs a dozen array operations)."""
         p_churn = self.churn_.predict_proba(x)
         surv = align_survival(self.timing_.survival(x), p_churn)
-        summary = _survival_summaries(surv, self.timing_.edges_, median)
+        summary = survival_summaries(surv, self.timing_.edges_)
         spend_h = self.spend_.predict(x)
         if self.spend_365_ is not None:
             spend_y = np.maximum(self.spend_365_.predict(x), spend_h)
         else:
             spend_y = spend_h * bgnbd_365_ratio(x, self.baselines_, self.horizon_days)
         expected_days = summary["expected_days_to_next"]
-        out = {
+        return {
             "churn_probability": p_churn,
             "p_purchase_7d": summary["p_purchase_7d"],
             "p_purchase_30d": summary["p_purchase_30d"],
             "p_purchase_horizon": summary["p_purchase_horizon"],
             "expected_days_to_next": expected_days,
-            "expected_next_purchase_date": days_after(_utc(as_of), expected_days),
+            "median_days_to_next": summary["median_days_to_next"],
+            "expected_next_purchase_date": days_after(as_utc(as_of), expected_days),
             "expected_purchases_horizon": self.count_.predict(x),
             "expected_spend_horizon": spend_h,
             "expected_spend_365d": spend_y,
         }
-        if median:
-            out["median_days_to_next"] = summary["median_days_to_next"]
-        return {c: out[c] for c in PREDICTION_COLUMNS if c in out}
 
     def feature_contributions(self, features: pd.DataFrame) -> pd.DataFrame:
         """Per-customer, per-input path contributions to the churn log-odds ('top reasons').
