@@ -68,7 +68,9 @@ class ScoringModel:
 
     @classmethod
     def from_artifact(cls, artifact: RetainArtifact) -> ScoringModel:
-        """Parse the policy and compile the boosters (every scoring path runs compiled)."""
+        """Parse the policy and compile the boosters (every scoring path runs compiled, or
+        every one on LightGBM's predictor when lleaves cannot compile: see
+        ``RetainModels.compile``)."""
         artifact.models.compile()
         return cls(artifact=artifact, policy=OfferPolicy.from_yaml(artifact.policy_yaml))
 

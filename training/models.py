@@ -52,6 +52,7 @@ import json
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -285,6 +286,10 @@ def _predict(booster: lgb.Booster, m: FloatArray, **kwargs: Any) -> FloatArray:
     return booster.predict(m, num_threads=_threads(len(m)), **kwargs)
 
 
+class CompiledTreesUnavailable(RuntimeWarning):
+    """lleaves could not compile the boosters; LightGBM's own predictor scores instead."""
+
+
 class CompiledForest:
     """A booster compiled to machine code by lleaves from its own LightGBM text (raw scores).
 
@@ -361,6 +366,15 @@ class _BoosterModel:
         _check_fitted(self, "booster_")
         if self._forest is None:
             self._forest = CompiledForest(self.booster_)
+
+    def drop_compiled(self) -> None:
+        """Back to LightGBM's own predictor (what :meth:`RetainModels.compile` falls back to)."""
+        self._forest = None
+
+    @property
+    def compiled(self) -> bool:
+        """Whether any prediction of this model runs on lleaves-compiled trees."""
+        return self._forest is not None
 
     def _raw(self, m: FloatArray) -> FloatArray:
         if self._forest is not None:
@@ -464,6 +478,14 @@ class LeafPaths:
         if self._compilable and self._leaf_forest is None:
             self._leaf_forest = CompiledForest(booster, leaf_indices=True)
 
+    def drop_compiled(self) -> None:
+        """Find leaves with LightGBM's ``pred_leaf`` again."""
+        self._leaf_forest = None
+
+    @property
+    def compiled(self) -> bool:
+        return self._leaf_forest is not None
+
     def contributions(self, booster: lgb.Booster, m: FloatArray) -> FloatArray:
         """(n, n_features) attributions of the rows of ``m`` (their leaves from LightGBM, or
         from the compiled copy of its trees after :meth:`compile`)."""
@@ -502,6 +524,16 @@ class ChurnModel(_BoosterModel):
         if self._paths is None:
             self._paths = LeafPaths(self.booster_)
         self._paths.compile(self.booster_)
+
+    def drop_compiled(self) -> None:
+        super().drop_compiled()
+        if self._paths is not None:
+            self._paths.drop_compiled()
+
+    @property
+    def compiled(self) -> bool:
+        leaves = self._paths is not None and self._paths.compiled
+        return super().compiled or leaves
 
     def __init__(
         self,
@@ -1246,12 +1278,33 @@ class RetainModels:
 
         Predictions then run about 10x faster, and ``path_contributions`` finds the churn
         trees' leaves in compiled code too. Training and the backtest never need it.
+
+        Compiled trees are an optimisation, not a requirement: when lleaves is missing or
+        compiling fails (no LLVM for this platform, an llvmlite lleaves cannot drive, no
+        writable temporary directory), every booster goes back to LightGBM's own predictor,
+        which gives the same numbers, and one :class:`CompiledTreesUnavailable` warning says
+        why. All boosters fall back together, so a process never mixes the two.
         """
         _check_fitted(self, "churn_")
-        for model in self._boosters().values():
-            if model is not None:
+        boosters = [model for model in self._boosters().values() if model is not None]
+        try:
+            for model in boosters:
                 model.compile()
+        except Exception as exc:  # any failure of an optional accelerator: fall back
+            for model in boosters:
+                model.drop_compiled()
+            warnings.warn(
+                f"compiled trees unavailable ({type(exc).__name__}: {exc}); scoring with "
+                "LightGBM's own predictor (same numbers, about 10x slower)",
+                CompiledTreesUnavailable,
+                stacklevel=2,
+            )
         return self
+
+    @property
+    def compiled(self) -> bool:
+        """Whether any booster scores on compiled trees (False after a fallback)."""
+        return any(m.compiled for m in self._boosters().values() if m is not None)
 
     def _boosters(self) -> dict[str, Any]:
         return {
@@ -1389,6 +1442,7 @@ __all__ = [
     "BoostConfig",
     "ChurnModel",
     "CompiledForest",
+    "CompiledTreesUnavailable",
     "LeafPaths",
     "ModelInput",
     "RetainModels",

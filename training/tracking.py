@@ -10,14 +10,21 @@ evaluated on the same data), every backtest metric for the model *and* the basel
 plots, the feature importance, and the packaged artifact as an MLflow pyfunc (models from
 code, so no pickle is ever written). ``training`` never imports ``serving``: the caller
 passes the path of the pyfunc code file.
+
+The pyfunc loads wherever its requirements are installed: retain's packages travel in its
+``code/`` directory, and its ``requirements.txt`` is the pinned closure from
+:mod:`training.pins` (passed explicitly, so MLflow does not spend seconds inferring an
+incomplete list).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -32,22 +39,15 @@ from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 from features.schema import CANONICAL_COLUMNS
+from training.pins import runtime_requirements
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_ARTIFACT_DIR = "mlartifacts"
 DEFAULT_EXPERIMENT = "retain"
 MODEL_NAME_IN_RUN = "model"
-PIP_REQUIREMENTS: tuple[str, ...] = (
-    "mlflow==3.17.2",
-    "numpy==2.4.6",
-    "pandas==3.1.1",
-    "pyarrow==25.0.1",
-    "scipy==1.17.1",
-    "scikit-learn==1.9.1",
-    "lightgbm==4.7.0",
-    "pydantic==2.14.3",
-    "pyyaml==6.0.3",
-)
+# retain's own code travels with the MLflow model (``code_paths``), so loading it needs
+# only the pinned requirements, not an installed retain.
+CODE_PACKAGES: tuple[str, ...] = ("features", "training", "serving")
 _SIGNATURE_TYPES: dict[str, str] = {
     "customer_id": "string",
     "timestamp": "datetime",
@@ -214,6 +214,24 @@ def _importance_png(importance: Mapping[str, float], path: Path, top: int = 25) 
     fig.savefig(path, dpi=100)
 
 
+def copy_code_packages(destination: Path, packages: tuple[str, ...] = CODE_PACKAGES) -> list[str]:
+    """Copies of retain's packages (the ones this process imports) without bytecode caches.
+
+    Found with ``importlib`` rather than a path into the checkout, so the code that trained
+    the model is the code that travels with it.
+    """
+    copies: list[str] = []
+    for name in packages:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModuleNotFoundError(f"package {name!r} not importable; cannot package its code")
+        source = Path(next(iter(spec.submodule_search_locations)))
+        target = destination / name
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        copies.append(str(target))
+    return copies
+
+
 def log_training_run(
     *,
     experiment: str,
@@ -283,7 +301,8 @@ def log_training_run(
             artifacts={"retain": str(Path(artifact_dir))},
             signature=model_signature(),
             input_example=input_example(log),
-            pip_requirements=list(PIP_REQUIREMENTS),
+            code_paths=copy_code_packages(Path(tmp) / "code"),
+            pip_requirements=runtime_requirements(),
         )
         mlflow.set_tag("retain.model_uri", info.model_uri)
         if getattr(info, "model_id", None):
