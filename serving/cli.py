@@ -38,13 +38,14 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
 
 def _register_all() -> None:
     from features import cli as features_cli
-    from serving import batch_commands, commands, mlflow_commands
+    from serving import batch_commands, bento, commands, mlflow_commands
     from training import cli as training_cli
 
     features_cli.register(app)
     training_cli.register(app)
     mlflow_commands.register(app)
     commands.register(app)
+    bento.register(app)
     batch_commands.register(app)
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import typer
 
+from serving.model_source import BENTO_MODEL_SCHEME
+
 SERVICE_TARGET = "serving.service:RetainService"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +44,9 @@ def serve_command(
     if model_uri:
         local = Path(model_uri).expanduser()
         env["RETAIN_MODEL_URI"] = (
-            model_uri if model_uri.startswith("models:/") else str(local.absolute())
+            model_uri
+            if model_uri.startswith(("models:/", BENTO_MODEL_SCHEME))
+            else str(local.absolute())
         )
     if registered_model:
         env["RETAIN_REGISTERED_MODEL"] = registered_model
@@ -79,7 +83,7 @@ def register(app: typer.Typer) -> None:
         model_uri: str | None = typer.Option(
             None,
             "--model-uri",
-            help="Artifact directory or models:/<name>@<alias> "
+            help="Artifact directory, models:/<name>@<alias> or bentoml:<model tag> "
             "(default: env RETAIN_MODEL_URI, else models:/retain@champion).",
         ),
         host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind."),

@@ -1,8 +1,15 @@
-"""Where a served or batch-scored model comes from: an artifact directory or the registry.
+"""Where a served or batch-scored model comes from: a bento, an artifact directory or the
+registry.
 
 Registry models are named by alias or version (``models:/retain@champion``,
 ``models:/retain/3``), never "latest". An alias is pinned to one version before download,
 so an alias moving mid-download cannot mix two versions.
+
+A bento built by ``retain bento`` carries its model in BentoML's model store
+(``bentoml:<name>:<version>``, under the bento's model alias :data:`BENTO_MODEL_ALIAS`).
+A service started from such a bento loads that model by default, so the bento serves the
+same model whenever and wherever it starts, with no tracking server; ``RETAIN_MODEL_URI``
+still points it at the registry or a directory instead.
 """
 
 from __future__ import annotations
@@ -12,6 +19,14 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+BENTO_MODEL_SCHEME = "bentoml:"
+BENTO_MODEL_ALIAS = "retain"
+# keys of the BentoML model's metadata (see serving.bento.bento_model_metadata)
+MLFLOW_NAME_KEY = "mlflow_model_name"
+MLFLOW_VERSION_KEY = "mlflow_model_version"
+DIGEST_KEY = "manifest_sha256"
+ARTIFACT_SUBDIR = "retain"
 
 
 class ModelResolutionError(RuntimeError):
@@ -64,15 +79,69 @@ def retain_dir_in_pyfunc(model_dir: Path) -> Path:
     return path
 
 
+def bento_model_uri() -> str | None:
+    """``bentoml:<tag>`` of the model the bento being served carries, if it carries one.
+
+    BentoML maps the bento's model aliases to exact tags when it loads a bento; outside a
+    bento (``retain serve`` from a checkout) the map is empty.
+    """
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    tag = BentoMLContainer.model_aliases.get().get(BENTO_MODEL_ALIAS)
+    return f"{BENTO_MODEL_SCHEME}{tag}" if tag else None
+
+
+def default_model_uri(registered_model: str) -> str:
+    """The bento's own model when there is one, else the registry's champion."""
+    return bento_model_uri() or f"models:/{registered_model}@champion"
+
+
+def bento_model_artifact(model_uri: str) -> tuple[Path, ModelSource]:
+    """The artifact directory inside a BentoML model, its digest checked against the one
+    recorded when the bento was built."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    from training.artifact import ArtifactError, manifest_sha256
+
+    tag = model_uri.removeprefix(BENTO_MODEL_SCHEME)
+    try:
+        stored = bentoml.models.get(tag)
+    except NotFound as exc:
+        raise ModelResolutionError(f"BentoML model {tag!r} not found in the model store") from exc
+    meta = dict(stored.info.metadata)
+    recorded = meta.get(DIGEST_KEY)
+    path = Path(stored.path_of(ARTIFACT_SUBDIR))
+    try:
+        actual = manifest_sha256(path)
+    except ArtifactError as exc:
+        raise ModelResolutionError(f"BentoML model {tag}: {exc}") from exc
+    if not recorded or actual != recorded:
+        raise ModelResolutionError(
+            f"BentoML model {tag}: manifest sha256 {actual} does not match the digest "
+            f"recorded at build time ({recorded or 'none'})"
+        )
+    source = ModelSource(
+        name=str(meta.get(MLFLOW_NAME_KEY, stored.tag.name)),
+        version=str(meta.get(MLFLOW_VERSION_KEY, stored.tag.version)),
+        uri=model_uri,
+    )
+    return path, source
+
+
 @contextlib.contextmanager
 def resolved_artifact(
     model_uri: str, tracking_uri: str | None = None
 ) -> Iterator[tuple[Path, ModelSource]]:
-    """(artifact directory, source) for a local directory or a ``models:/`` URI.
+    """(artifact directory, source) for a local directory, a ``bentoml:`` or a ``models:/``
+    URI.
 
     Registry models are downloaded to a temporary directory that lives as long as the
     ``with`` block, then deleted. The caller hash-checks the directory when it loads it.
     """
+    if model_uri.startswith(BENTO_MODEL_SCHEME):
+        yield bento_model_artifact(model_uri)
+        return
     if not model_uri.startswith("models:/"):
         path = Path(model_uri).expanduser()
         if not path.is_dir():

@@ -39,7 +39,7 @@ from starlette.responses import Response
 from features.builders import FeatureBlock
 from features.log_arrays import LogArrays, canonical_log_arrays
 from features.schema import PurchaseLogError
-from serving.model_source import resolved_artifact
+from serving.model_source import default_model_uri, resolved_artifact
 from serving.offers import ScoresError
 from serving.schemas import (
     EARLIEST,
@@ -128,7 +128,7 @@ class ServiceSettings:
     def from_env(cls) -> ServiceSettings:
         name = os.environ.get("RETAIN_REGISTERED_MODEL", "").strip() or "retain"
         return cls(
-            model_uri=os.environ.get("RETAIN_MODEL_URI", "").strip() or f"models:/{name}@champion",
+            model_uri=os.environ.get("RETAIN_MODEL_URI", "").strip() or default_model_uri(name),
             registered_model=name,
             tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", "").strip() or None,
             max_body_bytes=_env_int("RETAIN_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),

@@ -242,6 +242,20 @@ def _check_listed_path(root: Path, rel: str) -> Path:
     return path
 
 
+def manifest_sha256(directory: str | Path) -> str:
+    """The sha256 of the artifact's manifest file: the artifact's one digest.
+
+    The manifest lists every other file with its sha256 and :func:`verify_artifact` checks
+    them all, so equal manifest digests mean equal artifacts, file for file.
+    """
+    path = Path(directory) / MANIFEST_NAME
+    if path.is_symlink() or not path.is_file():
+        raise ArtifactError(
+            f"{Path(directory)} is not a retain artifact: {MANIFEST_NAME} not found"
+        )
+    return _sha256(path)
+
+
 def verify_artifact(directory: str | Path) -> dict[str, Any]:
     """Check an artifact directory file by file without loading models; return its manifest."""
     root = Path(directory)
