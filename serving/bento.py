@@ -157,14 +157,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Build one bento that carries the model; serve it with `bentoml serve <tag>`."""
         import bentoml
+        from mlflow.exceptions import MlflowException
 
         from serving.model_source import ModelResolutionError
         from training.artifact import ArtifactError
 
         try:
             built = build_bento(model_uri, tracking_uri)
-        except (ModelResolutionError, ArtifactError, BentoBuildError) as exc:
-            typer.echo(f"retain bento: {exc}", err=True)
+        except (ModelResolutionError, ArtifactError, BentoBuildError, MlflowException) as exc:
+            message = exc.message if isinstance(exc, MlflowException) else str(exc)
+            typer.echo(f"retain bento: {model_uri}: {message}", err=True)
             raise typer.Exit(2) from exc
         typer.echo(
             f"model {built.source.name} version {built.source.version} "

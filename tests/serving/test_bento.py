@@ -229,3 +229,33 @@ def test_a_tampered_bento_model_is_refused_at_start(
     assert "refused:" in result.stdout, result.stderr[-3000:]
     assert "ModelResolutionError" in result.stdout, result.stdout
     assert "does not match the digest recorded at build time" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("models:/retain@no-such-alias", "no-such-alias"),
+        ("no/such/directory", "neither models:/... nor an artifact directory"),
+    ],
+)
+def test_a_model_that_cannot_be_resolved_is_one_line_and_exit_2(
+    registered_model: RegisteredModel, tmp_path: Path, uri: str, message: str
+) -> None:
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO_ROOT)}
+    result = retain(
+        "bento", "--model-uri", uri, "--tracking-uri", registered_model.tracking_uri,
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("retain bento:")]
+    assert len(lines) == 1 and message in lines[0], result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "home" / "bentos").exists() or not any(
+        (tmp_path / "home" / "bentos").iterdir()
+    )
+
+
+def test_outside_a_bento_the_service_defaults_to_the_registry_champion() -> None:
+    from serving.model_source import default_model_uri
+
+    assert default_model_uri("retain") == "models:/retain@champion"
