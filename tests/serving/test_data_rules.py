@@ -25,6 +25,7 @@ from features.purchase_log import canonicalize
 from features.schema import LogConfig
 from features.synth import generate_purchase_log
 from serving.batch import read_scores
+from serving.reasons import RISK_PHRASES
 from serving.scorer import ScoringModel, score
 from tests.serving.test_service_http import (
     assert_matches,
@@ -196,6 +197,9 @@ def test_batch_applies_the_trained_rules(
     for column in ("churn_probability", "expected_spend_365d", "p_purchase_horizon"):
         assert got[column].to_numpy() == pytest.approx(expected[column].to_numpy(), rel=1e-9)
     assert list(got["segment"]) == list(expected["segment"])
+    # the default model explains itself in words (its BTYD inputs included), never raw names
+    reasons = set(got[["reason_1", "reason_2", "reason_3"]].to_numpy().ravel()) - {""}
+    assert reasons and reasons <= set(RISK_PHRASES.values())
     # a --config that contradicts a counting rule the model was trained with is refused
     (workdir / "drop.toml").write_text('[log]\nduplicates = "drop"\n')
     clash = retain(
