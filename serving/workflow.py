@@ -168,6 +168,7 @@ def train_and_register(
                 plots={p.stem: p for p in plots},
                 feature_importance=_feature_importance(models),
                 fingerprint=fingerprint,
+                data_source=None if isinstance(log_source, pd.DataFrame) else log_source,
                 summary=backtest,
             )
         version = None

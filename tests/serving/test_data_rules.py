@@ -20,7 +20,9 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 
+from features.fingerprint import log_fingerprint
 from features.purchase_log import canonicalize
 from features.schema import LogConfig
 from features.synth import generate_purchase_log
@@ -129,6 +131,25 @@ def test_the_artifact_records_the_training_rules(workdir: Path) -> None:
     artifact = load_artifact(workdir / "artifact")
     assert artifact.log_config == RULES
     assert artifact.models.use_baselines  # the default model: BTYD features on
+
+
+def test_the_run_records_its_data_as_an_mlflow_dataset(workdir: Path) -> None:
+    """``mlflow.log_input``: the digest is retain's fingerprint of the log as read."""
+    tracking.configure_tracking(f"sqlite:///{workdir / 'mlflow.db'}")
+    client = MlflowClient()
+    version = client.get_model_version_by_alias("retain", "challenger")
+    run = client.get_run(version.run_id)
+    log = canonicalize(pd.read_parquet(workdir / "purchases.parquet"), RULES).log
+    fingerprint = log_fingerprint(log)
+    [dataset_input] = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == fingerprint
+    assert dataset_input.dataset.name == "purchase_log"
+    assert json.loads(dataset_input.dataset.source) == {
+        "uri": (workdir / "purchases.parquet").as_uri()
+    }
+    assert [(t.key, t.value) for t in dataset_input.tags] == [("mlflow.data.context", "training")]
+    # the promotion gate compares the same value
+    assert run.data.params["data.fingerprint"] == version.tags["data.fingerprint"] == fingerprint
 
 
 @pytest.fixture(scope="module")
