@@ -109,8 +109,8 @@ def scoring_log_config(trained: LogConfig, given: LogConfig | None = None) -> Lo
     """The config to read a log to score with a model trained under ``trained``.
 
     The model's config is the base, so a file laid out like the training data needs no
-    options. Fields the user set in ``given`` (``model_fields_set``: a ``--config`` file,
-    ``--map``) override the file-format fields; a counting rule set to a different value
+    options. Fields the user set in ``given`` (``model_fields_set``: the fields a ``--config``
+    file writes) override the file-format fields; a counting rule set to a different value
     than the model was trained with is refused, naming the field, because the model would
     then score rows counted differently from the rows it learned from.
     """
