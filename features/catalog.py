@@ -1,4 +1,4 @@
-"""The one place where every feature column is named and documented, with its unit.
+"""The one place where every feature column and model input is named and documented.
 
 ``build_features`` returns exactly these columns, in this order, indexed by ``customer_id``.
 "Order" and "purchase day" follow the counting rules in ``features.schema``. All windows end
@@ -93,9 +93,31 @@ _BEHAVIOUR: dict[str, FeatureDoc] = {
 FEATURES: dict[str, FeatureDoc] = {**_BASE, **_WINDOWED, **_BEHAVIOUR}
 FEATURE_COLUMNS: tuple[str, ...] = tuple(FEATURES)
 
+# Model inputs that are not built from the log directly but by the fitted buy-till-you-die
+# baselines (``training.models``, ``use_baselines=True``, the default) from the features
+# above. Documented here so that every column a model can be explained by has a meaning.
+BTYD_FEATURES: dict[str, FeatureDoc] = {
+    "bgnbd_p_alive": FeatureDoc("probability", "BG/NBD probability the customer is still active"),
+    "bgnbd_expected_purchases_h": FeatureDoc(
+        "purchase days", "BG/NBD expected repeat purchase days in the coming horizon"
+    ),
+    "bgnbd_p_no_purchase_h": FeatureDoc(
+        "probability", "BG/NBD probability of no purchase in the coming horizon"
+    ),
+    "pnbd_p_alive": FeatureDoc(
+        "probability", "Pareto/NBD probability the customer is still active"
+    ),
+}
+MODEL_INPUTS: dict[str, FeatureDoc] = {**FEATURES, **BTYD_FEATURES}
+
 
 def describe() -> str:
     """A plain-text table of the feature columns, for ``retain features --describe``."""
-    width = max(len(name) for name in FEATURES)
+    width = max(len(name) for name in MODEL_INPUTS)
     lines = [f"{name:<{width}}  [{doc.unit}]  {doc.description}" for name, doc in FEATURES.items()]
+    lines.append("")
+    lines.append("model inputs added by the fitted BTYD baselines (not in the feature table):")
+    lines.extend(
+        f"{name:<{width}}  [{doc.unit}]  {doc.description}" for name, doc in BTYD_FEATURES.items()
+    )
     return "\n".join(lines)

@@ -32,9 +32,9 @@ _MAP_HELP = (
     "--map timestamp=InvoiceDate."
 )
 _CONFIG_HELP = (
-    "YAML file: 'log:' holds LogConfig fields (columns, timezone, cancel_prefix, strict, "
-    "date_format, ...), 'segments:' holds SegmentConfig thresholds; a file without those keys "
-    "is read as LogConfig fields."
+    "YAML or TOML file: 'log:' holds LogConfig fields (columns, timezone, cancel_prefix, "
+    "duplicates, strict, date_format, ...), 'segments:' holds SegmentConfig thresholds; a file "
+    "without those sections is read as LogConfig fields. --map overrides its columns."
 )
 
 
@@ -120,44 +120,18 @@ def _write_text(text: str, path: Path) -> None:
     _write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def _read_config(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    import yaml
-
-    if not path.exists():
-        raise FileNotFoundError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise _UsageError(f"config file {path}: not valid YAML ({exc})") from exc
-    if not isinstance(data, dict):
-        raise _UsageError(f"config file {path}: expected a mapping at the top level")
-    return data
-
-
 def _log_config(
     config_file: Path | None, mapping: list[str] | None, strict: bool = False
 ) -> LogConfig:
-    from features.purchase_log import parse_mapping
-    from features.schema import LogConfig
+    from features.config_file import log_config_from_options
 
-    data = _read_config(config_file)
-    fields = data.get("log", {} if "segments" in data else data)
-    if not isinstance(fields, dict):
-        raise _UsageError(f"config file {config_file}: 'log' must be a mapping")
-    fields = dict(fields)
-    if mapping:
-        fields["columns"] = {**fields.get("columns", {}), **parse_mapping(mapping)}
-    if strict:
-        fields["strict"] = True
-    return LogConfig.model_validate(fields)
+    return log_config_from_options(config_file, mapping, strict=strict)
 
 
 def _segment_config(config_file: Path | None) -> SegmentConfig:
-    from features.segments import SegmentConfig
+    from features.config_file import load_segment_config
 
-    return SegmentConfig.from_dict(_read_config(config_file).get("segments"))
+    return load_segment_config(config_file)
 
 
 def _load(

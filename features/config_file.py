@@ -1,72 +1,198 @@
-"""Read a :class:`~features.schema.LogConfig` from a YAML or TOML file.
+"""The one reader of retain's config files (YAML or TOML) for every command that reads a log.
 
-The file holds the same fields as ``LogConfig`` at its top level, e.g. (YAML)::
+A config file writes a source log's quirks down once, next to the data, instead of in CLI
+flags. Its ``log:`` section (``[log]`` in TOML) holds :class:`~features.schema.LogConfig`
+fields, its ``segments:`` section :class:`~features.segments.SegmentConfig` thresholds::
 
-    columns:
-      customer_id: CustomerID
-      timestamp: InvoiceDate
-    timezone: Europe/London
-    cancel_prefix: C
+    log:
+      columns:
+        customer_id: CustomerID
+        timestamp: InvoiceDate
+      timezone: Europe/London
+      cancel_prefix: C
+    segments:
+      lapsed_gap_ratio: 4
 
-so a source log's quirks are written down once, next to the data, instead of in CLI flags.
-The fields may instead sit under a top-level ``log:`` section (``[log]`` in TOML), so one file
-can also hold other sections (e.g. ``segments:``) read by other commands; those are ignored here.
+A file with neither section is read as ``LogConfig`` fields at its top level (the older,
+flat form). Other top-level sections are left to whatever reads them. ``--map`` entries
+(and ``--strict``, ``--timezone`` where a command has them) are applied on top of the file
+by :func:`log_config_from_options` / :func:`apply_options`, so every command resolves its
+options the same way.
 """
 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from features.schema import LogConfig
 
-__all__ = ["LogConfigError", "load_log_config"]
+if TYPE_CHECKING:
+    from features.segments import SegmentConfig
+
+__all__ = [
+    "LogConfigError",
+    "apply_options",
+    "load_log_config",
+    "load_segment_config",
+    "log_config_from_options",
+    "read_config_file",
+]
 
 _YAML_SUFFIXES = (".yaml", ".yml")
 _TOML_SUFFIXES = (".toml",)
+_SECTIONS = ("log", "segments")
 
 
 class LogConfigError(ValueError):
-    """A log-config file that cannot be used; the message names the file and the key."""
+    """A config file or option that cannot be used; the message names the file and the key."""
 
 
-def load_log_config(path: str | Path) -> LogConfig:
-    """Parse and validate a log-config file (``.yaml``, ``.yml`` or ``.toml``)."""
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The file's top-level mapping (``.yaml``, ``.yml`` or ``.toml``); empty file: ``{}``."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in _YAML_SUFFIXES + _TOML_SUFFIXES:
         raise LogConfigError(
             f"{path}: unsupported config file type {suffix!r}; use .yaml, .yml or .toml"
         )
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LogConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise LogConfigError(f"{path}: cannot read config file: {error}") from None
     try:
         data: Any = tomllib.loads(text) if suffix in _TOML_SUFFIXES else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
-        raise LogConfigError(f"{path}: not valid {suffix[1:].upper()}: {error}") from error
+        raise LogConfigError(f"{path}: not valid {suffix[1:].upper()}: {error}") from None
     if data is None:
-        data = {}
+        return {}
     if not isinstance(data, dict):
         raise LogConfigError(
-            f"{path}: expected a mapping of LogConfig fields at the top level, "
-            f"got {type(data).__name__}"
+            f"{path}: expected a mapping at the top level, got {type(data).__name__}"
         )
-    if isinstance(data.get("log"), dict):
-        data = data["log"]
-    known = set(LogConfig.model_fields)
-    unknown = sorted(str(key) for key in data if key not in known)
+    return data
+
+
+def _section(path: Path, data: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """A section's mapping; None when the file has no such section."""
+    if name not in data:
+        return None
+    section = data[name]
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise LogConfigError(f"{path}: '{name}' must be a mapping, got {type(section).__name__}")
+    return dict(section)
+
+
+def _validate(path: Path, model: type[BaseModel], fields: dict[str, Any], what: str) -> Any:
+    known = set(model.model_fields)
+    unknown = sorted(str(key) for key in fields if key not in known)
     if unknown:
-        raise LogConfigError(f"{path}: unknown key(s) {unknown}; known keys: {sorted(known)}")
-    if isinstance(data.get("discount_true_values"), list):
-        data["discount_true_values"] = tuple(data["discount_true_values"])
+        raise LogConfigError(
+            f"{path}: {what}: unknown key(s) {unknown}; known keys: {sorted(known)}"
+        )
     try:
-        return LogConfig.model_validate(data)
+        return model.model_validate(fields)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in issue['loc']) or '(top level)'}: {issue['msg']}"
             for issue in error.errors()
         )
-        raise LogConfigError(f"{path}: invalid log config: {problems}") from error
+        raise LogConfigError(f"{path}: invalid {what}: {problems}") from None
+
+
+def _log_fields(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    if not any(name in data for name in _SECTIONS):
+        return dict(data)
+    stray = sorted(str(key) for key in data if key in LogConfig.model_fields)
+    if stray:
+        raise LogConfigError(
+            f"{path}: {stray} beside a 'log:' or 'segments:' section; move them under 'log:'"
+        )
+    return _section(path, data, "log") or {}
+
+
+def load_log_config(path: str | Path) -> LogConfig:
+    """Parse and validate a file's log config (its ``log:`` section, or flat fields).
+
+    Only the fields the file sets count as set (``model_fields_set``): ``retain score`` uses
+    that to tell a rule the user wrote down from a default.
+    """
+    path = Path(path)
+    fields = _log_fields(path, read_config_file(path))
+    if isinstance(fields.get("discount_true_values"), list):
+        fields["discount_true_values"] = tuple(fields["discount_true_values"])
+    return _validate(path, LogConfig, fields, "log config")  # type: ignore[no-any-return]
+
+
+def load_segment_config(path: str | Path | None) -> SegmentConfig:
+    """The file's ``segments:`` section (defaults without a file or section)."""
+    from features.segments import SegmentConfig
+
+    if path is None:
+        return SegmentConfig()
+    path = Path(path)
+    data = read_config_file(path)
+    if not any(name in data for name in _SECTIONS):
+        stray = sorted(str(key) for key in data if key in SegmentConfig.model_fields)
+        if stray:
+            raise LogConfigError(
+                f"{path}: {stray} are segment thresholds; put them under 'segments:'"
+            )
+    fields = _section(path, data, "segments") or {}
+    return _validate(path, SegmentConfig, fields, "segments config")  # type: ignore[no-any-return]
+
+
+def log_config_from_options(
+    config_file: str | Path | None,
+    mapping: Sequence[str] | None = None,
+    *,
+    strict: bool = False,
+    timezone: str | None = None,
+) -> LogConfig:
+    """The log config a command runs with: its ``--config`` file, then its options on top."""
+    config = load_log_config(config_file) if config_file is not None else LogConfig()
+    return apply_options(config, mapping, strict=strict, timezone=timezone)
+
+
+def apply_options(
+    config: LogConfig,
+    mapping: Sequence[str] | None = None,
+    *,
+    strict: bool = False,
+    timezone: str | None = None,
+) -> LogConfig:
+    """``config`` with command-line options on top.
+
+    ``--map CANONICAL=SOURCE`` entries override the config's column names one by one;
+    ``--strict`` and ``--timezone`` override its fields. Fields the file or an option set
+    stay marked as set (``model_fields_set``), the rest are defaults.
+    """
+    from features.purchase_log import parse_mapping
+
+    update: dict[str, Any] = {}
+    if mapping:
+        update["columns"] = {**config.columns, **parse_mapping(mapping)}
+    if strict:
+        update["strict"] = True
+    if timezone is not None:
+        update["timezone"] = timezone
+    if not update:
+        return config
+    fields = {name: getattr(config, name) for name in config.model_fields_set} | update
+    try:
+        return LogConfig.model_validate(fields)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in issue['loc']) or 'config'}: {issue['msg']}"
+            for issue in error.errors()
+        )
+        raise LogConfigError(f"invalid log configuration: {problems}") from None

@@ -57,6 +57,11 @@ CANONICAL_COLUMNS: tuple[str, ...] = (
     "is_return",
 )
 TIMESTAMP_DTYPE = "datetime64[us, UTC]"
+# LogConfig fields that decide what the rows *mean* (which are returns, which repeat): a
+# model learned from rows counted this way, so it must score rows counted the same way.
+# The other fields only say how one file is written (column names, time zone, date format,
+# discount spellings, whether to reject rows without a customer id).
+COUNTING_RULES: tuple[str, ...] = ("cancel_prefix", "duplicates")
 
 
 class PurchaseLogError(ValueError):
@@ -90,3 +95,40 @@ class LogConfig(BaseModel):
                 f"unknown canonical column(s) in mapping: {unknown}; known: {sorted(known)}"
             )
         return value
+
+    def counting_rules(self) -> LogConfig:
+        """Only the counting rules (``COUNTING_RULES``); file-format fields at their defaults.
+
+        What typed, canonical-named input (an HTTP request, the MLflow pyfunc's frame) is read
+        with: it has no source column names, and its naive timestamps are UTC by contract.
+        """
+        return LogConfig(**{name: getattr(self, name) for name in COUNTING_RULES})
+
+
+def scoring_log_config(trained: LogConfig, given: LogConfig | None = None) -> LogConfig:
+    """The config to read a log to score with a model trained under ``trained``.
+
+    The model's config is the base, so a file laid out like the training data needs no
+    options. Fields the user set in ``given`` (``model_fields_set``: the fields a ``--config``
+    file writes) override the file-format fields; a counting rule set to a different value
+    than the model was trained with is refused, naming the field, because the model would
+    then score rows counted differently from the rows it learned from.
+    """
+    if given is None:
+        return trained
+    conflicts = [
+        f"{name}: the model was trained with {getattr(trained, name)!r}, "
+        f"--config says {getattr(given, name)!r}"
+        for name in COUNTING_RULES
+        if name in given.model_fields_set and getattr(given, name) != getattr(trained, name)
+    ]
+    if conflicts:
+        raise ValueError(
+            "the log config conflicts with the model's counting rules ("
+            + "; ".join(conflicts)
+            + "); drop the field from --config or train a model with it"
+        )
+    update = {
+        name: getattr(given, name) for name in given.model_fields_set if name not in COUNTING_RULES
+    }
+    return trained.model_copy(update=update) if update else trained

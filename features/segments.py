@@ -102,15 +102,13 @@ class SegmentConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SegmentConfig:
-        """Read a YAML mapping of thresholds; a top-level ``segments:`` key is also accepted."""
-        import yaml
+        """The ``segments:`` section of a retain config file (YAML or TOML).
 
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of segment thresholds")
-        if "segments" in data and isinstance(data["segments"], dict):
-            data = data["segments"]
-        return cls.model_validate(data)
+        Read by :func:`features.config_file.load_segment_config`, the one config reader.
+        """
+        from features.config_file import load_segment_config
+
+        return load_segment_config(path)
 
 
 def assign_segments(features: pd.DataFrame, config: SegmentConfig | None = None) -> pd.Series:

@@ -49,6 +49,15 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+def _read_log_config(config_file: Path | None) -> LogConfig | None:
+    """The ``--config`` file's log config (None without one), through the one loader."""
+    if config_file is None:
+        return None
+    from features.config_file import load_log_config
+
+    return load_log_config(config_file)
+
+
 def score_command(
     data: Path,
     as_of: str,
@@ -67,10 +76,18 @@ def score_command(
     progress: bool = True,
     on_chunk: Callable[[Chunk], None] | None = None,
 ) -> BatchSummary:
-    """Load, score in chunks (pandas or Dask), publish; return the run summary."""
+    """Load, score in chunks (pandas or Dask), publish; return the run summary.
+
+    The log is read with the model's log config (from its manifest). ``log_config`` (a
+    ``--config`` file) may change how the file is laid out (columns, time zone, date format,
+    ...) but not the counting rules the model was trained with
+    (:func:`features.schema.scoring_log_config` refuses a conflicting one, naming it);
+    ``mapping`` (``--map``) then overrides column names one by one.
+    """
     from features.builders import to_utc_timestamp
-    from features.purchase_log import parse_mapping, read_purchase_log
-    from features.schema import LogConfig
+    from features.config_file import apply_options
+    from features.purchase_log import read_purchase_log
+    from features.schema import LogConfig, scoring_log_config
     from serving.batch import (
         DEFAULT_CHUNK_CUSTOMERS,
         BatchError,
@@ -88,16 +105,14 @@ def score_command(
         raise BatchError("give at most one of --dask and --dask-local")
     chunk = DEFAULT_CHUNK_CUSTOMERS if chunk_customers is None else chunk_customers
     as_of_ts = to_utc_timestamp(as_of)
-    config = log_config or LogConfig()
-    if mapping:  # --map entries override the config file's column names
-        columns = {**config.columns, **parse_mapping(mapping)}
-        config = config.model_copy(update={"columns": columns})
+    apply_options(LogConfig(), mapping)  # a malformed --map fails before the model loads
     if not data.exists():
         raise BatchError(f"purchase log not found: {data}")
     if chunk < 1:
         raise BatchError(f"--chunk-customers must be at least 1, got {chunk}")
     with resolved_artifact(model_uri) as (artifact_dir, label):
         model = ScoringModel.load(artifact_dir)
+        config = apply_options(scoring_log_config(model.log_config, log_config), mapping)
         t0 = time.perf_counter()
         loaded = read_purchase_log(data, config)
         read_seconds = time.perf_counter() - t0
@@ -155,13 +170,15 @@ def report_command(
     scores: Path | None = None,
     as_of: str | None = None,
     mapping: list[str] | None = None,
+    log_config: LogConfig | None = None,
 ) -> Path:
     """Load the log (and scores) and write the HTML report atomically."""
-    from features.purchase_log import parse_mapping, read_purchase_log
+    from features.config_file import apply_options
+    from features.purchase_log import read_purchase_log
     from features.schema import LogConfig
     from serving.report import build_report, write_report
 
-    config = LogConfig(columns=parse_mapping(mapping or []))
+    config = apply_options(log_config or LogConfig(), mapping)
     log = read_purchase_log(data, config).log
     html = build_report(log, scores_dir=scores, as_of=as_of)
     return write_report(html, out)
@@ -196,7 +213,12 @@ def register(app: typer.Typer) -> None:
             None, "--dask-local", help="Start a local Dask cluster with N worker processes."
         ),
         config_file: Path | None = typer.Option(
-            None, "--config", "-c", help="Log config file (YAML or TOML, `log:` section)."
+            None,
+            "--config",
+            "-c",
+            help="Log config file (YAML or TOML, `log:` section): how this file is laid out "
+            "(columns, timezone, date_format, ...); the model's counting rules "
+            "(cancel_prefix, duplicates) apply and may not be changed.",
         ),
         threads: int | None = typer.Option(
             None,
@@ -207,11 +229,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score every customer with the champion model into partitioned Parquet."""
         try:
-            log_config = None
-            if config_file is not None:
-                from features.config_file import load_log_config
-
-                log_config = load_log_config(config_file)
+            log_config = _read_log_config(config_file)
             summary = score_command(
                 data,
                 as_of,
@@ -243,10 +261,20 @@ def register(app: typer.Typer) -> None:
             None, "--as-of", help="Report date (UTC if naive); default: day after the last row."
         ),
         mapping: list[str] | None = typer.Option(None, "--map", "-m", help=_MAP_HELP),
+        config_file: Path | None = typer.Option(
+            None, "--config", "-c", help="Log config file (YAML or TOML, `log:` section)."
+        ),
     ) -> None:
         """Write the retention report: one self-contained HTML page."""
         try:
-            path = report_command(data, out, scores=scores, as_of=as_of, mapping=mapping)
+            path = report_command(
+                data,
+                out,
+                scores=scores,
+                as_of=as_of,
+                mapping=mapping,
+                log_config=_read_log_config(config_file),
+            )
         except _expected_errors() as exc:
             raise _fail(str(exc)) from None
         typer.echo(f"wrote {path}", err=True)

@@ -37,7 +37,14 @@ def register(app: typer.Typer) -> None:
         ),
         horizon: int = typer.Option(90, "--horizon", min=1, help="Horizon in days."),
         mapping: list[str] = typer.Option(
-            [], "--map", help="Column mapping CANONICAL=SOURCE (repeatable)."
+            [], "--map", help="Column mapping CANONICAL=SOURCE (repeatable); overrides --config."
+        ),
+        config_file: Path | None = typer.Option(
+            None,
+            "--config",
+            "-c",
+            help="YAML or TOML config file ('log:' section: columns, timezone, cancel_prefix, "
+            "duplicates, ...). Saved with the model: serving applies its counting rules.",
         ),
         tracking_uri: str | None = _TRACKING,
         experiment: str = typer.Option("retain", "--experiment", help="MLflow experiment."),
@@ -51,8 +58,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Backtest at --as-of, fit on all data, log to MLflow and register a challenger."""
-        from features.purchase_log import parse_mapping
-        from features.schema import LogConfig
+        from features.config_file import log_config_from_options
         from serving.workflow import train_and_register
 
         console = Console(stderr=True)
@@ -60,7 +66,7 @@ def register(app: typer.Typer) -> None:
             data,
             as_of,
             horizon,
-            log_config=LogConfig(columns=parse_mapping(mapping)),
+            log_config=log_config_from_options(config_file, mapping),
             tracking_uri=tracking_uri,
             experiment=experiment,
             registered_model=name,

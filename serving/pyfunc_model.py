@@ -9,9 +9,10 @@ Inputs:
 - a purchase log (the model signature): canonical columns in *wire form*
   (``training.tracking.wire_frame``: string ids, tz-naive UTC timestamps, ``None`` for
   missing strings) because MLflow's schema enforcement rejects categoricals and tz-aware
-  datetimes; canonical dtypes are restored here, so the scorer sees the canonical log. ``params={"as_of":
-  "2024-06-01"}`` sets the scoring date; without it the date is the UTC day after the last
-  timestamp in the log (a data-derived date, never the wall clock).
+  datetimes; canonical dtypes are restored here with the artifact's counting rules
+  (cancellation prefix, duplicates), so the scorer sees the log the way training counted
+  it. ``params={"as_of": "2024-06-01"}`` sets the scoring date; without it the date is the
+  UTC day after the last timestamp in the log (a data-derived date, never the wall clock).
 - a feature frame (index or column ``customer_id``, columns of ``build_features``): only
   through ``model.unwrap_python_model().predict(None, features, {"as_of": ...})``, because
   the logged signature describes purchase logs; ``as_of`` is then required.
@@ -27,6 +28,7 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from features.builders import to_utc_timestamp
 from features.purchase_log import canonicalize
+from features.schema import LogConfig
 
 _LOG_MARKERS: frozenset[str] = frozenset({"timestamp", "amount"})
 
@@ -36,13 +38,16 @@ def default_as_of(log: pd.DataFrame) -> pd.Timestamp:
     return pd.Timestamp(log["timestamp"].max()).floor("D") + pd.Timedelta(days=1)
 
 
-def to_canonical(frame: pd.DataFrame) -> pd.DataFrame:
+def to_canonical(frame: pd.DataFrame, config: LogConfig | None = None) -> pd.DataFrame:
     """A log that went through MLflow's schema enforcement, read by retain's own loader.
 
-    The same validation and counting rules as every other entry point (naive timestamps are
-    UTC; a log that was canonical comes back unchanged).
+    The same validation as every other entry point, with the model's counting rules
+    (``config.counting_rules()``: cancellation prefix, duplicates); the wire form has
+    canonical column names and naive UTC timestamps, so the training file's column map and
+    time zone do not apply. A log that was canonical under those rules comes back unchanged.
     """
-    return canonicalize(frame).log
+    rules = (config or LogConfig()).counting_rules()
+    return canonicalize(frame, rules).log
 
 
 class RetainPyfunc(PythonModel):
@@ -66,7 +71,7 @@ class RetainPyfunc(PythonModel):
             raise TypeError(f"retain expects a pandas DataFrame, got {type(model_input).__name__}")
         as_of_param = (params or {}).get("as_of") or None
         if set(model_input.columns) >= _LOG_MARKERS and "customer_id" in model_input.columns:
-            log = to_canonical(model_input)
+            log = to_canonical(model_input, self._model.log_config)
             as_of = to_utc_timestamp(as_of_param) if as_of_param else default_as_of(log)
             return score(self._model, log, as_of)
         if as_of_param is None:

@@ -1,8 +1,10 @@
 """Top reasons behind a churn score, in words a marketer understands.
 
-The churn model's per-feature contributions (LightGBM ``pred_contrib``) are ranked per
-customer; the largest positive ones (pushing churn up) become short phrases. Phrases are
-fixed per feature, so ranking and wording are vectorised over any number of customers.
+The churn model's per-feature contributions (path contributions) are ranked per customer;
+the largest positive ones (pushing churn up) become short phrases. Every model input in
+``features.catalog.MODEL_INPUTS`` has a phrase, fixed per feature, so ranking and wording
+are vectorised over any number of customers. Contributions that lower the risk are never
+worded: each phrase names a reason for risk.
 """
 
 from __future__ import annotations
@@ -48,21 +50,24 @@ for _w in (30, 90, 180, 365):
     RISK_PHRASES[f"orders_{_w}d"] = f"few orders in the last {_w} days"
     RISK_PHRASES[f"spend_{_w}d"] = f"low spend in the last {_w} days"
 
-_PREFIX_PHRASES: dict[str, str] = {
-    "bgnbd_": "the purchase pattern of customers who have stopped buying",
-    "paretonbd_": "the purchase pattern of customers who have stopped buying",
-    "btyd_": "the purchase pattern of customers who have stopped buying",
-}
+_STOPPED = "the purchase pattern of customers who have stopped buying"
+# the BTYD inputs (features.catalog.BTYD_FEATURES) say one thing in different units: one
+# phrase, so a customer's reasons do not repeat it
+for _name in ("bgnbd_p_alive", "bgnbd_expected_purchases_h", "bgnbd_p_no_purchase_h"):
+    RISK_PHRASES[_name] = _STOPPED
+RISK_PHRASES["pnbd_p_alive"] = _STOPPED
 
 
-def phrase_for(feature: str) -> str:
-    """The risk phrase of a feature; a readable fallback for features without one."""
-    if feature in RISK_PHRASES:
-        return RISK_PHRASES[feature]
-    for prefix, text in _PREFIX_PHRASES.items():
-        if feature.startswith(prefix):
-            return text
-    return feature.replace("_", " ")
+def phrase_for(feature: str, contribution: float = 1.0) -> str:
+    """The phrase of a feature's contribution to churn risk.
+
+    Every phrase names something that raises the risk, so only a positive contribution has
+    one; a contribution that lowers the risk (or is zero) gets ``""``, never a phrase that
+    would claim the opposite direction. A name outside the catalog reads as itself.
+    """
+    if not contribution > 0:
+        return ""
+    return RISK_PHRASES.get(feature, feature.replace("_", " "))
 
 
 def top_reasons(contributions: pd.DataFrame, k: int = 3) -> pd.DataFrame:

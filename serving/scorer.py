@@ -17,6 +17,7 @@ import pandas as pd
 
 from features.builders import US_PER_DAY, FeatureBlock, build_feature_block, to_utc_timestamp
 from features.log_arrays import LogArrays
+from features.schema import LogConfig
 from features.segments import REQUIRED_FEATURES, segment_codes
 from features.segments import SEGMENTS as FEATURE_SEGMENTS
 from serving.offers import OFFER_COLUMNS, OfferDecisions, OfferInputs, OfferPolicy, decide_offers
@@ -81,6 +82,11 @@ class ScoringModel:
     @property
     def horizon_days(self) -> int:
         return int(self.artifact.models.horizon_days)
+
+    @property
+    def log_config(self) -> LogConfig:
+        """The log config the model's training data was read with (from its manifest)."""
+        return self.artifact.log_config
 
 
 def risk_band(churn_probability: np.ndarray) -> np.ndarray:

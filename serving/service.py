@@ -38,7 +38,7 @@ from starlette.responses import Response
 
 from features.builders import FeatureBlock
 from features.log_arrays import LogArrays, canonical_log_arrays
-from features.schema import PurchaseLogError
+from features.schema import LogConfig, PurchaseLogError
 from serving.model_source import default_model_uri, resolved_artifact
 from serving.offers import ScoresError
 from serving.schemas import (
@@ -261,13 +261,14 @@ class ScoreJob:
     error: RequestError | None = None
 
 
-def history_log(customers: Sequence[CustomerIn]) -> LogArrays:
+def history_log(customers: Sequence[CustomerIn], config: LogConfig | None = None) -> LogArrays:
     """The canonical log of many customers' history rows, as arrays (no DataFrame).
 
     Columns are built attribute by attribute (the per-row Python is the cost here); an
     optional column is passed only when some row has a value, as a source file without that
     column would be, so the defaults (quantity 1, no discount, order ids from the time) are
-    applied in one place: :func:`features.log_arrays.canonical_log_arrays`.
+    applied in one place: :func:`features.log_arrays.canonical_log_arrays`. ``config`` is the
+    model's log config (its counting rules apply; a request has no source column names).
     """
     rows = [row for customer in customers for row in customer.history]
     ids = [c.customer_id for c in customers for _ in c.history]
@@ -293,6 +294,7 @@ def history_log(customers: Sequence[CustomerIn]) -> LogArrays:
             else None
         ),
         discount=np.array([bool(d) for d in discount], dtype=bool) if any(discount) else None,
+        config=config,
         **text,
     )
 
@@ -414,7 +416,7 @@ def _score_group(
     """One canonical log and one score call for customers sharing as_of and campaign."""
     from serving.scorer import score_log
 
-    log = history_log(customers)
+    log = history_log(customers, model.log_config)
     if len(log) == 0:
         return {}
     return score_records(score_log(model, log, as_of, campaign=campaign))
@@ -425,7 +427,7 @@ def _locate_error(model: Any, job: ScoreJob, now: pd.Timestamp) -> RequestError:
     for index, customer in enumerate(job.customers):
         where = f"customers[{index}] (customer_id {customer.customer_id!r})"
         try:
-            history_log([customer])
+            history_log([customer], model.log_config)
         except PurchaseLogError as exc:
             return RequestError(f"{where}.history: {exc}", ("customers", index, "history"))
         try:

@@ -108,6 +108,8 @@ def train_and_register(
 
     ``tracking_uri`` is resolved once here (explicit > env > ``./mlflow.db``); ``policy`` is a
     YAML path or text (default: ``OfferPolicy.default()``), validated before any training.
+    ``log_config`` reads the log and is packaged with the model, so HTTP, batch and the
+    pyfunc count rows (cancellations, duplicates) the way this training run did.
     """
     from features.builders import FeatureConfig
     from features.purchase_log import read_purchase_log
@@ -147,6 +149,7 @@ def train_and_register(
                 segment_config=segment_config,
                 policy_yaml=policy_yaml,
                 metrics=backtest["metrics"],
+                log_config=log_config,
             )
         with stage(f"log run to {resolved_uri}"):
             run = tracking.log_training_run(
@@ -165,6 +168,7 @@ def train_and_register(
                 plots={p.stem: p for p in plots},
                 feature_importance=_feature_importance(models),
                 fingerprint=fingerprint,
+                data_source=None if isinstance(log_source, pd.DataFrame) else log_source,
                 summary=backtest,
             )
         version = None

@@ -2,7 +2,8 @@
 
 Layout::
 
-    retain_artifact.json     manifest (format, versions, configs, schema, metrics, sha256s)
+    retain_artifact.json     manifest (format, versions, configs incl. the log config the
+                             training data was read with, schema, metrics, sha256s)
     offer_policy.yaml        the offer policy, as YAML text (validated by serving on load)
     models/...               what ``RetainModels.save`` writes: LightGBM text + JSON only
 
@@ -21,13 +22,13 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from features.schema import CANONICAL_COLUMNS, TIMESTAMP_DTYPE
+from features.schema import CANONICAL_COLUMNS, TIMESTAMP_DTYPE, LogConfig
 
 FORMAT_NAME = "retain-artifact"
 FORMAT_VERSION = 1
@@ -73,6 +74,7 @@ class RetainArtifact:
     segment_config: Any
     policy_yaml: str
     manifest: dict[str, Any]
+    log_config: LogConfig = field(default_factory=LogConfig)
 
     @property
     def horizon_days(self) -> int:
@@ -154,8 +156,12 @@ def save_artifact(
     policy_yaml: str,
     metrics: dict[str, Any] | None = None,
     created_at: datetime | None = None,
+    log_config: LogConfig | None = None,
 ) -> Path:
     """Write a fitted ``RetainModels`` and its configs as one artifact directory.
+
+    ``log_config`` is the config the training log was read with (default: ``LogConfig()``);
+    it is stored in the manifest so every scorer of the artifact counts rows the same way.
 
     Everything is written to a temporary sibling directory first and moved into place with
     ``os.replace``, so readers never see a half-written artifact. ``directory`` must not
@@ -191,6 +197,7 @@ def save_artifact(
             "horizon_days": int(models.horizon_days),
             "feature_config": _config_to_json(feature_config),
             "segment_config": _config_to_json(segment_config),
+            "log_config": _config_to_json(log_config or LogConfig()),
             "policy_file": POLICY_NAME,
             "models_dir": MODELS_DIR,
             "input_schema": input_schema(),
@@ -336,4 +343,7 @@ def load_artifact(directory: str | Path) -> RetainArtifact:
         ),
         policy_yaml=policy_path.read_text(encoding="utf-8"),
         manifest=manifest,
+        # artifacts written before the log config was recorded were read with the defaults
+        log_config=_config_from_json(LogConfig, manifest.get("log_config"), "log_config")
+        or LogConfig(),
     )

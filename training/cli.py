@@ -12,10 +12,9 @@ from typing import Any
 
 import pandas as pd
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 
-from features.schema import LogConfig, PurchaseLogError
+from features.schema import PurchaseLogError
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -34,32 +33,6 @@ def _is_cdnow(path: Path, log_format: LogFormat) -> bool:
         name = path.name.lower()
         return name.startswith("cdnow") and name.endswith(".txt")
     return log_format is LogFormat.cdnow
-
-
-def _load_config(
-    log_config: Path | None, mapping: list[str], timezone: str | None, strict: bool
-) -> LogConfig:
-    """LogConfig from an optional YAML/TOML file, then the command-line overrides on top."""
-    from features.config_file import LogConfigError, load_log_config
-    from features.purchase_log import parse_mapping
-
-    try:
-        base = load_log_config(log_config).model_dump() if log_config else {}
-    except (LogConfigError, FileNotFoundError) as exc:
-        raise PurchaseLogError(f"--log-config: {exc}") from None
-    base["columns"] = {**base.get("columns", {}), **parse_mapping(mapping)}
-    if timezone is not None:
-        base["timezone"] = timezone
-    if strict:
-        base["strict"] = True
-    try:
-        return LogConfig(**base)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise PurchaseLogError(f"invalid log configuration: {problems}") from None
 
 
 def _parse_model_params(items: list[str]) -> dict[str, Any]:
@@ -110,8 +83,15 @@ def evaluate_command(
     mapping: list[str] = typer.Option(
         [], "--map", help="Column mapping canonical=source, e.g. customer_id=CustomerID."
     ),
-    log_config: Path | None = typer.Option(
-        None, "--log-config", help="YAML/TOML file with LogConfig fields."
+    config_file: Path | None = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="YAML or TOML config file ('log:' section: columns, timezone, cancel_prefix, "
+        "duplicates, ...); --map, --timezone and --strict override it.",
+    ),
+    old_config_file: Path | None = typer.Option(
+        None, "--log-config", hidden=True, help="Deprecated name of --config."
     ),
     timezone: str | None = typer.Option(
         None, "--timezone", help="Time zone of naive timestamps (default UTC)."
@@ -137,12 +117,15 @@ def evaluate_command(
     console = Console()
     err = Console(stderr=True)
     models_params = _parse_model_params(model_param)
+    from features.config_file import LogConfigError, log_config_from_options
+
+    config_file = config_file or old_config_file
     try:
         cutoff = _parse_date(as_of)
         if cdnow or _is_cdnow(data, log_format):
-            if mapping or log_config is not None or timezone is not None:
+            if mapping or config_file is not None or timezone is not None:
                 raise PurchaseLogError(
-                    "--map, --log-config and --timezone do not apply to CDNOW files "
+                    "--map, --config and --timezone do not apply to CDNOW files "
                     "(fixed format); drop them or use --format table"
                 )
             if not data.exists():
@@ -151,7 +134,12 @@ def evaluate_command(
 
             loaded = read_cdnow(data)
         else:
-            config = _load_config(log_config, mapping, timezone, strict)
+            try:
+                config = log_config_from_options(
+                    config_file, mapping, strict=strict, timezone=timezone
+                )
+            except LogConfigError as exc:
+                raise PurchaseLogError(f"--config: {exc}") from None
             if not data.exists():
                 raise PurchaseLogError(f"--data file not found: {data}")
             from features.purchase_log import read_purchase_log

@@ -66,7 +66,7 @@ from numpy.typing import NDArray
 from sklearn.exceptions import NotFittedError
 
 from features.builders import FeatureConfig, build_features
-from features.catalog import FEATURE_COLUMNS
+from features.catalog import BTYD_FEATURES, FEATURE_COLUMNS
 from training.baselines import BetaGeoNBD, FitBudgetExceeded, ParetoNBD, _as_float_arrays
 from training.calibration import ProbabilityCalibrator
 from training.labels import as_utc, build_labels, join_labels, snapshot_cutoffs
@@ -89,12 +89,7 @@ DEFAULT_LGB_PARAMS: dict[str, Any] = {
     "deterministic": True,
     "force_row_wise": True,
 }
-BASELINE_FEATURES: tuple[str, ...] = (
-    "bgnbd_p_alive",
-    "bgnbd_expected_purchases_h",
-    "bgnbd_p_no_purchase_h",
-    "pnbd_p_alive",
-)
+BASELINE_FEATURES: tuple[str, ...] = tuple(BTYD_FEATURES)  # documented in features.catalog
 # Directions the churn probability may move in (``monotone_churn``): up with time since
 # the last purchase, down with the amount of past buying. Other columns are unconstrained.
 CHURN_INCREASING: tuple[str, ...] = ("recency_days", "recency_gap_ratio")

@@ -38,7 +38,9 @@ KEY_METRICS: tuple[str, ...] = (
     "paretonbd.churn_auc",
     "recency.churn_auc",
 )
-BACKTEST_KEYS: tuple[str, ...] = ("backtest.as_of", "backtest.horizon_days", "data.sha256")
+# data.fingerprint: features.fingerprint.log_fingerprint of the log (runs logged before it
+# existed carry data.sha256 instead and are not comparable with newer ones)
+BACKTEST_KEYS: tuple[str, ...] = ("backtest.as_of", "backtest.horizon_days", "data.fingerprint")
 
 
 class RegistryError(RuntimeError):

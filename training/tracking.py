@@ -5,8 +5,9 @@ argument > ``MLFLOW_TRACKING_URI`` > an embedded ``sqlite:///mlflow.db`` with ar
 ``./mlartifacts``). Nothing else here sets global MLflow state.
 
 A run records everything needed to trust and reproduce a model: its parameters, a
-fingerprint of the exact purchase log (so the registry can tell whether two runs were
-evaluated on the same data), every backtest metric for the model *and* the baselines, the
+fingerprint of the exact purchase log (``features.fingerprint``, also the digest of the
+run's MLflow input dataset, so the registry can tell whether two runs were evaluated on
+the same data), every backtest metric for the model *and* the baselines, the
 plots, the feature importance, and the packaged artifact as an MLflow pyfunc (models from
 code, so no pickle is ever written). ``training`` never imports ``serving``: the caller
 passes the path of the pyfunc code file.
@@ -19,13 +20,13 @@ incomplete list).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import math
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,16 +35,22 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.data.code_dataset_source import CodeDatasetSource
+from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
 from mlflow.models.signature import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
+from features.fingerprint import log_fingerprint
 from features.schema import CANONICAL_COLUMNS
 from training.pins import runtime_requirements
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_ARTIFACT_DIR = "mlartifacts"
 DEFAULT_EXPERIMENT = "retain"
+DATASET_NAME = "purchase_log"
 MODEL_NAME_IN_RUN = "model"
 # retain's own code travels with the MLflow model (``code_paths``), so loading it needs
 # only the pinned requirements, not an installed retain.
@@ -65,13 +72,17 @@ _REQUIRED_INPUTS = frozenset({"customer_id", "timestamp", "amount"})
 
 @dataclass(frozen=True)
 class DataFingerprint:
-    """What identifies a purchase log: size, span and a content hash."""
+    """What identifies a purchase log: size, span and its content fingerprint.
+
+    ``fingerprint`` is :func:`features.fingerprint.log_fingerprint` (defined by retain,
+    independent of row order); it is also the digest of the run's MLflow dataset.
+    """
 
     rows: int
     customers: int
     first_timestamp: str
     last_timestamp: str
-    sha256: str
+    fingerprint: str
 
     def as_params(self) -> dict[str, str]:
         return {f"data.{k}": str(v) for k, v in asdict(self).items()}
@@ -130,24 +141,36 @@ def ensure_experiment(name: str = DEFAULT_EXPERIMENT, *, workdir: Path | None = 
 
 
 def data_fingerprint(log: pd.DataFrame) -> DataFingerprint:
-    """Fingerprint a canonical log; the content hash is over every canonical column."""
+    """Fingerprint a canonical log: its size, span and content digest."""
     if log.empty:
         raise ValueError("cannot fingerprint an empty purchase log")
-    columns = [c for c in CANONICAL_COLUMNS if c in log.columns]
-    frame = log[columns].copy()
-    if isinstance(frame["customer_id"].dtype, pd.CategoricalDtype):
-        # Hash the ids, not the category codes, so equal logs hash equally.
-        frame["customer_id"] = frame["customer_id"].astype("str")
-    row_hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64)
-    digest = hashlib.sha256(row_hashes.tobytes())
-    digest.update(",".join(columns).encode())
     ts = log["timestamp"]
     return DataFingerprint(
         rows=len(log),
         customers=int(log["customer_id"].nunique()),
         first_timestamp=pd.Timestamp(ts.min()).isoformat(),
         last_timestamp=pd.Timestamp(ts.max()).isoformat(),
-        sha256=digest.hexdigest(),
+        fingerprint=log_fingerprint(log),
+    )
+
+
+def training_dataset(fp: DataFingerprint, source: str | Path | None) -> MetaDataset:
+    """The run's MLflow dataset: the purchase log, its digest the data fingerprint.
+
+    Only metadata is logged (name, digest, source, the canonical schema), never the rows.
+    ``source`` is the file the log was read from; None for an in-memory DataFrame.
+    """
+    origin: DatasetSource
+    if source is None:
+        origin = CodeDatasetSource(tags={"retain.source": "in-memory DataFrame"})
+    else:
+        with warnings.catch_warnings():
+            # MLflow registers its local-file source twice and warns that the URI is
+            # ambiguous between the two (identical) classes
+            warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
+            origin = resolve_dataset_source(Path(source).absolute().as_uri())
+    return MetaDataset(
+        origin, name=DATASET_NAME, digest=fp.fingerprint, schema=model_signature().inputs
     )
 
 
@@ -245,6 +268,7 @@ def log_training_run(
     plots: Mapping[str, str | Path] | None = None,
     feature_importance: Mapping[str, float] | None = None,
     fingerprint: DataFingerprint | None = None,
+    data_source: str | Path | None = None,
     summary: Mapping[str, Any] | None = None,
     run_name: str | None = None,
     workdir: Path | None = None,
@@ -252,7 +276,9 @@ def log_training_run(
     """Record one training run and its packaged model in the configured tracking store.
 
     ``as_of``/``horizon_days`` and ``fingerprint`` identify *the backtest* the metrics come
-    from; the registry compares runs only when these match. ``summary`` (e.g.
+    from; the registry compares runs only when these match. The log is recorded as the run's
+    input dataset (``mlflow.log_input``, context ``training``, digest = the fingerprint;
+    ``data_source`` is the file it was read from). ``summary`` (e.g.
     ``BacktestResult.to_dict()``) is stored as JSON next to the metrics.
     """
     experiment_id = ensure_experiment(experiment, workdir=workdir)
@@ -276,10 +302,11 @@ def log_training_run(
             {
                 "retain.backtest_as_of": all_params["backtest.as_of"],
                 "retain.horizon_days": all_params["backtest.horizon_days"],
-                "retain.data_sha256": fp.sha256,
+                "retain.data_fingerprint": fp.fingerprint,
                 "retain.nonfinite_metrics": json.dumps(not_finite),
             }
         )
+        mlflow.log_input(training_dataset(fp, data_source), context="training")
         if finite:
             mlflow.log_metrics(finite)
         mlflow.log_dict({k: dict(v) for k, v in backtest.items()}, "backtest/metrics.json")

@@ -152,6 +152,12 @@ def test_kpis_config_file(synth_csv: Path, tmp_path: Path) -> None:
     bad = runner.invoke(app, ["kpis", "-d", str(renamed), "-c", str(config)])
     assert bad.exit_code == 2
     assert "colums" in bad.output
+    # the same file in TOML, read by the same loader as every other command
+    toml = tmp_path / "retain.toml"
+    toml.write_text('[log]\ncolumns = {timestamp = "InvoiceDate"}\n')
+    for command in (["kpis", "-f", "json"], ["segments", "--as-of", "2024-01-01"]):
+        result = runner.invoke(app, [*command, "-d", str(renamed), "-c", str(toml)])
+        assert result.exit_code == 0, result.output
 
 
 def test_features_writes_the_catalog_columns(synth_csv: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from features.config_file import LogConfigError
 from features.segments import SEGMENTS, SegmentConfig, assign_segments, summarize_segments
 
 NAN = math.nan
@@ -110,9 +111,15 @@ def test_config_from_dict_and_yaml(tmp_path: Path) -> None:
     config = SegmentConfig.from_yaml(path)
     assert config.at_risk_days == 90
     assert config.loyal_max_gap_cv == 0.4
+    toml = tmp_path / "seg.toml"
+    toml.write_text("[segments]\nlapsed_gap_ratio = 6\n")
+    assert SegmentConfig.from_yaml(toml).lapsed_gap_ratio == 6
+    # a file without sections holds log fields (the one reader's rule): thresholds there
+    # are refused by name instead of silently ignored
     flat = tmp_path / "flat.yaml"
     flat.write_text("lapsed_gap_ratio: 6\n")
-    assert SegmentConfig.from_yaml(flat).lapsed_gap_ratio == 6
+    with pytest.raises(LogConfigError, match=r"lapsed_gap_ratio.*under 'segments:'"):
+        SegmentConfig.from_yaml(flat)
 
 
 def test_config_rejects_unknown_and_inconsistent_thresholds() -> None:

@@ -10,6 +10,7 @@ store the notebook wrote into a temporary directory.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -200,6 +201,28 @@ def test_02_train_compare_promote(
         assert aliases == {"challenger": "1"}
         assert "model for scoring: models:/retain@challenger" in promote
     assert images(nb) == 3  # calibration, cumulative gains, purchases by frequency
+
+
+@pytest.mark.slow
+def test_02_with_the_default_model(tmp_path: Path) -> None:
+    """The notebook's default candidate, the ``RetainModels()`` users get (BTYD inputs and
+    offsets on, full boosting): the other notebook runs use small settings for speed."""
+    nb = run_notebook(
+        "02_train_compare_promote.ipynb",
+        {**SYNTH_PARAMS, "WORKDIR": str(tmp_path), "CANDIDATES": {"lightgbm+btyd": {}}},
+    )
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    [version] = client.search_model_versions(f"name='{MODEL_NAME}'")
+    run = client.get_run(version.run_id)
+    # nothing but the horizon was passed to RetainModels: every other parameter is a default
+    assert {k for k in run.data.params if k.startswith("models.")} == {"models.horizon_days"}
+    importance = client.download_artifacts(
+        run.info.run_id, "feature_importance/importance.json", str(tmp_path)
+    )
+    used = json.loads(Path(importance).read_text())
+    assert any(name.startswith(("bgnbd_", "pnbd_")) for name in used), sorted(used)
+    compare = cell_text(nb, "compare")
+    assert f"{run.data.metrics['model.churn_auc']:.4f}" in compare
 
 
 @pytest.mark.slow

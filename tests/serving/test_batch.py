@@ -320,24 +320,29 @@ def test_cli_scores_and_reports_dropped_rows(
 def test_cli_reads_a_log_config_file(
     tmp_path: Path, cli: typer.Typer, raw_log: pd.DataFrame, artifact: Path
 ) -> None:
-    """Source column names and the duplicates rule from --config; --map overrides it."""
+    """Source column names from --config (TOML here); --map overrides it; the model's
+    counting rules apply and a --config that contradicts one is refused by name."""
     renamed = pd.concat([raw_log, raw_log.iloc[[5]]], ignore_index=True).rename(
         columns={"customer_id": "CustomerID", "amount": "Revenue"}
     )
     path = tmp_path / "renamed.parquet"
     renamed.to_parquet(path)
-    config = tmp_path / "log.yaml"
-    config.write_text(
-        "log:\n  columns: {customer_id: CustomerID, amount: WrongName}\n  duplicates: keep\n"
-    )
+    config = tmp_path / "log.toml"
+    config.write_text('[log]\ncolumns = {customer_id = "CustomerID", amount = "WrongName"}\n')
     out = tmp_path / "out"
     extra = ["--model-uri", str(artifact), "--config", str(config), "--map", "amount=Revenue"]
     result = _score_cli(cli, path, out, *extra)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / SUMMARY_NAME).read_text())
-    assert summary["rows_in"] == summary["rows_kept"] == len(raw_log) + 1
-    assert summary["dropped"] == {}
+    assert summary["rows_in"] == len(raw_log) + 1
+    # the artifact was trained with the default rules: the repeated row is dropped
+    assert summary["dropped"] == {"exact_duplicate": 1}
     assert summary["customers_scored"] == len(read_scores(out))
+    config.write_text('[log]\nduplicates = "keep"\ncolumns = {customer_id = "CustomerID"}\n')
+    clash = _score_cli(cli, path, tmp_path / "out-clash", *extra)
+    assert clash.exit_code == 2
+    assert "duplicates: the model was trained with 'drop', --config says 'keep'" in clash.output
+    assert not (tmp_path / "out-clash").exists()
     bad = tmp_path / "bad.yaml"
     bad.write_text("log:\n  colums: {}\n")
     refused = _score_cli(cli, path, tmp_path / "out2", "--model-uri", str(artifact), "-c", str(bad))

@@ -18,6 +18,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from features.builders import build_features
+from features.fingerprint import log_fingerprint
 from features.purchase_log import canonicalize
 from features.synth import generate_purchase_log
 from serving import mlflow_commands
@@ -100,6 +101,10 @@ def test_train_promote_load_predict_rollback(
     assert run.data.params["backtest.as_of"] == "2024-01-01T00:00:00+00:00"
     assert run.data.params["data.rows"] == str(len(canonical_log))
     assert run.data.params["data.customers"] == str(canonical_log["customer_id"].nunique())
+    # the log is the run's MLflow dataset; its digest is retain's data fingerprint
+    [dataset_input] = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == log_fingerprint(canonical_log)
+    assert dataset_input.dataset.digest == run.data.params["data.fingerprint"]
     for method in ("model", "bgnbd", "paretonbd", "recency"):
         auc = first.backtest["metrics"][method]["churn_auc"]
         assert run.data.metrics[f"{method}.churn_auc"] == pytest.approx(auc)

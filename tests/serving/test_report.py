@@ -128,6 +128,24 @@ def test_cli_report_and_bad_input(tmp_path: Path, data_path: Path, scores_dir: P
     assert "_SUCCESS" in bad.output
 
 
+def test_cli_report_reads_the_log_through_config(tmp_path: Path, raw_log: pd.DataFrame) -> None:
+    """``retain report --config``: the export's column names come from the file."""
+    app = typer.Typer()
+    register(app)
+    renamed = tmp_path / "export.parquet"
+    raw_log.rename(columns={"customer_id": "Kunde", "amount": "Betrag"}).to_parquet(renamed)
+    config = tmp_path / "retain.yaml"
+    config.write_text("log:\n  columns: {customer_id: Kunde, amount: Betrag}\n")
+    out = tmp_path / "report.html"
+    args = ["report", "--data", str(renamed), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert '<section id="kpis">' in out.read_text()
+    without = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "other.html")])
+    assert without.exit_code == 2
+    assert "customer_id" in without.output
+
+
 RENDER_CHECK = """
 <script>
 let errors = 0;

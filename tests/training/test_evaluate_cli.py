@@ -159,3 +159,28 @@ def test_cdnow_files_are_detected_by_name(tmp_path: Path) -> None:
     assert result.exit_code == 2
     # read as CDNOW (the table reader rejects .txt): the error is about the short log
     assert "1997-03-10" in result.stderr and "needs rows up to 1997-05-01" in result.stderr
+
+
+@pytest.mark.parametrize("option", ["--config", "-c", "--log-config"])
+def test_config_file_is_read_by_the_one_loader(
+    export_csv: Path, tmp_path: Path, option: str
+) -> None:
+    """--config (TOML here; --log-config is its old, hidden name) maps the export's columns:
+    the run gets past reading the log and stops only at the too-short window."""
+    config = tmp_path / "retain.toml"
+    config.write_text('[log]\ncolumns = {customer_id = "CustomerID", timestamp = "InvoiceDate"}\n')
+    args = ["evaluate", "--data", str(export_csv), "--as-of", "2024-12-01"]
+    result = runner.invoke(app, [*args, option, str(config)])
+    assert result.exit_code == 2
+    assert "needs rows up to" in result.stderr
+    config.write_text("[log]\ntimezon = 'UTC'\n")
+    bad = runner.invoke(app, [*args, option, str(config)])
+    assert bad.exit_code == 2
+    assert "unknown key(s) ['timezon']" in bad.stderr
+    assert "Traceback" not in bad.output
+
+
+def test_config_is_hidden_under_its_old_name() -> None:
+    result = runner.invoke(app, ["evaluate", "--help"], env={"COLUMNS": "200"})
+    assert "--config" in result.output
+    assert "--log-config" not in result.output

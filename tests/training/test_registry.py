@@ -22,7 +22,7 @@ from training import registry, tracking
 SAME_BACKTEST = {
     "backtest.as_of": "2024-01-01T00:00:00+00:00",
     "backtest.horizon_days": "90",
-    "data.sha256": "a" * 64,
+    "data.fingerprint": "a" * 64,
 }
 
 
@@ -92,7 +92,7 @@ def test_first_challenger_beating_baselines_becomes_champion(
     assert _aliases(client, name) == {"challenger": version}
     tags = client.get_model_version(name, version).tags
     assert float(tags["model.churn_auc"]) == 0.80
-    assert tags["data.sha256"] == "a" * 64
+    assert tags["data.fingerprint"] == "a" * 64
 
     decision = registry.promote(name=name)
     assert decision.promoted
@@ -148,13 +148,13 @@ def test_tolerance_lets_slightly_lower_auc_through(client: MlflowClient, name: s
 def test_different_backtest_is_refused_unless_forced(client: MlflowClient, name: str) -> None:
     v1 = registry.register_challenger(_run(0.80, 1.00), name=name)
     registry.promote(name=name)
-    other = {**SAME_BACKTEST, "data.sha256": "b" * 64, "backtest.horizon_days": "60"}
+    other = {**SAME_BACKTEST, "data.fingerprint": "b" * 64, "backtest.horizon_days": "60"}
     v2 = registry.register_challenger(_run(0.90, 0.50, backtest=other), name=name)
     decision = registry.promote(name=name)
     assert not decision.promoted
     assert "not the same backtest" in decision.reasons[0]
     assert "backtest.horizon_days: challenger '60' vs champion '90'" in decision.reasons[0]
-    assert "data.sha256" in decision.reasons[0]
+    assert "data.fingerprint" in decision.reasons[0]
     assert _aliases(client, name) == {"champion": v1, "challenger": v2}
 
     forced = registry.promote(name=name, force=True)
@@ -224,6 +224,12 @@ def _tiny_log(amounts: list[float], categories: list[str]) -> pd.DataFrame:
                 ["2024-01-01", "2024-01-02", "2024-03-05 12:00"], tz="UTC"
             ).as_unit("us"),
             "amount": amounts,
+            "quantity": 1.0,
+            "order_id": pd.array(["o1", "o2", "o3"], dtype="str"),
+            "product_id": pd.array([None] * 3, dtype="str"),
+            "category": pd.array([None] * 3, dtype="str"),
+            "discount": False,
+            "channel": pd.array([None] * 3, dtype="str"),
             "is_return": False,
         }
     )
@@ -237,7 +243,9 @@ def test_data_fingerprint_hashes_content_not_category_codes() -> None:
     # Same rows, different category order (codes differ): same fingerprint.
     assert tracking.data_fingerprint(_tiny_log([1.0, 2.0, 3.0], ["b", "a"])) == base
     # One cent changed: different content hash.
-    assert tracking.data_fingerprint(_tiny_log([1.0, 2.01, 3.0], ["a", "b"])).sha256 != base.sha256
+    changed = tracking.data_fingerprint(_tiny_log([1.0, 2.01, 3.0], ["a", "b"]))
+    assert changed.fingerprint != base.fingerprint
+    assert len(base.fingerprint) == 32  # fits MLflow's dataset digest (36 characters at most)
 
 
 def test_flatten_metrics_keys_by_method_and_drops_missing() -> None:
