@@ -686,3 +686,81 @@ def test_history_times_convert_to_utc_microseconds_exactly() -> None:
         _utc_micros([datetime(2000, 1, 1), datetime(1899, 12, 31, 23, 59, 59)])
     with pytest.raises(PurchaseLogError, match="2200-01-01"):
         _utc_micros([datetime(2200, 1, 1, tzinfo=UTC)])
+
+
+def test_look_alike_ids_from_concurrent_clients_never_share_rows(
+    service: str, raw_log: pd.DataFrame, scoring_model: ScoringModel
+) -> None:
+    """ "victim", " victim" and "victim " are one canonical id (the loader strips ids).
+
+    24 clients send them at once, each with another customer's history; the micro-batcher
+    gathers them. Every answer must be the in-process score of the request's own history,
+    under the canonical id (before the fix, answers used another request's rows).
+    """
+    import concurrent.futures
+
+    variants = ["victim", " victim", "victim "]
+
+    def key(row: Any) -> tuple[Any, ...]:  # response dict or in-process row
+        offer = row["offer"]["code"] if isinstance(row.get("offer"), dict) else row["offer"]
+        return row["segment"], offer, round(float(row["p_purchase_30d"]), 9)
+
+    histories: list[list[dict[str, Any]]] = []
+    expected: list[pd.Series] = []
+    for donor in sorted(raw_log["customer_id"].unique()):
+        history = history_of(raw_log, donor)
+        raw = pd.DataFrame(history).assign(customer_id="victim")
+        scored = score(scoring_model, canonicalize(raw).log, "2024-06-01")
+        if len(scored) and key(scored.iloc[0]) not in {key(e) for e in expected}:
+            histories.append(history)
+            expected.append(scored.iloc[0])
+        if len(expected) == 3:
+            break
+    assert len(expected) == 3  # three histories that score differently
+    jobs = [(k, variants[k], histories[k]) for _ in range(80) for k in range(3)]
+
+    def send(job: tuple[int, str, list[dict[str, Any]]]) -> tuple[int, httpx.Response]:
+        k, cid, history = job
+        body = {"customers": [{"customer_id": cid, "as_of": "2024-06-01", "history": history}]}
+        return k, post(f"{service}/score", body)
+
+    with concurrent.futures.ThreadPoolExecutor(24) as pool:
+        answers = list(pool.map(send, jobs))
+    wrong = []
+    for k, response in answers:
+        assert response.status_code == 200, response.text
+        got = response.json()["results"][0]
+        if got["status"] != "scored" or key(got) != key(expected[k]):
+            wrong.append((variants[k], got["customer_id"], got["status"]))
+            continue
+        assert_matches(got, expected[k])
+    assert wrong == [], f"{len(wrong)} of {len(answers)} answers used other rows: {wrong[:3]}"
+
+
+def test_look_alike_ids_in_one_request(
+    service: str, raw_log: pd.DataFrame, scoring_model: ScoringModel
+) -> None:
+    """A stripped-away space changes nothing: " c1" is c1; "c1" next to " c1 " is a repeat."""
+    cid = sorted(raw_log["customer_id"].unique())[1]
+    history = history_of(raw_log, cid)
+    padded = post(
+        f"{service}/score",
+        {"customers": [{"customer_id": f" {cid}", "as_of": "2024-06-01", "history": history}]},
+    )
+    assert padded.status_code == 200, padded.text
+    got = padded.json()["results"][0]
+    assert got["customer_id"] == cid
+    assert_matches(got, expected_scores(scoring_model, raw_log, [cid], "2024-06-01", None).loc[cid])
+    twice = post(
+        f"{service}/score",
+        {
+            "customers": [
+                {"customer_id": cid, "as_of": "2024-06-01", "history": history},
+                {"customer_id": f" {cid} ", "as_of": "2024-06-01", "history": history[:1]},
+            ]
+        },
+    )
+    assert twice.status_code == 400, twice.text
+    assert "customers[1]" in twice.json()["error"]
+    ids = post(f"{service}/score/ids", {"customer_ids": ["  ghost", "\tghost\n"]})
+    assert [r["customer_id"] for r in ids.json()["results"]] == ["ghost", "ghost"]
