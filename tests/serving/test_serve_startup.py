@@ -109,22 +109,27 @@ def base_env() -> dict[str, str]:
 def retain_serve(
     args: list[str], cwd: Path, env: dict[str, str]
 ) -> subprocess.CompletedProcess[str]:
-    """``retain serve`` expected to refuse: run to its exit (bounded)."""
+    """``retain serve`` expected to refuse: run to its exit (bounded; its group is killed)."""
+    command = [sys.executable, "-m", "serving.cli", "serve", "--port", str(free_port()), *args]
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        return subprocess.run(
-            [sys.executable, "-m", "serving.cli", "serve", "--port", str(free_port()), *args],
-            cwd=cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=EXIT_SECONDS,
-            start_new_session=True,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"retain serve still running after {EXIT_SECONDS:.0f}s: {exc.stderr!r:.2000}")
+        stdout, stderr = process.communicate(timeout=EXIT_SECONDS)
+    except subprocess.TimeoutExpired:
+        stop(process)  # SIGTERM: bentoml serve, if it got there, stops its workers too
+        _, stderr = process.communicate(timeout=30)
+        pytest.fail(f"retain serve still running after {EXIT_SECONDS:.0f}s: {stderr[-2000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ HORIZON = 30
 FIT_AS_OF = "2024-07-01"
 STARTUP_SECONDS = 180.0
 API_KEY = "s3cret-test-key"
+BODY_TIMEOUT_SECONDS = 2
 SMALL_MODELS = {
     "horizon_days": HORIZON,
     "n_snapshots": 2,
@@ -165,12 +167,16 @@ def snapshot_path(
 
 
 @pytest.fixture(scope="module")
-def service(
-    tmp_path_factory: pytest.TempPathFactory, artifact_dir: Path, snapshot_path: Path
-) -> Iterator[str]:
+def service_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the ``service`` fixture's server writes its log."""
+    return tmp_path_factory.mktemp("svc") / "serve.log"
+
+
+@pytest.fixture(scope="module")
+def service(service_log: Path, artifact_dir: Path, snapshot_path: Path) -> Iterator[str]:
     env = {"RETAIN_MODEL_URI": str(artifact_dir), "RETAIN_FEATURE_SNAPSHOT": str(snapshot_path)}
     env_clear = {"RETAIN_API_KEY": "", "RETAIN_MAX_BODY_BYTES": "", "RETAIN_MAX_CUSTOMERS": ""}
-    process, url = start_service({**env_clear, **env}, tmp_path_factory.mktemp("svc") / "serve.log")
+    process, url = start_service({**env_clear, **env}, service_log)
     try:
         yield url
     finally:
@@ -179,13 +185,14 @@ def service(
 
 @pytest.fixture(scope="module")
 def guarded_service(tmp_path_factory: pytest.TempPathFactory, artifact_dir: Path) -> Iterator[str]:
-    """API key on, small limits: 3 customers and 4,000 bytes per request."""
+    """API key on, small limits: 3 customers and 4,000 bytes per request, 2 s per body."""
     env = {
         "RETAIN_MODEL_URI": str(artifact_dir),
         "RETAIN_API_KEY": API_KEY,
         "RETAIN_MAX_BODY_BYTES": "4000",
         "RETAIN_MAX_CUSTOMERS": "3",
         "RETAIN_FEATURE_SNAPSHOT": "",
+        "RETAIN_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT_SECONDS),
     }
     process, url = start_service(env, tmp_path_factory.mktemp("guarded") / "serve.log")
     try:
@@ -764,3 +771,85 @@ def test_look_alike_ids_in_one_request(
     assert "customers[1]" in twice.json()["error"]
     ids = post(f"{service}/score/ids", {"customer_ids": ["  ghost", "\tghost\n"]})
     assert [r["customer_id"] for r in ids.json()["results"]] == ["ghost", "ghost"]
+
+
+def test_refused_requests_are_logged_in_one_line_without_body_contents(
+    service: str, service_log: Path
+) -> None:
+    """Before: each 400 was an ERROR with a ~30-line traceback quoting the body."""
+    bad_bodies = [
+        b'{"customers": [XYZZY-0',
+        b'{"customers": [{"customer_id": "a", "XYZZY-1": 1}]}',
+        b'{"customers": [{"customer_id": "a", "history": [{"timestamp": "XYZZY-2", "amount": 1}]}]}',
+        b'{"customers": [{"customer_id": "a", "as_of": "XYZZY-3"}]}',
+        b'{"customer_ids": "XYZZY-4"}',
+    ]
+    before = service_log.read_text().count("refused /score")
+    for body in bad_bodies:
+        response = httpx.post(
+            f"{service}/score", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 400, response.text
+    time.sleep(1)  # the worker's log handler writes each line as it is logged
+    text = service_log.read_text()
+    refused = [line for line in text.splitlines() if "refused /score [POST]" in line]
+    assert len(refused) - before == len(bad_bodies)
+    assert all("[WARNING]" in line for line in refused)
+    assert "XYZZY" not in text
+    assert "Traceback" not in text
+
+
+def _raw_request(url: str, head: bytes) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(head)
+    return sock
+
+
+def _read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """The status and everything the server sent until it closed the connection."""
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return int(data.split(b" ", 2)[1]), data
+
+
+def test_a_stalled_body_gets_408_and_a_closed_connection(guarded_service: str) -> None:
+    """Headers, a few bytes, then silence (slowloris): before, the server waited forever."""
+    head = (
+        b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"X-API-Key: {API_KEY}\r\nContent-Length: 100\r\n\r\n".encode()
+        + b'{"customers"'
+    )
+    with _raw_request(guarded_service, head) as sock:
+        status, data = _read_response(sock)  # the socket times out after 30 s
+    assert status == 408, data
+    assert f"within {BODY_TIMEOUT_SECONDS} s".encode() in data
+
+
+def test_an_endless_chunked_body_is_refused_without_being_read(guarded_service: str) -> None:
+    """No Content-Length: the guard counts while reading and closes at the limit (4,000
+    bytes). The client never gets to send its 256 MB: the server stopped reading."""
+    head = (
+        b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"X-API-Key: {API_KEY}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+    )
+    chunk = b"%x\r\n%s\r\n" % (65536, b" " * 65536)
+    total = 256 * 1024 * 1024
+    sent = 0
+    with _raw_request(guarded_service, head) as sock:
+        try:
+            while sent < total:
+                sock.sendall(chunk)
+                sent += 65536
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        status, data = _read_response(sock)
+    assert status == 413, data
+    assert sent < total
