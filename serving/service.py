@@ -809,32 +809,18 @@ class GuardMiddleware:
             if too_big:
                 await self._too_big(send)
                 return
-        chunks: list[bytes] = []
-        size = 0
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.body_timeout
-        while True:
-            try:
-                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.0))
-            except TimeoutError:
-                await _send_json(
-                    send,
-                    408,
-                    {"error": f"request body not received within {self.body_timeout:g} s"},
-                    _CLOSE,
-                )
-                return
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                await self._too_big(send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        try:
+            async with asyncio.timeout(self.body_timeout):  # one timer, not a task per chunk
+                body = await self._read_body(receive)
+        except TimeoutError:
+            message = f"request body not received within {self.body_timeout:g} s"
+            await _send_json(send, 408, {"error": message}, _CLOSE)
+            return
+        if body is None:  # the client went away
+            return
+        if len(body) > self.max_body:
+            await self._too_big(send)
+            return
         if body[:1] == bytes([PICKLE_MAGIC]):
             await _send_json(send, 415, {"error": "body looks like a pickle; never accepted"})
             return
@@ -848,6 +834,20 @@ class GuardMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The body, or its first chunks once they pass the limit; None on disconnect."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            chunks.append(chunk)
+            if size > self.max_body or not message.get("more_body", False):
+                return b"".join(chunks)
 
     def _auth(self, headers: dict[bytes, bytes]) -> tuple[int, str] | None:
         given = headers.get(b"x-api-key")
