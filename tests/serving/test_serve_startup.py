@@ -374,3 +374,71 @@ def test_retain_serve_takes_relative_paths_in_the_callers_directory(
     assert "alice:***@127.0.0.1" in startup
     assert SECRET not in log and API_KEY not in log
     assert f"loaded from {cwd / 'art'}" in log  # the worker's own start-up line
+
+
+_REGISTER = """
+import sys
+import pandas as pd
+from features.purchase_log import canonicalize
+from serving.workflow import PYFUNC_CODE
+from training import registry, tracking
+
+tracking.configure_tracking("sqlite:///store.db")  # relative: this process runs in the tmp dir
+run = tracking.log_training_run(
+    experiment="retain",
+    python_model=PYFUNC_CODE,
+    artifact_dir=sys.argv[1],
+    log=canonicalize(pd.read_parquet(sys.argv[2])).log,
+    as_of=pd.Timestamp("2024-07-01", tz="UTC"),
+    horizon_days=30,
+    backtest={"model": {"churn_auc": 0.7}, "bgnbd": {"churn_auc": 0.6}},
+)
+print(registry.register_challenger(run.run_id, name="retain"))
+"""
+
+
+def test_retain_serve_opens_a_relative_sqlite_store_in_the_callers_directory(
+    tmp_path: Path, artifact_dir: Path, raw_log: pd.DataFrame
+) -> None:
+    """Before: the workers opened sqlite:///store.db in the repository (an empty store)."""
+    raw_log.to_parquet(tmp_path / "log.parquet")
+    registered = subprocess.run(
+        [sys.executable, "-c", _REGISTER, str(artifact_dir), "log.parquet"],
+        cwd=tmp_path,
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=STARTUP_SECONDS,
+    )
+    assert registered.returncode == 0, registered.stderr[-3000:]
+    version = registered.stdout.strip().splitlines()[-1]
+    port = free_port()
+    env = {**base_env(), "MLFLOW_TRACKING_URI": "sqlite:///store.db"}
+    command = [sys.executable, "-m", "serving.cli", "serve", "--port", str(port)]
+    command += ["--workers", "1", "--model-uri", "models:/retain@challenger"]
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        ready = _wait_for_readyz(url, process, log, 200).json()
+        assert ready["model"] == {
+            "name": "retain",
+            "version": version,
+            "uri": "models:/retain@challenger",
+        }
+        assert f"tracking sqlite:///{tmp_path / 'store.db'}" in log.read_text()
+        cid = str(raw_log["customer_id"].iloc[0])
+        response = httpx.post(f"{url}/score", json={"customers": [{"customer_id": cid}]})
+        assert response.status_code == 200, response.text
+        assert response.json()["model"]["version"] == version
+    finally:
+        stop(process)
+    assert not (REPO_ROOT / "store.db").exists()
