@@ -2,7 +2,9 @@
 
 Validation happens here, once, in pydantic's compiled core: anything that gets past these
 models is shaped so that :func:`features.purchase_log.canonicalize` accepts it (finite
-numbers, non-empty ids, timestamps normalised to UTC). Limits on sizes live here too, so a
+numbers, non-empty ids, timestamps normalised to UTC). Customer ids are made canonical here
+(surrounding whitespace stripped, as the loader does), so everything after validation, and
+every response, uses the one id the model scores. Limits on sizes live here too, so a
 client learns them from the OpenAPI document.
 """
 
@@ -44,6 +46,24 @@ Identifier = Annotated[
 Text = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
 
 
+def canonical_customer_id(value: str) -> str:
+    """The id the loader keys a customer by: surrounding whitespace stripped.
+
+    Why: :func:`features.purchase_log.canonicalize` strips customer ids, so ``" c1"`` and
+    ``"c1"`` are one customer there. Checking duplicates, grouping the micro-batcher and
+    looking results up by the raw id let one request be answered from another's rows.
+    ``str.strip`` removes exactly the characters Arrow's ``utf8_trim_whitespace`` (the
+    loader's) removes; ``tests/serving/test_canonical_ids.py`` checks every code point.
+    """
+    canonical = value.strip()
+    if not canonical:
+        raise ValueError("must contain a non-whitespace character")
+    return canonical
+
+
+CustomerId = Annotated[Identifier, AfterValidator(canonical_customer_id)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -74,7 +94,10 @@ class PurchaseIn(_Strict):
 class CustomerIn(_Strict):
     """A customer to score from the history sent with the request."""
 
-    customer_id: Identifier
+    customer_id: CustomerId = Field(
+        description="Surrounding whitespace is stripped, as the loader does; the response "
+        "carries this canonical id."
+    )
     as_of: UtcDatetime | None = Field(
         default=None, description="Score as of this time (default: when the server scores)."
     )
@@ -93,7 +116,11 @@ class ScoreRequest(_Strict):
 class IdsRequest(_Strict):
     """``POST /score/ids``: customers scored from the batch job's feature snapshot."""
 
-    customer_ids: list[Identifier] = Field(min_length=1, max_length=MAX_IDS)
+    customer_ids: list[CustomerId] = Field(
+        min_length=1,
+        max_length=MAX_IDS,
+        description="Surrounding whitespace is stripped; responses carry the canonical ids.",
+    )
     campaign: Identifier | None = None
 
 

@@ -13,7 +13,16 @@ for ``RETAIN_BATCH_WINDOW_MS`` and scored in one call per (as_of, campaign) grou
 adaptive batching is not used (it answered 503 under load in earlier tests).
 
 Why a guard middleware: size limits, content types and the API key are checked before
-BentoML reads the body, so an oversized or pickled body is refused without being parsed.
+BentoML reads the body, so an oversized or pickled body is refused without being parsed, and
+a body that does not arrive within ``RETAIN_BODY_TIMEOUT_SECONDS`` gets 408 and a closed
+connection instead of holding the worker.
+
+Why a worker that cannot start stays up: BentoML respawns a worker whose ``__init__`` raises,
+forever, with the port open and every request hanging. A worker whose settings, model or
+snapshot cannot be loaded logs one line, answers ``/readyz`` with 503 and the reason, and
+every API request with 503 at once. ``retain serve`` loads the same things before it starts
+BentoML (:func:`load_model_and_snapshot`), so there the same fault is an exit with the
+reason instead.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +58,7 @@ from serving.schemas import (
     ModelInfo,
     NoopRequest,
     NoopResponse,
+    PurchaseIn,
     ScoreRequest,
     ScoreResponse,
     SnapshotInfo,
@@ -62,6 +72,7 @@ logger = logging.getLogger("retain.service")
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
 DEFAULT_MAX_CUSTOMERS = 1000
 DEFAULT_BATCH_WINDOW_MS = 2.0
+DEFAULT_BODY_TIMEOUT_SECONDS = 30.0
 MAX_BATCH_CUSTOMERS = 2000
 PICKLE_MEDIA_TYPES: frozenset[str] = frozenset(
     {
@@ -85,29 +96,35 @@ Send = Callable[[Message], Awaitable[None]]
 # ---- configuration -----------------------------------------------------------------------
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
+class SettingsError(ValueError):
+    """A setting in the service's environment that cannot be used (one line naming it)."""
+
+
+def _env_int(name: str, default: int, environ: Mapping[str, str] | None = None) -> int:
+    raw = (os.environ if environ is None else environ).get(name, "").strip()
     if not raw:
         return default
     try:
         value = int(raw)
-    except ValueError as exc:
-        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from exc
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
     if value <= 0:
-        raise ValueError(f"environment variable {name}={raw!r} must be > 0")
+        raise SettingsError(f"{name}={raw!r} must be > 0")
     return value
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
+def _env_float(
+    name: str, default: float, environ: Mapping[str, str] | None = None, *, positive: bool = False
+) -> float:
+    raw = (os.environ if environ is None else environ).get(name, "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
-    except ValueError as exc:
-        raise ValueError(f"environment variable {name}={raw!r} is not a number") from exc
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"environment variable {name}={raw!r} must be a number >= 0")
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise SettingsError(f"{name}={raw!r} must be a number {'>' if positive else '>='} 0")
     return value
 
 
@@ -123,28 +140,46 @@ class ServiceSettings:
     api_key: str | None = None
     feature_snapshot: str | None = None
     batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS
+    body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS
 
     @classmethod
-    def from_env(cls) -> ServiceSettings:
-        name = os.environ.get("RETAIN_REGISTERED_MODEL", "").strip() or "retain"
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceSettings:
+        """Read and check every setting; :class:`SettingsError` names the first bad one.
+
+        ``environ`` defaults to this process's; ``retain serve`` passes the environment it
+        is about to start BentoML with, so a bad value stops it before any worker starts.
+        """
+        env = os.environ if environ is None else environ
+        name = env.get("RETAIN_REGISTERED_MODEL", "").strip() or "retain"
         return cls(
-            model_uri=os.environ.get("RETAIN_MODEL_URI", "").strip() or default_model_uri(name),
+            model_uri=env.get("RETAIN_MODEL_URI", "").strip() or default_model_uri(name),
             registered_model=name,
-            tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", "").strip() or None,
-            max_body_bytes=_env_int("RETAIN_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
-            max_customers=_env_int("RETAIN_MAX_CUSTOMERS", DEFAULT_MAX_CUSTOMERS),
-            api_key=os.environ.get("RETAIN_API_KEY") or None,
-            feature_snapshot=os.environ.get("RETAIN_FEATURE_SNAPSHOT", "").strip() or None,
-            batch_window_ms=_env_float("RETAIN_BATCH_WINDOW_MS", DEFAULT_BATCH_WINDOW_MS),
+            tracking_uri=env.get("MLFLOW_TRACKING_URI", "").strip() or None,
+            max_body_bytes=_env_int("RETAIN_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, env),
+            max_customers=_env_int("RETAIN_MAX_CUSTOMERS", DEFAULT_MAX_CUSTOMERS, env),
+            api_key=env.get("RETAIN_API_KEY") or None,
+            feature_snapshot=env.get("RETAIN_FEATURE_SNAPSHOT", "").strip() or None,
+            batch_window_ms=_env_float("RETAIN_BATCH_WINDOW_MS", DEFAULT_BATCH_WINDOW_MS, env),
+            body_timeout_seconds=_env_float(
+                "RETAIN_BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT_SECONDS, env, positive=True
+            ),
         )
 
 
 def configure_process_env() -> None:
     """Telemetry opt-outs, and one OpenMP thread: per-request LightGBM calls are tiny and
-    OpenMP's thread pool costs more than it saves (3x slower on 2 busy cores)."""
+    OpenMP's thread pool costs more than it saves (3x slower on 2 busy cores).
+
+    BentoML's worker logging passes WARNING and up only; retain's own logger passes INFO,
+    so the start-up line saying which model and snapshot were loaded is shown.
+    """
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    own = logging.getLogger("retain")
+    if own.level == logging.NOTSET:
+        own.setLevel(logging.INFO)
+    logger.disabled = False  # BentoML's dictConfig disables loggers created before it
 
 
 # ---- model resolution --------------------------------------------------------------------
@@ -161,6 +196,44 @@ def resolve_model(settings: ServiceSettings) -> tuple[Any, ModelInfo]:
     with resolved_artifact(settings.model_uri, settings.tracking_uri) as (path, source):
         model = ScoringModel.from_artifact(load_artifact(path))
     return model, ModelInfo(name=source.name, version=source.version, uri=source.uri)
+
+
+def load_model_and_snapshot(settings: ServiceSettings) -> tuple[Any, ModelInfo, FeatureSnapshot]:
+    """Everything a worker loads at start-up; ``retain serve`` calls it first, to fail fast."""
+    model, info = resolve_model(settings)
+    snapshot = (
+        FeatureSnapshot.load(settings.feature_snapshot)
+        if settings.feature_snapshot
+        else FeatureSnapshot.empty()
+    )
+    return model, info, snapshot
+
+
+def expected_startup_errors() -> tuple[type[BaseException], ...]:
+    """Errors of configuration or of a model/snapshot (reported in one line, no traceback).
+
+    Anything else raised while starting is a bug and is logged with its traceback.
+    """
+    import lightgbm
+
+    errors: list[type[BaseException]] = [ValueError, OSError, RuntimeError]
+    errors.append(lightgbm.basic.LightGBMError)
+    try:
+        from mlflow.exceptions import MlflowException
+    except ImportError:  # an image without mlflow serves local artifacts only
+        pass
+    else:
+        errors.append(MlflowException)
+    return tuple(errors)
+
+
+def startup_failure(exc: BaseException) -> str:
+    """One line saying why the service cannot start, with URI passwords redacted."""
+    from training.tracking import redact_uri
+
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else type(exc).__name__
+    return redact_uri(first if isinstance(exc, SettingsError) else f"{type(exc).__name__}: {first}")
 
 
 # ---- feature snapshot (/score/ids) -------------------------------------------------------
@@ -574,6 +647,64 @@ class MicroBatcher:
 
 # ---- HTTP helpers ------------------------------------------------------------------------
 
+_REQUEST_FIELDS: frozenset[str] = frozenset(
+    name
+    for model in (ScoreRequest, CustomerIn, PurchaseIn, IdsRequest, NoopRequest)
+    for name in model.model_fields
+)
+_BENTOML_ERROR_LOGGER = "bentoml._internal.server.http_app"
+
+
+def client_error_summary(exc: BaseException) -> str | None:
+    """One line for a request BentoML refused with a 4xx; None for a server error.
+
+    Only field names this API defines, list indices and pydantic's error types are shown:
+    nothing the client sent (an unknown key shows as ``?``).
+    """
+    from bentoml.exceptions import BentoMLException
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        shown = []
+        for error in exc.errors(include_url=False, include_context=False, include_input=False):
+            loc = ".".join(
+                str(part) if isinstance(part, int) or part in _REQUEST_FIELDS else "?"
+                for part in error["loc"]
+            )
+            shown.append(f"{loc or '(body)'} {error['type']}")
+        more = f" (+{len(shown) - 3} more)" if len(shown) > 3 else ""
+        return f"{exc.error_count()} validation error(s): {'; '.join(shown[:3])}{more}"
+    if isinstance(exc, BentoMLException) and int(exc.error_code) < 500:
+        return f"{type(exc).__name__} ({int(exc.error_code)})"
+    return None
+
+
+class ClientErrorLogFilter(logging.Filter):
+    """BentoML logs every refused request at ERROR with a ~30-line traceback that quotes
+    parts of the body; this turns a 4xx into one WARNING line without body contents.
+
+    Server errors (5xx, bugs) keep their traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        summary = None if exc is None else client_error_summary(exc)
+        if summary is not None:
+            args = record.args if isinstance(record.args, tuple) else ()
+            path, method = (*args, "?", "?")[:2]
+            record.msg = "refused %s [%s]: %s"
+            record.args = (path, method, summary)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_client_errors() -> None:
+    """Install :class:`ClientErrorLogFilter` on BentoML's error logger (once per process)."""
+    target = logging.getLogger(_BENTOML_ERROR_LOGGER)
+    if not any(isinstance(f, ClientErrorLogFilter) for f in target.filters):
+        target.addFilter(ClientErrorLogFilter())
+
 
 def _json(status: int, payload: dict[str, Any]) -> Response:
     return Response(
@@ -588,6 +719,9 @@ def _error(status: int, message: str, loc: Sequence[str | int] | None = None) ->
     if loc is not None:
         body["detail"] = [{"loc": list(loc), "msg": message}]
     return _json(status, body)
+
+
+_CLOSE = ((b"connection", b"close"),)
 
 
 async def _send_json(
@@ -612,16 +746,25 @@ class GuardMiddleware:
     """API key, content type and body size checks in front of every POST.
 
     The body is read here (bounded by ``RETAIN_MAX_BODY_BYTES``, whatever Content-Length
-    claims) and replayed to BentoML, so an oversized body is refused with 413 before any
-    parsing. ``GET /readyz`` is answered here with the model's name and version. Only POSTs
-    (the API and admin endpoints) need the key: GET health, metrics and docs stay open.
+    claims, and by ``RETAIN_BODY_TIMEOUT_SECONDS``) and replayed to BentoML, so an oversized
+    or stalled body is refused (413, 408) before any parsing, and the connection is closed
+    so the rest is never read. ``GET /readyz`` is answered here with the model's name and
+    version, or 503 and the reason the service did not start; while not ready every POST
+    gets that 503 at once. Only POSTs (the API and admin endpoints) need the key: GET
+    health, metrics and docs stay open.
     """
 
     def __init__(self, app: Any) -> None:
-        settings = ServiceSettings.from_env()
         self.app = app
+        self.failure: str | None = None
+        try:
+            settings = ServiceSettings.from_env()
+        except SettingsError as exc:  # the service instance reports it too, in one line
+            self.failure = str(exc)
+            settings = ServiceSettings(model_uri="")
         self.max_body = settings.max_body_bytes
         self.api_key = settings.api_key
+        self.body_timeout = settings.body_timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -643,6 +786,10 @@ class GuardMiddleware:
                 extra = [(b"www-authenticate", b"Bearer")] if status == 401 else []
                 await _send_json(send, status, {"error": message}, extra)
                 return
+        failure = self._failure()
+        if failure is not None:
+            await _send_json(send, 503, {"error": f"service not ready: {failure}"}, _CLOSE)
+            return
         media = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
         if media != JSON_MEDIA_TYPE:
             what = (
@@ -664,21 +811,18 @@ class GuardMiddleware:
             if too_big:
                 await self._too_big(send)
                 return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                await self._too_big(send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        try:
+            async with asyncio.timeout(self.body_timeout):  # one timer, not a task per chunk
+                body = await self._read_body(receive)
+        except TimeoutError:
+            message = f"request body not received within {self.body_timeout:g} s"
+            await _send_json(send, 408, {"error": message}, _CLOSE)
+            return
+        if body is None:  # the client went away
+            return
+        if len(body) > self.max_body:
+            await self._too_big(send)
+            return
         if body[:1] == bytes([PICKLE_MAGIC]):
             await _send_json(send, 415, {"error": "body looks like a pickle; never accepted"})
             return
@@ -692,6 +836,20 @@ class GuardMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The body, or its first chunks once they pass the limit; None on disconnect."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            chunks.append(chunk)
+            if size > self.max_body or not message.get("more_body", False):
+                return b"".join(chunks)
 
     def _auth(self, headers: dict[bytes, bytes]) -> tuple[int, str] | None:
         given = headers.get(b"x-api-key")
@@ -708,16 +866,31 @@ class GuardMiddleware:
 
     async def _too_big(self, send: Send) -> None:
         await _send_json(
-            send, 413, {"error": f"request body exceeds the limit of {self.max_body} bytes"}
+            send,
+            413,
+            {"error": f"request body exceeds the limit of {self.max_body} bytes"},
+            _CLOSE,
         )
+
+    def _failure(self) -> str | None:
+        """Why the service cannot answer (bad settings, model or snapshot), else None."""
+        if self.failure is not None:
+            return self.failure
+        from _bentoml_sdk.service import get_current_service
+
+        instance = get_current_service()
+        return getattr(instance, "failure", None)
 
     async def _readyz(self, send: Send) -> None:
         from _bentoml_sdk.service import get_current_service
 
+        failure = self._failure()
         instance = get_current_service()
-        info = instance.readiness() if instance is not None else None
+        info = instance.readiness() if instance is not None and failure is None else None
         if info is None:
-            await _send_json(send, 503, {"status": "not ready"})
+            await _send_json(
+                send, 503, {"status": "not ready", "reason": failure or "still starting"}
+            )
         else:
             await _send_json(send, 200, {"status": "ready", **info})
 
@@ -736,22 +909,29 @@ class RetainService:
 
     def __init__(self) -> None:
         configure_process_env()
-        self.settings = ServiceSettings.from_env()
+        quiet_client_errors()
         self.ready = False
+        self.failure: str | None = None
         started = time.perf_counter()
-        self.model, self.model_info = resolve_model(self.settings)
-        self.snapshot = (
-            FeatureSnapshot.load(self.settings.feature_snapshot)
-            if self.settings.feature_snapshot
-            else FeatureSnapshot.empty()
-        )
+        try:
+            self.settings = ServiceSettings.from_env()
+            self.model, self.model_info, self.snapshot = load_model_and_snapshot(self.settings)
+        except Exception as exc:  # never raise: BentoML would respawn this worker forever
+            self.failure = startup_failure(exc)
+            if isinstance(exc, expected_startup_errors()):
+                logger.error("retain service not ready: %s", self.failure)
+            else:
+                logger.exception("retain service not ready (a bug): %s", self.failure)
+            return
         self.batcher = MicroBatcher(self._score_batch, self.settings.batch_window_ms / 1000)
         self.ready = True
         logger.info(
-            "model %s version %s loaded in %.1fs; snapshot of %d customers",
+            "model %s version %s loaded from %s in %.1fs; snapshot %s of %d customers",
             self.model_info.name,
             self.model_info.version,
+            self.model_info.uri,
             time.perf_counter() - started,
+            self.snapshot.path or "(none)",
             len(self.snapshot.features),
         )
 
@@ -765,6 +945,7 @@ class RetainService:
         return {
             "model": self.model_info.model_dump(),
             "horizon_days": self.model.horizon_days,
+            "snapshot_path": None if self.snapshot.path is None else str(self.snapshot.path),
             "snapshot_customers": len(self.snapshot.features),
         }
 

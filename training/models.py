@@ -70,6 +70,7 @@ from features.catalog import BTYD_FEATURES, FEATURE_COLUMNS
 from training.baselines import BetaGeoNBD, FitBudgetExceeded, ParetoNBD, _as_float_arrays
 from training.calibration import ProbabilityCalibrator
 from training.labels import as_utc, build_labels, join_labels, snapshot_cutoffs
+from training.model_text import check_model_texts
 
 FloatArray = NDArray[np.float64]
 
@@ -1363,11 +1364,17 @@ class RetainModels:
             raise ValueError(f"unsupported model format {meta.get('format_version')!r}")
         self = cls(**meta["params"])
         config = self._config()
+        m = meta["models"]
+        texts = {
+            entry["file"]: (src / entry["file"]).read_text(encoding="utf-8")
+            for entry in m.values()
+            if entry is not None
+        }
+        check_model_texts(texts)  # a malformed text would abort this process in LightGBM
 
         def booster(entry: dict[str, Any]) -> lgb.Booster:
-            return _booster_from_text((src / entry["file"]).read_text(encoding="utf-8"))
+            return _booster_from_text(texts[entry["file"]])
 
-        m = meta["models"]
         self.churn_ = ChurnModel(
             self.calibration, config, m["churn"]["offset"], self.monotone_churn
         )

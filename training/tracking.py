@@ -24,6 +24,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -96,6 +97,25 @@ class TrainingRun:
     experiment_id: str
     model_uri: str
     model_id: str | None
+
+
+_USERINFO = re.compile(
+    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s/@:]*)(?P<pw>:[^\s/@]*)?@"
+)
+
+
+def redact_uri(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` replaced by ``***``.
+
+    A user part without a password may itself be a token, so it is replaced too. Used on
+    anything that may print a tracking URI: start-up lines, logs, error messages.
+    """
+
+    def hide(match: re.Match[str]) -> str:
+        user = match["user"] if match["pw"] is not None else ""
+        return f"{match['scheme']}{user}{':' if user else ''}***@"
+
+    return _USERINFO.sub(hide, text)
 
 
 def resolve_tracking_uri(uri: str | None, *, workdir: Path | None = None) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ HORIZON = 30
 FIT_AS_OF = "2024-07-01"
 STARTUP_SECONDS = 180.0
 API_KEY = "s3cret-test-key"
+BODY_TIMEOUT_SECONDS = 2
 SMALL_MODELS = {
     "horizon_days": HORIZON,
     "n_snapshots": 2,
@@ -165,12 +167,16 @@ def snapshot_path(
 
 
 @pytest.fixture(scope="module")
-def service(
-    tmp_path_factory: pytest.TempPathFactory, artifact_dir: Path, snapshot_path: Path
-) -> Iterator[str]:
+def service_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the ``service`` fixture's server writes its log."""
+    return tmp_path_factory.mktemp("svc") / "serve.log"
+
+
+@pytest.fixture(scope="module")
+def service(service_log: Path, artifact_dir: Path, snapshot_path: Path) -> Iterator[str]:
     env = {"RETAIN_MODEL_URI": str(artifact_dir), "RETAIN_FEATURE_SNAPSHOT": str(snapshot_path)}
     env_clear = {"RETAIN_API_KEY": "", "RETAIN_MAX_BODY_BYTES": "", "RETAIN_MAX_CUSTOMERS": ""}
-    process, url = start_service({**env_clear, **env}, tmp_path_factory.mktemp("svc") / "serve.log")
+    process, url = start_service({**env_clear, **env}, service_log)
     try:
         yield url
     finally:
@@ -179,13 +185,14 @@ def service(
 
 @pytest.fixture(scope="module")
 def guarded_service(tmp_path_factory: pytest.TempPathFactory, artifact_dir: Path) -> Iterator[str]:
-    """API key on, small limits: 3 customers and 4,000 bytes per request."""
+    """API key on, small limits: 3 customers and 4,000 bytes per request, 2 s per body."""
     env = {
         "RETAIN_MODEL_URI": str(artifact_dir),
         "RETAIN_API_KEY": API_KEY,
         "RETAIN_MAX_BODY_BYTES": "4000",
         "RETAIN_MAX_CUSTOMERS": "3",
         "RETAIN_FEATURE_SNAPSHOT": "",
+        "RETAIN_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT_SECONDS),
     }
     process, url = start_service(env, tmp_path_factory.mktemp("guarded") / "serve.log")
     try:
@@ -686,3 +693,163 @@ def test_history_times_convert_to_utc_microseconds_exactly() -> None:
         _utc_micros([datetime(2000, 1, 1), datetime(1899, 12, 31, 23, 59, 59)])
     with pytest.raises(PurchaseLogError, match="2200-01-01"):
         _utc_micros([datetime(2200, 1, 1, tzinfo=UTC)])
+
+
+def test_look_alike_ids_from_concurrent_clients_never_share_rows(
+    service: str, raw_log: pd.DataFrame, scoring_model: ScoringModel
+) -> None:
+    """ "victim", " victim" and "victim " are one canonical id (the loader strips ids).
+
+    24 clients send them at once, each with another customer's history; the micro-batcher
+    gathers them. Every answer must be the in-process score of the request's own history,
+    under the canonical id (before the fix, answers used another request's rows).
+    """
+    import concurrent.futures
+
+    variants = ["victim", " victim", "victim "]
+
+    def key(row: Any) -> tuple[Any, ...]:  # response dict or in-process row
+        offer = row["offer"]["code"] if isinstance(row.get("offer"), dict) else row["offer"]
+        return row["segment"], offer, round(float(row["p_purchase_30d"]), 9)
+
+    histories: list[list[dict[str, Any]]] = []
+    expected: list[pd.Series] = []
+    for donor in sorted(raw_log["customer_id"].unique()):
+        history = history_of(raw_log, donor)
+        raw = pd.DataFrame(history).assign(customer_id="victim")
+        scored = score(scoring_model, canonicalize(raw).log, "2024-06-01")
+        if len(scored) and key(scored.iloc[0]) not in {key(e) for e in expected}:
+            histories.append(history)
+            expected.append(scored.iloc[0])
+        if len(expected) == 3:
+            break
+    assert len(expected) == 3  # three histories that score differently
+    jobs = [(k, variants[k], histories[k]) for _ in range(80) for k in range(3)]
+
+    def send(job: tuple[int, str, list[dict[str, Any]]]) -> tuple[int, httpx.Response]:
+        k, cid, history = job
+        body = {"customers": [{"customer_id": cid, "as_of": "2024-06-01", "history": history}]}
+        return k, post(f"{service}/score", body)
+
+    with concurrent.futures.ThreadPoolExecutor(24) as pool:
+        answers = list(pool.map(send, jobs))
+    wrong = []
+    for k, response in answers:
+        assert response.status_code == 200, response.text
+        got = response.json()["results"][0]
+        if got["status"] != "scored" or key(got) != key(expected[k]):
+            wrong.append((variants[k], got["customer_id"], got["status"]))
+            continue
+        assert_matches(got, expected[k])
+    assert wrong == [], f"{len(wrong)} of {len(answers)} answers used other rows: {wrong[:3]}"
+
+
+def test_look_alike_ids_in_one_request(
+    service: str, raw_log: pd.DataFrame, scoring_model: ScoringModel
+) -> None:
+    """A stripped-away space changes nothing: " c1" is c1; "c1" next to " c1 " is a repeat."""
+    cid = sorted(raw_log["customer_id"].unique())[1]
+    history = history_of(raw_log, cid)
+    padded = post(
+        f"{service}/score",
+        {"customers": [{"customer_id": f" {cid}", "as_of": "2024-06-01", "history": history}]},
+    )
+    assert padded.status_code == 200, padded.text
+    got = padded.json()["results"][0]
+    assert got["customer_id"] == cid
+    assert_matches(got, expected_scores(scoring_model, raw_log, [cid], "2024-06-01", None).loc[cid])
+    twice = post(
+        f"{service}/score",
+        {
+            "customers": [
+                {"customer_id": cid, "as_of": "2024-06-01", "history": history},
+                {"customer_id": f" {cid} ", "as_of": "2024-06-01", "history": history[:1]},
+            ]
+        },
+    )
+    assert twice.status_code == 400, twice.text
+    assert "customers[1]" in twice.json()["error"]
+    ids = post(f"{service}/score/ids", {"customer_ids": ["  ghost", "\tghost\n"]})
+    assert [r["customer_id"] for r in ids.json()["results"]] == ["ghost", "ghost"]
+
+
+def test_refused_requests_are_logged_in_one_line_without_body_contents(
+    service: str, service_log: Path
+) -> None:
+    """Before: each 400 was an ERROR with a ~30-line traceback quoting the body."""
+    bad_bodies = [
+        b'{"customers": [XYZZY-0',
+        b'{"customers": [{"customer_id": "a", "XYZZY-1": 1}]}',
+        b'{"customers": [{"customer_id": "a", "history": [{"timestamp": "XYZZY-2", "amount": 1}]}]}',
+        b'{"customers": [{"customer_id": "a", "as_of": "XYZZY-3"}]}',
+        b'{"customer_ids": "XYZZY-4"}',
+    ]
+    before = service_log.read_text().count("refused /score")
+    for body in bad_bodies:
+        response = httpx.post(
+            f"{service}/score", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 400, response.text
+    time.sleep(1)  # the worker's log handler writes each line as it is logged
+    text = service_log.read_text()
+    refused = [line for line in text.splitlines() if "refused /score [POST]" in line]
+    assert len(refused) - before == len(bad_bodies)
+    assert all("[WARNING]" in line for line in refused)
+    assert "XYZZY" not in text
+    assert "Traceback" not in text
+
+
+def _raw_request(url: str, head: bytes) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(head)
+    return sock
+
+
+def _read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """The status and everything the server sent until it closed the connection."""
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return int(data.split(b" ", 2)[1]), data
+
+
+def test_a_stalled_body_gets_408_and_a_closed_connection(guarded_service: str) -> None:
+    """Headers, a few bytes, then silence (slowloris): before, the server waited forever."""
+    head = (
+        b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"X-API-Key: {API_KEY}\r\nContent-Length: 100\r\n\r\n".encode()
+        + b'{"customers"'
+    )
+    with _raw_request(guarded_service, head) as sock:
+        status, data = _read_response(sock)  # the socket times out after 30 s
+    assert status == 408, data
+    assert f"within {BODY_TIMEOUT_SECONDS} s".encode() in data
+
+
+def test_an_endless_chunked_body_is_refused_without_being_read(guarded_service: str) -> None:
+    """No Content-Length: the guard counts while reading and closes at the limit (4,000
+    bytes). The client never gets to send its 256 MB: the server stopped reading."""
+    head = (
+        b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"X-API-Key: {API_KEY}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+    )
+    chunk = b"%x\r\n%s\r\n" % (65536, b" " * 65536)
+    total = 256 * 1024 * 1024
+    sent = 0
+    with _raw_request(guarded_service, head) as sock:
+        try:
+            while sent < total:
+                sock.sendall(chunk)
+                sent += 65536
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        status, data = _read_response(sock)
+    assert status == 413, data
+    assert sent < total
