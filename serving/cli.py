@@ -21,7 +21,7 @@ app = typer.Typer(
 
 
 def configure_runtime(verbose: bool = False) -> None:
-    """Opt out of telemetry and set up logging for a CLI or service process."""
+    """Opt out of telemetry and set up logging (URI passwords masked) for a CLI or service."""
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     logging.basicConfig(
@@ -29,6 +29,10 @@ def configure_runtime(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from features.redaction import install_log_redaction, redacting_excepthook
+
+    install_log_redaction()
+    sys.excepthook = redacting_excepthook
 
 
 @app.callback()
