@@ -48,7 +48,7 @@ def _user_errors() -> Iterator[None]:
         raise typer.Exit(code=EXIT_BAD_INPUT) from None
 
 
-def _alias_report(name: str, version: str) -> str:
+def alias_report(name: str, version: str) -> str:
     """What the aliases hold *now*, read back from the store after this run set them.
 
     Another ``retain train`` or ``retain promote`` may have moved ``challenger`` since this
@@ -58,7 +58,10 @@ def _alias_report(name: str, version: str) -> str:
 
     challenger = registry.alias_version(registry.CHALLENGER, name=name)
     champion = registry.alias_version(registry.CHAMPION, name=name)
-    holders = f"challenger -> v{challenger or '-'}, champion -> v{champion or '-'}"
+    holders = ", ".join(
+        f"{alias} -> {'v' + held if held else 'none'}"
+        for alias, held in (("challenger", challenger), ("champion", champion))
+    )
     if challenger == version:
         return f"registered {name!r} version {version} as challenger ({holders})"
     if champion == version:
@@ -134,7 +137,7 @@ def register(app: typer.Typer) -> None:
             out.print(f"warning: {outcome.rescore_problem}", markup=False, highlight=False)
         if outcome.version is not None:
             with _user_errors():
-                out.print(_alias_report(name, outcome.version), markup=False, highlight=False)
+                out.print(alias_report(name, outcome.version), markup=False, highlight=False)
 
     @app.command("promote")
     def promote(
