@@ -399,7 +399,12 @@ class Retain:
             )
 
     def finish(self, timeout: float) -> tuple[int, str, str]:
-        code = self.process.wait(timeout=timeout)
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()  # ours; never left running past the test
+            self.process.wait()
+            raise
         return code, self._out.read_text(), self._err.read_text()
 
 
