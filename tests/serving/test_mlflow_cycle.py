@@ -292,6 +292,22 @@ def test_gate_compares_a_retrain_on_new_data_with_the_champion_rescored(
     assert "same_backtest" not in result.output
     assert _aliases("retain") == {"champion": first.version, "challenger": worse.version}
 
+    # Without the re-score recorded at train time (e.g. the champion changed since), the
+    # gate says how to get one; --data re-scores the champion on the challenger's log now,
+    # with the same figures, and refuses a log with another fingerprint.
+    client = MlflowClient()
+    for key in [k for k in _tags(worse.version) if k.startswith("gate.")]:
+        client.delete_model_version_tag("retain", worse.version, key)
+    result = runner.invoke(cli, ["promote"])
+    assert result.exit_code == 1 and "[same_backtest]" in result.output
+    assert "retain promote --data" in " ".join(result.output.split())
+    result = runner.invoke(cli, ["promote", "--data", str(cdnow_logs["old"])])
+    assert result.exit_code == 2 and "is not challenger v2's purchase log" in result.output
+    result = runner.invoke(cli, ["promote", "--data", str(cdnow_logs["full"])])
+    assert result.exit_code == 1, result.output
+    assert f"[churn_auc] challenger churn_auc {mine:.4f} is worse than champion" in result.output
+    assert float(_tags(worse.version)["gate.champion.model.churn_auc"]) == pytest.approx(theirs)
+
     # The same data with the real recipe is better than the champion there: promoted,
     # nothing skipped. (Before, any data change refused it: "not the same backtest".)
     better = _train_default(cdnow_logs["full"], "1998-01-01", SMALL_MODELS)
