@@ -418,7 +418,9 @@ def promote(
     if skipped:
         c.set_model_version_tag(name, chal_v, SKIPPED_TAG, json.dumps(skipped))
     c.set_registered_model_alias(name, CHAMPION, chal_v)
-    c.delete_registered_model_alias(name, CHALLENGER)
+    now = _alias_version(c, name, CHALLENGER)
+    if now is not None and str(now.version) == chal_v:  # a newer challenger keeps its alias
+        c.delete_registered_model_alias(name, CHALLENGER)
     c.set_model_version_tag(name, chal_v, "promoted_at", datetime.now(UTC).isoformat())
     summary = [f"v{chal_v} is now champion" + (f" (was v{champ_v})" if champ_v else "")]
     for check, why in skipped.items():

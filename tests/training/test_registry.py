@@ -434,3 +434,17 @@ def test_flatten_metrics_keys_by_method_and_drops_missing() -> None:
         {"model": {"churn_auc": 0.8, "timing_cindex": None}, "recency": {"churn_auc": 0.6}}
     )
     assert flat == {"model.churn_auc": 0.8, "recency.churn_auc": 0.6}
+
+
+def test_a_challenger_registered_during_a_promotion_keeps_its_alias(
+    client: MlflowClient, name: str
+) -> None:
+    v1 = registry.register_challenger(_run(0.80, 1.00), name=name)
+    newer: list[str] = []
+
+    def smoke_test_while_another_run_registers(version: str) -> None:
+        newer.append(registry.register_challenger(_run(0.81, 1.00), name=name))
+
+    decision = registry.promote(name=name, smoke_test=smoke_test_while_another_run_registers)
+    assert decision.promoted and decision.challenger_version == v1
+    assert _aliases(client, name) == {"champion": v1, "challenger": newer[0]}
