@@ -11,6 +11,8 @@ import sys
 
 import typer
 
+from features.redaction import install_log_redaction, redacting_excepthook
+
 app = typer.Typer(
     name="retain",
     help="Predict churn and next purchases, and turn the scores into offers.",
@@ -29,8 +31,6 @@ def configure_runtime(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    from features.redaction import install_log_redaction, redacting_excepthook
-
     install_log_redaction()
     sys.excepthook = redacting_excepthook
 

@@ -105,7 +105,9 @@ def _is_missing(exc: MlflowException) -> bool:
     return getattr(exc, "error_code", None) in _MISSING_CODES
 
 
-def _float_tags(tags: Mapping[str, str], keys: Collection[str], prefix: str = "") -> dict:
+def _float_tags(
+    tags: Mapping[str, str], keys: Collection[str], prefix: str = ""
+) -> dict[str, float]:
     out: dict[str, float] = {}
     for key in keys:
         raw = tags.get(prefix + key)
@@ -303,7 +305,15 @@ def _rescored_source(challenger: Any, champion: Any, c: MlflowClient) -> str:
     except MlflowException:
         fit_as_of = None
     cutoff = challenger.tags.get("backtest.as_of")
-    if fit_as_of and cutoff and datetime.fromisoformat(fit_as_of) > datetime.fromisoformat(cutoff):
+    try:
+        optimistic = bool(
+            fit_as_of
+            and cutoff
+            and datetime.fromisoformat(fit_as_of) > datetime.fromisoformat(cutoff)
+        )
+    except (TypeError, ValueError):  # unparsable or naive vs aware: no caveat to state
+        optimistic = False
+    if optimistic:
         source += (
             f"; it was fitted on data up to {fit_as_of}, after the cutoff {cutoff}, so its "
             "figures are optimistic"
