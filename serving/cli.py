@@ -11,6 +11,8 @@ import sys
 
 import typer
 
+from features.redaction import install_log_redaction, redacting_excepthook
+
 app = typer.Typer(
     name="retain",
     help="Predict churn and next purchases, and turn the scores into offers.",
@@ -21,7 +23,7 @@ app = typer.Typer(
 
 
 def configure_runtime(verbose: bool = False) -> None:
-    """Opt out of telemetry and set up logging for a CLI or service process."""
+    """Opt out of telemetry and set up logging (URI passwords masked) for a CLI or service."""
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     logging.basicConfig(
@@ -29,6 +31,8 @@ def configure_runtime(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    install_log_redaction()
+    sys.excepthook = redacting_excepthook
 
 
 @app.callback()

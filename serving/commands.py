@@ -168,6 +168,7 @@ def preflight(env: Mapping[str, str], flags: Mapping[str, bool]) -> str:
     Raises :class:`ServeConfigError` with one line (URI passwords redacted) when the service
     could not start; a bug still raises its own exception.
     """
+    from features.redaction import redact
     from serving.service import (
         ServiceSettings,
         SettingsError,
@@ -176,7 +177,6 @@ def preflight(env: Mapping[str, str], flags: Mapping[str, bool]) -> str:
         load_model_and_snapshot,
         startup_failure,
     )
-    from training.tracking import redact_uri
 
     check_paths(env, flags)
     try:
@@ -193,7 +193,7 @@ def preflight(env: Mapping[str, str], flags: Mapping[str, bool]) -> str:
     return (
         f"model {info.name} version {info.version} from {info.uri}; "
         f"{shown if snapshot.path is not None else 'no snapshot'}; "
-        f"tracking {redact_uri(settings.tracking_uri or '(none)')}"
+        f"tracking {redact(settings.tracking_uri or '(none)')}"
     )
 
 

@@ -1,7 +1,13 @@
-"""``retain train / promote / rollback / models``: the MLflow model lifecycle from the shell."""
+"""``retain train / promote / rollback / models``: the MLflow model lifecycle from the shell.
+
+A store that is missing or unreachable, a refused registry operation or a model that
+cannot be resolved is a user error: one line on stderr, exit 2, URI passwords masked.
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -24,6 +30,46 @@ _TRACKING = typer.Option(
     help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db).",
 )
 _MODEL_NAME = typer.Option("retain", "--name", help="Registered model name.")
+EXIT_BAD_INPUT = 2
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """Registry, store and model-resolution errors as one line and exit 2."""
+    from features.redaction import redact
+    from serving.model_source import ModelResolutionError
+    from training.registry import RegistryError
+    from training.tracking import TrackingStoreError
+
+    try:
+        yield
+    except (RegistryError, TrackingStoreError, ModelResolutionError) as exc:
+        typer.echo(f"error: {redact(exc)}", err=True)
+        raise typer.Exit(code=EXIT_BAD_INPUT) from None
+
+
+def alias_report(name: str, version: str) -> str:
+    """What the aliases hold *now*, read back from the store after this run set them.
+
+    Another ``retain train`` or ``retain promote`` may have moved ``challenger`` since this
+    run set it; the message says so rather than claim an alias this run no longer holds.
+    """
+    from training import registry
+
+    challenger = registry.alias_version(registry.CHALLENGER, name=name)
+    champion = registry.alias_version(registry.CHAMPION, name=name)
+    holders = ", ".join(
+        f"{alias} -> {'v' + held if held else 'none'}"
+        for alias, held in (("challenger", challenger), ("champion", champion))
+    )
+    if challenger == version:
+        return f"registered {name!r} version {version} as challenger ({holders})"
+    if champion == version:
+        return f"registered {name!r} version {version}; it is already champion ({holders})"
+    return (
+        f"registered {name!r} version {version}, but another run has moved the aliases "
+        f"since: {holders}"
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -59,25 +105,27 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Backtest at --as-of, fit on all data, log to MLflow and register a challenger."""
         from features.config_file import log_config_from_options
+        from features.redaction import redact
         from serving.workflow import train_and_register
 
         console = Console(stderr=True)
-        outcome = train_and_register(
-            data,
-            as_of,
-            horizon,
-            log_config=log_config_from_options(config_file, mapping),
-            tracking_uri=tracking_uri,
-            experiment=experiment,
-            registered_model=name,
-            policy=policy,
-            register=register_version,
-            artifact_out=artifact_out,
-            console=console,
-        )
+        with _user_errors():
+            outcome = train_and_register(
+                data,
+                as_of,
+                horizon,
+                log_config=log_config_from_options(config_file, mapping),
+                tracking_uri=tracking_uri,
+                experiment=experiment,
+                registered_model=name,
+                policy=policy,
+                register=register_version,
+                artifact_out=artifact_out,
+                console=console,
+            )
         model = outcome.backtest["metrics"].get("model", {})
         out = Console()
-        out.print(f"run {outcome.run_id} logged to {outcome.tracking_uri}")
+        out.print(f"run {outcome.run_id} logged to {redact(outcome.tracking_uri)}")
         out.print(
             "backtest: "
             + ", ".join(
@@ -86,23 +134,66 @@ def register(app: typer.Typer) -> None:
                 if k in ("churn_auc", "count_mae", "brier") and v is not None
             )
         )
+        if outcome.champion_rescored is not None:
+            out.print(
+                f"champion v{outcome.champion_rescored} re-scored on this backtest "
+                "(recorded for the promotion gate)"
+            )
+        if outcome.rescore_problem is not None:
+            out.print(f"warning: {outcome.rescore_problem}", markup=False, highlight=False)
         if outcome.version is not None:
-            out.print(f"registered {name!r} version {outcome.version} as challenger")
+            with _user_errors():
+                out.print(alias_report(name, outcome.version), markup=False, highlight=False)
 
     @app.command("promote")
     def promote(
         tolerance: float = typer.Option(
             0.0, "--tolerance", min=0.0, help="Allowed churn_auc drop vs the champion."
         ),
-        force: bool = typer.Option(False, "--force", help="Promote even if the gate fails."),
+        skip_check: list[str] = typer.Option(
+            [],
+            "--skip-check",
+            metavar="NAME",
+            help="Skip one named gate check (repeatable; recorded on the version): "
+            "baselines, same_backtest, churn_auc, count_mae. The load-and-score check "
+            "cannot be skipped.",
+        ),
+        force: bool = typer.Option(False, "--force", hidden=True),
+        data: Path | None = typer.Option(
+            None,
+            "--data",
+            help="The challenger's purchase log: re-score the champion on the challenger's "
+            "backtest if `retain train` did not record it.",
+        ),
+        mapping: list[str] = typer.Option(
+            [], "--map", help="Column mapping CANONICAL=SOURCE for --data (as in train)."
+        ),
         tracking_uri: str | None = _TRACKING,
         name: str = _MODEL_NAME,
     ) -> None:
-        """Make the challenger champion if it passes the promotion gate (exit 1 if refused)."""
-        from training import registry, tracking
+        """Load and smoke-score the challenger, then promote it if it passes the gate
+        (exit 1 if refused)."""
+        from features.purchase_log import parse_mapping
+        from features.schema import LogConfig
+        from serving.workflow import promote_challenger
+        from training.registry import CHECKS
 
-        tracking.configure_tracking(tracking_uri)
-        decision = registry.promote(name=name, tolerance=tolerance, force=force)
+        if force:
+            raise typer.BadParameter(
+                "--force is gone: it switched every check off. Name the one check to skip "
+                f"with --skip-check NAME (one of {', '.join(CHECKS)}); it is recorded on "
+                "the version.",
+                param_hint="--force",
+            )
+        with _user_errors():
+            decision = promote_challenger(
+                name=name,
+                tolerance=tolerance,
+                skip=tuple(skip_check),
+                data=data,
+                log_config=LogConfig(columns=parse_mapping(mapping)),
+                tracking_uri=tracking_uri,
+            )
         out = Console()
         head = "[green]PROMOTED[/green]" if decision.promoted else "[red]REFUSED[/red]"
         out.print(
@@ -119,7 +210,8 @@ def register(app: typer.Typer) -> None:
         """Point champion back at the previous champion version."""
         from training import registry, tracking
 
-        tracking.configure_tracking(tracking_uri)
+        with _user_errors():
+            tracking.configure_tracking(tracking_uri, create=False)
         try:
             version = registry.rollback(name=name)
         except registry.RegistryError as exc:
@@ -132,8 +224,9 @@ def register(app: typer.Typer) -> None:
         """List registered versions with their aliases and key backtest metrics."""
         from training import registry, tracking
 
-        tracking.configure_tracking(tracking_uri)
-        rows = registry.list_versions(name=name)
+        with _user_errors():
+            tracking.configure_tracking(tracking_uri, create=False)
+            rows = registry.list_versions(name=name)
         table = Table(
             title=f"registered model {name!r} (backtest metrics)",
             box=box.SIMPLE_HEAD,

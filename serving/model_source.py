@@ -40,6 +40,7 @@ class ModelSource:
     name: str
     version: str
     uri: str
+    manifest_sha256: str | None = None  # recorded by the registry; None for a local directory
 
 
 def parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
@@ -137,7 +138,10 @@ def resolved_artifact(
     URI.
 
     Registry models are downloaded to a temporary directory that lives as long as the
-    ``with`` block, then deleted. The caller hash-checks the directory when it loads it.
+    ``with`` block, then deleted. Before it is yielded, the download is checked against the
+    manifest digest the registry recorded for that version (``source.manifest_sha256``,
+    which callers also pass to ``load_artifact``): a re-hashed, tampered artifact fails
+    here. A missing sqlite store is reported, never created.
     """
     if model_uri.startswith(BENTO_MODEL_SCHEME):
         yield bento_model_artifact(model_uri)
@@ -151,21 +155,35 @@ def resolved_artifact(
         yield path, ModelSource(name=path.name, version="local", uri=str(path.absolute()))
         return
     import mlflow
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from training.tracking import configure_tracking
+    from features.redaction import redact
+    from training import registry
+    from training.artifact import ArtifactError, verify_artifact
+    from training.tracking import TrackingStoreError, configure_tracking
 
-    resolved_tracking_uri = configure_tracking(tracking_uri)
     name, alias, version = parse_models_uri(model_uri)
-    if alias is not None:
-        version = str(MlflowClient().get_model_version_by_alias(name, alias).version)
+    try:
+        resolved_tracking_uri = configure_tracking(tracking_uri, create=False)
+        if alias is not None:
+            version = str(MlflowClient().get_model_version_by_alias(name, alias).version)
+        digest = registry.manifest_digest(str(version), name=name)
+    except (TrackingStoreError, registry.RegistryError) as exc:
+        raise ModelResolutionError(str(exc)) from None
+    except MlflowException as exc:
+        raise ModelResolutionError(f"cannot resolve {model_uri!r}: {redact(exc)}") from None
+    pinned = f"models:/{name}/{version}"
     with tempfile.TemporaryDirectory(prefix="retain-model-") as tmp:
         local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{version}",
-            dst_path=tmp,
-            tracking_uri=resolved_tracking_uri,
+            artifact_uri=pinned, dst_path=tmp, tracking_uri=resolved_tracking_uri
         )
+        artifact_dir = retain_dir_in_pyfunc(Path(local))
+        try:
+            verify_artifact(artifact_dir, expected_manifest_sha256=digest)
+        except ArtifactError as exc:
+            raise ModelResolutionError(f"{pinned} ({model_uri}): {exc}") from None
         yield (
-            retain_dir_in_pyfunc(Path(local)),
-            ModelSource(name=name, version=str(version), uri=model_uri),
+            artifact_dir,
+            ModelSource(name=name, version=str(version), uri=model_uri, manifest_sha256=digest),
         )

@@ -47,6 +47,7 @@ from starlette.responses import Response
 
 from features.builders import FeatureBlock
 from features.log_arrays import LogArrays, canonical_log_arrays
+from features.redaction import install_log_redaction
 from features.schema import LogConfig, PurchaseLogError
 from serving.model_source import default_model_uri, resolved_artifact
 from serving.offers import ScoresError
@@ -229,11 +230,11 @@ def expected_startup_errors() -> tuple[type[BaseException], ...]:
 
 def startup_failure(exc: BaseException) -> str:
     """One line saying why the service cannot start, with URI passwords redacted."""
-    from training.tracking import redact_uri
+    from features.redaction import redact
 
     text = str(exc).strip().splitlines()
     first = text[0] if text else type(exc).__name__
-    return redact_uri(first if isinstance(exc, SettingsError) else f"{type(exc).__name__}: {first}")
+    return redact(first if isinstance(exc, SettingsError) else f"{type(exc).__name__}: {first}")
 
 
 # ---- feature snapshot (/score/ids) -------------------------------------------------------
@@ -910,6 +911,7 @@ class RetainService:
     def __init__(self) -> None:
         configure_process_env()
         quiet_client_errors()
+        install_log_redaction()
         self.ready = False
         self.failure: str | None = None
         started = time.perf_counter()

@@ -14,6 +14,11 @@ Two model fits, on purpose:
    object is what gets packaged, logged and registered; the backtest fit is discarded.
 
 The registered version becomes ``challenger``; only ``retain promote`` changes ``champion``.
+When a champion exists and was backtested differently, it is re-scored on this run's
+backtest (same data, same cutoff) and the figures are recorded on the new version, so the
+promotion gate compares like with like. ``retain promote`` (:func:`promote_challenger`)
+first loads the challenger from the registry (manifest digest checked) and scores a tiny
+synthetic log with it: a version that cannot serve never becomes champion.
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from features.builders import to_utc_timestamp
+from features.redaction import redact
 from features.schema import LogConfig
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+SMOKE_CUSTOMERS = 12
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,8 @@ class TrainOutcome:
     backtest: dict[str, Any]
     fit_as_of: pd.Timestamp
     artifact_dir: Path | None
+    champion_rescored: str | None = None  # champion version re-scored on this backtest
+    rescore_problem: str | None = None  # why the champion could not be re-scored
 
 
 def production_as_of(log: pd.DataFrame) -> pd.Timestamp:
@@ -151,7 +160,7 @@ def train_and_register(
                 metrics=backtest["metrics"],
                 log_config=log_config,
             )
-        with stage(f"log run to {resolved_uri}"):
+        with stage(f"log run to {redact(resolved_uri)}"):
             run = tracking.log_training_run(
                 experiment=experiment,
                 python_model=PYFUNC_CODE,
@@ -171,10 +180,14 @@ def train_and_register(
                 data_source=None if isinstance(log_source, pd.DataFrame) else log_source,
                 summary=backtest,
             )
-        version = None
+        version = rescored = problem = None
         if register:
             with stage(f"register {registered_model!r} version as challenger"):
                 version = registry.register_challenger(run.run_id, name=registered_model)
+            with stage("re-score the champion on this backtest"):
+                rescored, problem = _record_champion_rescore(
+                    log, cutoff, horizon_days, registered_model, version, resolved_uri
+                )
     return TrainOutcome(
         run_id=run.run_id,
         experiment_id=run.experiment_id,
@@ -185,4 +198,137 @@ def train_and_register(
         backtest=backtest,
         fit_as_of=fit_as_of,
         artifact_dir=artifact_dir if artifact_out is not None else None,
+        champion_rescored=rescored,
+        rescore_problem=problem,
+    )
+
+
+def champion_metrics_on(
+    log: pd.DataFrame,
+    cutoff: pd.Timestamp,
+    horizon_days: int,
+    name: str,
+    champion_version: str,
+    tracking_uri: str | None = None,
+) -> dict[str, float | None]:
+    """The registered ``champion_version``'s backtest metrics on ``log`` at ``cutoff``.
+
+    Keyed like a version's own tags (``model.churn_auc``); the artifact is downloaded and
+    checked against its recorded manifest digest like any other registry load.
+    """
+    from serving.model_source import resolved_artifact
+    from training.artifact import load_artifact
+    from training.backtest import score_fitted
+
+    uri = f"models:/{name}/{champion_version}"
+    with resolved_artifact(uri, tracking_uri) as (path, source):
+        artifact = load_artifact(path, source.manifest_sha256)
+    metrics = score_fitted(artifact.models, log, cutoff, horizon_days)
+    return {f"model.{k}": v for k, v in metrics.items()}
+
+
+def _record_champion_rescore(
+    log: pd.DataFrame,
+    cutoff: pd.Timestamp,
+    horizon_days: int,
+    name: str,
+    version: str,
+    tracking_uri: str,
+) -> tuple[str | None, str | None]:
+    """Re-score the current champion on this run's backtest and tag ``version`` with it.
+
+    Returns (champion version re-scored, None) or (None, why not). A champion that cannot
+    be re-scored does not fail the training run: the gate then reports it at promotion.
+    """
+    from serving.model_source import ModelResolutionError
+    from training import registry
+    from training.artifact import ArtifactError
+
+    champion = registry.alias_version(registry.CHAMPION, name=name)
+    if champion is None or champion == version:
+        return None, None
+    try:
+        metrics = champion_metrics_on(log, cutoff, horizon_days, name, champion, tracking_uri)
+    except (ModelResolutionError, ArtifactError, ValueError) as exc:
+        return None, f"champion v{champion} could not be re-scored on this backtest: {exc}"
+    registry.record_champion_rescore(version, champion, metrics, name=name)
+    return champion, None
+
+
+def smoke_log() -> pd.DataFrame:
+    """A tiny, fixed synthetic purchase log (canonical) that any retain model can score."""
+    from features.purchase_log import canonicalize
+    from features.synth import generate_purchase_log
+
+    raw = generate_purchase_log(SMOKE_CUSTOMERS, seed=0, start="2023-01-01", end="2023-12-31")
+    return canonicalize(raw.log).log
+
+
+def smoke_test_version(name: str, version: str, tracking_uri: str | None = None) -> None:
+    """Load registered ``version`` as serving would and score :func:`smoke_log`; raise if not.
+
+    This is what ``retain promote`` runs before it moves an alias: the download must match
+    the manifest digest recorded at registration, every file its manifest hash, and the
+    models must produce a finite score for every customer of the log.
+    """
+    import numpy as np
+
+    from serving.model_source import resolved_artifact
+    from serving.scorer import ScoringModel, score
+    from training.artifact import load_artifact
+
+    with resolved_artifact(f"models:/{name}/{version}", tracking_uri) as (path, source):
+        model = ScoringModel.from_artifact(load_artifact(path, source.manifest_sha256))
+    log = smoke_log()
+    scored = score(model, log, production_as_of(log))
+    expected = int(log["customer_id"].nunique())
+    churn = scored["churn_probability"].to_numpy(dtype=np.float64)
+    if len(scored) != expected or not np.all((churn >= 0) & (churn <= 1)):
+        raise ValueError(
+            f"scored {len(scored)} of {expected} customers of the smoke-test log, churn "
+            f"probabilities in [{np.nanmin(churn, initial=np.nan):.3f}, "
+            f"{np.nanmax(churn, initial=np.nan):.3f}]"
+        )
+
+
+def promote_challenger(
+    *,
+    name: str = "retain",
+    tolerance: float = 0.0,
+    skip: tuple[str, ...] = (),
+    data: str | Path | None = None,
+    log_config: LogConfig | None = None,
+    tracking_uri: str | None = None,
+) -> Any:
+    """``retain promote``: smoke-test the challenger, compare like with like, move aliases.
+
+    ``data`` is the challenger's purchase log: with it, a champion not yet re-scored on the
+    challenger's backtest is re-scored now (the log must have the fingerprint the challenger
+    was backtested on). Returns the :class:`training.registry.PromotionDecision`.
+    """
+    from features.purchase_log import read_purchase_log
+    from training import registry, tracking
+
+    resolved = tracking.configure_tracking(tracking_uri, create=False)
+
+    def rescore(challenger: Any, champion: Any) -> dict[str, float | None]:
+        log = read_purchase_log(data, log_config).log
+        expected = challenger.tags.get("data.fingerprint")
+        actual = tracking.data_fingerprint(log).fingerprint
+        if actual != expected:
+            raise registry.RegistryError(
+                f"--data {data} is not challenger v{challenger.version}'s purchase log "
+                f"(fingerprint {actual[:12]}..., the challenger was backtested on "
+                f"{str(expected)[:12]}...); pass the log it was trained on, with the same --map"
+            )
+        cutoff = to_utc_timestamp(challenger.tags["backtest.as_of"])
+        horizon = int(challenger.tags["backtest.horizon_days"])
+        return champion_metrics_on(log, cutoff, horizon, name, str(champion.version), resolved)
+
+    return registry.promote(
+        smoke_test=lambda version: smoke_test_version(name, version, resolved),
+        name=name,
+        tolerance=tolerance,
+        skip=skip,
+        rescore=rescore if data is not None else None,
     )

@@ -214,14 +214,36 @@ def save_artifact(
     return target
 
 
-def _read_manifest(root: Path) -> dict[str, Any]:
+def manifest_sha256(directory: str | Path) -> str:
+    """sha256 of an artifact's manifest file: one digest that pins every file it lists.
+
+    The manifest holds each file's sha256, so whoever records this digest *outside* the
+    artifact (the registry, a bento) can tell a re-hashed, tampered copy from the original.
+    """
+    path = Path(directory) / MANIFEST_NAME
+    if path.is_symlink() or not path.is_file():
+        raise ArtifactError(
+            f"{Path(directory)} is not a retain artifact: {MANIFEST_NAME} not found"
+        )
+    return _sha256(path)
+
+
+def _read_manifest(root: Path, expected_sha256: str | None = None) -> dict[str, Any]:
     manifest_path = root / MANIFEST_NAME
     if manifest_path.is_symlink():
         raise ArtifactError(f"{manifest_path} is a symlink; refusing to load")
     if not manifest_path.is_file():
         raise ArtifactError(f"{root} is not a retain artifact: {MANIFEST_NAME} not found")
+    raw = manifest_path.read_bytes()  # hashed and parsed from the same bytes
+    if expected_sha256 is not None:
+        actual = hashlib.sha256(raw).hexdigest()
+        if actual != expected_sha256:
+            raise ArtifactError(
+                f"{MANIFEST_NAME} has sha256 {actual} but {expected_sha256} was recorded when "
+                "the artifact was registered: the artifact was modified; refusing to load"
+            )
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{manifest_path} is not valid JSON: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
@@ -249,26 +271,18 @@ def _check_listed_path(root: Path, rel: str) -> Path:
     return path
 
 
-def manifest_sha256(directory: str | Path) -> str:
-    """The sha256 of the artifact's manifest file: the artifact's one digest.
+def verify_artifact(
+    directory: str | Path, expected_manifest_sha256: str | None = None
+) -> dict[str, Any]:
+    """Check an artifact directory file by file without loading models; return its manifest.
 
-    The manifest lists every other file with its sha256 and :func:`verify_artifact` checks
-    them all, so equal manifest digests mean equal artifacts, file for file.
+    ``expected_manifest_sha256`` is the digest recorded outside the artifact (see
+    :func:`manifest_sha256`); without it only the artifact's own consistency is checked.
     """
-    path = Path(directory) / MANIFEST_NAME
-    if path.is_symlink() or not path.is_file():
-        raise ArtifactError(
-            f"{Path(directory)} is not a retain artifact: {MANIFEST_NAME} not found"
-        )
-    return _sha256(path)
-
-
-def verify_artifact(directory: str | Path) -> dict[str, Any]:
-    """Check an artifact directory file by file without loading models; return its manifest."""
     root = Path(directory)
     if not root.is_dir():
         raise ArtifactError(f"artifact directory {root} does not exist")
-    manifest = _read_manifest(root)
+    manifest = _read_manifest(root, expected_manifest_sha256)
     listed: dict[str, str] = manifest["files"]
     for rel in listed:
         _check_listed_path(root, rel)
@@ -311,14 +325,20 @@ def verify_artifact(directory: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def load_artifact(directory: str | Path) -> RetainArtifact:
-    """Verify every file of an artifact directory, then load its models and configs."""
+def load_artifact(
+    directory: str | Path, expected_manifest_sha256: str | None = None
+) -> RetainArtifact:
+    """Verify every file of an artifact directory, then load its models and configs.
+
+    Pass ``expected_manifest_sha256`` whenever the artifact comes from somewhere that
+    recorded it (a registered version): that is what catches a tampered, re-hashed copy.
+    """
     from features.builders import FeatureConfig
     from features.segments import SegmentConfig
     from training.models import RetainModels
 
     root = Path(directory)
-    manifest = verify_artifact(root)
+    manifest = verify_artifact(root, expected_manifest_sha256)
     policy_rel = manifest.get("policy_file", POLICY_NAME)
     policy_path = _check_listed_path(root, policy_rel)
     if policy_rel not in manifest["files"]:

@@ -453,6 +453,13 @@ def _model_predictions(
     started = time.perf_counter()
     models = RetainModels(**params).fit(log, as_of)
     training_seconds = time.perf_counter() - started
+    return _fitted_predictions(models, log, as_of, horizon_days, index), training_seconds
+
+
+def _fitted_predictions(
+    models: Any, log: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int, index: pd.Index
+) -> pd.DataFrame:
+    """A fitted ``RetainModels``' predictions for ``index`` in :data:`PREDICTION_COLUMNS`."""
     raw = models.predict(log, as_of)
     raw.index = pd.Index(raw.index.astype(str), name="customer_id", dtype="str")
     missing = index.difference(raw.index)
@@ -461,7 +468,7 @@ def _model_predictions(
             f"RetainModels.predict left out {len(missing)} customer(s) known at {as_of}, "
             f"e.g. {list(missing[:5])}"
         )
-    frame = pd.DataFrame(
+    return pd.DataFrame(
         {
             "churn_probability": raw["churn_probability"],
             # undefined when a return within H has probability ~0: take H, like the baselines
@@ -470,7 +477,29 @@ def _model_predictions(
             "expected_spend_horizon": raw["expected_spend_horizon"],
         }
     ).reindex(index)
-    return frame, training_seconds
+
+
+def score_fitted(
+    models: Any, log: pd.DataFrame, as_of: pd.Timestamp | str, horizon_days: int
+) -> dict[str, float | None]:
+    """The backtest metrics of an already fitted model (e.g. the champion's) at ``as_of``.
+
+    Same population, labels and metrics as :func:`evaluate`'s ``model`` row, so a model
+    trained elsewhere is judged on exactly the challenger's backtest. The model's own
+    horizon must be ``horizon_days``, or its predictions answer another question.
+    """
+    if int(models.horizon_days) != int(horizon_days):
+        raise ValueError(
+            f"the model predicts a {models.horizon_days}-day horizon; this backtest's is "
+            f"{horizon_days} days"
+        )
+    cutoff = as_utc(as_of)
+    check_coverage(log, cutoff, horizon_days)
+    labels = build_labels(log, cutoff, horizon_days)
+    if len(labels) == 0:
+        raise PurchaseLogError(f"no customer has an order before the cutoff {cutoff}")
+    predictions = _fitted_predictions(models, log, cutoff, horizon_days, labels.index)
+    return method_metrics(predictions, labels, horizon_days)
 
 
 def _with_seed(cls: type, params: dict[str, Any], seed: int) -> dict[str, Any]:

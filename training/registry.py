@@ -6,16 +6,26 @@ here ever picks "the latest version" or "the best run": every decision names an 
 explicit version, so what is served only changes through :func:`promote` or
 :func:`rollback`.
 
-The promotion gate compares like with like: the two versions must have been backtested at
-the same cutoff, horizon and data fingerprint, or the comparison is meaningless and is
-refused (unless forced). Champion history lives in the registered model's
-``champion_history`` tag (JSON list of versions, oldest first), which is what rollback uses.
+Each version carries, as tags, its backtest metrics and identity (cutoff, horizon, data
+fingerprint) and the sha256 of its artifact's manifest: the digest lives in the registry,
+outside the artifact it protects, and every load from the registry checks it.
+
+The promotion gate compares like with like. Before any metric is compared the challenger is
+loaded and scores a few customers (:func:`promote`'s ``smoke_test``; never skippable). Its
+metrics are then compared with the champion's *on the challenger's backtest*: the champion's
+own tags when both were backtested identically, else the champion re-scored on the
+challenger's data and cutoff (recorded on the challenger by ``retain train``, or computed at
+promotion time). Each check has a name (:data:`CHECKS`); one that fails refuses the
+promotion unless the operator skips it by name, and the skip is recorded on the version.
+Champion history lives in the registered model's ``champion_history`` tag (JSON list of
+versions, oldest first), which is what rollback uses.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,11 +33,17 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from features.redaction import redact
+
 DEFAULT_MODEL_NAME = "retain"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"
 MODEL_URI_TAG = "retain.model_uri"
+MANIFEST_TAG = "retain.manifest_sha256"
+SKIPPED_TAG = "retain.skipped_checks"
+RESCORED_VERSION_TAG = "gate.champion_version"
+RESCORED_PREFIX = "gate.champion."
 KEY_METRICS: tuple[str, ...] = (
     "model.churn_auc",
     "model.count_mae",
@@ -38,9 +54,19 @@ KEY_METRICS: tuple[str, ...] = (
     "paretonbd.churn_auc",
     "recency.churn_auc",
 )
-# data.fingerprint: features.fingerprint.log_fingerprint of the log (runs logged before it
-# existed carry data.sha256 instead and are not comparable with newer ones)
 BACKTEST_KEYS: tuple[str, ...] = ("backtest.as_of", "backtest.horizon_days", "data.fingerprint")
+CHECKS: dict[str, str] = {
+    "baselines": "challenger churn_auc beats the best BTYD baseline (BG/NBD, Pareto/NBD)",
+    "same_backtest": "the champion's metrics come from the challenger's backtest "
+    "(same data, cutoff and horizon)",
+    "churn_auc": "challenger churn_auc is not below the champion's minus --tolerance",
+    "count_mae": "challenger count_mae is not above the champion's",
+}
+_MISSING_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
+_SHA256_HEX = frozenset("0123456789abcdef")
+
+SmokeTest = Callable[[str], None]
+Rescore = Callable[[Any, Any], Mapping[str, float | None]]
 
 
 class RegistryError(RuntimeError):
@@ -55,7 +81,7 @@ class PromotionDecision:
     challenger_version: str | None
     champion_version: str | None
     reasons: list[str] = field(default_factory=list)
-    forced: bool = False
+    skipped: dict[str, str] = field(default_factory=dict)  # check -> why it would have failed
 
 
 @dataclass(frozen=True)
@@ -74,10 +100,17 @@ def _client(client: MlflowClient | None) -> MlflowClient:
     return client or MlflowClient()
 
 
-def _version_metrics(mv: Any) -> dict[str, float]:
+def _is_missing(exc: MlflowException) -> bool:
+    """True when MLflow says "no such model/alias", False for a failure to ask at all."""
+    return getattr(exc, "error_code", None) in _MISSING_CODES
+
+
+def _float_tags(
+    tags: Mapping[str, str], keys: Collection[str], prefix: str = ""
+) -> dict[str, float]:
     out: dict[str, float] = {}
-    for key in KEY_METRICS:
-        raw = mv.tags.get(key)
+    for key in keys:
+        raw = tags.get(prefix + key)
         if raw is None:
             continue
         try:
@@ -87,8 +120,17 @@ def _version_metrics(mv: Any) -> dict[str, float]:
     return out
 
 
+def _version_metrics(mv: Any) -> dict[str, float]:
+    return _float_tags(mv.tags, KEY_METRICS)
+
+
 def _version_backtest(mv: Any) -> dict[str, str]:
     return {k: mv.tags[k] for k in BACKTEST_KEYS if k in mv.tags}
+
+
+def is_sha256(value: object) -> bool:
+    """A lower-case hex sha256 digest (what :data:`MANIFEST_TAG` must hold)."""
+    return isinstance(value, str) and len(value) == 64 and set(value) <= _SHA256_HEX
 
 
 def register_challenger(
@@ -99,8 +141,11 @@ def register_challenger(
 ) -> str:
     """Register the run's logged model as a new version and point ``challenger`` at it.
 
-    The version's tags carry the key metrics and backtest identity, copied from the run,
-    so the gate never has to re-read runs (and a deleted run cannot change a decision).
+    The version's tags carry the key metrics, the backtest identity and the artifact's
+    manifest digest, copied from the run, so the gate never has to re-read runs (a deleted
+    run cannot change a decision) and every load can check the artifact against the
+    registry. The alias may be moved by a concurrent run right after; callers report
+    :func:`alias_version` rather than assume.
     """
     c = _client(client)
     run = c.get_run(run_id)
@@ -110,18 +155,27 @@ def register_challenger(
             f"run {run_id} has no {MODEL_URI_TAG!r} tag; log it with "
             "training.tracking.log_training_run"
         )
+    digest = run.data.tags.get(MANIFEST_TAG)
+    if not is_sha256(digest):
+        raise RegistryError(
+            f"run {run_id} has no valid {MANIFEST_TAG!r} tag (got {digest!r}); without it "
+            "a tampered artifact could not be told from this one"
+        )
     missing = [k for k in BACKTEST_KEYS if k not in run.data.params]
     if missing:
         raise RegistryError(f"run {run_id} lacks backtest param(s) {missing}")
     try:
         c.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as exc:
+        if not _is_missing(exc):
+            raise
         try:
             c.create_registered_model(name, description="retain churn / next-purchase models")
         except MlflowException:
             c.get_registered_model(name)  # created concurrently; fine if it exists now
     tags = {k: run.data.params[k] for k in BACKTEST_KEYS}
     tags.update({k: repr(run.data.metrics[k]) for k in KEY_METRICS if k in run.data.metrics})
+    tags[MANIFEST_TAG] = digest
     model_id = run.data.tags.get("retain.model_id")
     mv = c.create_model_version(
         name,
@@ -134,11 +188,56 @@ def register_challenger(
     return str(mv.version)
 
 
+def alias_version(
+    alias: str, *, name: str = DEFAULT_MODEL_NAME, client: MlflowClient | None = None
+) -> str | None:
+    """The version an alias points at *now* (None if unset), read back from the store."""
+    mv = _alias_version(_client(client), name, alias)
+    return None if mv is None else str(mv.version)
+
+
+def manifest_digest(
+    version: str, *, name: str = DEFAULT_MODEL_NAME, client: MlflowClient | None = None
+) -> str:
+    """The manifest sha256 recorded when ``version`` was registered (what loads check)."""
+    mv = _client(client).get_model_version(name, version)
+    digest = mv.tags.get(MANIFEST_TAG)
+    if not is_sha256(digest):
+        raise RegistryError(
+            f"{name!r} version {version} has no recorded {MANIFEST_TAG!r}, so its artifact "
+            "cannot be verified; it was registered by an older retain: retrain it with "
+            "`retain train`"
+        )
+    return str(digest)
+
+
+def record_champion_rescore(
+    version: str,
+    champion_version: str,
+    metrics: Mapping[str, float | None],
+    *,
+    name: str = DEFAULT_MODEL_NAME,
+    client: MlflowClient | None = None,
+) -> None:
+    """Tag ``version`` with the champion's metrics on ``version``'s own backtest.
+
+    ``metrics`` are keyed like the version's own (``model.churn_auc``); the gate compares
+    against them while ``champion_version`` is still champion.
+    """
+    c = _client(client)
+    for key, value in metrics.items():
+        if value is not None and math.isfinite(value):
+            c.set_model_version_tag(name, version, RESCORED_PREFIX + key, repr(float(value)))
+    c.set_model_version_tag(name, version, RESCORED_VERSION_TAG, str(champion_version))
+
+
 def _alias_version(c: MlflowClient, name: str, alias: str) -> Any | None:
     try:
         return c.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if _is_missing(exc):
+            return None
+        raise
 
 
 def _history(c: MlflowClient, name: str) -> list[str]:
@@ -151,51 +250,141 @@ def _history(c: MlflowClient, name: str) -> list[str]:
     return [str(v) for v in history]
 
 
-def _gate(challenger: Any, champion: Any | None, tolerance: float) -> list[str]:
-    """Reasons the challenger fails the gate; empty when it passes."""
-    failures: list[str] = []
+def _gate(
+    challenger: Any,
+    champion: Any | None,
+    champion_metrics: Mapping[str, float] | None,
+    tolerance: float,
+) -> dict[str, str]:
+    """Failed checks (name -> reason); empty when the challenger passes every check."""
+    failures: dict[str, str] = {}
     cm = _version_metrics(challenger)
     auc = cm.get("model.churn_auc", math.nan)
     baselines = {k: cm[k] for k in ("bgnbd.churn_auc", "paretonbd.churn_auc") if k in cm}
     if not math.isfinite(auc):
-        failures.append(f"challenger v{challenger.version} has no finite model.churn_auc")
-        return failures
-    if not baselines:
-        failures.append(f"challenger v{challenger.version} has no baseline churn_auc recorded")
+        failures["baselines"] = f"challenger v{challenger.version} has no finite model.churn_auc"
+    elif not baselines:
+        failures["baselines"] = (
+            f"challenger v{challenger.version} has no baseline churn_auc recorded"
+        )
     else:
         best_name, best = max(baselines.items(), key=lambda kv: kv[1])
         if not auc > best:
-            failures.append(
+            failures["baselines"] = (
                 f"challenger churn_auc {auc:.4f} does not beat baseline {best_name} {best:.4f}"
             )
-    if champion is None:
+    if champion is None or champion_metrics is None:
         return failures
-    pm = _version_metrics(champion)
-    champ_auc = pm.get("model.churn_auc", math.nan)
-    if auc - champ_auc < -tolerance or not math.isfinite(champ_auc):
-        failures.append(
+    champ_auc = champion_metrics.get("model.churn_auc", math.nan)
+    if not (math.isfinite(auc) and math.isfinite(champ_auc)) or auc - champ_auc < -tolerance:
+        failures["churn_auc"] = (
             f"challenger churn_auc {auc:.4f} is worse than champion v{champion.version} "
             f"{champ_auc:.4f} (tolerance {tolerance})"
         )
-    mae, champ_mae = cm.get("model.count_mae", math.nan), pm.get("model.count_mae", math.nan)
+    mae = cm.get("model.count_mae", math.nan)
+    champ_mae = champion_metrics.get("model.count_mae", math.nan)
     if not (mae <= champ_mae):
-        failures.append(
+        failures["count_mae"] = (
             f"challenger count_mae {mae:.4f} is worse than champion v{champion.version} "
             f"{champ_mae:.4f}"
         )
     return failures
 
 
+def _rescored_source(challenger: Any, champion: Any, c: MlflowClient) -> str:
+    """How the champion's metrics were obtained, with a caveat when they are optimistic.
+
+    The champion is the production fit of its own run: if that fit used data past the
+    challenger's cutoff, it has seen part of the outcomes it is judged on.
+    """
+    source = "the challenger's backtest (re-scored)"
+    try:
+        fit_as_of = (
+            c.get_run(champion.run_id).data.params.get("fit_as_of") if champion.run_id else None
+        )
+    except MlflowException:
+        fit_as_of = None
+    cutoff = challenger.tags.get("backtest.as_of")
+    try:
+        optimistic = bool(
+            fit_as_of
+            and cutoff
+            and datetime.fromisoformat(fit_as_of) > datetime.fromisoformat(cutoff)
+        )
+    except (TypeError, ValueError):  # unparsable or naive vs aware: no caveat to state
+        optimistic = False
+    if optimistic:
+        source += (
+            f"; it was fitted on data up to {fit_as_of}, after the cutoff {cutoff}, so its "
+            "figures are optimistic"
+        )
+    return source
+
+
+def _champion_metrics(
+    challenger: Any, champion: Any, rescore: Rescore | None, name: str, c: MlflowClient
+) -> tuple[dict[str, float], str, str | None]:
+    """The champion's metrics to compare with, where they come from, and why not comparable.
+
+    Preference: identical backtests (the champion's own tags), then a re-score of this
+    champion recorded on the challenger, then ``rescore`` now. Otherwise the champion's own
+    metrics are returned with the reason they are not comparable (check ``same_backtest``).
+    """
+    mine, theirs = _version_backtest(challenger), _version_backtest(champion)
+    diffs = [
+        f"{k}: challenger {mine.get(k)!r} vs champion {theirs.get(k)!r}"
+        for k in BACKTEST_KEYS
+        if mine.get(k) != theirs.get(k)
+    ]
+    champ_v = str(champion.version)
+    if not diffs:
+        return _version_metrics(champion), "its own backtest (identical)", None
+    if challenger.tags.get(RESCORED_VERSION_TAG) == champ_v:
+        rescored = _float_tags(challenger.tags, KEY_METRICS, RESCORED_PREFIX)
+        return rescored, _rescored_source(challenger, champion, c), None
+    if rescore is not None:
+        rescored = {
+            k: float(v)
+            for k, v in rescore(challenger, champion).items()
+            if v is not None and math.isfinite(v)
+        }
+        record_champion_rescore(str(challenger.version), champ_v, rescored, name=name, client=c)
+        return rescored, _rescored_source(challenger, champion, c), None
+    return (
+        _version_metrics(champion),
+        "its own, different backtest",
+        f"champion v{champ_v} was backtested differently ({'; '.join(diffs)}) and has not "
+        f"been re-scored on challenger v{challenger.version}'s backtest; run `retain "
+        "promote --data <the challenger's purchase log>` to re-score it",
+    )
+
+
 def promote(
     *,
+    smoke_test: SmokeTest,
     name: str = DEFAULT_MODEL_NAME,
     tolerance: float = 0.0,
-    force: bool = False,
+    skip: Collection[str] = (),
+    rescore: Rescore | None = None,
     client: MlflowClient | None = None,
 ) -> PromotionDecision:
-    """Make the challenger the champion if it passes the gate; refusals change nothing."""
+    """Make the challenger the champion if it loads, scores and passes the gate.
+
+    ``smoke_test(version)`` must load the registered artifact (digest-checked) and score a
+    few customers, raising on any failure: a challenger that cannot serve is refused
+    whatever its metrics, and this check cannot be skipped. ``skip`` names checks of
+    :data:`CHECKS` to skip; they are recorded on the version (:data:`SKIPPED_TAG`) with
+    the reason each would have failed. ``rescore(challenger, champion)`` returns the
+    champion's metrics on the challenger's backtest when none are recorded. Refusals
+    change nothing.
+    """
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    unknown = sorted(set(skip) - set(CHECKS))
+    if unknown:
+        raise RegistryError(
+            f"unknown check(s) {unknown} for --skip-check; choose from {sorted(CHECKS)}"
+        )
     c = _client(client)
     challenger = _alias_version(c, name, CHALLENGER)
     champion = _alias_version(c, name, CHAMPION)
@@ -208,47 +397,56 @@ def promote(
     if champion is not None and champ_v == chal_v:
         return PromotionDecision(False, chal_v, champ_v, [f"v{chal_v} is already champion"])
 
-    reasons: list[str] = []
-    comparable = champion
+    try:
+        smoke_test(chal_v)
+    except Exception as exc:
+        return PromotionDecision(
+            False,
+            chal_v,
+            champ_v,
+            [f"challenger v{chal_v} failed the load-and-score check: {redact(exc)}"],
+        )
+    failures: dict[str, str] = {}
+    champion_metrics, source = None, ""
     if champion is not None:
-        mine, theirs = _version_backtest(challenger), _version_backtest(champion)
-        diffs = [
-            f"{k}: challenger {mine.get(k)!r} vs champion {theirs.get(k)!r}"
-            for k in BACKTEST_KEYS
-            if mine.get(k) != theirs.get(k)
-        ]
-        if diffs:
-            reasons.append(
-                "not the same backtest, so the metrics are not comparable: " + "; ".join(diffs)
-            )
-            comparable = None
-    gate = _gate(challenger, comparable, tolerance)
-    reasons.extend(gate)
-    if reasons and not force:
-        return PromotionDecision(False, chal_v, champ_v, reasons)
+        champion_metrics, source, not_comparable = _champion_metrics(
+            challenger, champion, rescore, name, c
+        )
+        if not_comparable:
+            failures["same_backtest"] = not_comparable
+    failures.update(_gate(challenger, champion, champion_metrics, tolerance))
+    refused = [f"[{k}] {v}" for k, v in failures.items() if k not in skip]
+    if refused:
+        return PromotionDecision(False, chal_v, champ_v, refused)
 
+    skipped = {k: failures.get(k, "passed anyway") for k in sorted(skip)}
     history = _history(c, name)
     if champ_v is not None and (not history or history[-1] != champ_v):
         history.append(champ_v)  # champion set outside this workflow: keep it rollback-able
     history.append(chal_v)
     c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+    if skipped:
+        c.set_model_version_tag(name, chal_v, SKIPPED_TAG, json.dumps(skipped))
     c.set_registered_model_alias(name, CHAMPION, chal_v)
-    c.delete_registered_model_alias(name, CHALLENGER)
+    now = _alias_version(c, name, CHALLENGER)
+    if now is not None and str(now.version) == chal_v:  # a newer challenger keeps its alias
+        c.delete_registered_model_alias(name, CHALLENGER)
     c.set_model_version_tag(name, chal_v, "promoted_at", datetime.now(UTC).isoformat())
     summary = [f"v{chal_v} is now champion" + (f" (was v{champ_v})" if champ_v else "")]
-    if force and reasons:
-        summary.append("FORCED despite: " + " | ".join(reasons))
-    elif champion is not None:
-        cm, pm = _version_metrics(challenger), _version_metrics(champion)
+    for check, why in skipped.items():
+        summary.append(f"SKIPPED check {check!r} (recorded on v{chal_v}): {why}")
+    if champion is not None and champion_metrics is not None:
+        cm = _version_metrics(challenger)
         summary.append(
             f"churn_auc {cm.get('model.churn_auc', math.nan):.4f} vs "
-            f"{pm.get('model.churn_auc', math.nan):.4f}; count_mae "
+            f"{champion_metrics.get('model.churn_auc', math.nan):.4f}; count_mae "
             f"{cm.get('model.count_mae', math.nan):.4f} vs "
-            f"{pm.get('model.count_mae', math.nan):.4f}"
+            f"{champion_metrics.get('model.count_mae', math.nan):.4f} "
+            f"(champion v{champ_v} on {source})"
         )
-    else:
+    elif champion is None:
         summary.append("no previous champion; challenger beats the baselines")
-    return PromotionDecision(True, chal_v, champ_v, summary, forced=force and bool(reasons))
+    return PromotionDecision(True, chal_v, champ_v, summary, skipped)
 
 
 def rollback(*, name: str = DEFAULT_MODEL_NAME, client: MlflowClient | None = None) -> str:
@@ -257,7 +455,9 @@ def rollback(*, name: str = DEFAULT_MODEL_NAME, client: MlflowClient | None = No
     try:
         c.get_registered_model(name)
     except MlflowException as exc:
-        raise RegistryError(f"registered model {name!r} does not exist") from exc
+        if not _is_missing(exc):
+            raise
+        raise RegistryError(f"registered model {name!r} does not exist") from None
     champion = _alias_version(c, name, CHAMPION)
     history = _history(c, name)
     if champion is not None and history and history[-1] == str(champion.version):
@@ -280,8 +480,10 @@ def list_versions(
     c = _client(client)
     try:
         model = c.get_registered_model(name)
-    except MlflowException:
-        return []
+    except MlflowException as exc:
+        if _is_missing(exc):
+            return []
+        raise RegistryError(f"cannot list versions of {name!r}: {redact(exc)}") from None
     aliases: dict[str, list[str]] = {}
     for alias, version in (model.aliases or {}).items():
         aliases.setdefault(str(version), []).append(alias)

@@ -20,15 +20,18 @@ incomplete list).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.util
 import json
 import math
 import os
-import re
 import shutil
+import socket
 import tempfile
+import urllib.parse
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,8 +48,11 @@ from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 from features.fingerprint import log_fingerprint
+from features.redaction import redact
 from features.schema import CANONICAL_COLUMNS
+from training.artifact import manifest_sha256
 from training.pins import runtime_requirements
+from training.registry import MANIFEST_TAG
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_ARTIFACT_DIR = "mlartifacts"
@@ -69,6 +75,20 @@ _SIGNATURE_TYPES: dict[str, str] = {
     "is_return": "boolean",
 }
 _REQUIRED_INPUTS = frozenset({"customer_id", "timestamp", "amount"})
+REACH_TIMEOUT_SECONDS = 5.0
+# stores behind a server, by URI scheme (before any "+driver"): the port when none is given
+_DEFAULT_PORTS: dict[str, int] = {
+    "http": 80,
+    "https": 443,
+    "postgresql": 5432,
+    "postgres": 5432,
+    "mysql": 3306,
+    "mssql": 1433,
+}
+
+
+class TrackingStoreError(RuntimeError):
+    """The tracking store cannot be used (missing, unreachable); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -99,25 +119,6 @@ class TrainingRun:
     model_id: str | None
 
 
-_USERINFO = re.compile(
-    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s/@:]*)(?P<pw>:[^\s/@]*)?@"
-)
-
-
-def redact_uri(text: str) -> str:
-    """``text`` with the password of every ``scheme://user:password@`` replaced by ``***``.
-
-    A user part without a password may itself be a token, so it is replaced too. Used on
-    anything that may print a tracking URI: start-up lines, logs, error messages.
-    """
-
-    def hide(match: re.Match[str]) -> str:
-        user = match["user"] if match["pw"] is not None else ""
-        return f"{match['scheme']}{user}{':' if user else ''}***@"
-
-    return _USERINFO.sub(hide, text)
-
-
 def resolve_tracking_uri(uri: str | None, *, workdir: Path | None = None) -> str:
     """Explicit argument > ``MLFLOW_TRACKING_URI`` > sqlite file in the working directory."""
     if uri:
@@ -129,11 +130,103 @@ def resolve_tracking_uri(uri: str | None, *, workdir: Path | None = None) -> str
     return f"sqlite:///{base / 'mlflow.db'}"
 
 
-def configure_tracking(uri: str | None = None, *, workdir: Path | None = None) -> str:
-    """Set the tracking and registry URI for this process; call once at start-up."""
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for any other store or in-memory)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    rest = urllib.parse.unquote(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    if not rest or rest == ":memory:":
+        return None
+    return Path(rest).absolute()  # sqlite:////abs -> "/abs"; sqlite:///rel -> cwd/rel
+
+
+def _server_address(uri: str) -> tuple[str, int] | None:
+    """(host, port) of a server store (http(s) or a database server); None for files."""
+    parsed = urllib.parse.urlsplit(uri)
+    scheme = parsed.scheme.split("+", 1)[0].lower()
+    if scheme not in _DEFAULT_PORTS or not parsed.hostname:
+        return None
+    try:
+        port = parsed.port
+    except ValueError as exc:
+        raise TrackingStoreError(f"tracking URI {redact(uri)}: {exc}") from None
+    return parsed.hostname, port or _DEFAULT_PORTS[scheme]
+
+
+def check_reachable(uri: str, timeout: float = REACH_TIMEOUT_SECONDS) -> None:
+    """Fail in seconds, not minutes, when a tracking server cannot be reached.
+
+    MLflow retries a refused connection for about four minutes before giving up, and some
+    read paths then report "nothing found" instead of the failure; one TCP connect up front
+    turns that into one clear message (password masked).
+    """
+    address = _server_address(uri)
+    if address is None:
+        return
+    try:
+        socket.create_connection(address, timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise TrackingStoreError(
+            f"cannot reach the MLflow tracking server at {redact(uri)} "
+            f"({address[0]}:{address[1]}): {reason}"
+        ) from None
+
+
+@contextlib.contextmanager
+def _store_lock(db: Path, *, create: bool) -> Iterator[None]:
+    """An exclusive lock on ``<db>.lock`` held while a sqlite store is first opened.
+
+    MLflow creates the schema the first time a process opens an empty sqlite file; two
+    processes doing that at once race and one dies with an SQLAlchemy error. Only a
+    creating caller makes the lock file; readers take it only if it exists (a store made
+    without it was fully created before anyone could read it).
+    """
+    lock_path = db.with_name(db.name + ".lock")
+    if not create and not lock_path.exists():
+        yield
+        return
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def configure_tracking(
+    uri: str | None = None, *, workdir: Path | None = None, create: bool = True
+) -> str:
+    """Set the tracking and registry URI for this process; call once at start-up.
+
+    The store is opened here, so a problem surfaces before any work as a
+    :class:`TrackingStoreError`: an unreachable server, or (``create=False``, for commands
+    that only read) a sqlite file that does not exist, which is then not created. A new
+    sqlite store's schema is created under a file lock, so concurrent first runs are safe.
+    """
     resolved = resolve_tracking_uri(uri, workdir=workdir)
+    db = sqlite_path(resolved)
+    if db is not None and not create and not db.is_file():
+        raise TrackingStoreError(
+            f"no MLflow store at {redact(resolved)} ({db} does not exist); train a model "
+            "there first with `retain train`, or point --tracking-uri / MLFLOW_TRACKING_URI "
+            "at your store"
+        )
+    check_reachable(resolved)
     mlflow.set_tracking_uri(resolved)
     mlflow.set_registry_uri(resolved)
+    if db is not None:
+        if create:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        with _store_lock(db, create=create):
+            try:
+                client = MlflowClient()
+                client.search_experiments(max_results=1)  # creates the tracking schema
+                client.search_registered_models(max_results=1)  # and the registry's
+            except Exception as exc:
+                raise TrackingStoreError(
+                    f"cannot open the MLflow store at {redact(resolved)}: {redact(exc)}"
+                ) from None
     return resolved
 
 
@@ -324,6 +417,8 @@ def log_training_run(
                 "retain.horizon_days": all_params["backtest.horizon_days"],
                 "retain.data_fingerprint": fp.fingerprint,
                 "retain.nonfinite_metrics": json.dumps(not_finite),
+                # the registry copies this onto the version; every registry load checks it
+                MANIFEST_TAG: manifest_sha256(artifact_dir),
             }
         )
         mlflow.log_input(training_dataset(fp, data_source), context="training")

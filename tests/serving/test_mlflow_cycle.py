@@ -6,6 +6,13 @@ training runs logging to one server at once must both be recorded.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -18,13 +25,16 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from features.builders import build_features
+from features.cdnow import read_cdnow
 from features.fingerprint import log_fingerprint
 from features.purchase_log import canonicalize
 from features.synth import generate_purchase_log
 from serving import mlflow_commands
+from serving.model_source import ModelResolutionError, resolved_artifact
 from serving.scorer import ScoringModel, score, score_features
 from serving.workflow import TrainOutcome, train_and_register
 from training import tracking
+from training.artifact import MANIFEST_NAME, verify_artifact
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -36,7 +46,15 @@ SMALL_MODELS = {
     "use_baselines": False,
     "lgb_params": {"min_data_in_leaf": 10, "num_leaves": 7},
 }
+# a deliberately poor recipe: one two-leaf tree
+WEAK_MODELS = {
+    **SMALL_MODELS,
+    "num_boost_round": 1,
+    "early_stopping_rounds": 1,
+    "lgb_params": {"min_data_in_leaf": 400, "num_leaves": 2},
+}
 HORIZON = 30
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -124,10 +142,11 @@ def test_train_promote_load_predict_rollback(
     result = runner.invoke(cli, ["promote", *server])
     assert result.exit_code == (0 if beats else 1), result.output
     if not beats:
-        assert "does not beat baseline" in result.output
+        assert "[baselines]" in result.output and "does not beat baseline" in result.output
         assert _aliases(name) == {"challenger": "1"}
-        result = runner.invoke(cli, ["promote", "--force", *server])
+        result = runner.invoke(cli, ["promote", "--skip-check", "baselines", *server])
         assert result.exit_code == 0, result.output
+        assert "SKIPPED check 'baselines'" in result.output
     assert "PROMOTED" in result.output
     assert _aliases(name) == {"champion": "1"}
 
@@ -148,14 +167,30 @@ def test_train_promote_load_predict_rollback(
         score_features(scoring, features, "2024-04-01"),
     )
 
-    # A challenger from another backtest is not comparable: refused, aliases untouched.
+    # A challenger from another backtest: train re-scored the champion on it, so the gate
+    # compares the two on the same data and cutoff; whatever it refuses can be skipped by
+    # name only, and the skips are recorded on the version. --force is an error now.
     second = _train(raw_log_path, mlflow_server, name, "2023-12-01")
-    assert second.version == "2"
-    result = runner.invoke(cli, ["promote", *server])
-    assert result.exit_code == 1
-    assert "REFUSED" in result.output and "not the same backtest" in result.output
+    assert (second.version, second.champion_rescored) == ("2", "1")
+    tags = MlflowClient().get_model_version(name, "2").tags
+    assert tags["gate.champion_version"] == "1"
+    assert 0.0 <= float(tags["gate.champion.model.churn_auc"]) <= 1.0
+    forced = runner.invoke(cli, ["promote", "--force", *server])
+    assert forced.exit_code == 2 and "--skip-check NAME" in forced.output
     assert _aliases(name) == {"champion": "1", "challenger": "2"}
-    assert runner.invoke(cli, ["promote", "--force", *server]).exit_code == 0
+    result = runner.invoke(cli, ["promote", *server])
+    failed = [
+        line.split("]")[0].split("[")[1] for line in result.output.splitlines() if "  - [" in line
+    ]
+    assert result.exit_code == (1 if failed else 0), result.output
+    assert "same_backtest" not in failed
+    if failed:
+        assert _aliases(name) == {"champion": "1", "challenger": "2"}
+        skips = [arg for check in failed for arg in ("--skip-check", check)]
+        result = runner.invoke(cli, ["promote", *skips, *server])
+        assert result.exit_code == 0, result.output
+        recorded = MlflowClient().get_model_version(name, "2").tags["retain.skipped_checks"]
+        assert sorted(json.loads(recorded)) == sorted(failed)
     assert _aliases(name) == {"champion": "2"}
 
     listing = runner.invoke(cli, ["models", *server], env={"COLUMNS": "200"})
@@ -204,3 +239,275 @@ def test_concurrent_training_runs_are_all_recorded(mlflow_server: str, raw_log_p
         int(v.version) for v in versions
     ) == [1, 2]
     assert {v.run_id for v in versions} == {o.run_id for o in outcomes.values()}
+
+
+# ---- against the default embedded store (./mlflow.db), as a user runs it -----------------
+
+
+@pytest.fixture(scope="module")
+def cdnow_logs(cdnow_sample_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The CDNOW sample as canonical Parquet: all of it, and only up to 1997-09-30."""
+    log = read_cdnow(cdnow_sample_path).log
+    root = tmp_path_factory.mktemp("cdnow")
+    old = log[log["timestamp"] < pd.Timestamp("1997-10-01", tz="UTC")]
+    old.to_parquet(root / "old.parquet")
+    log.to_parquet(root / "full.parquet")
+    return {"old": root / "old.parquet", "full": root / "full.parquet"}
+
+
+@pytest.fixture()
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh working directory with no tracking URI set: the default sqlite store."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+def _train_default(data: Path, as_of: str, models: dict) -> TrainOutcome:
+    return train_and_register(data, as_of, 90, models_params=models, console=Console(quiet=True))
+
+
+def _tags(version: str, name: str = "retain") -> dict[str, str]:
+    return dict(MlflowClient().get_model_version(name, version).tags)
+
+
+def test_gate_compares_a_retrain_on_new_data_with_the_champion_rescored(
+    cdnow_logs: dict, cli: typer.Typer, workdir: Path
+) -> None:
+    runner = CliRunner()
+    first = _train_default(cdnow_logs["old"], "1997-07-01", SMALL_MODELS)
+    result = runner.invoke(cli, ["promote", "--skip-check", "baselines"])
+    assert result.exit_code == 0, result.output
+    assert _aliases("retain") == {"champion": first.version}
+
+    # New data, new cutoff (after the champion's last row): a poor recipe is refused on
+    # the metrics, compared with the champion scored on the same data and cutoff.
+    worse = _train_default(cdnow_logs["full"], "1998-01-01", WEAK_MODELS)
+    assert worse.champion_rescored == first.version
+    tags = _tags(worse.version)
+    mine, theirs = float(tags["model.churn_auc"]), float(tags["gate.champion.model.churn_auc"])
+    assert mine < theirs  # the setup: one two-leaf tree does worse than the champion
+    result = runner.invoke(cli, ["promote"])
+    assert result.exit_code == 1, result.output
+    assert "REFUSED" in result.output
+    assert (
+        f"[churn_auc] challenger churn_auc {mine:.4f} is worse than champion v{first.version} "
+        f"{theirs:.4f}" in result.output
+    )
+    assert "same_backtest" not in result.output
+    assert _aliases("retain") == {"champion": first.version, "challenger": worse.version}
+
+    # Without the re-score recorded at train time (e.g. the champion changed since), the
+    # gate says how to get one; --data re-scores the champion on the challenger's log now,
+    # with the same figures, and refuses a log with another fingerprint.
+    client = MlflowClient()
+    for key in [k for k in _tags(worse.version) if k.startswith("gate.")]:
+        client.delete_model_version_tag("retain", worse.version, key)
+    result = runner.invoke(cli, ["promote"])
+    assert result.exit_code == 1 and "[same_backtest]" in result.output
+    assert "retain promote --data" in " ".join(result.output.split())
+    result = runner.invoke(cli, ["promote", "--data", str(cdnow_logs["old"])])
+    assert result.exit_code == 2
+    assert f"is not challenger v{worse.version}'s purchase log" in result.output
+    result = runner.invoke(cli, ["promote", "--data", str(cdnow_logs["full"])])
+    assert result.exit_code == 1, result.output
+    assert f"[churn_auc] challenger churn_auc {mine:.4f} is worse than champion" in result.output
+    assert float(_tags(worse.version)["gate.champion.model.churn_auc"]) == pytest.approx(theirs)
+
+    # The same data with the real recipe is better than the champion there: promoted,
+    # nothing skipped. (Before, any data change refused it: "not the same backtest".)
+    better = _train_default(cdnow_logs["full"], "1998-01-01", SMALL_MODELS)
+    tags = _tags(better.version)
+    assert float(tags["model.churn_auc"]) > float(tags["gate.champion.model.churn_auc"])
+    assert float(tags["model.count_mae"]) < float(tags["gate.champion.model.count_mae"])
+    # The superseded challenger's CLI would now say so instead of claiming the alias.
+    assert mlflow_commands.alias_report("retain", worse.version) == (
+        f"registered 'retain' version {worse.version}, but another run has moved the "
+        f"aliases since: challenger -> v{better.version}, champion -> v{first.version}"
+    )
+    result = runner.invoke(cli, ["promote"])
+    assert result.exit_code == 0, result.output
+    assert "PROMOTED" in result.output and "SKIPPED" not in result.output
+    assert f"(champion v{first.version} on the challenger's backtest (re-scored))" in (
+        " ".join(result.output.split())
+    )
+    assert _aliases("retain") == {"champion": better.version}
+    assert "retain.skipped_checks" not in _tags(better.version)
+
+
+def _constant_leaves(model_text: str, value: float) -> str:
+    """A LightGBM model text with every leaf of every tree set to ``value``."""
+
+    def constant(match: re.Match[str]) -> str:
+        return "leaf_value=" + " ".join([repr(value)] * len(match.group(1).split()))
+
+    return re.sub(r"^leaf_value=(.*)$", constant, model_text, flags=re.MULTILINE)
+
+
+def _rehash(artifact: Path, rel: str) -> None:
+    manifest = json.loads((artifact / MANIFEST_NAME).read_text())
+    manifest["files"][rel] = hashlib.sha256((artifact / rel).read_bytes()).hexdigest()
+    (artifact / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def test_tampered_registered_artifact_is_refused_on_load_and_by_promote(
+    cdnow_logs: dict, cli: typer.Typer, workdir: Path
+) -> None:
+    runner = CliRunner()
+    trained = _train_default(cdnow_logs["full"], "1998-01-01", SMALL_MODELS)
+    metrics = trained.backtest["metrics"]
+    # the setup: this challenger passes the gate on its figures (it is promoted at the end)
+    assert metrics["model"]["churn_auc"] > max(
+        metrics["bgnbd"]["churn_auc"], metrics["paretonbd"]["churn_auc"]
+    )
+    [manifest] = workdir.glob(f"mlartifacts/**/{MANIFEST_NAME}")
+    artifact = manifest.parent
+    originals = {p: p.read_bytes() for p in artifact.rglob("*") if p.is_file()}
+    churn = artifact / "models" / "churn.lgb.txt"
+    uri = f"models:/retain/{trained.version}"
+
+    # 1. every churn tree edited and the manifest re-hashed: consistent on its own ...
+    churn.write_text(_constant_leaves(churn.read_text(), 10.0))
+    _rehash(artifact, "models/churn.lgb.txt")
+    verify_artifact(artifact)
+    # ... but not what was registered: refused on load and by promote
+    with (
+        pytest.raises(ModelResolutionError, match="the artifact was modified"),
+        resolved_artifact(uri),
+    ):
+        pass
+    result = runner.invoke(cli, ["promote"])
+    assert result.exit_code == 1, result.output
+    flat = " ".join(result.output.split())
+    assert "REFUSED" in flat and "failed the load-and-score check" in flat
+    assert "the artifact was modified" in flat
+    assert _aliases("retain") == {"challenger": trained.version}
+
+    # 2. an added evil.pkl and an edited model file (manifest untouched)
+    for path, data in originals.items():
+        path.write_bytes(data)
+    (artifact / "evil.pkl").write_bytes(b"\x80\x05K\x01.")  # a pickle of 1
+    churn.write_text(_constant_leaves(churn.read_text(), 10.0))
+    result = runner.invoke(cli, ["promote"])
+    assert result.exit_code == 1, result.output
+    assert "failed the load-and-score check" in " ".join(result.output.split())
+    assert _aliases("retain") == {"challenger": trained.version}
+
+    # 3. restored: the same version loads, scores and is promoted
+    (artifact / "evil.pkl").unlink()
+    for path, data in originals.items():
+        path.write_bytes(data)
+    result = runner.invoke(cli, ["promote"])
+    assert result.exit_code == 0, result.output
+    assert _aliases("retain") == {"champion": trained.version}
+
+
+class Retain:
+    """A real ``retain`` process; stdout and stderr go to files (no pipe can fill up)."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+        full_env = {**os.environ, **(env or {})}
+        full_env.setdefault("PYTHONPATH", str(REPO_ROOT))
+        self.args = args
+        self._out = cwd.parent / f".{cwd.name}-{id(self)}.out"
+        self._err = cwd.parent / f".{cwd.name}-{id(self)}.err"
+        with self._out.open("w") as out, self._err.open("w") as err:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "serving.cli", *args],
+                cwd=cwd,
+                env=full_env,
+                stdout=out,
+                stderr=err,
+            )
+
+    def finish(self, timeout: float) -> tuple[int, str, str]:
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()  # ours; never left running past the test
+            self.process.wait()
+            raise
+        return code, self._out.read_text(), self._err.read_text()
+
+
+def test_two_train_processes_on_a_fresh_store_both_register_and_report_truthfully(
+    tmp_path: Path,
+) -> None:
+    raw = generate_purchase_log(150, seed=3, start="2023-01-01", end="2023-12-31").log
+    data = tmp_path / "log.parquet"
+    raw.to_parquet(data)
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {"MLFLOW_TRACKING_URI": ""}
+    args = ["train", "--data", str(data), "--horizon", "30"]
+    procs = [Retain([*args, "--as-of", day], work, env) for day in ("2023-11-01", "2023-11-15")]
+    results = [p.finish(timeout=900) for p in procs]
+    for code, _, err in results:
+        assert code == 0, err[-2000:]
+        assert "Traceback" not in err
+
+    tracking.configure_tracking(f"sqlite:///{work / 'mlflow.db'}", create=False)
+    client = MlflowClient()
+    versions = sorted(int(v.version) for v in client.search_model_versions("name='retain'"))
+    assert versions == [1, 2]
+    final = _aliases("retain")["challenger"]
+    reports = {}
+    for _, out, _ in results:
+        [line] = [" ".join(out[i:].split()) for i in [out.index("registered 'retain'")]]
+        reports[re.search(r"version (\d+)", line).group(1)] = line
+    assert sorted(reports) == ["1", "2"]
+    # The last run to set the alias holds it and says so; the other either said so while
+    # it was true or says that another run moved it: never a claim the store contradicts
+    # at the moment it is printed.
+    assert reports[final].startswith(f"registered 'retain' version {final} as challenger")
+    other = next(v for v in reports if v != final)
+    assert reports[other].startswith(
+        (
+            f"registered 'retain' version {other} as challenger",
+            f"registered 'retain' version {other}, but another run has moved the aliases "
+            f"since: challenger -> v{final}",
+        )
+    )
+
+
+def test_commands_without_a_reachable_store_print_one_line_and_no_password(
+    tmp_path: Path,
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])  # nothing listens once closed: refused at once
+    http = f"http://alice:secret@127.0.0.1:{port}"
+    pg = f"postgresql://user:pw@127.0.0.1:{port}/mlflow"
+    data = tmp_path / "data" / "log.parquet"
+    data.parent.mkdir()
+    generate_purchase_log(5, seed=1, start="2023-01-01", end="2023-03-31").log.to_parquet(data)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out_dir = str(tmp_path / "out")
+    score = ["score", "--data", str(data), "--as-of", "2023-04-01", "--out", out_dir]
+    cases = [
+        (["models", "--tracking-uri", http], {}, "127.0.0.1"),
+        (["promote", "--tracking-uri", pg], {}, "127.0.0.1"),
+        (["rollback", "--tracking-uri", http], {}, "127.0.0.1"),
+        (
+            ["train", "--data", str(data), "--as-of", "2023-02-01", "--tracking-uri", http],
+            {},
+            "127.0.0.1",
+        ),
+        (score, {"MLFLOW_TRACKING_URI": http}, "127.0.0.1"),
+        # no registry here: said, and nothing created (no empty mlflow.db left behind)
+        (score, {"MLFLOW_TRACKING_URI": ""}, "mlflow.db does not exist"),
+        (["models"], {"MLFLOW_TRACKING_URI": ""}, "mlflow.db does not exist"),
+    ]
+    procs = [Retain(args, empty, env) for args, env, _ in cases]
+    for (args, _, expected), proc in zip(cases, procs, strict=True):
+        code, out, err = proc.finish(timeout=120)
+        assert code == 2, (args, out, err)
+        assert "Traceback" not in err, (args, err)
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, err)
+        assert expected in lines[0], (args, lines)
+        for secret in ("secret", ":pw@"):
+            assert secret not in out + err, (args, out, err)
+    assert list(empty.iterdir()) == []
+    assert not Path(out_dir).exists()

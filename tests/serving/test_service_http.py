@@ -594,7 +594,7 @@ def registry_model(mlflow_server: str, artifact_dir: Path, raw_log: pd.DataFrame
 
     The backtest figures are placeholders: this test is about loading, not the gate.
     """
-    from serving.workflow import PYFUNC_CODE
+    from serving.workflow import PYFUNC_CODE, promote_challenger
     from training import registry, tracking
 
     tracking.configure_tracking(mlflow_server)
@@ -608,7 +608,8 @@ def registry_model(mlflow_server: str, artifact_dir: Path, raw_log: pd.DataFrame
         backtest={"model": {"churn_auc": 0.7}, "bgnbd": {"churn_auc": 0.6}},
     )
     version = registry.register_challenger(run.run_id, name="retain-http")
-    registry.promote(name="retain-http", force=True)
+    decision = promote_challenger(name="retain-http", tracking_uri=mlflow_server)
+    assert decision.promoted, decision.reasons
     return version
 
 

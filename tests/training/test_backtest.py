@@ -242,3 +242,27 @@ def test_window_ending_on_the_last_day_is_accepted(synth_log: pd.DataFrame) -> N
 def test_unknown_method_is_rejected(synth_log: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="unknown method"):
         evaluate(synth_log, "2024-07-01", methods=("model", "xgboost"))
+
+
+def test_score_fitted_is_the_backtest_of_that_fitted_model() -> None:
+    """A model fitted elsewhere (the champion) is judged on the same population, labels and
+    metrics as evaluate()'s own fit: fitted identically, the figures are identical."""
+    from training.backtest import score_fitted
+    from training.models import RetainModels
+
+    params = {
+        "horizon_days": 60,
+        "n_snapshots": 2,
+        "num_boost_round": 8,
+        "early_stopping_rounds": 4,
+        "num_threads": 1,
+        "use_baselines": False,
+        "lgb_params": {"min_data_in_leaf": 10, "num_leaves": 7},
+    }
+    log = canonicalize(generate_purchase_log(300, seed=4, end="2024-03-31").log).log
+    cutoff = pd.Timestamp("2023-12-01", tz="UTC")
+    expected = evaluate(log, cutoff, 60, models_params=params, methods=("model",))
+    models = RetainModels(**params, seed=0).fit(log, cutoff)
+    assert score_fitted(models, log, cutoff, 60) == expected.metrics["model"]
+    with pytest.raises(ValueError, match="predicts a 60-day horizon; this backtest's is 90"):
+        score_fitted(models, log, cutoff, 90)
