@@ -1,16 +1,13 @@
 """Feature-side sub-commands of ``retain``: synth, kpis, features, segments.
 
 Heavy imports (pandas, the loader, the builders) happen inside the commands so that
-``retain --help`` stays fast. Every file is written atomically: to a temporary file in the
-target directory, then moved into place with ``os.replace``, so a crash never leaves a
-half-written output behind. Bad input ends with a one-line ``error:`` message on stderr and
-exit code 2.
+``retain --help`` stays fast. Every file is written atomically (:mod:`features.atomic`), so a
+crash never leaves a half-written output behind. Bad input raises a ``UserError``, which the
+root app prints as one ``error:`` line on stderr with exit code 2 (:mod:`serving.cli_errors`).
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 import sys
 import warnings
 from collections.abc import Callable
@@ -18,6 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+
+from features.atomic import write_atomic, write_text_atomic
+from features.errors import UserError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,29 +38,16 @@ _CONFIG_HELP = (
 )
 
 
-class _UsageError(Exception):
+class _UsageError(UserError):
     """Bad command-line input (unsupported suffix, unreadable config)."""
 
 
 _STRICT_HELP = "Fail on rows without a customer id instead of dropping them with a warning."
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=2)
-
-
 def _run(action: Callable[[], None]) -> None:
-    """Run a command body, turning expected input errors into a message and exit code 2."""
-    from pydantic import ValidationError
-
-    from features.schema import PurchaseLogError
-
-    try:
-        action()
-    except (PurchaseLogError, ValidationError, _UsageError, OSError, ValueError) as exc:
-        # PurchaseLogError and pydantic errors are ValueErrors too; listed for the reader.
-        raise _fail(str(exc)) from None
+    """Run a command body; its user errors are mapped by the root app (serving.cli_errors)."""
+    action()
 
 
 def _suffix(path: Path) -> str:
@@ -69,20 +56,6 @@ def _suffix(path: Path) -> str:
         if name.endswith(suffix):
             return suffix
     return path.suffix.lower()
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write via ``write(tmp_path)`` to a temp file next to ``path``, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    # Created here (not by mkstemp) so the final file gets the usual umask permissions.
-    tmp.touch(exist_ok=False)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _write_table(frame: pd.DataFrame, path: Path) -> None:
@@ -113,11 +86,7 @@ def _write_table(frame: pd.DataFrame, path: Path) -> None:
         else:
             pa_csv.write_csv(table, tmp)
 
-    _write_atomic(path, write)
-
-
-def _write_text(text: str, path: Path) -> None:
-    _write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_atomic(path, write)
 
 
 def _read_config(path: Path | None) -> dict[str, Any]:
@@ -286,13 +255,13 @@ def kpis(
                 console.print(table)
             return
         if chosen == "json":
-            text = json.dumps(result.to_dict(), indent=2) + "\n"
+            text = json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n"
         else:
             text = result.summary().to_csv(index=False)
         if out is None:
             typer.echo(text, nl=False)
         else:
-            _write_text(text, out)
+            write_text_atomic(out, text)
             typer.echo(f"wrote {chosen} KPIs to {out}", err=True)
 
     _run(action)

@@ -1,8 +1,9 @@
 """``retain score`` and ``retain report``: the batch sub-commands.
 
 Heavy imports happen inside the commands so ``retain --help`` stays fast. Expected input
-errors (unreadable log, bad model, bad options) end with one ``error:`` line on stderr and
-exit code 2; nothing is left visible in the output directory.
+errors (unreadable log, bad model, bad options) raise; the root app prints them as one
+``error:`` line on stderr with exit code 2 (:mod:`serving.cli_errors`), and nothing is left
+visible in the output directory.
 """
 
 from __future__ import annotations
@@ -21,32 +22,6 @@ if TYPE_CHECKING:
 
 _MAP_HELP = "Column mapping CANONICAL=SOURCE, repeatable, e.g. --map customer_id=CustomerID."
 DEFAULT_MODEL_URI = "models:/retain@champion"
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=2)
-
-
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    from pydantic import ValidationError
-
-    from features.schema import PurchaseLogError
-    from serving.batch import BatchError
-    from serving.offers import OfferPolicyError, ScoresError
-    from training.artifact import ArtifactError
-
-    return (
-        PurchaseLogError,
-        ValidationError,
-        BatchError,
-        ArtifactError,
-        OfferPolicyError,
-        ScoresError,
-        OSError,
-        ValueError,
-        KeyError,
-    )
 
 
 def score_command(
@@ -87,7 +62,7 @@ def score_command(
     if dask_address is not None and dask_local is not None:
         raise BatchError("give at most one of --dask and --dask-local")
     chunk = DEFAULT_CHUNK_CUSTOMERS if chunk_customers is None else chunk_customers
-    as_of_ts = to_utc_timestamp(as_of)
+    as_of_ts = to_utc_timestamp(as_of, "--as-of")
     config = log_config or LogConfig()
     if mapping:  # --map entries override the config file's column names
         columns = {**config.columns, **parse_mapping(mapping)}
@@ -206,29 +181,26 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Score every customer with the champion model into partitioned Parquet."""
-        try:
-            log_config = None
-            if config_file is not None:
-                from features.config_file import load_log_config
+        log_config = None
+        if config_file is not None:
+            from features.config_file import load_log_config
 
-                log_config = load_log_config(config_file)
-            summary = score_command(
-                data,
-                as_of,
-                out,
-                model_uri=model_uri,
-                mapping=mapping,
-                chunk_customers=chunk_customers,
-                features_out=features_out,
-                resume=resume,
-                campaign=campaign,
-                dask_address=dask_address,
-                dask_local=dask_local,
-                threads=threads,
-                log_config=log_config,
-            )
-        except _expected_errors() as exc:
-            raise _fail(str(exc)) from None
+            log_config = load_log_config(config_file)
+        summary = score_command(
+            data,
+            as_of,
+            out,
+            model_uri=model_uri,
+            mapping=mapping,
+            chunk_customers=chunk_customers,
+            features_out=features_out,
+            resume=resume,
+            campaign=campaign,
+            dask_address=dask_address,
+            dask_local=dask_local,
+            threads=threads,
+            log_config=log_config,
+        )
         typer.echo("\n".join(summary.lines()), err=True)
         typer.echo(json.dumps(summary.to_dict(), sort_keys=True))
 
@@ -245,8 +217,5 @@ def register(app: typer.Typer) -> None:
         mapping: list[str] | None = typer.Option(None, "--map", "-m", help=_MAP_HELP),
     ) -> None:
         """Write the retention report: one self-contained HTML page."""
-        try:
-            path = report_command(data, out, scores=scores, as_of=as_of, mapping=mapping)
-        except _expected_errors() as exc:
-            raise _fail(str(exc)) from None
+        path = report_command(data, out, scores=scores, as_of=as_of, mapping=mapping)
         typer.echo(f"wrote {path}", err=True)

@@ -51,7 +51,7 @@ def test_synth_is_deterministic_and_atomic(tmp_path: Path) -> None:
 
 
 def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
-    from features.cli import _write_atomic
+    from features.atomic import write_atomic
 
     target = tmp_path / "out.json"
     target.write_text("old")
@@ -61,7 +61,7 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        _write_atomic(target, broken)
+        write_atomic(target, broken)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
