@@ -209,7 +209,8 @@ class VersionedDir:
 
         Files are hard-linked (copied across file systems), so the sources stay valid, e.g.
         for a resumable staging area. ``before_switch(step)`` is called between the steps (a
-        test hook). Returns the new version directory.
+        test hook): ``writing`` (first file in), ``version-written``, ``link-made`` (the new
+        link exists under a temporary name), ``switched``. Returns the new version directory.
         """
         if self._lock_fd is None:
             raise RuntimeError("VersionedDir.publish outside its `with` block (no lock held)")
@@ -217,9 +218,11 @@ class VersionedDir:
         version = self.versions / self._next_version_name()
         version.mkdir()
         manifest: dict[str, Any] = {"files": {}}
-        for name, source in sorted(files.items()):
+        for number, (name, source) in enumerate(sorted(files.items())):
             _link_or_copy(source, version / name)
             manifest["files"][name] = sha256_file(version / name)
+            if number == 0:
+                hook("writing")
         for name, text in sorted(extra.items()):
             (version / name).write_text(text, encoding="utf-8")
             manifest["files"][name] = hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -27,7 +27,7 @@ from serving.batch import (
     customer_chunks,
     read_scores,
 )
-from serving.batch_commands import register, score_command
+from serving.batch_commands import score_command
 from serving.offers import OfferPolicy
 from serving.scorer import SCORE_COLUMNS, ScoringModel, score
 from training.artifact import save_artifact
@@ -169,7 +169,7 @@ def test_parts_share_one_schema_and_summary_is_written(
     assert summary["rows_in"] == len(raw_log)
     assert summary["chunks"] == -(-raw_log["customer_id"].nunique() // 50)
     assert (tmp_path / "out" / SUCCESS_NAME).is_file()
-    assert not list((tmp_path / "out").glob(".staging-*"))
+    assert not list(tmp_path.glob(".out.retain/staging-*"))
 
 
 def test_rerun_is_byte_identical(tmp_path: Path, data_path: Path, artifact: Path) -> None:
@@ -232,9 +232,8 @@ def test_interrupted_run_shows_nothing_and_resume_equals_clean_run(
 
     with pytest.raises(Interrupt):
         run(data_path, out, artifact, chunk_customers=60, on_chunk=crash_after_second)
-    visible = [p.name for p in out.iterdir() if not p.name.startswith(".")]
-    assert visible == []
-    assert len(list(out.glob(".staging-*/part-*.parquet"))) == 2
+    assert not out.exists()  # nothing published
+    assert len(list(tmp_path.glob(".out.retain/staging-*/part-*.parquet"))) == 2
 
     resumed: list[int] = []
     summary = run(
@@ -249,7 +248,7 @@ def test_interrupted_run_shows_nothing_and_resume_equals_clean_run(
     assert resumed == [2, 3, 4]
     assert summary.chunks_resumed == 2
     assert sha256s(out) == sha256s(clean)
-    assert not list(out.glob(".staging-*"))
+    assert not list(tmp_path.glob(".out.retain/staging-*"))
 
 
 def test_failed_rerun_keeps_the_previous_output(
@@ -289,8 +288,9 @@ def test_resume_of_a_changed_job_starts_over(
 
 @pytest.fixture(scope="module")
 def cli() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
+    """The root ``retain`` app: its error layer turns user errors into one line, exit 2."""
+    from serving.cli import app
+
     return app
 
 
