@@ -10,6 +10,7 @@ there is one rule for what a reader can see: the old output or the new one, neve
   never-modified version directory in a hidden sibling store, ``.NAME.retain/``::
 
       .NAME.retain/lock                 flock'ed by the run publishing to DIR (holds its pid)
+      .NAME.retain/next.link            the new link, made here and renamed over NAME
       .NAME.retain/versions/<id>/       one published version: the files and _manifest.json
       .NAME.retain/<anything else>      the caller's private work area (e.g. staging)
       NAME -> .NAME.retain/versions/<id>
@@ -38,9 +39,8 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 from features.errors import UserError
 
@@ -60,6 +60,7 @@ MANIFEST_NAME = "_manifest.json"
 STORE_SUFFIX = ".retain"
 VERSIONS_DIR = "versions"
 LOCK_NAME = "lock"
+NEXT_LINK_NAME = "next.link"
 KEEP_PREVIOUS = 1
 """Published versions kept besides the current one, for readers still opening their files."""
 
@@ -217,20 +218,23 @@ class VersionedDir:
         hook = before_switch or (lambda step: None)
         version = self.versions / self._next_version_name()
         version.mkdir()
-        manifest: dict[str, Any] = {"files": {}}
+        # The manifest goes first, so even a version killed half-way is removable file by file.
+        recorded = {name: sha256_file(source) for name, source in files.items()}
+        recorded.update(
+            {n: hashlib.sha256(t.encode("utf-8")).hexdigest() for n, t in extra.items()}
+        )
+        manifest = json.dumps({"files": dict(sorted(recorded.items()))}, indent=2) + "\n"
+        (version / MANIFEST_NAME).write_text(manifest, encoding="utf-8")
         for number, (name, source) in enumerate(sorted(files.items())):
             _link_or_copy(source, version / name)
-            manifest["files"][name] = sha256_file(version / name)
             if number == 0:
                 hook("writing")
         for name, text in sorted(extra.items()):
             (version / name).write_text(text, encoding="utf-8")
-            manifest["files"][name] = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-        (version / MANIFEST_NAME).write_text(text, encoding="utf-8")
         _fsync_dir(version)
         hook("version-written")
-        link = self.path.parent / f".{self.path.name}.{secrets.token_hex(6)}.link"
+        link = self.store / NEXT_LINK_NAME  # moved, not copied, to its place: same file system
+        link.unlink(missing_ok=True)  # left by a run killed here
         os.symlink(os.path.relpath(version, self.path.parent), link)
         hook("link-made")
         if self.path.is_dir() and not self.path.is_symlink():
@@ -260,22 +264,25 @@ class VersionedDir:
         try:
             recorded = json.loads(manifest_path.read_text(encoding="utf-8"))["files"]
         except (OSError, ValueError, KeyError, TypeError):
-            recorded = {}  # killed before its manifest: only retain's files can be there
-            if any(p.name != MANIFEST_NAME for p in version.iterdir()):
+            recorded = None
+        if not isinstance(recorded, dict):
+            if any(version.iterdir()):
                 self.warnings.append(f"kept {version}: it has no readable {MANIFEST_NAME}")
                 return
+            recorded = {}
         for name, digest in recorded.items():
             path = version / name
             if path.is_file() and not path.is_symlink() and sha256_file(path) == digest:
                 path.unlink()
-        manifest_path.unlink(missing_ok=True)
-        others = sorted(p.name for p in version.iterdir())
+        others = sorted(p.name for p in version.iterdir() if p.name != MANIFEST_NAME)
         if others:
+            manifest_path.write_text(json.dumps({"files": {}}) + "\n", encoding="utf-8")
             self.warnings.append(
                 f"kept old version {version}: it holds files retain did not write or that "
                 f"changed since ({', '.join(others[:5])})"
             )
             return
+        manifest_path.unlink(missing_ok=True)
         version.rmdir()
 
 
@@ -294,10 +301,3 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-@contextlib.contextmanager
-def versioned_dirs(*paths: str | Path) -> Iterator[list[VersionedDir]]:
-    """Enter several :class:`VersionedDir` (locks taken in the given order)."""
-    with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(VersionedDir(p)) for p in paths]

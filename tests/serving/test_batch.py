@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +22,7 @@ from features.purchase_log import canonicalize
 from features.segments import SegmentConfig
 from features.synth import generate_purchase_log
 from serving.batch import (
+    PAUSE_ENV,
     SCORE_SCHEMA,
     SUCCESS_NAME,
     SUMMARY_NAME,
@@ -376,3 +382,138 @@ def test_cli_rejects_a_zero_chunk_size(tmp_path: Path, cli: typer.Typer, data_pa
     result = _score_cli(cli, data_path, tmp_path / "o", "--chunk-customers", "0")
     assert result.exit_code == 2
     assert "--chunk-customers must be at least 1, got 0" in result.output
+
+
+# ---- publishing: real processes killed mid-publish, concurrent runs, foreign files -------
+
+REPO = Path(__file__).resolve().parents[2]
+LATER = "2024-06-15"
+
+
+def _score_process(
+    data: Path, out: Path, artifact: Path, as_of: str, *extra: str, pause: str = ""
+) -> subprocess.Popen[str]:
+    """``retain score`` as its own process; with ``pause`` it stops there (PAUSE_ENV)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), PAUSE_ENV: pause}
+    args = ["score", "--data", str(data), "--as-of", as_of, "--out", str(out)]
+    args += ["--model-uri", str(artifact), "--chunk-customers", "60", *extra]
+    return subprocess.Popen(
+        [sys.executable, "-m", "serving.cli", *args],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_pause(proc: subprocess.Popen[str]) -> str:
+    """Read stderr until the process reports its pause; fail if it ends first."""
+    watchdog = threading.Timer(180, proc.kill)
+    watchdog.start()
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if line.startswith("paused at"):
+                return line
+        raise AssertionError(f"exited with {proc.wait()} before pausing: {''.join(seen)[-2000:]}")
+    finally:
+        watchdog.cancel()
+
+
+def _plain_read(directory: Path) -> pd.DataFrame:
+    """What a plain Parquet reader sees in the directory (no retain code involved)."""
+    frame = pd.read_parquet(directory)
+    return frame.sort_values("customer_id", ignore_index=True)
+
+
+@pytest.mark.parametrize("step", ["scores:writing", "scores:link-made"])
+def test_sigkill_during_publish_leaves_the_old_output_whole(
+    tmp_path: Path, data_path: Path, artifact: Path, step: str
+) -> None:
+    """A run killed (SIGKILL) in the middle of publishing changes nothing a reader sees.
+
+    The old output is as of AS_OF, the killed run's as of LATER, so a mix would show."""
+    out, feats = tmp_path / "out", tmp_path / "feats"
+    first = _score_process(data_path, out, artifact, AS_OF, "--features-out", str(feats))
+    assert first.wait(timeout=300) == 0, first.stderr.read() if first.stderr else ""
+    before, before_bytes = _plain_read(out), sha256s(out)
+    features_before = sha256s(feats)
+    assert set(before["as_of"]) == {pd.Timestamp(AS_OF, tz="UTC")}
+
+    killed = _score_process(
+        data_path, out, artifact, LATER, "--features-out", str(feats), pause=step
+    )
+    _wait_for_pause(killed)
+    killed.kill()  # SIGKILL: no cleanup of any kind runs
+    assert killed.wait(timeout=60) == -signal.SIGKILL
+
+    pd.testing.assert_frame_equal(_plain_read(out), before)
+    assert sha256s(out) == before_bytes
+    assert (out / SUCCESS_NAME).is_file()
+    assert json.loads((out / SUMMARY_NAME).read_text())["as_of"].startswith(AS_OF)
+    # the snapshot is published first: old or new (whole), never a mix
+    assert len(set(_plain_read(feats)["as_of"])) == 1
+    if step == "scores:writing":
+        assert sha256s(feats) != features_before  # ... and here already the new one
+
+    # the lock died with the process: a rerun goes through and equals a clean run
+    rerun = _score_process(data_path, out, artifact, LATER, "--features-out", str(feats))
+    assert rerun.wait(timeout=300) == 0, rerun.stderr.read() if rerun.stderr else ""
+    clean = _score_process(data_path, tmp_path / "clean", artifact, LATER)
+    assert clean.wait(timeout=300) == 0
+    assert sha256s(out) == sha256s(tmp_path / "clean")
+    assert set(_plain_read(out)["as_of"]) == {pd.Timestamp(LATER, tz="UTC")}
+
+
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_completes(
+    tmp_path: Path, data_path: Path, artifact: Path, cli: typer.Typer
+) -> None:
+    out = tmp_path / "out"
+    first = _score_process(data_path, out, artifact, AS_OF, pause="scores:version-written")
+    _wait_for_pause(first)
+    second = _score_process(data_path, out, artifact, LATER)
+    assert second.wait(timeout=300) == 2
+    message = second.stderr.read() if second.stderr else ""
+    assert f"is being written by another run (pid {first.pid}" in message
+    assert message.count("\n") == 1 and "Traceback" not in message
+    assert first.stdin is not None
+    first.stdin.write("\n")  # let the first run go on
+    first.stdin.close()
+    assert first.wait(timeout=300) == 0
+    got = read_scores(out)
+    assert set(got["as_of"]) == {pd.Timestamp(AS_OF, tz="UTC")}
+
+
+def test_files_retain_did_not_write_are_never_removed(
+    tmp_path: Path, data_path: Path, artifact: Path, cli: typer.Typer
+) -> None:
+    # a plain directory with someone's parts: refused, left exactly as it was
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "part-00000.parquet").write_bytes(b"not retain's")
+    refused = _score_cli(cli, data_path, theirs, "--model-uri", str(artifact))
+    assert refused.exit_code == 2
+    assert "holding files retain did not publish (part-00000.parquet)" in refused.output
+    assert [p.name for p in theirs.iterdir()] == ["part-00000.parquet"]
+    assert (theirs / "part-00000.parquet").read_bytes() == b"not retain's"
+
+    # a file dropped into a published output survives every later run
+    out = tmp_path / "out"
+    args = ("--model-uri", str(artifact), "--chunk-customers", "100")
+    assert _score_cli(cli, data_path, out, *args).exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    first_version = (out / "notes.txt").resolve().parent
+    for _ in range(3):  # the version holding it falls out of the kept ones after two runs
+        result = _score_cli(cli, data_path, out, *args)
+        assert result.exit_code == 0, result.output
+    assert (first_version / "notes.txt").read_text() == "mine"
+    assert "retain did not write" in result.output
+    # retain's files of that version are gone; its manifest now records none
+    assert sorted(p.name for p in first_version.iterdir()) == ["_manifest.json", "notes.txt"]
+    assert json.loads((first_version / "_manifest.json").read_text()) == {"files": {}}
+    # retain's own old versions are gone but the current and the previous one
+    versions = sorted(p.name for p in (tmp_path / ".out.retain" / "versions").iterdir())
+    assert versions == ["000001", "000003", "000004"]
