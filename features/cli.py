@@ -130,13 +130,30 @@ def _segment_config(config_file: Path | None) -> SegmentConfig:
 
 
 def _load(
-    data: Path, config_file: Path | None, mapping: list[str] | None, strict: bool
+    data: Path,
+    config_file: Path | None,
+    mapping: list[str] | None,
+    strict: bool,
+    *,
+    since: str | None = None,
+    until: str | None = None,
+    until_option: str = "--as-of",
 ) -> LoadResult:
+    """Load the log and print its load report to stderr: rows read, kept, dropped, and the
+    kept rows the command will not use (before ``since``, at or after ``until``)."""
+    from features.builders import to_utc_timestamp
     from features.purchase_log import read_purchase_log
 
     result = read_purchase_log(data, _log_config(config_file, mapping, strict))
-    for warning in result.report.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+    stamps = result.log["timestamp"]
+    not_used: dict[str, int] = {}
+    if since is not None:
+        not_used[f"before {since}"] = int((stamps < to_utc_timestamp(since, "--from")).sum())
+    if until is not None:
+        not_used[f"at or after {until}"] = int(
+            (stamps >= to_utc_timestamp(until, until_option)).sum()
+        )
+    typer.echo(result.report.summary(not_used), err=True)
     return result
 
 
@@ -238,7 +255,9 @@ def kpis(
             chosen = {".json": "json", ".csv": "csv"}.get(out.suffix.lower(), "")
             if not chosen:
                 raise _UsageError(f"--out {out}: give --format csv|json or a .csv/.json suffix")
-        log = _load(data, config_file, mapping, strict).log
+        log = _load(
+            data, config_file, mapping, strict, since=date_from, until=date_to, until_option="--to"
+        ).log
         if log.empty:
             raise _UsageError(f"{data}: no usable rows")
         first = log["timestamp"].min().floor("D")
@@ -306,7 +325,7 @@ def features(
             raise _UsageError(f"cannot write {str(out)!r}: use one of {', '.join(_TABLE_SUFFIXES)}")
         from features.builders import build_features
 
-        log = _load(data, config_file, mapping, strict).log
+        log = _load(data, config_file, mapping, strict, until=as_of).log
         table = build_features(log, as_of)
         _write_table(table.reset_index(), out)
         typer.echo(f"wrote {len(table):,} customers x {table.shape[1]} features to {out}", err=True)
@@ -339,7 +358,7 @@ def segments(
         seg_config = _segment_config(config_file)
         if out is not None and _suffix(out) not in _TABLE_SUFFIXES:
             raise _UsageError(f"cannot write {str(out)!r}: use one of {', '.join(_TABLE_SUFFIXES)}")
-        log = _load(data, config_file, mapping, strict).log
+        log = _load(data, config_file, mapping, strict, until=as_of).log
         table = build_features(log, as_of)
         labels = assign_segments(table, seg_config)
         summary = summarize_segments(table, labels)

@@ -103,13 +103,19 @@ class LoadReport:
                 f"{self.rows_kept} + dropped={self.dropped}"
             )
 
-    def summary(self) -> str:
-        """Readable multi-line text for CLI output and logs."""
+    def summary(self, not_used: Mapping[str, int] | None = None) -> str:
+        """Readable multi-line text for CLI output and logs.
+
+        ``not_used`` counts kept rows a command then leaves out (e.g. ``"at or after
+        2024-06-01"``: rows after an ``as_of``), so no row disappears without a count.
+        """
         lines = [f"purchase log{f' {self.source}' if self.source else ''}"]
         lines.append(f"  rows read:  {self.rows_read:,}")
         lines.append(f"  rows kept:  {self.rows_kept:,}")
         for reason, count in sorted(self.dropped.items()):
             lines.append(f"  dropped ({reason}): {count:,}")
+        for reason, count in (not_used or {}).items():
+            lines.append(f"  kept, not used ({reason}): {count:,}")
         lines.append(f"  returns:    {self.n_returns:,}")
         lines.append(f"  customers:  {self.n_customers:,}")
         if self.first_timestamp is not None and self.last_timestamp is not None:

@@ -472,7 +472,7 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_completes(
     tmp_path: Path, data_path: Path, artifact: Path, cli: typer.Typer
 ) -> None:
     out = tmp_path / "out"
-    first = _score_process(data_path, out, artifact, AS_OF, pause="scores:version-written")
+    first = _score_process(data_path, out, artifact, AS_OF, pause="scores:writing")
     _wait_for_pause(first)
     second = _score_process(data_path, out, artifact, LATER)
     assert second.wait(timeout=300) == 2
