@@ -127,19 +127,28 @@ class VersionedDir:
     Use as a context manager: entering takes the lock (refusing a second live run with a
     message naming its pid) and checks that ``path`` is retain's to replace; leaving releases
     the lock (so does the process dying: it is an ``flock``).
+
+    ``adopt(directory)`` recognises a plain directory an earlier retain wrote (before outputs
+    were versioned): it returns that directory's files with their sha256 when every file in
+    it is one retain wrote, else None. Such a directory becomes the first version, moved in
+    whole by one rename (a reader then briefly finds no ``path``, never a mix); any other
+    plain directory holding files is refused and left untouched.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self, path: str | Path, adopt: Callable[[Path], dict[str, str] | None] | None = None
+    ) -> None:
         self.path = Path(os.path.abspath(path))
         self.store = self.path.parent / f".{self.path.name}{STORE_SUFFIX}"
         self.versions = self.store / VERSIONS_DIR
+        self._adopt = adopt or (lambda directory: None)
         self._lock_fd: int | None = None
         self.warnings: list[str] = []
 
     # -- lock --------------------------------------------------------------------------------
 
     def __enter__(self) -> VersionedDir:
-        self.check_target()
+        self.check_target()  # before creating the store: a refused path gets nothing beside it
         self.versions.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.store / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -156,6 +165,13 @@ class VersionedDir:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         self._lock_fd = fd
+        try:
+            adopted = self.check_target()  # again, now that no other run can change it
+            if adopted is not None:
+                self._adopt_plain_dir(adopted)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -173,20 +189,26 @@ class VersionedDir:
         target = (self.path.parent / os.readlink(self.path)).resolve()
         return target if target.parent == self.versions.resolve() else None
 
-    def check_target(self) -> None:
-        """Refuse a ``path`` that holds anything retain did not publish (it is not touched)."""
+    def check_target(self) -> dict[str, str] | None:
+        """Refuse a ``path`` that holds anything retain did not publish (it is not touched).
+
+        Returns the files of a plain directory an earlier retain wrote (see ``adopt``).
+        """
         if self.path.is_symlink():
             if self.current() is None:
                 raise OutputRefusedError(
                     f"{self.path} is a link to {os.readlink(self.path)}, not to an output "
                     f"retain published (in {self.store}); remove it or choose another output"
                 )
-            return
+            return None
         if not self.path.exists():
-            return
+            return None
         if not self.path.is_dir():
             raise OutputRefusedError(f"{self.path} exists and is not a directory")
         found = sorted(p.name for p in self.path.iterdir())
+        adopted = self._adopt(self.path) if found else None
+        if adopted is not None:
+            return adopted
         if found:
             shown = ", ".join(found[:5]) + (
                 f", ... ({len(found)} in all)" if len(found) > 5 else ""
@@ -196,6 +218,19 @@ class VersionedDir:
                 "retain publishes an output as a link to a versioned directory and never "
                 "deletes what it did not write: move them away or choose another output"
             )
+        return None
+
+    def _adopt_plain_dir(self, files: dict[str, str]) -> None:
+        """Make an earlier retain's plain output directory the first version (one rename)."""
+        text = json.dumps({"files": dict(sorted(files.items()))}, indent=2) + "\n"
+        write_text_atomic(self.path / MANIFEST_NAME, text)
+        version = self.versions / self._next_version_name()
+        link = self.store / NEXT_LINK_NAME
+        link.unlink(missing_ok=True)
+        os.symlink(os.path.relpath(version, self.path.parent), link)
+        os.rename(self.path, version)
+        os.replace(link, self.path)
+        _fsync_dir(self.path.parent)
 
     # -- publish -----------------------------------------------------------------------------
 

@@ -54,6 +54,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.atomic import MANIFEST_NAME as VERSION_MANIFEST
 from features.atomic import (
     VersionedDir,
     pinned,
@@ -528,7 +529,7 @@ def run_batch(
         raise BatchError(f"--features-out must differ from --out ({out_dir}): both hold parts")
     targets = [out_dir] if features_out is None else [out_dir, Path(features_out)]
     with contextlib.ExitStack() as stack:
-        outputs = [stack.enter_context(VersionedDir(t)) for t in targets]
+        outputs = [stack.enter_context(VersionedDir(t, adopt=_plain_output)) for t in targets]
         summary, staging = _score_and_summarize(
             log=log,
             report=report,
@@ -566,6 +567,28 @@ def run_batch(
         for output in outputs:
             summary.warnings.extend(output.warnings)
     return summary
+
+
+def _plain_output(directory: Path) -> dict[str, str] | None:
+    """The files of a scores directory written by retain before outputs were versioned.
+
+    Recognised by its ``_SUCCESS`` and ``_summary.json``, whose ``files`` must list every
+    other file in it with the sha256 it has now; None for anything else.
+    """
+    try:
+        listed = json.loads((directory / SUMMARY_NAME).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(listed, dict):
+        return None
+    parts = {name: digest for name, digest in listed.items() if "/" not in str(name)}
+    present = {p.name for p in directory.iterdir()} - {VERSION_MANIFEST}  # (adopted half-way)
+    if present != {*parts, SUMMARY_NAME, SUCCESS_NAME} or not all(
+        (directory / n).is_file() and sha256_file(directory / n) == d for n, d in parts.items()
+    ):
+        return None
+    own = {n: sha256_file(directory / n) for n in (SUMMARY_NAME, SUCCESS_NAME)}
+    return {**parts, **own}
 
 
 def _score_and_summarize(

@@ -149,7 +149,9 @@ def register(app: typer.Typer) -> None:
     def score(
         data: Path = typer.Option(..., "--data", "-d", help="Purchase log: CSV or Parquet."),
         as_of: str = typer.Option(..., "--as-of", help="Scoring date (UTC if naive)."),
-        out: Path = typer.Option(..., "--out", "-o", help="Output directory of Parquet parts."),
+        out: Path = typer.Option(
+            ..., "--out", "-o", help="Output: a link to the current directory of Parquet parts."
+        ),
         model_uri: str = typer.Option(
             DEFAULT_MODEL_URI, "--model-uri", help="models:/<name>@<alias> or an artifact dir."
         ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -517,3 +518,32 @@ def test_files_retain_did_not_write_are_never_removed(
     # retain's own old versions are gone but the current and the previous one
     versions = sorted(p.name for p in (tmp_path / ".out.retain" / "versions").iterdir())
     assert versions == ["000001", "000003", "000004"]
+
+
+def test_a_plain_output_of_an_earlier_retain_is_adopted_then_pruned(
+    tmp_path: Path, data_path: Path, artifact: Path, cli: typer.Typer
+) -> None:
+    """Before versioning, --out was a plain directory of parts + _summary.json + _SUCCESS."""
+    args = ("--model-uri", str(artifact), "--chunk-customers", "100")
+    assert _score_cli(cli, data_path, tmp_path / "new", *args).exit_code == 0
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for path in (tmp_path / "new").iterdir():
+        if path.name != "_manifest.json":  # the earlier layout had none
+            (plain / path.name).write_bytes(path.read_bytes())
+    before = sha256s(plain)
+    tampered = tmp_path / "tampered"
+    shutil.copytree(plain, tampered)
+    (tampered / "part-00001.parquet").write_bytes(b"someone else's")
+    refused = _score_cli(cli, data_path, tampered, *args)
+    assert refused.exit_code == 2
+    assert sha256s(tampered)["part-00001.parquet"] == hashlib.sha256(b"someone else's").hexdigest()
+
+    assert _score_cli(cli, data_path, plain, *args).exit_code == 0
+    assert plain.is_symlink() and sha256s(plain) == before  # same inputs, same bytes
+    versions = tmp_path / ".plain.retain" / "versions"
+    assert sorted(p.name for p in versions.iterdir()) == ["000001", "000002"]
+    assert sha256s(versions / "000001") == before  # the adopted directory, whole
+    for _ in range(2):
+        assert _score_cli(cli, data_path, plain, *args).exit_code == 0
+    assert sorted(p.name for p in versions.iterdir()) == ["000003", "000004"]
