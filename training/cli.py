@@ -10,11 +10,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from features.builders import to_utc_timestamp
+from features.errors import InputError
 from features.schema import LogConfig, PurchaseLogError
 
 EXIT_BAD_INPUT = 2
@@ -91,18 +92,6 @@ def _parse_model_params(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _parse_date(value: str) -> pd.Timestamp:
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        raise PurchaseLogError(
-            f"--as-of {value!r} is not a date; use YYYY-MM-DD (UTC) or an ISO timestamp"
-        ) from None
-    if ts is pd.NaT:
-        raise PurchaseLogError(f"--as-of {value!r} is not a date; use YYYY-MM-DD")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
 def evaluate_command(
     data: Path = typer.Option(..., "--data", help="Purchase log: CSV, Parquet or CDNOW .txt."),
     as_of: str = typer.Option(..., "--as-of", help="Cutoff date (UTC): train before, score after."),
@@ -138,7 +127,7 @@ def evaluate_command(
     err = Console(stderr=True)
     models_params = _parse_model_params(model_param)
     try:
-        cutoff = _parse_date(as_of)
+        cutoff = to_utc_timestamp(as_of, "--as-of")
         if cdnow or _is_cdnow(data, log_format):
             if mapping or log_config is not None or timezone is not None:
                 raise PurchaseLogError(
@@ -169,7 +158,7 @@ def evaluate_command(
             seed=seed,
             baseline_penalizer=baseline_penalizer,
         )
-    except PurchaseLogError as exc:
+    except InputError as exc:  # PurchaseLogError, bad --as-of
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
