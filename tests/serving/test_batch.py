@@ -217,6 +217,10 @@ def test_feature_snapshot_holds_the_scored_features(
     got = snap.drop(columns="as_of").set_index("customer_id")
     pd.testing.assert_frame_equal(got, want, check_index_type=False, check_names=False)
     assert (tmp_path / "f" / SUCCESS_NAME).is_file()
+    from serving.service import FeatureSnapshot  # what /score/ids reads, through the link
+
+    loaded = FeatureSnapshot.load(tmp_path / "f")
+    assert sorted(loaded.as_of.index) == sorted(want.index)
 
 
 class Interrupt(RuntimeError):
@@ -358,6 +362,7 @@ def test_cli_reads_a_log_config_file(
         (lambda d: d / "missing.parquet", "not found"),
         (lambda d: d / "log.txt", "unsupported purchase-log file"),
         (lambda d: d / "no_amount.csv", "amount"),
+        (lambda d: d / "huge.csv", "data rows 2 (1e+308)"),  # once aborted the whole batch
     ],
 )
 def test_cli_bad_input_exits_nonzero_with_message(
@@ -365,6 +370,9 @@ def test_cli_bad_input_exits_nonzero_with_message(
 ) -> None:
     (tmp_path / "log.txt").write_text("x")
     (tmp_path / "no_amount.csv").write_text("customer_id,timestamp\na,2024-01-01\n")
+    (tmp_path / "huge.csv").write_text(
+        "customer_id,timestamp,amount\na,2024-01-01,1\nb,2024-01-02,1e308\n"
+    )
     path = make_input(tmp_path)  # type: ignore[operator]
     out = tmp_path / "out"
     result = _score_cli(cli, path, out, "--model-uri", str(artifact))
