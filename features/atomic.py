@@ -19,8 +19,8 @@ there is one rule for what a reader can see: the old output or the new one, neve
   ``rename(2)`` of a new link over the old one, so ``pandas.read_parquet(DIR)`` or
   ``pyarrow.dataset.dataset(DIR)`` opened before the switch list the old version and after
   it the new one. The store is a dot-directory, which both readers skip, so a reader of the
-  parent directory never sees versions either. The previous version is kept one more
-  publish (a reader that listed it may still be opening its files); older ones are removed,
+  parent directory never sees versions either. The version it replaced is kept until the
+  next publish (a reader that listed it may still be opening its files); others are removed,
   but only the files listed in their ``_manifest.json`` with the recorded sha256, so a file
   someone else put there is never deleted (the directory is then left in place).
 
@@ -61,8 +61,6 @@ STORE_SUFFIX = ".retain"
 VERSIONS_DIR = "versions"
 LOCK_NAME = "lock"
 NEXT_LINK_NAME = "next.link"
-KEEP_PREVIOUS = 1
-"""Published versions kept besides the current one, for readers still opening their files."""
 
 
 class OutputBusyError(UserError, RuntimeError):
@@ -251,6 +249,7 @@ class VersionedDir:
         if self._lock_fd is None:
             raise RuntimeError("VersionedDir.publish outside its `with` block (no lock held)")
         hook = before_switch or (lambda step: None)
+        previous = self.current()
         version = self.versions / self._next_version_name()
         version.mkdir()
         # The manifest goes first, so even a version killed half-way is removable file by file.
@@ -277,22 +276,19 @@ class VersionedDir:
         os.replace(link, self.path)
         _fsync_dir(self.path.parent)
         hook("switched")
-        self._prune(keep=version)
+        self._prune(keep={version.name} | ({previous.name} if previous is not None else set()))
         return version
 
     def _next_version_name(self) -> str:
         numbers = [int(p.name) for p in self.versions.iterdir() if p.name.isdigit()]
         return f"{max(numbers, default=0) + 1:06d}"
 
-    def _prune(self, keep: Path) -> None:
-        """Remove versions older than the kept ones, file by file from their manifests."""
-        current = keep.resolve()
-        old = sorted(
-            (p for p in self.versions.iterdir() if p.name.isdigit() and p.resolve() != current),
-            key=lambda p: int(p.name),
-        )
-        for version in old[: max(len(old) - KEEP_PREVIOUS, 0)]:
-            self._remove_version(version)
+    def _prune(self, keep: set[str]) -> None:
+        """Remove every version but ``keep`` (the new one and the one it replaced; a reader
+        may still be opening the latter's files), file by file from their manifests."""
+        for version in sorted(self.versions.iterdir()):
+            if version.name.isdigit() and version.name not in keep:
+                self._remove_version(version)
 
     def _remove_version(self, version: Path) -> None:
         manifest_path = version / MANIFEST_NAME

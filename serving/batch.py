@@ -525,8 +525,13 @@ def run_batch(
     out_dir = Path(out)
     if job.with_features != (features_out is not None):
         raise ValueError("job.with_features must be True exactly when features_out is given")
-    if features_out is not None and Path(features_out).absolute() == out_dir.absolute():
-        raise BatchError(f"--features-out must differ from --out ({out_dir}): both hold parts")
+    if features_out is not None:
+        one, other = out_dir.absolute(), Path(features_out).absolute()
+        if one == other or one in other.parents or other in one.parents:
+            raise BatchError(
+                f"--features-out ({features_out}) and --out ({out_dir}) must not be the same "
+                "directory or one inside the other: each is published as a whole"
+            )
     targets = [out_dir] if features_out is None else [out_dir, Path(features_out)]
     with contextlib.ExitStack() as stack:
         outputs = [stack.enter_context(VersionedDir(t, adopt=_plain_output)) for t in targets]

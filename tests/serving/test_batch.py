@@ -475,6 +475,9 @@ def test_sigkill_during_publish_leaves_the_old_output_whole(
     assert clean.wait(timeout=300) == 0
     assert sha256s(out) == sha256s(tmp_path / "clean")
     assert set(_plain_read(out)["as_of"]) == {pd.Timestamp(LATER, tz="UTC")}
+    # kept: the new version and the one it replaced; the killed run's unlinked one is gone
+    versions = sorted(p.name for p in (tmp_path / ".out.retain" / "versions").iterdir())
+    assert versions == ["000001", "000003"]
 
 
 def test_a_second_run_on_the_same_out_is_refused_while_the_first_completes(
@@ -526,6 +529,17 @@ def test_files_retain_did_not_write_are_never_removed(
     # retain's own old versions are gone but the current and the previous one
     versions = sorted(p.name for p in (tmp_path / ".out.retain" / "versions").iterdir())
     assert versions == ["000001", "000003", "000004"]
+
+
+def test_features_out_inside_out_is_refused(
+    tmp_path: Path, data_path: Path, artifact: Path, cli: typer.Typer
+) -> None:
+    out = tmp_path / "out"
+    extra = ("--model-uri", str(artifact), "--features-out", str(out / "features"))
+    result = _score_cli(cli, data_path, out, *extra)
+    assert result.exit_code == 2
+    assert "must not be the same directory or one inside the other" in result.output
+    assert not out.exists()
 
 
 def test_a_plain_output_of_an_earlier_retain_is_adopted_then_pruned(
