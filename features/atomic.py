@@ -237,12 +237,14 @@ class VersionedDir:
         files: Mapping[str, Path],
         extra: Mapping[str, str],
         *,
+        digests: Mapping[str, str] | None = None,
         before_switch: Callable[[str], None] | None = None,
     ) -> Path:
         """Make ``files`` (name -> existing file) and ``extra`` (name -> text) the new version.
 
         Files are hard-linked (copied across file systems), so the sources stay valid, e.g.
-        for a resumable staging area. ``before_switch(step)`` is called between the steps (a
+        for a resumable staging area; ``digests`` (name -> sha256) saves reading files whose
+        hash the caller already has. ``before_switch(step)`` is called between the steps (a
         test hook): ``writing`` (first file in), ``version-written``, ``link-made`` (the new
         link exists under a temporary name), ``switched``. Returns the new version directory.
         """
@@ -253,7 +255,8 @@ class VersionedDir:
         version = self.versions / self._next_version_name()
         version.mkdir()
         # The manifest goes first, so even a version killed half-way is removable file by file.
-        recorded = {name: sha256_file(source) for name, source in files.items()}
+        known = digests or {}
+        recorded = {n: known.get(n) or sha256_file(source) for n, source in files.items()}
         recorded.update(
             {n: hashlib.sha256(t.encode("utf-8")).hexdigest() for n, t in extra.items()}
         )

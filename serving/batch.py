@@ -555,8 +555,12 @@ def run_batch(
         names = [PART_TEMPLATE.format(i) for i in range(summary.chunks)]
         success = {SUCCESS_NAME: f"{job.run_id}\n"}
         if len(outputs) > 1:
-            features_parts = {n: staging.root / FEATURES_DIR / n for n in names}
-            outputs[1].publish(features_parts, success, before_switch=_pause_hook("features"))
+            outputs[1].publish(
+                {n: staging.root / FEATURES_DIR / n for n in names},
+                success,
+                digests={n: summary.files[f"{FEATURES_DIR}/{n}"] for n in names},
+                before_switch=_pause_hook("features"),
+            )
         summary.seconds = {
             "read": round(read_seconds, 3),
             "score": round(scored - started, 3),  # chunks scored and their parts staged
@@ -566,6 +570,7 @@ def run_batch(
         outputs[0].publish(
             {n: staging.root / n for n in names},
             {**success, SUMMARY_NAME: _json_text(summary.to_dict())},
+            digests={n: summary.files[n] for n in names},
             before_switch=_pause_hook("scores"),
         )
         shutil.rmtree(staging.root, ignore_errors=True)
