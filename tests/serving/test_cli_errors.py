@@ -81,6 +81,7 @@ def test_train_on_bad_input_is_one_line(
     if case == "amount":
         assert "data rows 8 ('12,50')" in error_line(done)
     assert not (tmp_path / "mlartifacts").exists()  # stopped before any MLflow work
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_score_as_of_past_the_range_and_debug(tmp_path: Path, logs: dict[str, Path]) -> None:
