@@ -341,6 +341,7 @@ class BatchSummary:
     rows_in: int
     rows_kept: int
     dropped: dict[str, int]
+    not_used: dict[str, int]  # kept rows the scores do not use, e.g. at or after as_of
     customers_in_log: int
     customers_scored: int
     chunks: int
@@ -362,6 +363,7 @@ class BatchSummary:
             f"  rows in: {self.rows_in:,}   rows kept: {self.rows_kept:,}",
         ]
         out += [f"  dropped ({k}): {v:,}" for k, v in sorted(self.dropped.items())]
+        out += [f"  kept, not used ({k}): {v:,}" for k, v in self.not_used.items()]
         out.append(
             f"  chunks: {self.chunks} ({self.chunks_resumed} resumed), "
             f"{self.chunk_customers:,} customers each, executor {self.executor}"
@@ -661,6 +663,7 @@ def _score_and_summarize(
         rows_in=report.rows_read,
         rows_kept=report.rows_kept,
         dropped=dict(report.dropped),
+        not_used={"at or after as_of": int((log["timestamp"] >= job.as_of).sum())},
         customers_in_log=report.n_customers,
         customers_scored=sum(staging.done[c.index]["customers"] for c in chunks),
         chunks=len(chunks),

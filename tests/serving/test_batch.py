@@ -325,6 +325,12 @@ def test_cli_scores_and_reports_dropped_rows(
     assert summary["rows_in"] == len(raw_log) + 1
     assert summary["dropped"] == {"missing_customer_id": 2, "exact_duplicate": 1}
     assert summary["rows_kept"] == len(raw_log) - 2
+    kept = dirty.drop_duplicates().loc[lambda d: d["customer_id"] != ""]
+    after = int(
+        (pd.to_datetime(kept["timestamp"], utc=True) >= pd.Timestamp(AS_OF, tz="UTC")).sum()
+    )
+    assert summary["not_used"] == {"at or after as_of": after} and after > 0
+    assert f"  kept, not used (at or after as_of): {after:,}" in result.stderr
     assert summary["customers_scored"] == len(read_scores(out))
 
 
