@@ -28,10 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
+from features.atomic import write_text_atomic  # noqa: E402
 from features.cdnow import read_cdnow  # noqa: E402
 from features.purchase_log import canonicalize  # noqa: E402
 from features.synth import generate_purchase_log  # noqa: E402
-from training.backtest import BacktestResult, evaluate, write_text_atomic  # noqa: E402
+from training.backtest import BacktestResult, evaluate  # noqa: E402
 
 CDNOW_CUTOFFS: tuple[str, ...] = ("1998-01-01", "1998-04-01")
 HORIZON_DAYS = 90

@@ -1,16 +1,13 @@
 """Feature-side sub-commands of ``retain``: synth, kpis, features, segments.
 
 Heavy imports (pandas, the loader, the builders) happen inside the commands so that
-``retain --help`` stays fast. Every file is written atomically: to a temporary file in the
-target directory, then moved into place with ``os.replace``, so a crash never leaves a
-half-written output behind. Bad input ends with a one-line ``error:`` message on stderr and
-exit code 2.
+``retain --help`` stays fast. Every file is written atomically (:mod:`features.atomic`), so a
+crash never leaves a half-written output behind. Bad input raises a ``UserError``, which the
+root app prints as one ``error:`` line on stderr with exit code 2 (:mod:`serving.cli_errors`).
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 import sys
 import warnings
 from collections.abc import Callable
@@ -18,6 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+
+from features.atomic import write_atomic, write_text_atomic
+from features.errors import UserError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,29 +38,16 @@ _CONFIG_HELP = (
 )
 
 
-class _UsageError(Exception):
+class _UsageError(UserError):
     """Bad command-line input (unsupported suffix, unreadable config)."""
 
 
 _STRICT_HELP = "Fail on rows without a customer id instead of dropping them with a warning."
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=2)
-
-
 def _run(action: Callable[[], None]) -> None:
-    """Run a command body, turning expected input errors into a message and exit code 2."""
-    from pydantic import ValidationError
-
-    from features.schema import PurchaseLogError
-
-    try:
-        action()
-    except (PurchaseLogError, ValidationError, _UsageError, OSError, ValueError) as exc:
-        # PurchaseLogError and pydantic errors are ValueErrors too; listed for the reader.
-        raise _fail(str(exc)) from None
+    """Run a command body; its user errors are mapped by the root app (serving.cli_errors)."""
+    action()
 
 
 def _suffix(path: Path) -> str:
@@ -69,20 +56,6 @@ def _suffix(path: Path) -> str:
         if name.endswith(suffix):
             return suffix
     return path.suffix.lower()
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write via ``write(tmp_path)`` to a temp file next to ``path``, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    # Created here (not by mkstemp) so the final file gets the usual umask permissions.
-    tmp.touch(exist_ok=False)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _write_table(frame: pd.DataFrame, path: Path) -> None:
@@ -113,11 +86,7 @@ def _write_table(frame: pd.DataFrame, path: Path) -> None:
         else:
             pa_csv.write_csv(table, tmp)
 
-    _write_atomic(path, write)
-
-
-def _write_text(text: str, path: Path) -> None:
-    _write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_atomic(path, write)
 
 
 def _log_config(
@@ -135,13 +104,30 @@ def _segment_config(config_file: Path | None) -> SegmentConfig:
 
 
 def _load(
-    data: Path, config_file: Path | None, mapping: list[str] | None, strict: bool
+    data: Path,
+    config_file: Path | None,
+    mapping: list[str] | None,
+    strict: bool,
+    *,
+    since: str | None = None,
+    until: str | None = None,
+    until_option: str = "--as-of",
 ) -> LoadResult:
+    """Load the log and print its load report to stderr: rows read, kept, dropped, and the
+    kept rows the command will not use (before ``since``, at or after ``until``)."""
+    from features.builders import to_utc_timestamp
     from features.purchase_log import read_purchase_log
 
     result = read_purchase_log(data, _log_config(config_file, mapping, strict))
-    for warning in result.report.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+    stamps = result.log["timestamp"]
+    not_used: dict[str, int] = {}
+    if since is not None:
+        not_used[f"before {since}"] = int((stamps < to_utc_timestamp(since, "--from")).sum())
+    if until is not None:
+        not_used[f"at or after {until}"] = int(
+            (stamps >= to_utc_timestamp(until, until_option)).sum()
+        )
+    typer.echo(result.report.summary(not_used), err=True)
     return result
 
 
@@ -243,7 +229,9 @@ def kpis(
             chosen = {".json": "json", ".csv": "csv"}.get(out.suffix.lower(), "")
             if not chosen:
                 raise _UsageError(f"--out {out}: give --format csv|json or a .csv/.json suffix")
-        log = _load(data, config_file, mapping, strict).log
+        log = _load(
+            data, config_file, mapping, strict, since=date_from, until=date_to, until_option="--to"
+        ).log
         if log.empty:
             raise _UsageError(f"{data}: no usable rows")
         first = log["timestamp"].min().floor("D")
@@ -260,13 +248,13 @@ def kpis(
                 console.print(table)
             return
         if chosen == "json":
-            text = json.dumps(result.to_dict(), indent=2) + "\n"
+            text = json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n"
         else:
             text = result.summary().to_csv(index=False)
         if out is None:
             typer.echo(text, nl=False)
         else:
-            _write_text(text, out)
+            write_text_atomic(out, text)
             typer.echo(f"wrote {chosen} KPIs to {out}", err=True)
 
     _run(action)
@@ -311,7 +299,7 @@ def features(
             raise _UsageError(f"cannot write {str(out)!r}: use one of {', '.join(_TABLE_SUFFIXES)}")
         from features.builders import build_features
 
-        log = _load(data, config_file, mapping, strict).log
+        log = _load(data, config_file, mapping, strict, until=as_of).log
         table = build_features(log, as_of)
         _write_table(table.reset_index(), out)
         typer.echo(f"wrote {len(table):,} customers x {table.shape[1]} features to {out}", err=True)
@@ -344,7 +332,7 @@ def segments(
         seg_config = _segment_config(config_file)
         if out is not None and _suffix(out) not in _TABLE_SUFFIXES:
             raise _UsageError(f"cannot write {str(out)!r}: use one of {', '.join(_TABLE_SUFFIXES)}")
-        log = _load(data, config_file, mapping, strict).log
+        log = _load(data, config_file, mapping, strict, until=as_of).log
         table = build_features(log, as_of)
         labels = assign_segments(table, seg_config)
         summary = summarize_segments(table, labels)

@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from features.builders import to_utc_timestamp
+from features.errors import InputError
+
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
@@ -42,22 +45,12 @@ _METRICS: dict[str, str] = {
 _US_PER_DAY = 86_400_000_000
 
 
-def _utc(value: str | pd.Timestamp, name: str) -> pd.Timestamp:
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{name}: cannot read {value!r} as a date/time") from exc
-    if ts is pd.NaT:
-        raise ValueError(f"{name}: missing date")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
 def _period(
     start: str | pd.Timestamp, end: str | pd.Timestamp
 ) -> tuple[pd.Timestamp, pd.Timestamp]:
-    lo, hi = _utc(start, "start"), _utc(end, "end")
+    lo, hi = to_utc_timestamp(start, "start"), to_utc_timestamp(end, "end")
     if hi <= lo:
-        raise ValueError(f"empty period: end ({hi}) must be after start ({lo})")
+        raise InputError(f"empty period: end ({hi}) must be after start ({lo})")
     return lo, hi
 
 
@@ -260,8 +253,9 @@ def cohort_retention(
 
 
 def _json_value(value: Any) -> Any:
+    """JSON has no NaN or Infinity: a non-finite number is written as null."""
     if isinstance(value, float | np.floating):
-        return None if math.isnan(value) else float(value)
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, np.integer):
         return int(value)
     return value
@@ -290,7 +284,7 @@ class Kpis:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: NaN becomes null, months and cohorts keyed by ``YYYY-MM``."""
+        """JSON-ready: NaN and infinities become null, months and cohorts keyed by ``YYYY-MM``."""
         monthly = {
             month: {k: _json_value(v) for k, v in row.items()}
             for month, row in self.monthly.to_dict(orient="index").items()

@@ -39,6 +39,10 @@ import pyarrow.parquet as pq
 
 from features.schema import (
     CANONICAL_COLUMNS,
+    EARLIEST_TIME,
+    LATEST_TIME,
+    MAX_ABS_AMOUNT,
+    MAX_ABS_QUANTITY,
     OPTIONAL_COLUMNS,
     REQUIRED_COLUMNS,
     TIMESTAMP_DTYPE,
@@ -99,13 +103,19 @@ class LoadReport:
                 f"{self.rows_kept} + dropped={self.dropped}"
             )
 
-    def summary(self) -> str:
-        """Readable multi-line text for CLI output and logs."""
+    def summary(self, not_used: Mapping[str, int] | None = None) -> str:
+        """Readable multi-line text for CLI output and logs.
+
+        ``not_used`` counts kept rows a command then leaves out (e.g. ``"at or after
+        2024-06-01"``: rows after an ``as_of``), so no row disappears without a count.
+        """
         lines = [f"purchase log{f' {self.source}' if self.source else ''}"]
         lines.append(f"  rows read:  {self.rows_read:,}")
         lines.append(f"  rows kept:  {self.rows_kept:,}")
         for reason, count in sorted(self.dropped.items()):
             lines.append(f"  dropped ({reason}): {count:,}")
+        for reason, count in (not_used or {}).items():
+            lines.append(f"  kept, not used ({reason}): {count:,}")
         lines.append(f"  returns:    {self.n_returns:,}")
         lines.append(f"  customers:  {self.n_customers:,}")
         if self.first_timestamp is not None and self.last_timestamp is not None:
@@ -266,10 +276,17 @@ def canonicalize(
     def kept(column: str) -> pd.Series:
         return _take(columns[names[column]], keep_mask)
 
-    amount = _parse_number(kept("amount"), "amount", names, row_numbers)
+    amount = _parse_number(kept("amount"), "amount", names, row_numbers, bound=MAX_ABS_AMOUNT)
 
     if "quantity" in names:
-        quantity = _parse_number(kept("quantity"), "quantity", names, row_numbers, missing_ok=True)
+        quantity = _parse_number(
+            kept("quantity"),
+            "quantity",
+            names,
+            row_numbers,
+            bound=MAX_ABS_QUANTITY,
+            missing_ok=True,
+        )
         n_missing = int(np.isnan(quantity).sum())
         if n_missing:
             quantity = np.where(np.isnan(quantity), 1.0, quantity)
@@ -605,7 +622,17 @@ def _read_csv(path: Path, config: LogConfig) -> pd.DataFrame:
     """Read with the pyarrow CSV engine; text columns stay text so ids keep leading zeros."""
     if not path.exists():
         raise FileNotFoundError(f"purchase log not found: {path}")
-    header = pd.read_csv(path, nrows=0).columns
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+    except pd.errors.EmptyDataError:
+        raise PurchaseLogError(
+            f"purchase log {str(path)!r} is empty: expected a header line naming the columns"
+        ) from None
+    except UnicodeDecodeError as error:
+        raise PurchaseLogError(
+            f"purchase log {str(path)!r} is not UTF-8 text (byte {error.object[error.start]:#x} "
+            f"at offset {error.start}); save it as UTF-8"
+        ) from None
     text_sources = {
         config.columns.get(column, column)
         for column in _CSV_TEXT_COLUMNS
@@ -618,9 +645,17 @@ def _read_csv(path: Path, config: LogConfig) -> pd.DataFrame:
         "na_values": [""],
     }
     try:
-        return pd.read_csv(path, engine="pyarrow", **options)
-    except (pa.ArrowInvalid, ValueError) as error:
+        frame = pd.read_csv(path, engine="pyarrow", **options)
+    except (pa.ArrowInvalid, ValueError) as error:  # (UnicodeDecodeError is a ValueError)
         raise PurchaseLogError(f"cannot parse CSV {str(path)!r}: {error}") from error
+    for name, column in frame.items():  # Arrow reads cells that are not UTF-8 as bytes
+        first = column.first_valid_index() if column.dtype == object else None
+        if first is not None and isinstance(column.at[first], bytes):
+            raise PurchaseLogError(
+                f"purchase log {str(path)!r}: column {name!r} is not UTF-8 text; save the file "
+                "as UTF-8"
+            )
+    return frame
 
 
 _DICTIONARY_BYTES_PER_VALUE = 4.0
@@ -726,9 +761,25 @@ def _bad_values_error(
     return PurchaseLogError(message + (f". {hint}" if hint else ""))
 
 
+class _Shown(str):
+    """A marker shown as is in messages (``{value!r}`` would add quotes)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+_NAN = _Shown("NaN")
+_MISSING = _Shown("<missing>")
+
+
 def _display(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
-        return ""
+    """A cell as a message shows it: NaN as ``NaN``, a missing cell as ``<missing>``."""
+    if isinstance(value, float | np.floating) and np.isnan(value):
+        return _NAN
+    if value is None or value is pd.NA or value is pd.NaT:
+        return _MISSING
     return value.item() if isinstance(value, np.generic) else value
 
 
@@ -931,7 +982,23 @@ def _parse_timestamps(
     bad = values.isna()
     if bad.any():
         raise _bad_values_error("timestamp", names, "empty timestamp(s)", bad, raw, row_numbers)
-    return values if values.unit == "us" else values.as_unit("us")
+    values = values if values.unit == "us" else values.as_unit("us")
+    outside = (values < _EARLIEST) | (values >= _LATEST)
+    if outside.any():
+        raise _bad_values_error(
+            "timestamp",
+            names,
+            f"timestamp(s) outside [{_EARLIEST.date()}, {_LATEST.date()}) UTC",
+            outside,
+            raw,
+            row_numbers,
+            hint="retain reads purchases in that range only",
+        )
+    return values
+
+
+_EARLIEST = pd.Timestamp(EARLIEST_TIME).as_unit("us")
+_LATEST = pd.Timestamp(LATEST_TIME).as_unit("us")
 
 
 # The common ISO 8601 layouts, all zoned or all naive, that Arrow parses in one pass (and
@@ -991,9 +1058,11 @@ def _parse_number(
     names: Mapping[str, str],
     row_numbers: np.ndarray,
     *,
+    bound: float,
     missing_ok: bool = False,
 ) -> np.ndarray:
-    """To float64; non-numeric, infinite (and, unless ``missing_ok``, empty) values fail."""
+    """To float64; non-numeric, infinite, beyond ``±bound`` (and, unless ``missing_ok``, empty)
+    values fail: sums of such values overflow or lose the cents downstream."""
     if pd.api.types.is_bool_dtype(raw.dtype):
         raise _bad_values_error(
             column,
@@ -1019,6 +1088,18 @@ def _parse_number(
     if bad.any():
         problem = "non-numeric or infinite" if missing_ok else "non-numeric, infinite or empty"
         raise _bad_values_error(column, names, f"{problem} value(s)", bad, raw, row_numbers)
+    with np.errstate(invalid="ignore"):
+        beyond = np.abs(values) > bound  # NaN (allowed missing) compares False
+    if beyond.any():
+        raise _bad_values_error(
+            column,
+            names,
+            f"value(s) beyond ±{bound:g}",
+            beyond,
+            raw,
+            row_numbers,
+            hint=f"retain accepts |{column}| <= {bound:g}",
+        )
     return values
 
 

@@ -23,6 +23,12 @@ channel        str or NA                 optional (web, store, app, ...)
 is_return      bool                      a return or cancellation, not a purchase
 =============  ========================  ==============================================
 
+Bounds (the same for files, data frames and HTTP requests): timestamps and ``as_of`` lie in
+``[EARLIEST_TIME, LATEST_TIME)`` = [1900-01-01, 2200-01-01) UTC, so day arithmetic in pandas'
+nanoseconds (which end in 2262) cannot overflow; ``|amount| <= MAX_ABS_AMOUNT`` (1e12) and
+finite, so sums over millions of rows stay finite and exact to the cent. The loader rejects
+values outside them naming the rows.
+
 Counting rules (the convention of the buy-till-you-die literature):
 - the lines of one order are one purchase (an *order*);
 - all orders of one customer on one calendar day (UTC) are one *purchase day*.
@@ -30,9 +36,19 @@ Counting rules (the convention of the buy-till-you-die literature):
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from features.errors import InputError
+
+EARLIEST_TIME = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2200, 1, 1, tzinfo=UTC)
+"""Timestamps and as_of lie in [EARLIEST_TIME, LATEST_TIME) (UTC); see the module doc."""
+MAX_ABS_AMOUNT = 1e12
+"""Largest accepted ``|amount|`` (and ``|quantity|`` is bounded by MAX_ABS_QUANTITY)."""
+MAX_ABS_QUANTITY = 1e9
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("customer_id", "timestamp", "amount")
 OPTIONAL_COLUMNS: tuple[str, ...] = (
@@ -64,7 +80,7 @@ TIMESTAMP_DTYPE = "datetime64[us, UTC]"
 COUNTING_RULES: tuple[str, ...] = ("cancel_prefix", "duplicates")
 
 
-class PurchaseLogError(ValueError):
+class PurchaseLogError(InputError):
     """Bad purchase-log input; the message names the column, rows and offending values."""
 
 

@@ -8,15 +8,24 @@ chunked run gives the same rows as one whole-log call, as long as the offer poli
 rank customers against each other (``min_value_quantile`` does: see
 :func:`chunk_dependent_rules`; the run summary warns about it).
 
-Output layout (``DIR``)::
+Output layout (``DIR``; ``--features-out`` is published the same way)::
 
+    DIR -> .DIR.retain/versions/000007     a link to the current version
     DIR/part-00000.parquet ...   one file per customer chunk, columns SCORE_COLUMNS
     DIR/_summary.json            the run summary (rows in, drops by reason, timings, files)
-    DIR/_SUCCESS                 written last: the output is complete
+    DIR/_SUCCESS                 the output is complete
+    DIR/_manifest.json           every file retain wrote there, with its sha256
 
-Nothing half-done is ever visible: chunks are written into ``DIR/.staging-<runid>/`` (a
-dot-directory, ignored by Parquet dataset readers) with a manifest updated after each chunk,
-and only a finished run moves its parts into place, then writes the summary and ``_SUCCESS``.
+Nothing half-done is ever visible, and nothing retain did not write is ever removed
+(:class:`features.atomic.VersionedDir`): chunks are written into
+``.DIR.retain/staging-<runid>/`` (beside ``DIR``, a dot-directory that Parquet dataset
+readers skip) with a manifest updated after each chunk; a finished run hard-links them into a
+new version directory with the summary and ``_SUCCESS``, then switches the ``DIR`` link to it
+in one rename. A kill at any moment leaves ``DIR`` on the old version or the new one. A run
+holds an ``flock`` on ``.DIR.retain/lock`` from start to publish, so a second run on the same
+``DIR`` is refused with the holder's pid; a ``DIR`` that is a plain directory holding files
+is refused and left as it is.
+
 The run id is a hash of the inputs (data file, as_of, model, chunking, campaign), so
 ``--resume`` finds the staging directory of an interrupted run with the same inputs and
 continues after its last finished chunk. Parquet files are written deterministically (fixed
@@ -31,6 +40,7 @@ import itertools
 import json
 import os
 import shutil
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -44,21 +54,34 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.atomic import MANIFEST_NAME as VERSION_MANIFEST
+from features.atomic import (
+    VersionedDir,
+    pinned,
+    sha256_file,
+    write_atomic,
+    write_text_atomic,
+)
 from features.builders import COUNT_COLUMNS, build_feature_block
 from features.catalog import FEATURE_COLUMNS
+from features.errors import UserError
 from features.purchase_log import LoadReport
 from serving.offers import OfferPolicy
 from serving.scorer import SCORE_COLUMNS, ScoringModel, score, score_block
 
 DEFAULT_CHUNK_CUSTOMERS = 100_000
 PART_TEMPLATE = "part-{:05d}.parquet"
-STAGING_PREFIX = ".staging-"
+STAGING_PREFIX = "staging-"
 MANIFEST_NAME = "manifest.json"
 SUMMARY_NAME = "_summary.json"
 SUCCESS_NAME = "_SUCCESS"
 FEATURES_DIR = "features"
 OUTPUT_FORMAT = 1
 PARQUET_COMPRESSION = "zstd"
+PAUSE_ENV = "RETAIN_TEST_PAUSE_AT"
+"""Tests only: ``<output>:<step>`` (e.g. ``scores:link-made``) makes a run print
+``paused at ...`` to stderr and wait there for a line on stdin, so a test can kill it (or let
+it go on) at that point of publish. Steps: see :meth:`features.atomic.VersionedDir.publish`."""
 
 _UTC = "UTC"
 _TEXT_COLUMNS = (
@@ -101,7 +124,7 @@ FEATURE_SCHEMA: pa.Schema = pa.schema(
 """The feature snapshot that ``/score/ids`` reads: customer_id, the features, as_of."""
 
 
-class BatchError(RuntimeError):
+class BatchError(UserError, RuntimeError):
     """A batch run cannot start or continue; the message says what to do."""
 
 
@@ -241,33 +264,23 @@ def features_table(features: pd.DataFrame, as_of: pd.Timestamp) -> pa.Table:
 
 
 def write_parquet(table: pa.Table, path: Path) -> str:
-    """Write deterministically (same table, same bytes) via a temp name; return the sha256."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(
-        table,
-        tmp,
-        compression=PARQUET_COMPRESSION,
-        use_dictionary=True,
-        write_statistics=True,
-        row_group_size=1 << 20,
+    """Write deterministically (same table, same bytes) and atomically; return the sha256."""
+    write_atomic(
+        path,
+        lambda tmp: pq.write_table(
+            table,
+            tmp,
+            compression=PARQUET_COMPRESSION,
+            use_dictionary=True,
+            write_statistics=True,
+            row_group_size=1 << 20,
+        ),
     )
-    digest = _sha256(tmp)
-    os.replace(tmp, path)
-    return digest
+    return sha256_file(path)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+def _json_text(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
 # ---- the run ----------------------------------------------------------------------------
@@ -328,6 +341,7 @@ class BatchSummary:
     rows_in: int
     rows_kept: int
     dropped: dict[str, int]
+    not_used: dict[str, int]  # kept rows the scores do not use, e.g. at or after as_of
     customers_in_log: int
     customers_scored: int
     chunks: int
@@ -349,6 +363,7 @@ class BatchSummary:
             f"  rows in: {self.rows_in:,}   rows kept: {self.rows_kept:,}",
         ]
         out += [f"  dropped ({k}): {v:,}" for k, v in sorted(self.dropped.items())]
+        out += [f"  kept, not used ({k}): {v:,}" for k, v in self.not_used.items()]
         out.append(
             f"  chunks: {self.chunks} ({self.chunks_resumed} resumed), "
             f"{self.chunk_customers:,} customers each, executor {self.executor}"
@@ -421,9 +436,9 @@ def pandas_runner(
 class _Staging:
     """The hidden directory a run writes into, with its manifest of finished chunks."""
 
-    def __init__(self, out: Path, job: BatchJob) -> None:
+    def __init__(self, store: Path, job: BatchJob) -> None:
         self.job = job
-        self.root = out / f"{STAGING_PREFIX}{job.run_id}"
+        self.root = store / f"{STAGING_PREFIX}{job.run_id}"
         self.manifest_path = self.root / MANIFEST_NAME
         self.done: dict[int, dict[str, Any]] = {}
 
@@ -446,13 +461,15 @@ class _Staging:
     def _intact(self, entry: dict[str, Any]) -> bool:
         for rel, digest in entry.get("files", {}).items():
             path = self.root / rel
-            if not path.is_file() or _sha256(path) != digest:
+            if not path.is_file() or sha256_file(path) != digest:
                 return False
         return True
 
     def _save(self) -> None:
         chunks = {str(k): v for k, v in sorted(self.done.items())}
-        _write_json(self.manifest_path, {"job": self.job.to_dict(), "chunks": chunks})
+        write_text_atomic(
+            self.manifest_path, _json_text({"job": self.job.to_dict(), "chunks": chunks})
+        )
 
     def record(self, result: ChunkResult, as_of: pd.Timestamp) -> None:
         """Write the chunk's files, then mark it finished in the manifest (in that order)."""
@@ -471,20 +488,16 @@ class _Staging:
         self._save()
 
 
-def _publish(staging_dir: Path, names: Sequence[str], target: Path) -> None:
-    """Replace the parts in ``target`` with the staged ones; ``_SUCCESS`` goes first and last."""
-    target.mkdir(parents=True, exist_ok=True)
-    (target / SUCCESS_NAME).unlink(missing_ok=True)
-    for old in target.glob("part-*.parquet"):
-        old.unlink()
-    for name in names:
-        source, dest = staging_dir / name, target / name
-        try:
-            os.replace(source, dest)
-        except OSError:  # another file system: copy beside the target, then rename
-            tmp = target / f".{name}.tmp"
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, dest)
+def _pause_hook(output: str) -> Callable[[str], None]:
+    """The :data:`PAUSE_ENV` test hook for one output (``scores`` or ``features``)."""
+    wanted = os.environ.get(PAUSE_ENV, "")
+
+    def pause(step: str) -> None:
+        if wanted == f"{output}:{step}":
+            print(f"paused at {wanted} (pid {os.getpid()})", file=sys.stderr, flush=True)
+            sys.stdin.readline()
+
+    return pause
 
 
 def run_batch(
@@ -507,19 +520,109 @@ def run_batch(
     """Score every chunk not yet finished, then publish the output atomically.
 
     ``on_chunk`` is called after each chunk is safely staged (tests use it to interrupt a
-    run); an exception anywhere leaves the staging directory for ``resume`` and nothing
-    visible in ``out``.
+    run); an exception anywhere leaves the staging directory for ``resume`` and ``out`` as it
+    was. ``out`` (and ``features_out``) are locked for the whole run.
     """
     started = time.perf_counter()
     out_dir = Path(out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise BatchError(f"--out {out_dir} exists and is not a directory")
     if job.with_features != (features_out is not None):
-        raise BatchError("job.with_features must be True exactly when features_out is given")
-    if features_out is not None and Path(features_out).absolute() == out_dir.absolute():
-        raise BatchError(f"--features-out must differ from --out ({out_dir}): both hold parts")
+        raise ValueError("job.with_features must be True exactly when features_out is given")
+    if features_out is not None:
+        one, other = out_dir.absolute(), Path(features_out).absolute()
+        if one == other or one in other.parents or other in one.parents:
+            raise BatchError(
+                f"--features-out ({features_out}) and --out ({out_dir}) must not be the same "
+                "directory or one inside the other: each is published as a whole"
+            )
+    targets = [out_dir] if features_out is None else [out_dir, Path(features_out)]
+    with contextlib.ExitStack() as stack:
+        outputs = [stack.enter_context(VersionedDir(t, adopt=_plain_output)) for t in targets]
+        summary, staging = _score_and_summarize(
+            log=log,
+            report=report,
+            job=job,
+            runner=runner,
+            store=outputs[0].store,
+            out_dir=out_dir,
+            features_out=features_out,
+            resume=resume,
+            model_label=model_label,
+            executor=executor,
+            policy=policy,
+            horizon_days=horizon_days,
+            on_chunk=on_chunk,
+            progress=progress,
+        )
+        scored = time.perf_counter()
+        names = [PART_TEMPLATE.format(i) for i in range(summary.chunks)]
+        success = {SUCCESS_NAME: f"{job.run_id}\n"}
+        if len(outputs) > 1:
+            outputs[1].publish(
+                {n: staging.root / FEATURES_DIR / n for n in names},
+                success,
+                digests={n: summary.files[f"{FEATURES_DIR}/{n}"] for n in names},
+                before_switch=_pause_hook("features"),
+            )
+        summary.seconds = {
+            "read": round(read_seconds, 3),
+            "score": round(scored - started, 3),  # chunks scored and their parts staged
+            "publish": round(time.perf_counter() - scored, 3),
+            "total": round(read_seconds + time.perf_counter() - started, 3),
+        }
+        outputs[0].publish(
+            {n: staging.root / n for n in names},
+            {**success, SUMMARY_NAME: _json_text(summary.to_dict())},
+            digests={n: summary.files[n] for n in names},
+            before_switch=_pause_hook("scores"),
+        )
+        shutil.rmtree(staging.root, ignore_errors=True)
+        for output in outputs:
+            summary.warnings.extend(output.warnings)
+    return summary
+
+
+def _plain_output(directory: Path) -> dict[str, str] | None:
+    """The files of a scores directory written by retain before outputs were versioned.
+
+    Recognised by its ``_SUCCESS`` and ``_summary.json``, whose ``files`` must list every
+    other file in it with the sha256 it has now; None for anything else.
+    """
+    try:
+        listed = json.loads((directory / SUMMARY_NAME).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(listed, dict):
+        return None
+    parts = {name: digest for name, digest in listed.items() if "/" not in str(name)}
+    present = {p.name for p in directory.iterdir()} - {VERSION_MANIFEST}  # (adopted half-way)
+    if present != {*parts, SUMMARY_NAME, SUCCESS_NAME} or not all(
+        (directory / n).is_file() and sha256_file(directory / n) == d for n, d in parts.items()
+    ):
+        return None
+    own = {n: sha256_file(directory / n) for n in (SUMMARY_NAME, SUCCESS_NAME)}
+    return {**parts, **own}
+
+
+def _score_and_summarize(
+    *,
+    log: pd.DataFrame,
+    report: LoadReport,
+    job: BatchJob,
+    runner: ChunkRunner,
+    store: Path,
+    out_dir: Path,
+    features_out: str | Path | None,
+    resume: bool,
+    model_label: str,
+    executor: str,
+    policy: OfferPolicy | None,
+    horizon_days: int | None,
+    on_chunk: Callable[[Chunk], None] | None,
+    progress: bool,
+) -> tuple[BatchSummary, _Staging]:
+    """Stage every chunk (resuming finished ones) and build the run summary."""
     chunks = customer_chunks(log, job.chunk_customers)
-    staging = _Staging(out_dir, job)
+    staging = _Staging(store, job)
     resumed = staging.open(resume)
     pending = [c for c in chunks if c.index not in staging.done]
 
@@ -531,10 +634,8 @@ def run_batch(
                 on_chunk(result.chunk)
     missing = sorted({c.index for c in chunks} - set(staging.done))
     if missing:
-        raise BatchError(f"runner did not return chunk(s) {missing[:10]}")
-    scored = time.perf_counter()
+        raise RuntimeError(f"runner did not return chunk(s) {missing[:10]}")
 
-    names = [c.part_name for c in chunks]
     warnings: list[str] = []
     dependent = chunk_dependent_rules(policy) if policy is not None else []
     if dependent and len(chunks) > 1:
@@ -562,6 +663,7 @@ def run_batch(
         rows_in=report.rows_read,
         rows_kept=report.rows_kept,
         dropped=dict(report.dropped),
+        not_used={"at or after as_of": int((log["timestamp"] >= job.as_of).sum())},
         customers_in_log=report.n_customers,
         customers_scored=sum(staging.done[c.index]["customers"] for c in chunks),
         chunks=len(chunks),
@@ -573,22 +675,7 @@ def run_batch(
         files=dict(sorted(files.items())),
         warnings=warnings,
     )
-    _publish(staging.root, names, out_dir)
-    if features_out is not None:
-        features_dir = Path(features_out)
-        _publish(staging.root / FEATURES_DIR, names, features_dir)
-    summary.seconds = {
-        "read": round(read_seconds, 3),
-        "score": round(scored - started, 3),  # chunks scored and their parts staged
-        "publish": round(time.perf_counter() - scored, 3),
-        "total": round(read_seconds + time.perf_counter() - started, 3),
-    }
-    _write_json(out_dir / SUMMARY_NAME, summary.to_dict())
-    if features_out is not None:
-        (Path(features_out) / SUCCESS_NAME).write_text(f"{job.run_id}\n", encoding="utf-8")
-    (out_dir / SUCCESS_NAME).write_text(f"{job.run_id}\n", encoding="utf-8")
-    shutil.rmtree(staging.root, ignore_errors=True)
-    return summary
+    return summary, staging
 
 
 @contextlib.contextmanager
@@ -625,7 +712,7 @@ def model_identity(artifact_dir: Path) -> str:
     """sha256 of the artifact manifest, which itself lists the sha256 of every file."""
     from training.artifact import MANIFEST_NAME as ARTIFACT_MANIFEST
 
-    return _sha256(artifact_dir / ARTIFACT_MANIFEST)
+    return sha256_file(artifact_dir / ARTIFACT_MANIFEST)
 
 
 def data_identity(source: str | Path, report: LoadReport, config_json: str) -> str:
@@ -658,10 +745,13 @@ def resolved_artifact(model_uri: str) -> Iterator[tuple[Path, str]]:
 
 
 def read_scores(directory: str | Path) -> pd.DataFrame:
-    """All parts of a finished scores directory (refuses one without ``_SUCCESS``)."""
-    root = Path(directory)
+    """All parts of a finished scores directory (refuses one without ``_SUCCESS``).
+
+    Reads one version even if a run publishes meanwhile (:func:`features.atomic.pinned`).
+    """
+    root = pinned(directory)
     if not (root / SUCCESS_NAME).is_file():
-        raise BatchError(f"{root} has no {SUCCESS_NAME}: not a finished `retain score` output")
+        raise BatchError(f"{directory} has no {SUCCESS_NAME}: not a finished `retain score` output")
     parts = sorted(root.glob("part-*.parquet"))
     if not parts:
         return pd.DataFrame(columns=list(SCORE_COLUMNS))

@@ -1,8 +1,9 @@
 """``retain score`` and ``retain report``: the batch sub-commands.
 
 Heavy imports happen inside the commands so ``retain --help`` stays fast. Expected input
-errors (unreadable log, bad model, bad options) end with one ``error:`` line on stderr and
-exit code 2; nothing is left visible in the output directory.
+errors (unreadable log, bad model, bad options) raise; the root app prints them as one
+``error:`` line on stderr with exit code 2 (:mod:`serving.cli_errors`), and nothing is left
+visible in the output directory.
 """
 
 from __future__ import annotations
@@ -21,32 +22,6 @@ if TYPE_CHECKING:
 
 _MAP_HELP = "Column mapping CANONICAL=SOURCE, repeatable, e.g. --map customer_id=CustomerID."
 DEFAULT_MODEL_URI = "models:/retain@champion"
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=2)
-
-
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    from pydantic import ValidationError
-
-    from features.schema import PurchaseLogError
-    from serving.batch import BatchError
-    from serving.offers import OfferPolicyError, ScoresError
-    from training.artifact import ArtifactError
-
-    return (
-        PurchaseLogError,
-        ValidationError,
-        BatchError,
-        ArtifactError,
-        OfferPolicyError,
-        ScoresError,
-        OSError,
-        ValueError,
-        KeyError,
-    )
 
 
 def _read_log_config(config_file: Path | None) -> LogConfig | None:
@@ -104,7 +79,7 @@ def score_command(
     if dask_address is not None and dask_local is not None:
         raise BatchError("give at most one of --dask and --dask-local")
     chunk = DEFAULT_CHUNK_CUSTOMERS if chunk_customers is None else chunk_customers
-    as_of_ts = to_utc_timestamp(as_of)
+    as_of_ts = to_utc_timestamp(as_of, "--as-of")
     apply_options(LogConfig(), mapping)  # a malformed --map fails before the model loads
     if not data.exists():
         raise BatchError(f"purchase log not found: {data}")
@@ -191,7 +166,9 @@ def register(app: typer.Typer) -> None:
     def score(
         data: Path = typer.Option(..., "--data", "-d", help="Purchase log: CSV or Parquet."),
         as_of: str = typer.Option(..., "--as-of", help="Scoring date (UTC if naive)."),
-        out: Path = typer.Option(..., "--out", "-o", help="Output directory of Parquet parts."),
+        out: Path = typer.Option(
+            ..., "--out", "-o", help="Output: a link to the current directory of Parquet parts."
+        ),
         model_uri: str = typer.Option(
             DEFAULT_MODEL_URI, "--model-uri", help="models:/<name>@<alias> or an artifact dir."
         ),
@@ -228,25 +205,22 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Score every customer with the champion model into partitioned Parquet."""
-        try:
-            log_config = _read_log_config(config_file)
-            summary = score_command(
-                data,
-                as_of,
-                out,
-                model_uri=model_uri,
-                mapping=mapping,
-                chunk_customers=chunk_customers,
-                features_out=features_out,
-                resume=resume,
-                campaign=campaign,
-                dask_address=dask_address,
-                dask_local=dask_local,
-                threads=threads,
-                log_config=log_config,
-            )
-        except _expected_errors() as exc:
-            raise _fail(str(exc)) from None
+        log_config = _read_log_config(config_file)
+        summary = score_command(
+            data,
+            as_of,
+            out,
+            model_uri=model_uri,
+            mapping=mapping,
+            chunk_customers=chunk_customers,
+            features_out=features_out,
+            resume=resume,
+            campaign=campaign,
+            dask_address=dask_address,
+            dask_local=dask_local,
+            threads=threads,
+            log_config=log_config,
+        )
         typer.echo("\n".join(summary.lines()), err=True)
         typer.echo(json.dumps(summary.to_dict(), sort_keys=True))
 
@@ -266,15 +240,12 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Write the retention report: one self-contained HTML page."""
-        try:
-            path = report_command(
-                data,
-                out,
-                scores=scores,
-                as_of=as_of,
-                mapping=mapping,
-                log_config=_read_log_config(config_file),
-            )
-        except _expected_errors() as exc:
-            raise _fail(str(exc)) from None
+        path = report_command(
+            data,
+            out,
+            scores=scores,
+            as_of=as_of,
+            mapping=mapping,
+            log_config=_read_log_config(config_file),
+        )
         typer.echo(f"wrote {path}", err=True)

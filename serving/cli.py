@@ -1,6 +1,9 @@
 """The root ``retain`` command: one sub-command per job.
 
 Logging, telemetry opt-outs and warnings are configured here, at start-up, never at import.
+Errors of every sub-command are mapped in one place, :mod:`serving.cli_errors`: a user error
+is one ``error:`` line and exit code 2, a bug a traceback; ``--debug`` shows tracebacks of
+user errors too.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ import sys
 import typer
 
 from features.redaction import install_log_redaction, redacting_excepthook
+from serving.cli_errors import DEBUG_KEY, RetainGroup
 
 app = typer.Typer(
+    cls=RetainGroup,
     name="retain",
     help="Predict churn and next purchases, and turn the scores into offers.",
     no_args_is_help=True,
@@ -36,7 +41,14 @@ def configure_runtime(verbose: bool = False) -> None:
 
 
 @app.callback()
-def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+def _root(
+    ctx: typer.Context,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the traceback of errors in the input too (they exit 2)."
+    ),
+) -> None:
+    ctx.meta[DEBUG_KEY] = debug
     configure_runtime(verbose)
 
 

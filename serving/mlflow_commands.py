@@ -6,8 +6,6 @@ cannot be resolved is a user error: one line on stderr, exit 2, URI passwords ma
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -30,22 +28,6 @@ _TRACKING = typer.Option(
     help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db).",
 )
 _MODEL_NAME = typer.Option("retain", "--name", help="Registered model name.")
-EXIT_BAD_INPUT = 2
-
-
-@contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
-    """Registry, store and model-resolution errors as one line and exit 2."""
-    from features.redaction import redact
-    from serving.model_source import ModelResolutionError
-    from training.registry import RegistryError
-    from training.tracking import TrackingStoreError
-
-    try:
-        yield
-    except (RegistryError, TrackingStoreError, ModelResolutionError) as exc:
-        typer.echo(f"error: {redact(exc)}", err=True)
-        raise typer.Exit(code=EXIT_BAD_INPUT) from None
 
 
 def alias_report(name: str, version: str) -> str:
@@ -109,20 +91,19 @@ def register(app: typer.Typer) -> None:
         from serving.workflow import train_and_register
 
         console = Console(stderr=True)
-        with _user_errors():
-            outcome = train_and_register(
-                data,
-                as_of,
-                horizon,
-                log_config=log_config_from_options(config_file, mapping),
-                tracking_uri=tracking_uri,
-                experiment=experiment,
-                registered_model=name,
-                policy=policy,
-                register=register_version,
-                artifact_out=artifact_out,
-                console=console,
-            )
+        outcome = train_and_register(
+            data,
+            as_of,
+            horizon,
+            log_config=log_config_from_options(config_file, mapping),
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            registered_model=name,
+            policy=policy,
+            register=register_version,
+            artifact_out=artifact_out,
+            console=console,
+        )
         model = outcome.backtest["metrics"].get("model", {})
         out = Console()
         out.print(f"run {outcome.run_id} logged to {redact(outcome.tracking_uri)}")
@@ -142,8 +123,7 @@ def register(app: typer.Typer) -> None:
         if outcome.rescore_problem is not None:
             out.print(f"warning: {outcome.rescore_problem}", markup=False, highlight=False)
         if outcome.version is not None:
-            with _user_errors():
-                out.print(alias_report(name, outcome.version), markup=False, highlight=False)
+            out.print(alias_report(name, outcome.version), markup=False, highlight=False)
 
     @app.command("promote")
     def promote(
@@ -185,15 +165,14 @@ def register(app: typer.Typer) -> None:
                 "the version.",
                 param_hint="--force",
             )
-        with _user_errors():
-            decision = promote_challenger(
-                name=name,
-                tolerance=tolerance,
-                skip=tuple(skip_check),
-                data=data,
-                log_config=LogConfig(columns=parse_mapping(mapping)),
-                tracking_uri=tracking_uri,
-            )
+        decision = promote_challenger(
+            name=name,
+            tolerance=tolerance,
+            skip=tuple(skip_check),
+            data=data,
+            log_config=LogConfig(columns=parse_mapping(mapping)),
+            tracking_uri=tracking_uri,
+        )
         out = Console()
         head = "[green]PROMOTED[/green]" if decision.promoted else "[red]REFUSED[/red]"
         out.print(
@@ -210,8 +189,7 @@ def register(app: typer.Typer) -> None:
         """Point champion back at the previous champion version."""
         from training import registry, tracking
 
-        with _user_errors():
-            tracking.configure_tracking(tracking_uri, create=False)
+        tracking.configure_tracking(tracking_uri, create=False)
         try:
             version = registry.rollback(name=name)
         except registry.RegistryError as exc:
@@ -224,9 +202,8 @@ def register(app: typer.Typer) -> None:
         """List registered versions with their aliases and key backtest metrics."""
         from training import registry, tracking
 
-        with _user_errors():
-            tracking.configure_tracking(tracking_uri, create=False)
-            rows = registry.list_versions(name=name)
+        tracking.configure_tracking(tracking_uri, create=False)
+        rows = registry.list_versions(name=name)
         table = Table(
             title=f"registered model {name!r} (backtest metrics)",
             box=box.SIMPLE_HEAD,

@@ -14,7 +14,7 @@ Agg), styles are inline, nothing is fetched from anywhere. Sections (each has a 
 - ``offers``: the offer plan by segment (needs ``--scores``).
 
 A section without its input says why instead of disappearing, so the page always has the same
-structure. The page is written atomically (temp file + ``os.replace``).
+structure. The page is written atomically (:mod:`features.atomic`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ import base64
 import html
 import io
 import json
-import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.atomic import write_text_atomic
 from features.builders import build_features, to_utc_timestamp
+from features.errors import InputError
 from features.kpis import cohort_retention, compute_kpis
 from features.segments import SEGMENTS, assign_segments, summarize_segments
 
@@ -342,7 +342,7 @@ def build_report(
     the clock). ``horizon_days`` defaults to the one recorded in the scores' run summary.
     """
     if log.empty:
-        raise ValueError("the purchase log has no rows: nothing to report")
+        raise InputError("the purchase log has no rows: nothing to report")
     scores: pd.DataFrame | None = None
     summary: dict[str, Any] = {}
     if scores_dir is not None:
@@ -391,14 +391,5 @@ def render_page(
 
 
 def write_report(html_text: str, path: str | Path) -> Path:
-    """Write atomically: a temp file beside ``path``, then ``os.replace``."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
-    try:
-        tmp.write_text(html_text, encoding="utf-8")
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
+    """Write atomically (:func:`features.atomic.write_text_atomic`)."""
+    return write_text_atomic(path, html_text)

@@ -15,14 +15,16 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from features.schema import EARLIEST_TIME, LATEST_TIME, MAX_ABS_AMOUNT, MAX_ABS_QUANTITY
+
 MAX_ID_LENGTH = 128
 MAX_TEXT_LENGTH = 256
 MAX_HISTORY_ROWS = 50_000
 MAX_IDS = 10_000
 
 
-EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
-LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+EARLIEST = EARLIEST_TIME  # the purchase-log contract's bounds (features.schema)
+LATEST = LATEST_TIME
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -79,12 +81,14 @@ class PurchaseIn(_Strict):
     )
     amount: float = Field(
         allow_inf_nan=False,
-        ge=-1e12,
-        le=1e12,
+        ge=-MAX_ABS_AMOUNT,
+        le=MAX_ABS_AMOUNT,
         description="Money value; a negative amount is a return.",
     )
     order_id: Identifier | None = None
-    quantity: float | None = Field(default=None, allow_inf_nan=False, ge=-1e9, le=1e9)
+    quantity: float | None = Field(
+        default=None, allow_inf_nan=False, ge=-MAX_ABS_QUANTITY, le=MAX_ABS_QUANTITY
+    )
     product_id: Text | None = None
     category: Text | None = None
     discount: bool | None = None

@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 from starlette.responses import Response
 
+from features.atomic import pinned
 from features.builders import FeatureBlock
 from features.log_arrays import LogArrays, canonical_log_arrays
 from features.redaction import install_log_redaction
@@ -284,7 +285,8 @@ class FeatureSnapshot:
     def load(cls, path: str | Path) -> FeatureSnapshot:
         root = Path(path)
         signature = snapshot_signature(root)
-        frames = [pd.read_parquet(p) for p in _snapshot_files(root)]
+        # files of one version, even if `retain score` switches the link meanwhile
+        frames = [pd.read_parquet(p) for p in _snapshot_files(pinned(root))]
         frame = pd.concat(frames) if len(frames) > 1 else frames[0]
         if "customer_id" not in frame.columns:
             if frame.index.name != "customer_id":

@@ -126,7 +126,7 @@ def train_and_register(
     from serving.offers import OfferPolicy
     from training import registry, tracking
     from training.artifact import save_artifact
-    from training.backtest import evaluate
+    from training.backtest import check_coverage, evaluate
     from training.models import RetainModels
     from training.plots import write_backtest_plots
 
@@ -140,6 +140,7 @@ def train_and_register(
     with _stages(console) as stage, tempfile.TemporaryDirectory(prefix="retain-train-") as tmp:
         with stage("read purchase log"):
             log = read_purchase_log(log_source, log_config).log
+            check_coverage(log, cutoff, horizon_days)  # evaluate's check, before any work
             fingerprint = tracking.data_fingerprint(log)
         with stage(f"backtest at {cutoff.date()} (horizon {horizon_days} d)"):
             result = evaluate(log, cutoff, horizon_days, models_params=models_params, seed=seed)

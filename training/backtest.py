@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
+from features.atomic import write_text_atomic
 from features.schema import PurchaseLogError
 from training import metrics
 from training.baselines import BetaGeoNBD, GammaGamma, ParetoNBD, RecencyRule, rfm_summary
@@ -205,20 +205,6 @@ def best_methods(table: Mapping[str, Mapping[str, float | None]]) -> dict[str, s
             low = min(scored.values())
             out[key] = {m for m, s in scored.items() if np.isclose(s, low, rtol=0, atol=1e-12)}
     return out
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Readers never see a half-written file: write a sibling temp file, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 # --------------------------------------------------------------------------------------

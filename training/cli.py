@@ -10,14 +10,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import typer
 from rich.console import Console
 
+from features.builders import to_utc_timestamp
+from features.errors import InputError, UserError
 from features.schema import PurchaseLogError
-
-EXIT_BAD_INPUT = 2
-EXIT_FAILED = 1
 
 
 class LogFormat(StrEnum):
@@ -62,18 +60,6 @@ def _parse_model_params(items: list[str]) -> dict[str, Any]:
                 f"{item!r}: unreadable value", param_hint="--model-param"
             ) from None
     return out
-
-
-def _parse_date(value: str) -> pd.Timestamp:
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        raise PurchaseLogError(
-            f"--as-of {value!r} is not a date; use YYYY-MM-DD (UTC) or an ISO timestamp"
-        ) from None
-    if ts is pd.NaT:
-        raise PurchaseLogError(f"--as-of {value!r} is not a date; use YYYY-MM-DD")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def evaluate_command(
@@ -121,7 +107,7 @@ def evaluate_command(
 
     config_file = config_file or old_config_file
     try:
-        cutoff = _parse_date(as_of)
+        cutoff = to_utc_timestamp(as_of, "--as-of")
         if cdnow or _is_cdnow(data, log_format):
             if mapping or config_file is not None or timezone is not None:
                 raise PurchaseLogError(
@@ -157,15 +143,10 @@ def evaluate_command(
             seed=seed,
             baseline_penalizer=baseline_penalizer,
         )
-    except PurchaseLogError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        err.print(f"error: cannot read {data}: {exc}", markup=False, highlight=False)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-    except ValueError as exc:
-        err.print(f"error: backtest failed: {exc}", markup=False, highlight=False)
-        raise typer.Exit(EXIT_FAILED) from None
+    except UserError:
+        raise
+    except ValueError as exc:  # a log the backtest cannot use (too few customers, ...)
+        raise InputError(f"backtest at {as_of}: {exc}") from None
 
     console.print(result.table())
     if result.training_seconds is not None:

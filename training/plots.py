@@ -3,19 +3,19 @@
 Each plot draws every method on one set of axes so the comparison is one glance. The Agg
 backend is selected inside :func:`write_backtest_plots` (never at import, so importing this
 module does not change the backend of a notebook or another tool). Files are written
-atomically: a sibling temp file, then ``os.replace``.
+atomically (:func:`features.atomic.write_atomic`).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from features.atomic import write_atomic
 from training.backtest import METHOD_LABELS, BacktestResult
 from training.metrics import calibration_curve
 
@@ -67,16 +67,9 @@ def purchases_by_frequency(
 
 
 def _save(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(
+        path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    )
 
 
 def write_backtest_plots(result: BacktestResult, directory: str | os.PathLike[str]) -> list[Path]:

@@ -51,7 +51,7 @@ def test_synth_is_deterministic_and_atomic(tmp_path: Path) -> None:
 
 
 def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
-    from features.cli import _write_atomic
+    from features.atomic import write_atomic
 
     target = tmp_path / "out.json"
     target.write_text("old")
@@ -61,7 +61,7 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        _write_atomic(target, broken)
+        write_atomic(target, broken)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
@@ -216,3 +216,109 @@ def test_strict_fails_on_missing_customer_ids(
     assert strict.exit_code == 2
     assert "customer_id" in strict.output
     assert "4" in strict.output and "8" in strict.output  # 1-based data rows 4 and 8
+
+
+# --- issue 14: one line and exit 2 for bad input, load reports, strict JSON -------------------
+
+
+def _one_error_line(output: str) -> str:
+    """The single ``error:`` line of a failed command (and no traceback)."""
+    assert "Traceback" not in output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output
+    return errors[0]
+
+
+def _with_row(synth_csv: Path, tmp_path: Path, column: str, value: str) -> Path:
+    raw = pd.read_csv(synth_csv, dtype=str, keep_default_na=False)
+    raw.loc[3, column] = value
+    path = tmp_path / f"bad_{column}.csv"
+    raw.to_csv(path, index=False)
+    return path
+
+
+def test_kpis_on_timestamps_past_2262_is_one_line(synth_csv: Path, tmp_path: Path) -> None:
+    path = _with_row(synth_csv, tmp_path, "timestamp", "2263-01-01T00:00:00Z")
+    result = runner.invoke(app, ["kpis", "--data", str(path)])
+    assert result.exit_code == 2
+    line = _one_error_line(result.output)
+    assert "'timestamp'" in line and "data rows 4 ('2263-01-01T00:00:00Z')" in line
+
+
+def test_kpis_json_rejects_huge_amounts_and_never_writes_infinity(
+    synth_csv: Path, tmp_path: Path
+) -> None:
+    path = _with_row(synth_csv, tmp_path, "amount", "1e308")
+    result = runner.invoke(app, ["kpis", "--data", str(path), "--format", "json"])
+    assert result.exit_code == 2
+    assert "data rows 4 (1e+308)" in _one_error_line(result.output)
+    # a period without orders has NaN averages: JSON gets null, strictly parseable
+    empty = runner.invoke(
+        app,
+        ["kpis", "-d", str(synth_csv), "--from", "2030-01-01", "--to", "2030-02-01", "-f", "json"],
+    )
+    assert empty.exit_code == 0, empty.output
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"JSON holds {constant}")
+
+    data = json.loads(empty.stdout, parse_constant=refuse)
+    assert data["metrics"]["average_order_value"] is None
+
+
+def test_features_as_of_past_the_supported_range_is_one_line(
+    synth_csv: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "f.parquet"
+    result = runner.invoke(
+        app, ["features", "--data", str(synth_csv), "--as-of", "3000-01-01", "--out", str(out)]
+    )
+    assert result.exit_code == 2
+    assert "'3000-01-01' is outside the supported range" in _one_error_line(result.output)
+    assert not out.exists()
+    debug = runner.invoke(
+        app,
+        ["--debug", "features", "-d", str(synth_csv), "--as-of", "3000-01-01", "-o", str(out)],
+    )
+    assert debug.exit_code == 2
+    assert "Traceback (most recent call last)" in debug.output
+    assert "features.errors.InputError" in debug.output
+
+
+def test_features_and_kpis_print_the_load_report(synth_csv: Path, tmp_path: Path) -> None:
+    raw = pd.read_csv(synth_csv)
+    stamps = pd.to_datetime(raw["timestamp"], utc=True)
+    as_of = "2024-01-01"
+    result = runner.invoke(
+        app,
+        ["features", "-d", str(synth_csv), "--as-of", as_of, "-o", str(tmp_path / "f.parquet")],
+    )
+    assert result.exit_code == 0, result.output
+    after = int((stamps >= pd.Timestamp(as_of, tz="UTC")).sum())
+    assert 0 < after < len(raw)
+    assert f"  rows read:  {len(raw):,}" in result.stderr
+    assert f"  rows kept:  {len(raw):,}" in result.stderr
+    assert f"  kept, not used (at or after {as_of}): {after:,}" in result.stderr
+
+    dirty = tmp_path / "dirty.csv"
+    pd.concat([raw, raw.iloc[[0]]]).to_csv(dirty, index=False)
+    kpis = runner.invoke(app, ["kpis", "-d", str(dirty), "--to", as_of, "-f", "json"])
+    assert kpis.exit_code == 0, kpis.output
+    assert f"  rows read:  {len(raw) + 1:,}" in kpis.stderr
+    assert "  dropped (exact_duplicate): 1" in kpis.stderr
+    assert f"  kept, not used (at or after {as_of}): {after:,}" in kpis.stderr
+    json.loads(kpis.stdout)  # the report goes to stderr, stdout stays JSON
+
+
+def test_a_bug_keeps_its_traceback(synth_csv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only user errors become one line: an unexpected exception is not dressed up as one."""
+    import features.kpis
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(features.kpis, "compute_kpis", broken)
+    result = runner.invoke(app, ["kpis", "--data", str(synth_csv)])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, ZeroDivisionError)
+    assert "error:" not in result.output

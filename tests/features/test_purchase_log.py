@@ -216,7 +216,7 @@ def test_non_numeric_amount_names_column_rows_and_values(tmp_path: Path) -> None
     message = str(caught.value)
     assert "'Revenue' (canonical 'amount')" in message
     assert "2 ('$3')" in message
-    assert "3 ('')" in message
+    assert "3 (NaN)" in message  # an empty cell is read as NaN, and shown as such
 
 
 def test_infinite_amount_is_rejected() -> None:
@@ -1025,3 +1025,57 @@ def test_typed_synthetic_log_loads_like_its_csv(tmp_path: Path, variant: str) ->
     if variant == "messy":
         assert typed.report.dropped == {"exact_duplicate": 25}
         assert any("empty order id" in warning for warning in typed.report.warnings)
+
+
+# --- bounds and messages of issue 14 ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["1e308", "-2e12", "1000000000000.01"])
+def test_amount_beyond_the_bound_is_rejected_naming_the_row(value: str) -> None:
+    """|amount| > 1e12 overflowed sums (1e308 wrote Infinity into KPI JSON)."""
+    df = frame(
+        customer_id=["a", "b", "c"], timestamp=["2024-01-01"] * 3, amount=["1", value, "1e12"]
+    )
+    with pytest.raises(PurchaseLogError) as caught:
+        canonicalize(df)
+    message = str(caught.value)
+    assert "'amount'" in message and "beyond ±1e+12" in message
+    assert f"rows 2 ('{value}')" in message
+    assert "3 (" not in message  # exactly 1e12 is accepted
+
+
+@pytest.mark.parametrize("stamp", ["2262-04-12", "2300-01-01", "1899-12-31"])
+def test_timestamps_outside_the_supported_range_are_rejected(stamp: str) -> None:
+    """From 2262 on pandas' nanoseconds overflow (kpis crashed); the bound is 1900..2200."""
+    df = frame(customer_id=["a", "b"], timestamp=["2024-01-01", stamp], amount=["1", "2"])
+    with pytest.raises(
+        PurchaseLogError, match=rf"outside \[1900-01-01, 2200-01-01\).*2 \('{stamp}'\)"
+    ):
+        canonicalize(df)
+
+
+def test_nan_cells_are_shown_as_nan() -> None:
+    df = frame(customer_id=["a", "b"], timestamp=["2024-01-01"] * 2, amount=[1.0, float("nan")])
+    with pytest.raises(PurchaseLogError, match=r"rows 2 \(NaN\)"):
+        canonicalize(df)
+
+
+def test_empty_and_non_utf8_files_are_named(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(PurchaseLogError, match=r"purchase log '.*empty\.csv' is empty"):
+        read_purchase_log(empty)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("customer_id,timestamp,amount,café\na,2024-01-01,1,x\n".encode("latin-1"))
+    with pytest.raises(PurchaseLogError, match=r"'.*latin\.csv' is not UTF-8 text \(byte 0xe9"):
+        read_purchase_log(latin)
+    body = tmp_path / "body.csv"
+    body.write_bytes("customer_id,timestamp,amount\na,2024-01-01,café\n".encode("latin-1"))
+    with pytest.raises(PurchaseLogError, match=r"'.*body\.csv': column 'amount' is not UTF-8"):
+        read_purchase_log(body)
+
+
+def test_load_report_counts_rows_not_used() -> None:
+    report = canonicalize(SIMPLE).report
+    text = report.summary({"at or after 2024-01-02": 2})
+    assert "  kept, not used (at or after 2024-01-02): 2" in text.splitlines()

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +23,7 @@ from features.purchase_log import canonicalize
 from features.segments import SegmentConfig
 from features.synth import generate_purchase_log
 from serving.batch import (
+    PAUSE_ENV,
     SCORE_SCHEMA,
     SUCCESS_NAME,
     SUMMARY_NAME,
@@ -27,7 +34,7 @@ from serving.batch import (
     customer_chunks,
     read_scores,
 )
-from serving.batch_commands import register, score_command
+from serving.batch_commands import score_command
 from serving.offers import OfferPolicy
 from serving.scorer import SCORE_COLUMNS, ScoringModel, score
 from training.artifact import save_artifact
@@ -169,7 +176,7 @@ def test_parts_share_one_schema_and_summary_is_written(
     assert summary["rows_in"] == len(raw_log)
     assert summary["chunks"] == -(-raw_log["customer_id"].nunique() // 50)
     assert (tmp_path / "out" / SUCCESS_NAME).is_file()
-    assert not list((tmp_path / "out").glob(".staging-*"))
+    assert not list(tmp_path.glob(".out.retain/staging-*"))
 
 
 def test_rerun_is_byte_identical(tmp_path: Path, data_path: Path, artifact: Path) -> None:
@@ -210,6 +217,10 @@ def test_feature_snapshot_holds_the_scored_features(
     got = snap.drop(columns="as_of").set_index("customer_id")
     pd.testing.assert_frame_equal(got, want, check_index_type=False, check_names=False)
     assert (tmp_path / "f" / SUCCESS_NAME).is_file()
+    from serving.service import FeatureSnapshot  # what /score/ids reads, through the link
+
+    loaded = FeatureSnapshot.load(tmp_path / "f")
+    assert sorted(loaded.as_of.index) == sorted(want.index)
 
 
 class Interrupt(RuntimeError):
@@ -232,9 +243,8 @@ def test_interrupted_run_shows_nothing_and_resume_equals_clean_run(
 
     with pytest.raises(Interrupt):
         run(data_path, out, artifact, chunk_customers=60, on_chunk=crash_after_second)
-    visible = [p.name for p in out.iterdir() if not p.name.startswith(".")]
-    assert visible == []
-    assert len(list(out.glob(".staging-*/part-*.parquet"))) == 2
+    assert not out.exists()  # nothing published
+    assert len(list(tmp_path.glob(".out.retain/staging-*/part-*.parquet"))) == 2
 
     resumed: list[int] = []
     summary = run(
@@ -249,7 +259,7 @@ def test_interrupted_run_shows_nothing_and_resume_equals_clean_run(
     assert resumed == [2, 3, 4]
     assert summary.chunks_resumed == 2
     assert sha256s(out) == sha256s(clean)
-    assert not list(out.glob(".staging-*"))
+    assert not list(tmp_path.glob(".out.retain/staging-*"))
 
 
 def test_failed_rerun_keeps_the_previous_output(
@@ -289,8 +299,9 @@ def test_resume_of_a_changed_job_starts_over(
 
 @pytest.fixture(scope="module")
 def cli() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
+    """The root ``retain`` app: its error layer turns user errors into one line, exit 2."""
+    from serving.cli import app
+
     return app
 
 
@@ -314,6 +325,12 @@ def test_cli_scores_and_reports_dropped_rows(
     assert summary["rows_in"] == len(raw_log) + 1
     assert summary["dropped"] == {"missing_customer_id": 2, "exact_duplicate": 1}
     assert summary["rows_kept"] == len(raw_log) - 2
+    kept = dirty.drop_duplicates().loc[lambda d: d["customer_id"] != ""]
+    after = int(
+        (pd.to_datetime(kept["timestamp"], utc=True) >= pd.Timestamp(AS_OF, tz="UTC")).sum()
+    )
+    assert summary["not_used"] == {"at or after as_of": after} and after > 0
+    assert f"  kept, not used (at or after as_of): {after:,}" in result.stderr
     assert summary["customers_scored"] == len(read_scores(out))
 
 
@@ -356,6 +373,7 @@ def test_cli_reads_a_log_config_file(
         (lambda d: d / "missing.parquet", "not found"),
         (lambda d: d / "log.txt", "unsupported purchase-log file"),
         (lambda d: d / "no_amount.csv", "amount"),
+        (lambda d: d / "huge.csv", "data rows 2 (1e+308)"),  # once aborted the whole batch
     ],
 )
 def test_cli_bad_input_exits_nonzero_with_message(
@@ -363,6 +381,9 @@ def test_cli_bad_input_exits_nonzero_with_message(
 ) -> None:
     (tmp_path / "log.txt").write_text("x")
     (tmp_path / "no_amount.csv").write_text("customer_id,timestamp\na,2024-01-01\n")
+    (tmp_path / "huge.csv").write_text(
+        "customer_id,timestamp,amount\na,2024-01-01,1\nb,2024-01-02,1e308\n"
+    )
     path = make_input(tmp_path)  # type: ignore[operator]
     out = tmp_path / "out"
     result = _score_cli(cli, path, out, "--model-uri", str(artifact))
@@ -381,3 +402,181 @@ def test_cli_rejects_a_zero_chunk_size(tmp_path: Path, cli: typer.Typer, data_pa
     result = _score_cli(cli, data_path, tmp_path / "o", "--chunk-customers", "0")
     assert result.exit_code == 2
     assert "--chunk-customers must be at least 1, got 0" in result.output
+
+
+# ---- publishing: real processes killed mid-publish, concurrent runs, foreign files -------
+
+REPO = Path(__file__).resolve().parents[2]
+LATER = "2024-06-15"
+
+
+def _score_process(
+    data: Path, out: Path, artifact: Path, as_of: str, *extra: str, pause: str = ""
+) -> subprocess.Popen[str]:
+    """``retain score`` as its own process; with ``pause`` it stops there (PAUSE_ENV)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), PAUSE_ENV: pause}
+    args = ["score", "--data", str(data), "--as-of", as_of, "--out", str(out)]
+    args += ["--model-uri", str(artifact), "--chunk-customers", "60", *extra]
+    return subprocess.Popen(
+        [sys.executable, "-m", "serving.cli", *args],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_pause(proc: subprocess.Popen[str]) -> str:
+    """Read stderr until the process reports its pause; fail if it ends first."""
+    watchdog = threading.Timer(180, proc.kill)
+    watchdog.start()
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if line.startswith("paused at"):
+                return line
+        raise AssertionError(f"exited with {proc.wait()} before pausing: {''.join(seen)[-2000:]}")
+    finally:
+        watchdog.cancel()
+
+
+def _plain_read(directory: Path) -> pd.DataFrame:
+    """What a plain Parquet reader sees in the directory (no retain code involved)."""
+    frame = pd.read_parquet(directory)
+    return frame.sort_values("customer_id", ignore_index=True)
+
+
+@pytest.mark.parametrize("step", ["scores:writing", "scores:link-made"])
+def test_sigkill_during_publish_leaves_the_old_output_whole(
+    tmp_path: Path, data_path: Path, artifact: Path, step: str
+) -> None:
+    """A run killed (SIGKILL) in the middle of publishing changes nothing a reader sees.
+
+    The old output is as of AS_OF, the killed run's as of LATER, so a mix would show."""
+    out, feats = tmp_path / "out", tmp_path / "feats"
+    first = _score_process(data_path, out, artifact, AS_OF, "--features-out", str(feats))
+    assert first.wait(timeout=300) == 0, first.stderr.read() if first.stderr else ""
+    before, before_bytes = _plain_read(out), sha256s(out)
+    features_before = sha256s(feats)
+    assert set(before["as_of"]) == {pd.Timestamp(AS_OF, tz="UTC")}
+
+    killed = _score_process(
+        data_path, out, artifact, LATER, "--features-out", str(feats), pause=step
+    )
+    _wait_for_pause(killed)
+    killed.kill()  # SIGKILL: no cleanup of any kind runs
+    assert killed.wait(timeout=60) == -signal.SIGKILL
+
+    pd.testing.assert_frame_equal(_plain_read(out), before)
+    assert sha256s(out) == before_bytes
+    assert (out / SUCCESS_NAME).is_file()
+    assert json.loads((out / SUMMARY_NAME).read_text())["as_of"].startswith(AS_OF)
+    # the snapshot is published first: old or new (whole), never a mix
+    assert len(set(_plain_read(feats)["as_of"])) == 1
+    if step == "scores:writing":
+        assert sha256s(feats) != features_before  # ... and here already the new one
+
+    # the lock died with the process: a rerun goes through and equals a clean run
+    rerun = _score_process(data_path, out, artifact, LATER, "--features-out", str(feats))
+    assert rerun.wait(timeout=300) == 0, rerun.stderr.read() if rerun.stderr else ""
+    clean = _score_process(data_path, tmp_path / "clean", artifact, LATER)
+    assert clean.wait(timeout=300) == 0
+    assert sha256s(out) == sha256s(tmp_path / "clean")
+    assert set(_plain_read(out)["as_of"]) == {pd.Timestamp(LATER, tz="UTC")}
+    # kept: the new version and the one it replaced; the killed run's unlinked one is gone
+    versions = sorted(p.name for p in (tmp_path / ".out.retain" / "versions").iterdir())
+    assert versions == ["000001", "000003"]
+
+
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_completes(
+    tmp_path: Path, data_path: Path, artifact: Path, cli: typer.Typer
+) -> None:
+    out = tmp_path / "out"
+    first = _score_process(data_path, out, artifact, AS_OF, pause="scores:writing")
+    _wait_for_pause(first)
+    second = _score_process(data_path, out, artifact, LATER)
+    assert second.wait(timeout=300) == 2
+    message = second.stderr.read() if second.stderr else ""
+    assert f"is being written by another run (pid {first.pid}" in message
+    assert message.count("\n") == 1 and "Traceback" not in message
+    assert first.stdin is not None
+    first.stdin.write("\n")  # let the first run go on
+    first.stdin.close()
+    assert first.wait(timeout=300) == 0
+    got = read_scores(out)
+    assert set(got["as_of"]) == {pd.Timestamp(AS_OF, tz="UTC")}
+
+
+def test_files_retain_did_not_write_are_never_removed(
+    tmp_path: Path, data_path: Path, artifact: Path, cli: typer.Typer
+) -> None:
+    # a plain directory with someone's parts: refused, left exactly as it was
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "part-00000.parquet").write_bytes(b"not retain's")
+    refused = _score_cli(cli, data_path, theirs, "--model-uri", str(artifact))
+    assert refused.exit_code == 2
+    assert "holding files retain did not publish (part-00000.parquet)" in refused.output
+    assert [p.name for p in theirs.iterdir()] == ["part-00000.parquet"]
+    assert (theirs / "part-00000.parquet").read_bytes() == b"not retain's"
+
+    # a file dropped into a published output survives every later run
+    out = tmp_path / "out"
+    args = ("--model-uri", str(artifact), "--chunk-customers", "100")
+    assert _score_cli(cli, data_path, out, *args).exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    first_version = (out / "notes.txt").resolve().parent
+    for _ in range(3):  # the version holding it falls out of the kept ones after two runs
+        result = _score_cli(cli, data_path, out, *args)
+        assert result.exit_code == 0, result.output
+    assert (first_version / "notes.txt").read_text() == "mine"
+    assert "retain did not write" in result.output
+    # retain's files of that version are gone; its manifest now records none
+    assert sorted(p.name for p in first_version.iterdir()) == ["_manifest.json", "notes.txt"]
+    assert json.loads((first_version / "_manifest.json").read_text()) == {"files": {}}
+    # retain's own old versions are gone but the current and the previous one
+    versions = sorted(p.name for p in (tmp_path / ".out.retain" / "versions").iterdir())
+    assert versions == ["000001", "000003", "000004"]
+
+
+def test_features_out_inside_out_is_refused(
+    tmp_path: Path, data_path: Path, artifact: Path, cli: typer.Typer
+) -> None:
+    out = tmp_path / "out"
+    extra = ("--model-uri", str(artifact), "--features-out", str(out / "features"))
+    result = _score_cli(cli, data_path, out, *extra)
+    assert result.exit_code == 2
+    assert "must not be the same directory or one inside the other" in result.output
+    assert not out.exists()
+
+
+def test_a_plain_output_of_an_earlier_retain_is_adopted_then_pruned(
+    tmp_path: Path, data_path: Path, artifact: Path, cli: typer.Typer
+) -> None:
+    """Before versioning, --out was a plain directory of parts + _summary.json + _SUCCESS."""
+    args = ("--model-uri", str(artifact), "--chunk-customers", "100")
+    assert _score_cli(cli, data_path, tmp_path / "new", *args).exit_code == 0
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for path in (tmp_path / "new").iterdir():
+        if path.name != "_manifest.json":  # the earlier layout had none
+            (plain / path.name).write_bytes(path.read_bytes())
+    before = sha256s(plain)
+    tampered = tmp_path / "tampered"
+    shutil.copytree(plain, tampered)
+    (tampered / "part-00001.parquet").write_bytes(b"someone else's")
+    refused = _score_cli(cli, data_path, tampered, *args)
+    assert refused.exit_code == 2
+    assert sha256s(tampered)["part-00001.parquet"] == hashlib.sha256(b"someone else's").hexdigest()
+
+    assert _score_cli(cli, data_path, plain, *args).exit_code == 0
+    assert plain.is_symlink() and sha256s(plain) == before  # same inputs, same bytes
+    versions = tmp_path / ".plain.retain" / "versions"
+    assert sorted(p.name for p in versions.iterdir()) == ["000001", "000002"]
+    assert sha256s(versions / "000001") == before  # the adopted directory, whole
+    for _ in range(2):
+        assert _score_cli(cli, data_path, plain, *args).exit_code == 0
+    assert sorted(p.name for p in versions.iterdir()) == ["000003", "000004"]

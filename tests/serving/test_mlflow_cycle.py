@@ -72,8 +72,8 @@ def canonical_log(raw_log_path: Path) -> pd.DataFrame:
 
 @pytest.fixture()
 def cli() -> typer.Typer:
-    app = typer.Typer()
-    mlflow_commands.register(app)
+    from serving.cli import app  # the root app: its error layer prints user errors
+
     return app
 
 

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from features.purchase_log import canonicalize
-from serving.batch_commands import register, score_command
+from serving.batch_commands import score_command
 from serving.report import SECTION_IDS, build_report, calibration_section, write_report
 from tests.serving.test_batch import make_artifact, small_raw_log
 
@@ -111,8 +110,8 @@ def test_write_report_is_atomic(tmp_path: Path) -> None:
 
 
 def test_cli_report_and_bad_input(tmp_path: Path, data_path: Path, scores_dir: Path) -> None:
-    app = typer.Typer()
-    register(app)
+    from serving.cli import app  # the root app: its error layer prints user errors
+
     out = tmp_path / "report.html"
     result = CliRunner().invoke(
         app, ["report", "--data", str(data_path), "--scores", str(scores_dir), "--out", str(out)]
@@ -130,8 +129,8 @@ def test_cli_report_and_bad_input(tmp_path: Path, data_path: Path, scores_dir: P
 
 def test_cli_report_reads_the_log_through_config(tmp_path: Path, raw_log: pd.DataFrame) -> None:
     """``retain report --config``: the export's column names come from the file."""
-    app = typer.Typer()
-    register(app)
+    from serving.cli import app  # the root app: its error layer prints user errors
+
     renamed = tmp_path / "export.parquet"
     raw_log.rename(columns={"customer_id": "Kunde", "amount": "Betrag"}).to_parquet(renamed)
     config = tmp_path / "retain.yaml"
