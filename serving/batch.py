@@ -63,6 +63,7 @@ PARQUET_COMPRESSION = "zstd"
 _UTC = "UTC"
 _TEXT_COLUMNS = (
     "customer_id",
+    "campaign",
     "risk_band",
     "segment",
     "reason_1",

@@ -23,7 +23,8 @@ Decision for each customer (all steps are vectorised over the whole frame):
    Their ``offer_rule``, ``offer_channel``, ``offer_send_date``, ``offer_reason`` and
    ``offer_expected_value`` still say what would have been sent: the audit trail, and the
    window over which the holdout is compared with the treated group. Only rows with
-   ``offer != "none"`` are to be sent.
+   ``offer != "none"`` are to be sent. Every row carries its ``campaign`` (the holdout's
+   seed), so ``retain lift`` can tell campaigns apart in the assignments it reads.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ REQUIRED_SCORE_COLUMNS: tuple[str, ...] = (
 )
 OFFER_COLUMNS: tuple[str, ...] = (
     "customer_id",
+    "campaign",
     "offer",
     "offer_channel",
     "offer_send_date",
@@ -336,7 +338,9 @@ class OfferDecisions:
         holdout: np.ndarray,
         negative: np.ndarray,
         tables: dict[str, tuple[str, ...]] | None = None,
+        campaign: str = "default",
     ) -> None:
+        self.campaign = campaign
         self.matched = rule_idx >= 0
         self.holdout = holdout
         self.negative = negative
@@ -367,6 +371,12 @@ class OfferDecisions:
     def columns(self) -> dict[str, Any]:
         """``OFFER_COLUMNS`` but ``customer_id``, with the dtypes frames and Parquet use."""
         return {
+            "campaign": pd.array(
+                pa.array([self.campaign], type=pa.string()).take(
+                    pa.array(np.zeros(len(self.holdout), dtype=np.int64))
+                ),
+                dtype="str",
+            ),
             "offer": self._labels("offer"),
             "offer_channel": self._labels("channel"),
             "offer_send_date": pd.DatetimeIndex(self.send_day.astype("datetime64[us]"))
@@ -423,7 +433,14 @@ def decide_offers(
     holdout = _holdout_draw(ctx.customer_id, campaign) < policy.holdout_share
     negative = matched & (expected_value < 0.0) & ~holdout
     return OfferDecisions(
-        rules, rule_idx, expected_value, send_day, holdout, negative, tables=plan.labels
+        rules,
+        rule_idx,
+        expected_value,
+        send_day,
+        holdout,
+        negative,
+        tables=plan.labels,
+        campaign=campaign,
     )
 
 
