@@ -175,11 +175,51 @@ def _outcomes(
     return bought
 
 
+def _features_at_send_dates(
+    log: pd.DataFrame, ids: np.ndarray, send: pd.DatetimeIndex, config: FeatureConfig
+) -> tuple[FloatArray, NDArray[np.bool_]]:
+    """Each assignment's features at its own send date, and whether the customer had any.
+
+    The log's rows are split once by the send date of their customer, so each date builds
+    features from its own customers' rows only (a campaign's rules send on hundreds of
+    different days; the whole log per day cost 16 s for 2,500 customers).
+    """
+    days, day_of_row = np.unique(send.asi8, return_inverse=True)
+    category = pd.Index(log["customer_id"].cat.categories.astype("str"))
+    code = category.get_indexer(pd.Index(ids, dtype="str"))
+    values = np.full((len(ids), len(FEATURE_COLUMNS)), np.nan)
+    found = np.zeros(len(ids), dtype=bool)
+    # one customer may be assigned on several days (several campaigns): one pass per repeat
+    order = np.lexsort((day_of_row, code))
+    repeat = np.zeros(len(ids), dtype=np.int64)
+    same = np.r_[False, code[order][1:] == code[order][:-1]]
+    run_start = np.maximum.accumulate(np.where(~same, np.arange(len(order)), 0))
+    repeat[order] = np.arange(len(order)) - run_start
+    row_code = np.asarray(log["customer_id"].array.codes)
+    for r in range(int(repeat.max()) + 1 if len(ids) else 0):
+        take = np.flatnonzero((repeat == r) & (code >= 0))
+        day_of_code = np.full(len(category), -1, dtype=np.int64)
+        day_of_code[code[take]] = day_of_row[take]
+        row_day = day_of_code[row_code]
+        by_day = np.argsort(row_day, kind="stable")  # keeps the canonical order in a day
+        bounds = np.searchsorted(row_day[by_day], np.arange(len(days) + 1))
+        for d in np.unique(day_of_row[take]):
+            rows = take[day_of_row[take] == d]
+            part = log.iloc[by_day[bounds[d] : bounds[d + 1]]]
+            feats = build_features(part, pd.Timestamp(days[d], unit="us", tz="UTC"), config)
+            pos = feats.index.get_indexer(pd.Index(ids[rows], dtype="str"))
+            hit = pos >= 0
+            values[rows[hit]] = feats.to_numpy(dtype=np.float64)[pos[hit]]
+            found[rows[hit]] = True
+    return values, found
+
+
 def uplift_training_set(
     log: pd.DataFrame,
     assignments: pd.DataFrame,
     window_days: int,
     feature_config: FeatureConfig | None = None,
+    observed_until: pd.Timestamp | None = None,
 ) -> UpliftData:
     """Features at each send date, sent/held out, and the purchase outcome in the window.
 
@@ -188,6 +228,8 @@ def uplift_training_set(
     twice (in one campaign), no sent or no held-out customer, windows that run past the end
     of the log (they cannot be observed whole, and counting them as non-buyers would bias
     the outcome), customers without a purchase before their send date (nothing to score).
+    ``observed_until`` is the first moment the log does not cover (default :func:`log_end`:
+    midnight after its last row's day; give it when the log ran on quietly after that).
     """
     if window_days < 1:
         raise UpliftDataError(f"window must be at least 1 day, got {window_days}")
@@ -199,7 +241,8 @@ def uplift_training_set(
         if not (treated == value).any():
             raise UpliftDataError(f"assignments hold no {name} customer; uplift needs both")
 
-    end = log_end(log)
+    end = log_end(log) if observed_until is None else pd.Timestamp(observed_until)
+    end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
     window_end = send + pd.Timedelta(days=window_days)
     late = np.asarray(window_end > end)
     if late.any():
@@ -210,16 +253,7 @@ def uplift_training_set(
             "shorter --window or a longer log"
         )
 
-    config = feature_config or FeatureConfig()
-    values = np.full((len(ids), len(FEATURE_COLUMNS)), np.nan)
-    found = np.zeros(len(ids), dtype=bool)
-    for day in pd.unique(send):
-        rows = np.flatnonzero(np.asarray(send == day))
-        feats = build_features(log, day, config)
-        pos = feats.index.get_indexer(pd.Index(ids[rows], dtype="str"))
-        hit = pos >= 0
-        values[rows[hit]] = feats.to_numpy(dtype=np.float64)[pos[hit]]
-        found[rows[hit]] = True
+    values, found = _features_at_send_dates(log, ids, send, feature_config or FeatureConfig())
     if not found.all():
         raise UpliftDataError(
             f"{int((~found).sum())} assigned customer(s) have no purchase in the log before "
@@ -244,7 +278,9 @@ class UpliftModel(BaseEstimator):
     binary booster per group. ``learner="transformed_outcome"``: one regression booster on
     ``y * (t - e) / (e (1 - e))`` with ``e`` the sent share, clipped to [-1, 1].
     Small, regularised trees: a campaign's held-out group is small, and a noisy difference
-    of two probabilities ranks worse than a smooth one.
+    of two probabilities ranks worse than a smooth one. One thread by default: on the few
+    thousand rows of a campaign, two OpenMP threads on this project's busy 2-core machine
+    took 3.4 s where one took 0.2 s.
     """
 
     def __init__(
@@ -257,7 +293,7 @@ class UpliftModel(BaseEstimator):
         lambda_l2: float = 10.0,
         feature_fraction: float = 0.8,
         seed: int = 0,
-        num_threads: int = 2,
+        num_threads: int = 1,
     ) -> None:
         self.learner = learner
         self.num_boost_round = num_boost_round

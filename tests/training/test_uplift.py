@@ -11,6 +11,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
+from features.builders import build_features
 from tests.training.conftest import make_log, simulate_log
 from training.uplift import (
     UpliftDataError,
@@ -184,3 +185,29 @@ def test_fit_refuses_one_group(training: tuple) -> None:
         UpliftModel().fit(x, np.ones(len(x)), y)
     with pytest.raises(ValueError, match="learner must be"):
         UpliftModel(learner="s_learner").fit(x, np.r_[1, np.zeros(len(x) - 1)], y)  # type: ignore[arg-type]
+
+
+def test_features_per_send_date_equal_build_features_on_the_whole_log() -> None:
+    log = simulate_log(400, seed=9)
+    ids = log["customer_id"].cat.categories[::3]
+    days = pd.to_datetime(["2023-09-01", "2023-10-15", "2024-01-02"], utc=True)
+    frame = pd.DataFrame(
+        {
+            "customer_id": list(ids) + list(ids[:20]),
+            "send_date": [days[i % 3] for i in range(len(ids))] + [days[2]] * 20,
+            "treated": [i % 2 for i in range(len(ids) + 20)],
+            "campaign": ["a"] * len(ids) + ["b"] * 20,  # 20 customers in two campaigns
+        }
+    )
+    known = [
+        cid in build_features(log, day).index
+        for cid, day in zip(frame["customer_id"], frame["send_date"], strict=True)
+    ]
+    frame = frame.loc[known].reset_index(drop=True)
+    data = uplift_training_set(log, frame, 30)
+    for day in days:
+        rows = (frame["send_date"] == day).to_numpy()
+        expected = build_features(log, day).loc[frame.loc[rows, "customer_id"]]
+        pd.testing.assert_frame_equal(
+            data.features.loc[rows].astype("float64"), expected.astype("float64")
+        )
