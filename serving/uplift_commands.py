@@ -93,8 +93,6 @@ def uplift_train_command(
     config_file: Path | None = None,
 ) -> dict[str, Any]:
     """Build the training set, evaluate on held-out customers, fit on all, write ``out``."""
-    import numpy as np
-
     from features.builders import to_utc_timestamp
     from features.purchase_log import parse_mapping, read_purchase_log
     from features.schema import LogConfig
@@ -102,7 +100,7 @@ def uplift_train_command(
     from training.artifact import add_uplift, load_artifact
     from training.uplift import (
         UpliftModel,
-        compare_targeting,
+        evaluate_on_held_out,
         held_out_customers,
         uplift_training_set,
     )
@@ -126,19 +124,16 @@ def uplift_train_command(
         train_set = uplift_training_set(
             log, assignments, window, artifact.feature_config, observed_until=until
         )
-        ids = train_set.features.index
-        test = held_out_customers(ids, evaluate_share, seed)
+        test = held_out_customers(train_set.features.index, evaluate_share, seed)
         params = {"learner": learner, "seed": seed}
-        probe = UpliftModel(**params).fit(
-            train_set.features[~test], train_set.treated[~test], train_set.bought[~test]
-        )
-        targets: dict[str, np.ndarray] = {"uplift": probe.predict(train_set.features[test])}
+        targets = {}
         if scores is not None and "churn_probability" in scores.columns:
             churn = scores.set_index(scores["customer_id"].astype("str"))["churn_probability"]
             key = assignments["customer_id"].astype("str").to_numpy()
-            targets["churn_probability"] = churn.reindex(key).to_numpy(dtype=float)[test]
-        targets["random"] = np.random.default_rng(seed).random(int(test.sum()))
-        table = compare_targeting(train_set.bought[test], train_set.treated[test], targets)
+            targets["churn_probability"] = churn.reindex(key).to_numpy(dtype=float)
+        table = evaluate_on_held_out(
+            train_set, test, {"uplift": UpliftModel(**params)}, targets, seed
+        )
         model = UpliftModel(**params).fit(train_set.features, train_set.treated, train_set.bought)
         sent = train_set.treated == 1
         metadata = {

@@ -477,3 +477,30 @@ def compare_targeting(
             row[f"uplift_top_{round(f * 100)}"] = uplift_at_top(bought, score, treated, f)
         rows[name] = row
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def evaluate_on_held_out(
+    data: UpliftData,
+    held_out: NDArray[np.bool_],
+    models: dict[str, UpliftModel],
+    targets: dict[str, Sequence[float]] | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Fit each model on the other customers; compare targeting on the held-out ones.
+
+    ``targets`` are other scores, one per row of ``data`` (e.g. the churn probability the
+    campaign was scored with); a seeded random order is always added as ``random``.
+    Returns :func:`compare_targeting`'s table, models first.
+    """
+    held_out = np.asarray(held_out, dtype=bool)
+    if held_out.all() or not held_out.any():
+        raise ValueError("held_out must select some customers, not all")
+    train = ~held_out
+    scores: dict[str, Sequence[float]] = {}
+    for name, model in models.items():
+        model.fit(data.features[train], data.treated[train], data.bought[train])
+        scores[name] = model.predict(data.features[held_out])
+    for name, values in (targets or {}).items():
+        scores[name] = np.asarray(values, dtype=np.float64)[held_out]
+    scores["random"] = np.random.default_rng(seed).random(int(held_out.sum()))
+    return compare_targeting(data.bought[held_out], data.treated[held_out], scores)
