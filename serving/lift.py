@@ -20,14 +20,16 @@ day are the pre-period covariates.
 **Estimates** per campaign x rule x offer (segment ``all``) and per segment within it:
 
 - difference in means, treated minus holdout, with the Neyman (Welch) standard error
-  ``sqrt(s_t^2 / n_t + s_c^2 / n_c)``, a normal 95% interval and a two-sided p-value;
+  ``sqrt(s_t^2 / n_t + s_c^2 / n_c)``, a 95% interval and a two-sided p-value from Student's t
+  with Welch-Satterthwaite degrees of freedom (the normal one for large groups: holdouts of a
+  few dozen customers are common for the smaller rules);
 - CUPED (Deng et al., 2013): ``y - theta * (x - mean(x))`` with ``theta = cov(x, y) / var(x)``
   pooled over both arms, ``x`` the same metric in the pre-period; the headline estimate is the
   CUPED one where it narrows the interval, else the raw one; both are reported;
 - relative lift ``mean_t / mean_c - 1`` (delta method), incremental orders and revenue
   ``n_t * lift`` with their intervals;
 - the minimum detectable effect on the repurchase rate at this size,
-  ``(z_0.975 + z_0.8) * se`` (80% power), and a verdict: ``significant`` (p < 0.05),
+  ``(t_0.975 + z_0.8) * se`` (80% power), and a verdict: ``significant`` (p < 0.05),
   ``too small to tell`` (the interval's half-width exceeds ``min_effect``, the effect that
   would matter), else ``no effect detected``;
 - the policy's ``lift`` (share of would-be non-buyers the offer brings back):
@@ -115,6 +117,27 @@ def _utc(values: pd.Series, name: str, rows: np.ndarray) -> pd.Series:
         return pd.to_datetime(values, utc=True).dt.as_unit("us")
     except (ValueError, TypeError) as exc:
         raise LiftInputError(f"{name} must hold dates: {exc}") from exc
+
+
+def assignment_columns(pairs: Mapping[str, str] | list[str]) -> dict[str, str]:
+    """``CANONICAL=SOURCE`` items (or a mapping) checked against the assignment fields."""
+    known = (*REQUIRED_FIELDS, *OPTIONAL_FIELDS)
+    mapping: dict[str, str] = {}
+    items = pairs.items() if isinstance(pairs, Mapping) else []
+    if not isinstance(pairs, Mapping):
+        for item in pairs:
+            canonical, sep, source = item.partition("=")
+            if not sep or not canonical.strip() or not source.strip():
+                raise LiftInputError(f"assignments mapping {item!r}: expected CANONICAL=SOURCE")
+            mapping[canonical.strip()] = source.strip()
+    else:
+        mapping = {str(k): str(v) for k, v in items}
+    unknown = sorted(set(mapping) - set(known))
+    if unknown:
+        raise LiftInputError(
+            f"assignments mapping: unknown canonical column(s) {unknown}; known: {list(known)}"
+        )
+    return mapping
 
 
 def read_assignments(table: pd.DataFrame, columns: Mapping[str, str] | None = None) -> Assignments:
@@ -345,14 +368,16 @@ def window_outcomes(
 
 @dataclass(frozen=True)
 class Estimate:
-    """Treated minus holdout for one metric, raw and CUPED-adjusted."""
+    """Treated minus holdout for one metric, raw and CUPED-adjusted, with Welch's df."""
 
     mean_treated: float
     mean_holdout: float
     lift: float
     se: float
+    df: float
     lift_cuped: float
     se_cuped: float
+    df_cuped: float
     theta: float
 
     @property
@@ -360,8 +385,11 @@ class Estimate:
         return math.isfinite(self.se_cuped) and self.se_cuped < self.se
 
     @property
-    def headline(self) -> tuple[float, float]:
-        return (self.lift_cuped, self.se_cuped) if self.use_cuped else (self.lift, self.se)
+    def headline(self) -> tuple[float, float, float]:
+        """(lift, se, df) of the estimate reported: CUPED where it narrows the interval."""
+        if self.use_cuped:
+            return self.lift_cuped, self.se_cuped, self.df_cuped
+        return self.lift, self.se, self.df
 
 
 def _mean_var(y: np.ndarray) -> tuple[float, float]:
@@ -370,32 +398,51 @@ def _mean_var(y: np.ndarray) -> tuple[float, float]:
     return float(y.mean()), float(y.var(ddof=1)) if len(y) > 1 else 0.0
 
 
+def _welch(vt: float, nt: int, vc: float, nc: int) -> tuple[float, float]:
+    """Standard error and Welch-Satterthwaite degrees of freedom of a difference in means."""
+    a, b = vt / nt, vc / nc
+    se = math.sqrt(a + b)
+    denominator = a * a / (nt - 1) + b * b / (nc - 1)
+    df = (a + b) ** 2 / denominator if denominator > 0 else math.inf
+    return se, df
+
+
+def critical(df: float) -> float:
+    """Two-sided 95% critical value of Student's t (the normal one for large df)."""
+    if not math.isfinite(df) or df > 1e6:
+        return Z95
+    return float(stats.t.ppf(0.975, max(df, 1.0)))
+
+
 def estimate(y: np.ndarray, x: np.ndarray, treated: np.ndarray) -> Estimate:
-    """Difference in means (Welch SE) and its CUPED version with covariate ``x``."""
+    """Difference in means (Welch) and its CUPED version with covariate ``x``."""
     yt, yc = y[treated], y[~treated]
     mt, vt = _mean_var(yt)
     mc, vc = _mean_var(yc)
     nt, nc = len(yt), len(yc)
+    nan = math.nan
     if nt < 2 or nc < 2:
-        nan = math.nan
-        return Estimate(mt, mc, mt - mc, nan, nan, nan, nan)
-    se = math.sqrt(vt / nt + vc / nc)
+        return Estimate(mt, mc, mt - mc, nan, nan, nan, nan, nan, nan)
+    se, df = _welch(vt, nt, vc, nc)
     var_x = float(x.var(ddof=1))
-    theta = float(np.cov(x, y, ddof=1)[0, 1] / var_x) if var_x > 0 else math.nan
+    theta = float(np.cov(x, y, ddof=1)[0, 1] / var_x) if var_x > 0 else nan
+    lift_c, se_c, df_c = nan, nan, nan
     if math.isfinite(theta):
         adjusted = y - theta * (x - x.mean())
         at, vat = _mean_var(adjusted[treated])
         ac, vac = _mean_var(adjusted[~treated])
-        lift_c, se_c = at - ac, math.sqrt(vat / nt + vac / nc)
-    else:
-        lift_c, se_c = math.nan, math.nan
-    return Estimate(mt, mc, mt - mc, se, lift_c, se_c, theta)
+        lift_c = at - ac
+        se_c, df_c = _welch(vat, nt, vac, nc)
+    return Estimate(mt, mc, mt - mc, se, df, lift_c, se_c, df_c, theta)
 
 
-def _p_value(lift: float, se: float) -> float:
+def _p_value(lift: float, se: float, df: float) -> float:
     if not (math.isfinite(se) and se > 0):
         return math.nan
-    return float(2.0 * stats.norm.sf(abs(lift / se)))
+    t = abs(lift / se)
+    if not math.isfinite(df) or df > 1e6:
+        return float(2.0 * stats.norm.sf(t))
+    return float(2.0 * stats.t.sf(t, max(df, 1.0)))
 
 
 def _relative(e: Estimate, nt: int, nc: int, vt: float, vc: float) -> tuple[float, float]:
@@ -403,7 +450,7 @@ def _relative(e: Estimate, nt: int, nc: int, vt: float, vc: float) -> tuple[floa
     mc = e.mean_holdout
     if not (mc > 0):
         return math.nan, math.nan
-    lift, _ = e.headline
+    lift = e.headline[0]
     mt = mc + lift
     var = vt / (nt * mc**2) + (mt**2) * vc / (nc * mc**4)
     return mt / mc - 1.0, math.sqrt(var)
@@ -452,22 +499,24 @@ def _group_row(
     row: dict[str, Any] = {**key, "treated": nt, "holdout": nc}
     ests = {m: estimate(data[m], data[f"pre_{m}"], treated) for m in METRICS}
     for m, e in ests.items():
-        lift, se = e.headline
+        lift, se, df = e.headline
+        half, half_raw = critical(df) * se, critical(e.df) * e.se
+        half_cuped = critical(e.df_cuped) * e.se_cuped
         row[f"{m}_treated"] = e.mean_treated
         row[f"{m}_holdout"] = e.mean_holdout
         row[f"{m}_lift"] = lift
-        row[f"{m}_lift_low"] = lift - Z95 * se
-        row[f"{m}_lift_high"] = lift + Z95 * se
+        row[f"{m}_lift_low"] = lift - half
+        row[f"{m}_lift_high"] = lift + half
         row[f"{m}_lift_raw"] = e.lift
-        row[f"{m}_lift_raw_low"] = e.lift - Z95 * e.se
-        row[f"{m}_lift_raw_high"] = e.lift + Z95 * e.se
+        row[f"{m}_lift_raw_low"] = e.lift - half_raw
+        row[f"{m}_lift_raw_high"] = e.lift + half_raw
         row[f"{m}_lift_cuped"] = e.lift_cuped
-        row[f"{m}_lift_cuped_low"] = e.lift_cuped - Z95 * e.se_cuped
-        row[f"{m}_lift_cuped_high"] = e.lift_cuped + Z95 * e.se_cuped
+        row[f"{m}_lift_cuped_low"] = e.lift_cuped - half_cuped
+        row[f"{m}_lift_cuped_high"] = e.lift_cuped + half_cuped
         row[f"{m}_cuped"] = e.use_cuped
-        row[f"{m}_p_value"] = _p_value(lift, se)
+        row[f"{m}_p_value"] = _p_value(lift, se, df)
     rate = ests["bought"]
-    lift, se = rate.headline
+    lift, se, df = rate.headline
     vt = _mean_var(data["bought"][treated])[1]
     vc = _mean_var(data["bought"][~treated])[1]
     rel, rel_se = _relative(rate, nt, nc, vt, vc) if nt > 1 and nc > 1 else (math.nan, math.nan)
@@ -479,18 +528,20 @@ def _group_row(
         row[name] = nt * row[f"{m}_lift"]
         row[f"{name}_low"] = nt * row[f"{m}_lift_low"]
         row[f"{name}_high"] = nt * row[f"{m}_lift_high"]
-    row["mde"] = (Z95 + Z80) * se
+    row["mde"] = (critical(df) + Z80) * se
     row["min_effect"] = min_effect
     non_buyers = 1.0 - rate.mean_holdout
     row["policy_lift"] = lift / non_buyers if non_buyers > 0 else math.nan
     row["policy_lift_se"] = se / non_buyers if non_buyers > 0 else math.nan
+    row["policy_lift_low"] = row["bought_lift_low"] / non_buyers if non_buyers > 0 else math.nan
+    row["policy_lift_high"] = row["bought_lift_high"] / non_buyers if non_buyers > 0 else math.nan
     if nc == 0:
         verdict = VERDICT_NO_HOLDOUT
     elif nt == 0:
         verdict = VERDICT_NO_TREATED
     elif math.isfinite(row["p_value"]) and row["p_value"] < 0.05:
         verdict = VERDICT_SIGNIFICANT
-    elif not math.isfinite(se) or Z95 * se > min_effect:
+    elif not math.isfinite(se) or critical(df) * se > min_effect:
         verdict = VERDICT_TOO_SMALL
     else:
         verdict = VERDICT_NONE

@@ -239,14 +239,15 @@ def lift_command(
 
     from features.purchase_log import parse_mapping, read_purchase_log
     from features.schema import LogConfig
-    from serving.lift import measure_lift, read_assignments
+    from serving.lift import assignment_columns, measure_lift, read_assignments
 
     log_config, columns = _config_sections(config_file)
     config = log_config or LogConfig()
     if mapping:
         config = config.model_copy(update={"columns": {**config.columns, **parse_mapping(mapping)}})
+    columns = assignment_columns(columns)
     if assignments_map:
-        columns = {**columns, **parse_mapping(assignments_map)}
+        columns = {**columns, **assignment_columns(assignments_map)}
     table, summary = read_table(assignments)
     exp = read_assignments(table, columns)
     if campaign is not None:

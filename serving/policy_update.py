@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from serving.lift import ALL_SEGMENTS, Z95
+from serving.lift import ALL_SEGMENTS
 from serving.offers import OfferPolicy
 
 DEFAULT_PRIOR_SD = 0.05
@@ -100,7 +100,8 @@ def rule_updates(
             note = f"not measurable ({sizes}): kept"
         else:
             note = (
-                f"measured {measured:.3f} (95% CI {measured - Z95 * se:.3f}..{measured + Z95 * se:.3f};"
+                f"measured {measured:.3f} (95% CI {float(row['policy_lift_low']):.3f}.."
+                f"{float(row['policy_lift_high']):.3f};"
                 f" {sizes}; campaign {row['campaign']}, {window_days}-day window), "
                 f"prior {rule.lift:g} sd {prior_sd:g}, weight {weight:.2f}, "
                 f"posterior sd {sd:.3f}"

@@ -331,7 +331,7 @@ def lift_figure(results: pd.DataFrame) -> Any:
     fig, ax = _figure()
     rows = results.iloc[::-1]
     labels = [
-        f"{r.campaign} · {r.offer}" + ("" if r.segment == "all" else f" · {r.segment}")
+        f"{r.campaign} · {r.offer}" if r.segment == "all" else f"    {r.segment}"
         for r in rows.itertuples()
     ]
     lift = rows["bought_lift"].to_numpy(dtype=float) * 100
@@ -350,6 +350,16 @@ def lift_figure(results: pd.DataFrame) -> Any:
     ax.set_title("Measured lift against the holdout")
     fig.set_figheight(max(2.5, 0.28 * len(rows) + 1.2))
     return fig
+
+
+def _num(value: Any, spec: str, scale: float = 1.0) -> str:
+    if value is None or not np.isfinite(value):
+        return "-"
+    return spec.format(value * scale)
+
+
+def _interval(value: Any, low: Any, high: Any, scale: float, spec: str) -> str:
+    return f"{_num(value, spec, scale)} [{_num(low, spec, scale)}, {_num(high, spec, scale)}]"
 
 
 def campaign_section(lift: dict[str, Any] | None) -> Section:
@@ -385,10 +395,10 @@ def campaign_section(lift: dict[str, Any] | None) -> Section:
                 "segment": frame["segment"],
                 "treated": frame["treated"],
                 "held out": frame["holdout"],
-                "rate treated": frame["bought_treated"].map("{:.1%}".format),
-                "rate held out": frame["bought_holdout"].map("{:.1%}".format),
+                "rate treated": frame["bought_treated"].map(lambda v: _num(v, "{:.1%}")),
+                "rate held out": frame["bought_holdout"].map(lambda v: _num(v, "{:.1%}")),
                 "lift (pts)": [
-                    f"{v * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]"
+                    _interval(v, lo, hi, 100, "{:+.1f}")
                     for v, lo, hi in zip(
                         frame["bought_lift"],
                         frame["bought_lift_low"],
@@ -397,7 +407,7 @@ def campaign_section(lift: dict[str, Any] | None) -> Section:
                     )
                 ],
                 "incremental revenue": [
-                    f"{v:,.0f} [{lo:,.0f}, {hi:,.0f}]"
+                    _interval(v, lo, hi, 1, "{:,.0f}")
                     for v, lo, hi in zip(
                         frame["incremental_revenue"],
                         frame["incremental_revenue_low"],
@@ -405,18 +415,21 @@ def campaign_section(lift: dict[str, Any] | None) -> Section:
                         strict=True,
                     )
                 ],
-                "p": frame["p_value"].map(lambda v: "-" if v is None else f"{v:.3f}"),
-                "MDE (pts)": (frame["mde"] * 100).map("{:.1f}".format),
+                "p": frame["p_value"].map(lambda v: _num(v, "{:.3f}")),
+                "MDE (pts)": frame["mde"].map(lambda v: _num(v, "{:.1f}", 100)),
                 "verdict": frame["verdict"],
             }
         )
         return out.set_index(["campaign", "offer", "segment"])
 
-    parts = [intro, _img(lift_figure(offers), "lift per offer with 95% intervals")]
+    # one figure: each offer, then its segments (indented labels)
+    ordered = results.assign(_seg=results["segment"] != "all").sort_values(
+        ["campaign", "rule", "offer", "_seg", "segment"], kind="stable"
+    )
+    parts = [intro, _img(lift_figure(ordered), "lift per offer and segment with 95% intervals")]
     parts.append(_table(shown(offers)))
     if not segments.empty:
         parts.append("<h3>By segment</h3>")
-        parts.append(_img(lift_figure(segments), "lift per offer and segment with 95% intervals"))
         parts.append(_table(shown(segments)))
     return Section("campaigns", title, "".join(parts))
 
