@@ -155,15 +155,24 @@ def report_command(
     scores: Path | None = None,
     as_of: str | None = None,
     mapping: list[str] | None = None,
+    lift: Path | None = None,
 ) -> Path:
-    """Load the log (and scores) and write the HTML report atomically."""
+    """Load the log (and scores, and campaign results) and write the HTML report atomically."""
     from features.purchase_log import parse_mapping, read_purchase_log
     from features.schema import LogConfig
     from serving.report import build_report, write_report
 
     config = LogConfig(columns=parse_mapping(mapping or []))
     log = read_purchase_log(data, config).log
-    html = build_report(log, scores_dir=scores, as_of=as_of)
+    measured = None
+    if lift is not None:
+        try:
+            measured = json.loads(lift.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"--lift {lift}: not the JSON of `retain lift --json` ({exc})"
+            ) from None
+    html = build_report(log, scores_dir=scores, as_of=as_of, lift=measured)
     return write_report(html, out)
 
 
@@ -243,10 +252,13 @@ def register(app: typer.Typer) -> None:
             None, "--as-of", help="Report date (UTC if naive); default: day after the last row."
         ),
         mapping: list[str] | None = typer.Option(None, "--map", "-m", help=_MAP_HELP),
+        lift: Path | None = typer.Option(
+            None, "--lift", help="JSON written by `retain lift --json` (campaign results)."
+        ),
     ) -> None:
         """Write the retention report: one self-contained HTML page."""
         try:
-            path = report_command(data, out, scores=scores, as_of=as_of, mapping=mapping)
+            path = report_command(data, out, scores=scores, as_of=as_of, mapping=mapping, lift=lift)
         except _expected_errors() as exc:
             raise _fail(str(exc)) from None
         typer.echo(f"wrote {path}", err=True)

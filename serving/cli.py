@@ -38,7 +38,7 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
 
 def _register_all() -> None:
     from features import cli as features_cli
-    from serving import batch_commands, commands, mlflow_commands, uplift_commands
+    from serving import batch_commands, commands, lift_commands, mlflow_commands, uplift_commands
     from training import cli as training_cli
 
     features_cli.register(app)
@@ -46,6 +46,7 @@ def _register_all() -> None:
     mlflow_commands.register(app)
     commands.register(app)
     batch_commands.register(app)
+    lift_commands.register(app)
     uplift_commands.register(app)
 
 
