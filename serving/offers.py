@@ -695,15 +695,18 @@ class OfferInputs:
         return mask
 
 
+def uplift_rules(rules: Sequence[Rule]) -> list[str]:
+    """Paths of the rules that match on ``min_uplift`` (they need an uplift per customer)."""
+    return [
+        f"rules[{i}].match.min_uplift"
+        for i, rule in enumerate(rules)
+        if rule.match.min_uplift is not None
+    ]
+
+
 def _check_uplift_rules(rules: Sequence[Rule], have_uplift: bool, why: str) -> None:
     """A rule on ``min_uplift`` without uplift scores would match nobody: refuse it instead."""
-    if have_uplift:
-        return
-    using = [
-        f"rules[{i}].match.min_uplift"
-        for i, r in enumerate(rules)
-        if r.match.min_uplift is not None
-    ]
+    using = [] if have_uplift else uplift_rules(rules)
     if using:
         raise ScoresError(f"{', '.join(using)} needs an uplift per customer, but {why}")
 

@@ -26,6 +26,7 @@ from serving.offers import (
     OfferPolicy,
     OfferPolicyError,
     decide_offers,
+    uplift_rules,
 )
 from serving.offers import SEGMENTS as OFFER_SEGMENTS
 from serving.reasons import reason_texts
@@ -84,11 +85,7 @@ class ScoringModel:
         """
         policy = OfferPolicy.from_yaml(artifact.policy_yaml)
         if artifact.uplift is None:
-            using = [
-                f"rules[{i}].match.min_uplift"
-                for i, rule in enumerate(policy.rules)
-                if rule.match.min_uplift is not None
-            ]
+            using = uplift_rules(policy.rules)
             if using:
                 raise OfferPolicyError(
                     f"the artifact's offer policy uses {', '.join(using)} but the artifact "

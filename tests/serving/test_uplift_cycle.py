@@ -260,3 +260,28 @@ def test_http_serves_the_uplift(
         row = expected.loc[got["customer_id"]]
         assert got["uplift"] == pytest.approx(float(row["uplift"]), rel=1e-9, abs=1e-12)
         assert got["offer"]["expected_value"] == pytest.approx(float(row["offer_expected_value"]))
+
+
+def test_uplift_train_bad_input_is_one_line_and_exit_2(
+    work: Path, artifact: Path, campaign: tuple[Path, Path, pd.Timestamp]
+) -> None:
+    scores, log, _ = campaign
+    common = ["uplift-train", "--artifact", str(artifact), "--data", str(log)]
+    # the log holds 30 days after each send day: 60-day windows cannot be observed whole
+    result = runner.invoke(
+        app, [*common, "--assignments", str(scores), "--out", str(work / "x1"), "--window", "60"]
+    )
+    assert result.exit_code == 2
+    assert "cannot be observed for the whole 60-day window" in result.output
+    assert "Traceback" not in result.output
+    # a plain assignments table assigning a customer twice
+    table = pd.DataFrame(
+        {"customer_id": ["a", "a"], "send_date": [SCORE_AT] * 2, "treated": [1, 0]}
+    )
+    table.to_csv(work / "twice.csv", index=False)
+    result = runner.invoke(
+        app, [*common, "--assignments", str(work / "twice.csv"), "--out", str(work / "x2")]
+    )
+    assert result.exit_code == 2
+    assert "2 row(s) assign a customer twice, e.g. customer_id a, a" in result.output
+    assert not (work / "x1").exists() and not (work / "x2").exists()
