@@ -156,6 +156,11 @@ def read_assignments(table: pd.DataFrame, columns: Mapping[str, str] | None = No
     if "offer" not in renamed.columns and "arm" in renamed.columns:
         renamed = renamed.rename(columns={"arm": "offer"})
     missing = [c for c in REQUIRED_FIELDS if c not in renamed.columns]
+    if "holdout" in missing:
+        raise LiftInputError(
+            "the assignments have no holdout column: without a control group no lift can be "
+            "measured (map yours with --assignments-map holdout=SOURCE)"
+        )
     if missing:
         raise LiftInputError(
             f"assignments lack column(s) {missing}; needed: {list(REQUIRED_FIELDS)} "
