@@ -68,6 +68,18 @@ def test_welch_estimate_matches_scipy_on_a_hand_example() -> None:
     assert math.isnan(e.lift_cuped) and not e.use_cuped
 
 
+def test_a_holdout_where_nobody_bought_is_not_taken_as_exact() -> None:
+    y = np.array([1, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0], dtype=float)
+    treated = np.array([True] * 6 + [False] * 6)
+    x = np.zeros(12)
+    plain = estimate(y, x, treated)
+    floored = estimate(y, x, treated, binary=True)
+    # holdout all zero: sample variance 0; floored at p(1-p) with p = 1/8
+    assert plain.se == pytest.approx(math.sqrt(0.3 / 6))
+    assert floored.se == pytest.approx(math.sqrt(0.3 / 6 + (1 / 8) * (7 / 8) / 6))
+    assert floored.lift == plain.lift == pytest.approx(0.5)
+
+
 def test_cuped_narrows_the_interval_when_the_pre_period_predicts() -> None:
     rng = np.random.default_rng(0)
     n = 4000
