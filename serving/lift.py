@@ -317,6 +317,11 @@ def observable(
         )
     if not n_late:
         return assignments, 0
+    if n_late == len(frame):
+        raise LiftInputError(
+            f"none of the {n_late} assigned customers can be observed for the whole "
+            f"{window_days}-day window: the log ends {(log_end - pd.Timedelta(days=1)).date()}"
+        )
     excluded = dict(assignments.excluded)
     excluded["window not observed to its end"] = n_late
     return Assignments(frame.loc[~late].reset_index(drop=True), excluded), n_late
