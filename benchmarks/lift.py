@@ -95,6 +95,8 @@ def campaigns(
         table["true_lift"] = table["rule"].map(true)
         table["campaign_index"] = k
         rows.extend(table.to_dict(orient="records"))
+        if (k + 1) % 50 == 0:
+            print(f"  {tag}: {k + 1}/{n_campaigns} campaigns", file=sys.stderr, flush=True)
     return pd.DataFrame(rows)
 
 

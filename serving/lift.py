@@ -22,7 +22,9 @@ day are the pre-period covariates.
 - difference in means, treated minus holdout, with the Neyman (Welch) standard error
   ``sqrt(s_t^2 / n_t + s_c^2 / n_c)``, a 95% interval and a two-sided p-value from Student's t
   with Welch-Satterthwaite degrees of freedom (the normal one for large groups: holdouts of a
-  few dozen customers are common for the smaller rules);
+  few dozen customers are common for the smaller rules); for the repurchase rate each arm's
+  variance is at least ``p(1 - p)`` with one buyer and one non-buyer added (Agresti-Caffo), so
+  a small holdout where nobody bought does not look exact;
 - CUPED (Deng et al., 2013): ``y - theta * (x - mean(x))`` with ``theta = cov(x, y) / var(x)``
   pooled over both arms, ``x`` the same metric in the pre-period; the headline estimate is the
   CUPED one where it narrows the interval, else the raw one; both are reported;
@@ -156,6 +158,11 @@ def read_assignments(table: pd.DataFrame, columns: Mapping[str, str] | None = No
     if "offer" not in renamed.columns and "arm" in renamed.columns:
         renamed = renamed.rename(columns={"arm": "offer"})
     missing = [c for c in REQUIRED_FIELDS if c not in renamed.columns]
+    if "holdout" in missing:
+        raise LiftInputError(
+            "the assignments have no holdout column: without a control group no lift can be "
+            "measured (map yours with --assignments-map holdout=SOURCE)"
+        )
     if missing:
         raise LiftInputError(
             f"assignments lack column(s) {missing}; needed: {list(REQUIRED_FIELDS)} "
@@ -310,6 +317,11 @@ def observable(
         )
     if not n_late:
         return assignments, 0
+    if n_late == len(frame):
+        raise LiftInputError(
+            f"none of the {n_late} assigned customers can be observed for the whole "
+            f"{window_days}-day window: the log ends {(log_end - pd.Timedelta(days=1)).date()}"
+        )
     excluded = dict(assignments.excluded)
     excluded["window not observed to its end"] = n_late
     return Assignments(frame.loc[~late].reset_index(drop=True), excluded), n_late
@@ -414,8 +426,25 @@ def critical(df: float) -> float:
     return float(stats.t.ppf(0.975, max(df, 1.0)))
 
 
-def estimate(y: np.ndarray, x: np.ndarray, treated: np.ndarray) -> Estimate:
-    """Difference in means (Welch) and its CUPED version with covariate ``x``."""
+def _binary_floor(y: np.ndarray, variance: float) -> float:
+    """A 0/1 arm's variance, at least ``p(1 - p)`` with ``p = (buyers + 1) / (n + 2)``.
+
+    An arm where nobody (or everybody) bought has sample variance 0, which would pretend its
+    rate is known exactly; adding one buyer and one non-buyer (Agresti & Caffo, 2000) keeps
+    small holdouts honest and changes nothing for arms of ordinary size and rate.
+    """
+    p = (float(y.sum()) + 1.0) / (len(y) + 2.0)
+    return max(variance, p * (1.0 - p))
+
+
+def estimate(
+    y: np.ndarray, x: np.ndarray, treated: np.ndarray, *, binary: bool = False
+) -> Estimate:
+    """Difference in means (Welch) and its CUPED version with covariate ``x``.
+
+    ``binary``: ``y`` is 0/1 (bought); each arm's variance is floored (:func:`_binary_floor`),
+    the CUPED one at the floor times ``1 - rho^2`` (what the covariate can explain).
+    """
     yt, yc = y[treated], y[~treated]
     mt, vt = _mean_var(yt)
     mc, vc = _mean_var(yc)
@@ -423,6 +452,8 @@ def estimate(y: np.ndarray, x: np.ndarray, treated: np.ndarray) -> Estimate:
     nan = math.nan
     if nt < 2 or nc < 2:
         return Estimate(mt, mc, mt - mc, nan, nan, nan, nan, nan, nan)
+    if binary:
+        vt, vc = _binary_floor(yt, vt), _binary_floor(yc, vc)
     se, df = _welch(vt, nt, vc, nc)
     var_x = float(x.var(ddof=1))
     theta = float(np.cov(x, y, ddof=1)[0, 1] / var_x) if var_x > 0 else nan
@@ -431,6 +462,11 @@ def estimate(y: np.ndarray, x: np.ndarray, treated: np.ndarray) -> Estimate:
         adjusted = y - theta * (x - x.mean())
         at, vat = _mean_var(adjusted[treated])
         ac, vac = _mean_var(adjusted[~treated])
+        if binary:
+            var_y = float(y.var(ddof=1))
+            rho2 = theta * theta * var_x / var_y if var_y > 0 else 0.0
+            keep = max(1.0 - rho2, 0.0)
+            vat, vac = max(vat, vt * keep), max(vac, vc * keep)
         lift_c = at - ac
         se_c, df_c = _welch(vat, nt, vac, nc)
     return Estimate(mt, mc, mt - mc, se, df, lift_c, se_c, df_c, theta)
@@ -497,7 +533,7 @@ def _group_row(
 ) -> dict[str, Any]:
     nt, nc = int(treated.sum()), int((~treated).sum())
     row: dict[str, Any] = {**key, "treated": nt, "holdout": nc}
-    ests = {m: estimate(data[m], data[f"pre_{m}"], treated) for m in METRICS}
+    ests = {m: estimate(data[m], data[f"pre_{m}"], treated, binary=m == "bought") for m in METRICS}
     for m, e in ests.items():
         lift, se, df = e.headline
         half, half_raw = critical(df) * se, critical(e.df) * e.se
@@ -517,8 +553,8 @@ def _group_row(
         row[f"{m}_p_value"] = _p_value(lift, se, df)
     rate = ests["bought"]
     lift, se, df = rate.headline
-    vt = _mean_var(data["bought"][treated])[1]
-    vc = _mean_var(data["bought"][~treated])[1]
+    vt = _binary_floor(data["bought"][treated], _mean_var(data["bought"][treated])[1])
+    vc = _binary_floor(data["bought"][~treated], _mean_var(data["bought"][~treated])[1])
     rel, rel_se = _relative(rate, nt, nc, vt, vc) if nt > 1 and nc > 1 else (math.nan, math.nan)
     row["relative_lift"] = rel
     row["relative_lift_low"] = rel - Z95 * rel_se

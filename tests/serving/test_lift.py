@@ -68,6 +68,18 @@ def test_welch_estimate_matches_scipy_on_a_hand_example() -> None:
     assert math.isnan(e.lift_cuped) and not e.use_cuped
 
 
+def test_a_holdout_where_nobody_bought_is_not_taken_as_exact() -> None:
+    y = np.array([1, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0], dtype=float)
+    treated = np.array([True] * 6 + [False] * 6)
+    x = np.zeros(12)
+    plain = estimate(y, x, treated)
+    floored = estimate(y, x, treated, binary=True)
+    # holdout all zero: sample variance 0; floored at p(1-p) with p = 1/8
+    assert plain.se == pytest.approx(math.sqrt(0.3 / 6))
+    assert floored.se == pytest.approx(math.sqrt(0.3 / 6 + (1 / 8) * (7 / 8) / 6))
+    assert floored.lift == plain.lift == pytest.approx(0.5)
+
+
 def test_cuped_narrows_the_interval_when_the_pre_period_predicts() -> None:
     rng = np.random.default_rng(0)
     n = 4000
@@ -191,7 +203,7 @@ def test_bad_input_each_names_the_rows(campaign: SyntheticCampaign, canonical) -
     def measure(frame: pd.DataFrame, **kw: object) -> object:
         return measure_lift(canonical, read_assignments(frame), window_days=90, **kw)
 
-    with pytest.raises(LiftInputError, match=r"lack column\(s\) \['holdout'\]"):
+    with pytest.raises(LiftInputError, match="no holdout column"):
         measure(table.drop(columns="holdout"), log_end=FAR)
     with pytest.raises(LiftInputError, match=r"campaign\(s\) \['spring'\] have no held-out"):
         measure(table.assign(holdout=False), log_end=FAR)
@@ -350,3 +362,38 @@ def test_policy_text_keeps_layout_and_validates() -> None:
     text = updated_policy_text(old_text, policy, updates)
     assert OfferPolicy.from_yaml(text).rules[5].lift == pytest.approx(0.11)
     assert "# How a customer's offer is decided" in text  # the old comments stay
+
+
+@pytest.fixture(scope="module")
+def raw_log() -> pd.DataFrame:
+    from tests.serving.test_batch import small_raw_log
+
+    return small_raw_log(300, seed=6)
+
+
+def test_cli_on_a_retain_score_directory(
+    tmp_path: Path, log: pd.DataFrame, data_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What users run: `retain score` output in, the window defaulting to the model's horizon."""
+    from serving.batch_commands import score_command
+    from tests.serving.test_batch import HORIZON, make_artifact
+
+    artifact = make_artifact(tmp_path / "retain", log)
+    scores = tmp_path / "scores"
+    score_command(
+        data_path, "2024-05-25", scores, model_uri=str(artifact), campaign="may", progress=False
+    )
+    monkeypatch.chdir(tmp_path)
+    args = ["lift", "-a", str(scores), "-d", str(data_path), "--json", "--no-mlflow"]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2
+    assert f"whole {HORIZON}-day window" in refused.output
+    result = runner.invoke(app, [*args, "--exclude-unobserved"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert payload["window_days"] == HORIZON
+    assert {r["campaign"] for r in payload["results"]} == {"may"}
+    assert not (tmp_path / "mlflow.db").exists()
+    nobody = runner.invoke(app, [*args, "--exclude-unobserved", "--window", "60"])
+    assert nobody.exit_code == 2
+    assert "none of the" in nobody.output and "whole 60-day window" in nobody.output
