@@ -49,8 +49,16 @@ demo: $(STAMP)
 	  $(R) models && \
 	  $(R) score --data purchases.parquet --as-of 2025-01-01 --out scores \
 	    --model-uri models:/retain@$$alias --features-out feature_snapshot
-	cd $(DEMO_DIR) && $(R) report --data purchases.parquet --scores scores --out report.html
-	@echo "demo: outputs in $(DEMO_DIR)/ (kpis.json, features.parquet, scores/, report.html, mlflow.db)"
+	@echo "demo: the campaign the scores decided runs: its 90-day outcome window is simulated"
+	cd $(DEMO_DIR) && $(R) synth --customers 2000 --seed 7 --out after_campaign.parquet \
+	    --truth truth_after_campaign.parquet --campaign-scores scores --window 90
+	cd $(DEMO_DIR) && $(R) lift --assignments scores --data after_campaign.parquet \
+	    --exclude-unobserved --update-policy $(CURDIR)/serving/offer_policy.yaml \
+	    --out policy_measured.yaml --json > lift.json
+	cd $(DEMO_DIR) && $(R) report --data purchases.parquet --scores scores --lift lift.json \
+	    --out report.html
+	@echo "demo: outputs in $(DEMO_DIR)/ (kpis.json, features.parquet, scores/, lift.json," \
+	    "policy_measured.yaml, report.html with its Campaign results section, mlflow.db)"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/features.py --json benchmarks/results/features.json
@@ -58,6 +66,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/quality.py --json benchmarks/results/quality.json
 	$(BIN)/python benchmarks/http.py --json benchmarks/results/http.json
 	$(BIN)/python benchmarks/batch.py --json benchmarks/results/batch.json
+	$(BIN)/python benchmarks/lift.py --json benchmarks/results/lift.json
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

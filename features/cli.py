@@ -155,12 +155,34 @@ def synth(
         min=0.0,
         help="Mean base purchase rate; the defaults give about 10 rows per customer.",
     ),
+    campaign_scores: Path | None = typer.Option(
+        None,
+        "--campaign-scores",
+        help=(
+            "Simulate the campaign these scores decided (a `retain score` directory, or a "
+            "table with customer_id, offer, offer_rule, offer_send_date) on the log: each "
+            "assigned customer's --window days after the send day are appended, and the "
+            "truth gets their true uplift. Send days must come after --end."
+        ),
+    ),
+    window: int = typer.Option(
+        90, "--window", min=1, help="Outcome window of the campaign, days after each send day."
+    ),
+    effect_scale: float = typer.Option(
+        1.0,
+        "--effect-scale",
+        min=0.0,
+        help="Multiply every true campaign effect (0: a campaign that changes nothing).",
+    ),
 ) -> None:
     """Write a seeded synthetic purchase log (retain's demo dataset) with known truth.
 
     Customers are acquired over the whole period, buy at heterogeneous rates with a Q4 peak and
     campaign lifts, drop out after a purchase with a personal probability, and return a few
-    percent of lines. Some customers only buy in campaigns. See features/synth.py.
+    percent of lines. Some customers only buy in campaigns. See features/synth.py. With
+    --campaign-scores, the same log (same seed) continues with the outcome window of that
+    campaign, where some customers respond, some buy anyway and some are put off
+    (features/campaigns.py).
     """
 
     def action() -> None:
@@ -174,14 +196,81 @@ def synth(
         result = generate_purchase_log(
             customers, seed=seed, start=start, end=end, mean_purchases_per_year=purchases_per_year
         )
-        _write_table(result.log, out)
-        message = f"wrote {len(result.log):,} rows for {customers:,} customers to {out}"
+        log, truth_frame, note = result.log, result.truth, ""
+        if campaign_scores is not None:
+            log, truth_frame, note = _with_campaign(
+                result.log, result.truth, campaign_scores, end, window, seed, effect_scale
+            )
+        _write_table(log, out)
+        message = f"wrote {len(log):,} rows for {customers:,} customers to {out}{note}"
         if truth is not None:
-            _write_table(result.truth, truth)
+            _write_table(truth_frame, truth)
             message += f"; truth to {truth}"
         typer.echo(message, err=True)
 
     _run(action)
+
+
+def _read_assignments(path: Path) -> pd.DataFrame:
+    """A ``retain score`` directory (only a finished one) or a CSV/Parquet table."""
+    import pandas as pd
+
+    if path.is_dir():
+        if not (path / "_SUCCESS").is_file():
+            raise _UsageError(f"{path} has no _SUCCESS: not a finished `retain score` output")
+        parts = sorted(path.glob("part-*.parquet"))
+        if not parts:
+            raise _UsageError(f"{path} holds no part-*.parquet files")
+        return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file or directory: {path}")
+    suffix = _suffix(path)
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    if suffix in (".csv", ".csv.gz"):
+        return pd.read_csv(path)
+    raise _UsageError(f"cannot read {str(path)!r}: use a directory or {', '.join(_TABLE_SUFFIXES)}")
+
+
+def _with_campaign(
+    log: pd.DataFrame,
+    truth: pd.DataFrame,
+    scores_path: Path,
+    end: str,
+    window: int,
+    seed: int,
+    effect_scale: float,
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """The log with the campaign's outcome window appended, truth with the true uplift."""
+    import pandas as pd
+
+    from features.campaigns import (
+        CampaignEffects,
+        assignments_from_scores,
+        simulate_campaign_outcomes,
+    )
+
+    assignments = assignments_from_scores(_read_assignments(scores_path))
+    log_end = pd.Timestamp(end, tz="UTC").normalize() + pd.Timedelta(days=1)
+    outcome = simulate_campaign_outcomes(
+        log,
+        truth,
+        assignments,
+        log_end=log_end,
+        window_days=window,
+        seed=seed,
+        effects=CampaignEffects(scale=effect_scale),
+    )
+    extra = outcome.truth.copy()
+    flags = extra.select_dtypes("bool").columns
+    extra[flags] = extra[flags].astype("boolean")  # unassigned customers: missing, not False
+    merged = truth.merge(extra, on="customer_id", how="left")
+    last = outcome.truth["window_end"].max()
+    note = (
+        f" ({len(outcome.outcomes):,} outcome rows for {len(outcome.truth):,} assigned "
+        f"customers; every window complete before {last.date()})"
+    )
+    return outcome.log, merged, note
 
 
 def kpis(

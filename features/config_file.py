@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from features.errors import InputError
 from features.schema import LogConfig
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ _TOML_SUFFIXES = (".toml",)
 _SECTIONS = ("log", "segments")
 
 
-class LogConfigError(ValueError):
+class LogConfigError(InputError):
     """A config file or option that cannot be used; the message names the file and the key."""
 
 

@@ -86,6 +86,7 @@ it go on) at that point of publish. Steps: see :meth:`features.atomic.VersionedD
 _UTC = "UTC"
 _TEXT_COLUMNS = (
     "customer_id",
+    "campaign",
     "risk_band",
     "segment",
     "reason_1",
@@ -98,6 +99,7 @@ _TEXT_COLUMNS = (
     "suppressed_reason",
 )
 _BOOL_COLUMNS = ("holdout", "suppressed")
+_NULLABLE_FLOATS = ("uplift",)  # null when the artifact has no uplift model
 _TIME_UNITS = {"as_of": "us", "expected_next_purchase_date": "ns", "offer_send_date": "us"}
 
 
@@ -235,7 +237,10 @@ def _arrow_column(values: pd.Series, typ: pa.DataType, name: str) -> pa.Array:
             raise BatchError(f"column {name!r} has {int(values.isna().sum())} missing flag(s)")
         return pa.array(values.to_numpy(dtype=bool), type=typ)
     kind = np.int64 if pa.types.is_integer(typ) else np.float64
-    return pa.array(values.to_numpy(dtype=kind), type=typ)
+    numbers = values.to_numpy(dtype=kind)
+    if name in _NULLABLE_FLOATS:  # NaN there means "no value": null in Parquet
+        return pa.array(numbers, type=typ, mask=np.isnan(numbers))
+    return pa.array(numbers, type=typ)
 
 
 def to_table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:

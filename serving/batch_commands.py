@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from features.errors import InputError
+
 if TYPE_CHECKING:
     from features.schema import LogConfig
     from serving.batch import BatchSummary, Chunk
@@ -146,8 +148,9 @@ def report_command(
     as_of: str | None = None,
     mapping: list[str] | None = None,
     log_config: LogConfig | None = None,
+    lift: Path | None = None,
 ) -> Path:
-    """Load the log (and scores) and write the HTML report atomically."""
+    """Load the log (and scores, and campaign results) and write the HTML report atomically."""
     from features.config_file import apply_options
     from features.purchase_log import read_purchase_log
     from features.schema import LogConfig
@@ -155,7 +158,15 @@ def report_command(
 
     config = apply_options(log_config or LogConfig(), mapping)
     log = read_purchase_log(data, config).log
-    html = build_report(log, scores_dir=scores, as_of=as_of)
+    measured = None
+    if lift is not None:
+        try:
+            measured = json.loads(lift.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"--lift {lift}: not the JSON of `retain lift --json` ({exc})"
+            ) from None
+    html = build_report(log, scores_dir=scores, as_of=as_of, lift=measured)
     return write_report(html, out)
 
 
@@ -238,6 +249,9 @@ def register(app: typer.Typer) -> None:
         config_file: Path | None = typer.Option(
             None, "--config", "-c", help="Log config file (YAML or TOML, `log:` section)."
         ),
+        lift: Path | None = typer.Option(
+            None, "--lift", help="JSON written by `retain lift --json` (campaign results)."
+        ),
     ) -> None:
         """Write the retention report: one self-contained HTML page."""
         path = report_command(
@@ -247,5 +261,6 @@ def register(app: typer.Typer) -> None:
             as_of=as_of,
             mapping=mapping,
             log_config=_read_log_config(config_file),
+            lift=lift,
         )
         typer.echo(f"wrote {path}", err=True)

@@ -54,7 +54,14 @@ def _root(
 
 def _register_all() -> None:
     from features import cli as features_cli
-    from serving import batch_commands, bento, commands, mlflow_commands
+    from serving import (
+        batch_commands,
+        bento,
+        commands,
+        lift_commands,
+        mlflow_commands,
+        uplift_commands,
+    )
     from training import cli as training_cli
 
     features_cli.register(app)
@@ -63,6 +70,8 @@ def _register_all() -> None:
     commands.register(app)
     bento.register(app)
     batch_commands.register(app)
+    lift_commands.register(app)
+    uplift_commands.register(app)
 
 
 _register_all()

@@ -7,7 +7,7 @@ bad field (``rules[2].send.days_after_last_purchase``) instead of silently sendi
 Decision for each customer (all steps are vectorised over the whole frame):
 
 1. **Rule**: the first rule whose ``match`` holds wins (segment, churn-probability range,
-   recency, value). No match -> ``offer="none"``, ``offer_rule=""``.
+   recency, value, ``min_uplift`` when the model has an uplift model). No match -> ``offer="none"``, ``offer_rule=""``.
 2. **Send date**: ``days_after_last_purchase: N``, ``now`` or
    ``days_before_expected_next_purchase: N``, computed on UTC calendar days and never before
    the ``as_of`` day (a date in the past cannot be sent). Without an expected next purchase
@@ -15,7 +15,10 @@ Decision for each customer (all steps are vectorised over the whole frame):
 3. **Expected value**: ``spend_at_stake * churn_probability * lift - cost``, where spend at
    stake is ``expected_spend_365d`` (or ``expected_spend_horizon`` when the rule says
    ``spend_at_stake: horizon``). The lift is the assumed share of the at-risk spend that the
-   offer keeps; the cost is what one offer costs (message plus incentive).
+   offer keeps; the cost is what one offer costs (message plus incentive). When the scores
+   carry an ``uplift`` (the artifact has an uplift model, ``training.uplift``), the measured
+   response replaces the assumption: ``spend_at_stake * uplift - cost``, so an offer to a
+   customer who buys anyway (uplift 0) or is put off by it (uplift < 0) has negative value.
 4. **Holdout**: a deterministic ``holdout_share`` of customers, chosen by hashing
    ``"{campaign}:{customer_id}"``, gets no offer so the campaign's lift can be measured.
 5. **Suppression**: holdout customers (reason ``holdout``) and offers with negative expected
@@ -23,7 +26,8 @@ Decision for each customer (all steps are vectorised over the whole frame):
    Their ``offer_rule``, ``offer_channel``, ``offer_send_date``, ``offer_reason`` and
    ``offer_expected_value`` still say what would have been sent: the audit trail, and the
    window over which the holdout is compared with the treated group. Only rows with
-   ``offer != "none"`` are to be sent.
+   ``offer != "none"`` are to be sent. Every row carries its ``campaign`` (the holdout's
+   seed), so ``retain lift`` can tell campaigns apart in the assignments it reads.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ from pydantic import (
     model_validator,
 )
 
+from features.errors import InputError
+
 SEGMENTS: tuple[str, ...] = (
     "first_time",
     "second_time",
@@ -71,6 +77,7 @@ REQUIRED_SCORE_COLUMNS: tuple[str, ...] = (
 )
 OFFER_COLUMNS: tuple[str, ...] = (
     "customer_id",
+    "campaign",
     "offer",
     "offer_channel",
     "offer_send_date",
@@ -93,11 +100,11 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 NonNegativeDays = Annotated[int, Field(ge=0, le=3650)]
 
 
-class OfferPolicyError(ValueError):
+class OfferPolicyError(InputError):
     """The policy YAML is unreadable or invalid; the message names each bad field path."""
 
 
-class ScoresError(ValueError):
+class ScoresError(InputError):
     """The scores frame handed to ``apply_policy`` breaks the input contract."""
 
 
@@ -137,6 +144,8 @@ class Match(_Strict):
     ``min_value_quantile`` is relative to the frame passed to ``apply_policy`` (``0.5`` = the
     upper half by ``expected_spend_365d``): score the whole population in one call, or use the
     absolute ``min_expected_spend_365d``, when the result must not depend on batch chunking.
+    ``min_uplift`` takes customers whose predicted uplift (incremental probability of buying
+    in the window if sent) is at least this; it needs scores with an ``uplift``.
     """
 
     segments: Annotated[list[Segment], Field(min_length=1)] | None = None
@@ -145,6 +154,7 @@ class Match(_Strict):
     min_expected_spend_365d: Annotated[float, Field(ge=0.0)] | None = None
     min_value_quantile: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
     value_bands: Annotated[list[str], Field(min_length=1)] | None = None
+    min_uplift: Annotated[float, Field(ge=-1.0, le=1.0)] | None = None
 
 
 class SendRule(_Strict):
@@ -336,7 +346,9 @@ class OfferDecisions:
         holdout: np.ndarray,
         negative: np.ndarray,
         tables: dict[str, tuple[str, ...]] | None = None,
+        campaign: str = "default",
     ) -> None:
+        self.campaign = campaign
         self.matched = rule_idx >= 0
         self.holdout = holdout
         self.negative = negative
@@ -367,6 +379,12 @@ class OfferDecisions:
     def columns(self) -> dict[str, Any]:
         """``OFFER_COLUMNS`` but ``customer_id``, with the dtypes frames and Parquet use."""
         return {
+            "campaign": pd.array(
+                pa.array([self.campaign], type=pa.string()).take(
+                    pa.array(np.zeros(len(self.holdout), dtype=np.int64))
+                ),
+                dtype="str",
+            ),
             "offer": self._labels("offer"),
             "offer_channel": self._labels("channel"),
             "offer_send_date": pd.DatetimeIndex(self.send_day.astype("datetime64[us]"))
@@ -415,7 +433,9 @@ def decide_offers(
     cost = plan.cost[safe_idx]
     use_horizon = plan.use_horizon[safe_idx]
     spend = np.where(use_horizon, ctx.spend_horizon, ctx.spend_365d)
-    expected_value = np.where(matched, spend * ctx.churn * lift - cost, 0.0)
+    # measured response when there is one, else the policy's assumed lift of the churn risk
+    response = ctx.churn * lift if ctx.uplift is None else ctx.uplift
+    expected_value = np.where(matched, spend * response - cost, 0.0)
 
     send_day = _send_days(plan, safe_idx, ctx)
     send_day = np.where(matched, send_day, np.datetime64("NaT", "D"))
@@ -423,7 +443,14 @@ def decide_offers(
     holdout = _holdout_draw(ctx.customer_id, campaign) < policy.holdout_share
     negative = matched & (expected_value < 0.0) & ~holdout
     return OfferDecisions(
-        rules, rule_idx, expected_value, send_day, holdout, negative, tables=plan.labels
+        rules,
+        rule_idx,
+        expected_value,
+        send_day,
+        holdout,
+        negative,
+        tables=plan.labels,
+        campaign=campaign,
     )
 
 
@@ -479,6 +506,10 @@ class _PolicyPlan:
                 for m in matches
             ]
         )
+        self.uplift_min = np.array(
+            [[-np.inf if m.min_uplift is None else m.min_uplift] for m in matches]
+        )
+        self.check_uplift = any(m.min_uplift is not None for m in matches)
         self.quantiles = [
             (i, m.min_value_quantile)
             for i, m in enumerate(matches)
@@ -498,6 +529,10 @@ class _PolicyPlan:
             for i, q in self.quantiles:
                 floor[i, 0] = max(floor[i, 0], ctx.value_threshold(q))
         hits &= ctx.spend_365d >= floor
+        if self.check_uplift:
+            if ctx.uplift is None:
+                raise ScoresError("the policy matches on min_uplift but no uplift was given")
+            hits &= ctx.uplift >= self.uplift_min
         return hits
 
 
@@ -530,6 +565,7 @@ class OfferInputs:
         last_day: np.ndarray,
         next_day: np.ndarray,
         value_band: pd.Series | None = None,
+        uplift: np.ndarray | None = None,
     ) -> None:
         for name, values in (
             ("churn_probability", churn),
@@ -564,6 +600,14 @@ class OfferInputs:
         self.last_day = last_day
         self.next_day = next_day
         self.value_band = value_band
+        if uplift is not None:
+            bad = ~((uplift >= -1.0) & (uplift <= 1.0))  # NaN fails too
+            if bad.any():
+                raise ScoresError(
+                    f"uplift must lie in [-1, 1]; {int(bad.sum())} row(s) do not, "
+                    f"e.g. customer_id {_examples(customer_id, bad)}"
+                )
+        self.uplift = uplift
         self.days_since_last = (as_of_day - last_day).astype(np.int64)
         self._quantiles: dict[float, float] = {}
 
@@ -597,6 +641,10 @@ class OfferInputs:
                     "'value_band' column"
                 )
             value_band = scores["value_band"]
+        uplift = None
+        if "uplift" in scores.columns and scores["uplift"].notna().any():
+            uplift = _float_column(scores, "uplift")
+        _check_uplift_rules(policy.rules, uplift is not None, "the scores have no 'uplift'")
         return cls(
             ids,
             segment_codes=segment.codes,
@@ -607,6 +655,7 @@ class OfferInputs:
             last_day=_utc_days(scores, "last_purchase_at"),
             next_day=_utc_days(scores, "expected_next_purchase_date"),
             value_band=value_band,
+            uplift=uplift,
         )
 
     def value_threshold(self, quantile: float) -> float:
@@ -641,7 +690,27 @@ class OfferInputs:
                     "the policy matches on value_bands but no 'value_band' column was given"
                 )
             mask &= self.value_band.isin(match.value_bands).to_numpy(dtype=bool)
+        if match.min_uplift is not None:
+            if self.uplift is None:
+                raise ScoresError("the policy matches on min_uplift but no uplift was given")
+            mask &= self.uplift >= match.min_uplift
         return mask
+
+
+def uplift_rules(rules: Sequence[Rule]) -> list[str]:
+    """Paths of the rules that match on ``min_uplift`` (they need an uplift per customer)."""
+    return [
+        f"rules[{i}].match.min_uplift"
+        for i, rule in enumerate(rules)
+        if rule.match.min_uplift is not None
+    ]
+
+
+def _check_uplift_rules(rules: Sequence[Rule], have_uplift: bool, why: str) -> None:
+    """A rule on ``min_uplift`` without uplift scores would match nobody: refuse it instead."""
+    using = [] if have_uplift else uplift_rules(rules)
+    if using:
+        raise ScoresError(f"{', '.join(using)} needs an uplift per customer, but {why}")
 
 
 def _examples(ids: pd.Series | np.ndarray, mask: np.ndarray) -> list[str]:

@@ -11,7 +11,10 @@ Agg), styles are inline, nothing is fetched from anywhere. Sections (each has a 
 - ``calibration``: last period's predictions against what happened: the scores' churn
   probability, binned, against the share of those customers who did not buy in the
   ``horizon_days`` after the scores' ``as_of`` (needs scores whose horizon is inside the log);
-- ``offers``: the offer plan by segment (needs ``--scores``).
+- ``offers``: the offer plan by segment (needs ``--scores``);
+- ``campaigns``: campaign results, each offer's measured lift in the repurchase rate against
+  its holdout, per offer and per segment, with 95% intervals (needs ``--lift``, the JSON of
+  ``retain lift``).
 
 A section without its input says why instead of disappearing, so the page always has the same
 structure. The page is written atomically (:mod:`features.atomic`).
@@ -36,7 +39,15 @@ from features.errors import InputError
 from features.kpis import cohort_retention, compute_kpis
 from features.segments import SEGMENTS, assign_segments, summarize_segments
 
-SECTION_IDS: tuple[str, ...] = ("kpis", "cohorts", "segments", "risk", "calibration", "offers")
+SECTION_IDS: tuple[str, ...] = (
+    "kpis",
+    "cohorts",
+    "segments",
+    "risk",
+    "calibration",
+    "offers",
+    "campaigns",
+)
 KPI_DAYS = 365
 COHORT_MONTHS = 12
 CALIBRATION_BINS = 10
@@ -315,6 +326,114 @@ def offer_section(scores: pd.DataFrame | None) -> Section:
     return Section("offers", title, "".join(parts))
 
 
+def lift_figure(results: pd.DataFrame) -> Any:
+    """Repurchase-rate lift with its 95% interval, one bar per offer (and segment) row."""
+    fig, ax = _figure()
+    rows = results.iloc[::-1]
+    labels = [
+        f"{r.campaign} · {r.offer}" if r.segment == "all" else f"    {r.segment}"
+        for r in rows.itertuples()
+    ]
+    lift = rows["bought_lift"].to_numpy(dtype=float) * 100
+    low = rows["bought_lift_low"].to_numpy(dtype=float) * 100
+    high = rows["bought_lift_high"].to_numpy(dtype=float) * 100
+    y = np.arange(len(rows))
+    colors = [
+        "#4c9a2a" if lo > 0 else "#c0392b" if hi < 0 else "#7f8c8d"
+        for lo, hi in zip(low, high, strict=True)
+    ]
+    ax.hlines(y, low, high, colors=colors, linewidth=2)
+    ax.scatter(lift, y, color=colors, zorder=3)
+    ax.axvline(0, color="#444", linewidth=0.8)
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.set_xlabel("lift in repurchase rate, percentage points (95% interval)")
+    ax.set_title("Measured lift against the holdout")
+    fig.set_figheight(max(2.5, 0.28 * len(rows) + 1.2))
+    return fig
+
+
+def _num(value: Any, spec: str, scale: float = 1.0) -> str:
+    if value is None or not np.isfinite(value):
+        return "-"
+    return spec.format(value * scale)
+
+
+def _interval(value: Any, low: Any, high: Any, scale: float, spec: str) -> str:
+    return f"{_num(value, spec, scale)} [{_num(low, spec, scale)}, {_num(high, spec, scale)}]"
+
+
+def campaign_section(lift: dict[str, Any] | None) -> Section:
+    title = "Campaign results"
+    if not lift or not lift.get("results"):
+        return Section(
+            "campaigns",
+            title,
+            _note("no campaign measured (run `retain lift ... --json` and pass --lift)"),
+        )
+    results = pd.DataFrame(lift["results"])
+    offers = results[results["segment"] == "all"]
+    segments = results[results["segment"] != "all"]
+    excluded = lift.get("excluded") or {}
+    intro = (
+        f"<p>Each offer against the held-out customers of the same rule (intention to treat), "
+        f"over the {int(lift['window_days'])} days after each send day; log observed to "
+        f"{html.escape(str(lift['log_end']))}. {int(lift.get('assigned', 0)):,} assigned "
+        "customers; not in the experiment: "
+        + (
+            ", ".join(f"{html.escape(k)} {v:,}" for k, v in excluded.items())
+            if excluded
+            else "none"
+        )
+        + ".</p>"
+    )
+
+    def shown(frame: pd.DataFrame) -> pd.DataFrame:
+        out = pd.DataFrame(
+            {
+                "campaign": frame["campaign"],
+                "offer": frame["offer"],
+                "segment": frame["segment"],
+                "treated": frame["treated"],
+                "held out": frame["holdout"],
+                "rate treated": frame["bought_treated"].map(lambda v: _num(v, "{:.1%}")),
+                "rate held out": frame["bought_holdout"].map(lambda v: _num(v, "{:.1%}")),
+                "lift (pts)": [
+                    _interval(v, lo, hi, 100, "{:+.1f}")
+                    for v, lo, hi in zip(
+                        frame["bought_lift"],
+                        frame["bought_lift_low"],
+                        frame["bought_lift_high"],
+                        strict=True,
+                    )
+                ],
+                "incremental revenue": [
+                    _interval(v, lo, hi, 1, "{:,.0f}")
+                    for v, lo, hi in zip(
+                        frame["incremental_revenue"],
+                        frame["incremental_revenue_low"],
+                        frame["incremental_revenue_high"],
+                        strict=True,
+                    )
+                ],
+                "p": frame["p_value"].map(lambda v: _num(v, "{:.3f}")),
+                "MDE (pts)": frame["mde"].map(lambda v: _num(v, "{:.1f}", 100)),
+                "verdict": frame["verdict"],
+            }
+        )
+        return out.set_index(["campaign", "offer", "segment"])
+
+    # one figure: each offer, then its segments (indented labels)
+    ordered = results.assign(_seg=results["segment"] != "all").sort_values(
+        ["campaign", "rule", "offer", "_seg", "segment"], kind="stable"
+    )
+    parts = [intro, _img(lift_figure(ordered), "lift per offer and segment with 95% intervals")]
+    parts.append(_table(shown(offers)))
+    if not segments.empty:
+        parts.append("<h3>By segment</h3>")
+        parts.append(_table(shown(segments)))
+    return Section("campaigns", title, "".join(parts))
+
+
 # ---- page -------------------------------------------------------------------------------
 
 
@@ -335,8 +454,11 @@ def build_report(
     scores_dir: str | Path | None = None,
     as_of: object = None,
     horizon_days: int | None = None,
+    lift: dict[str, Any] | None = None,
 ) -> str:
     """The whole page as HTML text.
+
+    ``lift`` is the JSON of ``retain lift`` (the campaign results section).
 
     ``as_of`` defaults to the UTC day after the log's last row (a date from the data, never
     the clock). ``horizon_days`` defaults to the one recorded in the scores' run summary.
@@ -361,6 +483,7 @@ def build_report(
         risk_section(scores),
         calibration_section(log, scores, horizon, report_as_of),
         offer_section(scores),
+        campaign_section(lift),
     ]
     return render_page(sections, report_as_of, scores_dir, summary)
 

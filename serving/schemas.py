@@ -173,6 +173,13 @@ class CustomerScore(BaseModel):
     p_purchase_horizon: float | None = None
     expected_spend_horizon: float | None = None
     expected_spend_365d: float | None = None
+    uplift: float | None = Field(
+        default=None,
+        description=(
+            "Incremental probability of buying in the window if sent the offer (the "
+            "artifact's uplift model); null when the model has none."
+        ),
+    )
     segment: str | None = None
     reasons: list[str] = Field(default_factory=list)
     offer: Offer | None = None

@@ -20,7 +20,15 @@ from features.log_arrays import LogArrays
 from features.schema import LogConfig
 from features.segments import REQUIRED_FEATURES, segment_codes
 from features.segments import SEGMENTS as FEATURE_SEGMENTS
-from serving.offers import OFFER_COLUMNS, OfferDecisions, OfferInputs, OfferPolicy, decide_offers
+from serving.offers import (
+    OFFER_COLUMNS,
+    OfferDecisions,
+    OfferInputs,
+    OfferPolicy,
+    OfferPolicyError,
+    decide_offers,
+    uplift_rules,
+)
 from serving.offers import SEGMENTS as OFFER_SEGMENTS
 from serving.reasons import reason_texts
 from training.artifact import RetainArtifact, load_artifact
@@ -40,6 +48,7 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "expected_purchases_horizon",
     "expected_spend_horizon",
     "expected_spend_365d",
+    "uplift",
     "segment",
     *(f"reason_{i + 1}" for i in range(N_REASONS)),
     *(c for c in OFFER_COLUMNS if c != "customer_id"),
@@ -52,6 +61,7 @@ NUMBER_COLUMNS: tuple[str, ...] = (
     "expected_purchases_horizon",
     "expected_spend_horizon",
     "expected_spend_365d",
+    "uplift",
 )
 # features.segments numbers segments in rule order, serving.offers in its own order
 _TO_OFFER_SEGMENT = np.array([OFFER_SEGMENTS.index(s) for s in FEATURE_SEGMENTS], dtype=np.int8)
@@ -71,9 +81,23 @@ class ScoringModel:
     def from_artifact(cls, artifact: RetainArtifact) -> ScoringModel:
         """Parse the policy and compile the boosters (every scoring path runs compiled, or
         every one on LightGBM's predictor when lleaves cannot compile: see
-        ``RetainModels.compile``)."""
+        ``RetainModels.compile``).
+
+        A policy matching on ``min_uplift`` needs the artifact's uplift model: refused here,
+        at start-up, rather than on the first request.
+        """
+        policy = OfferPolicy.from_yaml(artifact.policy_yaml)
+        if artifact.uplift is None:
+            using = uplift_rules(policy.rules)
+            if using:
+                raise OfferPolicyError(
+                    f"the artifact's offer policy uses {', '.join(using)} but the artifact "
+                    "has no uplift model; add one with `retain uplift-train`"
+                )
         artifact.models.compile()
-        return cls(artifact=artifact, policy=OfferPolicy.from_yaml(artifact.policy_yaml))
+        if artifact.uplift is not None:
+            artifact.uplift.compile()
+        return cls(artifact=artifact, policy=policy)
 
     @classmethod
     def load(cls, path: str | Path) -> ScoringModel:
@@ -99,7 +123,8 @@ def risk_band(churn_probability: np.ndarray) -> np.ndarray:
 class ScoredCustomers:
     """The scorer's output as arrays, one row per customer (sorted by ``customer_id``).
 
-    ``numbers`` holds ``NUMBER_COLUMNS``; dates are naive UTC ``datetime64``. :meth:`frame`
+    ``numbers`` holds ``NUMBER_COLUMNS`` (``uplift`` is NaN when the artifact has no uplift
+    model: null in frames' Parquet and HTTP); dates are naive UTC ``datetime64``. :meth:`frame`
     gives the documented ``SCORE_COLUMNS`` frame; the HTTP service reads the arrays.
     """
 
@@ -154,6 +179,10 @@ def score_block(
         {c: block.column(c) for c in REQUIRED_FEATURES}, model.artifact.segment_config
     )
     churn = preds["churn_probability"]
+    uplift_model = model.artifact.uplift
+    uplift = (
+        None if uplift_model is None else uplift_model.predict_values(block.values, block.names)
+    )
     as_of_day = np.datetime64(as_of_ts.value, "ns").astype("datetime64[D]")
     as_of_us = as_of_ts.value // 1000  # Timestamp.value is in ns whatever the unit
     recency_us = np.rint(block.column("recency_days") * US_PER_DAY).astype(np.int64)  # np.round
@@ -168,12 +197,16 @@ def score_block(
         as_of_day=np.full(len(block), as_of_day),
         last_day=last_purchase.astype("datetime64[D]"),
         next_day=next_purchase.astype("datetime64[D]"),
+        uplift=uplift,
     )
     offers = decide_offers(inputs, model.policy, campaign)
     return ScoredCustomers(
         customer_id=block.customer_id,
         as_of=as_of_ts,
-        numbers={c: preds[c] for c in NUMBER_COLUMNS},
+        numbers={
+            **{c: preds[c] for c in NUMBER_COLUMNS if c != "uplift"},
+            "uplift": np.full(len(block), np.nan) if uplift is None else uplift,
+        },
         next_purchase=next_purchase,
         segment=_SEGMENT_NAMES[seg],
         risk_band=risk_band(churn),

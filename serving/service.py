@@ -432,6 +432,7 @@ def score_records(scored: ScoredCustomers) -> dict[str, dict[str, Any]]:
     p_h = _floats(numbers["p_purchase_horizon"])
     spend_h = _floats(numbers["expected_spend_horizon"])
     spend_y = _floats(numbers["expected_spend_365d"])
+    uplift = _floats(numbers["uplift"])
     offers = scored.offers
     value = _floats(offers.expected_value)
     band = scored.risk_band.tolist()
@@ -459,6 +460,7 @@ def score_records(scored: ScoredCustomers) -> dict[str, dict[str, Any]]:
             "p_purchase_horizon": p_h[i],
             "expected_spend_horizon": spend_h[i],
             "expected_spend_365d": spend_y[i],
+            "uplift": uplift[i],
             "segment": segment[i],
             "reasons": [r for r in reasons[i] if r],
             "offer": {

@@ -6,6 +6,8 @@ Layout::
                              training data was read with, schema, metrics, sha256s)
     offer_policy.yaml        the offer policy, as YAML text (validated by serving on load)
     models/...               what ``RetainModels.save`` writes: LightGBM text + JSON only
+    uplift/...               optional: what ``UpliftModel.save`` writes (LightGBM text + JSON),
+                             added to a copy of an artifact by :func:`add_uplift`
 
 Why so strict on load: an artifact may come from a registry or a colleague's laptop, and
 loading must never execute code. So only ``.txt``/``.json``/``.yaml`` files are accepted,
@@ -35,6 +37,7 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "retain_artifact.json"
 POLICY_NAME = "offer_policy.yaml"
 MODELS_DIR = "models"
+UPLIFT_DIR = "uplift"
 ALLOWED_SUFFIXES: frozenset[str] = frozenset({".txt", ".json", ".yaml"})
 PICKLE_SUFFIXES: frozenset[str] = frozenset({".pkl", ".pickle", ".joblib", ".cloudpickle"})
 PICKLE_MAGIC = b"\x80"
@@ -75,6 +78,7 @@ class RetainArtifact:
     policy_yaml: str
     manifest: dict[str, Any]
     log_config: LogConfig = field(default_factory=LogConfig)
+    uplift: Any = None  # training.uplift.UpliftModel, None when the artifact has none
 
     @property
     def horizon_days(self) -> int:
@@ -167,13 +171,10 @@ def save_artifact(
     ``os.replace``, so readers never see a half-written artifact. ``directory`` must not
     exist yet (or be empty): artifacts are immutable.
     """
-    target = Path(directory).absolute()
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise ArtifactError(f"{target} already exists and is not empty; artifacts are immutable")
+    target = _new_target(directory)
     if not isinstance(policy_yaml, str) or not policy_yaml.strip():
         raise ArtifactError("policy_yaml must be the offer policy as non-empty YAML text")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = _staging_dir(target)
     try:
         models_dir = tmp / MODELS_DIR
         models_dir.mkdir()
@@ -205,9 +206,81 @@ def save_artifact(
             "files": files,
         }
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        if target.exists():
-            target.rmdir()
-        os.replace(tmp, target)
+        _move_into_place(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _new_target(directory: str | Path) -> Path:
+    """The absolute target of a new artifact; it must not exist yet, or be empty."""
+    target = Path(directory).absolute()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ArtifactError(f"{target} already exists and is not empty; artifacts are immutable")
+    return target
+
+
+def _staging_dir(target: Path) -> Path:
+    """A temporary sibling of ``target`` to write the artifact in (same file system)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+
+
+def _move_into_place(tmp: Path, target: Path) -> None:
+    """Publish a finished staging directory: readers see all of it or nothing."""
+    if target.exists():
+        target.rmdir()
+    os.replace(tmp, target)
+
+
+def add_uplift(
+    source: str | Path,
+    uplift: Any,
+    directory: str | Path,
+    *,
+    uplift_metadata: dict[str, Any] | None = None,
+) -> Path:
+    """A new artifact: every file of ``source``, byte for byte, plus ``uplift``'s files.
+
+    Why a copy and not ``save_artifact`` again: the churn, timing and spend models stay the
+    very bytes that were validated and registered (the manifest keeps their sha256s), and
+    ``source`` is never modified. ``source`` is hash-checked first; an uplift model it
+    already holds is replaced. The manifest gains ``uplift_dir`` and an ``uplift`` entry
+    (``uplift_metadata``: what it was trained on); every other field is kept as it was.
+    """
+    manifest = verify_artifact(source)
+    root = Path(source)
+    target = _new_target(directory)
+    old_uplift = manifest.get("uplift_dir")
+    kept = {
+        rel: digest
+        for rel, digest in manifest["files"].items()
+        if old_uplift is None or not PurePosixPath(rel).is_relative_to(old_uplift)
+    }
+    tmp = _staging_dir(target)
+    try:
+        for rel in kept:
+            path = tmp / PurePosixPath(rel)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(_check_listed_path(root, rel), path)
+            if _sha256(path) != kept[rel]:
+                raise ArtifactError(f"{rel!r} changed while it was copied from {root}")
+        uplift.save(tmp / UPLIFT_DIR, metadata=uplift_metadata)
+        files = dict(kept)
+        for path in sorted(p for p in (tmp / UPLIFT_DIR).rglob("*") if not p.is_dir()):
+            rel = path.relative_to(tmp).as_posix()
+            if path.is_symlink() or path.suffix not in ALLOWED_SUFFIXES:
+                raise ArtifactError(f"uplift.save wrote {rel!r}; only text and JSON are allowed")
+            files[rel] = _sha256(path)
+        manifest = {
+            **manifest,
+            "uplift_dir": UPLIFT_DIR,
+            "uplift": json.loads(json.dumps(uplift_metadata or {}, default=float)),
+            "files": files,
+        }
+        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        _move_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -348,6 +421,18 @@ def load_artifact(
     if not models_dir.is_dir():
         raise ArtifactError(f"models directory {models_rel!r} not found in {root}")
     models = RetainModels.load(models_dir)
+    uplift = None
+    uplift_rel = manifest.get("uplift_dir")
+    if uplift_rel is not None:  # optional: artifacts without an uplift model load as before
+        from training.uplift import UpliftModel
+
+        uplift_dir = _check_listed_path(root, uplift_rel)
+        if not uplift_dir.is_dir():
+            raise ArtifactError(f"uplift directory {uplift_rel!r} not found in {root}")
+        try:
+            uplift = UpliftModel.load(uplift_dir)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ArtifactError(f"uplift model in {uplift_rel!r} cannot be loaded: {exc}") from exc
     if int(models.horizon_days) != int(manifest["horizon_days"]):
         raise ArtifactError(
             f"models horizon {models.horizon_days} != manifest horizon_days "
@@ -366,4 +451,5 @@ def load_artifact(
         # artifacts written before the log config was recorded were read with the defaults
         log_config=_config_from_json(LogConfig, manifest.get("log_config"), "log_config")
         or LogConfig(),
+        uplift=uplift,
     )

@@ -1,4 +1,4 @@
-"""Metrics of the backtest: churn (ranking and calibration), timing, counts and spend.
+"""Metrics of the backtest (churn ranking and calibration, timing, counts, spend) and of uplift.
 
 Pure numpy functions on 1-D arrays, so the backtest, the report and the promotion gate
 all compute a metric the same way. Conventions:
@@ -315,3 +315,91 @@ def gini(actual: ArrayLike, predicted: ArrayLike) -> float:
     if best == 0:
         return math.nan
     return raw(_tie_averaged(aa, pp, descending=True)) / best
+
+
+# --------------------------------------------------------------------------------------
+# uplift: targeting by incremental response (treated vs held-out customers)
+# --------------------------------------------------------------------------------------
+#
+# The definitions are Radcliffe's (2007) as scikit-uplift 0.5.1 implements them
+# (``qini_curve``, ``perfect_qini_curve`` with negative effects, ``qini_auc_score``):
+# scikit-uplift itself calls ``sklearn.utils.extmath.stable_cumsum``, deprecated in
+# scikit-learn 1.8 and removed in 1.10, so retain keeps its own copy here.
+
+
+def _uplift_arrays(
+    y: ArrayLike, score: ArrayLike, treatment: ArrayLike
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    yy, ss, tt = _arrays(y=y, score=score, treatment=treatment)
+    _binary(yy)
+    _binary(tt, "treatment")
+    if tt.all() or not tt.any():
+        raise ValueError("treatment must hold both treated (1) and held-out (0) customers")
+    return yy, ss, tt
+
+
+def qini_curve(
+    y: ArrayLike, score: ArrayLike, treatment: ArrayLike
+) -> tuple[FloatArray, FloatArray]:
+    """(customers targeted, incremental buyers) when targeting by ``score``, highest first.
+
+    At the top ``k`` customers: ``Y_t(k) - Y_c(k) * N_t(k) / N_c(k)``, the treated buyers
+    minus the held-out buyers scaled to the treated count (0 while no held-out customer is
+    among them). Tied scores are one step: points only at the end of each tie block, so the
+    curve does not depend on row order. Starts at (0, 0).
+    """
+    yy, ss, tt = _uplift_arrays(y, score, treatment)
+    order = np.argsort(ss, kind="mergesort")[::-1]
+    ys, ts, ss = yy[order], tt[order], ss[order]
+    ends = np.r_[np.flatnonzero(np.diff(ss)), ss.size - 1]
+    n_treated = np.cumsum(ts)[ends]
+    n_all = (ends + 1).astype(np.float64)
+    n_control = n_all - n_treated
+    y_treated = np.cumsum(ys * ts)[ends]
+    y_control = np.cumsum(ys * (1.0 - ts))[ends]
+    scale = np.divide(n_treated, n_control, out=np.zeros_like(n_treated), where=n_control > 0)
+    return np.r_[0.0, n_all], np.r_[0.0, y_treated - y_control * scale]
+
+
+def _area(x: FloatArray, g: FloatArray) -> float:
+    return float(np.sum((g[1:] + g[:-1]) * np.diff(x)) / 2.0)
+
+
+def qini_coefficient(y: ArrayLike, score: ArrayLike, treatment: ArrayLike) -> float:
+    """Area between the Qini curve and random targeting, over the same area of the best one.
+
+    1 = the perfect order (treated buyers first, held-out buyers last), 0 = no better than
+    random, negative = worse. The random line joins (0, 0) to the curve's end; the perfect
+    curve targets by ``y * treatment - y * (1 - treatment)`` (negative effects allowed).
+    NaN when the perfect curve is no better than random.
+    """
+    yy, ss, tt = _uplift_arrays(y, score, treatment)
+    x, g = qini_curve(yy, ss, tt)
+    x_best, g_best = qini_curve(yy, yy * tt - yy * (1.0 - tt), tt)
+    random = x[-1] * g[-1] / 2.0
+    best = _area(x_best, g_best) - random
+    if best == 0:
+        return math.nan
+    return (_area(x, g) - random) / best
+
+
+def uplift_at_top(
+    y: ArrayLike, score: ArrayLike, treatment: ArrayLike, fraction: float = 0.3
+) -> float:
+    """Buying rate of treated minus held-out customers among the top ``fraction`` by score.
+
+    The top group has ceil(fraction * n) customers of both groups together; customers tied
+    with its boundary score count pro rata, so the result does not depend on row order.
+    NaN when the top group holds no treated or no held-out customer.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    yy, ss, tt = _uplift_arrays(y, score, treatment)
+    k = math.ceil(fraction * yy.size)
+    n_t, n_c, y_t, y_c = (
+        float(_tie_averaged(values, ss, descending=True)[:k].sum())
+        for values in (tt, 1.0 - tt, yy * tt, yy * (1.0 - tt))
+    )
+    if n_t == 0 or n_c == 0:
+        return math.nan
+    return y_t / n_t - y_c / n_c

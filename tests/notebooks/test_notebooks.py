@@ -269,3 +269,59 @@ def _kill_leftover_server(workdir: Path) -> None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+
+
+CAMPAIGN_PARAMS: dict[str, Any] = {"N_CUSTOMERS": 8000, "SEED": 3, "CAMPAIGN": "nb_test"}
+
+
+@pytest.mark.slow
+def test_04_campaigns_uplift(tmp_path: Path) -> None:
+    from serving.campaign_sim import run_synthetic_campaign
+    from serving.lift import measure_lift, read_assignments
+    from serving.offers import OfferPolicy
+    from serving.policy_update import rule_updates
+    from training.metrics import qini_coefficient
+    from training.uplift import (
+        UpliftModel,
+        assignments_from_scores,
+        held_out_customers,
+        uplift_training_set,
+    )
+
+    nb = run_notebook("04_campaigns_uplift.ipynb", {**CAMPAIGN_PARAMS, "WORKDIR": str(tmp_path)})
+
+    # the same campaign, drawn here from the same seed
+    policy = OfferPolicy.default().model_copy(update={"holdout_share": 0.5, "campaign": "nb_test"})
+    campaign = run_synthetic_campaign(8000, 3, window_days=90, policy=policy)
+    log = canonicalize(campaign.log).log
+    until = campaign.outcome_truth["window_end"].max()
+    result = measure_lift(log, read_assignments(campaign.scores), window_days=90, log_end=until)
+
+    # the old policy is the campaign's, the new one holds the shrunk measured lifts
+    old = OfferPolicy.from_yaml(tmp_path / "offer_policy.yaml")
+    assert old.model_dump() == policy.model_dump()
+    updated = OfferPolicy.from_yaml(tmp_path / "offer_policy_measured.yaml")
+    expected = {u.rule: u.new for u in rule_updates(policy, result.offers(), window_days=90)}
+    assert {r.name: r.lift for r in updated.rules} == expected
+    assert "new policy written" in cell_text(nb, "policy")
+    for rule in result.offers()["rule"]:
+        assert rule in cell_text(nb, "measure")
+
+    # the Qini coefficients printed are those of the same model and orders, recomputed here
+    experiment = assignments_from_scores(campaign.scores)
+    data = uplift_training_set(log, experiment, 90, observed_until=until)
+    ids = experiment["customer_id"].to_numpy()
+    held = held_out_customers(ids, 0.3, 3)
+    model = UpliftModel(seed=3).fit(data.features[~held], data.treated[~held], data.bought[~held])
+    truth = campaign.outcome_truth.set_index("customer_id")
+    y, t = data.bought[held], data.treated[held]
+    text = cell_text(nb, "targeting")
+    assert printed_float(text, "Qini coefficient, uplift model") == pytest.approx(
+        qini_coefficient(y, model.predict(data.features[held]), t), abs=5e-5
+    )
+    true_qini = qini_coefficient(y, truth.loc[ids[held], "true_uplift"].to_numpy(), t)
+    assert printed_float(text, "Qini coefficient, true uplift") == pytest.approx(
+        true_qini, abs=5e-5
+    )
+    assert re.search(r"^uplift: [0-9,]+ offers", cell_text(nb, "offers"), re.MULTILINE)
+    assert images(nb) == 2  # measured lifts with intervals, Qini curves

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 import subprocess
@@ -13,7 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from features.purchase_log import canonicalize
+from serving.batch import read_scores
 from serving.batch_commands import score_command
+from serving.lift import measure_lift, read_assignments
 from serving.report import SECTION_IDS, build_report, calibration_section, write_report
 from tests.serving.test_batch import make_artifact, small_raw_log
 
@@ -38,8 +41,34 @@ def scores_dir(
 
 
 @pytest.fixture(scope="module")
-def report_html(log: pd.DataFrame, scores_dir: Path) -> str:
-    return build_report(log, scores_dir=scores_dir)
+def lift_json(log: pd.DataFrame, scores_dir: Path) -> dict:
+    """What `retain lift --json` prints for the scored campaign (30-day window)."""
+    experiment = read_assignments(read_scores(scores_dir))
+    result = measure_lift(log, experiment, window_days=30, exclude_unobserved=True)
+    return json.loads(json.dumps(result.to_dict()))
+
+
+@pytest.fixture(scope="module")
+def report_html(log: pd.DataFrame, scores_dir: Path, lift_json: dict) -> str:
+    return build_report(log, scores_dir=scores_dir, lift=lift_json)
+
+
+def test_campaign_section_draws_each_offer_with_its_interval(
+    report_html: str, lift_json: dict
+) -> None:
+    section = report_html.split('<section id="campaigns">')[1].split("</section>")[0]
+    assert "<h2>Campaign results</h2>" in section
+    assert len(IMG_SRC.findall(section)) == 1
+    offers = [r for r in lift_json["results"] if r["segment"] == "all"]
+    assert offers
+    for row in offers:
+        assert f"<th>{row['offer']}</th>" in section
+        assert row["verdict"] in section
+        held = f"{row['holdout']}"
+        assert f"<td>{held}</td>" in section
+    assert f"over the 30 days after each send day; log observed to {lift_json['log_end']}" in (
+        section
+    )
 
 
 def test_report_has_every_section_with_inline_images(report_html: str) -> None:
@@ -62,6 +91,7 @@ def test_report_without_scores_explains_the_missing_sections(log: pd.DataFrame) 
         assert f'<section id="{section}">' in page
     assert len(IMG_SRC.findall(page)) == 3  # kpis, cohorts, segments
     assert page.count("no scores given") == 3
+    assert "no campaign measured" in page
 
 
 def test_calibration_bins_compare_prediction_with_what_happened() -> None:
@@ -190,3 +220,4 @@ def test_report_renders_in_headless_chromium(tmp_path: Path, report_html: str) -
         assert f'id="{section}"' in dom
     n = len(SECTION_IDS)
     assert f"images={n} broken=0 sections={n} errors=0" in dom, dom[-500:]
+    assert "Campaign results" in dom and "lift per offer and segment with 95% intervals" in dom

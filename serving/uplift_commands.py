@@ -1,0 +1,198 @@
+"""``retain uplift-train``: an uplift model from past campaigns, added to a new artifact.
+
+Why a separate command writing a new artifact, rather than an option of ``retain train``:
+the uplift model learns from campaigns that were scored by an existing model, and the
+artifact that scored them is already registered and validated. This command copies that
+artifact byte for byte into ``--out`` and adds the uplift model
+(:func:`training.artifact.add_uplift`); the old artifact is never modified, and serving
+the new one is pointing ``--model-uri`` (or a registry version) at it.
+
+Before the final fit on every assigned customer, a seeded share of customers is held out,
+the model is fitted on the rest and evaluated on them: the Qini coefficient and the uplift
+at the top 10 % and 30 %, against targeting by the churn probability the campaign was
+scored with (when the assignments carry it) and at random. The figures are printed and
+kept in the new artifact's manifest (``uplift``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+_MAP_HELP = "Column mapping CANONICAL=SOURCE, repeatable, e.g. --map customer_id=CustomerID."
+
+
+def read_assignments(path: Path) -> Any:
+    """``retain score`` output (directory) or a CSV/Parquet table -> (assignments, scores).
+
+    A table with ``treated`` is taken as assignments as they are; anything else must be
+    scores, whose intention-to-treat assignments are derived
+    (:func:`training.uplift.assignments_from_scores`). ``scores`` is the frame read (for
+    the churn probability to compare with), or None for plain assignments.
+    """
+    import pandas as pd
+
+    from serving.batch import read_scores
+    from training.uplift import UpliftDataError, assignments_from_scores
+
+    if path.is_dir():
+        frame = read_scores(path)
+    elif not path.exists():
+        raise UpliftDataError(f"--assignments not found: {path}")
+    elif path.suffix.lower() in (".parquet", ".pq"):
+        frame = pd.read_parquet(path)
+    elif path.suffix.lower() == ".csv" or path.name.lower().endswith(".csv.gz"):
+        frame = pd.read_csv(path)
+    else:
+        raise UpliftDataError(
+            f"--assignments {path}: use a `retain score` directory, CSV or Parquet"
+        )
+    if "treated" in frame.columns:
+        return frame, None
+    return assignments_from_scores(frame), frame
+
+
+def uplift_train_command(
+    model_uri: str,
+    assignments_path: Path,
+    data: Path,
+    out: Path,
+    *,
+    window_days: int | None = None,
+    observed_until: str | None = None,
+    learner: str = "two_model",
+    evaluate_share: float = 0.3,
+    seed: int = 0,
+    mapping: list[str] | None = None,
+    config_file: Path | None = None,
+) -> dict[str, Any]:
+    """Build the training set, evaluate on held-out customers, fit on all, write ``out``."""
+    from features.builders import to_utc_timestamp
+    from features.purchase_log import parse_mapping, read_purchase_log
+    from features.schema import LogConfig
+    from serving.model_source import resolved_artifact
+    from training.artifact import add_uplift, load_artifact
+    from training.uplift import (
+        UpliftModel,
+        evaluate_on_held_out,
+        held_out_customers,
+        uplift_training_set,
+    )
+
+    if config_file is not None:
+        from features.config_file import load_log_config
+
+        config = load_log_config(config_file)
+    else:
+        config = LogConfig()
+    if mapping:
+        config = config.model_copy(update={"columns": {**config.columns, **parse_mapping(mapping)}})
+    if not data.exists():
+        raise FileNotFoundError(f"purchase log not found: {data}")
+    assignments, scores = read_assignments(assignments_path)
+    until = None if observed_until is None else to_utc_timestamp(observed_until)
+    with resolved_artifact(model_uri) as (artifact_dir, _source):
+        artifact = load_artifact(artifact_dir)
+        window = artifact.horizon_days if window_days is None else window_days
+        log = read_purchase_log(data, config).log
+        train_set = uplift_training_set(
+            log, assignments, window, artifact.feature_config, observed_until=until
+        )
+        test = held_out_customers(train_set.features.index, evaluate_share, seed)
+        params = {"learner": learner, "seed": seed}
+        targets = {}
+        if scores is not None and "churn_probability" in scores.columns:
+            churn = scores.set_index(scores["customer_id"].astype("str"))["churn_probability"]
+            key = assignments["customer_id"].astype("str").to_numpy()
+            targets["churn_probability"] = churn.reindex(key).to_numpy(dtype=float)
+        table = evaluate_on_held_out(
+            train_set, test, {"uplift": UpliftModel(**params)}, targets, seed
+        )
+        model = UpliftModel(**params).fit(train_set.features, train_set.treated, train_set.bought)
+        sent = train_set.treated == 1
+        metadata = {
+            "window_days": int(window),
+            "customers": len(train_set),
+            "sent": int(sent.sum()),
+            "held_out": int((~sent).sum()),
+            "buying_rate_sent": float(train_set.bought[sent].mean()),
+            "buying_rate_held_out": float(train_set.bought[~sent].mean()),
+            "send_dates": [
+                str(train_set.send_date.min().date()),
+                str(train_set.send_date.max().date()),
+            ],
+            "evaluation": {
+                "held_out_customers": int(test.sum()),
+                "seed": seed,
+                "targeting": json.loads(table.to_json(orient="index")),
+            },
+        }
+        path = add_uplift(artifact_dir, model, out, uplift_metadata=metadata)
+    return {"artifact": str(path), **metadata, "_table": table, "_log_rows": len(log)}
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``uplift-train`` to the root app."""
+
+    @app.command("uplift-train")
+    def uplift_train(
+        model_uri: str = typer.Option(
+            ..., "--model-uri", "--artifact", help="Artifact dir or models:/<name>@<alias>."
+        ),
+        assignments: Path = typer.Option(
+            ...,
+            "--assignments",
+            help="The campaign's `retain score` directory, or a CSV/Parquet table with "
+            "customer_id, send_date, treated (and campaign when several).",
+        ),
+        data: Path = typer.Option(..., "--data", "-d", help="Purchase log: CSV or Parquet."),
+        out: Path = typer.Option(..., "--out", "-o", help="The new artifact directory."),
+        window: int | None = typer.Option(
+            None,
+            "--window",
+            min=1,
+            help="Outcome window, days from each send date (default: the model's horizon).",
+        ),
+        observed_until: str | None = typer.Option(
+            None,
+            "--observed-until",
+            help="First day the log does not cover (default: the day after its last row).",
+        ),
+        learner: str = typer.Option(
+            "two_model", "--learner", help="two_model or transformed_outcome."
+        ),
+        evaluate_share: float = typer.Option(
+            0.3, "--evaluate-share", help="Share of customers held out to evaluate on."
+        ),
+        seed: int = typer.Option(0, "--seed", help="Seed of the held-out draw and the model."),
+        mapping: list[str] | None = typer.Option(None, "--map", "-m", help=_MAP_HELP),
+        config_file: Path | None = typer.Option(
+            None, "--config", "-c", help="Log config file (YAML or TOML, `log:` section)."
+        ),
+    ) -> None:
+        """Train an uplift model on past campaigns; write a new artifact that carries it."""
+        result = uplift_train_command(
+            model_uri,
+            assignments,
+            data,
+            out,
+            window_days=window,
+            observed_until=observed_until,
+            learner=learner,
+            evaluate_share=evaluate_share,
+            seed=seed,
+            mapping=mapping,
+            config_file=config_file,
+        )
+        table = result.pop("_table")
+        result.pop("_log_rows")
+        typer.echo(
+            f"held-out customers ({result['evaluation']['held_out_customers']:,}), targeting by:",
+            err=True,
+        )
+        typer.echo(table.to_string(float_format=lambda v: f"{v:.4f}"), err=True)
+        typer.echo(f"wrote {result['artifact']}", err=True)
+        typer.echo(json.dumps(result, sort_keys=True))
