@@ -25,7 +25,9 @@ import pandas as pd
 from rich.console import Console
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script from anywhere
+# Run as a script, benchmarks/ comes first on sys.path and benchmarks/features.py would
+# shadow the features package (even with the repository on PYTHONPATH): put REPO first.
+if sys.path[0] != str(REPO):
     sys.path.insert(0, str(REPO))
 
 from features.cdnow import read_cdnow  # noqa: E402

@@ -29,6 +29,8 @@ from scipy.special import gammaln, hyp2f1
 from sklearn.exceptions import NotFittedError
 from sklearn.isotonic import IsotonicRegression
 
+from features.returns import match_log_returns, net_amounts
+
 FloatArray = NDArray[np.float64]
 
 RFM_COLUMNS: tuple[str, ...] = ("frequency", "recency", "T", "monetary_value")
@@ -60,7 +62,8 @@ def rfm_summary(
     the number of transactions after the first, ``recency`` the time from the first to the
     last transaction day and ``T`` from the first transaction day to ``as_of``, both in
     units of ``time_unit_days``. ``monetary_value`` is the mean amount of the repeat
-    transactions (0 when ``frequency == 0``), the convention the Gamma-Gamma model expects.
+    transactions (0 when ``frequency == 0``), the convention the Gamma-Gamma model expects;
+    amounts are net of the returns made before ``as_of`` (``features.returns``).
     Customers without a purchase in the window are absent; the index keeps the log's
     ``customer_id`` dtype (categorical for a canonical log). Naive ``as_of`` is taken as UTC.
     """
@@ -83,6 +86,16 @@ def rfm_summary(
     if (amount < 0).any():
         bad = rows.index[amount < 0][:5].tolist()
         raise ValueError(f"rfm_summary: column 'amount' has negative values at rows {bad}")
+    is_return = log["is_return"].to_numpy(dtype=bool)
+    if is_return.any():
+        # spend net of the returns made before as_of, like the features and labels
+        net = net_amounts(
+            log["amount"].to_numpy(dtype=np.float64),
+            is_return,
+            match_log_returns(log),
+            (ts < as_of_ts).to_numpy(dtype=bool),
+        )
+        amount = pd.Series(net[keep.to_numpy(dtype=bool)], index=rows.index)
 
     day = rows["timestamp"].dt.tz_convert("UTC").dt.floor("D")
     days = (

@@ -114,7 +114,9 @@ def test_rfm_summary_hand_computed() -> None:
             "frequency": [2.0, 0.0, 0.0, 1.0],
             "recency": [3.0, 0.0, 0.0, 1 / 7],
             "T": [4.0, 19 / 7, 1 / 7, 26 / 7],
-            "monetary_value": [30.0, 0.0, 0.0, 2.0],
+            # a's return of 30 on 01-15 nets against its latest earlier purchase (01-08,
+            # $20 -> 0, never below): repeat days $0 and $40 (features.returns)
+            "monetary_value": [20.0, 0.0, 0.0, 2.0],
         },
     )
     assert got.index.name == "customer_id"
