@@ -242,3 +242,30 @@ def test_window_ending_on_the_last_day_is_accepted(synth_log: pd.DataFrame) -> N
 def test_unknown_method_is_rejected(synth_log: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="unknown method"):
         evaluate(synth_log, "2024-07-01", methods=("model", "xgboost"))
+
+
+def test_ranking_metrics_read_the_raw_score_when_given() -> None:
+    # calibrated probabilities tie a, b and d; the raw score ranks them apart correctly
+    tied = RECENCY.assign(churn_probability=[0.5, 0.5, 0.9, 0.5], churn_score=[3.0, 1.0, 4.0, 2.0])
+    result = result_from_predictions({"recency": tied}, LABELS, AS_OF, H)
+    r = result.metrics["recency"]
+    assert r["churn_auc"] == pytest.approx(1.0)  # from the score; the ties would give 0.875
+    assert r["top_decile_lift"] == pytest.approx(2.0)
+    # calibration still reads the probabilities
+    assert r["brier"] == pytest.approx((0.5**2 + 0.5**2 + 0.1**2 + 0.5**2) / 4)
+
+
+def test_recency_rule_is_ranked_on_its_raw_silence(
+    synth_log: pd.DataFrame, synth_result: BacktestResult
+) -> None:
+    from training.baselines import rfm_summary
+    from training.metrics import roc_auc
+
+    rfm = rfm_summary(synth_log, "2024-07-01", time_unit_days=7.0)
+    rfm.index = rfm.index.astype(str)
+    rfm = rfm.reindex(synth_result.labels.index)
+    churn = synth_result.labels["churn"].to_numpy()
+    raw = roc_auc(churn, (rfm["T"] - rfm["recency"]).to_numpy())
+    tied = roc_auc(churn, synth_result.predictions["recency"]["churn_probability"].to_numpy())
+    assert synth_result.metrics["recency"]["churn_auc"] == pytest.approx(raw, abs=1e-12)
+    assert raw > tied  # the isotonic map's ties cost the rule AUC
