@@ -116,7 +116,7 @@ def train_and_register(
     from training import registry, tracking
     from training.artifact import save_artifact
     from training.backtest import evaluate
-    from training.models import RetainModels
+    from training.models import RetainModels, describe_snapshots
     from training.plots import write_backtest_plots
 
     cutoff = to_utc_timestamp(as_of)
@@ -139,6 +139,9 @@ def train_and_register(
             params = dict(models_params or {})
             params.setdefault("horizon_days", horizon_days)
             models = RetainModels(**params).fit(log, fit_as_of)
+        if console is not None:
+            for line in [*result.notes(), *describe_snapshots(models.snapshots_)]:
+                console.print(line, markup=False, highlight=False)
         with stage("package artifact"):
             artifact_dir = save_artifact(
                 artifact_out or Path(tmp) / "artifact",
@@ -165,7 +168,7 @@ def train_and_register(
                 plots={p.stem: p for p in plots},
                 feature_importance=_feature_importance(models),
                 fingerprint=fingerprint,
-                summary=backtest,
+                summary={**backtest, "production_snapshots": models.snapshots_},
             )
         version = None
         if register:

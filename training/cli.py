@@ -180,6 +180,8 @@ def evaluate_command(
         raise typer.Exit(EXIT_FAILED) from None
 
     console.print(result.table())
+    for line in result.notes():
+        console.print(line, markup=False, highlight=False)
     if result.training_seconds is not None:
         console.print(f"model training time: {result.training_seconds:.1f} s")
     if json_path is not None:

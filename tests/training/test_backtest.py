@@ -83,6 +83,7 @@ def test_model_metrics_by_hand(hand_result: BacktestResult) -> None:
     assert m["count_mae"] == pytest.approx(0.5)
     assert m["aggregate_error"] == pytest.approx(4 / 3 - 1)
     assert m["spend_mae"] == pytest.approx((5 + 10 + 10 + 10) / 4)
+    assert m["spend_aggregate_error"] == pytest.approx(85 / 70 - 1)
     # predicted spend ranks b > d > c > a, the actual order: a perfect normalised Gini
     assert m["spend_gini"] == pytest.approx(1.0)
 
@@ -94,6 +95,7 @@ def test_method_without_timing_gets_none(hand_result: BacktestResult) -> None:
     assert r["churn_auc"] == pytest.approx(1.0)
     assert r["aggregate_error"] == pytest.approx(2.5 / 3 - 1)
     assert r["count_mae"] == pytest.approx(0.5 / 4)
+    assert r["spend_aggregate_error"] == pytest.approx(0.0)
 
 
 def test_json_shape_exact_keys(hand_result: BacktestResult) -> None:
@@ -107,6 +109,8 @@ def test_json_shape_exact_keys(hand_result: BacktestResult) -> None:
         "methods",
         "metrics",
         "baseline_params",
+        "degenerate_fits",
+        "training_snapshots",
     }
     assert data["as_of"] == "2024-01-01T00:00:00+00:00"
     assert data["horizon_days"] == H

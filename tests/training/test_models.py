@@ -140,6 +140,9 @@ def test_save_load_round_trip(fitted: RetainModels, features: pd.DataFrame, tmp_
         check_exact=True,
     )
     assert loaded.get_params() == fitted.get_params()
+    # the training snapshots (used and dropped, with why) travel with the model
+    assert loaded.snapshots_ == fitted.snapshots_
+    assert [s["used"] for s in fitted.snapshots_ if s["horizon_days"] == H] == [True] * 3
 
 
 def test_column_order_does_not_matter(fitted: RetainModels, features: pd.DataFrame) -> None:
