@@ -20,7 +20,9 @@ Time: timestamps are handled as int64 microseconds since the epoch (UTC).
 
 Orders: an order is a maximal run of consecutive purchase rows (in canonical order) with the
 same ``customer_id`` and ``order_id``; its time is its first line's timestamp and its value
-the sum of its lines' ``amount``. Lines of one order that carry different timestamps are one
+the sum of its lines' ``amount`` net of the returns made before ``as_of`` (matched to their
+purchase lines by ``features.returns``; a fully cancelled order is still an order, worth 0),
+so every money column is net of returns and cancellations. Lines of one order that carry different timestamps are one
 order only while they stay adjacent in the canonical sort (no other order of that customer in
 between); the loader is expected to keep them so. The last order (for ``last_order_value``) is
 the last one in canonical order, so ties on time go to the greatest ``order_id``.
@@ -48,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.catalog import FEATURE_COLUMNS, WINDOWS_DAYS
 from features.errors import InputError
 from features.log_arrays import LogArrays
+from features.returns import match_log_returns, net_amounts
 from features.schema import CANONICAL_COLUMNS, EARLIEST_TIME, LATEST_TIME, PurchaseLogError
 
 US_PER_DAY = 86_400_000_000
@@ -212,6 +215,18 @@ def build_feature_block(
     _check_amount(amount)
 
     before = ts < cutoff
+    if (is_return & before).any():
+        # money is counted net of the returns made before as_of (features.returns)
+        if isinstance(log, LogArrays):
+            matched = log.return_of
+            if matched is None:
+                raise ValueError(
+                    "LogArrays with returns lacks return_of: build it with "
+                    "canonical_log_arrays or LogArrays.from_frame"
+                )
+        else:
+            matched = match_log_returns(log)
+        amount = net_amounts(amount, is_return, matched, before)
     rows = np.flatnonzero(before & ~is_return)
     if rows.size == 0:
         return _empty_block()

@@ -3,7 +3,9 @@
 ``build_features`` returns exactly these columns, in this order, indexed by ``customer_id``.
 "Order" and "purchase day" follow the counting rules in ``features.schema``. All windows end
 at ``as_of`` (exclusive) and only rows strictly before ``as_of`` are used. Returns never
-count as orders or purchase days.
+count as orders or purchase days. Money columns (``monetary_*``, ``last_order_value``,
+``spend_*``) are net of the returns made before ``as_of``, each matched to the purchase it
+takes money back from (``features.returns``); ``return_rate`` reads the returned value.
 """
 
 from __future__ import annotations

@@ -15,7 +15,9 @@ reads, with no DataFrame in between. The rules, checked against ``canonicalize``
 - a missing quantity is 1; a blank order id is missing, and a missing order id is the row's
   UTC instant in ISO form, so a customer's rows at one instant form one order;
 - a blank category or channel is missing;
-- rows are ordered by customer, instant, then order id; full ties keep the given order.
+- rows are ordered by customer, instant, then order id; full ties keep the given order;
+- each return is matched to the purchase it nets against (``features.returns``, from the
+  order ids as canonicalize keeps them and the product ids): ``LogArrays.return_of``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.purchase_log import _clean_text, _float_bits, _order_ids, _text_customer_codes
+from features.returns import match_log_returns, match_returns
 from features.schema import LogConfig, PurchaseLogError
 
 __all__ = ["LogArrays", "canonical_log_arrays"]
@@ -58,6 +61,8 @@ class LogArrays:
     n_categories: int
     channel_codes: np.ndarray
     n_channels: int
+    # per row, the purchase row a return nets against (features.returns), -1 elsewhere
+    return_of: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.timestamp_us)
@@ -82,6 +87,7 @@ class LogArrays:
             n_categories=len(categories),
             channel_codes=channel_codes.astype(np.int64),
             n_channels=len(channels),
+            return_of=match_log_returns(log),
         )
 
 
@@ -139,6 +145,7 @@ def canonical_log_arrays(
     qty[np.isnan(qty)] = 1.0
     is_return = (amt < 0) | (qty < 0)
     kept_ts = ts[order]
+    ids: pa.Array | None = None
     if order_id is None:
         # every order id would be its row's instant: the instants code the orders, and rows
         # tied on customer and instant share an id, so their order stands
@@ -155,6 +162,15 @@ def canonical_log_arrays(
         final = np.lexsort((rank, kept_ts, codes[order]))
         order, order_codes = order[final], rank[final].astype(np.int64)
         amt, qty, is_return, kept_ts = amt[final], qty[final], is_return[final], kept_ts[final]
+        ids = ids.take(pa.array(final))
+    return_of = None
+    if is_return.any():
+        if ids is None:  # the ids canonicalize gives rows without one: their UTC instant
+            ids = _order_ids(None, kept_ts, [])
+        products = None
+        if product_id is not None:
+            products = _clean_text(pa.array(product_id, pa.string()).take(order), strip=False)
+        return_of = match_returns(codes[order], kept_ts, is_return, ids, products, np.abs(amt))
     category_codes, n_categories = _text_codes(category, order)
     channel_codes, n_channels = _text_codes(channel, order)
     return LogArrays(
@@ -170,6 +186,7 @@ def canonical_log_arrays(
         n_categories=n_categories,
         channel_codes=channel_codes,
         n_channels=n_channels,
+        return_of=return_of,
     )
 
 

@@ -127,7 +127,7 @@ def train_and_register(
     from training import registry, tracking
     from training.artifact import save_artifact
     from training.backtest import check_coverage, evaluate
-    from training.models import RetainModels
+    from training.models import RetainModels, describe_snapshots
     from training.plots import write_backtest_plots
 
     cutoff = to_utc_timestamp(as_of)
@@ -151,6 +151,9 @@ def train_and_register(
             params = dict(models_params or {})
             params.setdefault("horizon_days", horizon_days)
             models = RetainModels(**params).fit(log, fit_as_of)
+        if console is not None:
+            for line in [*result.notes(), *describe_snapshots(models.snapshots_)]:
+                console.print(line, markup=False, highlight=False)
         with stage("package artifact"):
             artifact_dir = save_artifact(
                 artifact_out or Path(tmp) / "artifact",
@@ -179,7 +182,7 @@ def train_and_register(
                 feature_importance=_feature_importance(models),
                 fingerprint=fingerprint,
                 data_source=None if isinstance(log_source, pd.DataFrame) else log_source,
-                summary=backtest,
+                summary={**backtest, "production_snapshots": models.snapshots_},
             )
         version = rescored = problem = None
         if register:

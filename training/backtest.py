@@ -35,7 +35,14 @@ from rich.table import Table
 from features.atomic import write_text_atomic
 from features.schema import PurchaseLogError
 from training import metrics
-from training.baselines import BetaGeoNBD, GammaGamma, ParetoNBD, RecencyRule, rfm_summary
+from training.baselines import (
+    BetaGeoNBD,
+    GammaGamma,
+    ParetoNBD,
+    RecencyRule,
+    degenerate_fit,
+    rfm_summary,
+)
 from training.labels import as_utc, build_labels
 
 METHODS: tuple[str, ...] = ("model", "bgnbd", "paretonbd", "recency")
@@ -56,6 +63,7 @@ METRIC_KEYS: tuple[str, ...] = (
     "count_mae",
     "aggregate_error",
     "spend_mae",
+    "spend_aggregate_error",
     "spend_gini",
 )
 # +1: higher is better, -1: lower is better, 0: closer to zero is better
@@ -70,6 +78,7 @@ METRIC_DIRECTION: dict[str, int] = {
     "count_mae": -1,
     "aggregate_error": 0,
     "spend_mae": -1,
+    "spend_aggregate_error": 0,
     "spend_gini": 1,
 }
 PREDICTION_COLUMNS: tuple[str, ...] = (
@@ -78,6 +87,10 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     "expected_purchases_horizon",
     "expected_spend_horizon",
 )
+# Optional: a churn score whose order the ranking metrics (AUC, PR-AUC, lift) read instead of
+# the probability's. The recency rule's isotonic map ties customers its raw score ranks apart
+# (up to 0.015 AUC lost); a baseline is shown at its best, so it is ranked on the raw score.
+RANKING_COLUMN = "churn_score"
 LABEL_COLUMNS: tuple[str, ...] = (
     "churn",
     "event",
@@ -106,6 +119,10 @@ class BacktestResult:
     labels: pd.DataFrame
     training_seconds: float | None = None
     baseline_params: dict[str, dict[str, float]] = field(default_factory=dict)
+    # BG/NBD or Pareto/NBD fits at the cutoff that collapsed (``baselines.degenerate_fit``)
+    degenerate_fits: dict[str, str] = field(default_factory=dict)
+    # the model's training snapshots, used and dropped (``RetainModels.snapshots_``)
+    training_snapshots: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def n_customers(self) -> int:
@@ -132,7 +149,18 @@ class BacktestResult:
                 name: {k: _clean(v) for k, v in params.items()}
                 for name, params in self.baseline_params.items()
             },
+            "degenerate_fits": dict(self.degenerate_fits),
+            "training_snapshots": list(self.training_snapshots),
         }
+
+    def notes(self) -> list[str]:
+        """What a reader must know besides the table: snapshots dropped, degenerate fits."""
+        from training.models import describe_snapshots
+
+        lines = describe_snapshots(self.training_snapshots)
+        for name, why in self.degenerate_fits.items():
+            lines.append(f"degenerate {METHOD_LABELS.get(name, name)} fit at the cutoff: {why}")
+        return lines
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
@@ -242,11 +270,15 @@ def method_metrics(
     prob = _complete(p, "churn_probability") if _present(p) else None
     if prob is not None:
         both = 0 < churn.sum() < len(churn)
-        out["churn_auc"] = float(metrics.roc_auc(churn, prob)) if both else None
-        out["churn_pr_auc"] = float(metrics.pr_auc(churn, prob)) if both else None
+        # a method's own ordering, where its probabilities tie what it ranks apart
+        rank = prob
+        if RANKING_COLUMN in predictions and _present(predictions[RANKING_COLUMN]):
+            rank = _complete(predictions[RANKING_COLUMN], RANKING_COLUMN)
+        out["churn_auc"] = float(metrics.roc_auc(churn, rank)) if both else None
+        out["churn_pr_auc"] = float(metrics.pr_auc(churn, rank)) if both else None
         out["brier"] = float(metrics.brier(churn, prob))
         out["ece"] = float(metrics.expected_calibration_error(churn, prob))
-        out["top_decile_lift"] = float(metrics.top_decile_lift(churn, prob)) if both else None
+        out["top_decile_lift"] = float(metrics.top_decile_lift(churn, rank)) if both else None
 
     d = pred["expected_days_to_next"]
     if _present(d):
@@ -274,6 +306,9 @@ def method_metrics(
     if _present(s):
         expected_spend = _complete(s, "expected_spend_horizon")
         out["spend_mae"] = float(metrics.mae(expected_spend, spend))
+        out["spend_aggregate_error"] = (
+            float(metrics.aggregate_error(expected_spend, spend)) if spend.sum() > 0 else None
+        )
         out["spend_gini"] = float(metrics.gini(spend, expected_spend)) if spend.sum() > 0 else None
     return {k: _clean(v) for k, v in out.items()}
 
@@ -399,6 +434,7 @@ def _recency_predictions(
     return pd.DataFrame(
         {
             "churn_probability": rule.predict_churn_probability(x, tx, age),
+            RANKING_COLUMN: rule.score(x, tx, age),
             "expected_days_to_next": np.nan,
             "expected_purchases_horizon": purchases,
             "expected_spend_horizon": purchases * spend_per_purchase,
@@ -430,7 +466,7 @@ def _model_predictions(
     models_params: Mapping[str, Any] | None,
     seed: int,
     index: pd.Index,
-) -> tuple[pd.DataFrame, float]:
+) -> tuple[pd.DataFrame, float, list[dict[str, Any]]]:
     from training.models import RetainModels  # lands in parallel; heavy import kept local
 
     params = dict(models_params or {})
@@ -439,7 +475,11 @@ def _model_predictions(
     started = time.perf_counter()
     models = RetainModels(**params).fit(log, as_of)
     training_seconds = time.perf_counter() - started
-    return _fitted_predictions(models, log, as_of, horizon_days, index), training_seconds
+    snapshots = list(getattr(models, "snapshots_", []))
+    for name, why in getattr(models, "baselines_", {}).get("degenerate", {}).items():
+        # the scoring cutoff's own BTYD fit, whose outputs feed the model's features
+        snapshots.append(snapshot_note(as_of, horizon_days, name, why))
+    return _fitted_predictions(models, log, as_of, horizon_days, index), training_seconds, snapshots
 
 
 def _fitted_predictions(
@@ -488,6 +528,15 @@ def score_fitted(
     return method_metrics(predictions, labels, horizon_days)
 
 
+def snapshot_note(as_of: pd.Timestamp, horizon_days: int, name: str, why: str) -> dict[str, Any]:
+    """The scoring cutoff's degenerate feature baseline, in ``snapshots_``' record form."""
+    from training.models import snapshot_record
+
+    record = snapshot_record(as_of, horizon_days, None, 0, {name: why})
+    record["scoring"] = True
+    return record
+
+
 def _with_seed(cls: type, params: dict[str, Any], seed: int) -> dict[str, Any]:
     """Pass ``seed`` under whichever name the models class uses for it (if any)."""
     import inspect
@@ -534,6 +583,8 @@ def evaluate(
 
     predictions: dict[str, pd.DataFrame] = {}
     params: dict[str, dict[str, float]] = {}
+    degenerate: dict[str, str] = {}
+    snapshots: list[dict[str, Any]] = []
     training_seconds: float | None = None
     horizon_weeks = horizon_days / _WEEK_DAYS
     baselines = [m for m in methods if m != "model"]
@@ -542,16 +593,22 @@ def evaluate(
         spend, params["gammagamma"] = _spend_per_purchase(rfm)
     for method in methods:
         if method == "model":
-            predictions[method], training_seconds = _model_predictions(
+            predictions[method], training_seconds, snapshots = _model_predictions(
                 log, cutoff, horizon_days, models_params, seed, labels.index
             )
         elif method in ("bgnbd", "paretonbd"):
             btyd = (BetaGeoNBD if method == "bgnbd" else ParetoNBD)(penalizer=baseline_penalizer)
             btyd.fit(rfm["frequency"], rfm["recency"], rfm["T"])
             params[method] = dict(btyd.params_)
+            span = float(rfm["T"].max())
+            if (why := degenerate_fit(method, btyd.params_, span)) is not None:
+                degenerate[method] = why
             predictions[method] = _btyd_predictions(btyd, rfm, spend, horizon_weeks)
         else:
             predictions[method] = _recency_predictions(log, cutoff, horizon_days, rfm, spend)
-    return result_from_predictions(
+    result = result_from_predictions(
         predictions, labels, cutoff, horizon_days, training_seconds, params
     )
+    result.degenerate_fits = degenerate
+    result.training_snapshots = snapshots
+    return result

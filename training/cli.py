@@ -149,6 +149,8 @@ def evaluate_command(
         raise InputError(f"backtest at {as_of}: {exc}") from None
 
     console.print(result.table())
+    for line in result.notes():
+        console.print(line, markup=False, highlight=False)
     if result.training_seconds is not None:
         console.print(f"model training time: {result.training_seconds:.1f} s")
     if json_path is not None:

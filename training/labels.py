@@ -6,6 +6,10 @@ a row at exactly ``as_of`` is inside, a row at ``as_of + horizon`` is not. Only 
 ``features.schema``. The population is every customer with at least one order strictly
 before ``as_of``, the same population ``features.builders.build_features`` describes.
 
+Spend is net of returns and cancellations: a window's spend is the value of its orders minus
+the returns matched to them (``features.returns``) made before the window ends, never below
+0 per line; returns of orders placed before the window do not touch it.
+
 ``days_to_next`` is *fractional*: ``(timestamp of the first order in the window - as_of)``
 in days, so a purchase on the cutoff day itself is ``0.0 <= days < 1``. Customers without an
 order in the window are censored: ``event == 0`` and ``days_to_next == horizon_days``.
@@ -19,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from features.builders import FeatureConfig, build_features, to_utc_timestamp
+from features.returns import match_log_returns, net_amounts
 from features.schema import PurchaseLogError
 
 LABEL_COLUMNS: tuple[str, ...] = (
@@ -93,7 +98,7 @@ def build_labels(
     """What each customer known at ``as_of`` does in the next ``horizon_days`` days.
 
     Columns: ``churn`` (1 = no order in the window), ``event`` (1 - churn), ``days_to_next``
-    (fractional days, censored at ``horizon_days``), ``n_purchase_days_h``, ``spend_h``; with
+    (fractional days, censored at ``horizon_days``), ``n_purchase_days_h``, ``spend_h`` (net of returns); with
     ``include_365d`` also ``n_purchase_days_365d`` and ``spend_365d`` over ``[as_of, +365 d)``.
     The caller is responsible for the log covering the whole window (see ``snapshot_cutoffs``).
     """
@@ -101,17 +106,28 @@ def build_labels(
         raise ValueError(f"horizon_days must be positive, got {horizon_days}")
     _check_log(log)
     cutoff = as_utc(as_of)
-    orders = log.loc[~log["is_return"].to_numpy(dtype=bool)]
+    returns = log["is_return"].to_numpy(dtype=bool)
+    orders = log.loc[~returns]
     codes, labels = _customer_codes(orders)
     micros = _micros(orders)
-    amount = orders["amount"].to_numpy(dtype=np.float64)
     start = int(cutoff.as_unit("us").asm8.astype(np.int64))
     n_codes = len(labels)
+    has_returns = bool(returns.any())
+    if has_returns:
+        matched = match_log_returns(log)
+        all_micros = _micros(log)
+        all_amount = log["amount"].to_numpy(dtype=np.float64)
+
+    def net_spend(end: int) -> np.ndarray:
+        """Order amounts net of the returns made before ``end``."""
+        if not has_returns:
+            return orders["amount"].to_numpy(dtype=np.float64)
+        return net_amounts(all_amount, returns, matched, all_micros < end)[~returns]
 
     before = np.zeros(n_codes, dtype=bool)
     before[codes[micros < start]] = True
     end_h = start + int(horizon_days) * _US_PER_DAY
-    days_h, spend_h, first = _window_counts(codes, micros, amount, start, end_h, n_codes)
+    days_h, spend_h, first = _window_counts(codes, micros, net_spend(end_h), start, end_h, n_codes)
     event = days_h > 0
     days_to_next = np.where(event, (first - start) / _US_PER_DAY, float(horizon_days))
 
@@ -127,7 +143,7 @@ def build_labels(
     )
     if include_365d:
         end_y = start + 365 * _US_PER_DAY
-        days_y, spend_y, _ = _window_counts(codes, micros, amount, start, end_y, n_codes)
+        days_y, spend_y, _ = _window_counts(codes, micros, net_spend(end_y), start, end_y, n_codes)
         out["n_purchase_days_365d"] = days_y
         out["spend_365d"] = spend_y
     return out.loc[before]

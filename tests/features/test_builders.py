@@ -90,9 +90,12 @@ def test_every_column_for_a_multi_order_customer(features: pd.DataFrame) -> None
         "n_purchase_days": 3,  # Jan 1, Mar 1, Jun 21
         "n_repeat_days": 2,
         "n_items": 1 + 2 + 1 + 1 + 2,
-        "monetary_total": 30 + 5 + 40 + 25,
-        "monetary_mean": 100 / 4,
-        "monetary_max": 40.0,
+        # money is net of returns: the 15 returned on Mar 5 ("C-o3" is no id of an order
+        # once "C" is stripped, and no product is given) nets against the customer's latest
+        # earlier purchase, o3 (40 -> 25)
+        "monetary_total": 30 + 5 + 25 + 25,
+        "monetary_mean": 85 / 4,
+        "monetary_max": 30.0,
         "last_order_value": 25.0,
         "items_per_order": 7 / 4,
         "gap_mean_days": (60 + 112) / 2,  # 86
@@ -113,16 +116,16 @@ def test_every_column_for_a_multi_order_customer(features: pd.DataFrame) -> None
         "orders_90d": 1,
         "spend_90d": 25.0,
         "orders_180d": 2,
-        "spend_180d": 65.0,
+        "spend_180d": 50.0,
         "orders_365d": 4,
-        "spend_365d": 100.0,
+        "spend_365d": 85.0,
         # earlier half-year [2023-07-07, 2024-01-03) holds o1 + o2 = 35
-        "spend_trend": math.log1p(65) - math.log1p(35),
+        "spend_trend": math.log1p(50) - math.log1p(35),
         # [2023-07-02, 2023-09-30): nothing
         "orders_same_season_last_year": 0,
         "discount_share": 2 / 4,  # o1 (one of its lines) and o4
         "n_returns": 1,  # the return after as_of is ignored
-        "return_rate": 15 / (100 + 15),
+        "return_rate": 15 / (85 + 15),
         "n_categories": 3,  # books, music, electronics; o3's missing category does not count
         "weekday_concentration": 2 / 4,  # Monday: o1, o2; Friday: o3, o4
         "n_channels": 3,  # web, store, app (phone is at as_of)
@@ -400,10 +403,51 @@ def test_rows_at_or_after_as_of_change_nothing(past: list[dict], future: list[di
 # --- an independent, slow reference (pandas per customer) on a random log -------------------
 
 
+def _net_of_returns(rows: pd.DataFrame) -> pd.DataFrame:
+    """Purchase lines minus their returns, one return at a time (features.returns' rules)."""
+    out = rows.copy()
+    amount = out["amount"].to_numpy(dtype=np.float64).copy()
+    products = out["product_id"] if "product_id" in out else pd.Series(pd.NA, index=out.index)
+    for r in np.flatnonzero(out["is_return"].to_numpy()):
+        ret = out.iloc[r]
+        earlier = [
+            p
+            for p in range(len(out))
+            if not out["is_return"].iloc[p]
+            and out["customer_id"].iloc[p] == ret["customer_id"]
+            and out["timestamp"].iloc[p] <= ret["timestamp"]
+        ]
+        name = ret["order_id"][1:] if ret["order_id"].startswith("C") else ret["order_id"]
+        in_order = [p for p in earlier if out["order_id"].iloc[p] == name]
+        same = [
+            p
+            for p in earlier
+            if pd.notna(products.iloc[r]) and products.iloc[p] == products.iloc[r]
+        ]
+
+        def latest(lines: list[int]) -> int:  # ties on time: the largest line
+            return max(lines, key=lambda q: (out["timestamp"].iloc[q], out["amount"].iloc[q]))
+
+        if in_order:
+            target = max(
+                [p for p in in_order if p in same] or in_order,
+                key=lambda p: out["amount"].iloc[p],
+            )
+        elif same:
+            target = latest(same)
+        elif earlier:
+            target = latest(earlier)
+        else:
+            continue
+        amount[target] = max(amount[target] - ret["amount"], 0.0)
+    out["amount"] = np.where(out["is_return"].to_numpy(), out["amount"].to_numpy(), amount)
+    return out
+
+
 def _reference(log: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int = 90) -> pd.DataFrame:
     """The catalog definitions written the obvious way, one customer at a time."""
     day = pd.Timedelta(days=1)
-    rows = log.loc[log["timestamp"] < as_of]
+    rows = _net_of_returns(log.loc[log["timestamp"] < as_of])
     records = {}
     for customer, group in rows.groupby("customer_id", observed=True):
         bought, returned = group.loc[~group["is_return"]], group.loc[group["is_return"]]

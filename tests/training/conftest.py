@@ -70,3 +70,37 @@ def simulate_log(
 @pytest.fixture(scope="session")
 def sim_log() -> pd.DataFrame:
     return simulate_log(3000, seed=7)
+
+
+def no_dropout_log(
+    n_customers: int, seed: int, start: str = "2023-01-01", days: int = 456
+) -> pd.DataFrame:
+    """Poisson buyers who never drop out, all starting in the first month.
+
+    BG/NBD and Pareto/NBD fitted on it collapse to the no-dropout fit (their dropout shapes
+    a and s go to ~3e-4): the case ``training.baselines.degenerate_fit`` detects.
+    """
+    rng = np.random.default_rng(seed)
+    rate = rng.gamma(2.0, 1 / 40.0, n_customers)  # purchases per day
+    first = rng.uniform(0.0, 30.0, n_customers)
+    max_n = int(days * rate.max() * 1.5) + 10
+    gaps = rng.exponential(1.0, (n_customers, max_n)) / rate[:, None]
+    times = first[:, None] + np.concatenate(
+        [np.zeros((n_customers, 1)), np.cumsum(gaps, axis=1)[:, :-1]], axis=1
+    )
+    cust, k = np.nonzero(times < days)
+    ts = pd.Timestamp(start, tz="UTC") + pd.to_timedelta(times[cust, k], unit="D")
+    df = pd.DataFrame(
+        {
+            "customer_id": pd.Categorical([f"c{c:05d}" for c in cust]),
+            "timestamp": pd.DatetimeIndex(ts).as_unit("us"),
+            "amount": np.round(rng.gamma(4.0, 5.0, len(cust)), 2),
+            "quantity": 1.0,
+            "order_id": [f"o{i}" for i in range(len(cust))],
+        }
+    )
+    for column in ("product_id", "category", "channel"):
+        df[column] = pd.Series([pd.NA] * len(df), dtype="str")
+    df["discount"] = False
+    df["is_return"] = False
+    return df.sort_values(["customer_id", "timestamp", "order_id"]).reset_index(drop=True)

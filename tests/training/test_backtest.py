@@ -83,6 +83,7 @@ def test_model_metrics_by_hand(hand_result: BacktestResult) -> None:
     assert m["count_mae"] == pytest.approx(0.5)
     assert m["aggregate_error"] == pytest.approx(4 / 3 - 1)
     assert m["spend_mae"] == pytest.approx((5 + 10 + 10 + 10) / 4)
+    assert m["spend_aggregate_error"] == pytest.approx(85 / 70 - 1)
     # predicted spend ranks b > d > c > a, the actual order: a perfect normalised Gini
     assert m["spend_gini"] == pytest.approx(1.0)
 
@@ -94,6 +95,7 @@ def test_method_without_timing_gets_none(hand_result: BacktestResult) -> None:
     assert r["churn_auc"] == pytest.approx(1.0)
     assert r["aggregate_error"] == pytest.approx(2.5 / 3 - 1)
     assert r["count_mae"] == pytest.approx(0.5 / 4)
+    assert r["spend_aggregate_error"] == pytest.approx(0.0)
 
 
 def test_json_shape_exact_keys(hand_result: BacktestResult) -> None:
@@ -107,6 +109,8 @@ def test_json_shape_exact_keys(hand_result: BacktestResult) -> None:
         "methods",
         "metrics",
         "baseline_params",
+        "degenerate_fits",
+        "training_snapshots",
     }
     assert data["as_of"] == "2024-01-01T00:00:00+00:00"
     assert data["horizon_days"] == H
@@ -266,3 +270,30 @@ def test_score_fitted_is_the_backtest_of_that_fitted_model() -> None:
     assert score_fitted(models, log, cutoff, 60) == expected.metrics["model"]
     with pytest.raises(ValueError, match="predicts a 60-day horizon; this backtest's is 90"):
         score_fitted(models, log, cutoff, 90)
+
+
+def test_ranking_metrics_read_the_raw_score_when_given() -> None:
+    # calibrated probabilities tie a, b and d; the raw score ranks them apart correctly
+    tied = RECENCY.assign(churn_probability=[0.5, 0.5, 0.9, 0.5], churn_score=[3.0, 1.0, 4.0, 2.0])
+    result = result_from_predictions({"recency": tied}, LABELS, AS_OF, H)
+    r = result.metrics["recency"]
+    assert r["churn_auc"] == pytest.approx(1.0)  # from the score; the ties would give 0.875
+    assert r["top_decile_lift"] == pytest.approx(2.0)
+    # calibration still reads the probabilities
+    assert r["brier"] == pytest.approx((0.5**2 + 0.5**2 + 0.1**2 + 0.5**2) / 4)
+
+
+def test_recency_rule_is_ranked_on_its_raw_silence(
+    synth_log: pd.DataFrame, synth_result: BacktestResult
+) -> None:
+    from training.baselines import rfm_summary
+    from training.metrics import roc_auc
+
+    rfm = rfm_summary(synth_log, "2024-07-01", time_unit_days=7.0)
+    rfm.index = rfm.index.astype(str)
+    rfm = rfm.reindex(synth_result.labels.index)
+    churn = synth_result.labels["churn"].to_numpy()
+    raw = roc_auc(churn, (rfm["T"] - rfm["recency"]).to_numpy())
+    tied = roc_auc(churn, synth_result.predictions["recency"]["churn_probability"].to_numpy())
+    assert synth_result.metrics["recency"]["churn_auc"] == pytest.approx(raw, abs=1e-12)
+    assert raw > tied  # the isotonic map's ties cost the rule AUC

@@ -114,7 +114,9 @@ def test_rfm_summary_hand_computed() -> None:
             "frequency": [2.0, 0.0, 0.0, 1.0],
             "recency": [3.0, 0.0, 0.0, 1 / 7],
             "T": [4.0, 19 / 7, 1 / 7, 26 / 7],
-            "monetary_value": [30.0, 0.0, 0.0, 2.0],
+            # a's return of 30 on 01-15 nets against its latest earlier purchase (01-08,
+            # $20 -> 0, never below): repeat days $0 and $40 (features.returns)
+            "monetary_value": [20.0, 0.0, 0.0, 2.0],
         },
     )
     assert got.index.name == "customer_id"
@@ -508,3 +510,24 @@ def test_fit_recovers_simulated_bgnbd() -> None:
     assert model.params_["alpha"] == pytest.approx(alpha, rel=0.15)
     assert model.params_["a"] == pytest.approx(a, rel=0.2)
     assert model.params_["b"] == pytest.approx(b, rel=0.25)
+
+
+def test_degenerate_fit_rule() -> None:
+    from training.baselines import degenerate_fit
+
+    # fits on a log without dropout (tests.training.conftest.no_dropout_log)
+    collapsed_bg = {"r": 2.34, "alpha": 7.29, "a": 0.0118, "b": 57.5}
+    collapsed_pnbd = {"r": 2.35, "alpha": 7.30, "s": 0.904, "beta": 15444.6}
+    assert "no-dropout collapse" in str(degenerate_fit("bgnbd", collapsed_bg))
+    assert "no-dropout collapse" in str(degenerate_fit("paretonbd", collapsed_pnbd, 52.0))
+    assert "no-dropout" in str(
+        degenerate_fit("paretonbd", {**collapsed_pnbd, "s": 1.7e-4, "beta": 5.0})
+    )
+    # the CDNOW fits at 1998-01-01 are healthy
+    cdnow_bg = {"r": 0.265, "alpha": 5.43, "a": 0.613, "b": 2.27}
+    cdnow_pnbd = {"r": 0.606, "alpha": 12.5, "s": 0.366, "beta": 6.41}
+    assert degenerate_fit("bgnbd", cdnow_bg) is None
+    assert degenerate_fit("paretonbd", cdnow_pnbd, 78.0) is None
+    assert "not finite" in str(degenerate_fit("bgnbd", {**cdnow_bg, "a": float("nan")}))
+    with pytest.raises(ValueError, match="unknown model"):
+        degenerate_fit("ggamma", cdnow_bg)

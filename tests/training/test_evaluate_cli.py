@@ -184,3 +184,44 @@ def test_config_is_hidden_under_its_old_name() -> None:
     result = runner.invoke(app, ["evaluate", "--help"], env={"COLUMNS": "200"})
     assert "--config" in result.output
     assert "--log-config" not in result.output
+
+
+def test_degenerate_fits_and_dropped_snapshots_are_reported(tmp_path: Path) -> None:
+    """A log without dropout collapses BG/NBD and Pareto/NBD; a 15-month log cannot fill
+    twelve monthly snapshots: both are said in the output and the JSON, with why."""
+    from tests.training.conftest import no_dropout_log
+
+    log = no_dropout_log(500, seed=0)
+    data = tmp_path / "nodrop.csv"
+    log.to_csv(data, index=False)
+    out_json = tmp_path / "bt.json"
+    args = ["--model-param", "num_threads=1", "--model-param", "num_boost_round=20"]
+    result = runner.invoke(
+        app,
+        ["evaluate", "--data", str(data), "--as-of", "2024-01-01", "--json", str(out_json), *args],
+    )
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "degenerate BG/NBD fit at the cutoff: a = " in text
+    assert "degenerate Pareto/NBD fit at the cutoff: s = " in text
+    assert "no-dropout collapse" in text
+    assert "training snapshots (H = 90 d): 9 of 12 used" in text
+    assert "3 dropped (2022-11-07, 2022-12-07, 2023-01-06)" in text
+    assert "too little history" in text
+    assert "pnbd_p_alive dropped" in text  # the feature of a collapsed fit is dropped
+    figures = json.loads(out_json.read_text())
+    assert set(figures["degenerate_fits"]) == {"bgnbd", "paretonbd"}
+    snapshots = [s for s in figures["training_snapshots"] if not s.get("scoring")]
+    # the scoring cutoff's own BTYD fit (its outputs are model inputs) collapsed too
+    scoring = [s for s in figures["training_snapshots"] if s.get("scoring")]
+    assert scoring and "pnbd" in scoring[0]["degenerate_baselines"]
+    used = [s for s in snapshots if s["horizon_days"] == 90 and s["used"]]
+    dropped = [s for s in snapshots if s["horizon_days"] == 90 and not s["used"]]
+    assert len(used) == 9 and len(dropped) == 3
+    assert all("pnbd" in s["degenerate_baselines"] for s in used)
+    assert all(s["dropped_because"] for s in dropped)
+    # the 365-day spend model needs snapshots a 15-month log cannot label: all dropped
+    assert [s["used"] for s in snapshots if s["horizon_days"] == 365] == [False] * 3
+    for values in figures["metrics"].values():
+        assert "spend_aggregate_error" in values
+    assert figures["metrics"]["bgnbd"]["spend_aggregate_error"] is not None

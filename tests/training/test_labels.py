@@ -129,3 +129,26 @@ def test_training_set_never_reads_past_eval_cutoff() -> None:
     # the population at a cutoff is exactly the customers with an order before it
     before = log.loc[log["timestamp"] < cutoffs[0], "customer_id"].astype(str).unique()
     assert sorted(first.index) == sorted(before)
+
+
+def test_spend_labels_are_net_of_returns_before_the_window_ends() -> None:
+    rows = [
+        ("f", "2023-12-01", 10.0),  # before
+        ("f", "2024-01-10", 100.0),  # in the window
+        ("f", "2024-01-15", 60.0),  # its partial return, in the window: nets
+        ("f", "2024-02-01", 50.0),  # in the window
+        ("f", "2024-04-15", 50.0),  # returned after the window: nets in 365 d only
+        ("g", "2023-12-20", 70.0),  # before
+        ("g", "2024-01-02", 70.0),  # a return of the earlier order: not this window's spend
+        ("h", "2023-12-20", 5.0),  # before
+        ("h", "2024-02-03 10:00", 300.0),  # the only order in the window ...
+        ("h", "2024-02-03 16:00", 300.0),  # ... cancelled the same day
+    ]
+    log = make_log(rows, returns=frozenset({2, 4, 6, 9}))
+    labels = build_labels(log, AS_OF, horizon_days=90, include_365d=True)
+    assert labels.loc["f", "spend_h"] == pytest.approx(40.0 + 50.0)
+    assert labels.loc["f", "spend_365d"] == pytest.approx(40.0)
+    assert labels.loc["g", "spend_h"] == 0.0
+    assert labels.loc["g", "churn"] == 1
+    assert labels.loc["h", "spend_h"] == 0.0
+    assert labels.loc["h", "n_purchase_days_h"] == 1  # the order was placed: counts stay

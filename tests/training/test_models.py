@@ -140,6 +140,9 @@ def test_save_load_round_trip(fitted: RetainModels, features: pd.DataFrame, tmp_
         check_exact=True,
     )
     assert loaded.get_params() == fitted.get_params()
+    # the training snapshots (used and dropped, with why) travel with the model
+    assert loaded.snapshots_ == fitted.snapshots_
+    assert [s["used"] for s in fitted.snapshots_ if s["horizon_days"] == H] == [True] * 3
 
 
 def test_column_order_does_not_matter(fitted: RetainModels, features: pd.DataFrame) -> None:
@@ -244,3 +247,32 @@ def test_no_leakage_and_determinism(log: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(
         full.predict_features(feats, AS_OF), past.predict_features(feats, AS_OF), check_exact=True
     )
+
+
+def test_a_cancelled_only_order_predicts_no_spend(log: pd.DataFrame) -> None:
+    """Money is net of returns in the features and the spend targets (features.returns): a
+    customer whose only order was cancelled the same day has spent nothing, and is not
+    predicted to spend that order's value again."""
+    placed = AS_OF - pd.Timedelta(days=20)
+    extra = pd.DataFrame(
+        {
+            "customer_id": ["zz-cancelled", "zz-cancelled"],
+            "timestamp": pd.DatetimeIndex(
+                [placed + pd.Timedelta(hours=10), placed + pd.Timedelta(hours=17)]
+            ).as_unit("us"),
+            "amount": [77_000.0, 77_000.0],
+            "quantity": 1.0,
+            "order_id": ["big-1", "Cbig-1"],
+            "discount": False,
+            "is_return": [False, True],
+        }
+    )
+    full = pd.concat([log.assign(customer_id=log["customer_id"].astype(str)), extra])
+    full["customer_id"] = full["customer_id"].astype("category")
+    full = full.sort_values(["customer_id", "timestamp", "order_id"]).reset_index(drop=True)
+    full = full[list(log.columns)]
+    models = RetainModels(horizon_days=H, **SMALL).fit(full, AS_OF)
+    scores = models.predict(full, AS_OF)
+    row = scores.loc["zz-cancelled"]
+    assert row["expected_spend_horizon"] < 0.001 * 77_000
+    assert row["expected_spend_365d"] < 0.001 * 77_000
