@@ -139,7 +139,7 @@ def scoring_log_config(trained: LogConfig, given: LogConfig | None = None) -> Lo
         if name in given.model_fields_set and getattr(given, name) != getattr(trained, name)
     ]
     if conflicts:
-        raise ValueError(
+        raise InputError(
             "the log config conflicts with the model's counting rules ("
             + "; ".join(conflicts)
             + "); drop the field from --config or train a model with it"

@@ -135,13 +135,14 @@ def train_and_register(
     policy_yaml = policy_obj.to_yaml()
     feature_config = feature_config or FeatureConfig(horizon_days=min(horizon_days, 365))
     segment_config = segment_config or SegmentConfig()
-    resolved_uri = tracking.configure_tracking(tracking_uri)
 
     with _stages(console) as stage, tempfile.TemporaryDirectory(prefix="retain-train-") as tmp:
         with stage("read purchase log"):
             log = read_purchase_log(log_source, log_config).log
             check_coverage(log, cutoff, horizon_days)  # evaluate's check, before any work
             fingerprint = tracking.data_fingerprint(log)
+        # after the input is checked (a bad log leaves no store behind), before any training
+        resolved_uri = tracking.configure_tracking(tracking_uri)
         with stage(f"backtest at {cutoff.date()} (horizon {horizon_days} d)"):
             result = evaluate(log, cutoff, horizon_days, models_params=models_params, seed=seed)
             backtest = result.to_dict()

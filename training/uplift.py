@@ -24,6 +24,7 @@ purchase on the send day counts toward the outcome.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ from features.builders import FeatureConfig, build_features
 from features.catalog import FEATURE_COLUMNS
 from features.errors import InputError
 from training.metrics import qini_coefficient, uplift_at_top
-from training.models import CompiledForest
+from training.models import CompiledForest, CompiledTreesUnavailable
 
 FloatArray = NDArray[np.float64]
 ASSIGNMENT_COLUMNS: tuple[str, ...] = ("customer_id", "send_date", "treated")
@@ -371,10 +372,29 @@ class UpliftModel(BaseEstimator):
             raise NotFittedError("UpliftModel is not fitted yet: call fit(...) or load(...) first")
 
     def compile(self) -> UpliftModel:
-        """Compile the boosters with lleaves (the scorer's path; same numbers, faster)."""
+        """Compile the boosters with lleaves (the scorer's path; same numbers, faster).
+
+        As for :meth:`training.models.RetainModels.compile`, compiled trees are optional:
+        when lleaves is missing or cannot compile, LightGBM's predictor scores instead (same
+        numbers) and one :class:`training.models.CompiledTreesUnavailable` warning says why.
+        """
         self._check_fitted()
-        self._forests = {name: CompiledForest(b) for name, b in self.boosters_.items()}
+        try:
+            self._forests = {name: CompiledForest(b) for name, b in self.boosters_.items()}
+        except Exception as exc:  # an optional accelerator failed: fall back
+            self._forests = {}
+            warnings.warn(
+                f"compiled uplift trees unavailable ({type(exc).__name__}: {exc}); scoring "
+                "with LightGBM's own predictor (same numbers)",
+                CompiledTreesUnavailable,
+                stacklevel=2,
+            )
         return self
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the boosters score on compiled trees (False after a fallback)."""
+        return bool(getattr(self, "_forests", {}))
 
     def _raw(self, name: str, x: FloatArray) -> FloatArray:
         forest = getattr(self, "_forests", {}).get(name)

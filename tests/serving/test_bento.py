@@ -189,6 +189,9 @@ def test_bento_serves_its_own_model_outside_the_checkout(
         compared = [name for name in NUMBER_COLUMNS if name in got]
         assert len(compared) >= 5, sorted(got)
         for name in compared:
+            if pd.isna(row[name]):  # e.g. uplift without an uplift model: JSON null
+                assert got[name] is None, name
+                continue
             assert got[name] == pytest.approx(row[name], rel=1e-9, abs=1e-12), name
         assert got["segment"] == row["segment"]
         assert got["risk_band"] == row["risk_band"]
@@ -213,10 +216,9 @@ def test_a_tampered_bento_model_is_refused_at_start(
         "import bentoml, sys\n"
         "svc = bentoml.load(sys.argv[1])\n"
         "sys.path.insert(0, sys.argv[2])  # as a serving worker keeps it\n"
-        "try:\n"
-        "    svc.inner()\n"
-        "except Exception as exc:\n"
-        "    print('refused:', type(exc).__name__, exc)\n"
+        "service = svc.inner()  # a worker that cannot load stays up, not ready, with why\n"
+        "print('ready:', service.ready)\n"
+        "print('refused:', service.failure)\n"
     )
     result = subprocess.run(
         [str(python), "-I", "-c", code, tag, str(bento_dir(copy, tag) / "src")],
@@ -226,7 +228,7 @@ def test_a_tampered_bento_model_is_refused_at_start(
         text=True,
         timeout=300,
     )
-    assert "refused:" in result.stdout, result.stderr[-3000:]
+    assert "ready: False" in result.stdout, result.stderr[-3000:]
     assert "ModelResolutionError" in result.stdout, result.stdout
     assert "does not match the digest recorded at build time" in result.stdout
 

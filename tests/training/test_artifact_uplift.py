@@ -151,3 +151,32 @@ def test_failed_write_leaves_no_artifact_and_no_staging(source: Path, tmp_path: 
     with pytest.raises(ArtifactError, match=r"'uplift/model.pkl'; only text and JSON"):
         add_uplift(source, _WritesPickle(), out)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_uplift_scores_without_compiled_trees_with_one_warning_and_the_same_numbers(
+    source: Path,
+    uplift: UpliftModel,
+    features: pd.DataFrame,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+    import warnings
+
+    from training.models import CompiledTreesUnavailable
+
+    out = add_uplift(source, uplift, tmp_path / "with_uplift")
+    values = features[list(uplift.feature_names_in_)].to_numpy(dtype=np.float64)
+    names = list(uplift.feature_names_in_)
+    compiled = load_artifact(out).uplift.compile()
+    assert compiled.compiled
+    expected = compiled.predict_values(values, names)
+    monkeypatch.setitem(sys.modules, "lleaves", None)  # `import lleaves` -> ImportError
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fallback = load_artifact(out).uplift.compile()
+    assert not fallback.compiled
+    assert [w.category for w in caught] == [CompiledTreesUnavailable]
+    assert "lleaves" in str(caught[0].message)
+    np.testing.assert_allclose(fallback.predict_values(values, names), expected, atol=1e-9)
+    assert np.ptp(expected) > 0  # real, varying uplift scores
