@@ -110,7 +110,7 @@ def prepare(
     from features.builders import FeatureConfig
     from features.segments import SegmentConfig
     from serving.batch import Chunk, chunk_frame
-    from serving.offers import OfferPolicy
+    from serving.offers.policy import OfferPolicy
     from training.artifact import save_artifact
     from training.models import RetainModels
 

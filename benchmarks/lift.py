@@ -47,7 +47,8 @@ from features.purchase_log import canonicalize  # noqa: E402
 from features.synth import generate_purchase_log  # noqa: E402
 from serving.campaign_sim import oracle_scores  # noqa: E402
 from serving.lift import measure_lift, read_assignments  # noqa: E402
-from serving.offers import OfferPolicy, apply_policy  # noqa: E402
+from serving.offers.decide import apply_policy  # noqa: E402
+from serving.offers.policy import OfferPolicy  # noqa: E402
 from training.backtest import write_text_atomic  # noqa: E402
 
 AS_OF = pd.Timestamp("2025-01-01", tz="UTC")

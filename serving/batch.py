@@ -66,7 +66,7 @@ from features.builders import COUNT_COLUMNS, build_feature_block
 from features.catalog import FEATURE_COLUMNS
 from features.errors import UserError
 from features.purchase_log import LoadReport
-from serving.offers import OfferPolicy
+from serving.offers.policy import OfferPolicy
 from serving.scorer import SCORE_COLUMNS, ScoringModel, score, score_block
 
 DEFAULT_CHUNK_CUSTOMERS = 100_000

@@ -32,7 +32,8 @@ from features.campaigns import (
 from features.purchase_log import canonicalize
 from features.segments import assign_segments
 from features.synth import generate_purchase_log
-from serving.offers import OfferPolicy, apply_policy
+from serving.offers.decide import apply_policy
+from serving.offers.policy import OfferPolicy
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ negative measurement says to drop or change the rule, and the note beside it say
 
 The new policy keeps the old file's text (comments and layout) with only the ``lift`` values
 changed and a note beside each: the measurement, its 95% interval, the sample sizes, the
-weight; it is validated by loading it with :class:`~serving.offers.OfferPolicy` and checking
+weight; it is validated by loading it with :class:`~serving.offers.policy.OfferPolicy` and checking
 that it equals the intended policy (else the file is rewritten from the policy itself). The
 old file is never written.
 """
@@ -33,7 +33,7 @@ import pandas as pd
 
 from features.errors import InputError
 from serving.lift import ALL_SEGMENTS
-from serving.offers import OfferPolicy
+from serving.offers.policy import OfferPolicy
 
 DEFAULT_PRIOR_SD = 0.05
 _LIFT_LINE = re.compile(r"^(?P<head>\s*(?:-\s+)?lift:\s*)(?P<value>[^#\s]+)(?P<tail>\s*(?:#.*)?)$")

@@ -278,7 +278,7 @@ CAMPAIGN_PARAMS: dict[str, Any] = {"N_CUSTOMERS": 8000, "SEED": 3, "CAMPAIGN": "
 def test_04_campaigns_uplift(tmp_path: Path) -> None:
     from serving.campaign_sim import run_synthetic_campaign
     from serving.lift import measure_lift, read_assignments
-    from serving.offers import OfferPolicy
+    from serving.offers.policy import OfferPolicy
     from serving.policy_update import rule_updates
     from training.metrics import qini_coefficient
     from training.uplift import (

@@ -35,7 +35,7 @@ from serving.batch import (
     read_scores,
 )
 from serving.batch_commands import score_command
-from serving.offers import OfferPolicy
+from serving.offers.policy import OfferPolicy
 from serving.scorer import SCORE_COLUMNS, ScoringModel, score
 from training.artifact import save_artifact
 from training.models import RetainModels

@@ -23,7 +23,8 @@ from serving.lift import (
     read_assignments,
     window_outcomes,
 )
-from serving.offers import OfferPolicy, apply_policy
+from serving.offers.decide import apply_policy
+from serving.offers.policy import OfferPolicy
 from serving.policy_update import rule_updates, shrink, updated_policy_text
 from tests.features.conftest import make_log
 
