@@ -439,7 +439,7 @@ def campaign_section(lift: dict[str, Any] | None) -> Section:
 
 def load_scores(scores_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Scores of a finished ``retain score`` output and its run summary."""
-    from serving.batch import SUMMARY_NAME, read_scores
+    from serving.batch.publish import SUMMARY_NAME, read_scores
 
     root = Path(scores_dir)
     scores = read_scores(root)

@@ -35,7 +35,7 @@ def read_assignments(path: Path) -> Any:
     """
     import pandas as pd
 
-    from serving.batch import read_scores
+    from serving.batch.publish import read_scores
     from training.uplift import UpliftDataError, assignments_from_scores
 
     if path.is_dir():

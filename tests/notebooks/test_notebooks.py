@@ -26,7 +26,7 @@ from features.cdnow import read_cdnow
 from features.kpis import compute_kpis
 from features.purchase_log import LoadResult, canonicalize
 from features.synth import generate_purchase_log
-from serving.batch import read_scores
+from serving.batch.publish import read_scores
 from tests.conftest import CDNOW_SAMPLE, DATASETS_DIR
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"

@@ -376,7 +376,7 @@ def test_cli_on_a_retain_score_directory(
     tmp_path: Path, log: pd.DataFrame, data_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What users run: `retain score` output in, the window defaulting to the model's horizon."""
-    from serving.batch_commands import score_command
+    from serving.batch.commands import score_command
     from tests.serving.test_batch import HORIZON, make_artifact
 
     artifact = make_artifact(tmp_path / "retain", log)

@@ -20,7 +20,8 @@ from features.errors import InputError
 
 if TYPE_CHECKING:
     from features.schema import LogConfig
-    from serving.batch import BatchSummary, Chunk
+    from serving.batch.chunks import Chunk
+    from serving.batch.run import BatchSummary
 
 _MAP_HELP = "Column mapping CANONICAL=SOURCE, repeatable, e.g. --map customer_id=CustomerID."
 DEFAULT_MODEL_URI = "models:/retain@champion"
@@ -65,17 +66,14 @@ def score_command(
     from features.config_file import apply_options
     from features.purchase_log import read_purchase_log
     from features.schema import LogConfig, scoring_log_config
-    from serving.batch import (
+    from serving.batch.chunks import (
         DEFAULT_CHUNK_CUSTOMERS,
         BatchError,
-        BatchJob,
-        data_identity,
         default_threads,
-        model_identity,
         pandas_runner,
-        resolved_artifact,
-        run_batch,
     )
+    from serving.batch.publish import BatchJob
+    from serving.batch.run import artifact_with_label, data_identity, model_identity, run_batch
     from serving.scorer import ScoringModel
 
     if dask_address is not None and dask_local is not None:
@@ -87,7 +85,7 @@ def score_command(
         raise BatchError(f"purchase log not found: {data}")
     if chunk < 1:
         raise BatchError(f"--chunk-customers must be at least 1, got {chunk}")
-    with resolved_artifact(model_uri) as (artifact_dir, label):
+    with artifact_with_label(model_uri) as (artifact_dir, label):
         model = ScoringModel.load(artifact_dir)
         config = apply_options(scoring_log_config(model.log_config, log_config), mapping)
         t0 = time.perf_counter()
@@ -125,7 +123,7 @@ def score_command(
                 threads=default_threads() if threads is None else threads,
             )
             return run_batch(runner=runner, executor="pandas", **common)
-        from serving.dask_jobs import dask_client, dask_runner
+        from serving.batch.dask import dask_client, dask_runner
 
         with dask_client(dask_address, dask_local) as client:
             runner = dask_runner(
