@@ -54,14 +54,9 @@ def _root(
 
 def _register_all() -> None:
     from features import cli as features_cli
-    from serving import (
-        bento,
-        commands,
-        lift_commands,
-        mlflow_commands,
-        uplift_commands,
-    )
+    from serving import bento, commands, mlflow_commands, uplift_commands
     from serving.batch import commands as batch_commands
+    from serving.lift import commands as lift_commands
     from training import cli as training_cli
 
     features_cli.register(app)

@@ -277,9 +277,10 @@ CAMPAIGN_PARAMS: dict[str, Any] = {"N_CUSTOMERS": 8000, "SEED": 3, "CAMPAIGN": "
 @pytest.mark.slow
 def test_04_campaigns_uplift(tmp_path: Path) -> None:
     from serving.campaign_sim import run_synthetic_campaign
-    from serving.lift import measure_lift, read_assignments
+    from serving.lift.assignments import read_assignments
+    from serving.lift.measure import measure_lift
+    from serving.lift.policy_update import rule_updates
     from serving.offers.policy import OfferPolicy
-    from serving.policy_update import rule_updates
     from training.metrics import qini_coefficient
     from training.uplift import (
         UpliftModel,

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from features.purchase_log import canonicalize
 from serving.batch.commands import score_command
 from serving.batch.publish import read_scores
-from serving.lift import measure_lift, read_assignments
+from serving.lift.assignments import read_assignments
+from serving.lift.measure import measure_lift
 from serving.report import SECTION_IDS, build_report, calibration_section, write_report
 from tests.serving.test_batch import make_artifact, small_raw_log
 

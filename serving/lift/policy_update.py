@@ -3,7 +3,7 @@
 The policy's ``lift`` is "the share of the at-risk spend the offer keeps": the share of the
 customers who would not have bought that the offer brings back. ``retain lift`` measures it
 per rule as ``(rate_treated - rate_holdout) / (1 - rate_holdout)`` with a standard error
-``s`` (:mod:`serving.lift`). A small campaign measures it badly, so the new value is not the
+``s`` (:mod:`serving.lift.measure`). A small campaign measures it badly, so the new value is not the
 measurement itself but the posterior mean of a normal-normal model:
 
 - prior: ``lift ~ Normal(old, prior_sd^2)``: the value in the policy, as uncertain as
@@ -32,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from features.errors import InputError
-from serving.lift import ALL_SEGMENTS
+from serving.lift.assignments import ALL_SEGMENTS
 from serving.offers.policy import OfferPolicy
 
 DEFAULT_PRIOR_SD = 0.05
@@ -131,7 +131,7 @@ def updated_policy_text(old_text: str, policy: OfferPolicy, updates: list[RuleUp
         if loaded.model_dump() == wanted.model_dump():
             header = (
                 "# Lifts measured by `retain lift` against the holdout, shrunk toward the "
-                "previous values\n# (precision-weighted normal-normal; see serving/policy_update.py).\n"
+                "previous values\n# (precision-weighted normal-normal; see serving/lift/policy_update.py).\n"
             )
             return header + text
     raise PolicyUpdateError("could not write a policy that loads back to the updated lifts")
