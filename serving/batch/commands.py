@@ -1,4 +1,4 @@
-"""``retain score`` and ``retain report``: the batch sub-commands.
+"""``retain score``: the batch sub-command.
 
 Heavy imports happen inside the commands so ``retain --help`` stays fast. Expected input
 errors (unreadable log, bad model, bad options) raise; the root app prints them as one
@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-
-from features.errors import InputError
 
 if TYPE_CHECKING:
     from features.schema import LogConfig
@@ -138,38 +136,8 @@ def score_command(
             return run_batch(runner=runner, executor=f"dask {where}", **common)
 
 
-def report_command(
-    data: Path,
-    out: Path,
-    *,
-    scores: Path | None = None,
-    as_of: str | None = None,
-    mapping: list[str] | None = None,
-    log_config: LogConfig | None = None,
-    lift: Path | None = None,
-) -> Path:
-    """Load the log (and scores, and campaign results) and write the HTML report atomically."""
-    from features.config_file import apply_options
-    from features.purchase_log import read_purchase_log
-    from features.schema import LogConfig
-    from serving.report import build_report, write_report
-
-    config = apply_options(log_config or LogConfig(), mapping)
-    log = read_purchase_log(data, config).log
-    measured = None
-    if lift is not None:
-        try:
-            measured = json.loads(lift.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"--lift {lift}: not the JSON of `retain lift --json` ({exc})"
-            ) from None
-    html = build_report(log, scores_dir=scores, as_of=as_of, lift=measured)
-    return write_report(html, out)
-
-
 def register(app: typer.Typer) -> None:
-    """Add ``score`` and ``report`` to the root app."""
+    """Add ``score`` to the root app."""
 
     @app.command("score")
     def score(
@@ -232,33 +200,3 @@ def register(app: typer.Typer) -> None:
         )
         typer.echo("\n".join(summary.lines()), err=True)
         typer.echo(json.dumps(summary.to_dict(), sort_keys=True))
-
-    @app.command("report")
-    def report(
-        data: Path = typer.Option(..., "--data", "-d", help="Purchase log: CSV or Parquet."),
-        out: Path = typer.Option(..., "--out", "-o", help="HTML file to write."),
-        scores: Path | None = typer.Option(
-            None, "--scores", help="Output directory of `retain score` (risk, offers)."
-        ),
-        as_of: str | None = typer.Option(
-            None, "--as-of", help="Report date (UTC if naive); default: day after the last row."
-        ),
-        mapping: list[str] | None = typer.Option(None, "--map", "-m", help=_MAP_HELP),
-        config_file: Path | None = typer.Option(
-            None, "--config", "-c", help="Log config file (YAML or TOML, `log:` section)."
-        ),
-        lift: Path | None = typer.Option(
-            None, "--lift", help="JSON written by `retain lift --json` (campaign results)."
-        ),
-    ) -> None:
-        """Write the retention report: one self-contained HTML page."""
-        path = report_command(
-            data,
-            out,
-            scores=scores,
-            as_of=as_of,
-            mapping=mapping,
-            log_config=_read_log_config(config_file),
-            lift=lift,
-        )
-        typer.echo(f"wrote {path}", err=True)

@@ -38,7 +38,7 @@ def read_table(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Assignments from a finished ``retain score`` directory (and its summary) or a table."""
     import pandas as pd
 
-    from serving.report import load_scores
+    from serving.report.page import load_scores
 
     if path.is_dir():
         return load_scores(path)
@@ -148,7 +148,7 @@ def log_mlflow_run(result: LiftResult, tracking_uri: str | None, experiment: str
 
     import mlflow
 
-    from serving.report import lift_figure
+    from serving.report.campaigns import lift_figure
     from training.tracking import configure_tracking, ensure_experiment
 
     configure_tracking(tracking_uri)

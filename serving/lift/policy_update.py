@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.atomic import write_text_atomic
 from features.errors import InputError
 from serving.lift.assignments import ALL_SEGMENTS
 from serving.offers.policy import OfferPolicy
@@ -153,8 +154,6 @@ def write_updated_policy(
     policy_path: Path, out: Path, offers: pd.DataFrame, *, window_days: int, prior_sd: float
 ) -> list[RuleUpdate]:
     """Read the old policy, write the new one atomically to ``out`` (never over the old)."""
-    from serving.report import write_report
-
     if out.exists() and out.resolve() == policy_path.resolve():
         raise PolicyUpdateError(
             f"--out {out} is the policy being updated: the old policy is never overwritten"
@@ -162,5 +161,5 @@ def write_updated_policy(
     old_text = policy_path.read_text(encoding="utf-8")
     policy = OfferPolicy.from_yaml(old_text)
     updates = rule_updates(policy, offers, window_days=window_days, prior_sd=prior_sd)
-    write_report(updated_policy_text(old_text, policy, updates), out)
+    write_text_atomic(out, updated_policy_text(old_text, policy, updates))
     return updates
