@@ -150,8 +150,7 @@ def pandas_runner(
     """Chunks scored in this process, on up to ``threads`` threads, yielded in chunk order.
 
     Why threads: the heavy steps (numpy, Arrow, scipy's hyp2f1, LightGBM, the compiled
-    boosters) run in C without the GIL, so two chunks in flight keep two cores busy where one
-    left the second idle. At most ``threads`` chunks are scored at once plus the one being
+    boosters) run in C without the GIL, so two chunks in flight keep two cores busy. At most ``threads`` chunks are scored at once plus the one being
     written, so memory stays a few chunks. Results do not depend on ``threads``.
     """
 

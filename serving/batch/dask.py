@@ -74,8 +74,9 @@ class ArtifactFiles:
     def cached(self) -> ScoringModel:
         """The loaded model, once per worker process and artifact.
 
-        Loading compiles the boosters (seconds); per partition that was most of a Dask run's
-        CPU. The key is the content digest, so a different artifact is never served stale.
+        Loading compiles the boosters (seconds), more than scoring a partition costs, so each
+        worker loads once. The key is the content digest, so a different artifact is never
+        served stale.
         """
         with _CACHE_LOCK:
             model = _LOADED.get(self.digest) if self.digest else None
