@@ -48,7 +48,7 @@ AS_OF = "2024-10-01"
 FIT_AS_OF = "2024-09-01"
 SCORE_APP = (
     "import sys, typer\n"
-    "from serving.batch_commands import register\n"
+    "from serving.batch.commands import register\n"
     "app = typer.Typer()\n"
     "register(app)\n"
     "app(sys.argv[1:])\n"
@@ -109,8 +109,8 @@ def prepare(
 
     from features.builders import FeatureConfig
     from features.segments import SegmentConfig
-    from serving.batch import Chunk, chunk_frame
-    from serving.offers import OfferPolicy
+    from serving.batch.chunks import Chunk, chunk_frame
+    from serving.offers.policy import OfferPolicy
     from training.artifact import save_artifact
     from training.models import RetainModels
 
@@ -219,7 +219,7 @@ def stage_profile(data: Path, artifact: Path, n_customers: int) -> dict[str, Any
 
     from features.builders import build_feature_block
     from features.purchase_log import canonicalize
-    from serving.batch import Chunk, chunk_frame
+    from serving.batch.chunks import Chunk, chunk_frame
     from serving.scorer import ScoringModel, score, score_block
 
     log = pd.read_parquet(data)

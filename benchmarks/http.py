@@ -71,7 +71,7 @@ def train_artifact(directory: Path) -> Path:
     from features.purchase_log import canonicalize
     from features.segments import SegmentConfig
     from features.synth import generate_purchase_log
-    from serving.offers import OfferPolicy
+    from serving.offers.policy import OfferPolicy
     from training.artifact import save_artifact
     from training.models import RetainModels
 

@@ -38,17 +38,14 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from features.campaigns import (  # noqa: E402
-    CampaignEffects,
-    assignments_from_scores,
-    simulate_campaign_outcomes,
-)
+from features.atomic import write_text_atomic  # noqa: E402
+from features.campaigns import CampaignEffects, simulate_campaign_outcomes  # noqa: E402
 from features.purchase_log import canonicalize  # noqa: E402
 from features.synth import generate_purchase_log  # noqa: E402
-from serving.campaign_sim import oracle_scores  # noqa: E402
-from serving.lift import measure_lift, read_assignments  # noqa: E402
-from serving.offers import OfferPolicy, apply_policy  # noqa: E402
-from training.backtest import write_text_atomic  # noqa: E402
+from serving.campaign_sim import oracle_scores, send_campaign  # noqa: E402
+from serving.lift.assignments import read_assignments  # noqa: E402
+from serving.lift.measure import measure_lift  # noqa: E402
+from serving.offers.policy import OfferPolicy  # noqa: E402
 
 AS_OF = pd.Timestamp("2025-01-01", tz="UTC")
 WINDOW = 90
@@ -73,13 +70,12 @@ def campaigns(
         assert population is not None
         synthetic, scores = population
         name = f"{tag}{k}"
-        offers = apply_policy(scores, policy, name)
-        scored = pd.concat([scores, offers.drop(columns="customer_id")], axis=1)
-        outcome = simulate_campaign_outcomes(
-            synthetic.log,
-            synthetic.truth,
-            assignments_from_scores(scored),
-            log_end=AS_OF,
+        scored, outcome = send_campaign(
+            synthetic,
+            scores,
+            policy,
+            name,
+            as_of=AS_OF,
             window_days=WINDOW,
             seed=k,
             effects=effects,

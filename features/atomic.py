@@ -26,7 +26,7 @@ there is one rule for what a reader can see: the old output or the new one, neve
 
   A reader that lists ``DIR`` and opens the files one by one through ``DIR/...`` paths could
   still straddle a switch that happens in between; :func:`pinned` resolves the link once so
-  every file comes from one version (``serving.batch.read_scores`` reads that way).
+  every file comes from one version (``serving.batch.publish.read_scores`` reads that way).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What a campaign did to each customer of the synthetic log: outcomes with known true uplift.
 
-The offer policy (``serving/offers.py``) decides who is sent what, when, and who is held out;
+The offer policy (``serving/offers/``) decides who is sent what, when, and who is held out;
 this module takes those decisions as an input table (it does not import ``serving``) and draws
 every assigned customer's purchases in the ``window_days`` after their send day, with and
 without the offer, so a measured lift can be checked against the truth.

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SEGMENTS: tuple[str, ...] = (
+Segment = Literal[
     "lapsed",
     "at_risk",
     "sale_only",
@@ -42,7 +42,8 @@ SEGMENTS: tuple[str, ...] = (
     "second_time",
     "loyal",
     "regular",
-)
+]
+SEGMENTS: tuple[str, ...] = get_args(Segment)  # the one list of segment names, in rule order
 REQUIRED_FEATURES: tuple[str, ...] = (
     "recency_days",
     "n_orders",

@@ -24,6 +24,7 @@ import pandas as pd
 from features.builders import build_features, to_utc_timestamp
 from features.campaigns import (
     CampaignEffects,
+    CampaignOutcome,
     assignments_from_scores,
     baseline_purchase_probability,
     simulate_campaign_outcomes,
@@ -31,8 +32,9 @@ from features.campaigns import (
 )
 from features.purchase_log import canonicalize
 from features.segments import assign_segments
-from features.synth import generate_purchase_log
-from serving.offers import OfferPolicy, apply_policy
+from features.synth import SyntheticLog, generate_purchase_log
+from serving.offers.decide import apply_policy
+from serving.offers.policy import OfferPolicy
 
 
 @dataclass(frozen=True)
@@ -123,13 +125,12 @@ def run_synthetic_campaign(
     scores = oracle_scores(
         synthetic.log, synthetic.truth, as_of_ts, horizon_days=horizon_days, effects=effects
     )
-    offers = apply_policy(scores, policy, name)
-    scored = pd.concat([scores, offers.drop(columns="customer_id")], axis=1)
-    outcome = simulate_campaign_outcomes(
-        synthetic.log,
-        synthetic.truth,
-        assignments_from_scores(scored),
-        log_end=as_of_ts,
+    scored, outcome = send_campaign(
+        synthetic,
+        scores,
+        policy,
+        name,
+        as_of=as_of_ts,
         window_days=window_days,
         seed=seed,
         effects=effects,
@@ -137,3 +138,33 @@ def run_synthetic_campaign(
     return SyntheticCampaign(
         log=outcome.log, scores=scored, truth=synthetic.truth, outcome_truth=outcome.truth
     )
+
+
+def send_campaign(
+    synthetic: SyntheticLog,
+    scores: pd.DataFrame,
+    policy: OfferPolicy,
+    campaign: str,
+    *,
+    as_of: pd.Timestamp,
+    window_days: int,
+    seed: int,
+    effects: CampaignEffects | None = None,
+) -> tuple[pd.DataFrame, CampaignOutcome]:
+    """The policy's decisions on ``scores`` and the outcomes they draw from ``as_of`` on.
+
+    Returns the scores with the offer columns (the table ``retain lift`` reads) and the
+    simulated outcome; one population's scores may be sent many campaigns (the benchmark).
+    """
+    offers = apply_policy(scores, policy, campaign)
+    scored = pd.concat([scores, offers.drop(columns="customer_id")], axis=1)
+    outcome = simulate_campaign_outcomes(
+        synthetic.log,
+        synthetic.truth,
+        assignments_from_scores(scored),
+        log_end=as_of,
+        window_days=window_days,
+        seed=seed,
+        effects=effects,
+    )
+    return scored, outcome

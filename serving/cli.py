@@ -54,14 +54,10 @@ def _root(
 
 def _register_all() -> None:
     from features import cli as features_cli
-    from serving import (
-        batch_commands,
-        bento,
-        commands,
-        lift_commands,
-        mlflow_commands,
-        uplift_commands,
-    )
+    from serving import bento, commands, mlflow_commands, uplift_commands
+    from serving.batch import commands as batch_commands
+    from serving.lift import commands as lift_commands
+    from serving.report import commands as report_commands
     from training import cli as training_cli
 
     features_cli.register(app)
@@ -70,6 +66,7 @@ def _register_all() -> None:
     commands.register(app)
     bento.register(app)
     batch_commands.register(app)
+    report_commands.register(app)
     lift_commands.register(app)
     uplift_commands.register(app)
 

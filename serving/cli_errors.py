@@ -35,8 +35,8 @@ USER_ERROR_TYPES: tuple[tuple[str, str], ...] = (
     ("training.registry", "RegistryError"),
     ("training.tracking", "TrackingStoreError"),
     ("serving.model_source", "ModelResolutionError"),
-    ("serving.offers", "OfferPolicyError"),
-    ("serving.offers", "ScoresError"),
+    ("serving.offers.policy", "OfferPolicyError"),
+    ("serving.offers.inputs", "ScoresError"),
     ("pydantic", "ValidationError"),
     ("yaml", "YAMLError"),
 )

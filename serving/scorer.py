@@ -18,18 +18,10 @@ import pandas as pd
 from features.builders import US_PER_DAY, FeatureBlock, build_feature_block, to_utc_timestamp
 from features.log_arrays import LogArrays
 from features.schema import LogConfig
-from features.segments import REQUIRED_FEATURES, segment_codes
-from features.segments import SEGMENTS as FEATURE_SEGMENTS
-from serving.offers import (
-    OFFER_COLUMNS,
-    OfferDecisions,
-    OfferInputs,
-    OfferPolicy,
-    OfferPolicyError,
-    decide_offers,
-    uplift_rules,
-)
-from serving.offers import SEGMENTS as OFFER_SEGMENTS
+from features.segments import REQUIRED_FEATURES, SEGMENTS, segment_codes
+from serving.offers.decide import OFFER_COLUMNS, OfferDecisions, decide_offers
+from serving.offers.inputs import OfferInputs
+from serving.offers.policy import OfferPolicy, OfferPolicyError, uplift_rules
 from serving.reasons import reason_texts
 from training.artifact import RetainArtifact, load_artifact
 
@@ -63,9 +55,7 @@ NUMBER_COLUMNS: tuple[str, ...] = (
     "expected_spend_365d",
     "uplift",
 )
-# features.segments numbers segments in rule order, serving.offers in its own order
-_TO_OFFER_SEGMENT = np.array([OFFER_SEGMENTS.index(s) for s in FEATURE_SEGMENTS], dtype=np.int8)
-_SEGMENT_NAMES = np.array(FEATURE_SEGMENTS, dtype=object)
+_SEGMENT_NAMES = np.array(SEGMENTS, dtype=object)
 _BAND_NAMES = np.array([name for name, _ in RISK_BANDS], dtype=object)
 _BAND_EDGES = np.array([upper for _, upper in RISK_BANDS])
 
@@ -190,7 +180,7 @@ def score_block(
     next_purchase = preds["expected_next_purchase_date"]
     inputs = OfferInputs(
         block.customer_id,
-        segment_codes=_TO_OFFER_SEGMENT[seg],
+        segment_codes=seg,
         churn=churn,
         spend_365d=preds["expected_spend_365d"],
         spend_horizon=preds["expected_spend_horizon"],

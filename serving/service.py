@@ -51,7 +51,7 @@ from features.log_arrays import LogArrays, canonical_log_arrays
 from features.redaction import install_log_redaction
 from features.schema import LogConfig, PurchaseLogError
 from serving.model_source import default_model_uri, resolved_artifact
-from serving.offers import ScoresError
+from serving.offers.inputs import ScoresError
 from serving.schemas import (
     EARLIEST,
     LATEST,

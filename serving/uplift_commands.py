@@ -25,7 +25,7 @@ import typer
 _MAP_HELP = "Column mapping CANONICAL=SOURCE, repeatable, e.g. --map customer_id=CustomerID."
 
 
-def read_assignments(path: Path) -> Any:
+def read_uplift_input(path: Path) -> Any:
     """``retain score`` output (directory) or a CSV/Parquet table -> (assignments, scores).
 
     A table with ``treated`` is taken as assignments as they are; anything else must be
@@ -35,7 +35,7 @@ def read_assignments(path: Path) -> Any:
     """
     import pandas as pd
 
-    from serving.batch import read_scores
+    from serving.batch.publish import read_scores
     from training.uplift import UpliftDataError, assignments_from_scores
 
     if path.is_dir():
@@ -92,7 +92,7 @@ def uplift_train_command(
         config = config.model_copy(update={"columns": {**config.columns, **parse_mapping(mapping)}})
     if not data.exists():
         raise FileNotFoundError(f"purchase log not found: {data}")
-    assignments, scores = read_assignments(assignments_path)
+    assignments, scores = read_uplift_input(assignments_path)
     until = None if observed_until is None else to_utc_timestamp(observed_until)
     with resolved_artifact(model_uri) as (artifact_dir, _source):
         artifact = load_artifact(artifact_dir)

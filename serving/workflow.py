@@ -123,7 +123,7 @@ def train_and_register(
     from features.builders import FeatureConfig
     from features.purchase_log import read_purchase_log
     from features.segments import SegmentConfig
-    from serving.offers import OfferPolicy
+    from serving.offers.policy import OfferPolicy
     from training import registry, tracking
     from training.artifact import save_artifact
     from training.backtest import check_coverage, evaluate

@@ -26,7 +26,7 @@ from features.cdnow import read_cdnow
 from features.kpis import compute_kpis
 from features.purchase_log import LoadResult, canonicalize
 from features.synth import generate_purchase_log
-from serving.batch import read_scores
+from serving.batch.publish import read_scores
 from tests.conftest import CDNOW_SAMPLE, DATASETS_DIR
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
@@ -277,9 +277,10 @@ CAMPAIGN_PARAMS: dict[str, Any] = {"N_CUSTOMERS": 8000, "SEED": 3, "CAMPAIGN": "
 @pytest.mark.slow
 def test_04_campaigns_uplift(tmp_path: Path) -> None:
     from serving.campaign_sim import run_synthetic_campaign
-    from serving.lift import measure_lift, read_assignments
-    from serving.offers import OfferPolicy
-    from serving.policy_update import rule_updates
+    from serving.lift.assignments import read_assignments
+    from serving.lift.measure import measure_lift
+    from serving.lift.policy_update import rule_updates
+    from serving.offers.policy import OfferPolicy
     from training.metrics import qini_coefficient
     from training.uplift import (
         UpliftModel,

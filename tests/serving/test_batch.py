@@ -22,20 +22,16 @@ from features.builders import FeatureConfig, build_features
 from features.purchase_log import canonicalize
 from features.segments import SegmentConfig
 from features.synth import generate_purchase_log
-from serving.batch import (
-    PAUSE_ENV,
-    SCORE_SCHEMA,
-    SUCCESS_NAME,
-    SUMMARY_NAME,
+from serving.batch.chunks import (
     BatchError,
     Chunk,
     chunk_dependent_rules,
     chunk_frame,
     customer_chunks,
-    read_scores,
 )
-from serving.batch_commands import score_command
-from serving.offers import OfferPolicy
+from serving.batch.commands import score_command
+from serving.batch.publish import PAUSE_ENV, SCORE_SCHEMA, SUCCESS_NAME, SUMMARY_NAME, read_scores
+from serving.offers.policy import OfferPolicy
 from serving.scorer import SCORE_COLUMNS, ScoringModel, score
 from training.artifact import save_artifact
 from training.models import RetainModels

@@ -16,7 +16,7 @@ from features.builders import FeatureConfig
 from features.purchase_log import canonicalize
 from features.segments import SegmentConfig
 from features.synth import generate_purchase_log
-from serving.offers import OfferPolicy
+from serving.offers.policy import OfferPolicy
 from serving.scorer import NUMBER_COLUMNS, SCORE_COLUMNS, ScoringModel, score
 from training.artifact import save_artifact
 from training.models import CompiledTreesUnavailable, RetainModels

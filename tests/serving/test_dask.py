@@ -11,9 +11,10 @@ import pytest
 from features.builders import build_features
 from features.purchase_log import canonicalize
 from features.synth import generate_purchase_log
-from serving.batch import read_scores
-from serving.batch_commands import score_command
-from serving.dask_jobs import ArtifactFiles, score_partition, train_churn_dask
+from serving.batch.commands import score_command
+from serving.batch.dask import ArtifactFiles, score_partition
+from serving.batch.publish import read_scores
+from serving.dask_jobs import train_churn_dask
 from serving.scorer import ScoringModel, score
 from tests.serving.test_batch import AS_OF, make_artifact, sha256s, small_raw_log
 from training.labels import build_labels

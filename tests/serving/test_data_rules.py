@@ -26,7 +26,7 @@ from features.fingerprint import log_fingerprint
 from features.purchase_log import canonicalize
 from features.schema import LogConfig
 from features.synth import generate_purchase_log
-from serving.batch import read_scores
+from serving.batch.publish import read_scores
 from serving.reasons import RISK_PHRASES
 from serving.scorer import ScoringModel, score
 from tests.serving.test_service_http import (

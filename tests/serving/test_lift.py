@@ -16,15 +16,12 @@ from typer.testing import CliRunner
 from features.purchase_log import canonicalize
 from serving.campaign_sim import SyntheticCampaign, run_synthetic_campaign
 from serving.cli import app
-from serving.lift import (
-    LiftInputError,
-    estimate,
-    measure_lift,
-    read_assignments,
-    window_outcomes,
-)
-from serving.offers import OfferPolicy, apply_policy
-from serving.policy_update import rule_updates, shrink, updated_policy_text
+from serving.lift.assignments import LiftInputError, read_assignments
+from serving.lift.measure import measure_lift, window_outcomes
+from serving.lift.policy_update import rule_updates, shrink, updated_policy_text
+from serving.lift.statistics import estimate
+from serving.offers.decide import apply_policy
+from serving.offers.policy import OfferPolicy
 from tests.features.conftest import make_log
 
 runner = CliRunner()
@@ -62,9 +59,9 @@ def test_welch_estimate_matches_scipy_on_a_hand_example() -> None:
     assert e.se == pytest.approx(math.sqrt(0.08))
     assert e.df == pytest.approx(8.0)
     ref = stats.ttest_ind(y[treated], y[~treated], equal_var=False)
-    from serving.lift import _p_value
+    from serving.lift.statistics import p_value
 
-    assert _p_value(e.lift, e.se, e.df) == pytest.approx(ref.pvalue)
+    assert p_value(e.lift, e.se, e.df) == pytest.approx(ref.pvalue)
     assert math.isnan(e.lift_cuped) and not e.use_cuped
 
 
@@ -375,7 +372,7 @@ def test_cli_on_a_retain_score_directory(
     tmp_path: Path, log: pd.DataFrame, data_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What users run: `retain score` output in, the window defaulting to the model's horizon."""
-    from serving.batch_commands import score_command
+    from serving.batch.commands import score_command
     from tests.serving.test_batch import HORIZON, make_artifact
 
     artifact = make_artifact(tmp_path / "retain", log)

@@ -10,14 +10,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from serving.offers import (
-    OFFER_COLUMNS,
-    SEGMENTS,
-    OfferPolicy,
-    OfferPolicyError,
-    ScoresError,
-    apply_policy,
-)
+from features.segments import SEGMENTS
+from serving.offers.decide import OFFER_COLUMNS, apply_policy
+from serving.offers.inputs import ScoresError
+from serving.offers.policy import OfferPolicy, OfferPolicyError
 
 AS_OF = pd.Timestamp("2024-06-10 12:00", tz="UTC")
 AS_OF_DAY = pd.Timestamp("2024-06-10", tz="UTC")

@@ -6,14 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.offers import (
-    OfferInputs,
-    OfferPolicy,
-    OfferPolicyError,
-    ScoresError,
-    apply_policy,
-    decide_offers,
-)
+from serving.offers.decide import apply_policy, decide_offers
+from serving.offers.inputs import OfferInputs, ScoresError
+from serving.offers.policy import OfferPolicy, OfferPolicyError
 from tests.serving.test_offers import scores_frame as base_frame
 
 POLICY_YAML = """

@@ -14,10 +14,12 @@ import pytest
 from typer.testing import CliRunner
 
 from features.purchase_log import canonicalize
-from serving.batch import read_scores
-from serving.batch_commands import score_command
-from serving.lift import measure_lift, read_assignments
-from serving.report import SECTION_IDS, build_report, calibration_section, write_report
+from serving.batch.commands import score_command
+from serving.batch.publish import read_scores
+from serving.lift.assignments import read_assignments
+from serving.lift.measure import measure_lift
+from serving.report.page import SECTION_IDS, build_report, write_report
+from serving.report.sections import calibration_section
 from tests.serving.test_batch import make_artifact, small_raw_log
 
 SCORED_AT = "2024-05-15"  # horizon 30 days ends inside the log (last day 2024-06-30)

@@ -21,7 +21,7 @@ from features.builders import FeatureConfig
 from features.purchase_log import canonicalize
 from features.segments import SegmentConfig
 from features.synth import generate_purchase_log
-from serving.offers import OfferPolicy
+from serving.offers.policy import OfferPolicy
 from tests.serving.conftest import free_port
 from training.artifact import save_artifact
 from training.models import RetainModels

@@ -25,7 +25,7 @@ from features.purchase_log import canonicalize
 from features.segments import SegmentConfig
 from features.synth import generate_purchase_log
 from serving.commands import serve_command
-from serving.offers import OfferPolicy
+from serving.offers.policy import OfferPolicy
 from serving.schemas import ScoreResponse
 from serving.scorer import ScoringModel, score, score_features
 from tests.serving.conftest import free_port

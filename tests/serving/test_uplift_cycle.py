@@ -25,7 +25,7 @@ from features.builders import FeatureConfig, build_features
 from features.purchase_log import canonicalize
 from features.segments import SegmentConfig
 from serving.cli import app
-from serving.offers import OfferPolicy, OfferPolicyError
+from serving.offers.policy import OfferPolicy, OfferPolicyError
 from serving.schemas import ScoreResponse
 from serving.scorer import ScoringModel, score, score_log
 from serving.service import score_records

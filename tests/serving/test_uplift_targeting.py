@@ -14,7 +14,7 @@ import pytest
 
 from features.purchase_log import canonicalize
 from serving.campaign_sim import run_synthetic_campaign
-from serving.offers import OfferPolicy
+from serving.offers.policy import OfferPolicy
 from training.uplift import (
     UpliftModel,
     assignments_from_scores,

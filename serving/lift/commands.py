@@ -19,7 +19,7 @@ from features.errors import InputError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from serving.lift import LiftResult
+    from serving.lift.measure import LiftResult
 
 _MAP_HELP = "Purchase-log column mapping CANONICAL=SOURCE, repeatable."
 _AMAP_HELP = (
@@ -38,7 +38,7 @@ def read_table(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Assignments from a finished ``retain score`` directory (and its summary) or a table."""
     import pandas as pd
 
-    from serving.report import load_scores
+    from serving.report.page import load_scores
 
     if path.is_dir():
         return load_scores(path)
@@ -148,7 +148,7 @@ def log_mlflow_run(result: LiftResult, tracking_uri: str | None, experiment: str
 
     import mlflow
 
-    from serving.report import lift_figure
+    from serving.report.campaigns import lift_figure
     from training.tracking import configure_tracking, ensure_experiment
 
     configure_tracking(tracking_uri)
@@ -214,7 +214,8 @@ def lift_command(
     from features.config_file import apply_options
     from features.purchase_log import read_purchase_log
     from features.schema import LogConfig
-    from serving.lift import assignment_columns, measure_lift, read_assignments
+    from serving.lift.assignments import assignment_columns, read_assignments
+    from serving.lift.measure import measure_lift
 
     log_config, columns = _config_sections(config_file)
     config = apply_options(log_config or LogConfig(), mapping)
@@ -325,7 +326,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Measure each offer's effect on repurchase, orders and spend against its holdout."""
-        from serving.policy_update import write_updated_policy
+        from serving.lift.policy_update import write_updated_policy
 
         if (update_policy is None) != (out is None):
             raise InputError("--update-policy and --out go together")

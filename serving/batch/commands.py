@@ -1,4 +1,4 @@
-"""``retain score`` and ``retain report``: the batch sub-commands.
+"""``retain score``: the batch sub-command.
 
 Heavy imports happen inside the commands so ``retain --help`` stays fast. Expected input
 errors (unreadable log, bad model, bad options) raise; the root app prints them as one
@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from features.errors import InputError
-
 if TYPE_CHECKING:
     from features.schema import LogConfig
-    from serving.batch import BatchSummary, Chunk
+    from serving.batch.chunks import Chunk
+    from serving.batch.run import BatchSummary
 
 _MAP_HELP = "Column mapping CANONICAL=SOURCE, repeatable, e.g. --map customer_id=CustomerID."
 DEFAULT_MODEL_URI = "models:/retain@champion"
@@ -65,17 +64,14 @@ def score_command(
     from features.config_file import apply_options
     from features.purchase_log import read_purchase_log
     from features.schema import LogConfig, scoring_log_config
-    from serving.batch import (
+    from serving.batch.chunks import (
         DEFAULT_CHUNK_CUSTOMERS,
         BatchError,
-        BatchJob,
-        data_identity,
         default_threads,
-        model_identity,
         pandas_runner,
-        resolved_artifact,
-        run_batch,
     )
+    from serving.batch.publish import BatchJob
+    from serving.batch.run import artifact_with_label, data_identity, model_identity, run_batch
     from serving.scorer import ScoringModel
 
     if dask_address is not None and dask_local is not None:
@@ -87,7 +83,7 @@ def score_command(
         raise BatchError(f"purchase log not found: {data}")
     if chunk < 1:
         raise BatchError(f"--chunk-customers must be at least 1, got {chunk}")
-    with resolved_artifact(model_uri) as (artifact_dir, label):
+    with artifact_with_label(model_uri) as (artifact_dir, label):
         model = ScoringModel.load(artifact_dir)
         config = apply_options(scoring_log_config(model.log_config, log_config), mapping)
         t0 = time.perf_counter()
@@ -125,7 +121,7 @@ def score_command(
                 threads=default_threads() if threads is None else threads,
             )
             return run_batch(runner=runner, executor="pandas", **common)
-        from serving.dask_jobs import dask_client, dask_runner
+        from serving.batch.dask import dask_client, dask_runner
 
         with dask_client(dask_address, dask_local) as client:
             runner = dask_runner(
@@ -140,38 +136,8 @@ def score_command(
             return run_batch(runner=runner, executor=f"dask {where}", **common)
 
 
-def report_command(
-    data: Path,
-    out: Path,
-    *,
-    scores: Path | None = None,
-    as_of: str | None = None,
-    mapping: list[str] | None = None,
-    log_config: LogConfig | None = None,
-    lift: Path | None = None,
-) -> Path:
-    """Load the log (and scores, and campaign results) and write the HTML report atomically."""
-    from features.config_file import apply_options
-    from features.purchase_log import read_purchase_log
-    from features.schema import LogConfig
-    from serving.report import build_report, write_report
-
-    config = apply_options(log_config or LogConfig(), mapping)
-    log = read_purchase_log(data, config).log
-    measured = None
-    if lift is not None:
-        try:
-            measured = json.loads(lift.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"--lift {lift}: not the JSON of `retain lift --json` ({exc})"
-            ) from None
-    html = build_report(log, scores_dir=scores, as_of=as_of, lift=measured)
-    return write_report(html, out)
-
-
 def register(app: typer.Typer) -> None:
-    """Add ``score`` and ``report`` to the root app."""
+    """Add ``score`` to the root app."""
 
     @app.command("score")
     def score(
@@ -234,33 +200,3 @@ def register(app: typer.Typer) -> None:
         )
         typer.echo("\n".join(summary.lines()), err=True)
         typer.echo(json.dumps(summary.to_dict(), sort_keys=True))
-
-    @app.command("report")
-    def report(
-        data: Path = typer.Option(..., "--data", "-d", help="Purchase log: CSV or Parquet."),
-        out: Path = typer.Option(..., "--out", "-o", help="HTML file to write."),
-        scores: Path | None = typer.Option(
-            None, "--scores", help="Output directory of `retain score` (risk, offers)."
-        ),
-        as_of: str | None = typer.Option(
-            None, "--as-of", help="Report date (UTC if naive); default: day after the last row."
-        ),
-        mapping: list[str] | None = typer.Option(None, "--map", "-m", help=_MAP_HELP),
-        config_file: Path | None = typer.Option(
-            None, "--config", "-c", help="Log config file (YAML or TOML, `log:` section)."
-        ),
-        lift: Path | None = typer.Option(
-            None, "--lift", help="JSON written by `retain lift --json` (campaign results)."
-        ),
-    ) -> None:
-        """Write the retention report: one self-contained HTML page."""
-        path = report_command(
-            data,
-            out,
-            scores=scores,
-            as_of=as_of,
-            mapping=mapping,
-            log_config=_read_log_config(config_file),
-            lift=lift,
-        )
-        typer.echo(f"wrote {path}", err=True)

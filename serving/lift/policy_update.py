@@ -3,7 +3,7 @@
 The policy's ``lift`` is "the share of the at-risk spend the offer keeps": the share of the
 customers who would not have bought that the offer brings back. ``retain lift`` measures it
 per rule as ``(rate_treated - rate_holdout) / (1 - rate_holdout)`` with a standard error
-``s`` (:mod:`serving.lift`). A small campaign measures it badly, so the new value is not the
+``s`` (:mod:`serving.lift.measure`). A small campaign measures it badly, so the new value is not the
 measurement itself but the posterior mean of a normal-normal model:
 
 - prior: ``lift ~ Normal(old, prior_sd^2)``: the value in the policy, as uncertain as
@@ -17,7 +17,7 @@ negative measurement says to drop or change the rule, and the note beside it say
 
 The new policy keeps the old file's text (comments and layout) with only the ``lift`` values
 changed and a note beside each: the measurement, its 95% interval, the sample sizes, the
-weight; it is validated by loading it with :class:`~serving.offers.OfferPolicy` and checking
+weight; it is validated by loading it with :class:`~serving.offers.policy.OfferPolicy` and checking
 that it equals the intended policy (else the file is rewritten from the policy itself). The
 old file is never written.
 """
@@ -31,9 +31,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.atomic import write_text_atomic
 from features.errors import InputError
-from serving.lift import ALL_SEGMENTS
-from serving.offers import OfferPolicy
+from serving.lift.assignments import ALL_SEGMENTS
+from serving.offers.policy import OfferPolicy
 
 DEFAULT_PRIOR_SD = 0.05
 _LIFT_LINE = re.compile(r"^(?P<head>\s*(?:-\s+)?lift:\s*)(?P<value>[^#\s]+)(?P<tail>\s*(?:#.*)?)$")
@@ -131,7 +132,7 @@ def updated_policy_text(old_text: str, policy: OfferPolicy, updates: list[RuleUp
         if loaded.model_dump() == wanted.model_dump():
             header = (
                 "# Lifts measured by `retain lift` against the holdout, shrunk toward the "
-                "previous values\n# (precision-weighted normal-normal; see serving/policy_update.py).\n"
+                "previous values\n# (precision-weighted normal-normal; see serving/lift/policy_update.py).\n"
             )
             return header + text
     raise PolicyUpdateError("could not write a policy that loads back to the updated lifts")
@@ -153,8 +154,6 @@ def write_updated_policy(
     policy_path: Path, out: Path, offers: pd.DataFrame, *, window_days: int, prior_sd: float
 ) -> list[RuleUpdate]:
     """Read the old policy, write the new one atomically to ``out`` (never over the old)."""
-    from serving.report import write_report
-
     if out.exists() and out.resolve() == policy_path.resolve():
         raise PolicyUpdateError(
             f"--out {out} is the policy being updated: the old policy is never overwritten"
@@ -162,5 +161,5 @@ def write_updated_policy(
     old_text = policy_path.read_text(encoding="utf-8")
     policy = OfferPolicy.from_yaml(old_text)
     updates = rule_updates(policy, offers, window_days=window_days, prior_sd=prior_sd)
-    write_report(updated_policy_text(old_text, policy, updates), out)
+    write_text_atomic(out, updated_policy_text(old_text, policy, updates))
     return updates
