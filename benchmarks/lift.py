@@ -38,6 +38,7 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from features.atomic import write_text_atomic  # noqa: E402
 from features.campaigns import (  # noqa: E402
     CampaignEffects,
     assignments_from_scores,
@@ -48,7 +49,6 @@ from features.synth import generate_purchase_log  # noqa: E402
 from serving.campaign_sim import oracle_scores  # noqa: E402
 from serving.lift import measure_lift, read_assignments  # noqa: E402
 from serving.offers import OfferPolicy, apply_policy  # noqa: E402
-from training.backtest import write_text_atomic  # noqa: E402
 
 AS_OF = pd.Timestamp("2025-01-01", tz="UTC")
 WINDOW = 90

@@ -150,7 +150,7 @@ def case_floors(dataset: str, result: BacktestResult) -> list[Floor]:
 
 def measure_training_time(n_customers: int, seed: int, console: Console) -> dict[str, Any]:
     """Wall time of RetainModels.fit on ``n_customers`` synthetic customers x 6 snapshots."""
-    from training.models import RetainModels
+    from training.bundle import RetainModels
 
     started = time.perf_counter()
     raw = generate_purchase_log(n_customers, seed=seed)
@@ -195,8 +195,9 @@ def in_period_ceiling(
     from sklearn.model_selection import StratifiedKFold
 
     from features.catalog import FEATURE_COLUMNS
+    from training.btyd_features import BASELINE_FEATURES
+    from training.bundle import RetainModels
     from training.labels import as_utc
-    from training.models import BASELINE_FEATURES, RetainModels
 
     # the very snapshot builder training uses: same features, baseline outputs and labels
     data = RetainModels(horizon_days=horizon_days, seed=seed).snapshot(log, as_utc(cutoff))

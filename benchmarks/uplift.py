@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 from features.purchase_log import canonicalize  # noqa: E402
 from serving.campaign_sim import run_synthetic_campaign  # noqa: E402
 from serving.offers import OfferPolicy  # noqa: E402
-from training.models import RetainModels  # noqa: E402
+from training.bundle import RetainModels  # noqa: E402
 from training.uplift import (  # noqa: E402
     UpliftModel,
     assignments_from_scores,

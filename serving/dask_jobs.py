@@ -17,7 +17,7 @@ Training: :func:`train_churn_dask` builds stacked snapshots (features at a cutof
 label over the following horizon) per customer partition on the workers and fits
 ``lightgbm.DaskLGBMClassifier`` on them, for training sets that do not fit one machine. The
 fitted booster is returned as LightGBM text (``booster_.model_to_string()``), the format
-``training.models`` stores. LightGBM's Dask training opens sockets between worker processes,
+``training.bundle`` stores. LightGBM's Dask training opens sockets between worker processes,
 so the cluster must run worker processes (``LocalCluster(processes=True)``).
 """
 

@@ -2,7 +2,7 @@
 
 Everything is decided by one cutoff ``as_of`` and a horizon ``H`` (days):
 
-- the LightGBM models (:class:`training.models.RetainModels`) train on snapshots whose label
+- the LightGBM models (:class:`training.bundle.RetainModels`) train on snapshots whose label
   windows end at or before ``as_of`` (the models class picks the snapshots);
 - BG/NBD, Pareto/NBD and Gamma-Gamma are fitted on the history before ``as_of`` (weekly
   units, the literature's convention); the recency rule learns its score -> P(churn) map on
@@ -35,14 +35,12 @@ from rich.table import Table
 from features.atomic import write_text_atomic
 from features.schema import PurchaseLogError
 from training import metrics
-from training.baselines import (
-    BetaGeoNBD,
-    GammaGamma,
-    ParetoNBD,
-    RecencyRule,
-    degenerate_fit,
-    rfm_summary,
-)
+from training.baselines.bgnbd import BetaGeoNBD
+from training.baselines.degenerate import degenerate_fit
+from training.baselines.gammagamma import GammaGamma
+from training.baselines.paretonbd import ParetoNBD
+from training.baselines.recency import RecencyRule
+from training.baselines.summary import rfm_summary
 from training.labels import as_utc, build_labels
 
 METHODS: tuple[str, ...] = ("model", "bgnbd", "paretonbd", "recency")
@@ -155,7 +153,7 @@ class BacktestResult:
 
     def notes(self) -> list[str]:
         """What a reader must know besides the table: snapshots dropped, degenerate fits."""
-        from training.models import describe_snapshots
+        from training.snapshots import describe_snapshots
 
         lines = describe_snapshots(self.training_snapshots)
         for name, why in self.degenerate_fits.items():
@@ -467,7 +465,7 @@ def _model_predictions(
     seed: int,
     index: pd.Index,
 ) -> tuple[pd.DataFrame, float, list[dict[str, Any]]]:
-    from training.models import RetainModels  # lands in parallel; heavy import kept local
+    from training.bundle import RetainModels  # heavy import kept local
 
     params = dict(models_params or {})
     params.setdefault("horizon_days", horizon_days)
@@ -530,7 +528,7 @@ def score_fitted(
 
 def snapshot_note(as_of: pd.Timestamp, horizon_days: int, name: str, why: str) -> dict[str, Any]:
     """The scoring cutoff's degenerate feature baseline, in ``snapshots_``' record form."""
-    from training.models import snapshot_record
+    from training.snapshots import snapshot_record
 
     record = snapshot_record(as_of, horizon_days, None, 0, {name: why})
     record["scoring"] = True

@@ -40,8 +40,8 @@ from sklearn.exceptions import NotFittedError
 from features.builders import FeatureConfig, build_features
 from features.catalog import FEATURE_COLUMNS
 from features.errors import InputError
+from training.compiled import CompiledForest, CompiledTreesUnavailable
 from training.metrics import qini_coefficient, uplift_at_top
-from training.models import CompiledForest, CompiledTreesUnavailable
 
 FloatArray = NDArray[np.float64]
 ASSIGNMENT_COLUMNS: tuple[str, ...] = ("customer_id", "send_date", "treated")
@@ -374,9 +374,9 @@ class UpliftModel(BaseEstimator):
     def compile(self) -> UpliftModel:
         """Compile the boosters with lleaves (the scorer's path; same numbers, faster).
 
-        As for :meth:`training.models.RetainModels.compile`, compiled trees are optional:
+        As for :meth:`training.bundle.RetainModels.compile`, compiled trees are optional:
         when lleaves is missing or cannot compile, LightGBM's predictor scores instead (same
-        numbers) and one :class:`training.models.CompiledTreesUnavailable` warning says why.
+        numbers) and one :class:`training.compiled.CompiledTreesUnavailable` warning says why.
         """
         self._check_fitted()
         try:

@@ -38,7 +38,7 @@ from serving.batch_commands import score_command
 from serving.offers import OfferPolicy
 from serving.scorer import SCORE_COLUMNS, ScoringModel, score
 from training.artifact import save_artifact
-from training.models import RetainModels
+from training.bundle import RetainModels
 
 AS_OF = "2024-06-01"
 FIT_AS_OF = "2024-05-01"

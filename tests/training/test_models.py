@@ -12,17 +12,11 @@ from sklearn.exceptions import NotFittedError
 
 from features.builders import FeatureConfig, build_features
 from tests.training.conftest import simulate_log
+from training.btyd_features import baseline_offset
+from training.bundle import PREDICTION_COLUMNS, RetainModels
 from training.calibration import ProbabilityCalibrator
 from training.labels import build_labels
-from training.models import (
-    PREDICTION_COLUMNS,
-    RetainModels,
-    align_survival,
-    baseline_offset,
-    day_bins,
-    person_period,
-    survival_summaries,
-)
+from training.timing import align_survival, day_bins, person_period, survival_summaries
 
 AS_OF = pd.Timestamp("2024-09-01", tz="UTC")
 H = 90
@@ -212,7 +206,7 @@ def test_compiled_boosters_predict_what_lightgbm_predicts(
 ) -> None:
     """lleaves machine code from the saved text gives LightGBM's numbers; empty input too."""
     compiled = RetainModels.load(fitted.save(tmp_path / "models")).compile()
-    assert compiled.churn_._forest is not None and fitted.churn_._forest is None
+    assert compiled.churn_.compiled and not fitted.churn_.compiled
     expected = fitted.predict_features(features, AS_OF)
     got = compiled.predict_features(features, AS_OF)
     numbers = [c for c in PREDICTION_COLUMNS if c != "expected_next_purchase_date"]
