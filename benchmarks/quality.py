@@ -42,7 +42,8 @@ from features.cdnow import read_cdnow  # noqa: E402
 from features.completejourney import read_complete_journey  # noqa: E402
 from features.purchase_log import canonicalize  # noqa: E402
 from features.synth import generate_purchase_log  # noqa: E402
-from training.backtest import BacktestResult, evaluate  # noqa: E402
+from training.backtest import evaluate  # noqa: E402
+from training.backtest_result import BacktestResult  # noqa: E402
 
 CDNOW_CUTOFFS: tuple[str, ...] = ("1998-01-01", "1998-04-01")
 HORIZON_DAYS = 90

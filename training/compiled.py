@@ -107,7 +107,7 @@ class BoosterModel:
             self._forest = CompiledForest(self.booster_)
 
     def drop_compiled(self) -> None:
-        """Back to LightGBM's own predictor (what :meth:`RetainModels.compile` falls back to)."""
+        """Back to LightGBM's own predictor (what :func:`compile_together` falls back to)."""
         self._forest = None
 
     @property

@@ -12,14 +12,8 @@ import pytest
 from features.purchase_log import canonicalize
 from features.schema import PurchaseLogError
 from features.synth import generate_purchase_log
-from training.backtest import (
-    METHODS,
-    METRIC_KEYS,
-    BacktestResult,
-    best_methods,
-    evaluate,
-    result_from_predictions,
-)
+from training.backtest import evaluate, result_from_predictions
+from training.backtest_result import METHODS, METRIC_KEYS, BacktestResult, best_methods
 from training.labels import build_labels
 
 AS_OF = "2024-01-01"
