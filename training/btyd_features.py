@@ -26,14 +26,11 @@ FloatArray = NDArray[np.float64]
 
 BASELINE_FEATURES: tuple[str, ...] = tuple(BTYD_FEATURES)  # documented in features.catalog
 
-
 # Pareto/NBD P(alive) as a feature: fitted on at most this many customers (its four
 # population parameters need far fewer than BG/NBD's 10,000 here) and given up after this
 # many likelihood evaluations, deterministically (hyp2f1 can be very slow; see baselines).
 PNBD_FEATURE_SAMPLE = 4_000
 PNBD_FEATURE_EVALUATIONS = 400
-
-
 _FLOAT_MAX = float(np.finfo(np.float64).max)  # where np.nan_to_num sends +inf
 
 
@@ -71,6 +68,7 @@ def baseline_offset(kind: Offset, X: Table, scale: float = 1.0) -> FloatArray | 
 def offset_pair(
     kind: Offset, X: pd.DataFrame, X_val: pd.DataFrame, scale: float = 1.0
 ) -> tuple[FloatArray, FloatArray] | None:
+    """``init_score`` of the training and the validation rows, or None without an offset."""
     train = baseline_offset(kind, X, scale)
     if train is None:
         return None

@@ -115,7 +115,7 @@ class ChurnModel(BoosterModel):
     def predict_log_odds(self, X: Table) -> FloatArray:
         """Uncalibrated churn log-odds (trees plus the baseline offset)."""
         check_fitted(self, "booster_")
-        raw = self._raw(input_matrix(X, self.feature_names_in_, "ChurnModel"))
+        raw = self.raw_scores(input_matrix(X, self.feature_names_in_, "ChurnModel"))
         offset = baseline_offset(self.offset, X)
         return raw if offset is None else raw + offset
 

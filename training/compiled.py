@@ -115,7 +115,8 @@ class BoosterModel:
         """Whether any prediction of this model runs on lleaves-compiled trees."""
         return self._forest is not None
 
-    def _raw(self, m: FloatArray) -> FloatArray:
+    def raw_scores(self, m: FloatArray) -> FloatArray:
+        """The booster's raw scores of the rows of ``m`` (compiled after :meth:`compile`)."""
         if self._forest is not None:
             return self._forest.raw(m)
         return predict_booster(self.booster_, m, raw_score=True)

@@ -69,7 +69,7 @@ class SpendModel(BoosterModel):
     def predict(self, X: Table) -> FloatArray:
         check_fitted(self, "booster_")
         m = input_matrix(X, self.feature_names_in_, "SpendModel")
-        raw = self._raw(m)
+        raw = self.raw_scores(m)
         offset = baseline_offset(self.offset, X, self.offset_scale)
         if offset is not None:
             # tree_weight < 1 damps the trees' correction of the BG/NBD start (see RetainModels)

@@ -122,7 +122,7 @@ class TimingModel(BoosterModel):
         rows = np.empty((n, n_bins, k + 1))
         rows[:, :, :k] = m[:, None, :]
         rows[:, :, k] = np.arange(n_bins, dtype=np.float64)
-        hazard = sigmoid(self._raw(rows.reshape(n * n_bins, k + 1))).reshape(n, n_bins)
+        hazard = sigmoid(self.raw_scores(rows.reshape(n * n_bins, k + 1))).reshape(n, n_bins)
         # a sigmoid is never below +0.0, so clipping at 0 is only the upper bound
         np.minimum(hazard, 1.0 - _P_FLOOR, out=hazard)
         np.subtract(1.0, hazard, out=hazard)
