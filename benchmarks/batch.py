@@ -112,7 +112,7 @@ def prepare(
     from serving.batch.chunks import Chunk, chunk_frame
     from serving.offers.policy import OfferPolicy
     from training.artifact import save_artifact
-    from training.models import RetainModels
+    from training.bundle import RetainModels
 
     t0 = time.perf_counter()
     log = _load_generator()(rows, customers, seed=0)

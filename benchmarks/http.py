@@ -73,7 +73,7 @@ def train_artifact(directory: Path) -> Path:
     from features.synth import generate_purchase_log
     from serving.offers.policy import OfferPolicy
     from training.artifact import save_artifact
-    from training.models import RetainModels
+    from training.bundle import RetainModels
 
     raw = generate_purchase_log(2000, seed=7, start="2022-07-01", end="2024-06-30").log
     log = canonicalize(raw).log

@@ -42,7 +42,8 @@ from features.cdnow import read_cdnow  # noqa: E402
 from features.completejourney import read_complete_journey  # noqa: E402
 from features.purchase_log import canonicalize  # noqa: E402
 from features.synth import generate_purchase_log  # noqa: E402
-from training.backtest import BacktestResult, evaluate  # noqa: E402
+from training.backtest import evaluate  # noqa: E402
+from training.backtest_result import BacktestResult  # noqa: E402
 
 CDNOW_CUTOFFS: tuple[str, ...] = ("1998-01-01", "1998-04-01")
 HORIZON_DAYS = 90
@@ -150,7 +151,7 @@ def case_floors(dataset: str, result: BacktestResult) -> list[Floor]:
 
 def measure_training_time(n_customers: int, seed: int, console: Console) -> dict[str, Any]:
     """Wall time of RetainModels.fit on ``n_customers`` synthetic customers x 6 snapshots."""
-    from training.models import RetainModels
+    from training.bundle import RetainModels
 
     started = time.perf_counter()
     raw = generate_purchase_log(n_customers, seed=seed)
@@ -195,8 +196,9 @@ def in_period_ceiling(
     from sklearn.model_selection import StratifiedKFold
 
     from features.catalog import FEATURE_COLUMNS
+    from training.btyd_features import BASELINE_FEATURES
+    from training.bundle import RetainModels
     from training.labels import as_utc
-    from training.models import BASELINE_FEATURES, RetainModels
 
     # the very snapshot builder training uses: same features, baseline outputs and labels
     data = RetainModels(horizon_days=horizon_days, seed=seed).snapshot(log, as_utc(cutoff))

@@ -38,14 +38,13 @@ sys.path.insert(0, str(REPO))
 from features.purchase_log import canonicalize  # noqa: E402
 from serving.campaign_sim import run_synthetic_campaign  # noqa: E402
 from serving.offers.policy import OfferPolicy  # noqa: E402
-from training.models import RetainModels  # noqa: E402
+from training.bundle import RetainModels  # noqa: E402
 from training.uplift import (  # noqa: E402
     UpliftModel,
-    assignments_from_scores,
     evaluate_on_held_out,
     held_out_customers,
-    uplift_training_set,
 )
+from training.uplift_data import assignments_from_scores, uplift_training_set  # noqa: E402
 
 AS_OF = "2025-01-01"
 CHURN_MODEL = {

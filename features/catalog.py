@@ -96,7 +96,7 @@ FEATURES: dict[str, FeatureDoc] = {**_BASE, **_WINDOWED, **_BEHAVIOUR}
 FEATURE_COLUMNS: tuple[str, ...] = tuple(FEATURES)
 
 # Model inputs that are not built from the log directly but by the fitted buy-till-you-die
-# baselines (``training.models``, ``use_baselines=True``, the default) from the features
+# baselines (``training.btyd_features``, ``use_baselines=True``, the default) from the features
 # above. Documented here so that every column a model can be explained by has a meaning.
 BTYD_FEATURES: dict[str, FeatureDoc] = {
     "bgnbd_p_alive": FeatureDoc("probability", "BG/NBD probability the customer is still active"),

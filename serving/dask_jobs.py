@@ -4,7 +4,7 @@
 following horizon) per customer partition on the workers and fits
 ``lightgbm.DaskLGBMClassifier`` on them. The partitions are the batch path's customer chunks
 (:mod:`serving.batch.chunks`). The fitted booster is returned as LightGBM text
-(``booster_.model_to_string()``), the format ``training.models`` stores. LightGBM's Dask
+(``booster_.model_to_string()``), the format ``training.bundle`` stores. LightGBM's Dask
 training opens sockets between worker processes, so the cluster must run worker processes
 (``LocalCluster(processes=True)``); :func:`serving.batch.dask.dask_client` starts one.
 """

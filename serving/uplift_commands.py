@@ -30,13 +30,13 @@ def read_uplift_input(path: Path) -> Any:
 
     A table with ``treated`` is taken as assignments as they are; anything else must be
     scores, whose intention-to-treat assignments are derived
-    (:func:`training.uplift.assignments_from_scores`). ``scores`` is the frame read (for
+    (:func:`training.uplift_data.assignments_from_scores`). ``scores`` is the frame read (for
     the churn probability to compare with), or None for plain assignments.
     """
     import pandas as pd
 
     from serving.batch.publish import read_scores
-    from training.uplift import UpliftDataError, assignments_from_scores
+    from training.uplift_data import UpliftDataError, assignments_from_scores
 
     if path.is_dir():
         frame = read_scores(path)
@@ -75,12 +75,8 @@ def uplift_train_command(
     from features.schema import LogConfig
     from serving.model_source import resolved_artifact
     from training.artifact import add_uplift, load_artifact
-    from training.uplift import (
-        UpliftModel,
-        evaluate_on_held_out,
-        held_out_customers,
-        uplift_training_set,
-    )
+    from training.uplift import UpliftModel, evaluate_on_held_out, held_out_customers
+    from training.uplift_data import uplift_training_set
 
     if config_file is not None:
         from features.config_file import load_log_config

@@ -8,7 +8,7 @@ Two model fits, on purpose:
    must be inside the log. These metrics (model and baselines) are what the registry's
    promotion gate compares, and they are only comparable between runs with the same
    cutoff, horizon and data fingerprint.
-2. **Production fit on all the data**: :class:`training.models.RetainModels` is fitted with
+2. **Production fit on all the data**: :class:`training.bundle.RetainModels` is fitted with
    ``as_of`` = the UTC day after the log's last timestamp, so it learns from every snapshot
    whose label window ends by the end of the log (the most recent behaviour). That fitted
    object is what gets packaged, logged and registered; the backtest fit is discarded.
@@ -127,8 +127,9 @@ def train_and_register(
     from training import registry, tracking
     from training.artifact import save_artifact
     from training.backtest import check_coverage, evaluate
-    from training.models import RetainModels, describe_snapshots
+    from training.bundle import RetainModels
     from training.plots import write_backtest_plots
+    from training.snapshots import describe_snapshots
 
     cutoff = to_utc_timestamp(as_of)
     policy_obj = OfferPolicy.default() if policy is None else OfferPolicy.from_yaml(policy)

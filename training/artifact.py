@@ -72,7 +72,7 @@ class ArtifactError(ValueError):
 class RetainArtifact:
     """A loaded, hash-checked artifact."""
 
-    models: Any  # training.models.RetainModels (imported lazily: heavy, and avoids cycles)
+    models: Any  # training.bundle.RetainModels (imported lazily: heavy, and avoids cycles)
     feature_config: Any
     segment_config: Any
     policy_yaml: str
@@ -408,7 +408,7 @@ def load_artifact(
     """
     from features.builders import FeatureConfig
     from features.segments import SegmentConfig
-    from training.models import RetainModels
+    from training.bundle import RetainModels
 
     root = Path(directory)
     manifest = verify_artifact(root, expected_manifest_sha256)

@@ -2,7 +2,7 @@
 
 Everything is decided by one cutoff ``as_of`` and a horizon ``H`` (days):
 
-- the LightGBM models (:class:`training.models.RetainModels`) train on snapshots whose label
+- the LightGBM models (:class:`training.bundle.RetainModels`) train on snapshots whose label
   windows end at or before ``as_of`` (the models class picks the snapshots);
 - BG/NBD, Pareto/NBD and Gamma-Gamma are fitted on the history before ``as_of`` (weekly
   units, the literature's convention); the recency rule learns its score -> P(churn) map on
@@ -20,77 +20,40 @@ cannot produce is ``None``.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from rich.table import Table
 
-from features.atomic import write_text_atomic
 from features.schema import PurchaseLogError
 from training import metrics
-from training.baselines import (
-    BetaGeoNBD,
-    GammaGamma,
-    ParetoNBD,
-    RecencyRule,
-    degenerate_fit,
-    rfm_summary,
+from training.backtest_result import (
+    METHODS,
+    METRIC_KEYS,
+    BacktestResult,
+    clean_metric,
 )
+from training.baseline_predictions import (
+    RANKING_COLUMN,
+    WEEK_DAYS,
+    btyd_predictions,
+    recency_predictions,
+    rfm_at,
+    spend_per_purchase,
+)
+from training.baselines.bgnbd import BetaGeoNBD
+from training.baselines.degenerate import degenerate_fit
+from training.baselines.paretonbd import ParetoNBD
 from training.labels import as_utc, build_labels
 
-METHODS: tuple[str, ...] = ("model", "bgnbd", "paretonbd", "recency")
-METHOD_LABELS: dict[str, str] = {
-    "model": "retain (LightGBM)",
-    "bgnbd": "BG/NBD",
-    "paretonbd": "Pareto/NBD",
-    "recency": "recency rule",
-}
-METRIC_KEYS: tuple[str, ...] = (
-    "churn_auc",
-    "churn_pr_auc",
-    "brier",
-    "ece",
-    "top_decile_lift",
-    "timing_cindex",
-    "timing_mae_days",
-    "count_mae",
-    "aggregate_error",
-    "spend_mae",
-    "spend_aggregate_error",
-    "spend_gini",
-)
-# +1: higher is better, -1: lower is better, 0: closer to zero is better
-METRIC_DIRECTION: dict[str, int] = {
-    "churn_auc": 1,
-    "churn_pr_auc": 1,
-    "brier": -1,
-    "ece": -1,
-    "top_decile_lift": 1,
-    "timing_cindex": 1,
-    "timing_mae_days": -1,
-    "count_mae": -1,
-    "aggregate_error": 0,
-    "spend_mae": -1,
-    "spend_aggregate_error": 0,
-    "spend_gini": 1,
-}
 PREDICTION_COLUMNS: tuple[str, ...] = (
     "churn_probability",
     "expected_days_to_next",
     "expected_purchases_horizon",
     "expected_spend_horizon",
 )
-# Optional: a churn score whose order the ranking metrics (AUC, PR-AUC, lift) read instead of
-# the probability's. The recency rule's isotonic map ties customers its raw score ranks apart
-# (up to 0.015 AUC lost); a baseline is shown at its best, so it is ranked on the raw score.
-RANKING_COLUMN = "churn_score"
 LABEL_COLUMNS: tuple[str, ...] = (
     "churn",
     "event",
@@ -99,140 +62,7 @@ LABEL_COLUMNS: tuple[str, ...] = (
     "spend_h",
     "past_purchase_days",
 )
-_WEEK_DAYS = 7.0
 _DAY = pd.Timedelta(days=1)
-
-
-@dataclass
-class BacktestResult:
-    """Per-method metrics plus the per-customer predictions and labels behind them.
-
-    ``predictions[method]`` and ``labels`` share one index (``customer_id``, the customers
-    known at the cutoff); ``labels`` holds the window outcomes and ``past_purchase_days``
-    (purchase days before the cutoff), which the plots group by.
-    """
-
-    as_of: pd.Timestamp
-    horizon_days: int
-    metrics: dict[str, dict[str, float | None]]
-    predictions: dict[str, pd.DataFrame]
-    labels: pd.DataFrame
-    training_seconds: float | None = None
-    baseline_params: dict[str, dict[str, float]] = field(default_factory=dict)
-    # BG/NBD or Pareto/NBD fits at the cutoff that collapsed (``baselines.degenerate_fit``)
-    degenerate_fits: dict[str, str] = field(default_factory=dict)
-    # the model's training snapshots, used and dropped (``RetainModels.snapshots_``)
-    training_snapshots: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def n_customers(self) -> int:
-        return len(self.labels)
-
-    @property
-    def methods(self) -> tuple[str, ...]:
-        return tuple(self.metrics)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready figures (no per-customer rows); ``None`` marks a metric a method lacks."""
-        return {
-            "as_of": self.as_of.isoformat(),
-            "horizon_days": int(self.horizon_days),
-            "n_customers": self.n_customers,
-            "churn_rate": _clean(float(self.labels["churn"].mean())) if len(self.labels) else None,
-            "training_seconds": _clean(self.training_seconds),
-            "methods": list(self.metrics),
-            "metrics": {
-                method: {key: _clean(values.get(key)) for key in METRIC_KEYS}
-                for method, values in self.metrics.items()
-            },
-            "baseline_params": {
-                name: {k: _clean(v) for k, v in params.items()}
-                for name, params in self.baseline_params.items()
-            },
-            "degenerate_fits": dict(self.degenerate_fits),
-            "training_snapshots": list(self.training_snapshots),
-        }
-
-    def notes(self) -> list[str]:
-        """What a reader must know besides the table: snapshots dropped, degenerate fits."""
-        from training.models import describe_snapshots
-
-        lines = describe_snapshots(self.training_snapshots)
-        for name, why in self.degenerate_fits.items():
-            lines.append(f"degenerate {METHOD_LABELS.get(name, name)} fit at the cutoff: {why}")
-        return lines
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
-
-    def write_json(self, path: str | os.PathLike[str]) -> Path:
-        """Write :meth:`to_json` atomically (temp file in the same directory, then rename)."""
-        return write_text_atomic(Path(path), self.to_json() + "\n")
-
-    def table(self, title: str | None = None) -> Table:
-        """A rich Table, metrics as rows and methods side by side; the best value is bold."""
-        heading = title or (
-            f"backtest at {self.as_of.date()} (H = {self.horizon_days} d, "
-            f"{self.n_customers:,} customers)"
-        )
-        table = Table(title=heading)
-        table.add_column("metric", style="cyan")
-        for method in self.metrics:
-            table.add_column(METHOD_LABELS.get(method, method), justify="right")
-        best = best_methods(self.metrics)
-        for key in METRIC_KEYS:
-            cells = []
-            for method, values in self.metrics.items():
-                text = format_metric(values.get(key))
-                cells.append(f"[bold green]{text}[/]" if method in best.get(key, ()) else text)
-            table.add_row(key, *cells)
-        return table
-
-    def text_table(self) -> str:
-        """The same table as plain text (logs, reports, tests)."""
-        methods = list(self.metrics)
-        header = ["metric", *methods]
-        rows = [
-            [key, *(format_metric(self.metrics[m].get(key)) for m in methods)]
-            for key in METRIC_KEYS
-        ]
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-        lines = [
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(r, widths, strict=True))
-            )
-            for r in [header, *rows]
-        ]
-        return "\n".join(lines)
-
-
-def _clean(value: Any) -> float | None:
-    """A JSON-safe float: None stays None, NaN/inf become None."""
-    if value is None:
-        return None
-    out = float(value)
-    return out if np.isfinite(out) else None
-
-
-def format_metric(value: float | None) -> str:
-    return "n/a" if value is None or not np.isfinite(value) else f"{value:.4f}"
-
-
-def best_methods(table: Mapping[str, Mapping[str, float | None]]) -> dict[str, set[str]]:
-    """For each metric, the method(s) with the best value (ties share it)."""
-    out: dict[str, set[str]] = {}
-    for key in METRIC_KEYS:
-        direction = METRIC_DIRECTION[key]
-        scored = {
-            m: (abs(v) if direction == 0 else -direction * v)
-            for m, vals in table.items()
-            if (v := vals.get(key)) is not None and np.isfinite(v)
-        }
-        if scored:
-            low = min(scored.values())
-            out[key] = {m for m, s in scored.items() if np.isclose(s, low, rtol=0, atol=1e-12)}
-    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -310,7 +140,7 @@ def method_metrics(
             float(metrics.aggregate_error(expected_spend, spend)) if spend.sum() > 0 else None
         )
         out["spend_gini"] = float(metrics.gini(spend, expected_spend)) if spend.sum() > 0 else None
-    return {k: _clean(v) for k, v in out.items()}
+    return {k: clean_metric(v) for k, v in out.items()}
 
 
 def _complete(values: pd.Series, name: str) -> np.ndarray:
@@ -374,91 +204,6 @@ def check_coverage(log: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int) ->
         )
 
 
-def _rfm(log: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
-    out = rfm_summary(log, as_of, time_unit_days=_WEEK_DAYS)
-    out.index = pd.Index(out.index.astype(str), name="customer_id", dtype="str")
-    return out
-
-
-def _btyd_predictions(
-    model: BetaGeoNBD | ParetoNBD,
-    rfm: pd.DataFrame,
-    spend_per_purchase: np.ndarray,
-    horizon_weeks: float,
-) -> pd.DataFrame:
-    x, tx, age = (rfm[c].to_numpy(dtype=np.float64) for c in ("frequency", "recency", "T"))
-    purchases = model.conditional_expected_purchases(horizon_weeks, x, tx, age)
-    silent = model.probability_of_no_purchase(horizon_weeks, x, tx, age)
-    # E[T | T < H] = (E[min(T, H)] - H * S(H)) / (1 - S(H)), from the survival curve
-    restricted = model.restricted_mean_time_to_purchase(horizon_weeks, x, tx, age)
-    returning = 1.0 - silent
-    with np.errstate(divide="ignore", invalid="ignore"):
-        conditional = np.where(
-            returning > 1e-9, (restricted - horizon_weeks * silent) / returning, horizon_weeks
-        )
-    return pd.DataFrame(
-        {
-            "churn_probability": silent,
-            "expected_days_to_next": _WEEK_DAYS * np.clip(conditional, 0.0, horizon_weeks),
-            "expected_purchases_horizon": purchases,
-            "expected_spend_horizon": purchases * spend_per_purchase,
-        },
-        index=rfm.index,
-    )
-
-
-def _recency_predictions(
-    log: pd.DataFrame,
-    as_of: pd.Timestamp,
-    horizon_days: int,
-    rfm: pd.DataFrame,
-    spend_per_purchase: np.ndarray,
-) -> pd.DataFrame:
-    """Recency rule calibrated on the snapshot ``as_of - H`` (its labels end at ``as_of``)."""
-    past = as_of - pd.Timedelta(days=horizon_days)
-    past_rfm = _rfm(log, past)
-    if len(past_rfm) == 0:
-        raise PurchaseLogError(
-            f"the recency rule needs customers before {past.date()} (as_of - horizon) to "
-            "calibrate on; the log starts later"
-        )
-    past_labels = build_labels(log, past, horizon_days).reindex(past_rfm.index)
-    rule = RecencyRule().fit(
-        past_rfm["frequency"],
-        past_rfm["recency"],
-        past_rfm["T"],
-        past_labels["churn"].to_numpy(dtype=np.int64),
-    )
-    x, tx, age = (rfm[c].to_numpy(dtype=np.float64) for c in ("frequency", "recency", "T"))
-    purchases = rule.conditional_expected_purchases(horizon_days / _WEEK_DAYS, x, tx, age)
-    return pd.DataFrame(
-        {
-            "churn_probability": rule.predict_churn_probability(x, tx, age),
-            RANKING_COLUMN: rule.score(x, tx, age),
-            "expected_days_to_next": np.nan,
-            "expected_purchases_horizon": purchases,
-            "expected_spend_horizon": purchases * spend_per_purchase,
-        },
-        index=rfm.index,
-    )
-
-
-def _spend_per_purchase(rfm: pd.DataFrame) -> tuple[np.ndarray, dict[str, float]]:
-    """Gamma-Gamma expected spend per purchase day, fitted on repeat buyers with spend > 0."""
-    x = rfm["frequency"].to_numpy(dtype=np.float64)
-    m = rfm["monetary_value"].to_numpy(dtype=np.float64)
-    use = (x > 0) & (m > 0)
-    gg = GammaGamma().fit(x[use], m[use])
-    if gg.params_["q"] <= 1.0:
-        # the population mean p*v/(q-1) does not exist: fall back to the sample mean for x = 0
-        per = np.where(
-            x > 0, gg.conditional_expected_average_profit(np.maximum(x, 1), m), m[use].mean()
-        )
-    else:
-        per = gg.conditional_expected_average_profit(x, m)
-    return np.maximum(per, 0.0), dict(gg.params_)
-
-
 def _model_predictions(
     log: pd.DataFrame,
     as_of: pd.Timestamp,
@@ -467,7 +212,7 @@ def _model_predictions(
     seed: int,
     index: pd.Index,
 ) -> tuple[pd.DataFrame, float, list[dict[str, Any]]]:
-    from training.models import RetainModels  # lands in parallel; heavy import kept local
+    from training.bundle import RetainModels  # heavy import kept local
 
     params = dict(models_params or {})
     params.setdefault("horizon_days", horizon_days)
@@ -530,7 +275,7 @@ def score_fitted(
 
 def snapshot_note(as_of: pd.Timestamp, horizon_days: int, name: str, why: str) -> dict[str, Any]:
     """The scoring cutoff's degenerate feature baseline, in ``snapshots_``' record form."""
-    from training.models import snapshot_record
+    from training.snapshots import snapshot_record
 
     record = snapshot_record(as_of, horizon_days, None, 0, {name: why})
     record["scoring"] = True
@@ -575,7 +320,7 @@ def evaluate(
     labels = build_labels(log, cutoff, horizon_days)
     if len(labels) == 0:
         raise PurchaseLogError(f"no customer has an order before the cutoff {cutoff}")
-    rfm = _rfm(log, cutoff).reindex(labels.index)
+    rfm = rfm_at(log, cutoff).reindex(labels.index)
     if rfm["frequency"].isna().any():
         missing = list(labels.index[rfm["frequency"].isna().to_numpy()][:5])
         raise ValueError(f"labels and RFM summary disagree on the population, e.g. {missing}")
@@ -586,11 +331,11 @@ def evaluate(
     degenerate: dict[str, str] = {}
     snapshots: list[dict[str, Any]] = []
     training_seconds: float | None = None
-    horizon_weeks = horizon_days / _WEEK_DAYS
+    horizon_weeks = horizon_days / WEEK_DAYS
     baselines = [m for m in methods if m != "model"]
     spend = np.zeros(len(rfm))
     if baselines:
-        spend, params["gammagamma"] = _spend_per_purchase(rfm)
+        spend, params["gammagamma"] = spend_per_purchase(rfm)
     for method in methods:
         if method == "model":
             predictions[method], training_seconds, snapshots = _model_predictions(
@@ -603,9 +348,9 @@ def evaluate(
             span = float(rfm["T"].max())
             if (why := degenerate_fit(method, btyd.params_, span)) is not None:
                 degenerate[method] = why
-            predictions[method] = _btyd_predictions(btyd, rfm, spend, horizon_weeks)
+            predictions[method] = btyd_predictions(btyd, rfm, spend, horizon_weeks)
         else:
-            predictions[method] = _recency_predictions(log, cutoff, horizon_days, rfm, spend)
+            predictions[method] = recency_predictions(log, cutoff, horizon_days, rfm, spend)
     result = result_from_predictions(
         predictions, labels, cutoff, horizon_days, training_seconds, params
     )

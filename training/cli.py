@@ -39,7 +39,7 @@ def _parse_model_params(items: list[str]) -> dict[str, Any]:
 
     import yaml
 
-    from training.models import RetainModels
+    from training.bundle import RetainModels
 
     known = set(inspect.signature(RetainModels.__init__).parameters) - {"self", "horizon_days"}
     out: dict[str, Any] = {}

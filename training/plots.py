@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from features.atomic import write_atomic
-from training.backtest import METHOD_LABELS, BacktestResult
+from training.backtest_result import METHOD_LABELS, BacktestResult
 from training.metrics import calibration_curve
 
 MAX_REPEAT = 7  # the last frequency group is "7 or more repeat purchase days"

@@ -282,12 +282,8 @@ def test_04_campaigns_uplift(tmp_path: Path) -> None:
     from serving.lift.policy_update import rule_updates
     from serving.offers.policy import OfferPolicy
     from training.metrics import qini_coefficient
-    from training.uplift import (
-        UpliftModel,
-        assignments_from_scores,
-        held_out_customers,
-        uplift_training_set,
-    )
+    from training.uplift import UpliftModel, held_out_customers
+    from training.uplift_data import assignments_from_scores, uplift_training_set
 
     nb = run_notebook("04_campaigns_uplift.ipynb", {**CAMPAIGN_PARAMS, "WORKDIR": str(tmp_path)})
 

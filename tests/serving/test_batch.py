@@ -34,7 +34,7 @@ from serving.batch.publish import PAUSE_ENV, SCORE_SCHEMA, SUCCESS_NAME, SUMMARY
 from serving.offers.policy import OfferPolicy
 from serving.scorer import SCORE_COLUMNS, ScoringModel, score
 from training.artifact import save_artifact
-from training.models import RetainModels
+from training.bundle import RetainModels
 
 AS_OF = "2024-06-01"
 FIT_AS_OF = "2024-05-01"

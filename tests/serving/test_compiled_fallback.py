@@ -19,7 +19,8 @@ from features.synth import generate_purchase_log
 from serving.offers.policy import OfferPolicy
 from serving.scorer import NUMBER_COLUMNS, SCORE_COLUMNS, ScoringModel, score
 from training.artifact import save_artifact
-from training.models import CompiledTreesUnavailable, RetainModels
+from training.bundle import RetainModels
+from training.compiled import CompiledTreesUnavailable
 
 AS_OF = "2024-06-01"
 HORIZON = 30

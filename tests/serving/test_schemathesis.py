@@ -24,7 +24,7 @@ from features.synth import generate_purchase_log
 from serving.offers.policy import OfferPolicy
 from tests.serving.conftest import free_port
 from training.artifact import save_artifact
-from training.models import RetainModels
+from training.bundle import RetainModels
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

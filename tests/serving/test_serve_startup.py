@@ -32,7 +32,7 @@ from serving.offers.policy import OfferPolicy
 from serving.scorer import ScoringModel, score_features
 from tests.serving.conftest import free_port
 from training.artifact import save_artifact
-from training.models import RetainModels
+from training.bundle import RetainModels
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

@@ -30,7 +30,7 @@ from serving.schemas import ScoreResponse
 from serving.scorer import ScoringModel, score, score_features
 from tests.serving.conftest import free_port
 from training.artifact import save_artifact
-from training.models import RetainModels
+from training.bundle import RetainModels
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

@@ -31,7 +31,7 @@ from serving.scorer import ScoringModel, score, score_log
 from serving.service import score_records
 from tests.serving.test_service_http import history_of, post, start_service, stop_service
 from training.artifact import add_uplift, load_artifact, save_artifact
-from training.models import RetainModels
+from training.bundle import RetainModels
 
 pytestmark = [pytest.mark.slow]
 

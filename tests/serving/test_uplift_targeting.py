@@ -15,13 +15,8 @@ import pytest
 from features.purchase_log import canonicalize
 from serving.campaign_sim import run_synthetic_campaign
 from serving.offers.policy import OfferPolicy
-from training.uplift import (
-    UpliftModel,
-    assignments_from_scores,
-    evaluate_on_held_out,
-    held_out_customers,
-    uplift_training_set,
-)
+from training.uplift import UpliftModel, evaluate_on_held_out, held_out_customers
+from training.uplift_data import assignments_from_scores, uplift_training_set
 
 pytestmark = [pytest.mark.slow]
 WINDOW = 90

@@ -78,7 +78,7 @@ def no_dropout_log(
     """Poisson buyers who never drop out, all starting in the first month.
 
     BG/NBD and Pareto/NBD fitted on it collapse to the no-dropout fit (their dropout shapes
-    a and s go to ~3e-4): the case ``training.baselines.degenerate_fit`` detects.
+    a and s go to ~3e-4): the case ``training.baselines.degenerate.degenerate_fit`` detects.
     """
     rng = np.random.default_rng(seed)
     rate = rng.gamma(2.0, 1 / 40.0, n_customers)  # purchases per day

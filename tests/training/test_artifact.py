@@ -22,7 +22,7 @@ from training.artifact import (
     load_artifact,
     save_artifact,
 )
-from training.models import RetainModels
+from training.bundle import RetainModels
 
 POLICY_YAML = "version: 1\nrules: []\n"
 SCORE_AT = pd.Timestamp("2023-12-01", tz="UTC")

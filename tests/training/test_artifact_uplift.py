@@ -21,7 +21,7 @@ from training.artifact import (
     load_artifact,
     save_artifact,
 )
-from training.models import RetainModels
+from training.bundle import RetainModels
 from training.uplift import UpliftModel
 
 SCORE_AT = pd.Timestamp("2023-12-01", tz="UTC")
@@ -163,7 +163,7 @@ def test_uplift_scores_without_compiled_trees_with_one_warning_and_the_same_numb
     import sys
     import warnings
 
-    from training.models import CompiledTreesUnavailable
+    from training.compiled import CompiledTreesUnavailable
 
     out = add_uplift(source, uplift, tmp_path / "with_uplift")
     values = features[list(uplift.feature_names_in_)].to_numpy(dtype=np.float64)

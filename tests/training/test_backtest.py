@@ -12,14 +12,8 @@ import pytest
 from features.purchase_log import canonicalize
 from features.schema import PurchaseLogError
 from features.synth import generate_purchase_log
-from training.backtest import (
-    METHODS,
-    METRIC_KEYS,
-    BacktestResult,
-    best_methods,
-    evaluate,
-    result_from_predictions,
-)
+from training.backtest import evaluate, result_from_predictions
+from training.backtest_result import METHODS, METRIC_KEYS, BacktestResult, best_methods
 from training.labels import build_labels
 
 AS_OF = "2024-01-01"
@@ -215,7 +209,8 @@ def test_evaluate_end_to_end(synth_log: pd.DataFrame, synth_result: BacktestResu
 def test_baseline_churn_is_probability_of_no_purchase(
     synth_log: pd.DataFrame, synth_result: BacktestResult
 ) -> None:
-    from training.baselines import BetaGeoNBD, rfm_summary
+    from training.baselines.bgnbd import BetaGeoNBD
+    from training.baselines.summary import rfm_summary
 
     rfm = rfm_summary(synth_log, "2024-07-01", time_unit_days=7.0)
     params = synth_result.baseline_params["bgnbd"]
@@ -252,7 +247,7 @@ def test_score_fitted_is_the_backtest_of_that_fitted_model() -> None:
     """A model fitted elsewhere (the champion) is judged on the same population, labels and
     metrics as evaluate()'s own fit: fitted identically, the figures are identical."""
     from training.backtest import score_fitted
-    from training.models import RetainModels
+    from training.bundle import RetainModels
 
     params = {
         "horizon_days": 60,
@@ -286,7 +281,7 @@ def test_ranking_metrics_read_the_raw_score_when_given() -> None:
 def test_recency_rule_is_ranked_on_its_raw_silence(
     synth_log: pd.DataFrame, synth_result: BacktestResult
 ) -> None:
-    from training.baselines import rfm_summary
+    from training.baselines.summary import rfm_summary
     from training.metrics import roc_auc
 
     rfm = rfm_summary(synth_log, "2024-07-01", time_unit_days=7.0)

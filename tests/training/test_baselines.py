@@ -14,7 +14,11 @@ import pytest
 from scipy import integrate
 from sklearn.exceptions import NotFittedError
 
-from training.baselines import BetaGeoNBD, GammaGamma, ParetoNBD, RecencyRule, rfm_summary
+from training.baselines.bgnbd import BetaGeoNBD
+from training.baselines.gammagamma import GammaGamma
+from training.baselines.paretonbd import ParetoNBD
+from training.baselines.recency import RecencyRule
+from training.baselines.summary import rfm_summary
 from training.metrics import roc_auc
 
 CALIBRATION_END = "1997-10-01"  # first holdout day; calibration = 1997-01-01 .. 1997-09-30
@@ -513,7 +517,7 @@ def test_fit_recovers_simulated_bgnbd() -> None:
 
 
 def test_degenerate_fit_rule() -> None:
-    from training.baselines import degenerate_fit
+    from training.baselines.degenerate import degenerate_fit
 
     # fits on a log without dropout (tests.training.conftest.no_dropout_log)
     collapsed_bg = {"r": 2.34, "alpha": 7.29, "a": 0.0118, "b": 57.5}

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from features.purchase_log import canonicalize
 from features.synth import generate_purchase_log
 from serving.cli import app
-from training.backtest import METHODS, METRIC_KEYS
+from training.backtest_result import METHODS, METRIC_KEYS
 from training.labels import build_labels
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

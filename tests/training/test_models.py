@@ -8,17 +8,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 
 from features.builders import FeatureConfig, build_features
 from tests.training.conftest import simulate_log
+from training.btyd_features import baseline_offset
+from training.bundle import PREDICTION_COLUMNS, RetainModels
 from training.calibration import ProbabilityCalibrator
+from training.churn import ChurnModel
 from training.labels import build_labels
-from training.models import (
-    PREDICTION_COLUMNS,
-    RetainModels,
+from training.spend import SpendModel
+from training.timing import (
+    TimingModel,
     align_survival,
-    baseline_offset,
     day_bins,
     person_period,
     survival_summaries,
@@ -145,6 +149,62 @@ def test_save_load_round_trip(fitted: RetainModels, features: pd.DataFrame, tmp_
     assert [s["used"] for s in fitted.snapshots_ if s["horizon_days"] == H] == [True] * 3
 
 
+def test_get_params_returns_every_init_parameter_and_rebuilds_the_estimator() -> None:
+    model = RetainModels(horizon_days=30, lgb_params={"num_leaves": 3}, **SMALL)
+    params = model.get_params()
+    assert params["horizon_days"] == 30 and params["lgb_params"] == {"num_leaves": 3}
+    assert params["num_boost_round"] == SMALL["num_boost_round"]
+    assert params["use_baselines"] is True  # a default
+    assert len(params) == 20
+    assert RetainModels(**params).get_params() == params
+
+
+def test_clone_gives_an_unfitted_estimator_with_equal_params(
+    fitted: RetainModels, features: pd.DataFrame
+) -> None:
+    check_is_fitted(fitted)
+    learned = set(vars(fitted)) - set(fitted.get_params())
+    assert "churn_" in learned and all(name.endswith("_") for name in learned)
+    copy = clone(fitted)
+    assert copy.get_params() == fitted.get_params()
+    assert not any(name.endswith("_") for name in vars(copy))
+    with pytest.raises(NotFittedError):
+        check_is_fitted(copy)
+    with pytest.raises(NotFittedError, match="not fitted"):
+        copy.predict_features(features, AS_OF)
+
+
+def test_set_params_changes_the_copy_only(fitted: RetainModels) -> None:
+    copy = clone(fitted)
+    assert copy.set_params(horizon_days=30, lgb_params={"num_leaves": 3}) is copy
+    assert copy.get_params()["horizon_days"] == 30 and copy.horizon_days == 30
+    assert copy.get_params()["lgb_params"] == {"num_leaves": 3}
+    assert fitted.horizon_days == H and fitted.lgb_params is None
+    round_trip = clone(copy)
+    assert round_trip.get_params() == copy.get_params()
+    with pytest.raises(ValueError, match="no_such_parameter"):
+        copy.set_params(no_such_parameter=1)
+
+
+def test_each_model_restores_its_own_state(fitted: RetainModels, features: pd.DataFrame) -> None:
+    x = fitted.model_input(features.to_numpy(dtype=np.float64), list(features.columns))
+    churn = ChurnModel.from_state(
+        json.loads(json.dumps(fitted.churn_.to_state())), fitted.churn_.booster_
+    )
+    np.testing.assert_array_equal(churn.predict_proba(x), fitted.churn_.predict_proba(x))
+    timing = TimingModel.from_state(
+        json.loads(json.dumps(fitted.timing_.to_state())), fitted.timing_.booster_
+    )
+    np.testing.assert_array_equal(timing.survival(x), fitted.timing_.survival(x))
+    for model in (fitted.count_, fitted.spend_):
+        state = json.loads(json.dumps(model.to_state()))
+        again = SpendModel.from_state(state, model.booster_)
+        assert again.objective == model.objective and again.scale_ == model.scale_
+        np.testing.assert_array_equal(again.predict(x), model.predict(x))
+    with pytest.raises(NotFittedError):
+        SpendModel().to_state()
+
+
 def test_column_order_does_not_matter(fitted: RetainModels, features: pd.DataFrame) -> None:
     shuffled = features[list(np.random.default_rng(0).permutation(features.columns))]
     shuffled = shuffled.assign(unrelated=1.0)
@@ -212,7 +272,7 @@ def test_compiled_boosters_predict_what_lightgbm_predicts(
 ) -> None:
     """lleaves machine code from the saved text gives LightGBM's numbers; empty input too."""
     compiled = RetainModels.load(fitted.save(tmp_path / "models")).compile()
-    assert compiled.churn_._forest is not None and fitted.churn_._forest is None
+    assert compiled.churn_.compiled and not fitted.churn_.compiled
     expected = fitted.predict_features(features, AS_OF)
     got = compiled.predict_features(features, AS_OF)
     numbers = [c for c in PREDICTION_COLUMNS if c != "expected_next_purchase_date"]

@@ -13,12 +13,8 @@ from sklearn.exceptions import NotFittedError
 
 from features.builders import build_features
 from tests.training.conftest import make_log, simulate_log
-from training.uplift import (
-    UpliftDataError,
-    UpliftModel,
-    assignments_from_scores,
-    uplift_training_set,
-)
+from training.uplift import UpliftModel
+from training.uplift_data import UpliftDataError, assignments_from_scores, uplift_training_set
 
 SEND = pd.Timestamp("2024-03-01", tz="UTC")
 
