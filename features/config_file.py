@@ -177,7 +177,7 @@ def apply_options(
     ``--strict`` and ``--timezone`` override its fields. Fields the file or an option set
     stay marked as set (``model_fields_set``), the rest are defaults.
     """
-    from features.purchase_log import parse_mapping
+    from features.reading import parse_mapping
 
     update: dict[str, Any] = {}
     if mapping:

@@ -63,9 +63,9 @@ from features.atomic import (
     write_text_atomic,
 )
 from features.builders import COUNT_COLUMNS, build_feature_block
+from features.canonical import LoadReport
 from features.catalog import FEATURE_COLUMNS
 from features.errors import UserError
-from features.purchase_log import LoadReport
 from serving.offers import OfferPolicy
 from serving.scorer import SCORE_COLUMNS, ScoringModel, score, score_block
 
