@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
@@ -48,12 +48,11 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.catalog import FEATURE_COLUMNS, WINDOWS_DAYS
-from features.errors import InputError
 from features.log_arrays import LogArrays
 from features.returns import match_log_returns, net_amounts
-from features.schema import CANONICAL_COLUMNS, EARLIEST_TIME, LATEST_TIME, PurchaseLogError
+from features.schema import CANONICAL_COLUMNS, PurchaseLogError
+from features.utc import US_PER_DAY, to_utc_timestamp
 
-US_PER_DAY = 86_400_000_000
 TREND_DAYS = 180
 SEASON_LAG_DAYS = 365
 COUNT_COLUMNS: frozenset[str] = frozenset(
@@ -90,32 +89,6 @@ class FeatureConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     horizon_days: int = Field(default=90, gt=0, le=365)
-
-
-def to_utc_timestamp(as_of: str | datetime | pd.Timestamp, name: str = "as_of") -> pd.Timestamp:
-    """``as_of`` as a tz-aware UTC timestamp; naive input is taken as UTC.
-
-    A UTC ``Timestamp`` is returned as is: the scorer passes one on every call. Anything else
-    is parsed and must lie in the purchase log's time range (``features.schema``), else an
-    :class:`~features.errors.InputError` names ``name`` and the value.
-    """
-    if type(as_of) is pd.Timestamp and as_of.tzinfo is UTC:
-        return as_of
-    try:
-        ts = pd.Timestamp(as_of)
-    except (ValueError, TypeError, OverflowError):
-        ts = None
-    if ts is None or ts is pd.NaT:
-        raise InputError(
-            f"{name} {as_of!r} is not a point in time; use YYYY-MM-DD (UTC) or an ISO 8601 time"
-        )
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    if not EARLIEST_TIME <= ts < LATEST_TIME:
-        raise InputError(
-            f"{name} {as_of!r} is outside the supported range "
-            f"[{EARLIEST_TIME.date()}, {LATEST_TIME.date()}) UTC"
-        )
-    return ts
 
 
 class FeatureBlock:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.builders import build_features, to_utc_timestamp
+from features.builders import build_features
 from features.campaigns import (
     CampaignEffects,
     assignments_from_scores,
@@ -32,6 +32,7 @@ from features.campaigns import (
 from features.purchase_log import canonicalize
 from features.segments import assign_segments
 from features.synth import generate_purchase_log
+from features.utc import to_utc_timestamp
 from serving.offers import OfferPolicy, apply_policy
 
 

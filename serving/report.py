@@ -34,10 +34,11 @@ import numpy as np
 import pandas as pd
 
 from features.atomic import write_text_atomic
-from features.builders import build_features, to_utc_timestamp
+from features.builders import build_features
 from features.errors import InputError
 from features.kpis import cohort_retention, compute_kpis
 from features.segments import SEGMENTS, assign_segments, summarize_segments
+from features.utc import to_utc_timestamp
 
 SECTION_IDS: tuple[str, ...] = (
     "kpis",

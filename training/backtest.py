@@ -34,6 +34,7 @@ from rich.table import Table
 
 from features.atomic import write_text_atomic
 from features.schema import PurchaseLogError
+from features.utc import to_utc_timestamp
 from training import metrics
 from training.baselines import (
     BetaGeoNBD,
@@ -43,7 +44,7 @@ from training.baselines import (
     degenerate_fit,
     rfm_summary,
 )
-from training.labels import as_utc, build_labels
+from training.labels import build_labels
 
 METHODS: tuple[str, ...] = ("model", "bgnbd", "paretonbd", "recency")
 METHOD_LABELS: dict[str, str] = {
@@ -338,7 +339,7 @@ def result_from_predictions(
         method: method_metrics(frame, labels, horizon_days) for method, frame in predictions.items()
     }
     return BacktestResult(
-        as_of=as_utc(as_of),
+        as_of=to_utc_timestamp(as_of),
         horizon_days=int(horizon_days),
         metrics=table,
         predictions=dict(predictions),
@@ -519,7 +520,7 @@ def score_fitted(
             f"the model predicts a {models.horizon_days}-day horizon; this backtest's is "
             f"{horizon_days} days"
         )
-    cutoff = as_utc(as_of)
+    cutoff = to_utc_timestamp(as_of)
     check_coverage(log, cutoff, horizon_days)
     labels = build_labels(log, cutoff, horizon_days)
     if len(labels) == 0:
@@ -569,7 +570,7 @@ def evaluate(
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
     if horizon_days < 1:
         raise ValueError(f"horizon_days must be >= 1, got {horizon_days}")
-    cutoff = as_utc(as_of)
+    cutoff = to_utc_timestamp(as_of)
     check_coverage(log, cutoff, horizon_days)
 
     labels = build_labels(log, cutoff, horizon_days)

@@ -40,6 +40,7 @@ from sklearn.exceptions import NotFittedError
 from features.builders import FeatureConfig, build_features
 from features.catalog import FEATURE_COLUMNS
 from features.errors import InputError
+from features.utc import US_PER_DAY
 from training.metrics import qini_coefficient, uplift_at_top
 from training.models import CompiledForest, CompiledTreesUnavailable
 
@@ -48,7 +49,6 @@ ASSIGNMENT_COLUMNS: tuple[str, ...] = ("customer_id", "send_date", "treated")
 MODEL_FILE = "uplift_model.json"
 FORMAT_VERSION = 1
 Learner = Literal["two_model", "transformed_outcome"]
-_US_PER_DAY = 86_400_000_000
 
 
 class UpliftDataError(InputError):
@@ -263,7 +263,7 @@ def uplift_training_set(
             f"their send date, e.g. customer_id {_examples(ids, ~found)}"
         )
     start_us = send.asi8
-    bought = _outcomes(log, ids, start_us, start_us + window_days * _US_PER_DAY)
+    bought = _outcomes(log, ids, start_us, start_us + window_days * US_PER_DAY)
     features = pd.DataFrame(
         values, index=pd.Index(ids, dtype="str", name="customer_id"), columns=FEATURE_COLUMNS
     )
