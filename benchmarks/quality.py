@@ -196,12 +196,14 @@ def in_period_ceiling(
     from sklearn.model_selection import StratifiedKFold
 
     from features.catalog import FEATURE_COLUMNS
+    from features.utc import to_utc_timestamp
     from training.btyd_features import BASELINE_FEATURES
     from training.bundle import RetainModels
-    from training.labels import as_utc
 
     # the very snapshot builder training uses: same features, baseline outputs and labels
-    data = RetainModels(horizon_days=horizon_days, seed=seed).snapshot(log, as_utc(cutoff))
+    data = RetainModels(horizon_days=horizon_days, seed=seed).snapshot(
+        log, to_utc_timestamp(cutoff)
+    )
     inputs = [c for c in data.columns if c in FEATURE_COLUMNS or c in BASELINE_FEATURES]
     x = data[inputs].to_numpy(dtype=np.float64, na_value=np.nan)
     y = data["churn"].to_numpy(dtype=np.float64)

@@ -36,24 +36,30 @@ group boundaries); nothing loops over customers in Python.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
-from typing import Any, NamedTuple, TypeVar
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.catalog import FEATURE_COLUMNS, WINDOWS_DAYS
-from features.errors import InputError
+from features.feature_inputs import (
+    InputColumns,
+    PurchaseRows,
+    array_columns,
+    bool_column,
+    check_amount,
+    check_columns,
+    check_sorted,
+    frame_columns,
+    take_kept,
+    timestamps_us,
+)
 from features.log_arrays import LogArrays
 from features.returns import match_log_returns, net_amounts
-from features.schema import CANONICAL_COLUMNS, EARLIEST_TIME, LATEST_TIME, PurchaseLogError
+from features.utc import US_PER_DAY, to_utc_timestamp
 
-US_PER_DAY = 86_400_000_000
 TREND_DAYS = 180
 SEASON_LAG_DAYS = 365
 COUNT_COLUMNS: frozenset[str] = frozenset(
@@ -68,20 +74,8 @@ COUNT_COLUMNS: frozenset[str] = frozenset(
         *(f"orders_{w}d" for w in WINDOWS_DAYS),
     }
 )
-_USED_COLUMNS: tuple[str, ...] = (
-    "customer_id",
-    "timestamp",
-    "amount",
-    "quantity",
-    "order_id",
-    "category",
-    "discount",
-    "channel",
-    "is_return",
-)
 _THREADED_MIN_ROWS = 200_000
 _CATALOG = frozenset(FEATURE_COLUMNS)
-T = TypeVar("T")
 
 
 class FeatureConfig(BaseModel):
@@ -90,32 +84,6 @@ class FeatureConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     horizon_days: int = Field(default=90, gt=0, le=365)
-
-
-def to_utc_timestamp(as_of: str | datetime | pd.Timestamp, name: str = "as_of") -> pd.Timestamp:
-    """``as_of`` as a tz-aware UTC timestamp; naive input is taken as UTC.
-
-    A UTC ``Timestamp`` is returned as is: the scorer passes one on every call. Anything else
-    is parsed and must lie in the purchase log's time range (``features.schema``), else an
-    :class:`~features.errors.InputError` names ``name`` and the value.
-    """
-    if type(as_of) is pd.Timestamp and as_of.tzinfo is UTC:
-        return as_of
-    try:
-        ts = pd.Timestamp(as_of)
-    except (ValueError, TypeError, OverflowError):
-        ts = None
-    if ts is None or ts is pd.NaT:
-        raise InputError(
-            f"{name} {as_of!r} is not a point in time; use YYYY-MM-DD (UTC) or an ISO 8601 time"
-        )
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    if not EARLIEST_TIME <= ts < LATEST_TIME:
-        raise InputError(
-            f"{name} {as_of!r} is outside the supported range "
-            f"[{EARLIEST_TIME.date()}, {LATEST_TIME.date()}) UTC"
-        )
-    return ts
 
 
 class FeatureBlock:
@@ -206,13 +174,13 @@ def build_feature_block(
         codes, ts, amount = log.customer_codes, log.timestamp_us, log.amount
         is_return = log.is_return
     else:
-        _check_columns(log)
+        check_columns(log)
         codes = np.asarray(log["customer_id"].array.codes)
-        ts = _timestamps_us(log["timestamp"])
-        is_return = _bool_column(log, "is_return")
+        ts = timestamps_us(log["timestamp"])
+        is_return = bool_column(log, "is_return")
         amount = log["amount"].to_numpy(dtype=np.float64)
-    _check_sorted(codes, ts)
-    _check_amount(amount)
+    check_sorted(codes, ts)
+    check_amount(amount)
 
     before = ts < cutoff
     if (is_return & before).any():
@@ -230,67 +198,21 @@ def build_feature_block(
     rows = np.flatnonzero(before & ~is_return)
     if rows.size == 0:
         return _empty_block()
-    data = _Rows(codes, ts, amount, is_return, before, rows, rows.size == len(log))
+    data = PurchaseRows(codes, ts, amount, is_return, before, rows, rows.size == len(log))
     if isinstance(log, LogArrays):
-        return _build(_array_columns(log, data), data, cutoff_ns, config)
+        return _build(array_columns(log, data), data, cutoff_ns, config)
     # string work (pyarrow, releases the GIL) runs beside the numpy work on large logs
     pool = ThreadPoolExecutor(max_workers=2) if len(log) >= _THREADED_MIN_ROWS else None
     try:
-        return _build(_frame_columns(log, data, pool), data, cutoff_ns, config)
+        return _build(frame_columns(log, data, pool), data, cutoff_ns, config)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-class _Rows(NamedTuple):
-    """Validated whole-log arrays and the purchase rows before as_of (``rows``)."""
-
-    codes: np.ndarray
-    ts: np.ndarray
-    amount: np.ndarray
-    is_return: np.ndarray
-    before: np.ndarray
-    rows: np.ndarray
-    all_rows: bool  # every row is a purchase before as_of: skip the gathers
-
-
-class _Columns(NamedTuple):
-    """The rest of the log the features read: futures for the text work, kept rows only."""
-
-    order_changes: Future[np.ndarray]  # consecutive kept rows: does the order id change
-    category_codes: Future[tuple[np.ndarray, int]]
-    channel_codes: Future[tuple[np.ndarray, int]]
-    quantity: np.ndarray
-    discount: np.ndarray
-    customers: pd.Index | np.ndarray  # what customer codes index
-
-
-def _frame_columns(log: pd.DataFrame, data: _Rows, pool: ThreadPoolExecutor | None) -> _Columns:
-    rows, all_rows = data.rows, data.all_rows
-    return _Columns(
-        order_changes=_submit(pool, _adjacent_changes, log["order_id"], rows, all_rows),
-        category_codes=_submit(pool, _value_codes, log["category"], rows, all_rows),
-        channel_codes=_submit(pool, _value_codes, log["channel"], rows, all_rows),
-        quantity=_take(log["quantity"].to_numpy(dtype=np.float64), rows, all_rows),
-        discount=_take(_bool_column(log, "discount"), rows, all_rows),
-        customers=log["customer_id"].array.categories,
-    )
-
-
-def _array_columns(log: LogArrays, data: _Rows) -> _Columns:
-    rows, all_rows = data.rows, data.all_rows
-    order = _take(log.order_codes, rows, all_rows)
-    return _Columns(
-        order_changes=_ready(order[1:] != order[:-1]),
-        category_codes=_ready((_take(log.category_codes, rows, all_rows), log.n_categories)),
-        channel_codes=_ready((_take(log.channel_codes, rows, all_rows), log.n_channels)),
-        quantity=_take(log.quantity, rows, all_rows),
-        discount=_take(log.discount, rows, all_rows),
-        customers=log.customers,
-    )
-
-
-def _build(columns: _Columns, data: _Rows, cutoff_ns: int, config: FeatureConfig) -> FeatureBlock:
+def _build(
+    columns: InputColumns, data: PurchaseRows, cutoff_ns: int, config: FeatureConfig
+) -> FeatureBlock:
     codes, rows, all_rows = data.codes, data.rows, data.all_rows
     cutoff = -(-cutoff_ns // 1000)
     order_changes, category_codes, channel_codes = (
@@ -298,9 +220,9 @@ def _build(columns: _Columns, data: _Rows, cutoff_ns: int, config: FeatureConfig
         columns.category_codes,
         columns.channel_codes,
     )
-    cc = _take(codes, rows, all_rows)
-    t = _take(data.ts, rows, all_rows)
-    amt = _take(data.amount, rows, all_rows)
+    cc = take_kept(codes, rows, all_rows)
+    t = take_kept(data.ts, rows, all_rows)
+    amt = take_kept(data.amount, rows, all_rows)
     qty, disc = columns.quantity, columns.discount
 
     n = rows.size
@@ -464,118 +386,6 @@ def _empty_block() -> FeatureBlock:
     return FeatureBlock(np.empty(0, dtype=object), np.empty((0, len(FEATURE_COLUMNS))))
 
 
-def _take(values: np.ndarray, rows: np.ndarray, all_rows: bool) -> np.ndarray:
-    return values if all_rows else values[rows]
-
-
-def _check_columns(log: pd.DataFrame) -> None:
-    missing = [c for c in _USED_COLUMNS if c not in log.columns]
-    if missing:
-        raise PurchaseLogError(
-            f"log is not canonical: missing column(s) {missing}; expected {list(CANONICAL_COLUMNS)}"
-        )
-    if not isinstance(log["customer_id"].dtype, pd.CategoricalDtype):
-        raise PurchaseLogError(
-            f"column 'customer_id' must be category dtype, got {log['customer_id'].dtype}"
-        )
-
-
-def _timestamps_us(col: pd.Series) -> np.ndarray:
-    dtype = col.dtype
-    if not isinstance(dtype, pd.DatetimeTZDtype) or str(dtype.tz) != "UTC":
-        raise PurchaseLogError(f"column 'timestamp' must be datetime64[us, UTC], got {dtype}")
-    arr = col.array
-    if dtype.unit != "us":
-        arr = arr.as_unit("us")
-    values = np.asarray(arr.asi8)
-    if col.hasnans:
-        raise PurchaseLogError(f"column 'timestamp' has NaT at row {int(np.argmax(col.isna()))}")
-    return values
-
-
-def _bool_column(log: pd.DataFrame, name: str) -> np.ndarray:
-    col = log[name]
-    if col.dtype != np.bool_:
-        if col.isna().any():
-            raise PurchaseLogError(f"column {name!r} must be bool, found missing values")
-        return col.to_numpy(dtype=bool)
-    return col.to_numpy()
-
-
-def _check_sorted(codes: np.ndarray, ts: np.ndarray) -> None:
-    if codes.size == 0:
-        return
-    if codes[0] < 0:
-        raise PurchaseLogError("column 'customer_id' has missing values (row 0)")
-    same = codes[1:] == codes[:-1]
-    bad = (codes[1:] < codes[:-1]) | (same & (ts[1:] < ts[:-1]))
-    if bad.any():
-        row = int(np.argmax(bad)) + 1
-        raise PurchaseLogError(
-            "log is not canonical: rows must be sorted by customer_id, timestamp, order_id "
-            f"(row {row} comes before row {row - 1}); canonicalize it first"
-        )
-
-
-def _check_amount(amount: np.ndarray) -> None:
-    if amount.size and not amount.min() >= 0:
-        bad = int(np.argmax(~(amount >= 0)))
-        raise PurchaseLogError(
-            f"column 'amount' must be >= 0 and not missing; row {bad} has {amount[bad]!r}"
-        )
-
-
-def _arrow(col: pd.Series) -> pa.Array:
-    """The column as one Arrow string array (zero-copy for pandas' default ``str`` dtype).
-
-    Columns read from Parquet can be split into many Arrow chunks; they are joined so that
-    dictionary encoding sees one dictionary.
-    """
-    arr = pa.array(col.array)
-    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-        arr = pa.array(col.astype("str").array)
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    return arr
-
-
-def _adjacent_changes(col: pd.Series, rows: np.ndarray, all_rows: bool) -> np.ndarray:
-    """For consecutive kept rows, whether ``col`` differs; compares strings without hashing."""
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        kept = _take(np.asarray(col.array.codes), rows, all_rows)
-        if kept.size and kept.min() < 0:
-            raise PurchaseLogError(f"column {col.name!r} has missing values")
-        return kept[1:] != kept[:-1]
-    arr = _arrow(col)
-    if arr.null_count:
-        first = int(np.argmax(col.isna().to_numpy()))
-        raise PurchaseLogError(f"column {col.name!r} has missing values (first at row {first})")
-    full = _not_equal(arr.slice(1), arr.slice(0, len(arr) - 1))
-    if all_rows:
-        return full
-    before, after = rows[:-1], rows[1:]
-    adjacent = after == before + 1
-    changes = np.empty(rows.size - 1, dtype=bool)
-    changes[adjacent] = full[before[adjacent]]
-    gap = np.flatnonzero(~adjacent)
-    if gap.size:
-        changes[gap] = _not_equal(arr.take(before[gap]), arr.take(after[gap]))
-    return changes
-
-
-def _not_equal(left: pa.Array, right: pa.Array) -> np.ndarray:
-    return pc.not_equal(left, right).to_numpy(zero_copy_only=False)
-
-
-def _value_codes(col: pd.Series, rows: np.ndarray, all_rows: bool) -> tuple[np.ndarray, int]:
-    """Integer codes (-1 for missing) of the kept rows and the number of distinct values."""
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        return _take(np.asarray(col.array.codes), rows, all_rows), len(col.array.categories)
-    encoded = pc.dictionary_encode(_arrow(col))
-    indices = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
-    return _take(indices, rows, all_rows), len(encoded.dictionary)
-
-
 def _distinct_per_group(
     codes: np.ndarray, n_values: int, group: np.ndarray, n_groups: int
 ) -> np.ndarray:
@@ -593,16 +403,3 @@ def _distinct_per_group(
     known = codes >= 0
     pairs = pd.unique(group[known] * np.int64(n_values) + codes[known].astype(np.int64))
     return np.bincount(pairs // n_values, minlength=n_groups).astype(np.int64)
-
-
-def _submit(pool: ThreadPoolExecutor | None, fn: Callable[..., T], *args: Any) -> Future[T]:
-    """``pool.submit`` or, without a pool, the result computed right away."""
-    if pool is not None:
-        return pool.submit(fn, *args)
-    return _ready(fn(*args))
-
-
-def _ready(value: T) -> Future[T]:
-    future: Future[T] = Future()
-    future.set_result(value)
-    return future

@@ -50,7 +50,6 @@ from features.errors import InputError
 
 RESPONSE_CLASSES: tuple[str, ...] = ("persuadable", "sure_thing", "sleeping_dog", "lost_cause")
 ASSIGNMENT_COLUMNS: tuple[str, ...] = ("customer_id", "arm", "treated", "send_date")
-_US_PER_DAY = 86_400_000_000
 
 
 class CampaignInputError(InputError):

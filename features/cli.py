@@ -115,8 +115,8 @@ def _load(
 ) -> LoadResult:
     """Load the log and print its load report to stderr: rows read, kept, dropped, and the
     kept rows the command will not use (before ``since``, at or after ``until``)."""
-    from features.builders import to_utc_timestamp
     from features.purchase_log import read_purchase_log
+    from features.utc import to_utc_timestamp
 
     result = read_purchase_log(data, _log_config(config_file, mapping, strict))
     stamps = result.log["timestamp"]

@@ -103,11 +103,16 @@ def _validate(path: Path, model: type[BaseModel], fields: dict[str, Any], what: 
     try:
         return model.model_validate(fields)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in issue['loc']) or '(top level)'}: {issue['msg']}"
-            for issue in error.errors()
-        )
+        problems = _problems(error, top_level="(top level)")
         raise LogConfigError(f"{path}: invalid {what}: {problems}") from None
+
+
+def _problems(error: ValidationError, *, top_level: str) -> str:
+    """Pydantic's errors as one line: ``field.path: message; ...`` (``top_level`` for no path)."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in issue['loc']) or top_level}: {issue['msg']}"
+        for issue in error.errors()
+    )
 
 
 def _log_fields(path: Path, data: dict[str, Any]) -> dict[str, Any]:
@@ -177,7 +182,7 @@ def apply_options(
     ``--strict`` and ``--timezone`` override its fields. Fields the file or an option set
     stay marked as set (``model_fields_set``), the rest are defaults.
     """
-    from features.purchase_log import parse_mapping
+    from features.reading import parse_mapping
 
     update: dict[str, Any] = {}
     if mapping:
@@ -192,8 +197,5 @@ def apply_options(
     try:
         return LogConfig.model_validate(fields)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in issue['loc']) or 'config'}: {issue['msg']}"
-            for issue in error.errors()
-        )
+        problems = _problems(error, top_level="config")
         raise LogConfigError(f"invalid log configuration: {problems}") from None

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from features.builders import to_utc_timestamp
 from features.errors import InputError
+from features.utc import US_PER_DAY, to_utc_timestamp
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -40,9 +40,6 @@ _METRICS: dict[str, str] = {
     "returns": "return or cancellation rows in the period",
     "returned_value": "value of the return rows in the period",
 }
-
-
-_US_PER_DAY = 86_400_000_000
 
 
 def _period(
@@ -80,7 +77,7 @@ class _Orders:
 
     @property
     def day(self) -> np.ndarray:
-        return self.time_us // _US_PER_DAY
+        return self.time_us // US_PER_DAY
 
     def first_time_us(self) -> np.ndarray:
         """Each customer's first order time (int64 max for customers without orders)."""
@@ -388,7 +385,7 @@ def compute_kpis(
         "purchase_frequency": n_orders / n_customers if n_customers else nan,
         "average_order_value": revenue / n_orders if n_orders else nan,
         "avg_days_between_orders": _mean_consecutive_gap_days(
-            period.customer, period.time_us / _US_PER_DAY
+            period.customer, period.time_us / US_PER_DAY
         ),
         "avg_days_between_purchase_days": _mean_consecutive_gap_days(
             day_customer, day_number.astype(float)

@@ -30,9 +30,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.purchase_log import _clean_text, _float_bits, _order_ids, _text_customer_codes
+from features.canonical import fill_order_ids
 from features.returns import match_log_returns, match_returns
+from features.row_order import float_bits
 from features.schema import LogConfig, PurchaseLogError
+from features.text_columns import clean_text, code_customer_text
 
 __all__ = ["LogArrays", "canonical_log_arrays"]
 
@@ -133,7 +135,7 @@ def canonical_log_arrays(
     if discount is not None:
         discount = np.asarray(discount, dtype=bool)
 
-    codes, distinct = _text_customer_codes(pa.array(customer_id, pa.string()))
+    codes, distinct = code_customer_text(pa.array(customer_id, pa.string()))
     customers = np.asarray(distinct, dtype=object)
     order = np.lexsort((ts, codes))  # stable: ties keep the given order
     order = order[codes[order] >= 0]  # blank ids sort first; drop them
@@ -152,11 +154,11 @@ def canonical_log_arrays(
         order_codes = kept_ts
     else:
         # the loader's own steps: strip (blank is missing), cancel prefix, ids from times
-        given = _clean_text(pa.array(order_id, pa.string()).take(order), strip=True)
+        given = clean_text(pa.array(order_id, pa.string()).take(order), strip=True)
         if config.cancel_prefix:
             cancelled = pc.starts_with(given, config.cancel_prefix).fill_null(False)
             is_return |= cancelled.to_numpy(zero_copy_only=False)
-        ids = _order_ids(given, kept_ts, [])
+        ids = fill_order_ids(given, kept_ts, [])
         # full ties are ordered by order id (ranked as text); the rank codes the order too
         rank = pc.rank(ids, sort_keys="ascending", tiebreaker="dense").to_numpy()
         final = np.lexsort((rank, kept_ts, codes[order]))
@@ -166,10 +168,10 @@ def canonical_log_arrays(
     return_of = None
     if is_return.any():
         if ids is None:  # the ids canonicalize gives rows without one: their UTC instant
-            ids = _order_ids(None, kept_ts, [])
+            ids = fill_order_ids(None, kept_ts, [])
         products = None
         if product_id is not None:
-            products = _clean_text(pa.array(product_id, pa.string()).take(order), strip=False)
+            products = clean_text(pa.array(product_id, pa.string()).take(order), strip=False)
         return_of = match_returns(codes[order], kept_ts, is_return, ids, products, np.abs(amt))
     category_codes, n_categories = _text_codes(category, order)
     channel_codes, n_channels = _text_codes(channel, order)
@@ -224,11 +226,11 @@ def _drop_duplicates(
     tied[:-1] |= same
     at = np.flatnonzero(tied)  # positions in ``order``
     rows = order[at]
-    keys = [run[at], _float_bits(amount[rows])]
+    keys = [run[at], float_bits(amount[rows])]
     for name in ("quantity", "discount"):
         values = optional[name]
         if values is not None:
-            keys.append(_float_bits(np.asarray(values, dtype=np.float64)[rows]))
+            keys.append(float_bits(np.asarray(values, dtype=np.float64)[rows]))
     by_key = np.lexsort((at, *keys[::-1]))  # run first, then the numbers, then position
     stacked = np.stack([k[by_key] for k in keys])
     equal = (stacked[:, 1:] == stacked[:, :-1]).all(axis=0)
@@ -272,7 +274,7 @@ def _text_codes(values: Sequence[str | None] | None, order: np.ndarray) -> tuple
     """Codes (-1 where missing or blank) of the rows in ``order``, and the distinct count."""
     if values is None:
         return np.full(len(order), -1, dtype=np.int64), 0
-    text = _clean_text(pa.array(values, pa.string()).take(order), strip=False)
+    text = clean_text(pa.array(values, pa.string()).take(order), strip=False)
     encoded = pc.dictionary_encode(text)
     codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
     return codes, len(encoded.dictionary)

@@ -43,6 +43,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.utc import US_PER_DAY, to_utc_timestamp
+
 CATEGORIES: tuple[str, ...] = (
     "books",
     "music",
@@ -57,7 +59,6 @@ _CATEGORY_WEIGHTS = np.array([0.2, 0.16, 0.14, 0.14, 0.08, 0.1, 0.1, 0.08])
 _CATEGORY_PRICE = np.array([14.0, 11.0, 95.0, 38.0, 30.0, 22.0, 19.0, 45.0])
 CHANNELS: tuple[str, ...] = ("web", "store", "app")
 _CHANNEL_WEIGHTS = np.array([0.55, 0.3, 0.15])
-_US_PER_DAY = 86_400_000_000
 
 
 @dataclass(frozen=True)
@@ -90,12 +91,6 @@ def default_campaigns(start: pd.Timestamp, end: pd.Timestamp) -> list[tuple[str,
             (str(black_friday.date()), str((black_friday + pd.Timedelta(days=7)).date())),
         ]
     return windows
-
-
-def _utc_day(value: str | pd.Timestamp) -> pd.Timestamp:
-    ts = pd.Timestamp(value)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return ts.normalize()
 
 
 def _invert(cum: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -155,8 +150,8 @@ def generate_purchase_log(
     """
     if n_customers < 1:
         raise ValueError(f"n_customers must be >= 1, got {n_customers}")
-    start_ts = _utc_day(start)
-    end_ts = _utc_day(end) + pd.Timedelta(days=1)
+    start_ts = to_utc_timestamp(start, "start").normalize()
+    end_ts = to_utc_timestamp(end, "end").normalize() + pd.Timedelta(days=1)
     n_days = int((end_ts - start_ts) / pd.Timedelta(days=1))
     if n_days < 1:
         raise ValueError(f"end ({end}) must not be before start ({start})")
@@ -185,7 +180,8 @@ def generate_purchase_log(
     in_campaign = np.zeros(n_days, dtype=bool)
     campaign_rows = []
     for w_start, w_end in windows:
-        a, b = _utc_day(w_start), _utc_day(w_end)
+        a = to_utc_timestamp(w_start, "campaign start").normalize()
+        b = to_utc_timestamp(w_end, "campaign end").normalize()
         campaign_rows.append((a, b))
         lo = max(int((a - start_ts) / pd.Timedelta(days=1)), 0)
         hi = min(int((b - start_ts) / pd.Timedelta(days=1)), n_days)
@@ -332,7 +328,7 @@ def generate_purchase_log(
     ret_idx = np.flatnonzero(is_returned)
     ret_delay = 1.0 + rng.exponential(10.0, len(ret_idx))
     ret_t_us = line_t_us[ret_idx] + np.round(ret_delay * 86_400.0).astype(np.int64) * 1_000_000
-    in_period = ret_t_us < n_days * _US_PER_DAY
+    in_period = ret_t_us < n_days * US_PER_DAY
     ret_idx, ret_t_us = ret_idx[in_period], ret_t_us[in_period]
 
     src = np.concatenate([np.arange(n_line_rows), ret_idx])

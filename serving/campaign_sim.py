@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.builders import build_features, to_utc_timestamp
+from features.builders import build_features
 from features.campaigns import (
     CampaignEffects,
     CampaignOutcome,
@@ -33,6 +33,7 @@ from features.campaigns import (
 from features.purchase_log import canonicalize
 from features.segments import assign_segments
 from features.synth import SyntheticLog, generate_purchase_log
+from features.utc import to_utc_timestamp
 from serving.offers.decide import apply_policy
 from serving.offers.policy import OfferPolicy
 

@@ -86,10 +86,10 @@ def train_churn_dask(
     import lightgbm as lgb
 
     from features.catalog import FEATURE_COLUMNS
+    from features.utc import to_utc_timestamp
     from serving.batch.chunks import customer_chunks
-    from training.labels import as_utc
 
-    cuts = [as_utc(c) for c in cutoffs]
+    cuts = [to_utc_timestamp(c) for c in cutoffs]
     chunks = customer_chunks(log, chunk_customers)
     parts = [client.scatter(chunk_frame(log, c)) for c in chunks]
     empty = chunk_frame(log, Chunk(0, 0, 0, 0, 0))

@@ -153,7 +153,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Load and smoke-score the challenger, then promote it if it passes the gate
         (exit 1 if refused)."""
-        from features.purchase_log import parse_mapping
+        from features.reading import parse_mapping
         from features.schema import LogConfig
         from serving.workflow import promote_challenger
         from training.registry import CHECKS

@@ -26,9 +26,9 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
-from features.builders import to_utc_timestamp
 from features.purchase_log import canonicalize
 from features.schema import LogConfig
+from features.utc import to_utc_timestamp
 
 _LOG_MARKERS: frozenset[str] = frozenset({"timestamp", "amount"})
 

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.builders import US_PER_DAY, FeatureBlock, build_feature_block, to_utc_timestamp
+from features.builders import FeatureBlock, build_feature_block
 from features.log_arrays import LogArrays
 from features.schema import LogConfig
 from features.segments import REQUIRED_FEATURES, SEGMENTS, segment_codes
+from features.utc import US_PER_DAY, to_utc_timestamp
 from serving.offers.decide import OFFER_COLUMNS, OfferDecisions, decide_offers
 from serving.offers.inputs import OfferInputs
 from serving.offers.policy import OfferPolicy, OfferPolicyError, uplift_rules

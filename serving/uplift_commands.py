@@ -70,9 +70,10 @@ def uplift_train_command(
     config_file: Path | None = None,
 ) -> dict[str, Any]:
     """Build the training set, evaluate on held-out customers, fit on all, write ``out``."""
-    from features.builders import to_utc_timestamp
-    from features.purchase_log import parse_mapping, read_purchase_log
+    from features.purchase_log import read_purchase_log
+    from features.reading import parse_mapping
     from features.schema import LogConfig
+    from features.utc import to_utc_timestamp
     from serving.model_source import resolved_artifact
     from training.artifact import add_uplift, load_artifact
     from training.uplift import UpliftModel, evaluate_on_held_out, held_out_customers

@@ -34,9 +34,9 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from features.builders import to_utc_timestamp
 from features.redaction import redact
 from features.schema import LogConfig
+from features.utc import to_utc_timestamp
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 SMOKE_CUSTOMERS = 12

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from features.schema import PurchaseLogError
+from features.utc import to_utc_timestamp
 from training import metrics
 from training.backtest_result import (
     METHODS,
@@ -46,7 +47,7 @@ from training.baseline_predictions import (
 from training.baselines.bgnbd import BetaGeoNBD
 from training.baselines.degenerate import degenerate_fit
 from training.baselines.paretonbd import ParetoNBD
-from training.labels import as_utc, build_labels
+from training.labels import build_labels
 
 PREDICTION_COLUMNS: tuple[str, ...] = (
     "churn_probability",
@@ -168,7 +169,7 @@ def result_from_predictions(
         method: method_metrics(frame, labels, horizon_days) for method, frame in predictions.items()
     }
     return BacktestResult(
-        as_of=as_utc(as_of),
+        as_of=to_utc_timestamp(as_of),
         horizon_days=int(horizon_days),
         metrics=table,
         predictions=dict(predictions),
@@ -264,7 +265,7 @@ def score_fitted(
             f"the model predicts a {models.horizon_days}-day horizon; this backtest's is "
             f"{horizon_days} days"
         )
-    cutoff = as_utc(as_of)
+    cutoff = to_utc_timestamp(as_of)
     check_coverage(log, cutoff, horizon_days)
     labels = build_labels(log, cutoff, horizon_days)
     if len(labels) == 0:
@@ -314,7 +315,7 @@ def evaluate(
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
     if horizon_days < 1:
         raise ValueError(f"horizon_days must be >= 1, got {horizon_days}")
-    cutoff = as_utc(as_of)
+    cutoff = to_utc_timestamp(as_of)
     check_coverage(log, cutoff, horizon_days)
 
     labels = build_labels(log, cutoff, horizon_days)

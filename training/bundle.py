@@ -50,6 +50,7 @@ from sklearn.base import BaseEstimator
 
 from features.builders import FeatureConfig, build_features
 from features.catalog import FEATURE_COLUMNS
+from features.utc import to_utc_timestamp
 from training.boosters import BoostConfig, ModelInput, booster_from_text, check_fitted
 from training.btyd_features import (
     BASELINE_FEATURES,
@@ -61,7 +62,7 @@ from training.btyd_features import (
 )
 from training.churn import ChurnModel
 from training.compiled import compile_together
-from training.labels import as_utc, build_labels, join_labels, snapshot_cutoffs
+from training.labels import build_labels, join_labels, snapshot_cutoffs
 from training.model_text import check_model_texts
 from training.snapshots import snapshot_record
 from training.spend import SpendModel
@@ -219,7 +220,7 @@ class RetainModels(BaseEstimator):
 
     def fit(self, log: pd.DataFrame, as_of: pd.Timestamp | str) -> RetainModels:
         """Train every model on snapshots whose label windows end at or before ``as_of``."""
-        cutoff = as_utc(as_of)
+        cutoff = to_utc_timestamp(as_of)
         config = self._config()
         earliest = log["timestamp"].min() + pd.Timedelta(days=self.min_history_days)
         records = self._dropped_snapshots(cutoff, self.horizon_days, self.n_snapshots, earliest)
@@ -352,12 +353,12 @@ class RetainModels(BaseEstimator):
 
     def predict(self, log: pd.DataFrame, as_of: pd.Timestamp | str) -> pd.DataFrame:
         """Scores for every customer with an order before ``as_of`` (index customer_id)."""
-        cutoff = as_utc(as_of)
+        cutoff = to_utc_timestamp(as_of)
         return self.predict_features(build_features(log, cutoff, self._feature_config()), cutoff)
 
     def predict_features(self, features: pd.DataFrame, as_of: pd.Timestamp | str) -> pd.DataFrame:
         """Scores from a ready feature frame (columns in any order, extra columns ignored)."""
-        arrays = self.predict_arrays(self._frame_input(features), as_utc(as_of))
+        arrays = self.predict_arrays(self._frame_input(features), to_utc_timestamp(as_of))
         return prediction_frame(arrays, features.index)
 
     def predict_arrays(self, x: ModelInput, as_of: pd.Timestamp) -> dict[str, FloatArray]:
@@ -378,7 +379,7 @@ class RetainModels(BaseEstimator):
             "p_purchase_horizon": summary["p_purchase_horizon"],
             "expected_days_to_next": expected_days,
             "median_days_to_next": summary["median_days_to_next"],
-            "expected_next_purchase_date": days_after(as_utc(as_of), expected_days),
+            "expected_next_purchase_date": days_after(to_utc_timestamp(as_of), expected_days),
             "expected_purchases_horizon": self.count_.predict(x),
             "expected_spend_horizon": spend_h,
             "expected_spend_365d": spend_y,

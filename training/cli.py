@@ -13,9 +13,9 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from features.builders import to_utc_timestamp
 from features.errors import InputError, UserError
 from features.schema import PurchaseLogError
+from features.utc import to_utc_timestamp
 
 
 class LogFormat(StrEnum):

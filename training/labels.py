@@ -22,9 +22,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from features.builders import FeatureConfig, build_features, to_utc_timestamp
+from features.builders import FeatureConfig, build_features
 from features.returns import match_log_returns, net_amounts
 from features.schema import PurchaseLogError
+from features.utc import US_PER_DAY, to_utc_timestamp
 
 LABEL_COLUMNS: tuple[str, ...] = (
     "churn",
@@ -34,10 +35,6 @@ LABEL_COLUMNS: tuple[str, ...] = (
     "spend_h",
 )
 LABEL_COLUMNS_365D: tuple[str, ...] = ("n_purchase_days_365d", "spend_365d")
-_US_PER_DAY = 86_400_000_000
-
-
-as_utc = to_utc_timestamp  # the features convention: naive input is taken as UTC
 
 
 def _check_log(log: pd.DataFrame) -> None:
@@ -80,7 +77,7 @@ def _window_counts(
     mask = (micros >= start) & (micros < end)
     c, t, a = codes[mask], micros[mask], amount[mask]
     spend = np.bincount(c, weights=a, minlength=n_codes).astype(np.float64)
-    day = t // _US_PER_DAY
+    day = t // US_PER_DAY
     pairs = np.unique(c * np.int64(1 << 32) + day)
     days = np.bincount(pairs >> 32, minlength=n_codes).astype(np.int64)
     first = np.full(n_codes, np.iinfo(np.int64).max, dtype=np.int64)
@@ -105,7 +102,7 @@ def build_labels(
     if horizon_days <= 0:
         raise ValueError(f"horizon_days must be positive, got {horizon_days}")
     _check_log(log)
-    cutoff = as_utc(as_of)
+    cutoff = to_utc_timestamp(as_of)
     returns = log["is_return"].to_numpy(dtype=bool)
     orders = log.loc[~returns]
     codes, labels = _customer_codes(orders)
@@ -126,10 +123,10 @@ def build_labels(
 
     before = np.zeros(n_codes, dtype=bool)
     before[codes[micros < start]] = True
-    end_h = start + int(horizon_days) * _US_PER_DAY
+    end_h = start + int(horizon_days) * US_PER_DAY
     days_h, spend_h, first = _window_counts(codes, micros, net_spend(end_h), start, end_h, n_codes)
     event = days_h > 0
-    days_to_next = np.where(event, (first - start) / _US_PER_DAY, float(horizon_days))
+    days_to_next = np.where(event, (first - start) / US_PER_DAY, float(horizon_days))
 
     out = pd.DataFrame(
         {
@@ -142,7 +139,7 @@ def build_labels(
         index=pd.Index(labels.astype(str), name="customer_id", dtype="str"),
     )
     if include_365d:
-        end_y = start + 365 * _US_PER_DAY
+        end_y = start + 365 * US_PER_DAY
         days_y, spend_y, _ = _window_counts(codes, micros, net_spend(end_y), start, end_y, n_codes)
         out["n_purchase_days_365d"] = days_y
         out["spend_365d"] = spend_y
@@ -164,15 +161,15 @@ def snapshot_cutoffs(
     """
     if n_snapshots < 1 or step_days < 1:
         raise ValueError(f"n_snapshots and step_days must be >= 1 ({n_snapshots}, {step_days})")
-    last = as_utc(eval_cutoff) - pd.Timedelta(days=horizon_days)
+    last = to_utc_timestamp(eval_cutoff) - pd.Timedelta(days=horizon_days)
     cutoffs = [last - pd.Timedelta(days=step_days * k) for k in range(n_snapshots)]
     if earliest is not None:
-        first_ok = as_utc(earliest)
+        first_ok = to_utc_timestamp(earliest)
         cutoffs = [c for c in cutoffs if c >= first_ok]
     if not cutoffs:
         raise ValueError(
-            f"no training cutoff fits: eval_cutoff {as_utc(eval_cutoff)} - {horizon_days} days "
-            f"is before earliest {earliest}; use more history or a shorter horizon"
+            f"no training cutoff fits: eval_cutoff {to_utc_timestamp(eval_cutoff)} - "
+            f"{horizon_days} days is before earliest {earliest}; use more history or a shorter horizon"
         )
     return sorted(cutoffs)
 
@@ -193,7 +190,7 @@ def build_training_set(
         feature_config = FeatureConfig(horizon_days=min(horizon_days, 365))
     frames = []
     for raw in cutoffs:
-        cutoff = as_utc(raw)
+        cutoff = to_utc_timestamp(raw)
         feats = build_features(log, cutoff, feature_config)
         labels = build_labels(log, cutoff, horizon_days, include_365d=include_365d)
         frames.append(join_labels(feats, labels, cutoff))

@@ -19,10 +19,10 @@ from numpy.typing import NDArray
 from features.builders import FeatureConfig, build_features
 from features.catalog import FEATURE_COLUMNS
 from features.errors import InputError
+from features.utc import US_PER_DAY
 
 FloatArray = NDArray[np.float64]
 ASSIGNMENT_COLUMNS: tuple[str, ...] = ("customer_id", "send_date", "treated")
-_US_PER_DAY = 86_400_000_000
 
 
 class UpliftDataError(InputError):
@@ -237,7 +237,7 @@ def uplift_training_set(
             f"their send date, e.g. customer_id {_examples(ids, ~found)}"
         )
     start_us = send.asi8
-    bought = _outcomes(log, ids, start_us, start_us + window_days * _US_PER_DAY)
+    bought = _outcomes(log, ids, start_us, start_us + window_days * US_PER_DAY)
     features = pd.DataFrame(
         values, index=pd.Index(ids, dtype="str", name="customer_id"), columns=FEATURE_COLUMNS
     )

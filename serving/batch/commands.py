@@ -60,10 +60,10 @@ def score_command(
     (:func:`features.schema.scoring_log_config` refuses a conflicting one, naming it);
     ``mapping`` (``--map``) then overrides column names one by one.
     """
-    from features.builders import to_utc_timestamp
     from features.config_file import apply_options
     from features.purchase_log import read_purchase_log
     from features.schema import LogConfig, scoring_log_config
+    from features.utc import to_utc_timestamp
     from serving.batch.chunks import (
         DEFAULT_CHUNK_CUSTOMERS,
         BatchError,

@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from features.atomic import VersionedDir, sha256_file
-from features.purchase_log import LoadReport
+from features.canonical import LoadReport
 from serving.batch.chunks import (
     PART_TEMPLATE,
     BatchError,

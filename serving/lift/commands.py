@@ -210,10 +210,10 @@ def lift_command(
 ) -> LiftResult:
     """Read the inputs, check them, measure."""
 
-    from features.builders import to_utc_timestamp
     from features.config_file import apply_options
     from features.purchase_log import read_purchase_log
     from features.schema import LogConfig
+    from features.utc import to_utc_timestamp
     from serving.lift.assignments import assignment_columns, read_assignments
     from serving.lift.measure import measure_lift
 

@@ -56,6 +56,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.utc import US_PER_DAY
 from serving.lift.assignments import (
     ALL_SEGMENTS,
     Assignments,
@@ -81,7 +82,6 @@ VERDICT_TOO_SMALL = "too small to tell"
 VERDICT_NONE = "no effect detected"
 VERDICT_NO_HOLDOUT = "no holdout"
 VERDICT_NO_TREATED = "no treated"
-_US_PER_DAY = 86_400_000_000
 
 
 def log_end_day(log: pd.DataFrame) -> pd.Timestamp:
@@ -142,7 +142,7 @@ def window_outcomes(
     utc = log["timestamp"].dt.tz_convert(None).to_numpy().astype("datetime64[us]")
     stamp = utc.view(np.int64)[sel]
     start = send_day.dt.tz_convert(None).to_numpy().astype("datetime64[us]").view(np.int64)[who]
-    width = window_days * _US_PER_DAY
+    width = window_days * US_PER_DAY
     amount = log["amount"].to_numpy(dtype=np.float64)[sel]
     order_id = pa.array(log["order_id"].astype("str").array) if "order_id" in log else None
     out: dict[str, np.ndarray] = {}

@@ -15,9 +15,10 @@ from typing import Any
 import pandas as pd
 
 from features.atomic import write_text_atomic
-from features.builders import build_features, to_utc_timestamp
+from features.builders import build_features
 from features.errors import InputError
 from features.segments import assign_segments
+from features.utc import to_utc_timestamp
 from serving.report.blocks import Section
 from serving.report.campaigns import campaign_section
 from serving.report.sections import (

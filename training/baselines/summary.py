@@ -16,18 +16,12 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from features.returns import match_log_returns, net_amounts
+from features.utc import to_utc_timestamp
 
 FloatArray = NDArray[np.float64]
 
 
 RFM_COLUMNS: tuple[str, ...] = ("frequency", "recency", "T", "monetary_value")
-
-
-def _utc_timestamp(value: Any, name: str) -> pd.Timestamp:
-    ts = pd.Timestamp(value)
-    if ts is pd.NaT:
-        raise ValueError(f"{name} must be a timestamp, got {value!r}")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def rfm_summary(
@@ -53,7 +47,7 @@ def rfm_summary(
         raise ValueError(f"rfm_summary: log lacks column(s) {missing}; has {list(log.columns)}")
     if time_unit_days <= 0:
         raise ValueError(f"rfm_summary: time_unit_days must be > 0, got {time_unit_days}")
-    as_of_ts = _utc_timestamp(as_of, "as_of")
+    as_of_ts = to_utc_timestamp(as_of)
     ts = log["timestamp"]
     if not isinstance(ts.dtype, pd.DatetimeTZDtype):
         raise ValueError(
@@ -61,7 +55,7 @@ def rfm_summary(
         )
     keep = (~log["is_return"].astype(bool)) & (ts < as_of_ts)
     if calibration_start is not None:
-        keep &= ts >= _utc_timestamp(calibration_start, "calibration_start")
+        keep &= ts >= to_utc_timestamp(calibration_start, "calibration_start")
     rows = log.loc[keep, ["customer_id", "timestamp", "amount"]]
     amount = rows["amount"].astype("float64")
     if (amount < 0).any():
