@@ -59,14 +59,15 @@ def _register_all() -> None:
         bento,
         commands,
         lift_commands,
-        mlflow_commands,
         uplift_commands,
     )
+    from serving.lifecycle_wiring import SERVING_PARTS
     from training import cli as training_cli
+    from training import lifecycle_commands
 
     features_cli.register(app)
     training_cli.register(app)
-    mlflow_commands.register(app)
+    lifecycle_commands.register(app, SERVING_PARTS)
     commands.register(app)
     bento.register(app)
     batch_commands.register(app)

@@ -380,7 +380,7 @@ _REGISTER = """
 import sys
 import pandas as pd
 from features.purchase_log import canonicalize
-from serving.workflow import PYFUNC_CODE
+from serving.lifecycle_wiring import PYFUNC_CODE
 from training import registry, tracking
 
 tracking.configure_tracking("sqlite:///store.db")  # relative: this process runs in the tmp dir

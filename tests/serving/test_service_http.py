@@ -594,8 +594,9 @@ def registry_model(mlflow_server: str, artifact_dir: Path, raw_log: pd.DataFrame
 
     The backtest figures are placeholders: this test is about loading, not the gate.
     """
-    from serving.workflow import PYFUNC_CODE, promote_challenger
+    from serving.lifecycle_wiring import PYFUNC_CODE, SERVING_PARTS
     from training import registry, tracking
+    from training.lifecycle import promote_challenger
 
     tracking.configure_tracking(mlflow_server)
     run = tracking.log_training_run(
@@ -608,7 +609,9 @@ def registry_model(mlflow_server: str, artifact_dir: Path, raw_log: pd.DataFrame
         backtest={"model": {"churn_auc": 0.7}, "bgnbd": {"churn_auc": 0.6}},
     )
     version = registry.register_challenger(run.run_id, name="retain-http")
-    decision = promote_challenger(name="retain-http", tracking_uri=mlflow_server)
+    decision = promote_challenger(
+        serving=SERVING_PARTS, name="retain-http", tracking_uri=mlflow_server
+    )
     assert decision.promoted, decision.reasons
     return version
 
