@@ -157,8 +157,8 @@ def register(app: typer.Typer, serving: ServingParts) -> None:
         (exit 1 if refused)."""
         from features.purchase_log import parse_mapping
         from features.schema import LogConfig
+        from training.gate import CHECKS
         from training.lifecycle import promote_challenger
-        from training.registry import CHECKS
 
         if force:
             raise typer.BadParameter(

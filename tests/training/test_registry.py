@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from training import registry, tracking
+from training import gate, registry, tracking
 
 DIGEST = "0123456789abcdef" * 4
 SAME_BACKTEST = {
@@ -258,7 +258,7 @@ def test_skip_check_skips_one_named_check_and_records_it(client: MlflowClient, n
 def test_failed_load_and_score_refuses_whatever_is_skipped(client: MlflowClient, name: str) -> None:
     v1 = registry.register_challenger(_run(0.90, 0.50), name=name)
     smoke = SmokeRecorder("sha256 mismatch for 'models/churn.lgb.txt'")
-    decision = registry.promote(name=name, smoke_test=smoke, skip=tuple(registry.CHECKS))
+    decision = registry.promote(name=name, smoke_test=smoke, skip=tuple(gate.CHECKS))
     assert not decision.promoted
     assert smoke.versions == [v1]
     assert decision.reasons == [
@@ -374,7 +374,7 @@ def test_unreachable_store_is_one_message_with_the_host_but_not_the_password(
 
 _FIRST_USE = """
 import sys
-from training import registry, tracking
+from training import gate, registry, tracking
 uri, tag = sys.argv[1], sys.argv[2]
 tracking.configure_tracking(uri)
 print(tracking.ensure_experiment("exp-" + tag))
