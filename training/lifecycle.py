@@ -150,7 +150,7 @@ def train_and_register(
     from features.builders import FeatureConfig
     from features.purchase_log import read_purchase_log
     from features.segments import SegmentConfig
-    from training import registry, tracking
+    from training import registry, tracking, tracking_store
     from training.artifact import save_artifact
     from training.backtest import check_coverage, evaluate
     from training.models import RetainModels, describe_snapshots
@@ -167,7 +167,7 @@ def train_and_register(
             check_coverage(log, cutoff, horizon_days)  # evaluate's check, before any work
             fingerprint = tracking.data_fingerprint(log)
         # after the input is checked (a bad log leaves no store behind), before any training
-        resolved_uri = tracking.configure_tracking(tracking_uri)
+        resolved_uri = tracking_store.configure_tracking(tracking_uri)
         with stage(f"backtest at {cutoff.date()} (horizon {horizon_days} d)"):
             result = evaluate(log, cutoff, horizon_days, models_params=models_params, seed=seed)
             backtest = result.to_dict()
@@ -334,9 +334,9 @@ def promote_challenger(
     was backtested on). Returns the :class:`training.registry.PromotionDecision`.
     """
     from features.purchase_log import read_purchase_log
-    from training import registry, tracking
+    from training import registry, tracking, tracking_store
 
-    resolved = tracking.configure_tracking(tracking_uri, create=False)
+    resolved = tracking_store.configure_tracking(tracking_uri, create=False)
 
     def rescore(challenger: Any, champion: Any) -> dict[str, float | None]:
         log = read_purchase_log(data, log_config).log

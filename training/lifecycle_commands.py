@@ -190,9 +190,9 @@ def register(app: typer.Typer, serving: ServingParts) -> None:
     @app.command("rollback")
     def rollback(tracking_uri: str | None = _TRACKING, name: str = _MODEL_NAME) -> None:
         """Point champion back at the previous champion version."""
-        from training import registry, tracking
+        from training import registry, tracking_store
 
-        tracking.configure_tracking(tracking_uri, create=False)
+        tracking_store.configure_tracking(tracking_uri, create=False)
         try:
             version = registry.rollback(name=name)
         except registry.RegistryError as exc:
@@ -203,9 +203,9 @@ def register(app: typer.Typer, serving: ServingParts) -> None:
     @app.command("models")
     def models(tracking_uri: str | None = _TRACKING, name: str = _MODEL_NAME) -> None:
         """List registered versions with their aliases and key backtest metrics."""
-        from training import registry, tracking
+        from training import registry, tracking_store
 
-        tracking.configure_tracking(tracking_uri, create=False)
+        tracking_store.configure_tracking(tracking_uri, create=False)
         rows = registry.list_versions(name=name)
         table = Table(
             title=f"registered model {name!r} (backtest metrics)",

@@ -32,7 +32,7 @@ from features.synth import generate_purchase_log
 from serving.lifecycle_wiring import SERVING_PARTS
 from serving.model_source import ModelResolutionError, resolved_artifact
 from serving.scorer import ScoringModel, score, score_features
-from training import lifecycle_commands, tracking
+from training import lifecycle_commands, tracking, tracking_store
 from training.artifact import MANIFEST_NAME, verify_artifact
 from training.lifecycle import TrainOutcome, train_and_register
 
@@ -227,7 +227,7 @@ def test_concurrent_training_runs_are_all_recorded(mlflow_server: str, raw_log_p
     assert not errors, errors
     assert len(outcomes) == 2
 
-    tracking.configure_tracking(mlflow_server)
+    tracking_store.configure_tracking(mlflow_server)
     client = MlflowClient()
     experiment = client.get_experiment_by_name(name)
     assert experiment is not None
@@ -449,7 +449,7 @@ def test_two_train_processes_on_a_fresh_store_both_register_and_report_truthfull
         assert code == 0, err[-2000:]
         assert "Traceback" not in err
 
-    tracking.configure_tracking(f"sqlite:///{work / 'mlflow.db'}", create=False)
+    tracking_store.configure_tracking(f"sqlite:///{work / 'mlflow.db'}", create=False)
     client = MlflowClient()
     versions = sorted(int(v.version) for v in client.search_model_versions("name='retain'"))
     assert versions == [1, 2]

@@ -595,10 +595,10 @@ def registry_model(mlflow_server: str, artifact_dir: Path, raw_log: pd.DataFrame
     The backtest figures are placeholders: this test is about loading, not the gate.
     """
     from serving.lifecycle_wiring import PYFUNC_CODE, SERVING_PARTS
-    from training import registry, tracking
+    from training import registry, tracking, tracking_store
     from training.lifecycle import promote_challenger
 
-    tracking.configure_tracking(mlflow_server)
+    tracking_store.configure_tracking(mlflow_server)
     run = tracking.log_training_run(
         experiment="retain-http",
         python_model=PYFUNC_CODE,
