@@ -54,15 +54,17 @@ def _root(
 
 def _register_all() -> None:
     from features import cli as features_cli
-    from serving import bento, commands, mlflow_commands, uplift_commands
+    from serving import bento, commands, uplift_commands
     from serving.batch import commands as batch_commands
+    from serving.lifecycle_wiring import SERVING_PARTS
     from serving.lift import commands as lift_commands
     from serving.report import commands as report_commands
     from training import cli as training_cli
+    from training import lifecycle_commands
 
     features_cli.register(app)
     training_cli.register(app)
-    mlflow_commands.register(app)
+    lifecycle_commands.register(app, SERVING_PARTS)
     commands.register(app)
     bento.register(app)
     batch_commands.register(app)

@@ -33,7 +33,7 @@ USER_ERROR_TYPES: tuple[tuple[str, str], ...] = (
     ("features.config_file", "LogConfigError"),
     ("training.artifact", "ArtifactError"),
     ("training.registry", "RegistryError"),
-    ("training.tracking", "TrackingStoreError"),
+    ("training.tracking_store", "TrackingStoreError"),
     ("serving.model_source", "ModelResolutionError"),
     ("serving.offers.policy", "OfferPolicyError"),
     ("serving.offers.inputs", "ScoresError"),

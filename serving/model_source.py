@@ -161,7 +161,7 @@ def resolved_artifact(
     from features.redaction import redact
     from training import registry
     from training.artifact import ArtifactError, verify_artifact
-    from training.tracking import TrackingStoreError, configure_tracking
+    from training.tracking_store import TrackingStoreError, configure_tracking
 
     name, alias, version = parse_models_uri(model_uri)
     try:

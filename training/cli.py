@@ -17,6 +17,20 @@ from features.errors import InputError, UserError
 from features.schema import PurchaseLogError
 from features.utc import to_utc_timestamp
 
+CONFIG_HELP = (
+    "YAML or TOML config file ('log:' section: columns, timezone, cancel_prefix, duplicates, ...)"
+)
+
+
+def map_option(help_text: str) -> Any:
+    """The ``--map CANONICAL=SOURCE`` option (repeatable) of commands that read a log."""
+    return typer.Option([], "--map", help=help_text)
+
+
+def config_option(effect: str) -> Any:
+    """The ``--config``/``-c`` log config file option; ``effect`` says what it does here."""
+    return typer.Option(None, "--config", "-c", help=f"{CONFIG_HELP}{effect}")
+
 
 class LogFormat(StrEnum):
     """How to read ``--data``: ``auto`` picks ``cdnow`` for files named CDNOW*.txt."""
@@ -66,16 +80,10 @@ def evaluate_command(
     data: Path = typer.Option(..., "--data", help="Purchase log: CSV, Parquet or CDNOW .txt."),
     as_of: str = typer.Option(..., "--as-of", help="Cutoff date (UTC): train before, score after."),
     horizon: int = typer.Option(90, "--horizon", min=1, help="Label window in days."),
-    mapping: list[str] = typer.Option(
-        [], "--map", help="Column mapping canonical=source, e.g. customer_id=CustomerID."
+    mapping: list[str] = map_option(
+        "Column mapping canonical=source, e.g. customer_id=CustomerID."
     ),
-    config_file: Path | None = typer.Option(
-        None,
-        "--config",
-        "-c",
-        help="YAML or TOML config file ('log:' section: columns, timezone, cancel_prefix, "
-        "duplicates, ...); --map, --timezone and --strict override it.",
-    ),
+    config_file: Path | None = config_option("; --map, --timezone and --strict override it."),
     old_config_file: Path | None = typer.Option(
         None, "--log-config", hidden=True, help="Deprecated name of --config."
     ),

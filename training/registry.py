@@ -15,7 +15,7 @@ loaded and scores a few customers (:func:`promote`'s ``smoke_test``; never skipp
 metrics are then compared with the champion's *on the challenger's backtest*: the champion's
 own tags when both were backtested identically, else the champion re-scored on the
 challenger's data and cutoff (recorded on the challenger by ``retain train``, or computed at
-promotion time). Each check has a name (:data:`CHECKS`); one that fails refuses the
+promotion time). Each check has a name (:data:`training.gate.CHECKS`); one that fails refuses the
 promotion unless the operator skips it by name, and the skip is recorded on the version.
 Champion history lives in the registered model's ``champion_history`` tag (JSON list of
 versions, oldest first), which is what rollback uses.
@@ -34,6 +34,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from features.redaction import redact
+from training import gate
 
 DEFAULT_MODEL_NAME = "retain"
 CHAMPION = "champion"
@@ -44,24 +45,6 @@ MANIFEST_TAG = "retain.manifest_sha256"
 SKIPPED_TAG = "retain.skipped_checks"
 RESCORED_VERSION_TAG = "gate.champion_version"
 RESCORED_PREFIX = "gate.champion."
-KEY_METRICS: tuple[str, ...] = (
-    "model.churn_auc",
-    "model.count_mae",
-    "model.brier",
-    "model.timing_cindex",
-    "model.spend_mae",
-    "bgnbd.churn_auc",
-    "paretonbd.churn_auc",
-    "recency.churn_auc",
-)
-BACKTEST_KEYS: tuple[str, ...] = ("backtest.as_of", "backtest.horizon_days", "data.fingerprint")
-CHECKS: dict[str, str] = {
-    "baselines": "challenger churn_auc beats the best BTYD baseline (BG/NBD, Pareto/NBD)",
-    "same_backtest": "the champion's metrics come from the challenger's backtest "
-    "(same data, cutoff and horizon)",
-    "churn_auc": "challenger churn_auc is not below the champion's minus --tolerance",
-    "count_mae": "challenger count_mae is not above the champion's",
-}
 _MISSING_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
 _SHA256_HEX = frozenset("0123456789abcdef")
 
@@ -105,29 +88,6 @@ def _is_missing(exc: MlflowException) -> bool:
     return getattr(exc, "error_code", None) in _MISSING_CODES
 
 
-def _float_tags(
-    tags: Mapping[str, str], keys: Collection[str], prefix: str = ""
-) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for key in keys:
-        raw = tags.get(prefix + key)
-        if raw is None:
-            continue
-        try:
-            out[key] = float(raw)
-        except ValueError:
-            continue
-    return out
-
-
-def _version_metrics(mv: Any) -> dict[str, float]:
-    return _float_tags(mv.tags, KEY_METRICS)
-
-
-def _version_backtest(mv: Any) -> dict[str, str]:
-    return {k: mv.tags[k] for k in BACKTEST_KEYS if k in mv.tags}
-
-
 def is_sha256(value: object) -> bool:
     """A lower-case hex sha256 digest (what :data:`MANIFEST_TAG` must hold)."""
     return isinstance(value, str) and len(value) == 64 and set(value) <= _SHA256_HEX
@@ -161,7 +121,7 @@ def register_challenger(
             f"run {run_id} has no valid {MANIFEST_TAG!r} tag (got {digest!r}); without it "
             "a tampered artifact could not be told from this one"
         )
-    missing = [k for k in BACKTEST_KEYS if k not in run.data.params]
+    missing = [k for k in gate.BACKTEST_KEYS if k not in run.data.params]
     if missing:
         raise RegistryError(f"run {run_id} lacks backtest param(s) {missing}")
     try:
@@ -173,8 +133,8 @@ def register_challenger(
             c.create_registered_model(name, description="retain churn / next-purchase models")
         except MlflowException:
             c.get_registered_model(name)  # created concurrently; fine if it exists now
-    tags = {k: run.data.params[k] for k in BACKTEST_KEYS}
-    tags.update({k: repr(run.data.metrics[k]) for k in KEY_METRICS if k in run.data.metrics})
+    tags = {k: run.data.params[k] for k in gate.BACKTEST_KEYS}
+    tags.update({k: repr(run.data.metrics[k]) for k in gate.KEY_METRICS if k in run.data.metrics})
     tags[MANIFEST_TAG] = digest
     model_id = run.data.tags.get("retain.model_id")
     mv = c.create_model_version(
@@ -250,77 +210,6 @@ def _history(c: MlflowClient, name: str) -> list[str]:
     return [str(v) for v in history]
 
 
-def _gate(
-    challenger: Any,
-    champion: Any | None,
-    champion_metrics: Mapping[str, float] | None,
-    tolerance: float,
-) -> dict[str, str]:
-    """Failed checks (name -> reason); empty when the challenger passes every check."""
-    failures: dict[str, str] = {}
-    cm = _version_metrics(challenger)
-    auc = cm.get("model.churn_auc", math.nan)
-    baselines = {k: cm[k] for k in ("bgnbd.churn_auc", "paretonbd.churn_auc") if k in cm}
-    if not math.isfinite(auc):
-        failures["baselines"] = f"challenger v{challenger.version} has no finite model.churn_auc"
-    elif not baselines:
-        failures["baselines"] = (
-            f"challenger v{challenger.version} has no baseline churn_auc recorded"
-        )
-    else:
-        best_name, best = max(baselines.items(), key=lambda kv: kv[1])
-        if not auc > best:
-            failures["baselines"] = (
-                f"challenger churn_auc {auc:.4f} does not beat baseline {best_name} {best:.4f}"
-            )
-    if champion is None or champion_metrics is None:
-        return failures
-    champ_auc = champion_metrics.get("model.churn_auc", math.nan)
-    if not (math.isfinite(auc) and math.isfinite(champ_auc)) or auc - champ_auc < -tolerance:
-        failures["churn_auc"] = (
-            f"challenger churn_auc {auc:.4f} is worse than champion v{champion.version} "
-            f"{champ_auc:.4f} (tolerance {tolerance})"
-        )
-    mae = cm.get("model.count_mae", math.nan)
-    champ_mae = champion_metrics.get("model.count_mae", math.nan)
-    if not (mae <= champ_mae):
-        failures["count_mae"] = (
-            f"challenger count_mae {mae:.4f} is worse than champion v{champion.version} "
-            f"{champ_mae:.4f}"
-        )
-    return failures
-
-
-def _rescored_source(challenger: Any, champion: Any, c: MlflowClient) -> str:
-    """How the champion's metrics were obtained, with a caveat when they are optimistic.
-
-    The champion is the production fit of its own run: if that fit used data past the
-    challenger's cutoff, it has seen part of the outcomes it is judged on.
-    """
-    source = "the challenger's backtest (re-scored)"
-    try:
-        fit_as_of = (
-            c.get_run(champion.run_id).data.params.get("fit_as_of") if champion.run_id else None
-        )
-    except MlflowException:
-        fit_as_of = None
-    cutoff = challenger.tags.get("backtest.as_of")
-    try:
-        optimistic = bool(
-            fit_as_of
-            and cutoff
-            and datetime.fromisoformat(fit_as_of) > datetime.fromisoformat(cutoff)
-        )
-    except (TypeError, ValueError):  # unparsable or naive vs aware: no caveat to state
-        optimistic = False
-    if optimistic:
-        source += (
-            f"; it was fitted on data up to {fit_as_of}, after the cutoff {cutoff}, so its "
-            "figures are optimistic"
-        )
-    return source
-
-
 def _champion_metrics(
     challenger: Any, champion: Any, rescore: Rescore | None, name: str, c: MlflowClient
 ) -> tuple[dict[str, float], str, str | None]:
@@ -330,18 +219,18 @@ def _champion_metrics(
     champion recorded on the challenger, then ``rescore`` now. Otherwise the champion's own
     metrics are returned with the reason they are not comparable (check ``same_backtest``).
     """
-    mine, theirs = _version_backtest(challenger), _version_backtest(champion)
+    mine, theirs = gate.version_backtest(challenger), gate.version_backtest(champion)
     diffs = [
         f"{k}: challenger {mine.get(k)!r} vs champion {theirs.get(k)!r}"
-        for k in BACKTEST_KEYS
+        for k in gate.BACKTEST_KEYS
         if mine.get(k) != theirs.get(k)
     ]
     champ_v = str(champion.version)
     if not diffs:
-        return _version_metrics(champion), "its own backtest (identical)", None
+        return gate.version_metrics(champion), "its own backtest (identical)", None
     if challenger.tags.get(RESCORED_VERSION_TAG) == champ_v:
-        rescored = _float_tags(challenger.tags, KEY_METRICS, RESCORED_PREFIX)
-        return rescored, _rescored_source(challenger, champion, c), None
+        rescored = gate.float_tags(challenger.tags, gate.KEY_METRICS, RESCORED_PREFIX)
+        return rescored, gate.rescored_source(challenger, champion, c), None
     if rescore is not None:
         rescored = {
             k: float(v)
@@ -349,9 +238,9 @@ def _champion_metrics(
             if v is not None and math.isfinite(v)
         }
         record_champion_rescore(str(challenger.version), champ_v, rescored, name=name, client=c)
-        return rescored, _rescored_source(challenger, champion, c), None
+        return rescored, gate.rescored_source(challenger, champion, c), None
     return (
-        _version_metrics(champion),
+        gate.version_metrics(champion),
         "its own, different backtest",
         f"champion v{champ_v} was backtested differently ({'; '.join(diffs)}) and has not "
         f"been re-scored on challenger v{challenger.version}'s backtest; run `retain "
@@ -373,17 +262,17 @@ def promote(
     ``smoke_test(version)`` must load the registered artifact (digest-checked) and score a
     few customers, raising on any failure: a challenger that cannot serve is refused
     whatever its metrics, and this check cannot be skipped. ``skip`` names checks of
-    :data:`CHECKS` to skip; they are recorded on the version (:data:`SKIPPED_TAG`) with
+    :data:`training.gate.CHECKS` to skip; they are recorded on the version (:data:`SKIPPED_TAG`) with
     the reason each would have failed. ``rescore(challenger, champion)`` returns the
     champion's metrics on the challenger's backtest when none are recorded. Refusals
     change nothing.
     """
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-    unknown = sorted(set(skip) - set(CHECKS))
+    unknown = sorted(set(skip) - set(gate.CHECKS))
     if unknown:
         raise RegistryError(
-            f"unknown check(s) {unknown} for --skip-check; choose from {sorted(CHECKS)}"
+            f"unknown check(s) {unknown} for --skip-check; choose from {sorted(gate.CHECKS)}"
         )
     c = _client(client)
     challenger = _alias_version(c, name, CHALLENGER)
@@ -414,7 +303,7 @@ def promote(
         )
         if not_comparable:
             failures["same_backtest"] = not_comparable
-    failures.update(_gate(challenger, champion, champion_metrics, tolerance))
+    failures.update(gate.failed_checks(challenger, champion, champion_metrics, tolerance))
     refused = [f"[{k}] {v}" for k, v in failures.items() if k not in skip]
     if refused:
         return PromotionDecision(False, chal_v, champ_v, refused)
@@ -436,7 +325,7 @@ def promote(
     for check, why in skipped.items():
         summary.append(f"SKIPPED check {check!r} (recorded on v{chal_v}): {why}")
     if champion is not None and champion_metrics is not None:
-        cm = _version_metrics(challenger)
+        cm = gate.version_metrics(challenger)
         summary.append(
             f"churn_auc {cm.get('model.churn_auc', math.nan):.4f} vs "
             f"{champion_metrics.get('model.churn_auc', math.nan):.4f}; count_mae "
@@ -497,8 +386,8 @@ def list_versions(
                 created=datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(
                     timespec="seconds"
                 ),
-                metrics=_version_metrics(mv),
-                backtest=_version_backtest(mv),
+                metrics=gate.version_metrics(mv),
+                backtest=gate.version_backtest(mv),
             )
         )
     return sorted(rows, key=lambda r: int(r.version), reverse=True)

@@ -149,7 +149,7 @@ def log_mlflow_run(result: LiftResult, tracking_uri: str | None, experiment: str
     import mlflow
 
     from serving.report.campaigns import lift_figure
-    from training.tracking import configure_tracking, ensure_experiment
+    from training.tracking_store import configure_tracking, ensure_experiment
 
     configure_tracking(tracking_uri)
     experiment_id = ensure_experiment(experiment)

@@ -190,7 +190,8 @@ class RegisteredModel:
 def registered_model(tmp_path_factory: pytest.TempPathFactory) -> RegisteredModel:
     """The default model configuration (BTYD features on), with few boosting rounds."""
     from features.synth import generate_purchase_log
-    from serving.workflow import train_and_register
+    from serving.lifecycle_wiring import SERVING_PARTS
+    from training.lifecycle import train_and_register
 
     root = tmp_path_factory.mktemp("registered")
     raw = generate_purchase_log(400, seed=3, start="2023-01-01", end="2024-06-30").log
@@ -201,6 +202,7 @@ def registered_model(tmp_path_factory: pytest.TempPathFactory) -> RegisteredMode
         data,
         "2024-03-01",
         60,
+        serving=SERVING_PARTS,
         tracking_uri=tracking_uri,
         models_params={"n_snapshots": 2, "num_boost_round": 12, "early_stopping_rounds": 4},
         artifact_out=root / "artifact",

@@ -36,7 +36,7 @@ from tests.serving.test_service_http import (
     start_service,
     stop_service,
 )
-from training import tracking
+from training import tracking, tracking_store
 from training.artifact import load_artifact
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -135,7 +135,7 @@ def test_the_artifact_records_the_training_rules(workdir: Path) -> None:
 
 def test_the_run_records_its_data_as_an_mlflow_dataset(workdir: Path) -> None:
     """``mlflow.log_input``: the digest is retain's fingerprint of the log as read."""
-    tracking.configure_tracking(f"sqlite:///{workdir / 'mlflow.db'}")
+    tracking_store.configure_tracking(f"sqlite:///{workdir / 'mlflow.db'}")
     client = MlflowClient()
     version = client.get_model_version_by_alias("retain", "challenger")
     run = client.get_run(version.run_id)
@@ -190,7 +190,7 @@ def test_http_applies_the_trained_rules(
 def test_pyfunc_applies_the_trained_rules(
     workdir: Path, history: pd.DataFrame, expected: pd.DataFrame
 ) -> None:
-    tracking.configure_tracking(f"sqlite:///{workdir / 'mlflow.db'}")
+    tracking_store.configure_tracking(f"sqlite:///{workdir / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/retain@challenger")
     got = model.predict(tracking.wire_frame(history), params={"as_of": AS_OF})
     pd.testing.assert_frame_equal(got, expected)

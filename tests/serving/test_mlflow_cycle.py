@@ -29,12 +29,12 @@ from features.cdnow import read_cdnow
 from features.fingerprint import log_fingerprint
 from features.purchase_log import canonicalize
 from features.synth import generate_purchase_log
-from serving import mlflow_commands
+from serving.lifecycle_wiring import SERVING_PARTS
 from serving.model_source import ModelResolutionError, resolved_artifact
 from serving.scorer import ScoringModel, score, score_features
-from serving.workflow import TrainOutcome, train_and_register
-from training import tracking
+from training import lifecycle_commands, tracking, tracking_store
 from training.artifact import MANIFEST_NAME, verify_artifact
+from training.lifecycle import TrainOutcome, train_and_register
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -84,6 +84,7 @@ def _train(
         path,
         as_of,
         HORIZON,
+        serving=SERVING_PARTS,
         tracking_uri=server,
         experiment=name,
         registered_model=name,
@@ -226,7 +227,7 @@ def test_concurrent_training_runs_are_all_recorded(mlflow_server: str, raw_log_p
     assert not errors, errors
     assert len(outcomes) == 2
 
-    tracking.configure_tracking(mlflow_server)
+    tracking_store.configure_tracking(mlflow_server)
     client = MlflowClient()
     experiment = client.get_experiment_by_name(name)
     assert experiment is not None
@@ -264,7 +265,9 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _train_default(data: Path, as_of: str, models: dict) -> TrainOutcome:
-    return train_and_register(data, as_of, 90, models_params=models, console=Console(quiet=True))
+    return train_and_register(
+        data, as_of, 90, serving=SERVING_PARTS, models_params=models, console=Console(quiet=True)
+    )
 
 
 def _tags(version: str, name: str = "retain") -> dict[str, str]:
@@ -321,7 +324,7 @@ def test_gate_compares_a_retrain_on_new_data_with_the_champion_rescored(
     assert float(tags["model.churn_auc"]) > float(tags["gate.champion.model.churn_auc"])
     assert float(tags["model.count_mae"]) < float(tags["gate.champion.model.count_mae"])
     # The superseded challenger's CLI would now say so instead of claiming the alias.
-    assert mlflow_commands.alias_report("retain", worse.version) == (
+    assert lifecycle_commands.alias_report("retain", worse.version) == (
         f"registered 'retain' version {worse.version}, but another run has moved the "
         f"aliases since: challenger -> v{better.version}, champion -> v{first.version}"
     )
@@ -446,7 +449,7 @@ def test_two_train_processes_on_a_fresh_store_both_register_and_report_truthfull
         assert code == 0, err[-2000:]
         assert "Traceback" not in err
 
-    tracking.configure_tracking(f"sqlite:///{work / 'mlflow.db'}", create=False)
+    tracking_store.configure_tracking(f"sqlite:///{work / 'mlflow.db'}", create=False)
     client = MlflowClient()
     versions = sorted(int(v.version) for v in client.search_model_versions("name='retain'"))
     assert versions == [1, 2]

@@ -380,10 +380,10 @@ _REGISTER = """
 import sys
 import pandas as pd
 from features.purchase_log import canonicalize
-from serving.workflow import PYFUNC_CODE
-from training import registry, tracking
+from serving.lifecycle_wiring import PYFUNC_CODE
+from training import registry, tracking, tracking_store
 
-tracking.configure_tracking("sqlite:///store.db")  # relative: this process runs in the tmp dir
+tracking_store.configure_tracking("sqlite:///store.db")  # relative: this process runs in the tmp dir
 run = tracking.log_training_run(
     experiment="retain",
     python_model=PYFUNC_CODE,

@@ -594,10 +594,11 @@ def registry_model(mlflow_server: str, artifact_dir: Path, raw_log: pd.DataFrame
 
     The backtest figures are placeholders: this test is about loading, not the gate.
     """
-    from serving.workflow import PYFUNC_CODE, promote_challenger
-    from training import registry, tracking
+    from serving.lifecycle_wiring import PYFUNC_CODE, SERVING_PARTS
+    from training import registry, tracking, tracking_store
+    from training.lifecycle import promote_challenger
 
-    tracking.configure_tracking(mlflow_server)
+    tracking_store.configure_tracking(mlflow_server)
     run = tracking.log_training_run(
         experiment="retain-http",
         python_model=PYFUNC_CODE,
@@ -608,7 +609,9 @@ def registry_model(mlflow_server: str, artifact_dir: Path, raw_log: pd.DataFrame
         backtest={"model": {"churn_auc": 0.7}, "bgnbd": {"churn_auc": 0.6}},
     )
     version = registry.register_challenger(run.run_id, name="retain-http")
-    decision = promote_challenger(name="retain-http", tracking_uri=mlflow_server)
+    decision = promote_challenger(
+        serving=SERVING_PARTS, name="retain-http", tracking_uri=mlflow_server
+    )
     assert decision.promoted, decision.reasons
     return version
 

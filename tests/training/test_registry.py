@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from training import registry, tracking
+from training import gate, registry, tracking, tracking_store
 
 DIGEST = "0123456789abcdef" * 4
 SAME_BACKTEST = {
@@ -40,7 +40,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(workdir)
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        uri = tracking.configure_tracking(None)
+        uri = tracking_store.configure_tracking(None)
         assert uri == f"sqlite:///{workdir / 'mlflow.db'}"
         yield workdir
     assert (workdir / "mlflow.db").is_file()
@@ -48,7 +48,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture()
 def client(store: Path) -> MlflowClient:
-    tracking.configure_tracking(f"sqlite:///{store / 'mlflow.db'}")
+    tracking_store.configure_tracking(f"sqlite:///{store / 'mlflow.db'}")
     return MlflowClient()
 
 
@@ -66,7 +66,7 @@ def _run(
     backtest: dict[str, str] | None = None,
     with_digest: bool = True,
 ) -> str:
-    experiment_id = tracking.ensure_experiment("retain-test")
+    experiment_id = tracking_store.ensure_experiment("retain-test")
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_params(backtest or SAME_BACKTEST)
         mlflow.log_metrics(
@@ -258,7 +258,7 @@ def test_skip_check_skips_one_named_check_and_records_it(client: MlflowClient, n
 def test_failed_load_and_score_refuses_whatever_is_skipped(client: MlflowClient, name: str) -> None:
     v1 = registry.register_challenger(_run(0.90, 0.50), name=name)
     smoke = SmokeRecorder("sha256 mismatch for 'models/churn.lgb.txt'")
-    decision = registry.promote(name=name, smoke_test=smoke, skip=tuple(registry.CHECKS))
+    decision = registry.promote(name=name, smoke_test=smoke, skip=tuple(gate.CHECKS))
     assert not decision.promoted
     assert smoke.versions == [v1]
     assert decision.reasons == [
@@ -331,10 +331,10 @@ def test_no_challenger_is_refused(client: MlflowClient, name: str) -> None:
 
 def test_tracking_uri_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5000")
-    assert tracking.resolve_tracking_uri("http://explicit:5000") == "http://explicit:5000"
-    assert tracking.resolve_tracking_uri(None) == "http://env:5000"
+    assert tracking_store.resolve_tracking_uri("http://explicit:5000") == "http://explicit:5000"
+    assert tracking_store.resolve_tracking_uri(None) == "http://env:5000"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    assert tracking.resolve_tracking_uri(None, workdir=tmp_path) == (
+    assert tracking_store.resolve_tracking_uri(None, workdir=tmp_path) == (
         f"sqlite:///{tmp_path}/mlflow.db"
     )
 
@@ -348,8 +348,8 @@ def _closed_port() -> int:
 
 def test_reading_a_missing_sqlite_store_reports_it_and_creates_nothing(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    with pytest.raises(tracking.TrackingStoreError, match=r"mlflow\.db does not exist"):
-        tracking.configure_tracking(uri, create=False)
+    with pytest.raises(tracking_store.TrackingStoreError, match=r"mlflow\.db does not exist"):
+        tracking_store.configure_tracking(uri, create=False)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -364,8 +364,8 @@ def test_unreachable_store_is_one_message_with_the_host_but_not_the_password(
     template: str, password: str
 ) -> None:
     uri = template.format(port=_closed_port())
-    with pytest.raises(tracking.TrackingStoreError) as caught:
-        tracking.configure_tracking(uri)
+    with pytest.raises(tracking_store.TrackingStoreError) as caught:
+        tracking_store.configure_tracking(uri)
     message = str(caught.value)
     assert message.startswith("cannot reach the MLflow tracking server at ")
     assert "127.0.0.1" in message and ":***@127.0.0.1" in message
@@ -374,10 +374,10 @@ def test_unreachable_store_is_one_message_with_the_host_but_not_the_password(
 
 _FIRST_USE = """
 import sys
-from training import registry, tracking
+from training import gate, registry, tracking, tracking_store
 uri, tag = sys.argv[1], sys.argv[2]
-tracking.configure_tracking(uri)
-print(tracking.ensure_experiment("exp-" + tag))
+tracking_store.configure_tracking(uri)
+print(tracking_store.ensure_experiment("exp-" + tag))
 """
 
 

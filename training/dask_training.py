@@ -2,24 +2,23 @@
 
 :func:`train_churn_dask` builds stacked snapshots (features at a cutoff, churn label over the
 following horizon) per customer partition on the workers and fits
-``lightgbm.DaskLGBMClassifier`` on them. The partitions are the batch path's customer chunks
-(:mod:`serving.batch.chunks`). The fitted booster is returned as LightGBM text
-(``booster_.model_to_string()``), the format ``training.bundle`` stores. LightGBM's Dask
+``lightgbm.DaskLGBMClassifier`` on them. The caller cuts the canonical log into partitions of
+whole customers (the batch path's customer chunks, ``serving.batch``), so ``training`` never
+imports ``serving``. The fitted booster is returned as LightGBM text
+(``booster_.model_to_string()``), the format ``training.models`` stores. LightGBM's Dask
 training opens sockets between worker processes, so the cluster must run worker processes
-(``LocalCluster(processes=True)``); :func:`serving.batch.dask.dask_client` starts one.
+(``LocalCluster(processes=True)``).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from serving.batch.chunks import Chunk, chunk_frame
 
 
 def training_partition(
@@ -66,33 +65,38 @@ class DaskChurnModel:
 
 def train_churn_dask(
     client: Any,
-    log: pd.DataFrame,
+    partitions: Iterable[pd.DataFrame],
     cutoffs: Sequence[pd.Timestamp | str],
     horizon_days: int,
     *,
-    chunk_customers: int = 100_000,
     n_estimators: int = 200,
     params: dict[str, Any] | None = None,
     seed: int = 0,
 ) -> DaskChurnModel:
     """Fit ``lightgbm.DaskLGBMClassifier`` for churn on snapshots built on the workers.
 
-    Each customer partition of ``log`` becomes its own training partition (features at
-    every cutoff, churn over ``[cutoff, cutoff + horizon)``), so the stacked training set is
-    only ever materialised in pieces on the workers. ``cutoffs`` must leave a full label
-    window inside the log (see ``training.labels.snapshot_cutoffs``).
+    ``partitions`` are canonical logs of whole customers (each customer in one partition);
+    each is scattered to the cluster as soon as it is produced (a generator keeps one at a
+    time on the driver) and becomes its own training partition (features at every cutoff,
+    churn over ``[cutoff, cutoff + horizon)``), so the stacked training set is only ever
+    materialised in pieces on the workers. ``cutoffs`` must leave a full label window inside
+    the log (see ``training.labels.snapshot_cutoffs``).
     """
     import dask.dataframe as dd
     import lightgbm as lgb
 
     from features.catalog import FEATURE_COLUMNS
     from features.utc import to_utc_timestamp
-    from serving.batch.chunks import customer_chunks
 
     cuts = [to_utc_timestamp(c) for c in cutoffs]
-    chunks = customer_chunks(log, chunk_customers)
-    parts = [client.scatter(chunk_frame(log, c)) for c in chunks]
-    empty = chunk_frame(log, Chunk(0, 0, 0, 0, 0))
+    parts: list[Any] = []
+    empty: pd.DataFrame | None = None
+    for frame in partitions:
+        if empty is None:
+            empty = frame.iloc[:0]
+        parts.append(client.scatter(frame))
+    if empty is None:
+        raise ValueError("no partitions to train on")
     meta = _training_meta()
     frames = dd.from_delayed(parts, meta=empty, verify_meta=False)
     table = frames.map_partitions(training_partition, cuts, horizon_days, meta=meta)

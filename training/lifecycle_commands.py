@@ -1,5 +1,7 @@
 """``retain train / promote / rollback / models``: the MLflow model lifecycle from the shell.
 
+The commands run :mod:`training.lifecycle` with the :class:`training.lifecycle.ServingParts`
+the root CLI hands to :func:`register` (training never imports serving).
 A store that is missing or unreachable, a refused registry operation or a model that
 cannot be resolved is a user error: one line on stderr, exit 2, URI passwords masked.
 """
@@ -13,6 +15,9 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+
+from training.cli import config_option, map_option
+from training.lifecycle import ServingParts
 
 _TABLE_METRICS: tuple[tuple[str, str], ...] = (
     ("model.churn_auc", "AUC"),
@@ -54,8 +59,8 @@ def alias_report(name: str, version: str) -> str:
     )
 
 
-def register(app: typer.Typer) -> None:
-    """Add the MLflow lifecycle commands to the root ``retain`` app."""
+def register(app: typer.Typer, serving: ServingParts) -> None:
+    """Add the MLflow lifecycle commands to the root ``retain`` app, run with ``serving``."""
 
     @app.command("train")
     def train(
@@ -64,15 +69,11 @@ def register(app: typer.Typer) -> None:
             ..., "--as-of", help="Backtest cutoff; as_of + horizon must be inside the log."
         ),
         horizon: int = typer.Option(90, "--horizon", min=1, help="Horizon in days."),
-        mapping: list[str] = typer.Option(
-            [], "--map", help="Column mapping CANONICAL=SOURCE (repeatable); overrides --config."
+        mapping: list[str] = map_option(
+            "Column mapping CANONICAL=SOURCE (repeatable); overrides --config."
         ),
-        config_file: Path | None = typer.Option(
-            None,
-            "--config",
-            "-c",
-            help="YAML or TOML config file ('log:' section: columns, timezone, cancel_prefix, "
-            "duplicates, ...). Saved with the model: serving applies its counting rules.",
+        config_file: Path | None = config_option(
+            ". Saved with the model: serving applies its counting rules."
         ),
         tracking_uri: str | None = _TRACKING,
         experiment: str = typer.Option("retain", "--experiment", help="MLflow experiment."),
@@ -88,13 +89,14 @@ def register(app: typer.Typer) -> None:
         """Backtest at --as-of, fit on all data, log to MLflow and register a challenger."""
         from features.config_file import log_config_from_options
         from features.redaction import redact
-        from serving.workflow import train_and_register
+        from training.lifecycle import train_and_register
 
         console = Console(stderr=True)
         outcome = train_and_register(
             data,
             as_of,
             horizon,
+            serving=serving,
             log_config=log_config_from_options(config_file, mapping),
             tracking_uri=tracking_uri,
             experiment=experiment,
@@ -145,8 +147,8 @@ def register(app: typer.Typer) -> None:
             help="The challenger's purchase log: re-score the champion on the challenger's "
             "backtest if `retain train` did not record it.",
         ),
-        mapping: list[str] = typer.Option(
-            [], "--map", help="Column mapping CANONICAL=SOURCE for --data (as in train)."
+        mapping: list[str] = map_option(
+            "Column mapping CANONICAL=SOURCE for --data (as in train)."
         ),
         tracking_uri: str | None = _TRACKING,
         name: str = _MODEL_NAME,
@@ -155,8 +157,8 @@ def register(app: typer.Typer) -> None:
         (exit 1 if refused)."""
         from features.reading import parse_mapping
         from features.schema import LogConfig
-        from serving.workflow import promote_challenger
-        from training.registry import CHECKS
+        from training.gate import CHECKS
+        from training.lifecycle import promote_challenger
 
         if force:
             raise typer.BadParameter(
@@ -166,6 +168,7 @@ def register(app: typer.Typer) -> None:
                 param_hint="--force",
             )
         decision = promote_challenger(
+            serving=serving,
             name=name,
             tolerance=tolerance,
             skip=tuple(skip_check),
@@ -187,9 +190,9 @@ def register(app: typer.Typer) -> None:
     @app.command("rollback")
     def rollback(tracking_uri: str | None = _TRACKING, name: str = _MODEL_NAME) -> None:
         """Point champion back at the previous champion version."""
-        from training import registry, tracking
+        from training import registry, tracking_store
 
-        tracking.configure_tracking(tracking_uri, create=False)
+        tracking_store.configure_tracking(tracking_uri, create=False)
         try:
             version = registry.rollback(name=name)
         except registry.RegistryError as exc:
@@ -200,9 +203,9 @@ def register(app: typer.Typer) -> None:
     @app.command("models")
     def models(tracking_uri: str | None = _TRACKING, name: str = _MODEL_NAME) -> None:
         """List registered versions with their aliases and key backtest metrics."""
-        from training import registry, tracking
+        from training import registry, tracking_store
 
-        tracking.configure_tracking(tracking_uri, create=False)
+        tracking_store.configure_tracking(tracking_uri, create=False)
         rows = registry.list_versions(name=name)
         table = Table(
             title=f"registered model {name!r} (backtest metrics)",

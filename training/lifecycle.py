@@ -19,12 +19,17 @@ backtest (same data, same cutoff) and the figures are recorded on the new versio
 promotion gate compares like with like. ``retain promote`` (:func:`promote_challenger`)
 first loads the challenger from the registry (manifest digest checked) and scores a tiny
 synthetic log with it: a version that cannot serve never becomes champion.
+
+``training`` never imports ``serving``: what the lifecycle needs from it (the pyfunc model
+code, the offer policy check, loading a registered version, the scorer) comes in as one
+:class:`ServingParts`, built by :mod:`serving.lifecycle_wiring` and passed by the root CLI,
+the notebooks and the tests.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +42,29 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from features.redaction import redact
 from features.schema import LogConfig
 from features.utc import to_utc_timestamp
+from training.artifact import RetainArtifact
 
-PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 SMOKE_CUSTOMERS = 12
+
+
+@dataclass(frozen=True)
+class ServingParts:
+    """What the lifecycle takes from ``serving``, handed in so imports stay one-way.
+
+    - ``pyfunc_code``: the MLflow "models from code" file logged with every model.
+    - ``policy_yaml(policy)``: the offer policy (a YAML path or text; None for the default)
+      validated and written back as YAML; it raises on a bad policy, before any training.
+    - ``load_version(name, version, tracking_uri)``: a registered version loaded as serving
+      loads it (download checked against the manifest digest the registry recorded).
+    - ``score(artifact, log, as_of)``: the scorer's frame for ``log`` (one row a customer).
+    - ``load_errors``: what ``load_version`` raises when a version cannot be resolved.
+    """
+
+    pyfunc_code: Path
+    policy_yaml: Callable[[str | Path | None], str]
+    load_version: Callable[[str, str, str | None], RetainArtifact]
+    score: Callable[[RetainArtifact, pd.DataFrame, pd.Timestamp], pd.DataFrame]
+    load_errors: tuple[type[Exception], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,6 +125,7 @@ def train_and_register(
     as_of: object,
     horizon_days: int = 90,
     *,
+    serving: ServingParts,
     log_config: LogConfig | None = None,
     tracking_uri: str | None = None,
     experiment: str = "retain",
@@ -116,15 +142,15 @@ def train_and_register(
     """Backtest at ``as_of``, fit on everything, package, log to MLflow, register challenger.
 
     ``tracking_uri`` is resolved once here (explicit > env > ``./mlflow.db``); ``policy`` is a
-    YAML path or text (default: ``OfferPolicy.default()``), validated before any training.
+    YAML path or text (default: serving's default policy), validated by
+    ``serving.policy_yaml`` before any training.
     ``log_config`` reads the log and is packaged with the model, so HTTP, batch and the
     pyfunc count rows (cancellations, duplicates) the way this training run did.
     """
     from features.builders import FeatureConfig
     from features.purchase_log import read_purchase_log
     from features.segments import SegmentConfig
-    from serving.offers.policy import OfferPolicy
-    from training import registry, tracking
+    from training import registry, tracking, tracking_store
     from training.artifact import save_artifact
     from training.backtest import check_coverage, evaluate
     from training.bundle import RetainModels
@@ -132,8 +158,7 @@ def train_and_register(
     from training.snapshots import describe_snapshots
 
     cutoff = to_utc_timestamp(as_of)
-    policy_obj = OfferPolicy.default() if policy is None else OfferPolicy.from_yaml(policy)
-    policy_yaml = policy_obj.to_yaml()
+    policy_yaml = serving.policy_yaml(policy)
     feature_config = feature_config or FeatureConfig(horizon_days=min(horizon_days, 365))
     segment_config = segment_config or SegmentConfig()
 
@@ -143,7 +168,7 @@ def train_and_register(
             check_coverage(log, cutoff, horizon_days)  # evaluate's check, before any work
             fingerprint = tracking.data_fingerprint(log)
         # after the input is checked (a bad log leaves no store behind), before any training
-        resolved_uri = tracking.configure_tracking(tracking_uri)
+        resolved_uri = tracking_store.configure_tracking(tracking_uri)
         with stage(f"backtest at {cutoff.date()} (horizon {horizon_days} d)"):
             result = evaluate(log, cutoff, horizon_days, models_params=models_params, seed=seed)
             backtest = result.to_dict()
@@ -169,7 +194,7 @@ def train_and_register(
         with stage(f"log run to {redact(resolved_uri)}"):
             run = tracking.log_training_run(
                 experiment=experiment,
-                python_model=PYFUNC_CODE,
+                python_model=serving.pyfunc_code,
                 artifact_dir=artifact_dir,
                 log=log,
                 as_of=cutoff,
@@ -192,7 +217,7 @@ def train_and_register(
                 version = registry.register_challenger(run.run_id, name=registered_model)
             with stage("re-score the champion on this backtest"):
                 rescored, problem = _record_champion_rescore(
-                    log, cutoff, horizon_days, registered_model, version, resolved_uri
+                    serving, log, cutoff, horizon_days, registered_model, version, resolved_uri
                 )
     return TrainOutcome(
         run_id=run.run_id,
@@ -210,6 +235,7 @@ def train_and_register(
 
 
 def champion_metrics_on(
+    serving: ServingParts,
     log: pd.DataFrame,
     cutoff: pd.Timestamp,
     horizon_days: int,
@@ -222,18 +248,15 @@ def champion_metrics_on(
     Keyed like a version's own tags (``model.churn_auc``); the artifact is downloaded and
     checked against its recorded manifest digest like any other registry load.
     """
-    from serving.model_source import resolved_artifact
-    from training.artifact import load_artifact
     from training.backtest import score_fitted
 
-    uri = f"models:/{name}/{champion_version}"
-    with resolved_artifact(uri, tracking_uri) as (path, source):
-        artifact = load_artifact(path, source.manifest_sha256)
+    artifact = serving.load_version(name, champion_version, tracking_uri)
     metrics = score_fitted(artifact.models, log, cutoff, horizon_days)
     return {f"model.{k}": v for k, v in metrics.items()}
 
 
 def _record_champion_rescore(
+    serving: ServingParts,
     log: pd.DataFrame,
     cutoff: pd.Timestamp,
     horizon_days: int,
@@ -246,7 +269,6 @@ def _record_champion_rescore(
     Returns (champion version re-scored, None) or (None, why not). A champion that cannot
     be re-scored does not fail the training run: the gate then reports it at promotion.
     """
-    from serving.model_source import ModelResolutionError
     from training import registry
     from training.artifact import ArtifactError
 
@@ -254,8 +276,10 @@ def _record_champion_rescore(
     if champion is None or champion == version:
         return None, None
     try:
-        metrics = champion_metrics_on(log, cutoff, horizon_days, name, champion, tracking_uri)
-    except (ModelResolutionError, ArtifactError, ValueError) as exc:
+        metrics = champion_metrics_on(
+            serving, log, cutoff, horizon_days, name, champion, tracking_uri
+        )
+    except (*serving.load_errors, ArtifactError, ValueError) as exc:
         return None, f"champion v{champion} could not be re-scored on this backtest: {exc}"
     registry.record_champion_rescore(version, champion, metrics, name=name)
     return champion, None
@@ -270,7 +294,9 @@ def smoke_log() -> pd.DataFrame:
     return canonicalize(raw.log).log
 
 
-def smoke_test_version(name: str, version: str, tracking_uri: str | None = None) -> None:
+def smoke_test_version(
+    serving: ServingParts, name: str, version: str, tracking_uri: str | None = None
+) -> None:
     """Load registered ``version`` as serving would and score :func:`smoke_log`; raise if not.
 
     This is what ``retain promote`` runs before it moves an alias: the download must match
@@ -279,14 +305,9 @@ def smoke_test_version(name: str, version: str, tracking_uri: str | None = None)
     """
     import numpy as np
 
-    from serving.model_source import resolved_artifact
-    from serving.scorer import ScoringModel, score
-    from training.artifact import load_artifact
-
-    with resolved_artifact(f"models:/{name}/{version}", tracking_uri) as (path, source):
-        model = ScoringModel.from_artifact(load_artifact(path, source.manifest_sha256))
+    artifact = serving.load_version(name, version, tracking_uri)
     log = smoke_log()
-    scored = score(model, log, production_as_of(log))
+    scored = serving.score(artifact, log, production_as_of(log))
     expected = int(log["customer_id"].nunique())
     churn = scored["churn_probability"].to_numpy(dtype=np.float64)
     if len(scored) != expected or not np.all((churn >= 0) & (churn <= 1)):
@@ -299,6 +320,7 @@ def smoke_test_version(name: str, version: str, tracking_uri: str | None = None)
 
 def promote_challenger(
     *,
+    serving: ServingParts,
     name: str = "retain",
     tolerance: float = 0.0,
     skip: tuple[str, ...] = (),
@@ -313,9 +335,9 @@ def promote_challenger(
     was backtested on). Returns the :class:`training.registry.PromotionDecision`.
     """
     from features.purchase_log import read_purchase_log
-    from training import registry, tracking
+    from training import registry, tracking, tracking_store
 
-    resolved = tracking.configure_tracking(tracking_uri, create=False)
+    resolved = tracking_store.configure_tracking(tracking_uri, create=False)
 
     def rescore(challenger: Any, champion: Any) -> dict[str, float | None]:
         log = read_purchase_log(data, log_config).log
@@ -329,10 +351,12 @@ def promote_challenger(
             )
         cutoff = to_utc_timestamp(challenger.tags["backtest.as_of"])
         horizon = int(challenger.tags["backtest.horizon_days"])
-        return champion_metrics_on(log, cutoff, horizon, name, str(champion.version), resolved)
+        return champion_metrics_on(
+            serving, log, cutoff, horizon, name, str(champion.version), resolved
+        )
 
     return registry.promote(
-        smoke_test=lambda version: smoke_test_version(name, version, resolved),
+        smoke_test=lambda version: smoke_test_version(serving, name, version, resolved),
         name=name,
         tolerance=tolerance,
         skip=skip,
