@@ -5,7 +5,7 @@ following horizon) per customer partition on the workers and fits
 ``lightgbm.DaskLGBMClassifier`` on them. The caller cuts the canonical log into partitions of
 whole customers (the batch path's customer chunks, ``serving.batch``), so ``training`` never
 imports ``serving``. The fitted booster is returned as LightGBM text
-(``booster_.model_to_string()``), the format ``training.models`` stores. LightGBM's Dask
+(``booster_.model_to_string()``), the format ``training.bundle`` stores. LightGBM's Dask
 training opens sockets between worker processes, so the cluster must run worker processes
 (``LocalCluster(processes=True)``).
 """
