@@ -135,7 +135,7 @@ def start_server(
 ) -> subprocess.Popen[bytes]:
     import urllib.request
 
-    from serving.commands import serve_command
+    from serving.http.serve import serve_command
 
     argv, env = serve_command(model_uri, "127.0.0.1", port, workers)
     env.update({"RETAIN_API_KEY": "", "RETAIN_FEATURE_SNAPSHOT": ""})

@@ -56,18 +56,17 @@ def _register_all() -> None:
     from features import cli as features_cli
     from serving import (
         batch_commands,
-        bento,
-        commands,
         lift_commands,
         mlflow_commands,
         uplift_commands,
     )
+    from serving.http import bento, serve
     from training import cli as training_cli
 
     features_cli.register(app)
     training_cli.register(app)
     mlflow_commands.register(app)
-    commands.register(app)
+    serve.register(app)
     bento.register(app)
     batch_commands.register(app)
     lift_commands.register(app)

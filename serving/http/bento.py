@@ -34,7 +34,7 @@ from serving.model_source import (
     resolved_artifact,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BENTOFILE = REPO_ROOT / "bentofile.yaml"
 BENTO_MODEL_NAME = "retain-model"
 

@@ -24,9 +24,9 @@ from features.builders import FeatureConfig, build_features
 from features.purchase_log import canonicalize
 from features.segments import SegmentConfig
 from features.synth import generate_purchase_log
-from serving.commands import serve_command
+from serving.http.schemas import ScoreResponse
+from serving.http.serve import serve_command
 from serving.offers import OfferPolicy
-from serving.schemas import ScoreResponse
 from serving.scorer import ScoringModel, score, score_features
 from tests.serving.conftest import free_port
 from training.artifact import save_artifact
@@ -102,7 +102,7 @@ def test_serve_command_translates_options_to_env(tmp_path: Path) -> None:
         "-m",
         "bentoml",
         "serve",
-        "serving.service:RetainService",
+        "serving.http.service:RetainService",
         "--host",
         "0.0.0.0",
         "--port",
@@ -407,7 +407,7 @@ def test_score_ids_scores_each_customer_at_its_own_snapshot_as_of(
     tmp_path: Path, snapshot_path: Path, scoring_model: ScoringModel
 ) -> None:
     """Rows from two snapshot dates, a repeated id and an unknown one, without HTTP."""
-    from serving.service import FeatureSnapshot, score_ids
+    from serving.http.snapshot import FeatureSnapshot, score_ids
 
     frame = pd.read_parquet(snapshot_path)
     older = frame.iloc[:2].assign(
@@ -660,7 +660,7 @@ def test_history_times_convert_to_utc_microseconds_exactly() -> None:
     import numpy as np
 
     from features.schema import PurchaseLogError
-    from serving.service import _utc_micros
+    from serving.http.score_request import utc_micros
 
     rng = np.random.default_rng(3)
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
@@ -689,11 +689,11 @@ def test_history_times_convert_to_utc_microseconds_exactly() -> None:
             for t in stamps
         ]
     )
-    assert (_utc_micros(stamps) == expected).all()
+    assert (utc_micros(stamps) == expected).all()
     with pytest.raises(PurchaseLogError, match=r"history\[1\]\.timestamp"):
-        _utc_micros([datetime(2000, 1, 1), datetime(1899, 12, 31, 23, 59, 59)])
+        utc_micros([datetime(2000, 1, 1), datetime(1899, 12, 31, 23, 59, 59)])
     with pytest.raises(PurchaseLogError, match="2200-01-01"):
-        _utc_micros([datetime(2200, 1, 1, tzinfo=UTC)])
+        utc_micros([datetime(2200, 1, 1, tzinfo=UTC)])
 
 
 def test_look_alike_ids_from_concurrent_clients_never_share_rows(
