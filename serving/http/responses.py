@@ -1,6 +1,6 @@
 """Response bodies of the HTTP service, built from the scorer's arrays.
 
-Scores become JSON in the shape of :class:`serving.http.schemas.ScoreResponse`; errors are
+Scores become :class:`serving.http.schemas.ScoreResponse` (BentoML writes its JSON); errors are
 ``{"error": message}`` with, where one field is at fault, pydantic-style ``detail`` naming
 it. The guard answers before BentoML runs, so it writes its JSON straight to the ASGI
 ``send`` (:func:`send_json`).
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from starlette.responses import Response
 
-from serving.http.schemas import ModelInfo
+from serving.http.schemas import ModelInfo, ScoreResponse
 
 if TYPE_CHECKING:  # the scorer (LightGBM) is imported by workers, not by the supervisor
     from serving.scorer import ScoredCustomers
@@ -113,27 +113,26 @@ def unscored_record(customer_id: str, status: str, as_of: pd.Timestamp | None) -
     }
 
 
-def json_response(status: int, payload: dict[str, Any]) -> Response:
-    """Compact JSON; NaN or infinity is a bug here (the records turn them into null)."""
-    return Response(
-        json.dumps(payload, separators=(",", ":"), allow_nan=False).encode(),
-        status_code=status,
-        media_type=JSON_MEDIA_TYPE,
-    )
-
-
 def error_response(status: int, message: str, loc: Sequence[str | int] | None = None) -> Response:
     """``{"error": message}``, plus ``detail`` naming the field at ``loc`` when there is one."""
     body: dict[str, Any] = {"error": message}
     if loc is not None:
         body["detail"] = [{"loc": list(loc), "msg": message}]
-    return json_response(status, body)
+    return Response(
+        json.dumps(body, separators=(",", ":")).encode(),
+        status_code=status,
+        media_type=JSON_MEDIA_TYPE,
+    )
 
 
-def scores_response(model: ModelInfo, horizon_days: int, results: list[dict[str, Any]]) -> Response:
-    """The 200 answer of ``/score`` and ``/score/ids``."""
-    return json_response(
-        200, {"model": model.model_dump(), "horizon_days": horizon_days, "results": results}
+def score_response(model: ModelInfo, horizon_days: int, results: list[Any]) -> ScoreResponse:
+    """The 200 answer of ``/score`` and ``/score/ids``, checked against its schema.
+
+    Built from the records as plain dicts and validated once by pydantic's core: a record
+    that does not fit the documented response is a server error, not a silent answer.
+    """
+    return ScoreResponse.model_validate(
+        {"model": model, "horizon_days": horizon_days, "results": results}
     )
 
 

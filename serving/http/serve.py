@@ -20,6 +20,7 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -29,6 +30,13 @@ SERVICE_TARGET = "serving.http.service:RetainService"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXIT_BAD_CONFIG = 2
 SQLITE_PREFIX = "sqlite:///"
+
+
+def tracking_uri_option() -> Any:
+    """``--tracking-uri`` of the commands that resolve a registry model (serve, bento)."""
+    return typer.Option(
+        None, "--tracking-uri", help="MLflow tracking URI (default: env or ./mlflow.db)."
+    )
 
 
 class ServeConfigError(ValueError):
@@ -218,9 +226,7 @@ def register(app: typer.Typer) -> None:
         registered_model: str | None = typer.Option(
             None, "--registered-model", help="Registered model name for the default URI."
         ),
-        tracking_uri: str | None = typer.Option(
-            None, "--tracking-uri", help="MLflow tracking URI (default: env or ./mlflow.db)."
-        ),
+        tracking_uri: str | None = tracking_uri_option(),
         feature_snapshot: str | None = typer.Option(
             None,
             "--feature-snapshot",

@@ -22,12 +22,13 @@ from typing import Any
 
 import bentoml
 import pandas as pd
+from starlette.responses import Response
 
 from features.redaction import install_log_redaction
 from serving.http.batching import MicroBatcher, ScoreJob, score_jobs
 from serving.http.error_log import quiet_client_errors
 from serving.http.guard import GuardMiddleware
-from serving.http.responses import error_response, scores_response
+from serving.http.responses import error_response, score_response
 from serving.http.schemas import (
     IdsRequest,
     NoopRequest,
@@ -99,8 +100,8 @@ class RetainService:
     def _score_batch(self, jobs: list[ScoreJob]) -> None:
         score_jobs(self.model, jobs, pd.Timestamp.now(tz="UTC"))
 
-    @bentoml.api(route="/score")
-    async def score(self, request: ScoreRequest, /) -> ScoreResponse:
+    @bentoml.api(route="/score", output_spec=ScoreResponse)
+    async def score(self, request: ScoreRequest, /) -> ScoreResponse | Response:
         """Score customers from the purchase histories in the request."""
         refused = request_refusal(request.customers, self.settings.max_customers)
         if refused is not None:
@@ -108,10 +109,10 @@ class RetainService:
         job = await self.batcher.submit(ScoreJob(request.customers, request.campaign))
         if job.error is not None:
             return error_response(400, str(job.error), job.error.loc)
-        return scores_response(self.model_info, self.model.horizon_days, job.results)
+        return score_response(self.model_info, self.model.horizon_days, job.results)
 
-    @bentoml.api(route="/score/ids")
-    async def score_ids(self, request: IdsRequest, /) -> ScoreResponse:
+    @bentoml.api(route="/score/ids", output_spec=ScoreResponse)
+    async def score_ids(self, request: IdsRequest, /) -> ScoreResponse | Response:
         """Score customers by id from the batch job's feature snapshot."""
         import anyio.to_thread
 
@@ -126,10 +127,10 @@ class RetainService:
         results = await anyio.to_thread.run_sync(
             score_ids, self.model, self.snapshot, request.customer_ids, request.campaign
         )
-        return scores_response(self.model_info, self.model.horizon_days, results)
+        return score_response(self.model_info, self.model.horizon_days, results)
 
-    @bentoml.api(route="/admin/reload-snapshot")
-    async def reload_snapshot(self) -> SnapshotInfo:
+    @bentoml.api(route="/admin/reload-snapshot", output_spec=SnapshotInfo)
+    async def reload_snapshot(self) -> SnapshotInfo | Response:
         """Re-read ``RETAIN_FEATURE_SNAPSHOT`` (the batch job wrote a new one)."""
         import anyio.to_thread
 

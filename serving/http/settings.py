@@ -11,6 +11,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from serving.model_source import default_model_uri
 
@@ -25,34 +26,40 @@ class SettingsError(ValueError):
     """A setting in the service's environment that cannot be used (one line naming it)."""
 
 
-def env_int(name: str, default: int, environ: Mapping[str, str] | None = None) -> int:
-    """A whole number > 0 from ``environ`` (default: this process's), else ``default``."""
+def _setting(
+    name: str, environ: Mapping[str, str] | None, parse: type, what: str
+) -> tuple[str, Any]:
+    """(text, parsed value) of ``name`` in ``environ`` (default: this process's); the value
+    is None when unset."""
     raw = (os.environ if environ is None else environ).get(name, "").strip()
     if not raw:
-        return default
+        return raw, None
     try:
-        value = int(raw)
+        return raw, parse(raw)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+        raise SettingsError(f"{name}={raw!r} is not {what}") from None
+
+
+def env_int(name: str, default: int, environ: Mapping[str, str] | None = None) -> int:
+    """A whole number > 0 from ``environ`` (default: this process's), else ``default``."""
+    raw, value = _setting(name, environ, int, "a whole number")
+    if value is None:
+        return default
     if value <= 0:
         raise SettingsError(f"{name}={raw!r} must be > 0")
-    return value
+    return int(value)
 
 
 def env_float(
     name: str, default: float, environ: Mapping[str, str] | None = None, *, positive: bool = False
 ) -> float:
     """A finite number >= 0 (> 0 when ``positive``) from ``environ``, else ``default``."""
-    raw = (os.environ if environ is None else environ).get(name, "").strip()
-    if not raw:
+    raw, value = _setting(name, environ, float, "a number")
+    if value is None:
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number") from None
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         raise SettingsError(f"{name}={raw!r} must be a number {'>' if positive else '>='} 0")
-    return value
+    return float(value)
 
 
 @dataclass(frozen=True)
