@@ -11,6 +11,10 @@ The client runs on the same machine: on 2 cores it takes CPU from the server, so
 figures are lower bounds; the /score vs /noop ratio is the fairer number.
 
     python benchmarks/http.py --seconds 20 --json bench.json
+
+``--service module:Class`` serves another service class with the same command line (it
+must offer ``/noop`` and ``/score``), to compare a variant, e.g. another way of batching,
+by its /score vs /noop ratio.
 """
 
 from __future__ import annotations
@@ -131,13 +135,15 @@ def free_port() -> int:
 
 
 def start_server(
-    model_uri: str, workers: int, port: int, log_path: Path
+    model_uri: str, workers: int, port: int, log_path: Path, service: str | None = None
 ) -> subprocess.Popen[bytes]:
     import urllib.request
 
-    from serving.commands import serve_command
+    from serving.http.serve import SERVICE_TARGET, serve_command
 
     argv, env = serve_command(model_uri, "127.0.0.1", port, workers)
+    if service is not None:  # another service class on the same command line
+        argv[argv.index(SERVICE_TARGET)] = service
     env.update({"RETAIN_API_KEY": "", "RETAIN_FEATURE_SNAPSHOT": ""})
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -388,6 +394,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--rounds", type=int, default=4, help="alternating /noop and /score slices per level"
     )
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument(
+        "--service",
+        help="module:Class to serve instead of retain's service (a variant to compare, "
+        "e.g. another batching); it must offer /noop and /score",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -399,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port = args.port or free_port()
         load_before = os.getloadavg()
         log_path = Path(tmp) / "serve.log"
-        process = start_server(model_uri, args.workers, port, log_path)
+        process = start_server(model_uri, args.workers, port, log_path, args.service)
         split = WorkerSplit(log_path)
         base = f"http://127.0.0.1:{port}"
         results: list[LevelResult] = []

@@ -54,8 +54,9 @@ def _root(
 
 def _register_all() -> None:
     from features import cli as features_cli
-    from serving import bento, commands, uplift_commands
+    from serving import uplift_commands
     from serving.batch import commands as batch_commands
+    from serving.http import bento, serve
     from serving.lifecycle_wiring import SERVING_PARTS
     from serving.lift import commands as lift_commands
     from serving.report import commands as report_commands
@@ -65,7 +66,7 @@ def _register_all() -> None:
     features_cli.register(app)
     training_cli.register(app)
     lifecycle_commands.register(app, SERVING_PARTS)
-    commands.register(app)
+    serve.register(app)
     bento.register(app)
     batch_commands.register(app)
     report_commands.register(app)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 BENTO_MODEL_SCHEME = "bentoml:"
 BENTO_MODEL_ALIAS = "retain"
-# keys of the BentoML model's metadata (see serving.bento.bento_model_metadata)
+# keys of the BentoML model's metadata (see serving.http.bento.bento_model_metadata)
 MLFLOW_NAME_KEY = "mlflow_model_name"
 MLFLOW_VERSION_KEY = "mlflow_model_version"
 DIGEST_KEY = "manifest_sha256"

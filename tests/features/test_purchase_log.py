@@ -881,7 +881,7 @@ def test_typed_parquet_log_with_duplicates_and_drops(tmp_path: Path) -> None:
 
 
 def _request_frame(*, as_text: bool = False) -> pd.DataFrame:
-    """Rows as ``serving.service.history_frame`` builds them (or the same values as text).
+    """Rows as ``serving.http.score_request.history_log`` builds them (or the same values as text).
 
     Unsorted; c1 has a return and two lines of one order (same instant, other amounts);
     the last row repeats the first exactly; one category is missing, one is empty.

@@ -213,7 +213,7 @@ def test_feature_snapshot_holds_the_scored_features(
     got = snap.drop(columns="as_of").set_index("customer_id")
     pd.testing.assert_frame_equal(got, want, check_index_type=False, check_names=False)
     assert (tmp_path / "f" / SUCCESS_NAME).is_file()
-    from serving.service import FeatureSnapshot  # what /score/ids reads, through the link
+    from serving.http.snapshot import FeatureSnapshot  # what /score/ids reads, through the link
 
     loaded = FeatureSnapshot.load(tmp_path / "f")
     assert sorted(loaded.as_of.index) == sorted(want.index)

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from features.purchase_log import canonicalize
-from serving.bento import BENTO_MODEL_NAME, bento_model_version
+from serving.http.bento import BENTO_MODEL_NAME, bento_model_version
 from serving.model_source import DIGEST_KEY, MLFLOW_NAME_KEY, MLFLOW_VERSION_KEY, ModelSource
 from serving.scorer import NUMBER_COLUMNS, ScoringModel, score
 from tests.serving.conftest import RegisteredModel, free_port, isolated_env

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from features.purchase_log import canonicalize
-from serving.schemas import IdsRequest, ScoreRequest, canonical_customer_id
+from serving.http.schemas import IdsRequest, ScoreRequest, canonical_customer_id
 
 
 def test_canonical_id_strips_what_the_loader_strips() -> None:

@@ -60,7 +60,7 @@ def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log_path = tmp / "serve.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "serving.service:RetainService",
+            [sys.executable, "-m", "bentoml", "serve", "serving.http.service:RetainService",
              "--host", "127.0.0.1", "--port", str(port), "--working-dir", str(REPO_ROOT)],
             cwd=REPO_ROOT,
             env=env,

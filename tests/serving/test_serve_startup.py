@@ -27,7 +27,7 @@ from features.builders import FeatureConfig, build_features
 from features.purchase_log import canonicalize
 from features.segments import SegmentConfig
 from features.synth import generate_purchase_log
-from serving.commands import absolute_tracking_uri, serve_command
+from serving.http.serve import absolute_tracking_uri, serve_command
 from serving.offers.policy import OfferPolicy
 from serving.scorer import ScoringModel, score_features
 from tests.serving.conftest import free_port

@@ -24,9 +24,9 @@ from features.builders import FeatureConfig, build_features
 from features.purchase_log import canonicalize
 from features.segments import SegmentConfig
 from features.synth import generate_purchase_log
-from serving.commands import serve_command
+from serving.http.schemas import ScoreResponse
+from serving.http.serve import serve_command
 from serving.offers.policy import OfferPolicy
-from serving.schemas import ScoreResponse
 from serving.scorer import ScoringModel, score, score_features
 from tests.serving.conftest import free_port
 from training.artifact import save_artifact
@@ -102,7 +102,7 @@ def test_serve_command_translates_options_to_env(tmp_path: Path) -> None:
         "-m",
         "bentoml",
         "serve",
-        "serving.service:RetainService",
+        "serving.http.service:RetainService",
         "--host",
         "0.0.0.0",
         "--port",
@@ -128,6 +128,15 @@ def test_serve_command_pins_the_default_store_to_the_callers_directory(
     monkeypatch.chdir(tmp_path)
     _, env = serve_command(None, "127.0.0.1", 3000, 1)
     assert env["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path.absolute() / 'mlflow.db'}"
+
+
+def serving(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """The URL of a service started with ``env`` for as long as the fixture lives."""
+    process, url = start_service(env, log_path)
+    try:
+        yield url
+    finally:
+        stop_service(process)
 
 
 @pytest.fixture(scope="session")
@@ -176,11 +185,7 @@ def service_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def service(service_log: Path, artifact_dir: Path, snapshot_path: Path) -> Iterator[str]:
     env = {"RETAIN_MODEL_URI": str(artifact_dir), "RETAIN_FEATURE_SNAPSHOT": str(snapshot_path)}
     env_clear = {"RETAIN_API_KEY": "", "RETAIN_MAX_BODY_BYTES": "", "RETAIN_MAX_CUSTOMERS": ""}
-    process, url = start_service({**env_clear, **env}, service_log)
-    try:
-        yield url
-    finally:
-        stop_service(process)
+    yield from serving(env_clear | env, service_log)
 
 
 @pytest.fixture(scope="module")
@@ -194,11 +199,22 @@ def guarded_service(tmp_path_factory: pytest.TempPathFactory, artifact_dir: Path
         "RETAIN_FEATURE_SNAPSHOT": "",
         "RETAIN_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT_SECONDS),
     }
-    process, url = start_service(env, tmp_path_factory.mktemp("guarded") / "serve.log")
-    try:
-        yield url
-    finally:
-        stop_service(process)
+    yield from serving(env, tmp_path_factory.mktemp("guarded") / "serve.log")
+
+
+BATCH_WINDOW_MS = 500
+
+
+@pytest.fixture(scope="module")
+def batching_service(tmp_path_factory: pytest.TempPathFactory, artifact_dir: Path) -> Iterator[str]:
+    """A micro-batcher that waits 500 ms, so requests sent together are scored together."""
+    env = {
+        "RETAIN_MODEL_URI": str(artifact_dir),
+        "RETAIN_API_KEY": "",
+        "RETAIN_FEATURE_SNAPSHOT": "",
+        "RETAIN_BATCH_WINDOW_MS": str(BATCH_WINDOW_MS),
+    }
+    yield from serving(env, tmp_path_factory.mktemp("batching") / "serve.log")
 
 
 def history_of(raw: pd.DataFrame, customer_id: str) -> list[dict[str, Any]]:
@@ -381,6 +397,52 @@ def test_concurrent_requests_with_the_same_customer_are_scored_separately(
         )
 
 
+def test_one_bad_request_in_a_batch_gets_the_400_and_the_others_their_scores(
+    batching_service: str, raw_log: pd.DataFrame, scoring_model: ScoringModel
+) -> None:
+    """Six requests sent at once share one batch and one scorer call; one of them has a
+    purchase in 1850 (valid JSON, refused by the log's rules). Only that one is refused,
+    naming its customer and field; the five others are scored as if sent alone."""
+    import concurrent.futures
+    import threading
+
+    ids = sorted(raw_log["customer_id"].unique())[:5]
+    bad_history = [{"timestamp": "1850-01-01T00:00:00", "amount": 5.0}]
+    bodies = [
+        {
+            "customers": [
+                {"customer_id": cid, "as_of": "2024-06-01", "history": history_of(raw_log, cid)}
+            ]
+        }
+        for cid in ids
+    ]
+    bad = {
+        "customers": [
+            {"customer_id": ids[0], "as_of": "2024-06-01", "history": history_of(raw_log, ids[0])},
+            {"customer_id": "broken", "as_of": "2024-06-01", "history": bad_history},
+        ]
+    }
+    bodies.insert(2, bad)
+    start = threading.Barrier(len(bodies))
+
+    def send(body: dict[str, Any]) -> httpx.Response:
+        start.wait()
+        return post(f"{batching_service}/score", body)
+
+    with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
+        responses = list(pool.map(send, bodies))
+    refused = responses.pop(2)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["detail"][0]["loc"] == ["customers", 1, "history"]
+    assert "customers[1] (customer_id 'broken')" in refused.json()["error"]
+    expected = expected_scores(scoring_model, raw_log, ids, "2024-06-01", None)
+    for cid, response in zip(ids, responses, strict=True):
+        assert response.status_code == 200, response.text
+        (got,) = response.json()["results"]
+        assert got["customer_id"] == cid
+        assert_matches(got, expected.loc[cid])
+
+
 def test_score_ids_from_snapshot(
     service: str, snapshot_path: Path, scoring_model: ScoringModel
 ) -> None:
@@ -407,7 +469,7 @@ def test_score_ids_scores_each_customer_at_its_own_snapshot_as_of(
     tmp_path: Path, snapshot_path: Path, scoring_model: ScoringModel
 ) -> None:
     """Rows from two snapshot dates, a repeated id and an unknown one, without HTTP."""
-    from serving.service import FeatureSnapshot, score_ids
+    from serving.http.snapshot import FeatureSnapshot, score_ids
 
     frame = pd.read_parquet(snapshot_path)
     older = frame.iloc[:2].assign(
@@ -663,7 +725,7 @@ def test_history_times_convert_to_utc_microseconds_exactly() -> None:
     import numpy as np
 
     from features.schema import PurchaseLogError
-    from serving.service import _utc_micros
+    from serving.http.score_request import utc_micros
 
     rng = np.random.default_rng(3)
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
@@ -692,11 +754,11 @@ def test_history_times_convert_to_utc_microseconds_exactly() -> None:
             for t in stamps
         ]
     )
-    assert (_utc_micros(stamps) == expected).all()
+    assert (utc_micros(stamps) == expected).all()
     with pytest.raises(PurchaseLogError, match=r"history\[1\]\.timestamp"):
-        _utc_micros([datetime(2000, 1, 1), datetime(1899, 12, 31, 23, 59, 59)])
+        utc_micros([datetime(2000, 1, 1), datetime(1899, 12, 31, 23, 59, 59)])
     with pytest.raises(PurchaseLogError, match="2200-01-01"):
-        _utc_micros([datetime(2200, 1, 1, tzinfo=UTC)])
+        utc_micros([datetime(2200, 1, 1, tzinfo=UTC)])
 
 
 def test_look_alike_ids_from_concurrent_clients_never_share_rows(

@@ -25,10 +25,10 @@ from features.builders import FeatureConfig, build_features
 from features.purchase_log import canonicalize
 from features.segments import SegmentConfig
 from serving.cli import app
+from serving.http.responses import score_records
+from serving.http.schemas import ScoreResponse
 from serving.offers.policy import OfferPolicy, OfferPolicyError
-from serving.schemas import ScoreResponse
 from serving.scorer import ScoringModel, score, score_log
-from serving.service import score_records
 from tests.serving.test_service_http import history_of, post, start_service, stop_service
 from training.artifact import add_uplift, load_artifact, save_artifact
 from training.bundle import RetainModels

@@ -1,14 +1,14 @@
 """``retain serve``: check the configuration, load the model once, then start BentoML.
 
 The service reads its settings from the environment (see
-:class:`serving.service.ServiceSettings`). This command translates options into that
+:class:`serving.http.settings.ServiceSettings`). This command translates options into that
 environment, and every path in it (flags and ``RETAIN_*`` variables: the artifact
 directory, the feature snapshot, a ``sqlite:///`` or plain-path tracking store) becomes an
 absolute path in the caller's directory: the workers run with BentoML's working directory
 at the repository, where a relative path names something else.
 
 Then it does what a worker will do: checks the settings and loads the model and snapshot
-(:func:`serving.service.load_model_and_snapshot`). A bad value, a missing file or a model
+(:func:`serving.http.startup.load_model_and_snapshot`). A bad value, a missing file or a model
 that cannot load stops here with one line naming the setting (exit 2), before any worker
 starts, instead of workers failing and being respawned. Last it replaces itself with
 ``bentoml serve``, so signals reach the server directly.
@@ -20,15 +20,23 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from serving.model_source import BENTO_MODEL_SCHEME
 
-SERVICE_TARGET = "serving.service:RetainService"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+SERVICE_TARGET = "serving.http.service:RetainService"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 EXIT_BAD_CONFIG = 2
 SQLITE_PREFIX = "sqlite:///"
+
+
+def tracking_uri_option() -> Any:
+    """``--tracking-uri`` of the commands that resolve a registry model (serve, bento)."""
+    return typer.Option(
+        None, "--tracking-uri", help="MLflow tracking URI (default: env or ./mlflow.db)."
+    )
 
 
 class ServeConfigError(ValueError):
@@ -169,10 +177,8 @@ def preflight(env: Mapping[str, str], flags: Mapping[str, bool]) -> str:
     could not start; a bug still raises its own exception.
     """
     from features.redaction import redact
-    from serving.service import (
-        ServiceSettings,
-        SettingsError,
-        configure_process_env,
+    from serving.http.settings import ServiceSettings, SettingsError, configure_process_env
+    from serving.http.startup import (
         expected_startup_errors,
         load_model_and_snapshot,
         startup_failure,
@@ -220,9 +226,7 @@ def register(app: typer.Typer) -> None:
         registered_model: str | None = typer.Option(
             None, "--registered-model", help="Registered model name for the default URI."
         ),
-        tracking_uri: str | None = typer.Option(
-            None, "--tracking-uri", help="MLflow tracking URI (default: env or ./mlflow.db)."
-        ),
+        tracking_uri: str | None = tracking_uri_option(),
         feature_snapshot: str | None = typer.Option(
             None,
             "--feature-snapshot",

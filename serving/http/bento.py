@@ -24,6 +24,7 @@ from typing import Any
 import typer
 import yaml
 
+from serving.http.serve import tracking_uri_option
 from serving.model_source import (
     ARTIFACT_SUBDIR,
     BENTO_MODEL_ALIAS,
@@ -34,7 +35,7 @@ from serving.model_source import (
     resolved_artifact,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BENTOFILE = REPO_ROOT / "bentofile.yaml"
 BENTO_MODEL_NAME = "retain-model"
 
@@ -148,9 +149,7 @@ def register(app: typer.Typer) -> None:
             help="Model to carry: models:/<name>@<alias>, models:/<name>/<version> or an "
             "artifact directory.",
         ),
-        tracking_uri: str | None = typer.Option(
-            None, "--tracking-uri", help="MLflow tracking URI (default: env or ./mlflow.db)."
-        ),
+        tracking_uri: str | None = tracking_uri_option(),
         export: Path | None = typer.Option(
             None, "--export", help="Also write the bento (with its model) to this .bento file."
         ),

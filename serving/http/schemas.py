@@ -13,7 +13,15 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from features.schema import EARLIEST_TIME, LATEST_TIME, MAX_ABS_AMOUNT, MAX_ABS_QUANTITY
 
@@ -183,6 +191,20 @@ class CustomerScore(BaseModel):
     segment: str | None = None
     reasons: list[str] = Field(default_factory=list)
     offer: Offer | None = None
+
+    @model_serializer(mode="wrap")
+    def _as_sent(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo):
+        """Only the fields that were set (an unscored customer has no score fields, not
+        nulls), and ``as_of`` in JSON as ``isoformat`` writes it (``+00:00``, not ``Z``).
+
+        No return annotation: with one, pydantic would document the serializer's return
+        type in the OpenAPI schema instead of these fields.
+        """
+        data = handler(self)
+        data = {name: value for name, value in data.items() if name in self.model_fields_set}
+        if info.mode_is_json() and self.as_of is not None:
+            data["as_of"] = self.as_of.isoformat()
+        return data
 
 
 class ScoreResponse(BaseModel):

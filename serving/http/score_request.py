@@ -1,0 +1,110 @@
+"""A ``/score`` request as the scorer reads it: checked, then its histories as arrays.
+
+What the schema cannot say (the per-deployment customer limit, a customer repeated with
+the same ``as_of``) is checked here; the histories of many customers become one canonical
+log in arrays, without a DataFrame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from features.log_arrays import LogArrays, canonical_log_arrays
+from features.schema import LogConfig, PurchaseLogError
+from serving.http.schemas import EARLIEST, LATEST, CustomerIn
+
+_EARLIEST_S = EARLIEST.timestamp()
+_LATEST_S = LATEST.timestamp()
+
+
+def request_refusal(
+    customers: Sequence[CustomerIn], max_customers: int
+) -> tuple[int, str, tuple[str | int, ...]] | None:
+    """(status, message, field) when the customers cannot be scored as sent, else None."""
+    if len(customers) > max_customers:
+        return (
+            413,
+            f"too many customers: {len(customers)} > limit {max_customers} "
+            "per request (RETAIN_MAX_CUSTOMERS); split the request",
+            ("customers",),
+        )
+    seen: dict[tuple[str, Any], int] = {}
+    for index, customer in enumerate(customers):
+        key = (customer.customer_id, customer.as_of)
+        if key in seen:
+            return (
+                400,
+                f"customers[{index}]: customer_id {customer.customer_id!r} repeats "
+                f"customers[{seen[key]}] with the same as_of",
+                ("customers", index, "customer_id"),
+            )
+        seen[key] = index
+    return None
+
+
+def history_log(customers: Sequence[CustomerIn], config: LogConfig | None = None) -> LogArrays:
+    """The canonical log of many customers' history rows, as arrays (no DataFrame).
+
+    Columns are built attribute by attribute (the per-row Python is the cost here); an
+    optional column is passed only when some row has a value, as a source file without that
+    column would be, so the defaults (quantity 1, no discount, order ids from the time) are
+    applied in one place: :func:`features.log_arrays.canonical_log_arrays`. ``config`` is the
+    model's log config (its counting rules apply; a request has no source column names).
+    """
+    rows = [row for customer in customers for row in customer.history]
+    ids = [c.customer_id for c in customers for _ in c.history]
+    n = len(rows)
+    quantity = [r.quantity for r in rows]
+    discount = [r.discount for r in rows]
+    text = {
+        name: values if values.count(None) != n else None
+        for name, values in (
+            ("order_id", [r.order_id for r in rows]),
+            ("product_id", [r.product_id for r in rows]),
+            ("category", [r.category for r in rows]),
+            ("channel", [r.channel for r in rows]),
+        )
+    }
+    return canonical_log_arrays(
+        ids,
+        utc_micros([r.timestamp for r in rows]),
+        np.array([r.amount for r in rows], dtype=np.float64),
+        quantity=(
+            np.array([1.0 if q is None else q for q in quantity], dtype=np.float64)
+            if quantity.count(None) != n
+            else None
+        ),
+        discount=np.array([bool(d) for d in discount], dtype=bool) if any(discount) else None,
+        config=config,
+        **text,
+    )
+
+
+def utc_micros(stamps: list[datetime]) -> np.ndarray:
+    """Datetimes (naive ones are UTC) as int64 UTC microseconds, exactly, bounds checked.
+
+    ``datetime.timestamp()`` runs in C, where ``pd.to_datetime`` on aware datetime objects
+    and datetime arithmetic per row are Python-speed. Its float is within a microsecond, so
+    whole seconds are rounded from it and the microseconds taken from the datetime itself:
+    exact.
+    """
+    seconds = np.array(
+        [
+            t.timestamp() if t.tzinfo is not None else t.replace(tzinfo=UTC).timestamp()
+            for t in stamps
+        ],
+        dtype=np.float64,
+    )
+    fraction = np.array([t.microsecond for t in stamps], dtype=np.int64)
+    whole = np.round(seconds - fraction / 1e6)
+    bad = ~((whole >= _EARLIEST_S) & (whole < _LATEST_S))
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise PurchaseLogError(
+            f"history[{row}].timestamp must lie between {EARLIEST.date()} and {LATEST.date()} (UTC)"
+        )
+    return whole.astype(np.int64) * 1_000_000 + fraction

@@ -1,0 +1,154 @@
+"""The HTTP scoring service: a thin BentoML shell around :mod:`serving.scorer`.
+
+``bentoml serve serving.http.service:RetainService`` (or ``retain serve``). Each worker
+process loads the model once in ``RetainService.__init__``; requests are validated by the
+pydantic models in :mod:`serving.http.schemas` and scored by the one scoring function,
+``/score`` through the micro-batcher (:mod:`serving.http.batching`), ``/score/ids`` from the
+feature snapshot (:mod:`serving.http.snapshot`). The guard (:mod:`serving.http.guard`)
+stands in front of every request.
+
+A worker that cannot start stays up: BentoML respawns a worker whose ``__init__`` raises,
+forever, with the port open and every request hanging. A worker whose settings, model or
+snapshot cannot be loaded logs one line, answers ``/readyz`` with 503 and the reason, and
+every API request with 503 at once. ``retain serve`` loads the same things before it starts
+BentoML, so there the same fault is an exit with the reason instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import bentoml
+import pandas as pd
+from starlette.responses import Response
+
+from features.redaction import install_log_redaction
+from serving.http.batching import MicroBatcher, ScoreJob, score_jobs
+from serving.http.error_log import quiet_client_errors
+from serving.http.guard import GuardMiddleware
+from serving.http.responses import error_response, score_response
+from serving.http.schemas import (
+    IdsRequest,
+    NoopRequest,
+    NoopResponse,
+    ScoreRequest,
+    ScoreResponse,
+    SnapshotInfo,
+)
+from serving.http.score_request import request_refusal
+from serving.http.settings import SERVICE_LOGGER, ServiceSettings, configure_process_env, env_int
+from serving.http.snapshot import FeatureSnapshot, score_ids
+from serving.http.startup import expected_startup_errors, load_model_and_snapshot, startup_failure
+
+logger = logging.getLogger(SERVICE_LOGGER)
+
+
+@bentoml.service(
+    name="retain",
+    workers=env_int("RETAIN_WORKERS", 1),
+    traffic={"timeout": 60},
+    threads=1,
+)
+class RetainService:
+    """Churn / next-purchase scores and offers over HTTP."""
+
+    def __init__(self) -> None:
+        configure_process_env()
+        quiet_client_errors()
+        install_log_redaction()
+        self.ready = False
+        self.failure: str | None = None
+        started = time.perf_counter()
+        try:
+            self.settings = ServiceSettings.from_env()
+            self.model, self.model_info, self.snapshot = load_model_and_snapshot(self.settings)
+        except Exception as exc:  # never raise: BentoML would respawn this worker forever
+            self.failure = startup_failure(exc)
+            if isinstance(exc, expected_startup_errors()):
+                logger.error("retain service not ready: %s", self.failure)
+            else:
+                logger.exception("retain service not ready (a bug): %s", self.failure)
+            return
+        self.batcher = MicroBatcher(self._score_batch, self.settings.batch_window_ms / 1000)
+        self.ready = True
+        logger.info(
+            "model %s version %s loaded from %s in %.1fs; snapshot %s of %d customers",
+            self.model_info.name,
+            self.model_info.version,
+            self.model_info.uri,
+            time.perf_counter() - started,
+            self.snapshot.path or "(none)",
+            len(self.snapshot.features),
+        )
+
+    def __is_ready__(self) -> bool:
+        return self.ready
+
+    def readiness(self) -> dict[str, Any] | None:
+        """What ``/readyz`` reports; None until the model is loaded and hash-checked."""
+        if not self.ready:
+            return None
+        return {
+            "model": self.model_info.model_dump(),
+            "horizon_days": self.model.horizon_days,
+            "snapshot_path": None if self.snapshot.path is None else str(self.snapshot.path),
+            "snapshot_customers": len(self.snapshot.features),
+        }
+
+    def _score_batch(self, jobs: list[ScoreJob]) -> None:
+        score_jobs(self.model, jobs, pd.Timestamp.now(tz="UTC"))
+
+    @bentoml.api(route="/score", output_spec=ScoreResponse)
+    async def score(self, request: ScoreRequest, /) -> ScoreResponse | Response:
+        """Score customers from the purchase histories in the request."""
+        refused = request_refusal(request.customers, self.settings.max_customers)
+        if refused is not None:
+            return error_response(*refused)
+        job = await self.batcher.submit(ScoreJob(request.customers, request.campaign))
+        if job.error is not None:
+            return error_response(400, str(job.error), job.error.loc)
+        return score_response(self.model_info, self.model.horizon_days, job.results)
+
+    @bentoml.api(route="/score/ids", output_spec=ScoreResponse)
+    async def score_ids(self, request: IdsRequest, /) -> ScoreResponse | Response:
+        """Score customers by id from the batch job's feature snapshot."""
+        import anyio.to_thread
+
+        if len(request.customer_ids) > self.settings.max_customers:
+            return error_response(
+                413,
+                f"too many customer_ids: {len(request.customer_ids)} > limit "
+                f"{self.settings.max_customers} per request (RETAIN_MAX_CUSTOMERS)",
+                ("customer_ids",),
+            )
+        self.snapshot = await anyio.to_thread.run_sync(self.snapshot.refreshed)
+        results = await anyio.to_thread.run_sync(
+            score_ids, self.model, self.snapshot, request.customer_ids, request.campaign
+        )
+        return score_response(self.model_info, self.model.horizon_days, results)
+
+    @bentoml.api(route="/admin/reload-snapshot", output_spec=SnapshotInfo)
+    async def reload_snapshot(self) -> SnapshotInfo | Response:
+        """Re-read ``RETAIN_FEATURE_SNAPSHOT`` (the batch job wrote a new one)."""
+        import anyio.to_thread
+
+        path = self.settings.feature_snapshot
+        if not path:
+            return error_response(
+                409, "no feature snapshot configured (set RETAIN_FEATURE_SNAPSHOT)"
+            )
+        try:
+            self.snapshot = await anyio.to_thread.run_sync(FeatureSnapshot.load, path)
+        except (OSError, ValueError) as exc:
+            return error_response(409, f"snapshot not reloaded: {exc}")
+        return self.snapshot.info(self.model_info)
+
+    @bentoml.api(route="/noop")
+    async def noop(self, request: NoopRequest, /) -> NoopResponse:
+        """Validates a tiny body and answers at once: the framework's own cost."""
+        return NoopResponse(model=self.model_info, customers=len(request.customers))
+
+
+RetainService.add_asgi_middleware(GuardMiddleware)

@@ -1,0 +1,67 @@
+"""What a worker loads before it answers: the model and the feature snapshot.
+
+``retain serve`` calls :func:`load_model_and_snapshot` before it starts BentoML, so a model
+or snapshot that cannot load is an exit with one line there; a worker started by
+``bentoml serve`` reports the same line through ``/readyz`` instead (see
+:mod:`serving.http.service`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from serving.http.schemas import ModelInfo
+from serving.http.settings import ServiceSettings, SettingsError
+from serving.http.snapshot import FeatureSnapshot
+from serving.model_source import resolved_artifact
+
+
+def resolve_model(settings: ServiceSettings) -> tuple[Any, ModelInfo]:
+    """Load the configured model (artifact directory or registry URI) into memory.
+
+    Registry downloads are hash-checked, loaded, then deleted.
+    """
+    from serving.scorer import ScoringModel
+    from training.artifact import load_artifact
+
+    with resolved_artifact(settings.model_uri, settings.tracking_uri) as (path, source):
+        model = ScoringModel.from_artifact(load_artifact(path))
+    return model, ModelInfo(name=source.name, version=source.version, uri=source.uri)
+
+
+def load_model_and_snapshot(settings: ServiceSettings) -> tuple[Any, ModelInfo, FeatureSnapshot]:
+    """Everything a worker loads at start-up; ``retain serve`` calls it first, to fail fast."""
+    model, info = resolve_model(settings)
+    snapshot = (
+        FeatureSnapshot.load(settings.feature_snapshot)
+        if settings.feature_snapshot
+        else FeatureSnapshot.empty()
+    )
+    return model, info, snapshot
+
+
+def expected_startup_errors() -> tuple[type[BaseException], ...]:
+    """Errors of configuration or of a model/snapshot (reported in one line, no traceback).
+
+    Anything else raised while starting is a bug and is logged with its traceback.
+    """
+    import lightgbm
+
+    errors: list[type[BaseException]] = [ValueError, OSError, RuntimeError]
+    errors.append(lightgbm.basic.LightGBMError)
+    try:
+        from mlflow.exceptions import MlflowException
+    except ImportError:  # an image without mlflow serves local artifacts only
+        pass
+    else:
+        errors.append(MlflowException)
+    return tuple(errors)
+
+
+def startup_failure(exc: BaseException) -> str:
+    """One line saying why the service cannot start, with URI passwords redacted."""
+    from features.redaction import redact
+
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else type(exc).__name__
+    return redact(first if isinstance(exc, SettingsError) else f"{type(exc).__name__}: {first}")
