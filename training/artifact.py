@@ -30,6 +30,7 @@ from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from features.atomic import sha256_file
 from features.schema import CANONICAL_COLUMNS, TIMESTAMP_DTYPE, LogConfig
 
 FORMAT_NAME = "retain-artifact"
@@ -92,14 +93,6 @@ class RetainArtifact:
 def input_schema() -> list[dict[str, str]]:
     """The canonical purchase-log columns and dtypes a scorer of this artifact accepts."""
     return [{"name": c, "dtype": CANONICAL_DTYPES[c]} for c in CANONICAL_COLUMNS]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _config_to_json(config: Any) -> Any:
@@ -188,7 +181,7 @@ def save_artifact(
                     f"models.save wrote {rel!r}; an artifact may only hold regular "
                     f"{sorted(ALLOWED_SUFFIXES)} files"
                 )
-            files[rel] = _sha256(path)
+            files[rel] = sha256_file(path)
         manifest = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -205,12 +198,10 @@ def save_artifact(
             "metrics": json.loads(json.dumps(metrics or {}, default=float)),
             "files": files,
         }
-        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        _move_into_place(tmp, target)
+        return _publish(tmp, target, manifest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return target
 
 
 def _new_target(directory: str | Path) -> Path:
@@ -264,7 +255,7 @@ def add_uplift(
             path = tmp / PurePosixPath(rel)
             path.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(_check_listed_path(root, rel), path)
-            if _sha256(path) != kept[rel]:
+            if sha256_file(path) != kept[rel]:
                 raise ArtifactError(f"{rel!r} changed while it was copied from {root}")
         uplift.save(tmp / UPLIFT_DIR, metadata=uplift_metadata)
         files = dict(kept)
@@ -272,18 +263,23 @@ def add_uplift(
             rel = path.relative_to(tmp).as_posix()
             if path.is_symlink() or path.suffix not in ALLOWED_SUFFIXES:
                 raise ArtifactError(f"uplift.save wrote {rel!r}; only text and JSON are allowed")
-            files[rel] = _sha256(path)
+            files[rel] = sha256_file(path)
         manifest = {
             **manifest,
             "uplift_dir": UPLIFT_DIR,
             "uplift": json.loads(json.dumps(uplift_metadata or {}, default=float)),
             "files": files,
         }
-        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        _move_into_place(tmp, target)
+        return _publish(tmp, target, manifest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _publish(tmp: Path, target: Path, manifest: dict[str, Any]) -> Path:
+    """Write the manifest last, then move the finished directory into place."""
+    (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    _move_into_place(tmp, target)
     return target
 
 
@@ -298,7 +294,7 @@ def manifest_sha256(directory: str | Path) -> str:
         raise ArtifactError(
             f"{Path(directory)} is not a retain artifact: {MANIFEST_NAME} not found"
         )
-    return _sha256(path)
+    return sha256_file(path)
 
 
 def _read_manifest(root: Path, expected_sha256: str | None = None) -> dict[str, Any]:
@@ -386,7 +382,7 @@ def verify_artifact(
                     raise ArtifactError(
                         f"{rel!r} starts with the pickle magic byte 0x80; refusing to load"
                     )
-            actual = _sha256(path)
+            actual = sha256_file(path)
             if actual != listed[rel]:
                 raise ArtifactError(
                     f"sha256 mismatch for {rel!r}: manifest {listed[rel]}, file {actual}"

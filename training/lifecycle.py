@@ -161,6 +161,9 @@ def train_and_register(
     policy_yaml = serving.policy_yaml(policy)
     feature_config = feature_config or FeatureConfig(horizon_days=min(horizon_days, 365))
     segment_config = segment_config or SegmentConfig()
+    # an unreachable server is said before any work; the store itself is opened (and a new
+    # sqlite file created) only once the log has been read and checked
+    tracking_store.check_reachable(tracking_store.resolve_tracking_uri(tracking_uri))
 
     with _stages(console) as stage, tempfile.TemporaryDirectory(prefix="retain-train-") as tmp:
         with stage("read purchase log"):
