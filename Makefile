@@ -67,6 +67,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/http.py --json benchmarks/results/http.json
 	$(BIN)/python benchmarks/batch.py --json benchmarks/results/batch.json
 	$(BIN)/python benchmarks/lift.py --json benchmarks/results/lift.json
+	$(BIN)/python benchmarks/uplift.py --json benchmarks/results/uplift.json
+	$(BIN)/python benchmarks/identical.py --json benchmarks/results/identical.json
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache
