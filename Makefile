@@ -8,7 +8,7 @@ DEMO_DIR ?= demo_out
 export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: venv test test-artifacts lint demo bench clean
+.PHONY: venv test test-fast test-artifacts lint demo bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest -q
+
+# The edit-test loop: everything but the tests marked slow or server (see README).
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow and not server"
 
 # Only the deployable-artifact tests (part of `make test` too): the bento served and the
 # MLflow model loaded from a virtualenv of their own pinned requirements (one shared venv,

@@ -394,6 +394,7 @@ _future = st.builds(
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(past=st.lists(_past, max_size=25), future=st.lists(_future, min_size=1, max_size=10))
+@pytest.mark.slow
 def test_rows_at_or_after_as_of_change_nothing(past: list[dict], future: list[dict]) -> None:
     before = build_features(make_log(past), _AS_OF)
     after = build_features(make_log(past + future), _AS_OF)
@@ -518,6 +519,7 @@ def _reference(log: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int = 90) -
 
 
 @pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.slow
 def test_matches_a_slow_reference_on_a_random_log(seed: int) -> None:
     as_of = pd.Timestamp("2024-03-01", tz="UTC")
     log = random_log(seed, start=as_of - pd.Timedelta(days=600), n_customers=25, n_rows=500)

@@ -17,6 +17,7 @@ def loaded() -> LoadResult:
     return read_complete_journey()
 
 
+@pytest.mark.slow
 def test_reads_the_package_file_as_a_canonical_log(loaded: LoadResult) -> None:
     log, report = loaded.log, loaded.report
     assert transactions_path().name == "transactions.parquet"

@@ -516,6 +516,7 @@ def random_case(rng: np.random.Generator) -> dict[str, Any]:
     return case
 
 
+@pytest.mark.slow
 def test_fuzz_arrays_match_canonicalize() -> None:
     rng = np.random.default_rng(20240310)
     for k in range(300):

@@ -128,6 +128,7 @@ def printed_float(text: str, label: str) -> float:
         pytest.param(SYNTH_PARAMS, ("2024-01-01", "2025-01-01"), id="synth"),
     ],
 )
+@pytest.mark.slow
 def test_01_explore(params: dict[str, Any], period: tuple[str, str]) -> None:
     nb = run_notebook("01_explore.ipynb", params)
     expected = compute_kpis(load(params).log, *period).metrics

@@ -146,6 +146,7 @@ def test_quantile_rules_are_flagged_as_chunk_dependent() -> None:
 
 
 @pytest.mark.parametrize("chunk_customers", [37, 100_000])
+@pytest.mark.slow
 def test_batch_equals_whole_log_scores(
     tmp_path: Path, data_path: Path, artifact: Path, expected: pd.DataFrame, chunk_customers: int
 ) -> None:
@@ -160,6 +161,7 @@ def test_batch_equals_whole_log_scores(
     assert got["holdout"].dtype == bool
 
 
+@pytest.mark.slow
 def test_parts_share_one_schema_and_summary_is_written(
     tmp_path: Path, data_path: Path, artifact: Path, raw_log: pd.DataFrame
 ) -> None:
@@ -175,6 +177,7 @@ def test_parts_share_one_schema_and_summary_is_written(
     assert not list(tmp_path.glob(".out.retain/staging-*"))
 
 
+@pytest.mark.slow
 def test_rerun_is_byte_identical(tmp_path: Path, data_path: Path, artifact: Path) -> None:
     """Reruns, and runs on one or three threads, write the same bytes."""
     run(data_path, tmp_path / "a", artifact, chunk_customers=60, features_out=tmp_path / "fa")
@@ -200,6 +203,7 @@ def test_rerun_is_byte_identical(tmp_path: Path, data_path: Path, artifact: Path
     assert sha256s(tmp_path / "fa") == sha256s(tmp_path / "fb")
 
 
+@pytest.mark.slow
 def test_feature_snapshot_holds_the_scored_features(
     tmp_path: Path, data_path: Path, artifact: Path, log: pd.DataFrame
 ) -> None:
@@ -223,6 +227,7 @@ class Interrupt(RuntimeError):
     pass
 
 
+@pytest.mark.slow
 def test_interrupted_run_shows_nothing_and_resume_equals_clean_run(
     tmp_path: Path, data_path: Path, artifact: Path
 ) -> None:
@@ -258,6 +263,7 @@ def test_interrupted_run_shows_nothing_and_resume_equals_clean_run(
     assert not list(tmp_path.glob(".out.retain/staging-*"))
 
 
+@pytest.mark.slow
 def test_failed_rerun_keeps_the_previous_output(
     tmp_path: Path, data_path: Path, artifact: Path
 ) -> None:
@@ -274,6 +280,7 @@ def test_failed_rerun_keeps_the_previous_output(
     assert (out / SUCCESS_NAME).is_file()
 
 
+@pytest.mark.slow
 def test_resume_of_a_changed_job_starts_over(
     tmp_path: Path, data_path: Path, artifact: Path
 ) -> None:
@@ -307,6 +314,7 @@ def _score_cli(cli: typer.Typer, data: Path, out: Path, *extra: str) -> Result:
     return CliRunner().invoke(cli, args)
 
 
+@pytest.mark.slow
 def test_cli_scores_and_reports_dropped_rows(
     tmp_path: Path, cli: typer.Typer, raw_log: pd.DataFrame, artifact: Path
 ) -> None:
@@ -330,6 +338,7 @@ def test_cli_scores_and_reports_dropped_rows(
     assert summary["customers_scored"] == len(read_scores(out))
 
 
+@pytest.mark.slow
 def test_cli_reads_a_log_config_file(
     tmp_path: Path, cli: typer.Typer, raw_log: pd.DataFrame, artifact: Path
 ) -> None:
@@ -372,6 +381,7 @@ def test_cli_reads_a_log_config_file(
         (lambda d: d / "huge.csv", "data rows 2 (1e+308)"),  # once aborted the whole batch
     ],
 )
+@pytest.mark.slow
 def test_cli_bad_input_exits_nonzero_with_message(
     tmp_path: Path, cli: typer.Typer, artifact: Path, make_input: object, message: str
 ) -> None:
@@ -446,6 +456,7 @@ def _plain_read(directory: Path) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("step", ["scores:writing", "scores:link-made"])
+@pytest.mark.slow
 def test_sigkill_during_publish_leaves_the_old_output_whole(
     tmp_path: Path, data_path: Path, artifact: Path, step: str
 ) -> None:
@@ -487,6 +498,7 @@ def test_sigkill_during_publish_leaves_the_old_output_whole(
     assert versions == ["000001", "000003"]
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_out_is_refused_while_the_first_completes(
     tmp_path: Path, data_path: Path, artifact: Path, cli: typer.Typer
 ) -> None:
@@ -506,6 +518,7 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_completes(
     assert set(got["as_of"]) == {pd.Timestamp(AS_OF, tz="UTC")}
 
 
+@pytest.mark.slow
 def test_files_retain_did_not_write_are_never_removed(
     tmp_path: Path, data_path: Path, artifact: Path, cli: typer.Typer
 ) -> None:
@@ -538,6 +551,7 @@ def test_files_retain_did_not_write_are_never_removed(
     assert versions == ["000001", "000003", "000004"]
 
 
+@pytest.mark.slow
 def test_features_out_inside_out_is_refused(
     tmp_path: Path, data_path: Path, artifact: Path, cli: typer.Typer
 ) -> None:
@@ -549,6 +563,7 @@ def test_features_out_inside_out_is_refused(
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_plain_output_of_an_earlier_retain_is_adopted_then_pruned(
     tmp_path: Path, data_path: Path, artifact: Path, cli: typer.Typer
 ) -> None:

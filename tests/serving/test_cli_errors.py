@@ -61,6 +61,7 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ("header", "2024-03-01", "30", "the purchase log is empty"),
     ],
 )
+@pytest.mark.slow
 def test_train_on_bad_input_is_one_line(
     tmp_path: Path, logs: dict[str, Path], case: str, as_of: str, horizon: str, expected: str
 ) -> None:
@@ -84,6 +85,7 @@ def test_train_on_bad_input_is_one_line(
     assert not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_score_as_of_past_the_range_and_debug(tmp_path: Path, logs: dict[str, Path]) -> None:
     args = ["score", "--data", str(logs["good"]), "--as-of", "3000-01-01", "--out", "out"]
     done = retain(*args, cwd=tmp_path)

@@ -70,6 +70,7 @@ def _no_temporary_directory(monkeypatch: pytest.MonkeyPatch) -> None:
     [(_lleaves_missing, "lleaves"), (_no_temporary_directory, "FileNotFoundError")],
     ids=["lleaves-missing", "compile-fails"],
 )
+@pytest.mark.slow
 def test_scoring_falls_back_to_lightgbm_with_one_warning_and_the_same_numbers(
     artifact: Path,
     log: pd.DataFrame,

@@ -36,6 +36,7 @@ def thread_cluster() -> Iterator[str]:
         yield cluster.scheduler_address
 
 
+@pytest.mark.slow
 def test_artifact_files_roundtrip_scores_alike(artifact: Path, log: pd.DataFrame) -> None:
     shipped = ArtifactFiles.read(artifact)
     assert {rel for rel, _ in shipped.files} >= {"retain_artifact.json", "offer_policy.yaml"}
@@ -43,6 +44,7 @@ def test_artifact_files_roundtrip_scores_alike(artifact: Path, log: pd.DataFrame
     pd.testing.assert_frame_equal(got, score(ScoringModel.load(artifact), log, AS_OF))
 
 
+@pytest.mark.slow
 def test_dask_scoring_equals_pandas_path(
     tmp_path: Path, thread_cluster: str, data_path: Path, artifact: Path, log: pd.DataFrame
 ) -> None:
@@ -66,6 +68,7 @@ def test_dask_scoring_equals_pandas_path(
     pd.testing.assert_frame_equal(read_scores(tmp_path / "dk"), whole)
 
 
+@pytest.mark.slow
 def test_dask_resume_after_interruption(
     tmp_path: Path, thread_cluster: str, data_path: Path, artifact: Path
 ) -> None:

@@ -247,6 +247,7 @@ def test_scores_without_holdout_column_or_campaign(campaign: SyntheticCampaign) 
 # ---- CLI, MLflow, policy update ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_json_mlflow_and_policy_update(files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(files)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -368,6 +369,7 @@ def raw_log() -> pd.DataFrame:
     return small_raw_log(300, seed=6)
 
 
+@pytest.mark.slow
 def test_cli_on_a_retain_score_directory(
     tmp_path: Path, log: pd.DataFrame, data_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -55,6 +55,7 @@ def report_html(log: pd.DataFrame, scores_dir: Path, lift_json: dict) -> str:
     return build_report(log, scores_dir=scores_dir, lift=lift_json)
 
 
+@pytest.mark.slow
 def test_campaign_section_draws_each_offer_with_its_interval(
     report_html: str, lift_json: dict
 ) -> None:
@@ -141,6 +142,7 @@ def test_write_report_is_atomic(tmp_path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["report.html"]
 
 
+@pytest.mark.slow
 def test_cli_report_and_bad_input(tmp_path: Path, data_path: Path, scores_dir: Path) -> None:
     from serving.cli import app  # the root app: its error layer prints user errors
 

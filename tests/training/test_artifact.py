@@ -72,6 +72,7 @@ def _write_manifest(path: Path, manifest: dict) -> None:
     (path / MANIFEST_NAME).write_text(json.dumps(manifest))
 
 
+@pytest.mark.slow
 def test_round_trip_predicts_identically(
     saved: Path, fitted: RetainModels, small_log: pd.DataFrame
 ) -> None:

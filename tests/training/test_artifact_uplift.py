@@ -74,10 +74,12 @@ def digests(root: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_artifact_without_uplift_loads_with_none(source: Path) -> None:
     assert load_artifact(source).uplift is None
 
 
+@pytest.mark.slow
 def test_add_uplift_writes_a_new_artifact_and_leaves_the_old_one(
     source: Path, uplift: UpliftModel, features: pd.DataFrame, tmp_path: Path
 ) -> None:
@@ -153,6 +155,7 @@ def test_failed_write_leaves_no_artifact_and_no_staging(source: Path, tmp_path: 
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_uplift_scores_without_compiled_trees_with_one_warning_and_the_same_numbers(
     source: Path,
     uplift: UpliftModel,

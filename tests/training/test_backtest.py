@@ -185,6 +185,7 @@ def synth_result(synth_log: pd.DataFrame) -> BacktestResult:
     return result
 
 
+@pytest.mark.slow
 def test_evaluate_end_to_end(synth_log: pd.DataFrame, synth_result: BacktestResult) -> None:
     labels = build_labels(synth_log, "2024-07-01", H)
     assert synth_result.n_customers == len(labels)
@@ -243,6 +244,7 @@ def test_unknown_method_is_rejected(synth_log: pd.DataFrame) -> None:
         evaluate(synth_log, "2024-07-01", methods=("model", "xgboost"))
 
 
+@pytest.mark.slow
 def test_score_fitted_is_the_backtest_of_that_fitted_model() -> None:
     """A model fitted elsewhere (the champion) is judged on the same population, labels and
     metrics as evaluate()'s own fit: fitted identically, the figures are identical."""

@@ -491,6 +491,7 @@ def test_input_validation_names_the_argument(bgnbd: BetaGeoNBD) -> None:
         bgnbd.probability_of_no_purchase(-1.0, [1], [1.0], [3.0])
 
 
+@pytest.mark.slow
 def test_fit_recovers_simulated_bgnbd() -> None:
     # simulate the BG/NBD process itself (vectorised) and check the MLE finds the truth
     rng = np.random.default_rng(11)

@@ -49,6 +49,7 @@ def export_csv(raw_log: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) 
 MAP_ARGS = ["--map", "customer_id=CustomerID", "--map", "timestamp=InvoiceDate"]
 
 
+@pytest.mark.slow
 def test_evaluate_prints_table_and_writes_json_and_plots(
     export_csv: Path, raw_log: pd.DataFrame, tmp_path: Path
 ) -> None:
@@ -186,6 +187,7 @@ def test_config_is_hidden_under_its_old_name() -> None:
     assert "--log-config" not in result.output
 
 
+@pytest.mark.slow
 def test_degenerate_fits_and_dropped_snapshots_are_reported(tmp_path: Path) -> None:
     """A log without dropout collapses BG/NBD and Pareto/NBD; a 15-month log cannot fill
     twelve monthly snapshots: both are said in the output and the JSON, with why."""

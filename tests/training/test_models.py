@@ -99,6 +99,7 @@ def test_survival_summaries_constant_hazard() -> None:
 # ---- the fitted bundle ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_prediction_columns_and_ranges(scores: pd.DataFrame, features: pd.DataFrame) -> None:
     assert list(scores.columns) == list(PREDICTION_COLUMNS)
     assert scores.index.equals(features.index)
@@ -134,6 +135,7 @@ def test_calibrated_on_holdout_cutoff(scores: pd.DataFrame, log: pd.DataFrame) -
     assert count == pytest.approx(1.0, abs=0.25)
 
 
+@pytest.mark.slow
 def test_save_load_round_trip(fitted: RetainModels, features: pd.DataFrame, tmp_path: Path) -> None:
     fitted.save(tmp_path / "m")
     assert not list((tmp_path / "m").glob("*.pkl"))
@@ -267,6 +269,7 @@ def test_path_contributions_add_up_and_rank_like_shap(
     np.testing.assert_array_equal(reasons.to_numpy(), paths[:50])
 
 
+@pytest.mark.slow
 def test_compiled_boosters_predict_what_lightgbm_predicts(
     fitted: RetainModels, features: pd.DataFrame, tmp_path: Path
 ) -> None:
@@ -309,6 +312,7 @@ def test_no_leakage_and_determinism(log: pd.DataFrame) -> None:
     )
 
 
+@pytest.mark.slow
 def test_a_cancelled_only_order_predicts_no_spend(log: pd.DataFrame) -> None:
     """Money is net of returns in the features and the spend targets (features.returns): a
     customer whose only order was cancelled the same day has spent nothing, and is not

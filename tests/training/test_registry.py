@@ -109,6 +109,7 @@ def _aliases(client: MlflowClient, name: str) -> dict[str, str]:
     return {k: str(v) for k, v in client.get_registered_model(name).aliases.items()}
 
 
+@pytest.mark.slow
 def test_artifacts_go_to_mlartifacts_in_working_dir(client: MlflowClient, store: Path) -> None:
     run_id = _run(0.8, 1.0)
     assert client.get_run(run_id).info.artifact_uri.startswith((store / "mlartifacts").as_uri())
@@ -381,6 +382,7 @@ print(tracking_store.ensure_experiment("exp-" + tag))
 """
 
 
+@pytest.mark.slow
 def test_concurrent_first_use_of_a_new_sqlite_store_is_safe(tmp_path: Path) -> None:
     """Four processes open one new store at once: every one gets its experiment."""
     db = tmp_path / "mlflow.db"
