@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import distributed
 import pandas as pd
 import pytest
 
@@ -13,8 +14,6 @@ from serving.batch.dask import ArtifactFiles, score_partition
 from serving.batch.publish import read_scores
 from serving.scorer import ScoringModel, score
 from tests.serving.test_batch import AS_OF, make_artifact, sha256s, small_raw_log
-
-distributed = pytest.importorskip("distributed")
 
 
 @pytest.fixture(scope="module")

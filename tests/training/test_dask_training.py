@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import distributed
 import pandas as pd
 import pytest
 
@@ -12,8 +13,6 @@ from serving.batch.chunks import chunk_frame, customer_chunks
 from training.dask_training import train_churn_dask
 from training.labels import build_labels
 from training.metrics import roc_auc
-
-distributed = pytest.importorskip("distributed")
 
 
 @pytest.mark.slow
