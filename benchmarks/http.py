@@ -45,6 +45,8 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from benchmarks.request_budget import budgets, print_budgets  # noqa: E402
+
 AS_OF = "2024-07-01T00:00:00Z"
 ROWS_PER_CUSTOMER = 10
 
@@ -395,6 +397,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument(
+        "--budget-calls", type=int, default=300, help="calls per stage of the in-process budget"
+    )
+    parser.add_argument(
+        "--budget-only", action="store_true", help="print the in-process budget, start no server"
+    )
+    parser.add_argument(
         "--service",
         help="module:Class to serve instead of retain's service (a variant to compare, "
         "e.g. another batching); it must offer /noop and /score",
@@ -407,6 +415,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         model_uri = args.model_uri or str(train_artifact(Path(tmp) / "artifact"))
         sizes = [int(k) for k in args.payloads.split(",")]
         payloads = [(f"{k} customer{'s' if k > 1 else ''}", k, make_bodies(k)) for k in sizes]
+        # before the server starts: the budget has the cores to itself
+        budget = budgets(model_uri, [(p, b[0]) for p, _, b in payloads], args.budget_calls)
+        print_budgets(budget)
+        if args.budget_only:
+            if args.json:
+                args.json.write_text(json.dumps({"budget_us": budget}, indent=2))
+            return 0
         port = args.port or free_port()
         load_before = os.getloadavg()
         log_path = Path(tmp) / "serve.log"
@@ -448,6 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "load_average_after": load_after,
                     "results": [asdict(r) for r in results],
                     "floors": [{"name": n, "passed": p, "figures": f} for n, p, f in checks],
+                    "budget_us": budget,
                 },
                 indent=2,
             )
