@@ -87,8 +87,8 @@ def _guard_us(body: bytes, calls: int) -> float:
 def stage_budget(model: Any, info: Any, body: bytes, calls: int = 300) -> dict[str, float]:
     """Median microseconds per stage for one request body, plus ``total`` (the whole path)."""
     import pandas as pd
-
     from _bentoml_impl.serde import JSONSerde
+
     from features.builders import build_feature_block
     from serving.http.batching import ScoreJob, score_jobs
     from serving.http.responses import score_records, score_response

@@ -58,9 +58,7 @@ def install() -> None:
     create_arbiter = bentoml_circus.create_standalone_arbiter
 
     def arbiter_with_worker_sockets(watchers: list[Any], **kwargs: Any) -> Any:
-        kwargs["sockets"] = [
-            _per_worker(sock, watchers) for sock in kwargs.get("sockets") or []
-        ]
+        kwargs["sockets"] = [_per_worker(sock, watchers) for sock in kwargs.get("sockets") or []]
         return create_arbiter(watchers, **kwargs)
 
     bentoml_circus.create_standalone_arbiter = arbiter_with_worker_sockets
