@@ -24,6 +24,8 @@ net the returns before ``as_of``, labels those before the window's end.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -46,40 +48,57 @@ def match_returns(
     """Per row, the purchase row (position) a return nets against; -1 for purchases and
     unmatched returns. Rows may come in any order; ids are Arrow string arrays or None.
 
-    The work is array work on the rows of customers with a return, in (customer, time)
-    order: a log already in that order (every canonical log) is not sorted again, and a log
-    without a return costs one check.
+    The work is array work (no hashing but of the ids) on the rows of customers with a
+    return, in (customer, time) order: a log already in that order (every canonical log) is
+    not sorted again, each rule looks only at the customers whose returns are still
+    unmatched, and a log without a return costs one check.
     """
     is_ret = np.asarray(is_return, dtype=bool)
-    n = is_ret.size
-    out = np.full(n, _UNMATCHED, dtype=np.int64)
+    out = np.full(is_ret.size, _UNMATCHED, dtype=np.int64)
     if not is_ret.any():
         return out
     rows, whole = _rows_with_returns(customer_codes, timestamp_us, is_ret)
-    c = np.asarray(customer_codes, dtype=np.int64)[rows]
-    t = np.asarray(timestamp_us, dtype=np.int64)[rows]
-    a = np.zeros(rows.size) if amount is None else np.asarray(amount, dtype=np.float64)[rows]
-    q = is_ret[rows]
-    queries = np.flatnonzero(q)  # positions (in ``rows``) of the returns
-    found = np.full(queries.size, _UNMATCHED, dtype=np.int64)
-    products: np.ndarray | None = None
-    if product_ids is not None:
-        products = _codes_of_returned(_taken(product_ids, rows, whole), queries)
+    # customers numbered 0, 1, ... in row order (rows are grouped by customer)
+    codes = np.asarray(customer_codes, dtype=np.int64)[rows]
+    cust = np.empty(rows.size, dtype=np.int64)
+    cust[0] = 0
+    np.cumsum(codes[1:] != codes[:-1], out=cust[1:])
+    log = _Rows(
+        rows=rows,
+        cust=cust,
+        t=np.asarray(timestamp_us, dtype=np.int64)[rows],
+        a=np.zeros(rows.size) if amount is None else np.asarray(amount, dtype=np.float64)[rows],
+        q=is_ret[rows],
+    )
+    asks = np.flatnonzero(log.q)  # positions (in ``rows``) of the returns
+    found = np.full(asks.size, _UNMATCHED, dtype=np.int64)
+    products = None if product_ids is None else _as_strings(product_ids)
     if order_ids is not None:
-        found = _by_order(_taken(order_ids, rows, whole), rows, c, t, a, q, queries, products)
+        found = _by_order(_as_strings(order_ids), whole, log, asks, products)
     if products is not None:
-        todo = (found == _UNMATCHED) & (products[queries] >= 0)
-        if todo.any():
-            found[todo] = _by_product(c, t, a, q, queries[todo], products)
-    todo = found == _UNMATCHED
-    if todo.any():
-        new_customer = np.empty(rows.size, dtype=bool)
-        new_customer[0] = True
-        np.not_equal(c[1:], c[:-1], out=new_customer[1:])
-        found[todo] = _latest_line(new_customer, t, a, q)[queries[todo]]
+        todo = np.flatnonzero(found == _UNMATCHED)
+        if todo.size:
+            found[todo] = _by_product(products, log, asks[todo])
+    todo = np.flatnonzero(found == _UNMATCHED)
+    if todo.size:
+        part = _of_customers(log.cust, asks[todo])
+        new_customer = _changes(log.cust[part])
+        latest = _latest_line(new_customer, log.t[part], log.a[part], log.q[part])
+        best = latest[np.searchsorted(part, asks[todo])]
+        found[todo] = np.where(best >= 0, part[np.maximum(best, 0)], _UNMATCHED)
     hit = found >= 0
-    out[rows[queries[hit]]] = rows[found[hit]]
+    out[rows[asks[hit]]] = rows[found[hit]]
     return out
+
+
+class _Rows(NamedTuple):
+    """The rows of customers with a return, by customer then time (positions in the log)."""
+
+    rows: np.ndarray
+    cust: np.ndarray  # customer number, 0 upwards
+    t: np.ndarray
+    a: np.ndarray
+    q: np.ndarray  # is a return
 
 
 def _rows_with_returns(
@@ -93,8 +112,9 @@ def _rows_with_returns(
     shifted = codes - low if low < 0 else codes
     with_returns = np.zeros(int(shifted.max()) + 1, dtype=bool)
     with_returns[shifted[is_ret]] = True
-    whole = bool(with_returns[shifted].all())
-    rows = np.arange(codes.size) if whole else np.flatnonzero(with_returns[shifted])
+    kept = with_returns[shifted]
+    whole = bool(kept.all())
+    rows = np.arange(codes.size) if whole else np.flatnonzero(kept)
     c, t = codes[rows], ts[rows]
     step_c, step_t = c[1:] - c[:-1], t[1:] >= t[:-1]
     if not ((step_c > 0) | ((step_c == 0) & step_t)).all():
@@ -102,139 +122,133 @@ def _rows_with_returns(
     return rows, whole
 
 
-def _taken(ids: pa.Array, rows: np.ndarray, whole: bool) -> pa.Array:
-    """``ids`` (as strings) at ``rows``; ``whole``: rows are every row in row order."""
+def _as_strings(ids: pa.Array) -> pa.Array:
     ids = pc.cast(ids, pa.string())
-    if isinstance(ids, pa.ChunkedArray):
-        ids = ids.combine_chunks()
-    return ids if whole else ids.take(pa.array(rows))
+    return ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
 
 
-def _codes_of_returned(ids: pa.Array, queries: np.ndarray) -> np.ndarray:
-    """Per row, a code equal between rows exactly where the ids are equal, when the id is one
-    a return (at ``queries``) has; -1 for other and missing ids."""
-    value_set = pc.unique(ids.take(pa.array(queries)).drop_null())
-    codes = pc.index_in(ids, value_set=value_set)
-    return pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+def _take(ids: pa.Array, rows: np.ndarray) -> pa.Array:
+    return ids.take(pa.array(rows))
+
+
+def _codes_in(ids: pa.Array, value_set: pa.Array) -> np.ndarray:
+    """Per id, its position in ``value_set``; -1 for other and missing ids."""
+    codes = pc.fill_null(pc.index_in(ids, value_set=value_set), -1)
+    return codes.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _changes(*keys: np.ndarray) -> np.ndarray:
+    """Per row, whether any key differs from the row before (the first row: True)."""
+    new = np.zeros(keys[0].size, dtype=bool)
+    if new.size:
+        new[0] = True
+    for key in keys:
+        new[1:] |= key[1:] != key[:-1]
+    return new
+
+
+def _of_customers(cust: np.ndarray, asks: np.ndarray) -> np.ndarray:
+    """Positions of the rows whose customer has one of ``asks`` (sorted)."""
+    flag = np.zeros(int(cust[-1]) + 1, dtype=bool)
+    flag[cust[asks]] = True
+    return np.flatnonzero(flag[cust])
 
 
 def _by_order(
-    ids: pa.Array,
-    rows: np.ndarray,
-    c: np.ndarray,
-    t: np.ndarray,
-    a: np.ndarray,
-    q: np.ndarray,
-    queries: np.ndarray,
-    products: np.ndarray | None,
+    ids: pa.Array, whole: bool, log: _Rows, asks: np.ndarray, products: pa.Array | None
 ) -> np.ndarray:
     """Rule 1: the return names its order (with or without the cancel prefix); within the
     order, the line of the same product first, then the largest line, then the first row."""
-    given = ids.take(pa.array(queries))
+    found = np.full(asks.size, _UNMATCHED, dtype=np.int64)
+    given = _take(ids, log.rows[asks])
     prefixed = pc.fill_null(pc.starts_with(given, CANCEL_PREFIX), False)
     stripped = pc.if_else(prefixed, pc.utf8_slice_codeunits(given, len(CANCEL_PREFIX)), given)
     value_set = pc.unique(stripped.drop_null())
-    found = np.full(queries.size, _UNMATCHED, dtype=np.int64)
     if len(value_set) == 0:
         return found
-    codes = pc.fill_null(pc.index_in(ids, value_set=value_set), -1)
-    line_order = codes.to_numpy(zero_copy_only=False).astype(np.int64)
-    ret_order = pc.fill_null(pc.index_in(stripped, value_set=value_set), -1)
-    ret_order = ret_order.to_numpy(zero_copy_only=False).astype(np.int64)
-    lines = np.flatnonzero(~q & (line_order >= 0))
-    asks = np.flatnonzero(ret_order >= 0)
-    if lines.size == 0 or asks.size == 0:
+    order = _codes_in(ids if whole else _take(ids, log.rows), value_set)
+    named = _codes_in(stripped, value_set)
+    order[log.q] = -1
+    lines = np.flatnonzero(order >= 0)
+    asking = np.flatnonzero(named >= 0)
+    if lines.size == 0 or asking.size == 0:
         return found
-    # best first: the largest amount (NaN last), then the first row
-    rank = np.empty(lines.size, dtype=np.int64)
-    rank[np.lexsort((rows[lines], -a[lines]))] = np.arange(lines.size)[::-1]
-    keys_l = [c[lines], line_order[lines]]
-    keys_q = [c[queries[asks]], ret_order[asks]]
-    best = _best_before(keys_l, t[lines], rank, keys_q, t[queries[asks]])
+    order[asks[asking]] = named[asking]
+    # the best line first: the largest amount (NaN last), then the first row
+    by_merit = np.lexsort((log.rows[lines], -log.a[lines]))[::-1]
+    score = np.full(log.q.size, -1, dtype=np.int64)
+    score[lines[by_merit]] = np.arange(lines.size)
+    line_of_score = lines[by_merit]
+    part = np.sort(np.concatenate((lines, asks[asking])))
+    best = _best_so_far(part, [log.cust, order], log.t, score)
     if products is not None:
-        same = products[queries[asks]] >= 0
-        of_line = products[lines] >= 0
-        if same.any() and of_line.any():
-            sub = np.flatnonzero(of_line)
-            pick = _best_before(
-                [k[sub] for k in keys_l] + [products[lines[sub]]],
-                t[lines[sub]],
-                rank[sub],
-                [k[same] for k in keys_q] + [products[queries[asks[same]]]],
-                t[queries[asks[same]]],
-            )
-            chosen = best[same]
-            chosen[pick >= 0] = sub[pick[pick >= 0]]
-            best[same] = chosen
-    hit = best >= 0
-    found[asks[hit]] = lines[best[hit]]
+        product = _codes_in(_take(products, log.rows[part]), _returned(products, log, asks))
+        same = part[product >= 0]
+        if same.size:
+            of_product = np.full(log.q.size, -1, dtype=np.int64)
+            of_product[same] = product[product >= 0]
+            better = _best_so_far(same, [log.cust, order, of_product], log.t, score)
+            where = np.searchsorted(part, same)
+            best[where] = np.where(better >= 0, better, best[where])
+    at = best[np.searchsorted(part, asks[asking])]
+    found[asking] = np.where(at >= 0, line_of_score[np.maximum(at, 0)], _UNMATCHED)
     return found
 
 
-def _best_before(
-    line_keys: list[np.ndarray],
-    line_t: np.ndarray,
-    line_rank: np.ndarray,
-    ask_keys: list[np.ndarray],
-    ask_t: np.ndarray,
-) -> np.ndarray:
-    """Per ask, the line (index) of highest rank among lines with equal keys at or before the
-    ask's time; -1 when there is none. Ranks are distinct.
+def _returned(ids: pa.Array, log: _Rows, asks: np.ndarray) -> pa.Array:
+    """The distinct ids the returns at ``asks`` carry."""
+    return pc.unique(_take(ids, log.rows[asks]).drop_null())
 
-    Lines and asks are sorted together by keys, time, lines before asks; the running maximum
-    of ``group * width + rank`` (asks add -1) then holds, at each ask, its group's best line
-    so far, and a value below ``group * width`` says the group had none.
+
+def _best_so_far(
+    part: np.ndarray, keys: list[np.ndarray], t: np.ndarray, score: np.ndarray
+) -> np.ndarray:
+    """Per row of ``part`` (sorted positions), the highest ``score`` among the rows of
+    ``part`` with equal keys at or before its time; -1 when there is none (-1 scores: rows
+    that are no line).
+
+    Rows sorted by keys keep their time order (the sort is stable); the running maximum of
+    ``group * width + score``, taken per block of rows tied on keys and time, then holds each
+    group's best line so far, and a value below ``group * width`` says the group had none.
     """
-    n_lines, n_asks = line_t.size, ask_t.size
-    line_of_rank = np.argsort(line_rank)
-    line_rank = np.empty(n_lines, dtype=np.int64)
-    line_rank[line_of_rank] = np.arange(n_lines)  # dense: 0 to n_lines - 1
-    keys = [np.concatenate((lk, ak)) for lk, ak in zip(line_keys, ask_keys, strict=True)]
-    time = np.concatenate((line_t, ask_t))
-    kind = np.concatenate((np.zeros(n_lines, dtype=np.int8), np.ones(n_asks, dtype=np.int8)))
-    order = np.lexsort((kind, time, *keys[::-1]))
-    new_group = np.zeros(order.size, dtype=bool)
-    new_group[0] = True
-    for key in keys:
-        ordered = key[order]
-        new_group[1:] |= ordered[1:] != ordered[:-1]
-    group = np.cumsum(new_group) - 1
-    width = n_lines + 1
-    value = np.concatenate((line_rank, np.full(n_asks, -1, dtype=np.int64)))[order]
-    value = np.where(value >= 0, group * width + value, -1)
-    running = np.maximum.accumulate(value)
-    is_ask = order >= n_lines
-    best_rank = running[is_ask] - group[is_ask] * width
-    out = np.full(n_asks, _UNMATCHED, dtype=np.int64)
-    out[order[is_ask] - n_lines] = np.where(
-        best_rank >= 0, line_of_rank[np.maximum(best_rank, 0)], _UNMATCHED
-    )
+    by_key = np.lexsort([key[part] for key in keys[::-1]])
+    at = part[by_key]
+    new_group = _changes(*(key[at] for key in keys))
+    new_block = new_group | _changes(t[at])
+    starts = np.flatnonzero(new_block)
+    block = np.cumsum(new_block) - 1
+    top = np.maximum.reduceat(score[at], starts)
+    group = (np.cumsum(new_group) - 1)[starts]
+    width = int(score.max()) + 2
+    running = np.maximum.accumulate(np.where(top >= 0, group * width + top, -1))
+    best = running - group * width
+    best[best < 0] = -1
+    out = np.empty(part.size, dtype=np.int64)
+    out[by_key] = best[block]
     return out
 
 
-def _by_product(
-    c: np.ndarray,
-    t: np.ndarray,
-    a: np.ndarray,
-    q: np.ndarray,
-    asks: np.ndarray,
-    products: np.ndarray,
-) -> np.ndarray:
-    """Rule 2: the same customer's latest line of the returned product (per ask position)."""
-    keep = (products >= 0) & ~q
-    keep[asks] = True
-    sub = np.flatnonzero(keep)
-    key = c[sub] * (int(products.max()) + 1) + products[sub]
-    by_key = np.argsort(key, kind="stable")  # rows are by (customer, time): now by product too
-    sub, key = sub[by_key], key[by_key]
-    new_group = np.empty(sub.size, dtype=bool)
-    new_group[0] = True
-    np.not_equal(key[1:], key[:-1], out=new_group[1:])
-    latest = _latest_line(new_group, t[sub], a[sub], q[sub])
-    where = np.empty(q.size, dtype=np.int64)
-    where[sub] = np.arange(sub.size)
-    best = latest[where[asks]]
-    return np.where(best >= 0, sub[np.maximum(best, 0)], _UNMATCHED)
+def _by_product(products: pa.Array, log: _Rows, asks: np.ndarray) -> np.ndarray:
+    """Rule 2: the same customer's latest line of the returned product."""
+    found = np.full(asks.size, _UNMATCHED, dtype=np.int64)
+    value_set = _returned(products, log, asks)
+    if len(value_set) == 0:
+        return found
+    part = _of_customers(log.cust, asks)
+    product = _codes_in(_take(products, log.rows[part]), value_set)
+    asking = np.zeros(log.q.size, dtype=bool)
+    asking[asks] = True
+    keep = (product >= 0) & (~log.q[part] | asking[part])
+    part, product = part[keep], product[keep]
+    by_key = np.lexsort((product, log.cust[part]))  # stable: by time within a product
+    at = part[by_key]
+    new_group = _changes(log.cust[at], product[by_key])
+    latest = _latest_line(new_group, log.t[at], log.a[at], log.q[at])
+    where = np.full(log.q.size, -1, dtype=np.int64)
+    where[at] = np.arange(at.size)
+    pos = where[asks]
+    best = np.where(pos >= 0, latest[np.maximum(pos, 0)], -1)
+    return np.where(best >= 0, at[np.maximum(best, 0)], _UNMATCHED)
 
 
 def _latest_line(new_group: np.ndarray, t: np.ndarray, a: np.ndarray, q: np.ndarray) -> np.ndarray:
