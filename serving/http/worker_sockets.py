@@ -18,7 +18,8 @@ Unix sockets (a service's dependencies) are left shared. Where the platform has 
 ``SO_REUSEPORT`` the command is plain ``bentoml serve``.
 
 The port is checked before the server starts: circus never binds a per-worker socket in
-the arbiter, so a port already in use would otherwise fail each worker's spawn.
+the arbiter, so a port already in use would otherwise fail each worker's spawn, and a
+port held by another server's ``SO_REUSEPORT`` sockets would be shared with it.
 """
 
 from __future__ import annotations
@@ -38,11 +39,14 @@ def reuseport_supported() -> bool:
 
 
 def check_port_free(host: str, port: int) -> None:
-    """Raise OSError when (host, port) cannot be bound, as a worker would bind it."""
+    """Raise OSError when a socket is bound to (host, port) already.
+
+    The probe does not ask for ``SO_REUSEPORT``, so it fails on another server's per-worker
+    sockets too: a second ``retain serve`` on a port in use stops instead of sharing it.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         probe.bind((host, port))
 
 

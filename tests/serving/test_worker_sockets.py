@@ -143,10 +143,15 @@ def test_keep_alive_connections_are_spread_over_both_workers(
     assert len(counts) == 2 and min(counts.values()) >= CLIENTS // 5, counts
 
 
-def test_a_port_in_use_stops_the_server_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("reuseport", [False, True], ids=["plain", "another-retain-server"])
+def test_a_port_in_use_stops_the_server_with_one_line(
+    capsys: pytest.CaptureFixture[str], reuseport: bool
+) -> None:
     from serving.http.worker_sockets import main as worker_sockets_main
 
     with socket.socket() as taken:
+        if reuseport:  # as another server's worker socket: it must not be shared
+            taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
