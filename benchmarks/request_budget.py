@@ -151,7 +151,9 @@ def budgets(
 
 
 def print_budgets(result: dict[str, dict[str, float]]) -> None:
+    """One column per request size; ``sum`` adds the stages, each timed alone (its code and
+    data stay in the CPU's caches), ``total`` is the path as a request runs it."""
     labels = list(result)
-    print(f"{'stage (median us)':<18}" + "".join(f"{label:>16}" for label in labels))
+    print(f"{'CPU us (median)':<18}" + "".join(f"{label:>16}" for label in labels))
     for stage in (*STAGES, "sum", "total"):
         print(f"{stage:<18}" + "".join(f"{result[label][stage]:>16.0f}" for label in labels))
