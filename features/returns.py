@@ -24,6 +24,8 @@ net the returns before ``as_of``, labels those before the window's end.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -44,84 +46,233 @@ def match_returns(
     amount: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per row, the purchase row (position) a return nets against; -1 for purchases and
-    unmatched returns. Rows may come in any order; ids are Arrow string arrays or None."""
-    n = len(timestamp_us)
-    out = np.full(n, _UNMATCHED, dtype=np.int64)
-    ret = np.flatnonzero(is_return)
-    if ret.size == 0:
+    unmatched returns. Rows may come in any order; ids are Arrow string arrays or None.
+
+    The work is array work (no hashing but of the ids) on the rows of customers with a
+    return, in (customer, time) order: a log already in that order (every canonical log) is
+    not sorted again, each rule looks only at the customers whose returns are still
+    unmatched, and a log without a return costs one check.
+    """
+    is_ret = np.asarray(is_return, dtype=bool)
+    out = np.full(is_ret.size, _UNMATCHED, dtype=np.int64)
+    if not is_ret.any():
         return out
-    codes = np.asarray(customer_codes, dtype=np.int64)
-    ts = np.asarray(timestamp_us, dtype=np.int64)
-    with_returns = np.zeros(int(codes.max()) + 1, dtype=bool)
-    with_returns[codes[ret]] = True
-    pur = np.flatnonzero(~np.asarray(is_return, dtype=bool) & with_returns[codes])
-    if pur.size == 0:
-        return out
-    product = None
-    if product_ids is not None:
-        encoded = pc.dictionary_encode(pc.cast(product_ids, pa.string()))
-        product = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
-    left = pd.DataFrame({"c": codes[ret], "t": ts[ret], "r": ret})
-    value = np.zeros(n) if amount is None else np.asarray(amount, dtype=np.float64)
-    right = pd.DataFrame({"c": codes[pur], "t": ts[pur], "a": value[pur], "p": pur})
-    if product is not None:
-        left["prod"], right["prod"] = product[ret], product[pur]
-    matched = pd.Series(_UNMATCHED, index=ret, dtype=np.int64)
+    rows, whole = _rows_with_returns(customer_codes, timestamp_us, is_ret)
+    # customers numbered 0, 1, ... in row order (rows are grouped by customer)
+    codes = np.asarray(customer_codes, dtype=np.int64)[rows]
+    cust = np.empty(rows.size, dtype=np.int64)
+    cust[0] = 0
+    np.cumsum(codes[1:] != codes[:-1], out=cust[1:])
+    log = _Rows(
+        rows=rows,
+        cust=cust,
+        t=np.asarray(timestamp_us, dtype=np.int64)[rows],
+        a=np.zeros(rows.size) if amount is None else np.asarray(amount, dtype=np.float64)[rows],
+        q=is_ret[rows],
+    )
+    asks = np.flatnonzero(log.q)  # positions (in ``rows``) of the returns
+    found = np.full(asks.size, _UNMATCHED, dtype=np.int64)
+    products = None if product_ids is None else _as_strings(product_ids)
     if order_ids is not None:
-        matched = _by_order(left, right, order_ids, matched)
-    if product is not None:
-        todo = matched.to_numpy() == _UNMATCHED
-        known = left["prod"].to_numpy() >= 0
-        found = _latest_before(left[todo & known], right[right["prod"] >= 0], ["c", "prod"])
-        matched.loc[found.index] = found.to_numpy()
-    todo = matched.to_numpy() == _UNMATCHED
-    found = _latest_before(left[todo], right, ["c"])
-    matched.loc[found.index] = found.to_numpy()
-    out[matched.index.to_numpy()] = matched.to_numpy()
+        found = _by_order(_as_strings(order_ids), whole, log, asks, products)
+    if products is not None:
+        todo = np.flatnonzero(found == _UNMATCHED)
+        if todo.size:
+            found[todo] = _by_product(products, log, asks[todo])
+    todo = np.flatnonzero(found == _UNMATCHED)
+    if todo.size:
+        part = _of_customers(log.cust, asks[todo])
+        new_customer = _changes(log.cust[part])
+        latest = _latest_line(new_customer, log.t[part], log.a[part], log.q[part])
+        best = latest[np.searchsorted(part, asks[todo])]
+        found[todo] = np.where(best >= 0, part[np.maximum(best, 0)], _UNMATCHED)
+    hit = found >= 0
+    out[rows[asks[hit]]] = rows[found[hit]]
     return out
 
 
+class _Rows(NamedTuple):
+    """The rows of customers with a return, by customer then time (positions in the log)."""
+
+    rows: np.ndarray
+    cust: np.ndarray  # customer number, 0 upwards
+    t: np.ndarray
+    a: np.ndarray
+    q: np.ndarray  # is a return
+
+
+def _rows_with_returns(
+    codes: np.ndarray, ts: np.ndarray, is_ret: np.ndarray
+) -> tuple[np.ndarray, bool]:
+    """Rows of the customers with a return, by customer then time (tied rows keep row
+    order), and whether they are every row in row order."""
+    codes = np.asarray(codes, dtype=np.int64)
+    ts = np.asarray(ts, dtype=np.int64)
+    low = int(codes.min())
+    shifted = codes - low if low < 0 else codes
+    with_returns = np.zeros(int(shifted.max()) + 1, dtype=bool)
+    with_returns[shifted[is_ret]] = True
+    kept = with_returns[shifted]
+    whole = bool(kept.all())
+    rows = np.arange(codes.size) if whole else np.flatnonzero(kept)
+    c, t = codes[rows], ts[rows]
+    step_c, step_t = c[1:] - c[:-1], t[1:] >= t[:-1]
+    if not ((step_c > 0) | ((step_c == 0) & step_t)).all():
+        return rows[np.lexsort((t, c))], False  # stable: ties keep row order
+    return rows, whole
+
+
+def _as_strings(ids: pa.Array) -> pa.Array:
+    ids = pc.cast(ids, pa.string())
+    return ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+
+
+def _take(ids: pa.Array, rows: np.ndarray) -> pa.Array:
+    return ids.take(pa.array(rows))
+
+
+def _codes_in(ids: pa.Array, value_set: pa.Array) -> np.ndarray:
+    """Per id, its position in ``value_set``; -1 for other and missing ids."""
+    codes = pc.fill_null(pc.index_in(ids, value_set=value_set), -1)
+    return codes.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _changes(*keys: np.ndarray) -> np.ndarray:
+    """Per row, whether any key differs from the row before (the first row: True)."""
+    new = np.zeros(keys[0].size, dtype=bool)
+    if new.size:
+        new[0] = True
+    for key in keys:
+        new[1:] |= key[1:] != key[:-1]
+    return new
+
+
+def _of_customers(cust: np.ndarray, asks: np.ndarray) -> np.ndarray:
+    """Positions of the rows whose customer has one of ``asks`` (sorted)."""
+    flag = np.zeros(int(cust[-1]) + 1, dtype=bool)
+    flag[cust[asks]] = True
+    return np.flatnonzero(flag[cust])
+
+
 def _by_order(
-    left: pd.DataFrame, right: pd.DataFrame, order_ids: pa.Array, matched: pd.Series
-) -> pd.Series:
-    """Rule 1: the return names its order (with or without the cancel prefix)."""
-    ids = pc.cast(order_ids, pa.string())
-    given = ids.take(pa.array(left["r"].to_numpy()))
+    ids: pa.Array, whole: bool, log: _Rows, asks: np.ndarray, products: pa.Array | None
+) -> np.ndarray:
+    """Rule 1: the return names its order (with or without the cancel prefix); within the
+    order, the line of the same product first, then the largest line, then the first row."""
+    found = np.full(asks.size, _UNMATCHED, dtype=np.int64)
+    given = _take(ids, log.rows[asks])
     prefixed = pc.fill_null(pc.starts_with(given, CANCEL_PREFIX), False)
     stripped = pc.if_else(prefixed, pc.utf8_slice_codeunits(given, len(CANCEL_PREFIX)), given)
-    keys = left.assign(o=pd.Series(stripped.to_pandas(), dtype=object).to_numpy())
-    lines = right.assign(o=pd.Series(ids.take(pa.array(right["p"].to_numpy())).to_pandas()))
-    lines = lines.dropna(subset=["o"])
-    hit = keys.merge(lines, on=["c", "o"], suffixes=("", "_p"))
-    hit = hit[hit["t_p"] <= hit["t"]]
-    if hit.empty:
-        return matched
-    if "prod" in hit:
-        # the line of the same product first, then the order's largest line
-        hit = hit.assign(other=(hit["prod"] != hit["prod_p"]) | (hit["prod"] < 0))
-        hit = hit.sort_values(["r", "other", "a", "p"], ascending=[True, True, False, True])
-    else:
-        hit = hit.sort_values(["r", "a", "p"], ascending=[True, False, True])
-    first = hit.drop_duplicates("r")
-    matched.loc[first["r"].to_numpy()] = first["p"].to_numpy()
-    return matched
+    value_set = pc.unique(stripped.drop_null())
+    if len(value_set) == 0:
+        return found
+    order = _codes_in(ids if whole else _take(ids, log.rows), value_set)
+    named = _codes_in(stripped, value_set)
+    order[log.q] = -1
+    lines = np.flatnonzero(order >= 0)
+    asking = np.flatnonzero(named >= 0)
+    if lines.size == 0 or asking.size == 0:
+        return found
+    order[asks[asking]] = named[asking]
+    # the best line first: the largest amount (NaN last), then the first row
+    by_merit = np.lexsort((log.rows[lines], -log.a[lines]))[::-1]
+    score = np.full(log.q.size, -1, dtype=np.int64)
+    score[lines[by_merit]] = np.arange(lines.size)
+    line_of_score = lines[by_merit]
+    part = np.sort(np.concatenate((lines, asks[asking])))
+    best = _best_so_far(part, [log.cust, order], log.t, score)
+    if products is not None:
+        product = _codes_in(_take(products, log.rows[part]), _returned(products, log, asks))
+        same = part[product >= 0]
+        if same.size:
+            of_product = np.full(log.q.size, -1, dtype=np.int64)
+            of_product[same] = product[product >= 0]
+            better = _best_so_far(same, [log.cust, order, of_product], log.t, score)
+            where = np.searchsorted(part, same)
+            best[where] = np.where(better >= 0, better, best[where])
+    at = best[np.searchsorted(part, asks[asking])]
+    found[asking] = np.where(at >= 0, line_of_score[np.maximum(at, 0)], _UNMATCHED)
+    return found
 
 
-def _latest_before(left: pd.DataFrame, right: pd.DataFrame, by: list[str]) -> pd.Series:
-    """For each return, the latest purchase row with equal ``by`` keys at or before it."""
-    if left.empty or right.empty:
-        return pd.Series(dtype=np.int64)
-    # ties on time go to the largest line (the last one in this order)
-    lines = right.sort_values(["t", "a", "p"], kind="stable")
-    hit = pd.merge_asof(
-        left.sort_values("t", kind="stable"),
-        lines[[*by, "t", "p"]],
-        on="t",
-        by=by,
-        direction="backward",
-        allow_exact_matches=True,
-    ).dropna(subset=["p"])
-    return pd.Series(hit["p"].to_numpy(dtype=np.int64), index=hit["r"].to_numpy())
+def _returned(ids: pa.Array, log: _Rows, asks: np.ndarray) -> pa.Array:
+    """The distinct ids the returns at ``asks`` carry."""
+    return pc.unique(_take(ids, log.rows[asks]).drop_null())
+
+
+def _best_so_far(
+    part: np.ndarray, keys: list[np.ndarray], t: np.ndarray, score: np.ndarray
+) -> np.ndarray:
+    """Per row of ``part`` (sorted positions), the highest ``score`` among the rows of
+    ``part`` with equal keys at or before its time; -1 when there is none (-1 scores: rows
+    that are no line).
+
+    Rows sorted by keys keep their time order (the sort is stable); the running maximum of
+    ``group * width + score``, taken per block of rows tied on keys and time, then holds each
+    group's best line so far, and a value below ``group * width`` says the group had none.
+    """
+    by_key = np.lexsort([key[part] for key in keys[::-1]])
+    at = part[by_key]
+    new_group = _changes(*(key[at] for key in keys))
+    new_block = new_group | _changes(t[at])
+    starts = np.flatnonzero(new_block)
+    block = np.cumsum(new_block) - 1
+    top = np.maximum.reduceat(score[at], starts)
+    group = (np.cumsum(new_group) - 1)[starts]
+    width = int(score.max()) + 2
+    running = np.maximum.accumulate(np.where(top >= 0, group * width + top, -1))
+    best = running - group * width
+    best[best < 0] = -1
+    out = np.empty(part.size, dtype=np.int64)
+    out[by_key] = best[block]
+    return out
+
+
+def _by_product(products: pa.Array, log: _Rows, asks: np.ndarray) -> np.ndarray:
+    """Rule 2: the same customer's latest line of the returned product."""
+    found = np.full(asks.size, _UNMATCHED, dtype=np.int64)
+    value_set = _returned(products, log, asks)
+    if len(value_set) == 0:
+        return found
+    part = _of_customers(log.cust, asks)
+    product = _codes_in(_take(products, log.rows[part]), value_set)
+    asking = np.zeros(log.q.size, dtype=bool)
+    asking[asks] = True
+    keep = (product >= 0) & (~log.q[part] | asking[part])
+    part, product = part[keep], product[keep]
+    by_key = np.lexsort((product, log.cust[part]))  # stable: by time within a product
+    at = part[by_key]
+    new_group = _changes(log.cust[at], product[by_key])
+    latest = _latest_line(new_group, log.t[at], log.a[at], log.q[at])
+    where = np.full(log.q.size, -1, dtype=np.int64)
+    where[at] = np.arange(at.size)
+    pos = where[asks]
+    best = np.where(pos >= 0, latest[np.maximum(pos, 0)], -1)
+    return np.where(best >= 0, at[np.maximum(best, 0)], _UNMATCHED)
+
+
+def _latest_line(new_group: np.ndarray, t: np.ndarray, a: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Per row of rows sorted by group then time (tied rows in row order), the latest line
+    (``~q``) of its group at or before it; among lines tied on time the largest (NaN
+    largest), then the last. -1 where the group has none so far."""
+    k = t.size
+    new_block = new_group.copy()
+    new_block[1:] |= t[1:] != t[:-1]
+    starts = np.flatnonzero(new_block)
+    block = np.cumsum(new_block) - 1
+    line_a = np.where(q, -np.inf, a)
+    top = np.maximum.reduceat(line_a, starts)
+    top_of_row = top[block]
+    best = ~q & (a == top_of_row)
+    nan_top = np.isnan(top_of_row)
+    if nan_top.any():
+        best |= ~q & nan_top & np.isnan(a)
+    position = np.where(best, np.arange(k), -1)
+    in_block = np.maximum.reduceat(position, starts)
+    latest = np.maximum.accumulate(in_block)
+    group_start = np.maximum.accumulate(np.where(new_group[starts], starts, 0))
+    latest[latest < group_start] = _UNMATCHED
+    return latest[block]
 
 
 def match_log_returns(log: pd.DataFrame) -> np.ndarray:

@@ -25,6 +25,7 @@ from serving.offers.inputs import OfferInputs
 from serving.offers.policy import OfferPolicy, OfferPolicyError, uplift_rules
 from serving.reasons import reason_texts
 from training.artifact import RetainArtifact, load_artifact
+from training.boosters import ModelInput
 
 RISK_BANDS: tuple[tuple[str, float], ...] = (("low", 0.3), ("medium", 0.6), ("high", 1.01))
 N_REASONS = 3
@@ -160,16 +161,56 @@ def score_block(
     *,
     campaign: str | None = None,
 ) -> ScoredCustomers:
-    """Scores, segment, reasons and offer for every customer of a feature block."""
+    """Scores, segment, reasons and offer for every customer of a feature block.
+
+    The stages are separate functions so that ``benchmarks/request_budget.py`` times each
+    of them as the service runs it.
+    """
     as_of_ts = to_utc_timestamp(as_of)
+    x, preds = predict_stage(model, block, as_of_ts)
+    reasons = reasons_stage(model, x)
+    seg, uplift, offers = offers_stage(model, block, preds, as_of_ts, campaign)
+    return ScoredCustomers(
+        customer_id=block.customer_id,
+        as_of=as_of_ts,
+        numbers={
+            **{c: preds[c] for c in NUMBER_COLUMNS if c != "uplift"},
+            "uplift": np.full(len(block), np.nan) if uplift is None else uplift,
+        },
+        next_purchase=preds["expected_next_purchase_date"],
+        segment=_SEGMENT_NAMES[seg],
+        risk_band=risk_band(preds["churn_probability"]),
+        reasons=reasons,
+        offers=offers,
+    )
+
+
+def predict_stage(
+    model: ScoringModel, block: FeatureBlock, as_of_ts: pd.Timestamp
+) -> tuple[ModelInput, dict[str, np.ndarray]]:
+    """The boosters' input and the models' predictions (``PREDICTION_COLUMNS``)."""
     models = model.artifact.models
     x = models.model_input(block.values, block.names)
-    preds = models.predict_arrays(x, as_of_ts)
-    reasons = reason_texts(models.reason_contributions(x), x.names, N_REASONS)
+    return x, models.predict_arrays(x, as_of_ts)
+
+
+def reasons_stage(model: ScoringModel, x: ModelInput) -> np.ndarray:
+    """The top ``N_REASONS`` churn reasons per customer, as phrases."""
+    models = model.artifact.models
+    return reason_texts(models.reason_contributions(x), x.names, N_REASONS)
+
+
+def offers_stage(
+    model: ScoringModel,
+    block: FeatureBlock,
+    preds: dict[str, np.ndarray],
+    as_of_ts: pd.Timestamp,
+    campaign: str | None,
+) -> tuple[np.ndarray, np.ndarray | None, OfferDecisions]:
+    """Segment codes, uplift (None without an uplift model) and the offer decisions."""
     seg = segment_codes(
         {c: block.column(c) for c in REQUIRED_FEATURES}, model.artifact.segment_config
     )
-    churn = preds["churn_probability"]
     uplift_model = model.artifact.uplift
     uplift = (
         None if uplift_model is None else uplift_model.predict_values(block.values, block.names)
@@ -178,32 +219,18 @@ def score_block(
     as_of_us = as_of_ts.value // 1000  # Timestamp.value is in ns whatever the unit
     recency_us = np.rint(block.column("recency_days") * US_PER_DAY).astype(np.int64)  # np.round
     last_purchase = (as_of_us - recency_us).view("datetime64[us]")
-    next_purchase = preds["expected_next_purchase_date"]
     inputs = OfferInputs(
         block.customer_id,
         segment_codes=seg,
-        churn=churn,
+        churn=preds["churn_probability"],
         spend_365d=preds["expected_spend_365d"],
         spend_horizon=preds["expected_spend_horizon"],
         as_of_day=np.full(len(block), as_of_day),
         last_day=last_purchase.astype("datetime64[D]"),
-        next_day=next_purchase.astype("datetime64[D]"),
+        next_day=preds["expected_next_purchase_date"].astype("datetime64[D]"),
         uplift=uplift,
     )
-    offers = decide_offers(inputs, model.policy, campaign)
-    return ScoredCustomers(
-        customer_id=block.customer_id,
-        as_of=as_of_ts,
-        numbers={
-            **{c: preds[c] for c in NUMBER_COLUMNS if c != "uplift"},
-            "uplift": np.full(len(block), np.nan) if uplift is None else uplift,
-        },
-        next_purchase=next_purchase,
-        segment=_SEGMENT_NAMES[seg],
-        risk_band=risk_band(churn),
-        reasons=reasons,
-        offers=offers,
-    )
+    return seg, uplift, decide_offers(inputs, model.policy, campaign)
 
 
 def score_features(

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -85,10 +86,13 @@ def score_jobs(model: Any, jobs: Sequence[ScoreJob], now: pd.Timestamp) -> None:
     """
     groups: dict[tuple[pd.Timestamp, str | None], list[tuple[set[str], list[tuple[int, int]]]]]
     groups = {}
+    stamps: dict[datetime | None, pd.Timestamp] = {None: now}  # one Timestamp per as_of
     for j, job in enumerate(jobs):
         job.results = [None] * len(job.customers)
         for i, customer in enumerate(job.customers):
-            as_of = now if customer.as_of is None else pd.Timestamp(customer.as_of)
+            as_of = stamps.get(customer.as_of)
+            if as_of is None:
+                as_of = stamps[customer.as_of] = pd.Timestamp(customer.as_of)
             slots = groups.setdefault((as_of, job.campaign), [])
             slot = next((s for s in slots if customer.customer_id not in s[0]), None)
             if slot is None:

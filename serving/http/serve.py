@@ -11,7 +11,8 @@ Then it does what a worker will do: checks the settings and loads the model and 
 (:func:`serving.http.startup.load_model_and_snapshot`). A bad value, a missing file or a model
 that cannot load stops here with one line naming the setting (exit 2), before any worker
 starts, instead of workers failing and being respawned. Last it replaces itself with
-``bentoml serve``, so signals reach the server directly.
+``bentoml serve`` (through :mod:`serving.http.worker_sockets`: a listening socket per
+worker), so signals reach the server directly.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 import typer
 
+from serving.http.worker_sockets import SERVE_MODULE
 from serving.model_source import BENTO_MODEL_SCHEME
 
 SERVICE_TARGET = "serving.http.service:RetainService"
@@ -117,7 +119,7 @@ def serve_command(
     argv = [
         sys.executable,
         "-m",
-        "bentoml",
+        SERVE_MODULE,  # bentoml serve, one listening socket per worker
         "serve",
         SERVICE_TARGET,
         "--host",

@@ -101,7 +101,7 @@ class RetainService:
         score_jobs(self.model, jobs, pd.Timestamp.now(tz="UTC"))
 
     @bentoml.api(route="/score", output_spec=ScoreResponse)
-    async def score(self, request: ScoreRequest, /) -> ScoreResponse | Response:
+    async def score(self, request: ScoreRequest, /) -> Response:
         """Score customers from the purchase histories in the request."""
         refused = request_refusal(request.customers, self.settings.max_customers)
         if refused is not None:
@@ -112,7 +112,7 @@ class RetainService:
         return score_response(self.model_info, self.model.horizon_days, job.results)
 
     @bentoml.api(route="/score/ids", output_spec=ScoreResponse)
-    async def score_ids(self, request: IdsRequest, /) -> ScoreResponse | Response:
+    async def score_ids(self, request: IdsRequest, /) -> Response:
         """Score customers by id from the batch job's feature snapshot."""
         import anyio.to_thread
 

@@ -100,7 +100,7 @@ def test_serve_command_translates_options_to_env(tmp_path: Path) -> None:
     )
     assert argv[1:] == [
         "-m",
-        "bentoml",
+        "serving.http.worker_sockets",
         "serve",
         "serving.http.service:RetainService",
         "--host",
