@@ -171,6 +171,31 @@ def manifest_digest(
     return str(digest)
 
 
+def run_manifest_digest(run_id: str, *, client: MlflowClient | None = None) -> str:
+    """The manifest sha256 the tracking store recorded for ``run_id``'s logged model.
+
+    What a load that only knows the run (``mlflow.pyfunc.load_model``, which hands the
+    model its files but not the registered version) checks against. Every registered
+    version of the run carries a copy made at registration; a copy that disagrees with the
+    run's is refused rather than silently preferred.
+    """
+    c = _client(client)
+    digest = c.get_run(run_id).data.tags.get(MANIFEST_TAG)
+    if not is_sha256(digest):
+        raise RegistryError(
+            f"run {run_id} has no recorded {MANIFEST_TAG!r}, so its model cannot be "
+            "verified; it was logged by an older retain: retrain it with `retain train`"
+        )
+    for mv in c.search_model_versions(f"run_id='{run_id}'"):
+        recorded = mv.tags.get(MANIFEST_TAG)
+        if recorded is not None and recorded != digest:
+            raise RegistryError(
+                f"{mv.name!r} version {mv.version} records manifest sha256 {recorded}, but "
+                f"its run {run_id} records {digest}"
+            )
+    return str(digest)
+
+
 def record_champion_rescore(
     version: str,
     champion_version: str,

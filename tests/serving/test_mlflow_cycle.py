@@ -379,6 +379,14 @@ def test_tampered_registered_artifact_is_refused_on_load_and_by_promote(
         resolved_artifact(uri),
     ):
         pass
+    # MLflow's own loader runs the same check (the pyfunc's load_context) ...
+    with pytest.raises(Exception, match="the artifact was modified"):
+        mlflow.pyfunc.load_model(uri)
+    # ... and a bento's model store edited the same way, model.yaml's digest included,
+    # is refused: the model's tag (named by the bento) still names the original digest
+    bento = _bento_load_after_tamper(originals, artifact, workdir / "bentoml")
+    assert bento.startswith("REFUSED "), bento
+    assert "does not match the digest its tag names" in bento
     result = runner.invoke(cli, ["promote"])
     assert result.exit_code == 1, result.output
     flat = " ".join(result.output.split())
@@ -400,9 +408,67 @@ def test_tampered_registered_artifact_is_refused_on_load_and_by_promote(
     (artifact / "evil.pkl").unlink()
     for path, data in originals.items():
         path.write_bytes(data)
+    loaded = mlflow.pyfunc.load_model(uri)  # the untouched version loads and scores
+    assert len(loaded.predict(canonical_wire(cdnow_logs["full"]))) > 0
     result = runner.invoke(cli, ["promote"])
     assert result.exit_code == 0, result.output
     assert _aliases("retain") == {"champion": trained.version}
+
+
+def canonical_wire(path: Path) -> pd.DataFrame:
+    """A few customers of a canonical log in the pyfunc's wire form."""
+    log = pd.read_parquet(path)
+    few = log[log["customer_id"].isin(log["customer_id"].drop_duplicates().head(5))]
+    return tracking.wire_frame(few)
+
+
+_BENTO_TAMPER = """
+import hashlib, json, shutil, sys
+from pathlib import Path
+import yaml
+from serving.http.bento import store_model
+from serving.model_source import ModelResolutionError, ModelSource, bento_model_artifact
+from training.artifact import MANIFEST_NAME, manifest_sha256
+
+clean, tampered = Path(sys.argv[1]), Path(sys.argv[2])
+tag, digest = store_model(clean, ModelSource("retain", "1", "models:/retain/1"))
+import bentoml
+model_dir = Path(bentoml.models.get(tag).path)
+stored = model_dir / "retain"
+shutil.rmtree(stored)
+shutil.copytree(tampered, stored)
+meta = yaml.safe_load((model_dir / "model.yaml").read_text())
+meta["metadata"]["manifest_sha256"] = manifest_sha256(stored)
+(model_dir / "model.yaml").write_text(yaml.safe_dump(meta))
+try:
+    bento_model_artifact("bentoml:" + tag)
+except ModelResolutionError as exc:
+    print("REFUSED", exc)
+else:
+    print("LOADED")
+"""
+
+
+def _bento_load_after_tamper(originals: dict[Path, bytes], tampered: Path, home: Path) -> str:
+    """Store the clean artifact in a real BentoML model store (``home``), swap in the
+    re-hashed ``tampered`` copy and re-write ``model.yaml``'s digest to match; what a
+    load says."""
+    clean = home.parent / "clean-artifact"
+    for path, data in originals.items():
+        target = clean / path.relative_to(tampered)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    env.setdefault("PYTHONPATH", str(REPO_ROOT))
+    done = subprocess.run(
+        [sys.executable, "-c", _BENTO_TAMPER, str(clean), str(tampered)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1]
 
 
 class Retain:
