@@ -369,8 +369,10 @@ def test_tampered_registered_artifact_is_refused_on_load_and_by_promote(
     churn = artifact / "models" / "churn.lgb.txt"
     uri = f"models:/retain/{trained.version}"
 
-    # 1. every churn tree edited and the manifest re-hashed: consistent on its own ...
-    churn.write_text(_constant_leaves(churn.read_text(), 10.0))
+    # 1. every churn tree edited (still a model LightGBM loads: the tree byte sizes it
+    # would check are dropped) and the manifest re-hashed: consistent on its own ...
+    edited = _constant_leaves(churn.read_text(), 10.0)
+    churn.write_text(re.sub(r"^tree_sizes=.*\n", "", edited, flags=re.MULTILINE))
     _rehash(artifact, "models/churn.lgb.txt")
     verify_artifact(artifact)
     # ... but not what was registered: refused on load and by promote
