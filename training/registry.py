@@ -19,13 +19,20 @@ promotion time). Each check has a name (:data:`training.gate.CHECKS`); one that 
 promotion unless the operator skips it by name, and the skip is recorded on the version.
 Champion history lives in the registered model's ``champion_history`` tag (JSON list of
 versions, oldest first), which is what rollback uses.
+
+Promote and rollback change aliases and history under one lock per registered model
+(:mod:`training.registry_lock`); promote re-reads the champion once it holds the lock and
+refuses if it changed since the gate judged it. The champion alias moves before history is
+written, so history only names versions that were champion, and rollback derives its target
+from where the current champion stands in it (:func:`rollback_history`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +42,7 @@ from mlflow.tracking import MlflowClient
 
 from features.redaction import redact
 from training import gate
+from training.registry_lock import RegistryLockTimeout, registry_lock
 
 DEFAULT_MODEL_NAME = "retain"
 CHAMPION = "champion"
@@ -334,18 +342,36 @@ def promote(
         return PromotionDecision(False, chal_v, champ_v, refused)
 
     skipped = {k: failures.get(k, "passed anyway") for k in sorted(skip)}
-    history = _history(c, name)
-    if champ_v is not None and (not history or history[-1] != champ_v):
-        history.append(champ_v)  # champion set outside this workflow: keep it rollback-able
-    history.append(chal_v)
-    c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
-    if skipped:
-        c.set_model_version_tag(name, chal_v, SKIPPED_TAG, json.dumps(skipped))
-    c.set_registered_model_alias(name, CHAMPION, chal_v)
-    now = _alias_version(c, name, CHALLENGER)
-    if now is not None and str(now.version) == chal_v:  # a newer challenger keeps its alias
-        c.delete_registered_model_alias(name, CHALLENGER)
-    c.set_model_version_tag(name, chal_v, "promoted_at", datetime.now(UTC).isoformat())
+    with _locked(c, name, "promote"):
+        # the gate judged against champ_v; a rollback or promote since then voids that
+        now_champion = _alias_version(c, name, CHAMPION)
+        now_v = str(now_champion.version) if now_champion is not None else None
+        if now_v != champ_v:
+            return PromotionDecision(
+                False,
+                chal_v,
+                now_v,
+                [
+                    f"the champion changed from v{champ_v or '-'} to v{now_v or '-'} while "
+                    f"challenger v{chal_v} was being checked (a concurrent promote or "
+                    "rollback); nothing was changed: run `retain promote` again"
+                ],
+            )
+        history = _history(c, name)
+        if champ_v is not None and (not history or history[-1] != champ_v):
+            history.append(champ_v)  # champion set outside this workflow: keep it rollback-able
+        history.append(chal_v)
+        if skipped:
+            c.set_model_version_tag(name, chal_v, SKIPPED_TAG, json.dumps(skipped))
+        # the alias move is the commit point; history follows it, so a promotion killed in
+        # between leaves a champion missing from history (rollback handles that), never a
+        # history naming a version that was not champion
+        c.set_registered_model_alias(name, CHAMPION, chal_v)
+        c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+        now = _alias_version(c, name, CHALLENGER)
+        if now is not None and str(now.version) == chal_v:  # a newer challenger keeps its alias
+            c.delete_registered_model_alias(name, CHALLENGER)
+        c.set_model_version_tag(name, chal_v, "promoted_at", datetime.now(UTC).isoformat())
     summary = [f"v{chal_v} is now champion" + (f" (was v{champ_v})" if champ_v else "")]
     for check, why in skipped.items():
         summary.append(f"SKIPPED check {check!r} (recorded on v{chal_v}): {why}")
@@ -372,19 +398,44 @@ def rollback(*, name: str = DEFAULT_MODEL_NAME, client: MlflowClient | None = No
         if not _is_missing(exc):
             raise
         raise RegistryError(f"registered model {name!r} does not exist") from None
-    champion = _alias_version(c, name, CHAMPION)
-    history = _history(c, name)
-    if champion is not None and history and history[-1] == str(champion.version):
-        history = history[:-1]
-    if not history:
-        current = f"v{champion.version}" if champion is not None else "none"
-        raise RegistryError(
-            f"nothing to roll back to: {name!r} has no previous champion (current: {current})"
-        )
-    previous = history[-1]
-    c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
-    c.set_registered_model_alias(name, CHAMPION, previous)
+    with _locked(c, name, "rollback"):
+        champion = _alias_version(c, name, CHAMPION)
+        history = _history(c, name)
+        earlier = rollback_history(history, str(champion.version) if champion else None)
+        if not earlier:
+            current = f"v{champion.version}" if champion is not None else "none"
+            raise RegistryError(
+                f"nothing to roll back to: {name!r} has no previous champion (current: {current})"
+            )
+        previous = earlier[-1]
+        c.set_registered_model_alias(name, CHAMPION, previous)  # the commit point, as in promote
+        c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(earlier))
     return previous
+
+
+def rollback_history(history: list[str], champion: str | None) -> list[str]:
+    """The history a rollback leaves: everything before the champion's last entry.
+
+    History only ever names versions that were champion (the alias moves first), so the
+    entry before the current champion is the one it replaced. A champion absent from
+    history was set by a promotion killed before it wrote history (or outside retain): it
+    replaced the last entry. A champion found earlier than the end is what a rollback
+    killed before trimming history left: the entries after it were rolled back from.
+    """
+    if champion is None or champion not in history:
+        return list(history)
+    last = len(history) - 1 - history[::-1].index(champion)
+    return history[:last]
+
+
+@contextmanager
+def _locked(c: MlflowClient, name: str, operation: str) -> Iterator[None]:
+    """:func:`training.registry_lock.registry_lock`, its timeout said as a registry error."""
+    try:
+        with registry_lock(c, name, operation):
+            yield
+    except RegistryLockTimeout as exc:
+        raise RegistryError(str(exc)) from None
 
 
 def list_versions(
