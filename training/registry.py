@@ -13,9 +13,10 @@ outside the artifact it protects, and every load from the registry checks it.
 The promotion gate compares like with like. Before any metric is compared the challenger is
 loaded and scores a few customers (:func:`promote`'s ``smoke_test``; never skippable). Its
 metrics are then compared with the champion's *on the challenger's backtest*: the champion's
-own tags when both were backtested identically, else the champion re-scored on the
-challenger's data and cutoff (recorded on the challenger by ``retain train``, or computed at
-promotion time). Each check has a name (:data:`training.gate.CHECKS`); one that fails refuses the
+own tags when both were backtested identically, else the champion's configuration re-fitted
+at the challenger's cutoff on the challenger's data (:mod:`training.gate` says why not its
+registered model; recorded on the challenger by ``retain train`` with what the figures are,
+or computed at promotion time). Each check has a name (:data:`training.gate.CHECKS`); one that fails refuses the
 promotion unless the operator skips it by name, and the skip is recorded on the version.
 Champion history lives in the registered model's ``champion_history`` tag (JSON list of
 versions, oldest first), which is what rollback uses.
@@ -53,11 +54,14 @@ MANIFEST_TAG = "retain.manifest_sha256"
 SKIPPED_TAG = "retain.skipped_checks"
 RESCORED_VERSION_TAG = "gate.champion_version"
 RESCORED_PREFIX = "gate.champion."
+RESCORED_BASIS_TAG = "gate.champion_basis"  # what the recorded champion figures are
 _MISSING_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
 _SHA256_HEX = frozenset("0123456789abcdef")
 
 SmokeTest = Callable[[str], None]
-Rescore = Callable[[Any, Any], Mapping[str, float | None]]
+# (challenger, champion) -> (the champion configuration's metrics on the challenger's
+# backtest, one sentence saying how they were obtained)
+Rescore = Callable[[Any, Any], tuple[Mapping[str, float | None], str]]
 
 
 class RegistryError(RuntimeError):
@@ -208,19 +212,23 @@ def record_champion_rescore(
     version: str,
     champion_version: str,
     metrics: Mapping[str, float | None],
+    basis: str,
     *,
     name: str = DEFAULT_MODEL_NAME,
     client: MlflowClient | None = None,
 ) -> None:
-    """Tag ``version`` with the champion's metrics on ``version``'s own backtest.
+    """Tag ``version`` with the champion's figures on ``version``'s own backtest.
 
-    ``metrics`` are keyed like the version's own (``model.churn_auc``); the gate compares
-    against them while ``champion_version`` is still champion.
+    ``metrics`` are keyed like the version's own (``model.churn_auc``); ``basis`` says what
+    they are (:data:`RESCORED_BASIS_TAG`, e.g. the champion's configuration re-fitted at
+    this version's cutoff). The gate compares against them while ``champion_version`` is
+    still champion.
     """
     c = _client(client)
     for key, value in metrics.items():
         if value is not None and math.isfinite(value):
             c.set_model_version_tag(name, version, RESCORED_PREFIX + key, repr(float(value)))
+    c.set_model_version_tag(name, version, RESCORED_BASIS_TAG, basis)
     c.set_model_version_tag(name, version, RESCORED_VERSION_TAG, str(champion_version))
 
 
@@ -248,8 +256,9 @@ def _champion_metrics(
 ) -> tuple[dict[str, float], str, str | None]:
     """The champion's metrics to compare with, where they come from, and why not comparable.
 
-    Preference: identical backtests (the champion's own tags), then a re-score of this
-    champion recorded on the challenger, then ``rescore`` now. Otherwise the champion's own
+    Preference: identical backtests (the champion's own tags), then the champion's
+    configuration re-fitted on the challenger's backtest as recorded on the challenger
+    (with its :data:`RESCORED_BASIS_TAG`), then ``rescore`` now. Otherwise the champion's own
     metrics are returned with the reason they are not comparable (check ``same_backtest``).
     """
     mine, theirs = gate.version_backtest(challenger), gate.version_backtest(champion)
@@ -261,23 +270,25 @@ def _champion_metrics(
     champ_v = str(champion.version)
     if not diffs:
         return gate.version_metrics(champion), "its own backtest (identical)", None
-    if challenger.tags.get(RESCORED_VERSION_TAG) == champ_v:
+    basis = challenger.tags.get(RESCORED_BASIS_TAG)
+    # figures recorded without a basis re-scored the champion's production model, which saw
+    # this backtest's outcomes: not comparable, so they are ignored
+    if challenger.tags.get(RESCORED_VERSION_TAG) == champ_v and basis:
         rescored = gate.float_tags(challenger.tags, gate.KEY_METRICS, RESCORED_PREFIX)
-        return rescored, gate.rescored_source(challenger, champion, c), None
+        return rescored, basis, None
     if rescore is not None:
-        rescored = {
-            k: float(v)
-            for k, v in rescore(challenger, champion).items()
-            if v is not None and math.isfinite(v)
-        }
-        record_champion_rescore(str(challenger.version), champ_v, rescored, name=name, client=c)
-        return rescored, gate.rescored_source(challenger, champion, c), None
+        figures, basis = rescore(challenger, champion)
+        rescored = {k: float(v) for k, v in figures.items() if v is not None and math.isfinite(v)}
+        record_champion_rescore(
+            str(challenger.version), champ_v, rescored, basis, name=name, client=c
+        )
+        return rescored, basis, None
     return (
         gate.version_metrics(champion),
         "its own, different backtest",
         f"champion v{champ_v} was backtested differently ({'; '.join(diffs)}) and has not "
-        f"been re-scored on challenger v{challenger.version}'s backtest; run `retain "
-        "promote --data <the challenger's purchase log>` to re-score it",
+        f"been re-fitted on challenger v{challenger.version}'s backtest; run `retain "
+        "promote --data <the challenger's purchase log>` to re-fit its configuration there",
     )
 
 
@@ -297,7 +308,8 @@ def promote(
     whatever its metrics, and this check cannot be skipped. ``skip`` names checks of
     :data:`training.gate.CHECKS` to skip; they are recorded on the version (:data:`SKIPPED_TAG`) with
     the reason each would have failed. ``rescore(challenger, champion)`` returns the
-    champion's metrics on the challenger's backtest when none are recorded. Refusals
+    champion configuration's metrics on the challenger's backtest, and what they are, when
+    none are recorded. Refusals
     change nothing.
     """
     if tolerance < 0:

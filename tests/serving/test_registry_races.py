@@ -41,6 +41,7 @@ SMALL_MODELS = {
 #   HOOK=smoke    pause after the challenger's load-and-score check
 #   HOOK=between  pause after the first of (champion alias moved, history written)
 #   HOOK=kill     SIGKILL itself at that same point
+#   HOOK=enter    write HOOK_DIR/rollback.entered when rollback starts its registry work
 # A pause writes HOOK_DIR/<point>.paused and waits for HOOK_DIR/<point>.go.
 _HOOKED = """
 import os, runpy, signal, sys, time
@@ -58,7 +59,17 @@ def pause(point):
         time.sleep(0.05)
 
 
-if hook == "smoke":
+if hook == "enter":
+    import training.registry as registry
+
+    rollback = registry.rollback
+
+    def entered_then_rollback(*args, **kwargs):
+        (folder / "rollback.entered").touch()
+        return rollback(*args, **kwargs)
+
+    registry.rollback = entered_then_rollback
+elif hook == "smoke":
     import training.lifecycle as lifecycle
 
     checked = lifecycle.smoke_test_version
@@ -195,13 +206,13 @@ def test_rollback_during_a_promotions_checks_is_not_lost(store: tuple[Path, str]
 def test_rollback_waits_for_a_promotion_in_progress(store: tuple[Path, str]) -> None:
     work, run_id = store
     name = "race-between"
-    for stale in work.glob("between.*"):
-        stale.unlink()
     client = _champion_v2_with_v3_waiting(work, run_id, name)
     promote = Cli(["promote", "--skip-check", "baselines", "--name", name], work, "between")
     _wait_for(work / "between.paused", promote)  # halfway through writing the promotion
-    rollback = Cli(["rollback", "--name", name], work)
-    time.sleep(8)  # ample time for a rollback (it takes about 3 s on its own)
+    rollback = Cli(["rollback", "--name", name], work, "enter")
+    _wait_for(work / "rollback.entered", rollback)
+    # a few registry reads and writes take well under a second: still running means waiting
+    time.sleep(5)
     assert rollback.process.poll() is None, rollback.finish()
     (work / "between.go").touch()
     code, out = promote.finish()
