@@ -267,14 +267,19 @@ def champion_on_backtest(
         raise ValueError(f"champion v{champion_version} names no run, so no configuration")
     champion_params = c.get_run(champion.run_id).data.params
     config, seed = gate.recorded_config(champion_params)
-    same = challenger.run_id and gate.recorded_config(c.get_run(challenger.run_id).data.params) == (
-        config,
-        seed,
+    mine = (
+        gate.recorded_config(c.get_run(challenger.run_id).data.params)
+        if challenger.run_id
+        else None
     )
-    where = f"at v{challenger_version}'s cutoff {cutoff.isoformat()} on its data ({horizon_days}-day horizon)"
+    same = mine == (config, seed)
+    where = (
+        f"at v{challenger_version}'s cutoff {cutoff.isoformat()} on its data "
+        f"({horizon_days}-day horizon)"
+    )
     if same:
-        mine = gate.version_metrics(challenger)
-        metrics: dict[str, float | None] = {k: v for k, v in mine.items() if k.startswith("model.")}
+        own = gate.version_metrics(challenger)
+        metrics: dict[str, float | None] = {k: v for k, v in own.items() if k.startswith("model.")}
         return metrics, (
             f"v{champion_version}'s configuration re-fitted {where}: the same models parameters "
             f"and seed as v{challenger_version}, so the figures are v{challenger_version}'s own "
@@ -369,8 +374,8 @@ def promote_challenger(
     """``retain promote``: smoke-test the challenger, compare like with like, move aliases.
 
     ``data`` is the challenger's purchase log: with it, a champion whose configuration was
-    not yet re-fitted on the challenger's backtest is re-fitted now (the log must have the fingerprint the challenger
-    was backtested on). Returns the :class:`training.registry.PromotionDecision`.
+    not yet re-fitted on the challenger's backtest is re-fitted now (the log must have the
+    fingerprint the challenger was backtested on). Returns the :class:`training.registry.PromotionDecision`.
     """
     from features.purchase_log import read_purchase_log
     from training import registry, tracking, tracking_store
