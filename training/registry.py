@@ -18,8 +18,8 @@ at the challenger's cutoff on the challenger's data (:mod:`training.gate` says w
 registered model; recorded on the challenger by ``retain train`` with what the figures are,
 or computed at promotion time). Each check has a name (:data:`training.gate.CHECKS`); one
 that fails refuses the promotion unless the operator skips it by name, and the skip is
-recorded on the version. lives in the registered model's ``champion_history`` tag (JSON list of versions, oldest
-first), which is what rollback uses.
+recorded on the version. Champion history lives in the registered model's
+``champion_history`` tag (JSON list of versions, oldest first), which is what rollback uses.
 
 Promote and rollback change aliases and history under one lock per registered model
 (:mod:`training.registry_lock`); promote re-reads the champion once it holds the lock and
