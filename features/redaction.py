@@ -5,7 +5,10 @@ Tracking URIs carry credentials in their authority part (``http://alice:secret@h
 their exceptions and log records. Every message retain builds from a URI goes through
 :func:`redact`; :class:`RedactingFilter` does the same for records other libraries log, and
 :func:`redacting_excepthook` for an uncaught exception's traceback. The user name and host
-stay visible (they say *which* server), only the password is replaced.
+stay visible (they say *which* server), only the password is replaced. A secret can also
+ride in the query string (``https://host/?token=...``, ``?password=...``, a signed URL's
+``sig=``): the value of every query parameter named like a credential
+(:data:`SECRET_QUERY_KEYS`) is masked too, the parameter name stays.
 """
 
 from __future__ import annotations
@@ -22,6 +25,27 @@ _CREDENTIALS = re.compile(
     r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s'\"]*)(?::(?P<password>[^/\s'\"]*))?@"
 )
 
+# query parameters whose value is a credential; matched case-insensitively as a whole key or
+# as its suffix after "_" or "-" (access_token, x-api-key, X-Amz-Signature)
+SECRET_QUERY_KEYS: tuple[str, ...] = (
+    "token",
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "key",
+    "apikey",
+    "signature",
+    "sig",
+    "credential",
+    "auth",
+)
+_SECRET_QUERY = re.compile(
+    r"(?P<key>[?&;](?:[A-Za-z0-9.]+[_\-])*(?:" + "|".join(SECRET_QUERY_KEYS) + r")=)"
+    r"(?P<value>[^&#\s'\"]+)",
+    re.IGNORECASE,
+)
+
 
 def _mask(match: re.Match[str]) -> str:
     # A user part without a password is itself a token (https://TOKEN@host): mask it whole.
@@ -31,8 +55,10 @@ def _mask(match: re.Match[str]) -> str:
 
 
 def redact(text: object) -> str:
-    """``text`` as a string with the password (or lone token) of every URI's userinfo masked."""
-    return _CREDENTIALS.sub(_mask, str(text))
+    """``text`` as a string with every URI's password (or lone token) and secret query values
+    masked."""
+    masked = _CREDENTIALS.sub(_mask, str(text))
+    return _SECRET_QUERY.sub(lambda m: m["key"] + MASK, masked)
 
 
 class RedactingFilter(logging.Filter):

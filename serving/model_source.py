@@ -80,6 +80,39 @@ def retain_dir_in_pyfunc(model_dir: Path) -> Path:
     return path
 
 
+def logged_model_digest(artifact_dir: Path) -> str:
+    """The manifest digest recorded for the logged model that holds ``artifact_dir``.
+
+    ``mlflow.pyfunc.load_model("models:/retain/3")`` gives the model only its downloaded
+    files; the run id in the model's ``MLmodel`` says which run logged it, and the digest
+    comes from the tracking store (the run's tag and every registered version's copy), never
+    from the download itself, so a re-hashed tampered copy is refused here too.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    from features.redaction import redact
+    from training import registry
+
+    root = next((p for p in Path(artifact_dir).parents if (p / "MLmodel").is_file()), None)
+    if root is None:
+        raise ModelResolutionError(f"{artifact_dir} is not inside an MLflow model (no MLmodel)")
+    run_id = Model.load(str(root)).run_id
+    if not run_id:
+        raise ModelResolutionError(
+            f"MLflow model at {root} names no run, so its artifact cannot be checked against "
+            "a recorded digest; log it with training.tracking.log_training_run"
+        )
+    try:
+        return registry.run_manifest_digest(str(run_id))
+    except registry.RegistryError as exc:
+        raise ModelResolutionError(str(exc)) from None
+    except MlflowException as exc:
+        raise ModelResolutionError(
+            f"cannot read the digest recorded for run {run_id}: {redact(exc)}"
+        ) from None
+
+
 def bento_model_uri() -> str | None:
     """``bentoml:<tag>`` of the model the bento being served carries, if it carries one.
 
@@ -99,7 +132,14 @@ def default_model_uri(registered_model: str) -> str:
 
 def bento_model_artifact(model_uri: str) -> tuple[Path, ModelSource]:
     """The artifact directory inside a BentoML model, its digest checked against the one
-    recorded when the bento was built."""
+    recorded when the bento was built.
+
+    The store's own ``model.yaml`` sits next to the files it describes, so whoever can edit
+    one can edit the other; the model's *tag*, which the bento names in its own
+    ``bento.yaml``, carries the digest's first 16 hex digits
+    (:func:`serving.http.bento.bento_model_version`), and the stored digest must agree with
+    both the tag and the files.
+    """
     import bentoml
     from bentoml.exceptions import NotFound
 
@@ -122,12 +162,26 @@ def bento_model_artifact(model_uri: str) -> tuple[Path, ModelSource]:
             f"BentoML model {tag}: manifest sha256 {actual} does not match the digest "
             f"recorded at build time ({recorded or 'none'})"
         )
+    named = tag_digest_prefix(str(stored.tag.version))
+    if named is None or not actual.startswith(named):
+        raise ModelResolutionError(
+            f"BentoML model {tag}: manifest sha256 {actual} does not match the digest its "
+            f"tag names ({named or 'none'}); the model store was modified after the build"
+        )
     source = ModelSource(
         name=str(meta.get(MLFLOW_NAME_KEY, stored.tag.name)),
         version=str(meta.get(MLFLOW_VERSION_KEY, stored.tag.version)),
         uri=model_uri,
     )
     return path, source
+
+
+def tag_digest_prefix(version: str) -> str | None:
+    """The digest prefix a bento model version ``v<N>-<16 hex>`` names (None if it names none)."""
+    _, sep, prefix = version.rpartition("-")
+    if not sep or len(prefix) != 16 or not set(prefix) <= set("0123456789abcdef"):
+        return None
+    return prefix
 
 
 @contextlib.contextmanager

@@ -54,10 +54,20 @@ class RetainPyfunc(PythonModel):
     """Scores purchase logs with a packaged retain artifact."""
 
     def load_context(self, context: PythonModelContext) -> None:
+        """Load the artifact only if it is what the tracking store recorded for this model.
+
+        ``mlflow.pyfunc.load_model`` checks nothing of retain's, so the digest check that
+        ``score``, ``serve`` and ``promote`` make (:mod:`serving.model_source`) is made here.
+        """
+        from pathlib import Path
+
+        from serving.model_source import logged_model_digest
         from serving.scorer import ScoringModel
         from training.artifact import load_artifact
 
-        self._model = ScoringModel.from_artifact(load_artifact(context.artifacts["retain"]))
+        path = Path(context.artifacts["retain"])
+        artifact = load_artifact(path, expected_manifest_sha256=logged_model_digest(path))
+        self._model = ScoringModel.from_artifact(artifact)
 
     def predict(
         self,

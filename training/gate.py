@@ -3,19 +3,25 @@
 A registered version carries its backtest metrics (:data:`KEY_METRICS`) and backtest
 identity (:data:`BACKTEST_KEYS`) as tags. :func:`failed_checks` compares a challenger's with
 the champion's metrics on the same backtest and names every check (:data:`CHECKS`) that
-fails; :func:`rescored_source` says where re-scored champion figures come from. Moving
-aliases, history and skips is the registry's part (:func:`training.registry.promote`).
+fails. Moving aliases, history and skips is the registry's part
+(:func:`training.registry.promote`).
+
+When the two were backtested differently (a retrain on more data, at a later cutoff), the
+champion's figure is its *configuration* (:func:`recorded_config`: models parameters and
+seed of its run) re-fitted at the challenger's cutoff on the challenger's data, never its
+registered model re-scored there: that model was fitted on everything up to the end of its
+own log, so it has already seen outcomes inside the challenger's evaluation window and would
+be graded on its training labels. Scoring both only on customers and windows neither saw
+is no option for a monthly retrain: the champion's fit ends one month before the
+challenger's data does, which is shorter than any horizon worth backtesting.
 """
 
 from __future__ import annotations
 
+import ast
 import math
 from collections.abc import Collection, Mapping
-from datetime import datetime
 from typing import Any
-
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 KEY_METRICS: tuple[str, ...] = (
     "model.churn_auc",
@@ -28,6 +34,7 @@ KEY_METRICS: tuple[str, ...] = (
     "recency.churn_auc",
 )
 BACKTEST_KEYS: tuple[str, ...] = ("backtest.as_of", "backtest.horizon_days", "data.fingerprint")
+MODELS_PARAM_PREFIX = "models."
 CHECKS: dict[str, str] = {
     "baselines": "challenger churn_auc beats the best BTYD baseline (BG/NBD, Pareto/NBD)",
     "same_backtest": "the champion's metrics come from the challenger's backtest "
@@ -104,31 +111,28 @@ def failed_checks(
     return failures
 
 
-def rescored_source(challenger: Any, champion: Any, c: MlflowClient) -> str:
-    """How the champion's metrics were obtained, with a caveat when they are optimistic.
+def recorded_config(params: Mapping[str, str]) -> tuple[dict[str, Any], int]:
+    """(``RetainModels`` parameters, seed) a run recorded, read back from its MLflow params.
 
-    The champion is the production fit of its own run: if that fit used data past the
-    challenger's cutoff, it has seen part of the outcomes it is judged on.
+    ``retain train`` logs each models parameter as ``models.<name>`` = ``str(value)`` and
+    the seed as ``seed``; the values are read back as Python literals (numbers, booleans,
+    dicts of them), a value that is not one stays a string. ``horizon_days`` is left out:
+    it belongs to the backtest the configuration is fitted for, not to the configuration.
     """
-    source = "the challenger's backtest (re-scored)"
+    config: dict[str, Any] = {}
+    for key, raw in params.items():
+        if not key.startswith(MODELS_PARAM_PREFIX):
+            continue
+        field = key.removeprefix(MODELS_PARAM_PREFIX)
+        if field == "horizon_days":
+            continue
+        try:
+            config[field] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            config[field] = raw
+    seed_raw = params.get("seed", "0")
     try:
-        fit_as_of = (
-            c.get_run(champion.run_id).data.params.get("fit_as_of") if champion.run_id else None
-        )
-    except MlflowException:
-        fit_as_of = None
-    cutoff = challenger.tags.get("backtest.as_of")
-    try:
-        optimistic = bool(
-            fit_as_of
-            and cutoff
-            and datetime.fromisoformat(fit_as_of) > datetime.fromisoformat(cutoff)
-        )
-    except (TypeError, ValueError):  # unparsable or naive vs aware: no caveat to state
-        optimistic = False
-    if optimistic:
-        source += (
-            f"; it was fitted on data up to {fit_as_of}, after the cutoff {cutoff}, so its "
-            "figures are optimistic"
-        )
-    return source
+        seed = int(seed_raw)
+    except ValueError:
+        raise ValueError(f"the run's seed param {seed_raw!r} is not an integer") from None
+    return config, seed

@@ -14,9 +14,10 @@ Two model fits, on purpose:
    object is what gets packaged, logged and registered; the backtest fit is discarded.
 
 The registered version becomes ``challenger``; only ``retain promote`` changes ``champion``.
-When a champion exists and was backtested differently, it is re-scored on this run's
-backtest (same data, same cutoff) and the figures are recorded on the new version, so the
-promotion gate compares like with like. ``retain promote`` (:func:`promote_challenger`)
+When a champion exists and was backtested differently, its configuration is re-fitted on
+this run's backtest (same data, same cutoff; :mod:`training.gate` says why not its
+registered model) and the figures, with what they are, are recorded on the new version, so
+the promotion gate compares like with like. ``retain promote`` (:func:`promote_challenger`)
 first loads the challenger from the registry (manifest digest checked) and scores a tiny
 synthetic log with it: a version that cannot serve never becomes champion.
 
@@ -80,8 +81,8 @@ class TrainOutcome:
     backtest: dict[str, Any]
     fit_as_of: pd.Timestamp
     artifact_dir: Path | None
-    champion_rescored: str | None = None  # champion version re-scored on this backtest
-    rescore_problem: str | None = None  # why the champion could not be re-scored
+    champion_rescored: str | None = None  # champion whose configuration was re-fitted here
+    rescore_problem: str | None = None  # why the champion's configuration was not re-fitted
 
 
 def production_as_of(log: pd.DataFrame) -> pd.Timestamp:
@@ -218,9 +219,9 @@ def train_and_register(
         if register:
             with stage(f"register {registered_model!r} version as challenger"):
                 version = registry.register_challenger(run.run_id, name=registered_model)
-            with stage("re-score the champion on this backtest"):
+            with stage("re-fit the champion's configuration on this backtest"):
                 rescored, problem = _record_champion_rescore(
-                    serving, log, cutoff, horizon_days, registered_model, version, resolved_uri
+                    log, cutoff, horizon_days, registered_model, version
                 )
     return TrainOutcome(
         run_id=run.run_id,
@@ -237,54 +238,93 @@ def train_and_register(
     )
 
 
-def champion_metrics_on(
-    serving: ServingParts,
+def champion_on_backtest(
     log: pd.DataFrame,
     cutoff: pd.Timestamp,
     horizon_days: int,
     name: str,
+    challenger_version: str,
     champion_version: str,
-    tracking_uri: str | None = None,
-) -> dict[str, float | None]:
-    """The registered ``champion_version``'s backtest metrics on ``log`` at ``cutoff``.
+) -> tuple[dict[str, float | None], str]:
+    """The champion's figures on the challenger's backtest, and one sentence saying what
+    they are (recorded on the challenger as :data:`training.registry.RESCORED_BASIS_TAG`).
 
-    Keyed like a version's own tags (``model.churn_auc``); the artifact is downloaded and
-    checked against its recorded manifest digest like any other registry load.
+    The champion's *configuration* (its run's models parameters and seed) is re-fitted at
+    ``cutoff`` on ``log`` and scored like the challenger's backtest; its registered model is
+    not used, because it was fitted on data past ``cutoff`` (:mod:`training.gate`). When the
+    configuration is the challenger's own, that re-fit *is* the challenger's backtest, whose
+    figures are on the challenger already. Keyed like a version's tags (``model.churn_auc``).
     """
-    from training.backtest import score_fitted
+    from mlflow.tracking import MlflowClient
 
-    artifact = serving.load_version(name, champion_version, tracking_uri)
-    metrics = score_fitted(artifact.models, log, cutoff, horizon_days)
-    return {f"model.{k}": v for k, v in metrics.items()}
+    from training import gate, tracking
+    from training.backtest import evaluate
+
+    c = MlflowClient()
+    champion = c.get_model_version(name, champion_version)
+    challenger = c.get_model_version(name, challenger_version)
+    if not champion.run_id:
+        raise ValueError(f"champion v{champion_version} names no run, so no configuration")
+    champion_params = c.get_run(champion.run_id).data.params
+    config, seed = gate.recorded_config(champion_params)
+    mine = (
+        gate.recorded_config(c.get_run(challenger.run_id).data.params)
+        if challenger.run_id
+        else None
+    )
+    same = mine == (config, seed)
+    where = (
+        f"at v{challenger_version}'s cutoff {cutoff.isoformat()} on its data "
+        f"({horizon_days}-day horizon)"
+    )
+    if same:
+        own = gate.version_metrics(challenger)
+        metrics: dict[str, float | None] = {k: v for k, v in own.items() if k.startswith("model.")}
+        return metrics, (
+            f"v{champion_version}'s configuration re-fitted {where}: the same models parameters "
+            f"and seed as v{challenger_version}, so the figures are v{challenger_version}'s own "
+            "backtest"
+        )
+    result = evaluate(
+        log, cutoff, horizon_days, models_params=config, methods=("model",), seed=seed
+    )
+    metrics = dict(tracking.flatten_metrics({"model": result.to_dict()["metrics"]["model"]}))
+    fitted_to = champion_params.get("fit_as_of", "the end of its log")
+    return metrics, (
+        f"v{champion_version}'s configuration (models parameters and seed of run "
+        f"{champion.run_id}) re-fitted {where}; its registered model, fitted on data up to "
+        f"{fitted_to}, is not scored"
+    )
 
 
 def _record_champion_rescore(
-    serving: ServingParts,
     log: pd.DataFrame,
     cutoff: pd.Timestamp,
     horizon_days: int,
     name: str,
     version: str,
-    tracking_uri: str,
 ) -> tuple[str | None, str | None]:
-    """Re-score the current champion on this run's backtest and tag ``version`` with it.
+    """Re-fit the current champion's configuration on this run's backtest; tag ``version``.
 
-    Returns (champion version re-scored, None) or (None, why not). A champion that cannot
-    be re-scored does not fail the training run: the gate then reports it at promotion.
+    Returns (champion version, None) or (None, why not). A champion that cannot be
+    re-fitted does not fail the training run: the gate then reports it at promotion.
     """
+    from mlflow.exceptions import MlflowException
+
+    from features.errors import UserError
     from training import registry
-    from training.artifact import ArtifactError
 
     champion = registry.alias_version(registry.CHAMPION, name=name)
     if champion is None or champion == version:
         return None, None
     try:
-        metrics = champion_metrics_on(
-            serving, log, cutoff, horizon_days, name, champion, tracking_uri
+        metrics, basis = champion_on_backtest(log, cutoff, horizon_days, name, version, champion)
+    except (MlflowException, UserError, ValueError) as exc:
+        return None, (
+            f"champion v{champion}'s configuration could not be re-fitted on this backtest: "
+            f"{redact(exc)}"
         )
-    except (*serving.load_errors, ArtifactError, ValueError) as exc:
-        return None, f"champion v{champion} could not be re-scored on this backtest: {exc}"
-    registry.record_champion_rescore(version, champion, metrics, name=name)
+    registry.record_champion_rescore(version, champion, metrics, basis, name=name)
     return champion, None
 
 
@@ -333,16 +373,16 @@ def promote_challenger(
 ) -> Any:
     """``retain promote``: smoke-test the challenger, compare like with like, move aliases.
 
-    ``data`` is the challenger's purchase log: with it, a champion not yet re-scored on the
-    challenger's backtest is re-scored now (the log must have the fingerprint the challenger
-    was backtested on). Returns the :class:`training.registry.PromotionDecision`.
+    ``data`` is the challenger's purchase log: with it, a champion whose configuration was
+    not yet re-fitted on the challenger's backtest is re-fitted now (the log must have the
+    fingerprint the challenger was backtested on). Returns the :class:`training.registry.PromotionDecision`.
     """
     from features.purchase_log import read_purchase_log
     from training import registry, tracking, tracking_store
 
     resolved = tracking_store.configure_tracking(tracking_uri, create=False)
 
-    def rescore(challenger: Any, champion: Any) -> dict[str, float | None]:
+    def rescore(challenger: Any, champion: Any) -> tuple[dict[str, float | None], str]:
         log = read_purchase_log(data, log_config).log
         expected = challenger.tags.get("data.fingerprint")
         actual = tracking.data_fingerprint(log).fingerprint
@@ -354,8 +394,8 @@ def promote_challenger(
             )
         cutoff = to_utc_timestamp(challenger.tags["backtest.as_of"])
         horizon = int(challenger.tags["backtest.horizon_days"])
-        return champion_metrics_on(
-            serving, log, cutoff, horizon, name, str(champion.version), resolved
+        return champion_on_backtest(
+            log, cutoff, horizon, name, str(challenger.version), str(champion.version)
         )
 
     return registry.promote(

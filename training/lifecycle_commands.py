@@ -119,7 +119,7 @@ def register(app: typer.Typer, serving: ServingParts) -> None:
         )
         if outcome.champion_rescored is not None:
             out.print(
-                f"champion v{outcome.champion_rescored} re-scored on this backtest "
+                f"champion v{outcome.champion_rescored}'s configuration re-fitted on this backtest "
                 "(recorded for the promotion gate)"
             )
         if outcome.rescore_problem is not None:
@@ -144,8 +144,8 @@ def register(app: typer.Typer, serving: ServingParts) -> None:
         data: Path | None = typer.Option(
             None,
             "--data",
-            help="The challenger's purchase log: re-score the champion on the challenger's "
-            "backtest if `retain train` did not record it.",
+            help="The challenger's purchase log: re-fit the champion's configuration on the "
+            "challenger's backtest if `retain train` did not record it.",
         ),
         mapping: list[str] = map_option(
             "Column mapping CANONICAL=SOURCE for --data (as in train)."

@@ -13,19 +13,27 @@ outside the artifact it protects, and every load from the registry checks it.
 The promotion gate compares like with like. Before any metric is compared the challenger is
 loaded and scores a few customers (:func:`promote`'s ``smoke_test``; never skippable). Its
 metrics are then compared with the champion's *on the challenger's backtest*: the champion's
-own tags when both were backtested identically, else the champion re-scored on the
-challenger's data and cutoff (recorded on the challenger by ``retain train``, or computed at
-promotion time). Each check has a name (:data:`training.gate.CHECKS`); one that fails refuses the
-promotion unless the operator skips it by name, and the skip is recorded on the version.
-Champion history lives in the registered model's ``champion_history`` tag (JSON list of
-versions, oldest first), which is what rollback uses.
+own tags when both were backtested identically, else the champion's configuration re-fitted
+at the challenger's cutoff on the challenger's data (:mod:`training.gate` says why not its
+registered model; recorded on the challenger by ``retain train`` with what the figures are,
+or computed at promotion time). Each check has a name (:data:`training.gate.CHECKS`); one
+that fails refuses the promotion unless the operator skips it by name, and the skip is
+recorded on the version. Champion history lives in the registered model's
+``champion_history`` tag (JSON list of versions, oldest first), which is what rollback uses.
+
+Promote and rollback change aliases and history under one lock per registered model
+(:mod:`training.registry_lock`); promote re-reads the champion once it holds the lock and
+refuses if it changed since the gate judged it. The champion alias moves before history is
+written, so history only names versions that were champion, and rollback derives its target
+from where the current champion stands in it (:func:`rollback_history`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +43,7 @@ from mlflow.tracking import MlflowClient
 
 from features.redaction import redact
 from training import gate
+from training.registry_lock import RegistryLockTimeout, registry_lock
 
 DEFAULT_MODEL_NAME = "retain"
 CHAMPION = "champion"
@@ -45,11 +54,14 @@ MANIFEST_TAG = "retain.manifest_sha256"
 SKIPPED_TAG = "retain.skipped_checks"
 RESCORED_VERSION_TAG = "gate.champion_version"
 RESCORED_PREFIX = "gate.champion."
+RESCORED_BASIS_TAG = "gate.champion_basis"  # what the recorded champion figures are
 _MISSING_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
 _SHA256_HEX = frozenset("0123456789abcdef")
 
 SmokeTest = Callable[[str], None]
-Rescore = Callable[[Any, Any], Mapping[str, float | None]]
+# (challenger, champion) -> (the champion configuration's metrics on the challenger's
+# backtest, one sentence saying how they were obtained)
+Rescore = Callable[[Any, Any], tuple[Mapping[str, float | None], str]]
 
 
 class RegistryError(RuntimeError):
@@ -171,23 +183,52 @@ def manifest_digest(
     return str(digest)
 
 
+def run_manifest_digest(run_id: str, *, client: MlflowClient | None = None) -> str:
+    """The manifest sha256 the tracking store recorded for ``run_id``'s logged model.
+
+    What a load that only knows the run (``mlflow.pyfunc.load_model``, which hands the
+    model its files but not the registered version) checks against. Every registered
+    version of the run carries a copy made at registration; a copy that disagrees with the
+    run's is refused rather than silently preferred.
+    """
+    c = _client(client)
+    digest = c.get_run(run_id).data.tags.get(MANIFEST_TAG)
+    if not is_sha256(digest):
+        raise RegistryError(
+            f"run {run_id} has no recorded {MANIFEST_TAG!r}, so its model cannot be "
+            "verified; it was logged by an older retain: retrain it with `retain train`"
+        )
+    for mv in c.search_model_versions(f"run_id='{run_id}'"):
+        recorded = mv.tags.get(MANIFEST_TAG)
+        if recorded is not None and recorded != digest:
+            raise RegistryError(
+                f"{mv.name!r} version {mv.version} records manifest sha256 {recorded}, but "
+                f"its run {run_id} records {digest}"
+            )
+    return str(digest)
+
+
 def record_champion_rescore(
     version: str,
     champion_version: str,
     metrics: Mapping[str, float | None],
+    basis: str,
     *,
     name: str = DEFAULT_MODEL_NAME,
     client: MlflowClient | None = None,
 ) -> None:
-    """Tag ``version`` with the champion's metrics on ``version``'s own backtest.
+    """Tag ``version`` with the champion's figures on ``version``'s own backtest.
 
-    ``metrics`` are keyed like the version's own (``model.churn_auc``); the gate compares
-    against them while ``champion_version`` is still champion.
+    ``metrics`` are keyed like the version's own (``model.churn_auc``); ``basis`` says what
+    they are (:data:`RESCORED_BASIS_TAG`, e.g. the champion's configuration re-fitted at
+    this version's cutoff). The gate compares against them while ``champion_version`` is
+    still champion.
     """
     c = _client(client)
     for key, value in metrics.items():
         if value is not None and math.isfinite(value):
             c.set_model_version_tag(name, version, RESCORED_PREFIX + key, repr(float(value)))
+    c.set_model_version_tag(name, version, RESCORED_BASIS_TAG, basis)
     c.set_model_version_tag(name, version, RESCORED_VERSION_TAG, str(champion_version))
 
 
@@ -215,8 +256,9 @@ def _champion_metrics(
 ) -> tuple[dict[str, float], str, str | None]:
     """The champion's metrics to compare with, where they come from, and why not comparable.
 
-    Preference: identical backtests (the champion's own tags), then a re-score of this
-    champion recorded on the challenger, then ``rescore`` now. Otherwise the champion's own
+    Preference: identical backtests (the champion's own tags), then the champion's
+    configuration re-fitted on the challenger's backtest as recorded on the challenger
+    (with its :data:`RESCORED_BASIS_TAG`), then ``rescore`` now. Otherwise the champion's own
     metrics are returned with the reason they are not comparable (check ``same_backtest``).
     """
     mine, theirs = gate.version_backtest(challenger), gate.version_backtest(champion)
@@ -228,23 +270,25 @@ def _champion_metrics(
     champ_v = str(champion.version)
     if not diffs:
         return gate.version_metrics(champion), "its own backtest (identical)", None
-    if challenger.tags.get(RESCORED_VERSION_TAG) == champ_v:
+    basis = challenger.tags.get(RESCORED_BASIS_TAG)
+    # figures recorded without a basis re-scored the champion's production model, which saw
+    # this backtest's outcomes: not comparable, so they are ignored
+    if challenger.tags.get(RESCORED_VERSION_TAG) == champ_v and basis:
         rescored = gate.float_tags(challenger.tags, gate.KEY_METRICS, RESCORED_PREFIX)
-        return rescored, gate.rescored_source(challenger, champion, c), None
+        return rescored, basis, None
     if rescore is not None:
-        rescored = {
-            k: float(v)
-            for k, v in rescore(challenger, champion).items()
-            if v is not None and math.isfinite(v)
-        }
-        record_champion_rescore(str(challenger.version), champ_v, rescored, name=name, client=c)
-        return rescored, gate.rescored_source(challenger, champion, c), None
+        figures, basis = rescore(challenger, champion)
+        rescored = {k: float(v) for k, v in figures.items() if v is not None and math.isfinite(v)}
+        record_champion_rescore(
+            str(challenger.version), champ_v, rescored, basis, name=name, client=c
+        )
+        return rescored, basis, None
     return (
         gate.version_metrics(champion),
         "its own, different backtest",
         f"champion v{champ_v} was backtested differently ({'; '.join(diffs)}) and has not "
-        f"been re-scored on challenger v{challenger.version}'s backtest; run `retain "
-        "promote --data <the challenger's purchase log>` to re-score it",
+        f"been re-fitted on challenger v{challenger.version}'s backtest; run `retain "
+        "promote --data <the challenger's purchase log>` to re-fit its configuration there",
     )
 
 
@@ -264,7 +308,8 @@ def promote(
     whatever its metrics, and this check cannot be skipped. ``skip`` names checks of
     :data:`training.gate.CHECKS` to skip; they are recorded on the version (:data:`SKIPPED_TAG`) with
     the reason each would have failed. ``rescore(challenger, champion)`` returns the
-    champion's metrics on the challenger's backtest when none are recorded. Refusals
+    champion configuration's metrics on the challenger's backtest, and what they are, when
+    none are recorded. Refusals
     change nothing.
     """
     if tolerance < 0:
@@ -309,18 +354,36 @@ def promote(
         return PromotionDecision(False, chal_v, champ_v, refused)
 
     skipped = {k: failures.get(k, "passed anyway") for k in sorted(skip)}
-    history = _history(c, name)
-    if champ_v is not None and (not history or history[-1] != champ_v):
-        history.append(champ_v)  # champion set outside this workflow: keep it rollback-able
-    history.append(chal_v)
-    c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
-    if skipped:
-        c.set_model_version_tag(name, chal_v, SKIPPED_TAG, json.dumps(skipped))
-    c.set_registered_model_alias(name, CHAMPION, chal_v)
-    now = _alias_version(c, name, CHALLENGER)
-    if now is not None and str(now.version) == chal_v:  # a newer challenger keeps its alias
-        c.delete_registered_model_alias(name, CHALLENGER)
-    c.set_model_version_tag(name, chal_v, "promoted_at", datetime.now(UTC).isoformat())
+    with _locked(c, name, "promote"):
+        # the gate judged against champ_v; a rollback or promote since then voids that
+        now_champion = _alias_version(c, name, CHAMPION)
+        now_v = str(now_champion.version) if now_champion is not None else None
+        if now_v != champ_v:
+            return PromotionDecision(
+                False,
+                chal_v,
+                now_v,
+                [
+                    f"the champion changed from v{champ_v or '-'} to v{now_v or '-'} while "
+                    f"challenger v{chal_v} was being checked (a concurrent promote or "
+                    "rollback); nothing was changed: run `retain promote` again"
+                ],
+            )
+        history = _history(c, name)
+        if champ_v is not None and (not history or history[-1] != champ_v):
+            history.append(champ_v)  # champion set outside this workflow: keep it rollback-able
+        history.append(chal_v)
+        if skipped:
+            c.set_model_version_tag(name, chal_v, SKIPPED_TAG, json.dumps(skipped))
+        # the alias move is the commit point; history follows it, so a promotion killed in
+        # between leaves a champion missing from history (rollback handles that), never a
+        # history naming a version that was not champion
+        c.set_registered_model_alias(name, CHAMPION, chal_v)
+        c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+        now = _alias_version(c, name, CHALLENGER)
+        if now is not None and str(now.version) == chal_v:  # a newer challenger keeps its alias
+            c.delete_registered_model_alias(name, CHALLENGER)
+        c.set_model_version_tag(name, chal_v, "promoted_at", datetime.now(UTC).isoformat())
     summary = [f"v{chal_v} is now champion" + (f" (was v{champ_v})" if champ_v else "")]
     for check, why in skipped.items():
         summary.append(f"SKIPPED check {check!r} (recorded on v{chal_v}): {why}")
@@ -347,19 +410,44 @@ def rollback(*, name: str = DEFAULT_MODEL_NAME, client: MlflowClient | None = No
         if not _is_missing(exc):
             raise
         raise RegistryError(f"registered model {name!r} does not exist") from None
-    champion = _alias_version(c, name, CHAMPION)
-    history = _history(c, name)
-    if champion is not None and history and history[-1] == str(champion.version):
-        history = history[:-1]
-    if not history:
-        current = f"v{champion.version}" if champion is not None else "none"
-        raise RegistryError(
-            f"nothing to roll back to: {name!r} has no previous champion (current: {current})"
-        )
-    previous = history[-1]
-    c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
-    c.set_registered_model_alias(name, CHAMPION, previous)
+    with _locked(c, name, "rollback"):
+        champion = _alias_version(c, name, CHAMPION)
+        history = _history(c, name)
+        earlier = rollback_history(history, str(champion.version) if champion else None)
+        if not earlier:
+            current = f"v{champion.version}" if champion is not None else "none"
+            raise RegistryError(
+                f"nothing to roll back to: {name!r} has no previous champion (current: {current})"
+            )
+        previous = earlier[-1]
+        c.set_registered_model_alias(name, CHAMPION, previous)  # the commit point, as in promote
+        c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(earlier))
     return previous
+
+
+def rollback_history(history: list[str], champion: str | None) -> list[str]:
+    """The history a rollback leaves: everything before the champion's last entry.
+
+    History only ever names versions that were champion (the alias moves first), so the
+    entry before the current champion is the one it replaced. A champion absent from
+    history was set by a promotion killed before it wrote history (or outside retain): it
+    replaced the last entry. A champion found earlier than the end is what a rollback
+    killed before trimming history left: the entries after it were rolled back from.
+    """
+    if champion is None or champion not in history:
+        return list(history)
+    last = len(history) - 1 - history[::-1].index(champion)
+    return history[:last]
+
+
+@contextmanager
+def _locked(c: MlflowClient, name: str, operation: str) -> Iterator[None]:
+    """:func:`training.registry_lock.registry_lock`, its timeout said as a registry error."""
+    try:
+        with registry_lock(c, name, operation):
+            yield
+    except RegistryLockTimeout as exc:
+        raise RegistryError(str(exc)) from None
 
 
 def list_versions(

@@ -26,6 +26,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
             "failed: 'http://a:b@h1' then \"http://c:d@h2\"",
             "failed: 'http://a:***@h1' then \"http://c:***@h2\"",
         ),
+        # secrets in the query string: the value goes, the parameter name stays
+        ("http://host:5000/?token=s3cret", "http://host:5000/?token=***"),
+        ("https://h/api?x=1&access_token=abc&y=2", "https://h/api?x=1&access_token=***&y=2"),
+        ("https://h/?Password=pw#frag", "https://h/?Password=***#frag"),
+        (
+            "s3://b/k?X-Amz-Signature=f00&X-Amz-Credential=AK",
+            "s3://b/k?X-Amz-Signature=***&X-Amz-Credential=***",
+        ),
+        ("'http://u:p@h/?api_key=k1'", "'http://u:***@h/?api_key=***'"),
     ],
 )
 def test_redact_masks_only_the_password(text: str, expected: str) -> None:
@@ -34,7 +43,13 @@ def test_redact_masks_only_the_password(text: str, expected: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["http://host:5000/path", "sqlite:////tmp/mlflow.db", "user@example.com", "a:b@c"],
+    [
+        "http://host:5000/path",
+        "sqlite:////tmp/mlflow.db",
+        "user@example.com",
+        "a:b@c",
+        "http://host/?monkey=1&tokens_left=3&page=2",
+    ],
 )
 def test_redact_leaves_text_without_credentials_alone(text: str) -> None:
     assert redact(text) == text
@@ -73,3 +88,32 @@ def test_cli_runtime_masks_library_logs_and_uncaught_tracebacks(tmp_path: Path) 
     assert "ERROR mlflow: request failed" in err
     assert "ConnectionError: API request to http://alice:***@mlflow.internal:5000" in err
     assert "RuntimeError: cannot open http://alice:***@mlflow.internal:5000" in err
+
+
+def test_cli_error_masks_a_token_in_the_tracking_uri_query(tmp_path: Path) -> None:
+    """The one-line error for an unreachable store names the host, never the token."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])  # nothing listens once closed: refused at once
+    env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
+    env.setdefault("PYTHONPATH", str(REPO_ROOT))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "serving.cli",
+            "models",
+            "--tracking-uri",
+            f"http://127.0.0.1:{port}/?token=s3cret-value",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "s3cret-value" not in done.stdout + done.stderr
+    assert f"127.0.0.1:{port}/?token=***" in done.stderr

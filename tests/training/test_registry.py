@@ -195,7 +195,7 @@ def test_champion_on_another_backtest_is_compared_after_rescoring(
     # Re-scored on v2's backtest the champion is *better* there: refused on the metric,
     # not on the data change.
     registry.record_champion_rescore(
-        v2, v1, {"model.churn_auc": 0.93, "model.count_mae": 0.40}, name=name
+        v2, v1, {"model.churn_auc": 0.93, "model.count_mae": 0.40}, "v1 re-fitted", name=name
     )
     decision = _promote(name)
     assert not decision.promoted
@@ -205,11 +205,12 @@ def test_champion_on_another_backtest_is_compared_after_rescoring(
     ]
     # Re-scored worse than the challenger: promoted with nothing skipped.
     registry.record_champion_rescore(
-        v2, v1, {"model.churn_auc": 0.85, "model.count_mae": 0.70}, name=name
+        v2, v1, {"model.churn_auc": 0.85, "model.count_mae": 0.70}, "v1 re-fitted", name=name
     )
     decision = _promote(name)
     assert decision.promoted and decision.skipped == {}
     assert "0.9000 vs 0.8500" in decision.reasons[1]
+    assert decision.reasons[1].endswith("(champion v1 on v1 re-fitted)")
     assert _aliases(client, name) == {"champion": v2}
     assert registry.SKIPPED_TAG not in client.get_model_version(name, v2).tags
 
@@ -221,9 +222,10 @@ def test_rescore_callback_is_used_and_recorded(client: MlflowClient, name: str) 
     v2 = registry.register_challenger(_run(0.82, 0.90, backtest=other), name=name)
     calls: list[tuple[str, str]] = []
 
-    def rescore(challenger: object, champion: object) -> dict[str, float | None]:
+    def rescore(challenger: object, champion: object) -> tuple[dict[str, float | None], str]:
         calls.append((str(challenger.version), str(champion.version)))  # type: ignore[attr-defined]
-        return {"model.churn_auc": 0.81, "model.count_mae": 0.95, "model.brier": None}
+        figures = {"model.churn_auc": 0.81, "model.count_mae": 0.95, "model.brier": None}
+        return figures, "v1's configuration re-fitted"
 
     decision = _promote(name, rescore=rescore)
     assert decision.promoted, decision.reasons
@@ -232,6 +234,34 @@ def test_rescore_callback_is_used_and_recorded(client: MlflowClient, name: str) 
     assert tags[registry.RESCORED_VERSION_TAG] == v1
     assert float(tags["gate.champion.model.churn_auc"]) == 0.81
     assert "gate.champion.model.brier" not in tags
+    assert tags[registry.RESCORED_BASIS_TAG] == "v1's configuration re-fitted"
+
+
+def test_figures_recorded_without_a_basis_are_not_compared(client: MlflowClient, name: str) -> None:
+    """A re-score recorded by an older retain (the champion's production model scored on a
+    window it was fitted on) carries no basis: the gate asks for a re-fit instead."""
+    registry.register_challenger(_run(0.80, 1.00), name=name)
+    _promote(name)
+    other = {**SAME_BACKTEST, "data.fingerprint": "d" * 64}
+    v2 = registry.register_challenger(_run(0.82, 0.90, backtest=other), name=name)
+    client.set_model_version_tag(name, v2, "gate.champion.model.churn_auc", "0.5")
+    client.set_model_version_tag(name, v2, "gate.champion.model.count_mae", "2.0")
+    client.set_model_version_tag(name, v2, registry.RESCORED_VERSION_TAG, "1")
+    decision = _promote(name)
+    assert not decision.promoted
+    assert decision.reasons[0].startswith("[same_backtest] champion v1 was backtested")
+
+
+def test_rollback_history_names_only_versions_that_were_champion() -> None:
+    # normal: back to the one before the champion
+    assert registry.rollback_history(["1", "2", "3"], "3") == ["1", "2"]
+    # a promotion killed after the alias moved, before history: v4 replaced v3
+    assert registry.rollback_history(["1", "2", "3"], "4") == ["1", "2", "3"]
+    # a rollback killed after the alias moved, before history: v2 is champion again
+    assert registry.rollback_history(["1", "2", "3"], "2") == ["1"]
+    # a version promoted twice: its last time counts
+    assert registry.rollback_history(["1", "2", "1", "3", "1"], "1") == ["1", "2", "1", "3"]
+    assert registry.rollback_history([], None) == []
 
 
 def test_skip_check_skips_one_named_check_and_records_it(client: MlflowClient, name: str) -> None:
