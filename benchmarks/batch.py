@@ -50,6 +50,8 @@ SCORE_APP = (
     "import sys, typer\n"
     "from serving.batch.commands import register\n"
     "app = typer.Typer()\n"
+    # a callback makes the app a group, so that `score` is taken as the command's name
+    "app.callback()(lambda: None)\n"
     "register(app)\n"
     "app(sys.argv[1:])\n"
 )

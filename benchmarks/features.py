@@ -35,7 +35,8 @@ import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from features.builders import build_features
+from features.builders import build_feature_block, build_features
+from features.log_arrays import canonical_log_arrays
 
 START = pd.Timestamp("2022-01-01", tz="UTC")
 END = pd.Timestamp("2025-01-01", tz="UTC")
@@ -214,6 +215,30 @@ def tiny_log_ms(log: pd.DataFrame, repeat: int = 200) -> tuple[float, float, int
     return float(np.median(walls) * 1000), float(np.median(cpus) * 1000), len(small)
 
 
+def request_history_ms(repeat: int = 300) -> dict[str, float]:
+    """Median thread-CPU ms of what the HTTP service does with one customer's ten-row history
+    (``canonical_log_arrays`` then ``build_feature_block``), with two returns among the rows
+    (one names its cancelled order) and with none: the cost of netting returns per request."""
+    ts = (np.arange(10) * 86_400 + 1_700_000_000) * US_PER_S
+    amount = np.array([10.0, 20, 30, 5, -5, 40, 50, 60, 70, -20])
+    orders = [f"o{i}" for i in range(10)]
+    products = [f"p{i}" for i in (1, 2, 3, 4, 4, 6, 7, 8, 9, 9)]
+    cases = {
+        "with_returns": (amount, [*orders[:4], "Co3", *orders[5:9], "C"]),
+        "without_returns": (np.abs(amount), orders),
+    }
+    out = {}
+    for name, (amt, ids) in cases.items():
+        cpus = []
+        for _ in range(repeat):
+            cpu = time.thread_time()
+            arrays = canonical_log_arrays(["c1"] * 10, ts, amt, order_id=ids, product_id=products)
+            build_feature_block(arrays, AS_OF)
+            cpus.append(time.thread_time() - cpu)
+        out[name] = float(np.median(cpus) * 1000)
+    return out
+
+
 def agreement(features: pd.DataFrame, rfm: Any) -> dict[str, float]:
     """Largest absolute differences between build_features and an engine's RFM table."""
     other = rfm.to_pandas().set_index("customer_id")
@@ -245,6 +270,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     repeat_s, repeat_cpu, _ = timed(lambda: build_features(log, AS_OF), repeat=2)
     best_s, best_cpu = min(build_s, repeat_s), min(build_cpu, repeat_cpu)
     tiny_ms, tiny_cpu_ms, tiny_rows = tiny_log_ms(log)
+    request_ms = request_history_ms()
 
     table = pa.Table.from_pandas(
         log[["customer_id", "timestamp", "amount", "order_id", "is_return"]].assign(
@@ -272,6 +298,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "tiny_log_rows": tiny_rows,
         "tiny_log_ms": round(tiny_ms, 3),
         "tiny_log_cpu_ms": round(tiny_cpu_ms, 3),
+        "request_history_cpu_ms": {k: round(v, 3) for k, v in request_ms.items()},
         "max_abs_diff_vs_polars": agreement(features, polars_rfm),
         "duckdb_rfm_s": round(duck_s, 3),
         "duckdb_rfm_rows_per_s": round(n / duck_s),
@@ -297,6 +324,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{rss.peak / gib:.2f} GiB (+{(rss.peak - rss.baseline) / gib:.2f} GiB over the "
         f"resident log); tiny log ({tiny_rows} rows): {tiny_ms:.2f} ms wall, "
         f"{tiny_cpu_ms:.2f} ms CPU (medians)"
+    )
+    print(
+        "request-size history (10 rows, canonical_log_arrays + build_feature_block), CPU ms "
+        f"(medians): {request_ms['with_returns']:.2f} with returns, "
+        f"{request_ms['without_returns']:.2f} without"
     )
     print(f"max |build_features - polars| per RFM column: {result['max_abs_diff_vs_polars']}")
     if args.json:
