@@ -176,9 +176,7 @@ def flags(values: pd.Series, name: str, rows: np.ndarray) -> np.ndarray:
 
 def send_days(values: pd.Series, name: str, rows: np.ndarray) -> pd.Series:
     """A date column as UTC days (NaT where empty); numbers and non-dates refused by row."""
-    numeric = (
-        pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values)
-    )
+    numeric = pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values)
     if numeric:
         number = values.notna().to_numpy()
     elif values.dtype == object:
@@ -230,12 +228,12 @@ def read_assignments(
     renamed = table.rename(columns={v: k for k, v in (columns or {}).items()})
     rows = np.arange(1, len(renamed) + 1)
     if "offer_rule" in renamed.columns and "rule" not in renamed.columns:
-        return _from_scores(renamed, rows)
+        return _from_scores(renamed, rows, arms=arms)
     if "offer" not in renamed.columns and "arm" in renamed.columns:
         renamed = renamed.rename(columns={"arm": "offer"})
     if "holdout" not in renamed.columns and "treated" not in renamed.columns:
         raise AssignmentError(
-            "the assignments have no holdout (or treated) column: without a control group no "
+            "the assignments have no holdout column (nor treated): without a control group no "
             "lift can be measured (map yours with --assignments-map holdout=SOURCE)"
         )
     needed = REQUIRED_FIELDS if arms else ("customer_id", "send_date")
@@ -254,7 +252,11 @@ def read_assignments(
             if n and not (texts[name] != "").any() and (arms or name == "campaign"):
                 raise AssignmentError(
                     f"column {name!r} is empty in every one of the {n:,} rows: fill it"
-                    + (", or drop the column (the offer then names the rule)" if name == "rule" else "")
+                    + (
+                        ", or drop the column (the offer then names the rule)"
+                        if name == "rule"
+                        else ""
+                    )
                 )
     if n and not (texts["customer_id"] != "").any():
         raise AssignmentError(f"column 'customer_id' is empty in every one of the {n:,} rows")
@@ -334,23 +336,25 @@ def _split(frame: pd.DataFrame, reasons: np.ndarray) -> Assignments:
     return Assignments(frame=kept, excluded=excluded, left_out=left_out)
 
 
-def _from_scores(scores: pd.DataFrame, rows: np.ndarray) -> Assignments:
-    need = ["customer_id", "offer", "offer_rule", "holdout", "offer_send_date"]
-    missing = [c for c in need if c not in scores.columns]
+def _from_scores(scores: pd.DataFrame, rows: np.ndarray, *, arms: bool) -> Assignments:
+    need = ["customer_id", "offer_rule", "holdout", "offer_send_date"]
+    missing = [c for c in (*need, "offer") if c not in scores.columns and (arms or c in need)]
     if "holdout" in missing:
         raise AssignmentError(
             "the scores have no holdout column: without a control group no lift can be measured"
         )
     if missing:
-        raise AssignmentError(f"the scores lack column(s) {missing}; expected `retain score` output")
-    if "campaign" not in scores.columns:
+        raise AssignmentError(
+            f"the scores lack column(s) {missing}; expected `retain score` output"
+        )
+    if arms and "campaign" not in scores.columns:
         raise AssignmentError(
             "the scores carry no campaign column (written by an older retain): re-score, or "
             "add the column and pass it as a table"
         )
     n = len(scores)
     rule = _text(scores["offer_rule"])
-    offer = _text(scores["offer"])
+    offer = _text(scores["offer"]) if "offer" in scores.columns else rule
     holdout = flags(scores["holdout"], "holdout", rows)
     if "offer_expected_value" in scores.columns:
         value = pd.to_numeric(scores["offer_expected_value"], errors="coerce").to_numpy()
@@ -373,7 +377,9 @@ def _from_scores(scores: pd.DataFrame, rows: np.ndarray) -> Assignments:
         {
             "row": rows,
             "customer_id": _text(scores["customer_id"]),
-            "campaign": _text(scores["campaign"]),
+            "campaign": (
+                _text(scores["campaign"]) if "campaign" in scores else np.full(n, "", dtype=object)
+            ),
             "rule": rule,
             "offer": the_offer,
             "segment": (

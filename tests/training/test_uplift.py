@@ -11,6 +11,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
+from features.assignments import AssignmentError
 from features.builders import build_features
 from tests.training.conftest import make_log, simulate_log
 from training.uplift import UpliftModel
@@ -73,7 +74,7 @@ def test_window_past_the_end_of_the_log_is_refused(hand_log: pd.DataFrame) -> No
         (assignments(["a", "b", "a"], [1, 0, 0]), r"2 row\(s\) assign a customer twice.*a, a"),
         (assignments(["a", "b"], [1, 1]), "no held-out"),
         (assignments(["a", "b"], [0, 0]), "no sent"),
-        (assignments(["a", "b"], [1, 2]), r"treated must be 0/1.*customer_id b"),
+        (assignments(["a", "b"], [1, 2]), r"treated must be true/false.*rows \[2\].*'2'"),
         (assignments(["a", "zz"], [1, 0]), r"no purchase in the log before.*customer_id zz"),
         (assignments(["a", "e"], [1, 0]), r"no purchase in the log before.*customer_id e"),
         (pd.DataFrame({"customer_id": ["a"], "treated": [1]}), r"lack column\(s\) \['send_date'\]"),
@@ -83,7 +84,7 @@ def test_window_past_the_end_of_the_log_is_refused(hand_log: pd.DataFrame) -> No
 def test_bad_assignments_name_the_rows(
     hand_log: pd.DataFrame, frame: pd.DataFrame, message: str
 ) -> None:
-    with pytest.raises(UpliftDataError, match=message):
+    with pytest.raises(AssignmentError, match=message):
         uplift_training_set(hand_log, frame, 30)
 
 
