@@ -13,10 +13,10 @@ import pytest
 from scipy import stats
 from typer.testing import CliRunner
 
+from features.assignments import AssignmentError
 from features.purchase_log import canonicalize
 from serving.campaign_sim import SyntheticCampaign, run_synthetic_campaign
 from serving.cli import app
-from features.assignments import AssignmentError
 from serving.lift.assignments import read_assignments
 from serving.lift.measure import measure_lift, window_outcomes
 from serving.lift.policy_update import rule_updates, shrink, updated_policy_text
