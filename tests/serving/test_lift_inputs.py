@@ -277,3 +277,15 @@ def test_report_refuses_json_that_is_not_a_lift(files: Path, tmp_path: Path) -> 
         assert result.exit_code == 2, result.output
         assert "not the JSON of `retain lift --json`" in _error_line(result.output)
     assert not (tmp_path / "r.html").exists()
+
+
+def test_the_log_end_is_stated_with_its_option(files: Path, table: pd.DataFrame) -> None:
+    path = files / "late.csv"
+    table.to_csv(path, index=False)
+    result = runner.invoke(
+        app,
+        ["lift", "-a", str(path), "-d", str(files / "log.parquet"), "--window", "90"],
+    )
+    assert result.exit_code == 2
+    line = _error_line(result.output)
+    assert "the log is observed through " in line and "--log-end DAY" in line
