@@ -194,9 +194,16 @@ def send_days(values: pd.Series, name: str, rows: np.ndarray) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
         parsed = pd.to_datetime(values, utc=True)
     else:
+        missing = values.isna().to_numpy()
         text = values.astype("str").str.strip()
-        blank = (text == "").to_numpy(dtype=bool, na_value=True)
-        parsed = pd.to_datetime(text.mask(blank), utc=True, errors="coerce", format="mixed")
+        blank = missing | (text == "").to_numpy(dtype=bool, na_value=True)
+        parsed = pd.to_datetime(text.mask(blank), utc=True, errors="coerce")
+        retry = parsed.isna().to_numpy() & ~blank
+        if retry.any():  # formats differing between rows: only those parsed one by one
+            parsed = parsed.copy()
+            parsed[retry] = pd.to_datetime(
+                text[retry], utc=True, errors="coerce", format="mixed"
+            ).to_numpy()
         bad = parsed.isna().to_numpy() & ~blank
         if bad.any():
             raise AssignmentError(
@@ -249,7 +256,8 @@ def read_assignments(
     for name in ("campaign", "offer", "rule", "segment"):
         if name in renamed.columns:
             texts[name] = _text(renamed[name])
-            if n and not (texts[name] != "").any() and (arms or name == "campaign"):
+            required = name == "campaign" or (arms and name != "segment")
+            if n and required and not (texts[name] != "").any():
                 raise AssignmentError(
                     f"column {name!r} is empty in every one of the {n:,} rows: fill it"
                     + (

@@ -160,13 +160,14 @@ def _empty_value_warnings(assignments: Assignments) -> list[str]:
 def _shared_control_hint(part: pd.DataFrame, campaign: str) -> list[str]:
     """A hint when held-out rows carry offers no treated row has (an undeclared control)."""
     treated_offers = set(part.loc[~part["holdout"], "offer"])
-    held = part.loc[part["holdout"] & (part["offer"] != CONTROL), "offer"]
-    strays = sorted(set(held) - treated_offers)
-    if not strays:
+    held = set(part.loc[part["holdout"], "offer"])
+    strays = sorted(held - treated_offers - {CONTROL})
+    alone = sorted(treated_offers - held) if CONTROL not in held else []
+    if not strays or not alone:
         return []
     return [
         f"held-out rows of campaign {campaign!r} carry offer(s) {strays} that no treated row "
-        f"has, so the arms {sorted(treated_offers)} are compared with no holdout of theirs: if "
+        f"has, so the arms {alone} are compared with no holdout of theirs: if "
         f"they are one control group shared by the arms, give them the offer {CONTROL!r} or "
         "leave it empty"
     ]
