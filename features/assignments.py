@@ -210,7 +210,7 @@ def send_days(values: pd.Series, name: str, rows: np.ndarray) -> pd.Series:
                 f"{name} must hold dates such as 2025-01-01: {int(bad.sum())} row(s) do not, "
                 f"e.g. rows [{_rows(rows, bad)}] (values {_shown(values, bad)})"
             )
-    return pd.Series(parsed.dt.floor("D").dt.as_unit("us").to_numpy(), dtype="datetime64[us, UTC]")
+    return parsed.dt.floor("D").dt.as_unit("us").reset_index(drop=True)
 
 
 def _text(values: pd.Series) -> np.ndarray:
@@ -290,7 +290,7 @@ def read_assignments(
             "offer": offer,
             "segment": texts.get("segment", np.full(n, ALL_SEGMENTS, dtype=object)),
             "holdout": holdout,
-            "send_day": send_days(renamed["send_date"], "send_date", rows),
+            "send_day": _naive(send_days(renamed["send_date"], "send_date", rows)),
             "as_of": _as_of(renamed, rows),
         }
     )
@@ -322,10 +322,15 @@ def _holdout(table: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
     return held if held is not None else ~np.asarray(sent)
 
 
+def _naive(days: pd.Series) -> np.ndarray:
+    """UTC instants as naive datetime64[us] (no per-row Timestamp objects)."""
+    return days.dt.tz_convert(None).dt.as_unit("us").to_numpy()
+
+
 def _as_of(table: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
     if "as_of" not in table.columns:
         return np.full(len(table), np.datetime64("NaT", "us"))
-    return pd.to_datetime(table["as_of"], utc=True).dt.as_unit("us").to_numpy()
+    return pd.to_datetime(table["as_of"], utc=True).dt.tz_convert(None).dt.as_unit("us").to_numpy()
 
 
 def _split(frame: pd.DataFrame, reasons: np.ndarray) -> Assignments:
@@ -376,11 +381,11 @@ def _from_scores(scores: pd.DataFrame, rows: np.ndarray, *, arms: bool) -> Assig
         [rule_offer.get(r, r) if m else o for r, o, m in zip(rule, offer, matched, strict=True)],
         dtype=object,
     )
-    day = pd.Series(pd.NaT, index=range(n), dtype="datetime64[us, UTC]")
+    day = np.full(n, np.datetime64("NaT", "us"))
     if matched.any():
         at = np.flatnonzero(matched)
         parsed = send_days(scores["offer_send_date"].iloc[at], "offer_send_date", rows[at])
-        day.iloc[at] = parsed.to_numpy()
+        day[at] = _naive(parsed)
     frame = pd.DataFrame(
         {
             "row": rows,
@@ -396,7 +401,7 @@ def _from_scores(scores: pd.DataFrame, rows: np.ndarray, *, arms: bool) -> Assig
                 else np.full(n, ALL_SEGMENTS, dtype=object)
             ),
             "holdout": holdout,
-            "send_day": day.to_numpy(),
+            "send_day": day,
             "as_of": _as_of(scores, rows),
         }
     )
