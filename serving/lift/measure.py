@@ -134,7 +134,9 @@ def check_against_log(assignments: Assignments, log: pd.DataFrame) -> tuple[np.n
         )
     ids = log["customer_id"]
     known = ids.cat.categories if isinstance(ids.dtype, pd.CategoricalDtype) else ids.unique()
-    in_log = frame["customer_id"].isin(pd.Index(known).astype("str")).to_numpy()
+    known_ids = pa.array(pd.Index(known).astype("str").array).cast(pa.large_string())
+    ids_in = pa.array(frame["customer_id"].to_numpy(dtype=object), type=pa.large_string())
+    in_log = pc.is_in(ids_in, value_set=known_ids).to_numpy(zero_copy_only=False)
     warnings = []
     if not in_log.all():
         warnings.append(
@@ -159,8 +161,8 @@ def _empty_value_warnings(assignments: Assignments) -> list[str]:
 
 def _shared_control_hint(part: pd.DataFrame, campaign: str) -> list[str]:
     """A hint when held-out rows carry offers no treated row has (an undeclared control)."""
-    treated_offers = set(part.loc[~part["holdout"], "offer"])
-    held = set(part.loc[part["holdout"], "offer"])
+    treated_offers = set(part.loc[~part["holdout"], "offer"].unique().tolist())
+    held = set(part.loc[part["holdout"], "offer"].unique().tolist())
     strays = sorted(held - treated_offers - {CONTROL})
     alone = sorted(treated_offers - held) if CONTROL not in held else []
     if not strays or not alone:
@@ -364,6 +366,7 @@ def measure_lift(
         treated_all = ~part["holdout"].to_numpy(dtype=bool)
         control = (part["holdout"] & (part["offer"] == CONTROL)).to_numpy()
         shared = np.flatnonzero(control)
+        segments = part["segment"].to_numpy(dtype=object)
         for (rule, offer), group in part.loc[~control].groupby(["rule", "offer"], sort=True):
             idx = np.concatenate([group.index.to_numpy(), shared])
             treated = treated_all[idx]
@@ -381,7 +384,7 @@ def measure_lift(
             sub = {k: v[idx] for k, v in data.items()}
             key = {"campaign": campaign, "rule": rule, "offer": offer, "segment": ALL_SEGMENTS}
             rows.append(_group_row(key, sub, treated, effect, in_log[idx]))
-            segs = part["segment"].to_numpy()[idx]
+            segs = segments[idx]
             if len(set(segs.tolist())) <= 1:
                 continue  # one segment: its row would repeat the offer's
             for seg in sorted(set(segs.tolist())):
