@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from features.assignments import NEGATIVE_VALUE, read_assignments
 from features.errors import InputError
 
 RESPONSE_CLASSES: tuple[str, ...] = ("persuadable", "sure_thing", "sleeping_dog", "lost_cause")
@@ -102,24 +103,29 @@ class CampaignOutcome:
 def assignments_from_scores(scores: pd.DataFrame) -> pd.DataFrame:
     """The simulator's input from a ``retain score`` output (``ASSIGNMENT_COLUMNS``).
 
-    Only customers a rule matched take part (``offer_rule`` non-empty); the arm is the rule,
-    ``treated`` means the offer was sent (not held out, not suppressed), and the send day is
-    the rule's, which held-out customers keep as their audit trail.
+    Read by :func:`features.assignments.read_assignments` (the reader ``retain lift`` and
+    ``retain uplift-train`` use): the experiment's customers, sent (``treated``) unless held
+    out, plus the customers whose offer was suppressed for a negative expected value (a rule
+    matched, nothing was sent: they buy as the held-out do). The arm is the rule, and the
+    send day the rule's, which held-out customers keep as their audit trail.
     """
     missing = [
-        c for c in ("customer_id", "offer", "offer_rule", "offer_send_date") if c not in scores
+        c for c in ("customer_id", "offer_rule", "offer_send_date", "holdout") if c not in scores
     ]
     if missing:
         raise CampaignInputError(f"scores lack column(s) {missing} needed for a campaign")
-    rule = scores["offer_rule"].fillna("").astype("str")
-    matched = (rule != "").to_numpy()
-    taken = scores.loc[matched]
+    exp = read_assignments(scores, arms=False)
+    suppressed = exp.left_out.loc[exp.left_out["reason"] == NEGATIVE_VALUE]
+    taken = pd.concat(
+        [exp.frame.assign(sent=~exp.frame["holdout"]), suppressed.assign(sent=False)],
+        ignore_index=True,
+    ).sort_values("row", kind="stable")
     return pd.DataFrame(
         {
             "customer_id": taken["customer_id"].astype("str").to_numpy(),
-            "arm": rule[matched].to_numpy(),
-            "treated": (taken["offer"].astype("str") != "none").to_numpy(),
-            "send_date": pd.to_datetime(taken["offer_send_date"], utc=True).to_numpy(),
+            "arm": taken["rule"].astype("str").to_numpy(),
+            "treated": taken["sent"].to_numpy(dtype=bool),
+            "send_date": taken["send_day"].to_numpy(),
         }
     )
 

@@ -160,7 +160,7 @@ def synth(
         "--campaign-scores",
         help=(
             "Simulate the campaign these scores decided (a `retain score` directory, or a "
-            "table with customer_id, offer, offer_rule, offer_send_date) on the log: each "
+            "table with customer_id, offer_rule, offer_send_date, holdout) on the log: each "
             "assigned customer's --window days after the send day are appended, and the "
             "truth gets their true uplift. Send days must come after --end."
         ),

@@ -28,15 +28,16 @@ _MAP_HELP = "Column mapping CANONICAL=SOURCE, repeatable, e.g. --map customer_id
 def read_uplift_input(path: Path) -> Any:
     """``retain score`` output (directory) or a CSV/Parquet table -> (assignments, scores).
 
-    A table with ``treated`` is taken as assignments as they are; anything else must be
-    scores, whose intention-to-treat assignments are derived
-    (:func:`training.uplift_data.assignments_from_scores`). ``scores`` is the frame read (for
-    the churn probability to compare with), or None for plain assignments.
+    Both are read by :func:`features.assignments.read_assignments`, the reader ``retain
+    lift`` uses (one rule for who is treated and held out: ``holdout`` or ``treated``, or a
+    score output's rules and holdout draw). ``scores`` is the frame read when it is a
+    ``retain score`` output (for the churn probability to compare with), else None.
     """
     import pandas as pd
 
+    from features.assignments import read_assignments
     from serving.batch.publish import read_scores
-    from training.uplift_data import UpliftDataError, assignments_from_scores
+    from training.uplift_data import UpliftDataError
 
     if path.is_dir():
         frame = read_scores(path)
@@ -45,14 +46,13 @@ def read_uplift_input(path: Path) -> Any:
     elif path.suffix.lower() in (".parquet", ".pq"):
         frame = pd.read_parquet(path)
     elif path.suffix.lower() == ".csv" or path.name.lower().endswith(".csv.gz"):
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, dtype={"customer_id": "str"})
     else:
         raise UpliftDataError(
             f"--assignments {path}: use a `retain score` directory, CSV or Parquet"
         )
-    if "treated" in frame.columns:
-        return frame, None
-    return assignments_from_scores(frame), frame
+    is_scores = "offer_rule" in frame.columns
+    return read_assignments(frame, arms=False), (frame if is_scores else None)
 
 
 def uplift_train_command(
@@ -102,8 +102,9 @@ def uplift_train_command(
         params = {"learner": learner, "seed": seed}
         targets = {}
         if scores is not None and "churn_probability" in scores.columns:
-            churn = scores.set_index(scores["customer_id"].astype("str"))["churn_probability"]
-            key = assignments["customer_id"].astype("str").to_numpy()
+            ids = scores["customer_id"].astype("str").str.strip()
+            churn = scores.set_index(ids)["churn_probability"]
+            key = assignments.frame["customer_id"].to_numpy()
             targets["churn_probability"] = churn.reindex(key).to_numpy(dtype=float)
         table = evaluate_on_held_out(
             train_set, test, {"uplift": UpliftModel(**params)}, targets, seed
@@ -143,7 +144,7 @@ def register(app: typer.Typer) -> None:
             ...,
             "--assignments",
             help="The campaign's `retain score` directory, or a CSV/Parquet table with "
-            "customer_id, send_date, treated (and campaign when several).",
+            "customer_id, send_date, and treated or holdout (and campaign when several).",
         ),
         data: Path = typer.Option(..., "--data", "-d", help="Purchase log: CSV or Parquet."),
         out: Path = typer.Option(..., "--out", "-o", help="The new artifact directory."),

@@ -16,16 +16,22 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from features.assignments import (
+    AssignmentError,
+    Assignments,
+    log_end_text,
+    read_assignments,
+)
+from features.assignments import observed_until as first_unobserved_day
 from features.builders import FeatureConfig, build_features
 from features.catalog import FEATURE_COLUMNS
-from features.errors import InputError
 from features.utc import US_PER_DAY
 
 FloatArray = NDArray[np.float64]
 ASSIGNMENT_COLUMNS: tuple[str, ...] = ("customer_id", "send_date", "treated")
 
 
-class UpliftDataError(InputError):
+class UpliftDataError(AssignmentError):
     """Assignments or log unfit for uplift training; the message names the rows."""
 
 
@@ -48,87 +54,52 @@ def _examples(ids: pd.Series | np.ndarray, mask: np.ndarray) -> str:
 
 
 def assignments_from_scores(scores: pd.DataFrame) -> pd.DataFrame:
-    """``retain score`` output -> ``ASSIGNMENT_COLUMNS`` (plus ``campaign`` when present).
+    """``retain score`` output -> ``ASSIGNMENT_COLUMNS`` (plus ``campaign``).
 
-    Intention to treat: customers whom a rule matched with a non-negative expected value
-    are the experiment; the holdout draw split them into sent (``treated = 1``) and held
-    out. Customers no rule matched, or whose offer was suppressed for its negative value,
-    were never candidates and are left out.
+    The experiment as :func:`features.assignments.read_assignments` reads it (the one rule
+    for who is treated and who is held out): customers whom a rule matched with a
+    non-negative expected value, sent (``treated = 1``) or held out.
     """
-    needed = ("customer_id", "offer_rule", "offer_send_date", "offer_expected_value", "holdout")
-    missing = [c for c in needed if c not in scores.columns]
-    if missing:
+    if "offer_rule" not in scores.columns:
         raise UpliftDataError(
-            f"scores lack column(s) {missing}; expected the output of `retain score`"
+            "scores lack column(s) ['offer_rule']; expected the output of `retain score`"
         )
-    rule = scores["offer_rule"].fillna("").astype("str").to_numpy(dtype=object)
-    value = pd.to_numeric(scores["offer_expected_value"]).to_numpy(dtype=np.float64)
-    eligible = (rule != "") & (value >= 0.0)
-    send = pd.DatetimeIndex(pd.to_datetime(scores["offer_send_date"], utc=True))
-    out = pd.DataFrame(
+    frame = read_assignments(scores, arms=False).frame
+    return pd.DataFrame(
         {
-            "customer_id": scores["customer_id"].astype("str").to_numpy()[eligible],
-            "send_date": send[eligible],
-            "treated": (~scores["holdout"].to_numpy(dtype=bool))[eligible].astype(np.int8),
+            "customer_id": frame["customer_id"].to_numpy(),
+            "send_date": pd.DatetimeIndex(frame["send_day"]),
+            "treated": (~frame["holdout"].to_numpy(dtype=bool)).astype(np.int8),
+            "campaign": frame["campaign"].to_numpy(),
         }
     )
-    if "campaign" in scores.columns:
-        out["campaign"] = scores["campaign"].astype("str").to_numpy()[eligible]
-    return out.reset_index(drop=True)
 
 
 def log_end(log: pd.DataFrame) -> pd.Timestamp:
     """The end of what the log has observed: midnight after its last row's UTC day."""
     if len(log) == 0:
         raise UpliftDataError("the purchase log is empty")
-    last = pd.Timestamp(log["timestamp"].max())
-    last = last.tz_localize("UTC") if last.tzinfo is None else last.tz_convert("UTC")
-    return last.normalize() + pd.Timedelta(days=1)
+    return first_unobserved_day(log)
 
 
-def _send_days(assignments: pd.DataFrame) -> pd.DatetimeIndex:
-    raw = assignments["send_date"]
-    try:
-        days = pd.DatetimeIndex(pd.to_datetime(raw, utc=True)).normalize()
-    except (ValueError, TypeError) as exc:
-        raise UpliftDataError(f"send_date must hold dates: {exc}") from None
-    bad = np.asarray(days.isna())
-    if bad.any():
-        raise UpliftDataError(
-            f"send_date is missing in {int(bad.sum())} row(s), e.g. customer_id "
-            f"{_examples(assignments['customer_id'], bad)}"
-        )
-    return days.as_unit("us")
-
-
-def _treated(assignments: pd.DataFrame) -> FloatArray:
-    values = pd.to_numeric(assignments["treated"], errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isin(values, (0.0, 1.0))
-    if bad.any():
-        raise UpliftDataError(
-            f"treated must be 0/1 (or true/false); {int(bad.sum())} row(s) are not, e.g. "
-            f"customer_id {_examples(assignments['customer_id'], bad)}"
-        )
-    return values
-
-
-def _check_assignments(assignments: pd.DataFrame) -> None:
-    missing = [c for c in ASSIGNMENT_COLUMNS if c not in assignments.columns]
-    if missing:
-        raise UpliftDataError(
-            f"assignments lack column(s) {missing}; expected {list(ASSIGNMENT_COLUMNS)} "
-            "(or the output of `retain score`)"
-        )
-    if len(assignments) == 0:
+def _experiment(assignments: pd.DataFrame | Assignments) -> Assignments:
+    """The experiment read by the one reader; a customer twice in one campaign refused."""
+    exp = (
+        assignments
+        if isinstance(assignments, Assignments)
+        else read_assignments(assignments, arms=False)
+    )
+    frame = exp.frame
+    if len(frame) == 0:
         raise UpliftDataError("assignments hold no customers")
-    key = ["campaign", "customer_id"] if "campaign" in assignments.columns else ["customer_id"]
-    twice = assignments.duplicated(key, keep=False).to_numpy()
+    twice = frame.duplicated(["campaign", "customer_id"], keep=False).to_numpy()
     if twice.any():
-        where = " in one campaign" if len(key) == 2 else ""
+        where = " in one campaign" if (frame["campaign"] != "").any() else ""
         raise UpliftDataError(
             f"{int(twice.sum())} row(s) assign a customer twice{where}, e.g. customer_id "
-            f"{_examples(assignments['customer_id'], twice)}"
+            f"{_examples(frame['customer_id'], twice)}"
         )
+    return exp
 
 
 def _outcomes(
@@ -193,15 +164,17 @@ def _features_at_send_dates(
 
 def uplift_training_set(
     log: pd.DataFrame,
-    assignments: pd.DataFrame,
+    assignments: pd.DataFrame | Assignments,
     window_days: int,
     feature_config: FeatureConfig | None = None,
     observed_until: pd.Timestamp | None = None,
 ) -> UpliftData:
     """Features at each send date, sent/held out, and the purchase outcome in the window.
 
-    ``log`` is canonical; ``assignments`` has ``ASSIGNMENT_COLUMNS`` (a ``campaign`` column
-    lets a customer appear once per campaign). Refused, naming the rows: a customer assigned
+    ``log`` is canonical; ``assignments`` is read by
+    :func:`features.assignments.read_assignments` (``customer_id``, ``send_date``, and
+    ``treated`` or ``holdout``; a ``campaign`` column lets a customer appear once per
+    campaign). Refused, naming the rows: a customer assigned
     twice (in one campaign), no sent or no held-out customer, windows that run past the end
     of the log (they cannot be observed whole, and counting them as non-buyers would bias
     the outcome), customers without a purchase before their send date (nothing to score).
@@ -210,10 +183,10 @@ def uplift_training_set(
     """
     if window_days < 1:
         raise UpliftDataError(f"window must be at least 1 day, got {window_days}")
-    _check_assignments(assignments)
-    ids = assignments["customer_id"].astype("str").to_numpy(dtype=object)
-    send = _send_days(assignments)
-    treated = _treated(assignments)
+    frame = _experiment(assignments).frame
+    ids = frame["customer_id"].to_numpy(dtype=object)
+    send = pd.DatetimeIndex(frame["send_day"]).as_unit("us")
+    treated = (~frame["holdout"].to_numpy(dtype=bool)).astype(np.float64)
     for value, name in ((1.0, "sent (treated = 1)"), (0.0, "held-out (treated = 0)")):
         if not (treated == value).any():
             raise UpliftDataError(f"assignments hold no {name} customer; uplift needs both")
@@ -225,9 +198,9 @@ def uplift_training_set(
     if late.any():
         raise UpliftDataError(
             f"{int(late.sum())} of {len(ids)} customer(s) cannot be observed for the whole "
-            f"{window_days}-day window: the log ends at {end.date()} but their window runs to "
-            f"{window_end[late].max().date()} (e.g. customer_id {_examples(ids, late)}); use a "
-            "shorter --window or a longer log"
+            f"{window_days}-day window: {log_end_text(end, '--observed-until')}, but their "
+            f"window runs to {window_end[late].max().date()} (e.g. customer_id "
+            f"{_examples(ids, late)}); use a shorter --window or a longer log"
         )
 
     values, found = _features_at_send_dates(log, ids, send, feature_config or FeatureConfig())

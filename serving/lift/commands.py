@@ -79,12 +79,14 @@ def _fmt(value: Any, spec: str) -> str:
 
 def print_table(result: LiftResult, err: bool) -> None:
     """The results as a terminal table (offers, then their segments indented)."""
+    import pandas as pd
     from rich.console import Console
     from rich.table import Table
 
     console = Console(stderr=err, width=None if sys.stdout.isatty() else 240)
     table = Table(
-        title=f"Campaign lift, {result.window_days}-day window, log to {result.log_end.date()}"
+        title=f"Campaign lift, {result.window_days}-day window, log observed through "
+        f"{(result.log_end - pd.Timedelta(days=1)).date()}"
     )
     for name in (
         "campaign",
@@ -135,7 +137,8 @@ def print_table(result: LiftResult, err: bool) -> None:
     console.print(table)
     notes = [f"{k}: {v:,}" for k, v in result.excluded.items()]
     console.print(
-        f"{result.assigned:,} assigned customers; not in the experiment: "
+        f"{result.assigned:,} assigned customers ({result.in_log:,} of the measured ones in the "
+        "log); not in the experiment: "
         + ("; ".join(notes) if notes else "none")
         + ". '*': the CUPED estimate (pre-period covariate) narrowed the interval and is the "
         "headline."
@@ -225,17 +228,14 @@ def lift_command(
     table, summary = read_table(assignments)
     exp = read_assignments(table, columns)
     if campaign is not None:
-        keep = exp.frame["campaign"] == campaign
+        campaign = campaign.strip()
+        keep = (exp.frame["campaign"] == campaign).to_numpy()
         if not keep.any():
             raise InputError(
                 f"campaign {campaign!r} is not in the assignments; there: "
                 f"{sorted(set(exp.frame['campaign']))}"
             )
-        other = int((~keep).sum())
-        excluded = dict(exp.excluded)
-        if other:
-            excluded["other campaigns"] = other
-        exp = type(exp)(exp.frame.loc[keep].reset_index(drop=True), excluded)
+        exp = exp.only(keep, "other campaigns")
     if window is None:
         window = summary.get("horizon_days")
         if window is None:
@@ -342,6 +342,8 @@ def register(app: typer.Typer) -> None:
             min_effect=min_effect,
             campaign=campaign,
         )
+        for warning in result.warnings:
+            typer.echo(f"warning: {warning}", err=True)
         updates = None
         if update_policy is not None and out is not None:
             updates = write_updated_policy(

@@ -56,9 +56,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.assignments import log_end_text, observed_until
 from features.utc import US_PER_DAY
 from serving.lift.assignments import (
     ALL_SEGMENTS,
+    CONTROL,
     Assignments,
     LiftInputError,
     check_assignments,
@@ -86,9 +88,7 @@ VERDICT_NO_TREATED = "no treated"
 
 def log_end_day(log: pd.DataFrame) -> pd.Timestamp:
     """The first UTC day the log does not cover: the day after its last row."""
-    if log.empty:
-        raise LiftInputError("the purchase log has no rows")
-    return pd.Timestamp(log["timestamp"].max()).floor("D") + pd.Timedelta(days=1)
+    return observed_until(log)
 
 
 def observable(
@@ -102,20 +102,77 @@ def observable(
         first = frame.loc[late, "send_day"].min()
         raise LiftInputError(
             f"{n_late} of {len(frame)} assigned customers cannot be observed for the whole "
-            f"{window_days}-day window (sent from {first.date()}; the log ends "
-            f"{(log_end - pd.Timedelta(days=1)).date()}), e.g. {describe_rows(frame, late)}: pass a "
-            "later log, a shorter --window, or --exclude-unobserved to measure without them"
+            f"{window_days}-day window (sent from {first.date()}; "
+            f"{log_end_text(log_end, '--log-end')}), e.g. {describe_rows(frame, late)}: pass "
+            "a later log, a shorter --window, or --exclude-unobserved to measure without them"
         )
     if not n_late:
         return assignments, 0
     if n_late == len(frame):
         raise LiftInputError(
             f"none of the {n_late} assigned customers can be observed for the whole "
-            f"{window_days}-day window: the log ends {(log_end - pd.Timedelta(days=1)).date()}"
+            f"{window_days}-day window: {log_end_text(log_end, '--log-end')}"
         )
-    excluded = dict(assignments.excluded)
-    excluded["window not observed to its end"] = n_late
-    return Assignments(frame.loc[~late].reset_index(drop=True), excluded), n_late
+    return assignments.only(~late, "window not observed to its end"), n_late
+
+
+def check_against_log(assignments: Assignments, log: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """Which assigned customers the log knows, and warnings; refuses send days before the log.
+
+    A send day before the log's first day, or an arm none of whose customers is in the log,
+    would read as "nobody bought" in every window: refused, naming the rows.
+    """
+    frame = assignments.frame
+    first = pd.Timestamp(log["timestamp"].min()).tz_convert("UTC").floor("D")
+    early = (frame["send_day"] < first).to_numpy()
+    if early.any():
+        days = sorted({str(d.date()) for d in frame.loc[early, "send_day"]})[:3]
+        raise LiftInputError(
+            f"{int(early.sum()):,} send date(s) fall before the purchase log's first day "
+            f"{first.date()} (e.g. {', '.join(days)}): {describe_rows(frame, early)}; the log "
+            "must cover the campaign (a send_date like 20250101 must be written 2025-01-01)"
+        )
+    ids = log["customer_id"]
+    known = ids.cat.categories if isinstance(ids.dtype, pd.CategoricalDtype) else ids.unique()
+    known_ids = pa.array(pd.Index(known).astype("str").array).cast(pa.large_string())
+    ids_in = pa.array(frame["customer_id"].to_numpy(dtype=object), type=pa.large_string())
+    in_log = pc.is_in(ids_in, value_set=known_ids).to_numpy(zero_copy_only=False)
+    warnings = []
+    if not in_log.all():
+        warnings.append(
+            f"{int((~in_log).sum()):,} of {len(frame):,} assigned customer ids are not in the "
+            f"purchase log and count as non-buyers: {describe_rows(frame, ~in_log)}"
+        )
+    return in_log, warnings
+
+
+def _empty_value_warnings(assignments: Assignments) -> list[str]:
+    left = assignments.left_out
+    out = []
+    for reason, rows in left.groupby("reason", sort=True):
+        if str(reason).startswith("empty "):
+            mask = np.ones(len(rows), dtype=bool)
+            out.append(
+                f"{len(rows):,} row(s) left out of the experiment for an {reason}: "
+                f"{describe_rows(rows, mask)}"
+            )
+    return out
+
+
+def _shared_control_hint(part: pd.DataFrame, campaign: str) -> list[str]:
+    """A hint when held-out rows carry offers no treated row has (an undeclared control)."""
+    treated_offers = set(part.loc[~part["holdout"], "offer"].unique().tolist())
+    held = set(part.loc[part["holdout"], "offer"].unique().tolist())
+    strays = sorted(held - treated_offers - {CONTROL})
+    alone = sorted(treated_offers - held) if CONTROL not in held else []
+    if not strays or not alone:
+        return []
+    return [
+        f"held-out rows of campaign {campaign!r} carry offer(s) {strays} that no treated row "
+        f"has, so the arms {alone} are compared with no holdout of theirs: if "
+        f"they are one control group shared by the arms, give them the offer {CONTROL!r} or "
+        "leave it empty"
+    ]
 
 
 def window_outcomes(
@@ -178,6 +235,8 @@ class LiftResult:
     log_end: pd.Timestamp
     excluded: dict[str, int] = field(default_factory=dict)
     assigned: int = 0
+    in_log: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     def offers(self) -> pd.DataFrame:
         """The offer-level rows (segment ``all``)."""
@@ -191,7 +250,9 @@ class LiftResult:
             "window_days": self.window_days,
             "log_end": str(self.log_end.date()),
             "assigned": self.assigned,
+            "in_log": self.in_log,
             "excluded": dict(self.excluded),
+            "warnings": list(self.warnings),
             "results": records,
         }
 
@@ -206,10 +267,16 @@ def _plain(value: Any) -> Any:
 
 
 def _group_row(
-    key: dict[str, Any], data: dict[str, np.ndarray], treated: np.ndarray, min_effect: float
+    key: dict[str, Any],
+    data: dict[str, np.ndarray],
+    treated: np.ndarray,
+    min_effect: float,
+    in_log: np.ndarray,
 ) -> dict[str, Any]:
     nt, nc = int(treated.sum()), int((~treated).sum())
     row: dict[str, Any] = {**key, "treated": nt, "holdout": nc}
+    row["treated_in_log"] = int(in_log[treated].sum())
+    row["holdout_in_log"] = int(in_log[~treated].sum())
     ests = {m: estimate(data[m], data[f"pre_{m}"], treated, binary=m == "bought") for m in METRICS}
     for m, e in ests.items():
         lift, se, df = e.headline
@@ -275,21 +342,40 @@ def measure_lift(
 
     ``log`` is the canonical purchase log; ``log_end`` the first UTC day it does not cover
     (default: the day after its last row). ``min_effect`` is the repurchase-rate lift that
-    would matter (absolute, e.g. 0.01 = one point), one number or one per rule.
+    would matter (absolute, e.g. 0.01 = one point), one number or one per rule. A campaign's
+    shared control (held-out rows with the offer ``control``) is compared with each of its
+    arms and counted once in ``assigned``.
     """
     if window_days < 1:
         raise LiftInputError(f"window must be at least 1 day, got {window_days}")
     check_assignments(assignments)
     end = log_end_day(log) if log_end is None else pd.Timestamp(log_end).tz_convert("UTC")
+    warnings = _empty_value_warnings(assignments)
     assigned = len(assignments.frame)
     kept, _ = observable(assignments, window_days, end, exclude=exclude_unobserved)
+    in_log_all, log_warnings = check_against_log(kept, log)
+    warnings += log_warnings
     rows: list[dict[str, Any]] = []
+    unmatched: list[str] = []
     for campaign, part in kept.frame.groupby("campaign", sort=True):
+        at = part.index.to_numpy()
         part = part.reset_index(drop=True)
+        in_log = in_log_all[at]
+        warnings += _shared_control_hint(part, str(campaign))
         data = window_outcomes(log, part["customer_id"].to_numpy(), part["send_day"], window_days)
         treated_all = ~part["holdout"].to_numpy(dtype=bool)
-        for (rule, offer), group in part.groupby(["rule", "offer"], sort=True):
-            idx = group.index.to_numpy()
+        control = (part["holdout"] & (part["offer"] == CONTROL)).to_numpy()
+        shared = np.flatnonzero(control)
+        segments = part["segment"].to_numpy(dtype=object)
+        for (rule, offer), group in part.loc[~control].groupby(["rule", "offer"], sort=True):
+            idx = np.concatenate([group.index.to_numpy(), shared])
+            treated = treated_all[idx]
+            for arm, side in ((treated, "treated"), (~treated, "held-out")):
+                if arm.any() and not in_log[idx][arm].any():
+                    unmatched.append(
+                        f"campaign {campaign!r} rule {rule!r}: none of its {int(arm.sum()):,} "
+                        f"{side} customer ids is in the log ({describe_rows(part.iloc[idx], arm)})"
+                    )
             effect = (
                 min_effect.get(rule, DEFAULT_MIN_EFFECT)
                 if isinstance(min_effect, Mapping)
@@ -297,19 +383,34 @@ def measure_lift(
             )
             sub = {k: v[idx] for k, v in data.items()}
             key = {"campaign": campaign, "rule": rule, "offer": offer, "segment": ALL_SEGMENTS}
-            rows.append(_group_row(key, sub, treated_all[idx], effect))
-            segs = group["segment"].to_numpy()
+            rows.append(_group_row(key, sub, treated, effect, in_log[idx]))
+            segs = segments[idx]
             if len(set(segs.tolist())) <= 1:
                 continue  # one segment: its row would repeat the offer's
             for seg in sorted(set(segs.tolist())):
-                at = idx[segs == seg]
-                sub = {k: v[at] for k, v in data.items()}
+                sel = idx[segs == seg]
+                sub = {k: v[sel] for k, v in data.items()}
                 key = {"campaign": campaign, "rule": rule, "offer": offer, "segment": seg}
-                rows.append(_group_row(key, sub, treated_all[at], effect))
+                rows.append(_group_row(key, sub, treated_all[sel], effect, in_log[sel]))
+    if unmatched:
+        raise LiftInputError(
+            f"only {int(in_log_all.sum()):,} of {len(in_log_all):,} assigned customer ids are "
+            f"in the purchase log: {unmatched[0]}"
+            + (f" and {len(unmatched) - 1} more arm(s)" if len(unmatched) > 1 else "")
+            + "; their buy rate would read 0. Check the ids against the log's (e.g. "
+            f"{_log_id_example(log)!r}) or map the log's id column with --map customer_id=SOURCE"
+        )
     return LiftResult(
         table=pd.DataFrame(rows),
         window_days=window_days,
         log_end=end,
         excluded=dict(kept.excluded),
         assigned=assigned,
+        in_log=int(in_log_all.sum()),
+        warnings=warnings,
     )
+
+
+def _log_id_example(log: pd.DataFrame) -> str:
+    ids = log["customer_id"]
+    return str(ids.iloc[0]) if len(ids) else ""

@@ -82,6 +82,15 @@ def rule_updates(
             "update the policy from with --campaign"
         )
     by_rule = {r["rule"]: r for r in rows.to_dict(orient="records")}
+    for r in by_rule.values():
+        for side, n in (("treated", "treated_in_log"), ("held-out", "holdout_in_log")):
+            arm = "treated" if side == "treated" else "holdout"
+            if n in r and int(r[arm]) > 0 and int(r[n]) == 0:
+                raise PolicyUpdateError(
+                    f"rule {r['rule']!r}: none of its {int(r[arm]):,} {side} customer ids is "
+                    "in the purchase log, so its buy rate reads 0: the policy is not updated "
+                    "from this measurement"
+                )
     unknown = sorted(set(by_rule) - {r.name for r in policy.rules})
     if unknown:
         raise PolicyUpdateError(
@@ -154,7 +163,9 @@ def write_updated_policy(
     policy_path: Path, out: Path, offers: pd.DataFrame, *, window_days: int, prior_sd: float
 ) -> list[RuleUpdate]:
     """Read the old policy, write the new one atomically to ``out`` (never over the old)."""
-    if out.exists() and out.resolve() == policy_path.resolve():
+    if out.resolve() == policy_path.resolve() or (
+        out.exists() and policy_path.exists() and out.samefile(policy_path)
+    ):
         raise PolicyUpdateError(
             f"--out {out} is the policy being updated: the old policy is never overwritten"
         )

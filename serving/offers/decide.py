@@ -155,8 +155,9 @@ def decide_offers(
 ) -> OfferDecisions:
     """First matching rule, send day, expected value, holdout draw and suppression."""
     campaign = policy.campaign if campaign is None else campaign
-    if not isinstance(campaign, str) or not campaign:
+    if not isinstance(campaign, str) or not campaign.strip():
         raise ScoresError(f"campaign must be a non-empty string, got {campaign!r}")
+    campaign = campaign.strip()  # " spring " is "spring": one holdout draw, as lift reads it
     ctx = inputs
     n = len(ctx.churn)
     rules = policy.rules

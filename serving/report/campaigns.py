@@ -13,7 +13,56 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.errors import InputError
 from serving.report.blocks import Section, html_table, inline_png, new_figure, note
+
+RESULT_FIELDS: tuple[str, ...] = (
+    "campaign",
+    "rule",
+    "offer",
+    "segment",
+    "treated",
+    "holdout",
+    "bought_treated",
+    "bought_holdout",
+    "bought_lift",
+    "bought_lift_low",
+    "bought_lift_high",
+    "incremental_revenue",
+    "incremental_revenue_low",
+    "incremental_revenue_high",
+    "p_value",
+    "mde",
+    "verdict",
+)
+
+
+class LiftJsonError(InputError):
+    """``--lift`` is not the JSON of ``retain lift --json``; the message says what is off."""
+
+
+def check_lift_json(measured: object, source: str) -> dict[str, Any]:
+    """``measured`` if it is the JSON of ``retain lift --json``, else one line saying why.
+
+    Any other JSON (a config, another command's output) would otherwise give a page that
+    says "no campaign measured", or a traceback.
+    """
+    where = f"--lift {source}: not the JSON of `retain lift --json`"
+    if not isinstance(measured, dict):
+        raise LiftJsonError(f"{where} (a {type(measured).__name__}, not an object)")
+    missing = [k for k in ("window_days", "log_end", "results") if k not in measured]
+    if missing:
+        raise LiftJsonError(f"{where} (no {', '.join(missing)})")
+    results = measured["results"]
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        raise LiftJsonError(f"{where} ('results' is not a list of objects)")
+    for i, r in enumerate(results):
+        lacking = [k for k in RESULT_FIELDS if k not in r]
+        if lacking:
+            raise LiftJsonError(f"{where} (results[{i}] lacks {lacking})")
+    if not isinstance(measured["window_days"], int) or isinstance(measured["window_days"], bool):
+        raise LiftJsonError(f"{where} (window_days {measured['window_days']!r} is not a number)")
+    return measured
 
 
 def lift_figure(results: pd.DataFrame) -> Any:

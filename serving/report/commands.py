@@ -35,6 +35,7 @@ def report_command(
     from features.config_file import apply_options
     from features.purchase_log import read_purchase_log
     from features.schema import LogConfig
+    from serving.report.campaigns import check_lift_json
     from serving.report.page import build_report, write_report
 
     config = apply_options(log_config or LogConfig(), mapping)
@@ -43,10 +44,11 @@ def report_command(
     if lift is not None:
         try:
             measured = json.loads(lift.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InputError(
                 f"--lift {lift}: not the JSON of `retain lift --json` ({exc})"
             ) from None
+        measured = check_lift_json(measured, str(lift))
     html = build_report(log, scores_dir=scores, as_of=as_of, lift=measured)
     return write_report(html, out)
 

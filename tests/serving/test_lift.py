@@ -13,10 +13,11 @@ import pytest
 from scipy import stats
 from typer.testing import CliRunner
 
+from features.assignments import AssignmentError
 from features.purchase_log import canonicalize
 from serving.campaign_sim import SyntheticCampaign, run_synthetic_campaign
 from serving.cli import app
-from serving.lift.assignments import LiftInputError, read_assignments
+from serving.lift.assignments import read_assignments
 from serving.lift.measure import measure_lift, window_outcomes
 from serving.lift.policy_update import rule_updates, shrink, updated_policy_text
 from serving.lift.statistics import estimate
@@ -200,20 +201,20 @@ def test_bad_input_each_names_the_rows(campaign: SyntheticCampaign, canonical) -
     def measure(frame: pd.DataFrame, **kw: object) -> object:
         return measure_lift(canonical, read_assignments(frame), window_days=90, **kw)
 
-    with pytest.raises(LiftInputError, match="no holdout column"):
+    with pytest.raises(AssignmentError, match="no holdout column"):
         measure(table.drop(columns="holdout"), log_end=FAR)
-    with pytest.raises(LiftInputError, match=r"campaign\(s\) \['spring'\] have no held-out"):
+    with pytest.raises(AssignmentError, match=r"campaign\(s\) \['spring'\] have no held-out"):
         measure(table.assign(holdout=False), log_end=FAR)
     twice = pd.concat([table, table.iloc[[4]]], ignore_index=True)
-    with pytest.raises(LiftInputError, match=rf"2 rows assign.*rows 5, {len(table) + 1}"):
+    with pytest.raises(AssignmentError, match=rf"2 rows assign.*rows 5, {len(table) + 1}"):
         measure(twice, log_end=FAR)
     early = table.copy()
     early.loc[7, "send_date"] = pd.Timestamp("2024-12-30", tz="UTC")
-    with pytest.raises(LiftInputError, match=r"1 send date\(s\) fall before.*rows 8 "):
+    with pytest.raises(AssignmentError, match=r"1 send date\(s\) fall before.*rows 8 "):
         measure(early, log_end=FAR)
     bad_flag = table.astype({"holdout": "object"})
     bad_flag.loc[2, "holdout"] = "maybe"
-    with pytest.raises(LiftInputError, match=r"holdout must be true/false.*rows \[3\]"):
+    with pytest.raises(AssignmentError, match=r"holdout must be true/false.*rows \[3\]"):
         measure(bad_flag, log_end=FAR)
 
 
@@ -224,7 +225,7 @@ def test_window_past_the_log_end_is_refused_or_counted(
     end = pd.Timestamp("2025-04-01", tz="UTC")  # 90 days after 2025-01-01 (day 1 inside)
     late = int((exp.frame["send_day"] + pd.Timedelta(days=90) > end).sum())
     assert 0 < late < len(exp.frame)
-    with pytest.raises(LiftInputError, match=rf"^{late} of {len(exp.frame)} assigned customers"):
+    with pytest.raises(AssignmentError, match=rf"^{late} of {len(exp.frame)} assigned customers"):
         measure_lift(canonical, exp, window_days=90, log_end=end)
     result = measure_lift(canonical, exp, window_days=90, log_end=end, exclude_unobserved=True)
     assert result.excluded["window not observed to its end"] == late
@@ -238,9 +239,9 @@ def test_window_past_the_log_end_is_refused_or_counted(
 
 
 def test_scores_without_holdout_column_or_campaign(campaign: SyntheticCampaign) -> None:
-    with pytest.raises(LiftInputError, match="no holdout column"):
+    with pytest.raises(AssignmentError, match="no holdout column"):
         read_assignments(campaign.scores.drop(columns="holdout"))
-    with pytest.raises(LiftInputError, match="no campaign column"):
+    with pytest.raises(AssignmentError, match="no campaign column"):
         read_assignments(campaign.scores.drop(columns="campaign"))
 
 

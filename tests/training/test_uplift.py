@@ -11,6 +11,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
+from features.assignments import AssignmentError
 from features.builders import build_features
 from tests.training.conftest import make_log, simulate_log
 from training.uplift import UpliftModel
@@ -73,7 +74,7 @@ def test_window_past_the_end_of_the_log_is_refused(hand_log: pd.DataFrame) -> No
         (assignments(["a", "b", "a"], [1, 0, 0]), r"2 row\(s\) assign a customer twice.*a, a"),
         (assignments(["a", "b"], [1, 1]), "no held-out"),
         (assignments(["a", "b"], [0, 0]), "no sent"),
-        (assignments(["a", "b"], [1, 2]), r"treated must be 0/1.*customer_id b"),
+        (assignments(["a", "b"], [1, 2]), r"treated must be true/false.*rows \[2\].*'2'"),
         (assignments(["a", "zz"], [1, 0]), r"no purchase in the log before.*customer_id zz"),
         (assignments(["a", "e"], [1, 0]), r"no purchase in the log before.*customer_id e"),
         (pd.DataFrame({"customer_id": ["a"], "treated": [1]}), r"lack column\(s\) \['send_date'\]"),
@@ -83,7 +84,7 @@ def test_window_past_the_end_of_the_log_is_refused(hand_log: pd.DataFrame) -> No
 def test_bad_assignments_name_the_rows(
     hand_log: pd.DataFrame, frame: pd.DataFrame, message: str
 ) -> None:
-    with pytest.raises(UpliftDataError, match=message):
+    with pytest.raises(AssignmentError, match=message):
         uplift_training_set(hand_log, frame, 30)
 
 
@@ -207,3 +208,32 @@ def test_features_per_send_date_equal_build_features_on_the_whole_log() -> None:
         pd.testing.assert_frame_equal(
             data.features.loc[rows].astype("float64"), expected.astype("float64")
         )
+
+
+def test_one_reader_holdout_or_treated_and_stripped_ids(hand_log: pd.DataFrame) -> None:
+    """uplift-train reads assignments as `retain lift` does (features.assignments)."""
+    plain = uplift_training_set(hand_log, assignments(["a", "b", "c", "d"], [1, 0, 1, 0]), 30)
+    held = pd.DataFrame(
+        {
+            "customer_id": [" a", "b ", "c", "d"],
+            "send_date": SEND,
+            "holdout": ["false", "true", "no", "yes"],
+        }
+    )
+    data = uplift_training_set(hand_log, held, 30)
+    assert data.treated.tolist() == plain.treated.tolist()
+    assert data.bought.tolist() == plain.bought.tolist()
+    assert data.features.index.tolist() == ["a", "b", "c", "d"]
+    numbers = assignments(["a", "b"], [1, 0], send=20240301)
+    with pytest.raises(AssignmentError, match=r"send_date must hold dates.*\['20240301'"):
+        uplift_training_set(hand_log, numbers, 30)
+
+
+def test_the_log_end_is_stated_with_its_option(hand_log: pd.DataFrame) -> None:
+    late = assignments(["a", "b"], [1, 0], send=pd.Timestamp("2024-06-15", tz="UTC"))
+    with pytest.raises(
+        UpliftDataError,
+        match=r"the log is observed through 2024-06-30 \(up to 2024-07-01, exclusive; .*"
+        r"--observed-until DAY\)",
+    ):
+        uplift_training_set(hand_log, late, 30)
