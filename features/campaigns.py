@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import InputError
+from features.schema import LATEST_TIME
 
 RESPONSE_CLASSES: tuple[str, ...] = ("persuadable", "sure_thing", "sleeping_dog", "lost_cause")
 ASSIGNMENT_COLUMNS: tuple[str, ...] = ("customer_id", "arm", "treated", "send_date")
@@ -104,7 +105,8 @@ def assignments_from_scores(scores: pd.DataFrame) -> pd.DataFrame:
 
     Only customers a rule matched take part (``offer_rule`` non-empty); the arm is the rule,
     ``treated`` means the offer was sent (not held out, not suppressed), and the send day is
-    the rule's, which held-out customers keep as their audit trail.
+    the rule's, which held-out customers keep as their audit trail. A ``holdout`` column
+    (true/false, 1/0) marks held-out customers even where a table keeps their ``offer``.
     """
     missing = [
         c for c in ("customer_id", "offer", "offer_rule", "offer_send_date") if c not in scores
@@ -114,14 +116,38 @@ def assignments_from_scores(scores: pd.DataFrame) -> pd.DataFrame:
     rule = scores["offer_rule"].fillna("").astype("str")
     matched = (rule != "").to_numpy()
     taken = scores.loc[matched]
+    sent = (taken["offer"].astype("str") != "none").to_numpy()
+    if "holdout" in taken.columns:
+        sent = sent & ~holdout_flags(taken["holdout"])
     return pd.DataFrame(
         {
             "customer_id": taken["customer_id"].astype("str").to_numpy(),
             "arm": rule[matched].to_numpy(),
-            "treated": (taken["offer"].astype("str") != "none").to_numpy(),
+            "treated": sent,
             "send_date": pd.to_datetime(taken["offer_send_date"], utc=True).to_numpy(),
         }
     )
+
+
+_TRUE_TEXT = frozenset({"true", "1", "1.0", "yes"})
+_FALSE_TEXT = frozenset({"false", "0", "0.0", "no"})
+
+
+def holdout_flags(values: pd.Series) -> np.ndarray:
+    """A ``holdout`` column as bools: true/false, 1/0, yes/no (any case); anything else,
+    empty included, is a :class:`CampaignInputError` naming the values."""
+    if pd.api.types.is_bool_dtype(values.dtype) and not values.isna().any():
+        return values.to_numpy(dtype=bool)
+    text = values.astype("str").str.strip().str.lower()
+    truth = text.isin(_TRUE_TEXT).to_numpy()
+    bad = ~(truth | text.isin(_FALSE_TEXT).to_numpy()) | values.isna().to_numpy()
+    if bad.any():
+        shown = values[bad].astype("str").unique()[:5].tolist()
+        raise CampaignInputError(
+            f"column 'holdout': {int(bad.sum())} value(s) other than true/false or 1/0, "
+            f"e.g. {shown}"
+        )
+    return truth
 
 
 def window_purchase_rate(truth: pd.DataFrame, effects: CampaignEffects) -> np.ndarray:
@@ -171,6 +197,19 @@ def _check_assignments(assignments: pd.DataFrame, log_end: pd.Timestamp) -> pd.D
     return frame
 
 
+def _check_window_end(frame: pd.DataFrame, window_days: int) -> None:
+    """Every outcome window ends before ``LATEST_TIME``, the last instant the loader reads."""
+    latest = pd.Timestamp(LATEST_TIME) - pd.Timedelta(days=window_days)
+    late = frame["send_date"] > latest
+    if late.any():
+        ids = frame.loc[late, "customer_id"].head(5).tolist()
+        raise CampaignInputError(
+            f"{int(late.sum())} assignment row(s) have a send_date whose {window_days}-day "
+            f"window ends past {LATEST_TIME.date()} (the last day a purchase log may hold), "
+            f"e.g. customer_id {ids}"
+        )
+
+
 def simulate_campaign_outcomes(
     log: pd.DataFrame,
     truth: pd.DataFrame,
@@ -192,6 +231,7 @@ def simulate_campaign_outcomes(
     effects = CampaignEffects() if effects is None else effects
     end = _day(log_end)
     frame = _check_assignments(assignments, end)
+    _check_window_end(frame, window_days)
     by_id = truth.set_index(truth["customer_id"].astype("str"))
     unknown = ~frame["customer_id"].isin(by_id.index)
     if unknown.any():
