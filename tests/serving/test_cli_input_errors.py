@@ -254,3 +254,42 @@ def test_uplift_train_refuses_a_model_worse_than_random(tmp_path: Path, work: Pa
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["evaluation"]["targeting"]["uplift"]["qini"] == pytest.approx(qini, abs=1e-4)
     assert (tmp_path / "up" / "retain_artifact.json").is_file()
+
+
+def test_map_one_source_for_two_columns(tmp_path: Path, work: Path) -> None:
+    done = retain(
+        "kpis", "--data", str(work / "log.csv"), "--map", "customer_id=amount", cwd=tmp_path
+    )
+    line = error_line(done)
+    assert "source column 'amount' would be read as 'customer_id' and 'amount'" in line
+
+
+def campaign_table(path: Path, ids: list[str], send: str, **extra: object) -> None:
+    frame = pd.DataFrame(
+        {"customer_id": ids, "offer": "reactivation", "offer_rule": "r", "offer_send_date": send}
+    )
+    frame.assign(**extra).to_csv(path, index=False)
+
+
+def test_synth_campaign_reads_holdout_and_refuses_windows_past_2200(tmp_path: Path) -> None:
+    base = ["synth", "-n", "300", "--seed", "1", "--window", "30", "--out", "log.csv"]
+    ids = generate_purchase_log(300, seed=1, start="2022-01-01", end="2024-12-31").log
+    ids = sorted(ids["customer_id"].unique())
+    held = [i % 2 == 0 for i in range(len(ids))]
+    campaign_table(tmp_path / "held.csv", ids, "2025-01-05", holdout=held)
+    done = retain(*base, "--campaign-scores", "held.csv", "--truth", "truth.csv", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    truth = pd.read_csv(tmp_path / "truth.csv").set_index("customer_id")
+    assert truth.loc[ids, "treated"].astype(bool).tolist() == [not h for h in held]
+
+    campaign_table(tmp_path / "maybe.csv", ids, "2025-01-05", holdout="maybe")
+    line = error_line(retain(*base[:-1], "bad.csv", "--campaign-scores", "maybe.csv", cwd=tmp_path))
+    assert "column 'holdout': 300 value(s) other than true/false or 1/0" in line
+
+    late = ["synth", "-n", "30", "--seed", "1", "--start", "2199-01-01", "--end", "2199-11-30"]
+    ids = generate_purchase_log(30, seed=1, start="2199-01-01", end="2199-11-30").log
+    campaign_table(tmp_path / "late.csv", sorted(ids["customer_id"].unique()), "2199-12-15")
+    args = [*late, "--campaign-scores", "late.csv", "--window", "90", "--out", "late_log.csv"]
+    line = error_line(retain(*args, cwd=tmp_path))
+    assert "30 assignment row(s) have a send_date whose 90-day window ends past 2200-01-01" in line
+    assert not (tmp_path / "late_log.csv").exists() and not (tmp_path / "bad.csv").exists()
