@@ -48,6 +48,7 @@ import pandas as pd
 
 from features.assignments import NEGATIVE_VALUE, read_assignments
 from features.errors import InputError
+from features.schema import LATEST_TIME
 
 RESPONSE_CLASSES: tuple[str, ...] = ("persuadable", "sure_thing", "sleeping_dog", "lost_cause")
 ASSIGNMENT_COLUMNS: tuple[str, ...] = ("customer_id", "arm", "treated", "send_date")
@@ -177,6 +178,19 @@ def _check_assignments(assignments: pd.DataFrame, log_end: pd.Timestamp) -> pd.D
     return frame
 
 
+def _check_window_end(frame: pd.DataFrame, window_days: int) -> None:
+    """Every outcome window ends before ``LATEST_TIME``, the last instant the loader reads."""
+    latest = pd.Timestamp(LATEST_TIME) - pd.Timedelta(days=window_days)
+    late = frame["send_date"] > latest
+    if late.any():
+        ids = frame.loc[late, "customer_id"].head(5).tolist()
+        raise CampaignInputError(
+            f"{int(late.sum())} assignment row(s) have a send_date whose {window_days}-day "
+            f"window ends past {LATEST_TIME.date()} (the last day a purchase log may hold), "
+            f"e.g. customer_id {ids}"
+        )
+
+
 def simulate_campaign_outcomes(
     log: pd.DataFrame,
     truth: pd.DataFrame,
@@ -198,6 +212,7 @@ def simulate_campaign_outcomes(
     effects = CampaignEffects() if effects is None else effects
     end = _day(log_end)
     frame = _check_assignments(assignments, end)
+    _check_window_end(frame, window_days)
     by_id = truth.set_index(truth["customer_id"].astype("str"))
     unknown = ~frame["customer_id"].isin(by_id.index)
     if unknown.any():

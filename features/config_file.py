@@ -14,7 +14,11 @@ fields, its ``segments:`` section :class:`~features.segments.SegmentConfig` thre
       lapsed_gap_ratio: 4
 
 A file with neither section is read as ``LogConfig`` fields at its top level (the older,
-flat form). Other top-level sections are left to whatever reads them. ``--map`` entries
+flat form). A key written twice in one mapping is an error (YAML's own rule, which PyYAML
+does not enforce: the last one would win silently), and so is a file nested too deeply or
+holding a number too long to convert, in one line rather than a traceback;
+:func:`parse_config_text` is the parser every YAML file of retain goes through (the offer
+policy too). Other top-level sections are left to whatever reads them. ``--map`` entries
 (and ``--strict``, ``--timezone`` where a command has them) are applied on top of the file
 by :func:`log_config_from_options` / :func:`apply_options`, so every command resolves its
 options the same way.
@@ -37,11 +41,13 @@ if TYPE_CHECKING:
     from features.segments import SegmentConfig
 
 __all__ = [
+    "ConfigSyntaxError",
     "LogConfigError",
     "apply_options",
     "load_log_config",
     "load_segment_config",
     "log_config_from_options",
+    "parse_config_text",
     "read_config_file",
 ]
 
@@ -52,6 +58,55 @@ _SECTIONS = ("log", "segments")
 
 class LogConfigError(InputError):
     """A config file or option that cannot be used; the message names the file and the key."""
+
+
+class ConfigSyntaxError(LogConfigError):
+    """Text that does not parse as YAML or TOML; the message says where, without the path."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key written twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<:` merges another mapping; its keys may be overridden
+            key = self.construct_object(key_node, deep=True)
+            try:
+                repeated = key in seen
+            except TypeError:  # an unhashable key: PyYAML reports it below
+                continue
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_config_text(text: str, kind: str) -> Any:
+    """``text`` parsed as ``kind`` (``"yaml"`` or ``"toml"``): safe types only, unique keys.
+
+    :class:`ConfigSyntaxError` in one line for a syntax error, a duplicate key, nesting
+    deeper than Python's recursion limit or an integer over Python's digit limit.
+    """
+    try:
+        if kind == "toml":
+            return tomllib.loads(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: safe types only
+    except RecursionError:
+        raise ConfigSyntaxError(f"not valid {kind.upper()}: nested too deeply") from None
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = "" if mark is None else f" at line {mark.line + 1}, column {mark.column + 1}"
+        context = f"{error.context}: " if error.context else ""
+        raise ConfigSyntaxError(f"not valid YAML: {context}{error.problem}{where}") from None
+    except (ValueError, yaml.YAMLError) as error:  # TOMLDecodeError is a ValueError
+        problem = " ".join(str(error).split())
+        if "integer string conversion" in problem:
+            problem = "an integer has more digits than Python converts (4300)"
+        raise ConfigSyntaxError(f"not valid {kind.upper()}: {problem}") from None
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -69,9 +124,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as error:
         raise LogConfigError(f"{path}: cannot read config file: {error}") from None
     try:
-        data: Any = tomllib.loads(text) if suffix in _TOML_SUFFIXES else yaml.safe_load(text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
-        raise LogConfigError(f"{path}: not valid {suffix[1:].upper()}: {error}") from None
+        data = parse_config_text(text, "toml" if suffix in _TOML_SUFFIXES else "yaml")
+    except ConfigSyntaxError as error:
+        raise LogConfigError(f"{path}: {error}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

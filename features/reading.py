@@ -183,6 +183,16 @@ def resolve_columns(found: Sequence[Hashable], config: LogConfig) -> dict[str, s
             f"Map source columns with --map CANONICAL=SOURCE "
             f"(e.g. --map customer_id=CustomerID) or LogConfig.columns"
         )
+    readers: dict[str, list[str]] = {}
+    for column, source in names.items():
+        readers.setdefault(source, []).append(column)
+    shared = {source: columns for source, columns in readers.items() if len(columns) > 1}
+    if shared:  # e.g. --map customer_id=amount: ids would be amounts, silently
+        source, columns = next(iter(shared.items()))
+        raise PurchaseLogError(
+            f"source column {source!r} would be read as {' and '.join(map(repr, columns))}; "
+            "map each canonical column to its own source column (--map CANONICAL=SOURCE)"
+        )
     return names
 
 

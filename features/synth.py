@@ -43,6 +43,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.errors import InputError
 from features.utc import US_PER_DAY, to_utc_timestamp
 
 CATEGORIES: tuple[str, ...] = (
@@ -154,7 +155,7 @@ def generate_purchase_log(
     end_ts = to_utc_timestamp(end, "end").normalize() + pd.Timedelta(days=1)
     n_days = int((end_ts - start_ts) / pd.Timedelta(days=1))
     if n_days < 1:
-        raise ValueError(f"end ({end}) must not be before start ({start})")
+        raise InputError(f"end ({end}) must not be before start ({start})")
     for name, value in {
         "sale_only_share": sale_only_share,
         "gift_share": gift_share,

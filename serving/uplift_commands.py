@@ -11,18 +11,63 @@ Before the final fit on every assigned customer, a seeded share of customers is 
 the model is fitted on the rest and evaluated on them: the Qini coefficient and the uplift
 at the top 10 % and 30 %, against targeting by the churn probability the campaign was
 scored with (when the assignments carry it) and at random. The figures are printed and
-kept in the new artifact's manifest (``uplift``).
+kept in the new artifact's manifest (``uplift``). A model that targets worse than random
+on them (Qini below 0) is not written unless ``--allow-below-random`` says so: its uplift
+would set every offer's expected value.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from features.errors import InputError
+
+logger = logging.getLogger("retain.uplift")
+LEARNERS = ("two_model", "transformed_outcome")
+
 _MAP_HELP = "Column mapping CANONICAL=SOURCE, repeatable, e.g. --map customer_id=CustomerID."
+
+
+class UpliftTrainError(InputError):
+    """An option of ``retain uplift-train`` that cannot be used, or a model not worth writing."""
+
+
+def check_options(learner: str, evaluate_share: float) -> None:
+    """``--learner`` and ``--evaluate-share``, checked before anything is read."""
+    if learner not in LEARNERS:
+        raise UpliftTrainError(f"--learner {learner!r}: use one of {', '.join(LEARNERS)}")
+    if not (math.isfinite(evaluate_share) and 0.0 < evaluate_share < 1.0):
+        raise UpliftTrainError(
+            f"--evaluate-share must be between 0 and 1 (both excluded), got {evaluate_share}"
+        )
+
+
+def check_better_than_random(table: Any, held_out: int, allow: bool) -> None:
+    """Refuse (or, when ``allow``, warn about) an uplift model worse than random targeting.
+
+    A Qini coefficient of 0 is what a random order gets on average; below it the model
+    sends offers first to the customers they help least.
+    """
+    qini = float(table.loc["uplift", "qini"])
+    if not qini < 0:
+        return
+    message = (
+        f"the uplift model targets worse than random on the {held_out:,} held-out customers "
+        f"(Qini {qini:.4f} < 0; this draw of a random order: "
+        f"{float(table.loc['random', 'qini']):.4f})"
+    )
+    if not allow:
+        raise UpliftTrainError(
+            f"{message}; no artifact written (check the assignments and the window, or pass "
+            "--allow-below-random to write it anyway)"
+        )
+    logger.warning("%s; written anyway (--allow-below-random)", message)
 
 
 def read_uplift_input(path: Path) -> Any:
@@ -68,6 +113,7 @@ def uplift_train_command(
     seed: int = 0,
     mapping: list[str] | None = None,
     config_file: Path | None = None,
+    allow_below_random: bool = False,
 ) -> dict[str, Any]:
     """Build the training set, evaluate on held-out customers, fit on all, write ``out``."""
     from features.purchase_log import read_purchase_log
@@ -79,6 +125,7 @@ def uplift_train_command(
     from training.uplift import UpliftModel, evaluate_on_held_out, held_out_customers
     from training.uplift_data import uplift_training_set
 
+    check_options(learner, evaluate_share)
     if config_file is not None:
         from features.config_file import load_log_config
 
@@ -109,6 +156,7 @@ def uplift_train_command(
         table = evaluate_on_held_out(
             train_set, test, {"uplift": UpliftModel(**params)}, targets, seed
         )
+        check_better_than_random(table, int(test.sum()), allow_below_random)
         model = UpliftModel(**params).fit(train_set.features, train_set.treated, train_set.bought)
         sent = train_set.treated == 1
         metadata = {
@@ -170,6 +218,11 @@ def register(app: typer.Typer) -> None:
         config_file: Path | None = typer.Option(
             None, "--config", "-c", help="Log config file (YAML or TOML, `log:` section)."
         ),
+        allow_below_random: bool = typer.Option(
+            False,
+            "--allow-below-random",
+            help="Write the artifact even when the model targets worse than random (Qini < 0).",
+        ),
     ) -> None:
         """Train an uplift model on past campaigns; write a new artifact that carries it."""
         result = uplift_train_command(
@@ -184,6 +237,7 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             mapping=mapping,
             config_file=config_file,
+            allow_below_random=allow_below_random,
         )
         table = result.pop("_table")
         result.pop("_log_rows")

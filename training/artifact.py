@@ -205,8 +205,12 @@ def save_artifact(
 
 
 def _new_target(directory: str | Path) -> Path:
-    """The absolute target of a new artifact; it must not exist yet, or be empty."""
-    target = Path(directory).absolute()
+    """The absolute target of a new artifact; it must not exist yet, or be empty.
+
+    Resolved as the file system does (``sub/../ART`` is ``ART``, whether or not ``sub``
+    exists), so the emptiness check and the final move look at the same directory.
+    """
+    target = Path(directory).resolve()
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise ArtifactError(f"{target} already exists and is not empty; artifacts are immutable")
     return target

@@ -99,6 +99,12 @@ def spend_per_purchase(rfm: pd.DataFrame) -> tuple[np.ndarray, dict[str, float]]
     x = rfm["frequency"].to_numpy(dtype=np.float64)
     m = rfm["monetary_value"].to_numpy(dtype=np.float64)
     use = (x > 0) & (m > 0)
+    if not use.any():  # a log of one-time buyers: a user's data, not a bug
+        raise PurchaseLogError(
+            f"none of the {len(x):,} customers before the cutoff bought on two different days "
+            "with spend > 0: the spend model (Gamma-Gamma) needs repeat buyers; use a later "
+            "--as-of or a log with repeat purchases"
+        )
     gg = GammaGamma().fit(x[use], m[use])
     if gg.params_["q"] <= 1.0:
         # the population mean p*v/(q-1) does not exist: fall back to the sample mean for x = 0

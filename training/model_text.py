@@ -16,6 +16,8 @@ import subprocess
 import sys
 from collections.abc import Mapping
 
+from features.errors import InputError
+
 PROBE_TIMEOUT_SECONDS = 300.0
 
 # Reads {"name": "model text", ...} as JSON from stdin; names each text before loading it,
@@ -35,8 +37,11 @@ print("ok", flush=True)
 """
 
 
-class ModelTextError(ValueError):
-    """A LightGBM model text that LightGBM cannot load; the message names the file."""
+class ModelTextError(InputError):
+    """A LightGBM model text that LightGBM cannot load; the message names the file.
+
+    A user error (one ``error:`` line): the artifact the user pointed at is broken.
+    """
 
 
 def check_model_texts(texts: Mapping[str, str]) -> None:

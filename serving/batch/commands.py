@@ -76,6 +76,12 @@ def score_command(
 
     if dask_address is not None and dask_local is not None:
         raise BatchError("give at most one of --dask and --dask-local")
+    if dask_local is not None and dask_local < 1:
+        raise BatchError(f"--dask-local needs at least 1 worker, got {dask_local}")
+    if dask_address is not None:
+        from serving.batch.dask import check_scheduler
+
+        check_scheduler(dask_address)  # in seconds, before the log is read
     chunk = DEFAULT_CHUNK_CUSTOMERS if chunk_customers is None else chunk_customers
     as_of_ts = to_utc_timestamp(as_of, "--as-of")
     apply_options(LogConfig(), mapping)  # a malformed --map fails before the model loads

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import socket
 import tempfile
 import threading
 from collections import deque
@@ -28,12 +29,21 @@ from typing import Any
 
 import pandas as pd
 
-from serving.batch.chunks import Chunk, ChunkResult, ChunkRunner, chunk_frame, score_chunk
+from serving.batch.chunks import (
+    BatchError,
+    Chunk,
+    ChunkResult,
+    ChunkRunner,
+    chunk_frame,
+    score_chunk,
+)
 from serving.batch.publish import FEATURE_SCHEMA
 from serving.scorer import SCORE_COLUMNS, ScoringModel
 
 FEATURE_PREFIX = "feature__"
 DEFAULT_WAVE_PER_WORKER = 2
+CONNECT_SECONDS = 10.0
+DEFAULT_SCHEDULER_PORT = 8786
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,29 @@ _LOADED: dict[str, ScoringModel] = {}
 _CACHE_LOCK = threading.Lock()
 
 
+def check_scheduler(address: str, seconds: float = CONNECT_SECONDS) -> None:
+    """A ``tcp://`` scheduler that refuses or does not answer: :class:`BatchError` at once.
+
+    distributed's own client retries for 30 s and logs a traceback per attempt; one TCP
+    connect says the same in one line, before the log is read.
+    """
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(address if "://" in address else f"tcp://{address}")
+        host, port = parts.hostname, parts.port or DEFAULT_SCHEDULER_PORT
+    except ValueError as exc:
+        raise BatchError(f"--dask {address!r} is not a scheduler address: {exc}") from None
+    if parts.scheme != "tcp" or host is None:
+        return  # tls://, inproc:// ...: left to distributed
+    try:
+        with socket.create_connection((host, port), timeout=seconds):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise BatchError(f"--dask {address}: no Dask scheduler answers there ({reason})") from None
+
+
 @contextlib.contextmanager
 def dask_client(address: str | None = None, local_workers: int | None = None) -> Iterator[Any]:
     """A client on ``address`` or on a fresh ``LocalCluster`` of ``local_workers`` processes."""
@@ -100,12 +133,17 @@ def dask_client(address: str | None = None, local_workers: int | None = None) ->
     if (address is None) == (local_workers is None):
         raise ValueError("give exactly one of a scheduler address or a local worker count")
     if address is not None:
-        with Client(address) as client:
+        check_scheduler(address)
+        try:
+            client = Client(address, timeout=CONNECT_SECONDS)
+        except OSError as exc:
+            raise BatchError(f"--dask {address}: {exc}") from None
+        with client:
             yield client
         return
     assert local_workers is not None
     if local_workers < 1:
-        raise ValueError(f"--dask-local needs at least 1 worker, got {local_workers}")
+        raise BatchError(f"--dask-local needs at least 1 worker, got {local_workers}")
     with (
         LocalCluster(
             n_workers=local_workers,

@@ -39,7 +39,7 @@ from serving.http.schemas import (
 )
 from serving.http.score_request import request_refusal
 from serving.http.settings import SERVICE_LOGGER, ServiceSettings, configure_process_env, env_int
-from serving.http.snapshot import FeatureSnapshot, score_ids
+from serving.http.snapshot import score_ids
 from serving.http.startup import expected_startup_errors, load_model_and_snapshot, startup_failure
 
 logger = logging.getLogger(SERVICE_LOGGER)
@@ -95,6 +95,7 @@ class RetainService:
             "horizon_days": self.model.horizon_days,
             "snapshot_path": None if self.snapshot.path is None else str(self.snapshot.path),
             "snapshot_customers": len(self.snapshot.features),
+            **self.snapshot.state(),
         }
 
     def _score_batch(self, jobs: list[ScoreJob]) -> None:
@@ -139,10 +140,11 @@ class RetainService:
             return error_response(
                 409, "no feature snapshot configured (set RETAIN_FEATURE_SNAPSHOT)"
             )
-        try:
-            self.snapshot = await anyio.to_thread.run_sync(FeatureSnapshot.load, path)
-        except (OSError, ValueError) as exc:
-            return error_response(409, f"snapshot not reloaded: {exc}")
+        self.snapshot = await anyio.to_thread.run_sync(self.snapshot.reloaded)
+        if self.snapshot.failure is not None:
+            return error_response(
+                409, f"snapshot not reloaded: {self.snapshot.failure}; serving the one before"
+            )
         return self.snapshot.info(self.model_info)
 
     @bentoml.api(route="/noop")

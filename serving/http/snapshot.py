@@ -2,12 +2,18 @@
 
 A request names customers by id; their features are looked up here and scored at the
 snapshot's ``as_of`` of each customer, with no history sent.
+
+A snapshot is checked against the model when it is read (every column the model reads,
+``as_of``, readable Parquet), so a broken one is refused at start-up and at reload instead
+of failing every request. A re-read that fails keeps the last good snapshot in service and
+records why, for ``/readyz`` and ``/admin/reload-snapshot`` to report.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +22,31 @@ import pandas as pd
 
 from features.atomic import pinned
 from features.builders import FeatureBlock
+from features.segments import REQUIRED_FEATURES
 from serving.http.responses import score_records, unscored_record
 from serving.http.schemas import ModelInfo, SnapshotInfo
+from serving.http.settings import SERVICE_LOGGER
+
+logger = logging.getLogger(SERVICE_LOGGER)
+
+Signature = tuple[tuple[str, int, int], ...]
+
+
+class SnapshotError(ValueError):
+    """A feature snapshot that cannot be scored from; one line naming the file and why."""
+
+
+def model_columns(model: Any) -> tuple[str, ...]:
+    """The snapshot columns a :class:`~serving.scorer.ScoringModel` reads to score a row.
+
+    The boosters' and the uplift model's fit-time features, the segment rule's inputs and
+    ``recency_days`` (the last purchase date of an offer).
+    """
+    names = list(model.artifact.models.feature_names_in_)
+    if model.artifact.uplift is not None:
+        names += list(model.artifact.uplift.feature_names_in_)
+    names += [*REQUIRED_FEATURES, "recency_days"]
+    return tuple(dict.fromkeys(names))
 
 
 def _snapshot_files(path: Path) -> list[Path]:
@@ -31,7 +60,7 @@ def _snapshot_files(path: Path) -> list[Path]:
     return [path]
 
 
-def snapshot_signature(path: Path) -> tuple[tuple[str, int, int], ...]:
+def snapshot_signature(path: Path) -> Signature:
     """File names, sizes and mtimes: changes when the batch job rewrites the snapshot."""
     return tuple(
         (str(p), st.st_size, st.st_mtime_ns) for p in _snapshot_files(path) if (st := p.stat())
@@ -45,12 +74,19 @@ class FeatureSnapshot:
     ``as_of`` is indexed by ``customer_id`` in the block's row order, so a request only
     looks rows up and slices the block (converted from Parquet once, at load). A customer
     present in several files keeps its row with the latest ``as_of``.
+
+    ``required`` are the columns every re-read must hold (:func:`model_columns`);
+    ``failure`` says why the last re-read of ``failed_signature`` was refused while this
+    snapshot stays in service.
     """
 
     path: Path | None
     features: FeatureBlock
     as_of: pd.Series
-    signature: tuple[tuple[str, int, int], ...] = ()
+    signature: Signature = ()
+    required: tuple[str, ...] = ()
+    failure: str | None = None
+    failed_signature: Signature = ()
 
     @classmethod
     def empty(cls) -> FeatureSnapshot:
@@ -61,42 +97,89 @@ class FeatureSnapshot:
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> FeatureSnapshot:
+    def load(cls, path: str | Path, required: Sequence[str] = ()) -> FeatureSnapshot:
+        """Read and check the snapshot; :class:`SnapshotError` in one line when it is unusable."""
         root = Path(path)
+        try:
+            return cls._read(root, tuple(required))
+        except SnapshotError:
+            raise
+        except FileNotFoundError as exc:  # ours name the path already
+            raise SnapshotError(str(exc)) from exc
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # pyarrow's are ValueError
+            text = str(exc).strip().splitlines()
+            reason = f"{type(exc).__name__}: {text[0] if text else ''}"
+            raise SnapshotError(f"feature snapshot {root} cannot be read: {reason}") from exc
+
+    @classmethod
+    def _read(cls, root: Path, required: tuple[str, ...]) -> FeatureSnapshot:
         signature = snapshot_signature(root)
         # files of one version, even if `retain score` switches the link meanwhile
         frames = [pd.read_parquet(p) for p in _snapshot_files(pinned(root))]
         frame = pd.concat(frames) if len(frames) > 1 else frames[0]
         if "customer_id" not in frame.columns:
             if frame.index.name != "customer_id":
-                raise ValueError(f"feature snapshot {root}: no customer_id column or index")
+                raise SnapshotError(f"feature snapshot {root}: no customer_id column or index")
             frame = frame.reset_index()
         if "as_of" not in frame.columns:
-            raise ValueError(f"feature snapshot {root}: no as_of column")
+            raise SnapshotError(f"feature snapshot {root}: no as_of column")
+        missing = [c for c in required if c not in frame.columns]
+        if missing:
+            raise SnapshotError(
+                f"feature snapshot {root}: lacks the model's column(s) {', '.join(missing)}"
+            )
         as_of = pd.to_datetime(frame["as_of"], utc=True)
         if as_of.isna().any():
-            raise ValueError(f"feature snapshot {root}: {int(as_of.isna().sum())} empty as_of")
+            raise SnapshotError(f"feature snapshot {root}: {int(as_of.isna().sum())} empty as_of")
         frame = frame.assign(as_of=as_of, customer_id=frame["customer_id"].astype("str"))
         frame = frame.sort_values("as_of", kind="stable").drop_duplicates(
             "customer_id", keep="last"
         )
         frame = frame.set_index("customer_id")
         block = FeatureBlock.from_frame(frame.drop(columns=["as_of"]))
-        return cls(root, block, frame["as_of"], signature)
+        return cls(root, block, frame["as_of"], signature, required)
 
     def refreshed(self) -> FeatureSnapshot:
         """This snapshot, or its files re-read when the batch job rewrote them.
 
         Every worker calls it per ``/score/ids`` request, so all of them pick up a new
-        snapshot, not only the one that got ``/admin/reload-snapshot``.
+        snapshot, not only the one that got ``/admin/reload-snapshot``. Files that fail to
+        load are tried once per change: until they change again this snapshot stays in
+        service, with the reason in ``failure``.
         """
         if self.path is None:
             return self
         try:
             signature = snapshot_signature(self.path)
-        except FileNotFoundError:
+        except (FileNotFoundError, SnapshotError):
+            return self  # between a rename and a link switch; the next request looks again
+        if signature == self.signature:
+            return self if self.failure is None else replace(self, failure=None)
+        if signature == self.failed_signature:
             return self
-        return self if signature == self.signature else FeatureSnapshot.load(self.path)
+        return self.reloaded(signature)
+
+    def reloaded(self, signature: Signature | None = None) -> FeatureSnapshot:
+        """The files re-read now, or this snapshot with ``failure`` set when they are unusable."""
+        assert self.path is not None
+        try:
+            return FeatureSnapshot.load(self.path, self.required)
+        except SnapshotError as exc:
+            logger.error("%s; still serving the snapshot loaded before", exc)
+            if signature is None:
+                try:
+                    signature = snapshot_signature(self.path)
+                except (OSError, SnapshotError):
+                    signature = ()
+            return replace(self, failure=str(exc), failed_signature=signature)
+
+    def state(self) -> dict[str, Any]:
+        """What ``/readyz`` says of the snapshot: none, ok, or stale and why."""
+        if self.path is None:
+            return {"snapshot_state": "none"}
+        if self.failure is None:
+            return {"snapshot_state": "ok"}
+        return {"snapshot_state": "stale", "snapshot_error": f"last reload failed: {self.failure}"}
 
     def info(self, model: ModelInfo) -> SnapshotInfo:
         has = len(self.as_of) > 0

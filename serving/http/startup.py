@@ -12,7 +12,7 @@ from typing import Any
 
 from serving.http.schemas import ModelInfo
 from serving.http.settings import ServiceSettings, SettingsError
-from serving.http.snapshot import FeatureSnapshot
+from serving.http.snapshot import FeatureSnapshot, model_columns
 from serving.model_source import resolved_artifact
 
 
@@ -30,10 +30,14 @@ def resolve_model(settings: ServiceSettings) -> tuple[Any, ModelInfo]:
 
 
 def load_model_and_snapshot(settings: ServiceSettings) -> tuple[Any, ModelInfo, FeatureSnapshot]:
-    """Everything a worker loads at start-up; ``retain serve`` calls it first, to fail fast."""
+    """Everything a worker loads at start-up; ``retain serve`` calls it first, to fail fast.
+
+    The snapshot must hold every column the model reads, so a snapshot of another model's
+    features stops start-up rather than failing each ``/score/ids`` request.
+    """
     model, info = resolve_model(settings)
     snapshot = (
-        FeatureSnapshot.load(settings.feature_snapshot)
+        FeatureSnapshot.load(settings.feature_snapshot, model_columns(model))
         if settings.feature_snapshot
         else FeatureSnapshot.empty()
     )

@@ -181,11 +181,13 @@ class OfferPolicy(_Strict):
     @classmethod
     def from_yaml(cls, path_or_text: str | Path) -> OfferPolicy:
         """Load and validate a policy from a file path or from YAML text."""
+        from features.config_file import ConfigSyntaxError, parse_config_text
+
         text, origin = _read_source(path_or_text)
         try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise OfferPolicyError(f"offer policy {origin} is not valid YAML: {exc}") from exc
+            data = parse_config_text(text, "yaml")
+        except ConfigSyntaxError as exc:
+            raise OfferPolicyError(f"offer policy {origin} is {exc}") from None
         if not isinstance(data, dict):
             hint = " (if this was meant as a path, no such file exists)" if origin == "text" else ""
             raise OfferPolicyError(
