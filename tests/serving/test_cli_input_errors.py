@@ -284,7 +284,8 @@ def test_synth_campaign_reads_holdout_and_refuses_windows_past_2200(tmp_path: Pa
 
     campaign_table(tmp_path / "maybe.csv", ids, "2025-01-05", holdout="maybe")
     line = error_line(retain(*base[:-1], "bad.csv", "--campaign-scores", "maybe.csv", cwd=tmp_path))
-    assert "column 'holdout': 300 value(s) other than true/false or 1/0" in line
+    assert "holdout must be true/false" in line and "300 row(s) are not" in line
+    assert "'maybe'" in line
 
     late = ["synth", "-n", "30", "--seed", "1", "--start", "2199-01-01", "--end", "2199-11-30"]
     ids = generate_purchase_log(30, seed=1, start="2199-01-01", end="2199-11-30").log
