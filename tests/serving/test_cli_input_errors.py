@@ -289,7 +289,9 @@ def test_synth_campaign_reads_holdout_and_refuses_windows_past_2200(tmp_path: Pa
 
     late = ["synth", "-n", "30", "--seed", "1", "--start", "2199-01-01", "--end", "2199-11-30"]
     ids = generate_purchase_log(30, seed=1, start="2199-01-01", end="2199-11-30").log
-    campaign_table(tmp_path / "late.csv", sorted(ids["customer_id"].unique()), "2199-12-15")
+    campaign_table(
+        tmp_path / "late.csv", sorted(ids["customer_id"].unique()), "2199-12-15", holdout=False
+    )
     args = [*late, "--campaign-scores", "late.csv", "--window", "90", "--out", "late_log.csv"]
     line = error_line(retain(*args, cwd=tmp_path))
     assert "30 assignment row(s) have a send_date whose 90-day window ends past 2200-01-01" in line
