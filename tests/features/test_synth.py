@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -186,10 +184,7 @@ def test_custom_period_and_bad_arguments() -> None:
 
 
 @pytest.mark.slow
-def test_ten_million_rows_well_under_a_minute() -> None:
-    started = time.perf_counter()
+def test_a_million_customers_make_the_ten_million_row_benchmark_log() -> None:
+    # The benchmarks' 10M-row log; its speed is printed by benchmarks/batch.py, not asserted.
     result = generate_purchase_log(1_000_000, seed=0)
-    elapsed = time.perf_counter() - started
     assert len(result.log) > 9_000_000
-    # About 11 s on an idle 2-core machine; the bound leaves room for a busy CI runner.
-    assert elapsed < 90, f"took {elapsed:.1f} s"
