@@ -84,13 +84,20 @@ def source_sql(source: DatabaseLog) -> str:
     return f"({source.query.strip().rstrip(';')}) AS retain_query"
 
 
-def read_database_log(source: DatabaseLog, config: LogConfig) -> pd.DataFrame:
-    """The raw frame of ``source``'s rows, every column, typed for the loader."""
+def read_database_log(
+    source: DatabaseLog, config: LogConfig, *, check_columns: bool = True
+) -> pd.DataFrame:
+    """The raw frame of ``source``'s rows, every column, typed for the loader.
+
+    ``check_columns=False`` reads any table (e.g. assignments) without the purchase-log
+    column checks.
+    """
     connection = connect(source.url)
     try:
         cursor = connection.cursor()
         schema = _probe(cursor, source)
-        _check_columns(schema, source, config)
+        if check_columns:
+            _check_columns(schema, source, config)
         select = ", ".join(_select_item(field, source.url.dialect) for field in schema)
         sql = f"SELECT {select} FROM {source_sql(source)}"
         try:
