@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 _NUMERIC_TYPES = ("numeric", "decimal")
+_FEW_DISTINCT = ("product_id", "category", "channel")  # optional text, few distinct values
 _TEMPORAL_OK = ("timestamp", "date", "string")
 _NUMBER_OK = ("integer", "floating", "decimal", "string")
 
@@ -108,7 +109,8 @@ def read_database_log(
         if check_columns:
             check_log_columns(schema, source, config)
         sql = f"SELECT {select_list(schema, source)} FROM {source_sql(source)}"
-        frame = fetch_frame(cursor, sql, source=source)
+        few_distinct = [config.columns.get(c, c) for c in _FEW_DISTINCT] if check_columns else []
+        frame = fetch_frame(cursor, sql, source=source, dictionary=few_distinct)
     finally:
         connection.close()
     if frame.empty:
@@ -117,13 +119,20 @@ def read_database_log(
 
 
 def fetch_frame(
-    cursor: Any, sql: str, parameters: Sequence[Any] = (), *, source: DatabaseLog
+    cursor: Any,
+    sql: str,
+    parameters: Sequence[Any] = (),
+    *,
+    source: DatabaseLog,
+    dictionary: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Run ``sql`` (from :func:`select_list`) on an open cursor; its rows as a raw frame.
 
     Batches are converted as they arrive (dates, zones, driver-specific types), so a
     caller holding a connection (e.g. a service fetching a few customers' rows) gets the
-    same frame a whole-log read would.
+    same frame a whole-log read would. Text columns named in ``dictionary`` come as
+    categoricals (same values), as the Parquet reader gives few-distinct columns: the
+    loader then works on the distinct values only.
     """
     try:
         cursor.execute(sql, parameters or None)
@@ -135,6 +144,11 @@ def fetch_frame(
         raise database_error(error, f"reading {source}") from None
     table = pa.Table.from_batches(batches, schema=_converted_schema(reader.schema))
     del batches
+    for name in dictionary:
+        index = table.schema.get_field_index(name)
+        if index >= 0 and pa.types.is_string(table.schema.field(index).type):
+            encoded = table.column(index).dictionary_encode()
+            table = table.set_column(index, table.schema.field(index).name, encoded)
     return table.to_pandas(self_destruct=True, split_blocks=True)
 
 
