@@ -45,6 +45,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from features.database import connect, parse_url  # noqa: E402
 from features.database_log import DatabaseLog, read_database_log  # noqa: E402
 from features.purchase_log import read_purchase_log  # noqa: E402
+from features.reading import read_source  # noqa: E402
 from features.schema import LogConfig  # noqa: E402
 from features.synth import customers_for_rows, generate_purchase_log  # noqa: E402
 from tests.postgres_server import ENV_URL, PostgresServer, execute, load_frame  # noqa: E402
@@ -127,7 +128,7 @@ def log_read(url: str, rows: int, repeat: int, work: Path) -> dict[str, Any]:
         "postgresql": lambda: read_purchase_log(source).log,
         "parquet": lambda: read_purchase_log(path).log,
         "postgresql_fetch_only": lambda: read_database_log(source, LogConfig()),
-        "parquet_fetch_only": lambda: pq.read_table(path),
+        "parquet_fetch_only": lambda: read_source(path, LogConfig()),  # the raw frame
     }
     server = ServerCpu(url)
     for name, action in cases.items():
