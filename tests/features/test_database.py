@@ -370,6 +370,7 @@ def test_sqlite_is_the_embedded_default(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # two real trainings with MLflow: minutes on a busy machine
 def test_train_from_postgresql_gives_the_artifact_of_the_same_rows_in_parquet(
     postgres_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
