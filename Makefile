@@ -22,8 +22,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# One throwaway PostgreSQL cluster serves the whole run (tests/postgres_server.py; Debian's
+# `postgresql` package), its URL exported as RETAIN_TEST_POSTGRES_URL.
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/python tests/postgres_server.py -- $(BIN)/pytest -q
 
 # The edit-test loop: everything but the tests marked slow or server (see README).
 test-fast: $(STAMP)
@@ -73,6 +75,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/lift.py --json benchmarks/results/lift.json
 	$(BIN)/python benchmarks/uplift.py --json benchmarks/results/uplift.json
 	$(BIN)/python benchmarks/identical.py --json benchmarks/results/identical.json
+	$(BIN)/python tests/postgres_server.py -- $(BIN)/python benchmarks/database.py \
+	  --json benchmarks/results/database.json
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -9,6 +9,7 @@ stay visible (they say *which* server), only the password is replaced. A secret 
 ride in the query string (``https://host/?token=...``, ``?password=...``, a signed URL's
 ``sig=``): the value of every query parameter named like a credential
 (:data:`SECRET_QUERY_KEYS`) is masked too, the parameter name stays.
+A libpq-style ``password=...`` keyword (``host=db password=pw``) is masked the same way.
 """
 
 from __future__ import annotations
@@ -47,18 +48,33 @@ _SECRET_QUERY = re.compile(
 )
 
 
+# password=VALUE as a URI query parameter or a libpq keyword (quoted or bare)
+_PASSWORD_PARAMETER = re.compile(
+    r"(?i)(?P<key>\bpassword\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'|[^&#\s'\"]+)"
+)
+
+
+# Schemes whose lone userinfo is a user name (postgresql://alice@db), not a token.
+_USER_NAME_SCHEMES = ("postgresql", "postgres", "mysql", "mariadb")
+
+
 def _mask(match: re.Match[str]) -> str:
-    # A user part without a password is itself a token (https://TOKEN@host): mask it whole.
+    # A user part without a password is itself a token (https://TOKEN@host): mask it whole,
+    # except where the scheme says it is a database user name.
     if match["password"] is None:
+        scheme = match["scheme"][:-3].lower().split("+")[0]
+        if scheme in _USER_NAME_SCHEMES:
+            return match[0]
         return f"{match['scheme']}{MASK}@"
     return f"{match['scheme']}{match['user']}:{MASK}@"
 
 
 def redact(text: object) -> str:
-    """``text`` as a string with every URI's password (or lone token) and secret query values
-    masked."""
+    """``text`` as a string with every URI's password (or lone token), secret query values and
+    libpq ``password=`` values masked."""
     masked = _CREDENTIALS.sub(_mask, str(text))
-    return _SECRET_QUERY.sub(lambda m: m["key"] + MASK, masked)
+    masked = _SECRET_QUERY.sub(lambda m: m["key"] + MASK, masked)
+    return _PASSWORD_PARAMETER.sub(lambda match: f"{match['key']}{MASK}", masked)
 
 
 class RedactingFilter(logging.Filter):

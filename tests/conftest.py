@@ -1,11 +1,14 @@
-"""Fixtures shared by every test package: where the real reference datasets live."""
+"""Fixtures shared by every test package: the real reference datasets, a real PostgreSQL."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.postgres_server import PostgresServer, PostgresUnavailable, fresh_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATASETS_DIR = Path(os.environ.get("RETAIN_DATASETS", REPO_ROOT.parent / "shared" / "datasets"))
@@ -25,3 +28,32 @@ def cdnow_sample_path() -> Path:
     if not CDNOW_SAMPLE.exists():
         pytest.fail(f"CDNOW sample log not found at {CDNOW_SAMPLE}; set RETAIN_DATASETS")
     return CDNOW_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The URL of a real PostgreSQL server's superuser (trust auth, loopback only).
+
+    ``RETAIN_TEST_POSTGRES_URL`` (set by ``make test`` and ``.ci/run``, which start one
+    server for the whole run) wins; otherwise a throwaway cluster is started for the session.
+    Without PostgreSQL binaries the tests skip, except under CI=true, where they fail.
+    """
+    given = os.environ.get("RETAIN_TEST_POSTGRES_URL")
+    if given:
+        yield given
+        return
+    try:
+        server = PostgresServer()
+    except PostgresUnavailable as error:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and no PostgreSQL server: {error}")
+        pytest.skip(str(error))
+    with server:
+        yield server.url
+
+
+@pytest.fixture(scope="module")
+def postgres_db(postgres_url: str, request: pytest.FixtureRequest) -> str:
+    """A fresh database for one test module (named for it) on the session's server."""
+    name = "t_" + request.module.__name__.rsplit(".", 1)[-1].lower()[:40]
+    return fresh_database(postgres_url, name)
