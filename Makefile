@@ -22,8 +22,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# One throwaway PostgreSQL cluster serves the whole run (tests/postgres_server.py; Debian's
+# `postgresql` package), its URL exported as RETAIN_TEST_POSTGRES_URL.
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/python tests/postgres_server.py -- $(BIN)/pytest -q
 
 # Only the deployable-artifact tests (part of `make test` too): the bento served and the
 # MLflow model loaded from a virtualenv of their own pinned requirements (one shared venv,

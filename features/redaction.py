@@ -5,7 +5,9 @@ Tracking URIs carry credentials in their authority part (``http://alice:secret@h
 their exceptions and log records. Every message retain builds from a URI goes through
 :func:`redact`; :class:`RedactingFilter` does the same for records other libraries log, and
 :func:`redacting_excepthook` for an uncaught exception's traceback. The user name and host
-stay visible (they say *which* server), only the password is replaced.
+stay visible (they say *which* server), only the password is replaced. A libpq-style
+``password=...`` parameter (``postgresql://db/x?password=pw``, ``host=db password=pw``) is
+masked the same way.
 """
 
 from __future__ import annotations
@@ -22,17 +24,31 @@ _CREDENTIALS = re.compile(
     r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s'\"]*)(?::(?P<password>[^/\s'\"]*))?@"
 )
 
+# password=VALUE as a URI query parameter or a libpq keyword (quoted or bare)
+_PASSWORD_PARAMETER = re.compile(
+    r"(?i)(?P<key>\bpassword\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'|[^&\s'\"]+)"
+)
+
+
+# Schemes whose lone userinfo is a user name (postgresql://alice@db), not a token.
+_USER_NAME_SCHEMES = ("postgresql", "postgres", "mysql", "mariadb")
+
 
 def _mask(match: re.Match[str]) -> str:
-    # A user part without a password is itself a token (https://TOKEN@host): mask it whole.
+    # A user part without a password is itself a token (https://TOKEN@host): mask it whole,
+    # except where the scheme says it is a database user name.
     if match["password"] is None:
+        scheme = match["scheme"][:-3].lower().split("+")[0]
+        if scheme in _USER_NAME_SCHEMES:
+            return match[0]
         return f"{match['scheme']}{MASK}@"
     return f"{match['scheme']}{match['user']}:{MASK}@"
 
 
 def redact(text: object) -> str:
-    """``text`` as a string with the password (or lone token) of every URI's userinfo masked."""
-    return _CREDENTIALS.sub(_mask, str(text))
+    """``text`` with every URI userinfo password (or lone token) and ``password=`` value masked."""
+    masked = _CREDENTIALS.sub(_mask, str(text))
+    return _PASSWORD_PARAMETER.sub(lambda match: f"{match['key']}{MASK}", masked)
 
 
 class RedactingFilter(logging.Filter):

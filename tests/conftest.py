@@ -1,8 +1,10 @@
-"""Fixtures shared by every test package: where the real reference datasets live."""
+"""Fixtures shared by every test package: the real reference datasets, a real PostgreSQL."""
 
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,3 +27,39 @@ def cdnow_sample_path() -> Path:
     if not CDNOW_SAMPLE.exists():
         pytest.fail(f"CDNOW sample log not found at {CDNOW_SAMPLE}; set RETAIN_DATASETS")
     return CDNOW_SAMPLE
+
+
+def _postgres_module() -> object:
+    """tests/postgres_server.py, imported by path (the test tree is not a package)."""
+    import importlib.util
+
+    path = Path(__file__).with_name("postgres_server.py")
+    spec = importlib.util.spec_from_file_location("retain_tests_postgres_server", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The URL of a real PostgreSQL server's superuser (trust auth, loopback only).
+
+    ``RETAIN_TEST_POSTGRES_URL`` (set by ``make test`` and ``.ci/run``, which start one
+    server for the whole run) wins; otherwise a throwaway cluster is started for the session.
+    Without PostgreSQL binaries the tests skip, except under CI=true, where they fail.
+    """
+    given = os.environ.get("RETAIN_TEST_POSTGRES_URL")
+    if given:
+        yield given
+        return
+    server_module: object = _postgres_module()
+    try:
+        server = server_module.PostgresServer()  # type: ignore[attr-defined]
+    except server_module.PostgresUnavailable as error:  # type: ignore[attr-defined]
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and no PostgreSQL server: {error}")
+        pytest.skip(str(error))
+    with server:
+        yield server.url
