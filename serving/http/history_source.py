@@ -33,10 +33,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.database import DatabaseError, connect, quote_identifier
+from features.database import (
+    DatabaseError,
+    connect,
+    database_error,
+    quote_identifier,
+    quote_table,
+)
 from features.errors import UserError
 from features.log_arrays import LogArrays, canonical_log_arrays
-from features.redaction import redact
 from features.schema import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, LogConfig
 from serving.http.settings import SERVICE_LOGGER
 
@@ -76,21 +81,9 @@ class HistorySettings:
     def relation(self) -> str:
         """The FROM clause: the quoted table (``schema.table`` allowed), or the query."""
         if self.table is not None:
-            return ".".join(quote_identifier(part) for part in self.table.split("."))
+            return quote_table(self.table)
         assert self.query is not None
         return f"({self.query.strip().rstrip(';')}) AS {quote_identifier(QUERY_ALIAS)}"
-
-
-def _is_config_error(exc: BaseException) -> bool:
-    """An SQL error of the statement itself (unknown table/column, syntax, permission):
-    SQLSTATE class 42. Anything else (connection refused or lost, shutdown) is transient."""
-    state = str(getattr(exc, "sqlstate", None) or getattr(exc.__cause__, "sqlstate", "") or "")
-    return state.startswith("42")
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return redact(lines[0] if lines else type(exc).__name__)
 
 
 @dataclass
@@ -138,16 +131,18 @@ class HistorySource:
             table = cursor.fetch_arrow_table()
             self._connection.rollback()
             return table
-        except Exception as exc:
+        except DatabaseError as exc:  # from connect: refused, unknown host, bad password
             self.close()
-            if _is_config_error(exc):
-                raise HistoryConfigError(f"{self.settings.label}: {_first_line(exc)}") from None
-            if isinstance(exc, DatabaseError) or _is_driver_error(exc):
-                raise HistoryUnavailable(
-                    f"history database {redact(self.settings.url)} not reachable: "
-                    f"{_first_line(exc)}"
-                ) from None
-            raise
+            raise HistoryUnavailable(f"history database not reachable: {exc}") from None
+        except Exception as exc:
+            if not _is_driver_error(exc):
+                raise
+            self.close()
+            error = database_error(exc, self.settings.label)
+            if str(getattr(exc, "sqlstate", "") or "").startswith("42"):
+                # the statement itself: unknown table or column, permission, syntax
+                raise HistoryConfigError(str(error)) from None
+            raise HistoryUnavailable(f"history database failed: {error}") from None
 
     def probe(self) -> None:
         """Find the mapped columns (required ones must exist) and build the one query.

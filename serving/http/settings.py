@@ -120,6 +120,17 @@ def history_settings(env: Mapping[str, str]) -> dict[str, str | None]:
         raise SettingsError(
             "RETAIN_HISTORY_URL needs exactly one of RETAIN_HISTORY_TABLE and RETAIN_HISTORY_QUERY"
         )
+    from features.database import DatabaseError, parse_url
+
+    try:
+        parsed = parse_url(url, option="RETAIN_HISTORY_URL", password_ok=True)
+    except DatabaseError as exc:
+        raise SettingsError(str(exc)) from None
+    if parsed.dialect != "postgresql":
+        raise SettingsError(
+            f"RETAIN_HISTORY_URL={parsed.redacted!r}: /score/ids reads histories from "
+            "PostgreSQL only (postgresql://user@host:port/db)"
+        )
     if env.get("RETAIN_FEATURE_SNAPSHOT", "").strip():
         raise SettingsError(
             "RETAIN_HISTORY_URL and RETAIN_FEATURE_SNAPSHOT are both set: /score/ids reads "
