@@ -114,10 +114,12 @@ class HistorySource:
 
     def close(self) -> None:
         """Drop the connection (after a failure, or at shutdown); the next use reopens it."""
-        connection, self._connection, self._cursor = self._connection, None, None
-        if connection is not None:
-            with contextlib.suppress(Exception):  # a broken connection: nothing to release
-                connection.close()
+        connection, cursor = self._connection, self._cursor
+        self._connection, self._cursor = None, None
+        for handle in (cursor, connection):  # the statement first: ADBC refuses otherwise
+            if handle is not None:
+                with contextlib.suppress(Exception):  # a broken connection: nothing to free
+                    handle.close()
 
     def _run(self, sql: str, params: tuple[Any, ...] | None = None) -> pa.Table:
         """One statement's rows as Arrow; a failure closes the connection.
@@ -200,10 +202,9 @@ class HistorySource:
         if self.customer_is_integer:
             # an id the column cannot hold (or would spell differently) has no rows
             keys: list[Any] = [int(c) for c in customer_ids if _canonical_int(c)]
-            param = pa.array(keys, pa.int64())
         else:
-            param = pa.array(list(customer_ids), pa.string())
-        table = self._run(self._sql, (param,))
+            keys = list(customer_ids)
+        table = self._run(self._sql, (keys,))
         return self.log_arrays(table)
 
     def log_arrays(self, table: pa.Table) -> LogArrays:
