@@ -42,6 +42,7 @@ from features.database import (
 )
 from features.errors import UserError
 from features.log_arrays import LogArrays, canonical_log_arrays
+from features.redaction import redact
 from features.schema import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, LogConfig
 from serving.http.settings import SERVICE_LOGGER
 
@@ -124,9 +125,20 @@ class HistorySource:
     def _run(self, sql: str, params: tuple[Any, ...] | None = None) -> pa.Table:
         """One statement's rows as Arrow; a failure closes the connection.
 
-        The transaction ends after every statement (rollback of a read), so the next one
-        sees rows committed meanwhile and no lock outlives the request.
+        A connection kept from an earlier batch may have been dropped meanwhile (the
+        server restarted): the statement is tried once more on a new connection before
+        the batch is failed. The transaction ends after every statement (rollback of a
+        read), so the next one sees rows committed meanwhile and no lock outlives it.
         """
+        reused = self._connection is not None
+        try:
+            return self._execute(sql, params)
+        except HistoryUnavailable:
+            if not reused:
+                raise
+        return self._execute(sql, params)
+
+    def _execute(self, sql: str, params: tuple[Any, ...] | None) -> pa.Table:
         try:
             cursor = self._connect()
             cursor.execute(sql, params)
@@ -135,7 +147,7 @@ class HistorySource:
             return table
         except DatabaseError as exc:  # from connect: refused, unknown host, bad password
             self.close()
-            raise HistoryUnavailable(f"history database not reachable: {exc}") from None
+            raise HistoryUnavailable(f"history database unavailable: {exc}") from None
         except Exception as exc:
             if not _is_driver_error(exc):
                 raise
@@ -144,7 +156,8 @@ class HistorySource:
             if str(getattr(exc, "sqlstate", "") or "").startswith("42"):
                 # the statement itself: unknown table or column, permission, syntax
                 raise HistoryConfigError(str(error)) from None
-            raise HistoryUnavailable(f"history database failed: {error}") from None
+            where = redact(self.settings.url)
+            raise HistoryUnavailable(f"history database unavailable: {where}: {error}") from None
 
     def probe(self) -> None:
         """Find the mapped columns (required ones must exist) and build the one query.
