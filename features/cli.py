@@ -18,10 +18,12 @@ import typer
 
 from features.atomic import write_atomic, write_text_atomic
 from features.errors import UserError
+from features.log_source import QUERY_OPTION, TABLE_OPTION, URL_ENV_OPTION, data_option, log_source
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from features.database_log import DatabaseLog
     from features.purchase_log import LoadResult
     from features.schema import LogConfig
     from features.segments import SegmentConfig
@@ -104,7 +106,7 @@ def _segment_config(config_file: Path | None) -> SegmentConfig:
 
 
 def _load(
-    data: Path,
+    data: Path | DatabaseLog,
     config_file: Path | None,
     mapping: list[str] | None,
     strict: bool,
@@ -274,7 +276,10 @@ def _with_campaign(
 
 
 def kpis(
-    data: Path = typer.Option(..., "--data", "-d", help="Purchase log: CSV or Parquet."),
+    data: str | None = data_option(),
+    table: str | None = TABLE_OPTION,
+    query: str | None = QUERY_OPTION,
+    url_env: str | None = URL_ENV_OPTION,
     mapping: list[str] | None = typer.Option(None, "--map", "-m", help=_MAP_HELP),
     config_file: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
     strict: bool = typer.Option(False, "--strict", help=_STRICT_HELP),
@@ -318,11 +323,20 @@ def kpis(
             chosen = {".json": "json", ".csv": "csv"}.get(out.suffix.lower(), "")
             if not chosen:
                 raise _UsageError(f"--out {out}: give --format csv|json or a .csv/.json suffix")
+        source = log_source(
+            data, table=table, query=query, url_env=url_env, config_file=config_file
+        )
         log = _load(
-            data, config_file, mapping, strict, since=date_from, until=date_to, until_option="--to"
+            source,
+            config_file,
+            mapping,
+            strict,
+            since=date_from,
+            until=date_to,
+            until_option="--to",
         ).log
         if log.empty:
-            raise _UsageError(f"{data}: no usable rows")
+            raise _UsageError(f"{source}: no usable rows")
         first = log["timestamp"].min().floor("D")
         last = log["timestamp"].max().floor("D") + pd.Timedelta(days=1)
         result = compute_kpis(
@@ -333,8 +347,8 @@ def kpis(
         )
         if chosen == "table":
             console = _console()
-            for table in result.render(max_cohort_months=cohort_months):
-                console.print(table)
+            for rendered in result.render(max_cohort_months=cohort_months):
+                console.print(rendered)
             return
         if chosen == "json":
             text = json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n"
@@ -350,7 +364,10 @@ def kpis(
 
 
 def features(
-    data: Path | None = typer.Option(None, "--data", "-d", help="Purchase log: CSV or Parquet."),
+    data: str | None = data_option(),
+    table: str | None = TABLE_OPTION,
+    query: str | None = QUERY_OPTION,
+    url_env: str | None = URL_ENV_OPTION,
     as_of: str | None = typer.Option(
         None, "--as-of", help="Cut-off (UTC if naive): only rows strictly before it are used."
     ),
@@ -374,30 +391,36 @@ def features(
             from features.catalog import describe as describe_features
 
             typer.echo(describe_features())
-            if data is None and as_of is None and out is None:
+            if data is None and url_env is None and as_of is None and out is None:
                 return
         missing = [
             name
-            for name, value in (("--data", data), ("--as-of", as_of), ("--out", out))
+            for name, value in (("--data", data or url_env), ("--as-of", as_of), ("--out", out))
             if value is None
         ]
         if missing:
             raise _UsageError(f"missing option(s) {', '.join(missing)}")
-        assert data is not None and as_of is not None and out is not None
+        assert as_of is not None and out is not None
         if _suffix(out) not in _TABLE_SUFFIXES:
             raise _UsageError(f"cannot write {str(out)!r}: use one of {', '.join(_TABLE_SUFFIXES)}")
         from features.builders import build_features
 
-        log = _load(data, config_file, mapping, strict, until=as_of).log
-        table = build_features(log, as_of)
-        _write_table(table.reset_index(), out)
-        typer.echo(f"wrote {len(table):,} customers x {table.shape[1]} features to {out}", err=True)
+        source = log_source(
+            data, table=table, query=query, url_env=url_env, config_file=config_file
+        )
+        log = _load(source, config_file, mapping, strict, until=as_of).log
+        frame = build_features(log, as_of)
+        _write_table(frame.reset_index(), out)
+        typer.echo(f"wrote {len(frame):,} customers x {frame.shape[1]} features to {out}", err=True)
 
     _run(action)
 
 
 def segments(
-    data: Path = typer.Option(..., "--data", "-d", help="Purchase log: CSV or Parquet."),
+    data: str | None = data_option(),
+    table: str | None = TABLE_OPTION,
+    query: str | None = QUERY_OPTION,
+    url_env: str | None = URL_ENV_OPTION,
     as_of: str = typer.Option(..., "--as-of", help="Cut-off (UTC if naive)."),
     mapping: list[str] | None = typer.Option(None, "--map", "-m", help=_MAP_HELP),
     config_file: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
@@ -421,11 +444,14 @@ def segments(
         seg_config = _segment_config(config_file)
         if out is not None and _suffix(out) not in _TABLE_SUFFIXES:
             raise _UsageError(f"cannot write {str(out)!r}: use one of {', '.join(_TABLE_SUFFIXES)}")
-        log = _load(data, config_file, mapping, strict, until=as_of).log
-        table = build_features(log, as_of)
-        labels = assign_segments(table, seg_config)
-        summary = summarize_segments(table, labels)
-        view = Table(title=f"Segments as of {as_of} ({len(table):,} customers)")
+        source = log_source(
+            data, table=table, query=query, url_env=url_env, config_file=config_file
+        )
+        log = _load(source, config_file, mapping, strict, until=as_of).log
+        frame = build_features(log, as_of)
+        labels = assign_segments(frame, seg_config)
+        summary = summarize_segments(frame, labels)
+        view = Table(title=f"Segments as of {as_of} ({len(frame):,} customers)")
         for column in ("segment", "customers", "share", "spend total", "spend mean", "spend share"):
             view.add_column(column, justify="left" if column == "segment" else "right")
         for name, row in summary.iterrows():

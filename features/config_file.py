@@ -13,6 +13,11 @@ fields, its ``segments:`` section :class:`~features.segments.SegmentConfig` thre
     segments:
       lapsed_gap_ratio: 4
 
+The ``log:`` section may also say where the log lives in a database (``table:`` or
+``query:``, and ``url_env:``, the environment variable holding the URL); those keys are read
+by :func:`load_log_source_settings` and are not ``LogConfig`` fields (a model's counting
+rules do not depend on where its rows were stored).
+
 A file with neither section is read as ``LogConfig`` fields at its top level (the older,
 flat form). Other top-level sections are left to whatever reads them. ``--map`` entries
 (and ``--strict``, ``--timezone`` where a command has them) are applied on top of the file
@@ -40,6 +45,7 @@ __all__ = [
     "LogConfigError",
     "apply_options",
     "load_log_config",
+    "load_log_source_settings",
     "load_segment_config",
     "log_config_from_options",
     "read_config_file",
@@ -48,6 +54,7 @@ __all__ = [
 _YAML_SUFFIXES = (".yaml", ".yml")
 _TOML_SUFFIXES = (".toml",)
 _SECTIONS = ("log", "segments")
+_SOURCE_KEYS = ("table", "query", "url_env")
 
 
 class LogConfigError(InputError):
@@ -134,9 +141,28 @@ def load_log_config(path: str | Path) -> LogConfig:
     """
     path = Path(path)
     fields = _log_fields(path, read_config_file(path))
+    for key in _SOURCE_KEYS:
+        fields.pop(key, None)
     if isinstance(fields.get("discount_true_values"), list):
         fields["discount_true_values"] = tuple(fields["discount_true_values"])
     return _validate(path, LogConfig, fields, "log config")  # type: ignore[no-any-return]
+
+
+def load_log_source_settings(path: str | Path) -> dict[str, str]:
+    """The ``log:`` section's database keys (``table``, ``query``, ``url_env``) that are set."""
+    path = Path(path)
+    fields = _log_fields(path, read_config_file(path))
+    settings: dict[str, str] = {}
+    for key in _SOURCE_KEYS:
+        value = fields.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise LogConfigError(f"{path}: log config: {key!r} must be a non-empty string")
+        settings[key] = value
+    if "table" in settings and "query" in settings:
+        raise LogConfigError(f"{path}: log config: give 'table' or 'query', not both")
+    return settings
 
 
 def load_segment_config(path: str | Path | None) -> SegmentConfig:

@@ -51,6 +51,8 @@ from features.canonical import (
     utc_instant,
     utc_micros,
 )
+from features.database import is_database_url, resolve_url
+from features.database_log import DatabaseLog
 from features.reading import SourceColumns, read_source, resolve_columns, take_rows
 from features.row_order import (
     break_ties,
@@ -83,12 +85,19 @@ class LoadResult:
 
 
 def read_purchase_log(
-    source: str | Path | pd.DataFrame, config: LogConfig | None = None
+    source: str | Path | pd.DataFrame | DatabaseLog, config: LogConfig | None = None
 ) -> LoadResult:
-    """Load a CSV (``.csv``, ``.csv.gz``), Parquet file or DataFrame into the canonical log."""
+    """Load a CSV (``.csv``, ``.csv.gz``), Parquet file, DataFrame or database table/query
+    (:class:`~features.database_log.DatabaseLog`) into the canonical log."""
     config = config or LogConfig()
     if isinstance(source, pd.DataFrame):
         return canonicalize(source, config)
+    if is_database_url(source):
+        source = DatabaseLog(resolve_url(str(source), None))  # type: ignore[arg-type]
+    if isinstance(source, DatabaseLog):
+        from features.database_log import read_database_log
+
+        return canonicalize(read_database_log(source, config), config, source=str(source))
     path = Path(source)
     return canonicalize(read_source(path, config), config, source=str(path))
 

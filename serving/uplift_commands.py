@@ -18,9 +18,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+from features.log_source import QUERY_OPTION, TABLE_OPTION, URL_ENV_OPTION, data_option, log_source
+
+if TYPE_CHECKING:
+    from features.database_log import DatabaseLog
 
 _MAP_HELP = "Column mapping CANONICAL=SOURCE, repeatable, e.g. --map customer_id=CustomerID."
 
@@ -58,7 +63,7 @@ def read_uplift_input(path: Path) -> Any:
 def uplift_train_command(
     model_uri: str,
     assignments_path: Path,
-    data: Path,
+    data: Path | DatabaseLog,
     out: Path,
     *,
     window_days: int | None = None,
@@ -87,7 +92,7 @@ def uplift_train_command(
         config = LogConfig()
     if mapping:
         config = config.model_copy(update={"columns": {**config.columns, **parse_mapping(mapping)}})
-    if not data.exists():
+    if isinstance(data, Path) and not data.exists():
         raise FileNotFoundError(f"purchase log not found: {data}")
     assignments, scores = read_uplift_input(assignments_path)
     until = None if observed_until is None else to_utc_timestamp(observed_until)
@@ -145,7 +150,10 @@ def register(app: typer.Typer) -> None:
             help="The campaign's `retain score` directory, or a CSV/Parquet table with "
             "customer_id, send_date, treated (and campaign when several).",
         ),
-        data: Path = typer.Option(..., "--data", "-d", help="Purchase log: CSV or Parquet."),
+        data: str | None = data_option(),
+        table: str | None = TABLE_OPTION,
+        query: str | None = QUERY_OPTION,
+        url_env: str | None = URL_ENV_OPTION,
         out: Path = typer.Option(..., "--out", "-o", help="The new artifact directory."),
         window: int | None = typer.Option(
             None,
@@ -171,10 +179,13 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Train an uplift model on past campaigns; write a new artifact that carries it."""
+        source = log_source(
+            data, table=table, query=query, url_env=url_env, config_file=config_file
+        )
         result = uplift_train_command(
             model_uri,
             assignments,
-            data,
+            source,
             out,
             window_days=window,
             observed_until=observed_until,

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from features.errors import InputError, UserError
+from features.log_source import QUERY_OPTION, TABLE_OPTION, URL_ENV_OPTION, data_option, log_source
 from features.schema import PurchaseLogError
 from features.utc import to_utc_timestamp
 
@@ -77,7 +78,13 @@ def _parse_model_params(items: list[str]) -> dict[str, Any]:
 
 
 def evaluate_command(
-    data: Path = typer.Option(..., "--data", help="Purchase log: CSV, Parquet or CDNOW .txt."),
+    data: str | None = data_option(
+        "Purchase log: CSV, Parquet or CDNOW .txt, or a database URL with --table/--query.",
+        short=False,
+    ),
+    table: str | None = TABLE_OPTION,
+    query: str | None = QUERY_OPTION,
+    url_env: str | None = URL_ENV_OPTION,
     as_of: str = typer.Option(..., "--as-of", help="Cutoff date (UTC): train before, score after."),
     horizon: int = typer.Option(90, "--horizon", min=1, help="Label window in days."),
     mapping: list[str] = map_option(
@@ -116,17 +123,20 @@ def evaluate_command(
     config_file = config_file or old_config_file
     try:
         cutoff = to_utc_timestamp(as_of, "--as-of")
-        if cdnow or _is_cdnow(data, log_format):
+        source = log_source(
+            data, table=table, query=query, url_env=url_env, config_file=config_file
+        )
+        if isinstance(source, Path) and (cdnow or _is_cdnow(source, log_format)):
             if mapping or config_file is not None or timezone is not None:
                 raise PurchaseLogError(
                     "--map, --config and --timezone do not apply to CDNOW files "
                     "(fixed format); drop them or use --format table"
                 )
-            if not data.exists():
-                raise PurchaseLogError(f"--data file not found: {data}")
+            if not source.exists():
+                raise PurchaseLogError(f"--data file not found: {source}")
             from features.cdnow import read_cdnow
 
-            loaded = read_cdnow(data)
+            loaded = read_cdnow(source)
         else:
             try:
                 config = log_config_from_options(
@@ -134,11 +144,11 @@ def evaluate_command(
                 )
             except LogConfigError as exc:
                 raise PurchaseLogError(f"--config: {exc}") from None
-            if not data.exists():
-                raise PurchaseLogError(f"--data file not found: {data}")
+            if isinstance(source, Path) and not source.exists():
+                raise PurchaseLogError(f"--data file not found: {source}")
             from features.purchase_log import read_purchase_log
 
-            loaded = read_purchase_log(data, config)
+            loaded = read_purchase_log(source, config)
         err.print(loaded.report.summary(), markup=False, highlight=False)
 
         from training.backtest import evaluate

@@ -39,6 +39,7 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from features.database_log import DatabaseLog
 from features.redaction import redact
 from features.schema import LogConfig
 from features.utc import to_utc_timestamp
@@ -121,7 +122,7 @@ def _stages(console: Console | None) -> Iterator[Any]:
 
 
 def train_and_register(
-    log_source: str | Path | pd.DataFrame,
+    log_source: str | Path | pd.DataFrame | DatabaseLog,
     as_of: object,
     horizon_days: int = 90,
     *,
@@ -327,7 +328,7 @@ def promote_challenger(
     name: str = "retain",
     tolerance: float = 0.0,
     skip: tuple[str, ...] = (),
-    data: str | Path | None = None,
+    data: str | Path | DatabaseLog | None = None,
     log_config: LogConfig | None = None,
     tracking_uri: str | None = None,
 ) -> Any:

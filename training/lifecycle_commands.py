@@ -16,6 +16,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from features.log_source import QUERY_OPTION, TABLE_OPTION, URL_ENV_OPTION, data_option, log_source
 from training.cli import config_option, map_option
 from training.lifecycle import ServingParts
 
@@ -64,7 +65,10 @@ def register(app: typer.Typer, serving: ServingParts) -> None:
 
     @app.command("train")
     def train(
-        data: Path = typer.Option(..., "--data", help="Purchase log (CSV, CSV.gz or Parquet)."),
+        data: str | None = data_option(short=False),
+        table: str | None = TABLE_OPTION,
+        query: str | None = QUERY_OPTION,
+        url_env: str | None = URL_ENV_OPTION,
         as_of: datetime = typer.Option(
             ..., "--as-of", help="Backtest cutoff; as_of + horizon must be inside the log."
         ),
@@ -92,8 +96,11 @@ def register(app: typer.Typer, serving: ServingParts) -> None:
         from training.lifecycle import train_and_register
 
         console = Console(stderr=True)
+        source = log_source(
+            data, table=table, query=query, url_env=url_env, config_file=config_file
+        )
         outcome = train_and_register(
-            data,
+            source,
             as_of,
             horizon,
             serving=serving,
@@ -141,12 +148,15 @@ def register(app: typer.Typer, serving: ServingParts) -> None:
             "cannot be skipped.",
         ),
         force: bool = typer.Option(False, "--force", hidden=True),
-        data: Path | None = typer.Option(
-            None,
-            "--data",
-            help="The challenger's purchase log: re-score the champion on the challenger's "
-            "backtest if `retain train` did not record it.",
+        data: str | None = data_option(
+            "The challenger's purchase log (a file, or a database URL with --table/--query): "
+            "re-score the champion on the challenger's backtest if `retain train` did not "
+            "record it.",
+            short=False,
         ),
+        table: str | None = TABLE_OPTION,
+        query: str | None = QUERY_OPTION,
+        url_env: str | None = URL_ENV_OPTION,
         mapping: list[str] = map_option(
             "Column mapping CANONICAL=SOURCE for --data (as in train)."
         ),
@@ -172,7 +182,9 @@ def register(app: typer.Typer, serving: ServingParts) -> None:
             name=name,
             tolerance=tolerance,
             skip=tuple(skip_check),
-            data=data,
+            data=None
+            if data is None and url_env is None
+            else log_source(data, table=table, query=query, url_env=url_env),
             log_config=LogConfig(columns=parse_mapping(mapping)),
             tracking_uri=tracking_uri,
         )

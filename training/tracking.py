@@ -38,6 +38,7 @@ from mlflow.data.meta_dataset import MetaDataset
 from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
+from features.database_log import DatabaseLog
 from features.fingerprint import log_fingerprint
 from features.schema import CANONICAL_COLUMNS
 from training.artifact import manifest_sha256
@@ -107,15 +108,18 @@ def data_fingerprint(log: pd.DataFrame) -> DataFingerprint:
     )
 
 
-def training_dataset(fp: DataFingerprint, source: str | Path | None) -> MetaDataset:
+def training_dataset(fp: DataFingerprint, source: str | Path | DatabaseLog | None) -> MetaDataset:
     """The run's MLflow dataset: the purchase log, its digest the data fingerprint.
 
     Only metadata is logged (name, digest, source, the canonical schema), never the rows.
-    ``source`` is the file the log was read from; None for an in-memory DataFrame.
+    ``source`` is the file the log was read from, or the database table or query (recorded
+    with its URL's password masked); None for an in-memory DataFrame.
     """
     origin: DatasetSource
     if source is None:
         origin = CodeDatasetSource(tags={"retain.source": "in-memory DataFrame"})
+    elif isinstance(source, DatabaseLog):
+        origin = CodeDatasetSource(tags={"retain.source": str(source)})
     else:
         with warnings.catch_warnings():
             # MLflow registers its local-file source twice and warns that the URI is
@@ -221,7 +225,7 @@ def log_training_run(
     plots: Mapping[str, str | Path] | None = None,
     feature_importance: Mapping[str, float] | None = None,
     fingerprint: DataFingerprint | None = None,
-    data_source: str | Path | None = None,
+    data_source: str | Path | DatabaseLog | None = None,
     summary: Mapping[str, Any] | None = None,
     run_name: str | None = None,
     workdir: Path | None = None,

@@ -8,7 +8,9 @@ visible in the output directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,10 +18,15 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from features.log_source import QUERY_OPTION, TABLE_OPTION, URL_ENV_OPTION, data_option, log_source
+
 if TYPE_CHECKING:
+    from features.database import DatabaseUrl
+    from features.database_log import DatabaseLog
     from features.schema import LogConfig
     from serving.batch.chunks import Chunk
     from serving.batch.run import BatchSummary
+    from serving.batch.table_output import TableOutput
 
 _MAP_HELP = "Column mapping CANONICAL=SOURCE, repeatable, e.g. --map customer_id=CustomerID."
 DEFAULT_MODEL_URI = "models:/retain@champion"
@@ -35,10 +42,11 @@ def _read_log_config(config_file: Path | None) -> LogConfig | None:
 
 
 def score_command(
-    data: Path,
+    data: Path | DatabaseLog,
     as_of: str,
-    out: Path,
+    out: str | Path,
     *,
+    out_table: str | None = None,
     model_uri: str = DEFAULT_MODEL_URI,
     mapping: list[str] | None = None,
     chunk_customers: int | None = None,
@@ -59,6 +67,10 @@ def score_command(
     ...) but not the counting rules the model was trained with
     (:func:`features.schema.scoring_log_config` refuses a conflicting one, naming it);
     ``mapping`` (``--map``) then overrides column names one by one.
+
+    ``out`` a database URL (with ``out_table``) publishes into a table
+    (:mod:`serving.batch.table_output`): the parts are written to a private directory (the
+    same bytes a directory output gets), then staged and switched in.
     """
     from features.config_file import apply_options
     from features.purchase_log import read_purchase_log
@@ -79,11 +91,12 @@ def score_command(
     chunk = DEFAULT_CHUNK_CUSTOMERS if chunk_customers is None else chunk_customers
     as_of_ts = to_utc_timestamp(as_of, "--as-of")
     apply_options(LogConfig(), mapping)  # a malformed --map fails before the model loads
-    if not data.exists():
+    out_url = _table_target(out, out_table, resume)
+    if isinstance(data, Path) and not data.exists():
         raise BatchError(f"purchase log not found: {data}")
     if chunk < 1:
         raise BatchError(f"--chunk-customers must be at least 1, got {chunk}")
-    with artifact_with_label(model_uri) as (artifact_dir, label):
+    with artifact_with_label(model_uri) as (artifact_dir, label), contextlib.ExitStack() as stack:
         model = ScoringModel.load(artifact_dir)
         config = apply_options(scoring_log_config(model.log_config, log_config), mapping)
         t0 = time.perf_counter()
@@ -97,11 +110,19 @@ def score_command(
             model_id=model_identity(artifact_dir),
             data_id=data_identity(data, loaded.report, config.model_dump_json()),
         )
+        directory, table_output = Path(out), None
+        if out_url is not None and out_table is not None:
+            from serving.batch.table_output import TableOutput
+
+            # locked (a second run refused) and the target checked before any scoring
+            table_output = stack.enter_context(TableOutput(out_url, out_table, job.run_id))
+            private = stack.enter_context(tempfile.TemporaryDirectory(prefix="retain-score-"))
+            directory = Path(private) / "scores"
         common = {
             "log": loaded.log,
             "report": loaded.report,
             "job": job,
-            "out": out,
+            "out": directory,
             "features_out": features_out,
             "resume": resume,
             "model_label": label,
@@ -120,7 +141,8 @@ def score_command(
                 with_features=job.with_features,
                 threads=default_threads() if threads is None else threads,
             )
-            return run_batch(runner=runner, executor="pandas", **common)
+            summary = run_batch(runner=runner, executor="pandas", **common)
+            return _published(summary, directory, table_output)
         from serving.batch.dask import dask_client, dask_runner
 
         with dask_client(dask_address, dask_local) as client:
@@ -133,7 +155,47 @@ def score_command(
                 with_features=job.with_features,
             )
             where = dask_address or f"LocalCluster({dask_local} workers)"
-            return run_batch(runner=runner, executor=f"dask {where}", **common)
+            summary = run_batch(runner=runner, executor=f"dask {where}", **common)
+        return _published(summary, directory, table_output)
+
+
+def _table_target(out: str | Path, out_table: str | None, resume: bool) -> DatabaseUrl | None:
+    """The database ``--out`` names (None for a directory); ``--out-table`` goes with it."""
+    from features.database import is_database_url, parse_url
+    from serving.batch.chunks import BatchError
+
+    if not is_database_url(str(out)):
+        if out_table is not None:
+            raise BatchError(
+                f"--out-table names a table in a database, but --out {str(out)!r} is a "
+                "directory; give --out postgresql://user@host:port/db"
+            )
+        return None
+    url = parse_url(str(out), option="--out")
+    if out_table is None:
+        raise BatchError(f"--out {url} is a database: give --out-table NAME")
+    if resume:
+        raise BatchError("--resume applies to a directory --out, not to a database table")
+    return url
+
+
+def _published(
+    summary: BatchSummary, directory: Path, table_output: TableOutput | None
+) -> BatchSummary:
+    """``summary`` as is for a directory; for a table, after staging and switching the parts."""
+    if table_output is None:
+        return summary
+    from serving.batch.publish import pause_hook
+
+    started = time.perf_counter()
+    summary.out = f"{table_output.url} table {table_output.label!r}"
+    summary.files = {}
+    parts = sorted(directory.glob("part-*.parquet"))
+    table_output.publish(parts, summary.to_dict(), pause_hook("scores"))
+    spent = time.perf_counter() - started
+    summary.seconds["publish"] = round(summary.seconds.get("publish", 0.0) + spent, 3)
+    summary.seconds["total"] = round(summary.seconds.get("total", 0.0) + spent, 3)
+    return summary
 
 
 def register(app: typer.Typer) -> None:
@@ -141,10 +203,23 @@ def register(app: typer.Typer) -> None:
 
     @app.command("score")
     def score(
-        data: Path = typer.Option(..., "--data", "-d", help="Purchase log: CSV or Parquet."),
+        data: str | None = data_option(),
+        table: str | None = TABLE_OPTION,
+        query: str | None = QUERY_OPTION,
+        url_env: str | None = URL_ENV_OPTION,
         as_of: str = typer.Option(..., "--as-of", help="Scoring date (UTC if naive)."),
-        out: Path = typer.Option(
-            ..., "--out", "-o", help="Output: a link to the current directory of Parquet parts."
+        out: str = typer.Option(
+            ...,
+            "--out",
+            "-o",
+            help="Output: a link to the current directory of Parquet parts, or a database "
+            "(postgresql://user@host:port/db) with --out-table.",
+        ),
+        out_table: str | None = typer.Option(
+            None,
+            "--out-table",
+            help="Table the scores are published into (with a database --out): switched in "
+            "one transaction; a table retain did not create is refused.",
         ),
         model_uri: str = typer.Option(
             DEFAULT_MODEL_URI, "--model-uri", help="models:/<name>@<alias> or an artifact dir."
@@ -183,10 +258,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score every customer with the champion model into partitioned Parquet."""
         log_config = _read_log_config(config_file)
+        source = log_source(
+            data, table=table, query=query, url_env=url_env, config_file=config_file
+        )
         summary = score_command(
-            data,
+            source,
             as_of,
             out,
+            out_table=out_table,
             model_uri=model_uri,
             mapping=mapping,
             chunk_customers=chunk_customers,

@@ -28,6 +28,7 @@ import pandas as pd
 
 from features.atomic import VersionedDir, sha256_file
 from features.canonical import LoadReport
+from features.database_log import DatabaseLog
 from serving.batch.chunks import (
     PART_TEMPLATE,
     BatchError,
@@ -294,8 +295,28 @@ def model_identity(artifact_dir: Path) -> str:
     return sha256_file(artifact_dir / ARTIFACT_MANIFEST)
 
 
-def data_identity(source: str | Path, report: LoadReport, config_json: str) -> str:
-    """Cheap identity of the input: path, size, mtime, loader config and row counts."""
+def data_identity(source: str | Path | DatabaseLog, report: LoadReport, config_json: str) -> str:
+    """Cheap identity of the input: path, size, mtime, loader config and row counts.
+
+    A database table or query has no size or mtime: its URL (password masked), table or
+    query, and what the load report says of its rows (counts, customers, time span) stand in.
+    """
+    if isinstance(source, DatabaseLog):
+        key = "|".join(
+            str(x)
+            for x in (
+                source,
+                source.query,
+                config_json,
+                report.rows_read,
+                report.rows_kept,
+                report.n_returns,
+                report.n_customers,
+                report.first_timestamp,
+                report.last_timestamp,
+            )
+        )
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
     path = Path(source)
     st = path.stat()
     key = f"{path.absolute()}|{st.st_size}|{st.st_mtime_ns}|{config_json}|{report.rows_read}"

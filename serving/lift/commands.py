@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from features.errors import InputError
+from features.log_source import QUERY_OPTION, TABLE_OPTION, URL_ENV_OPTION, data_option, log_source
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from features.database_log import DatabaseLog
     from serving.lift.measure import LiftResult
 
 _MAP_HELP = "Purchase-log column mapping CANONICAL=SOURCE, repeatable."
@@ -34,12 +36,27 @@ _CONFIG_HELP = (
 DEFAULT_EXPERIMENT = "retain-lift"
 
 
-def read_table(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Assignments from a finished ``retain score`` directory (and its summary) or a table."""
+def read_table(path: str | Path, table: str | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Assignments from a finished ``retain score`` directory (and its summary), a file, or
+    a database table (``table``; one ``retain score --out-table`` wrote carries its summary)."""
     import pandas as pd
 
+    from features.database import is_database_url, parse_url
     from serving.report.page import load_scores
 
+    if is_database_url(str(path)):
+        from serving.batch.table_output import read_scores_table
+
+        url = parse_url(str(path), option="--assignments")
+        if table is None:
+            raise InputError(f"--assignments {url} is a database: give --assignments-table NAME")
+        return read_scores_table(url, table)
+    if table is not None:
+        raise InputError(
+            f"--assignments-table names a database table, but --assignments {str(path)!r} is "
+            "not a database URL"
+        )
+    path = Path(path)
     if path.is_dir():
         return load_scores(path)
     if not path.exists():
@@ -196,9 +213,10 @@ def log_mlflow_run(result: LiftResult, tracking_uri: str | None, experiment: str
 
 
 def lift_command(
-    assignments: Path,
-    data: Path,
+    assignments: str | Path,
+    data: Path | DatabaseLog,
     *,
+    assignments_table: str | None = None,
     window: int | None,
     mapping: list[str] | None,
     assignments_map: list[str] | None,
@@ -222,7 +240,7 @@ def lift_command(
     columns = assignment_columns(columns)
     if assignments_map:
         columns = {**columns, **assignment_columns(assignments_map)}
-    table, summary = read_table(assignments)
+    table, summary = read_table(assignments, assignments_table)
     exp = read_assignments(table, columns)
     if campaign is not None:
         keep = exp.frame["campaign"] == campaign
@@ -243,7 +261,7 @@ def lift_command(
                 "give --window DAYS: the assignments carry no horizon (only a `retain score` "
                 "directory records the model's)"
             )
-    if not data.exists():
+    if isinstance(data, Path) and not data.exists():
         raise FileNotFoundError(f"purchase log not found: {data}")
     loaded = read_purchase_log(data, config)
     for warning in loaded.report.warnings:
@@ -264,13 +282,20 @@ def register(app: typer.Typer) -> None:
 
     @app.command("lift")
     def lift(
-        assignments: Path = typer.Option(
+        assignments: str = typer.Option(
             ...,
             "--assignments",
             "-a",
-            help="A `retain score` directory, or a CSV/Parquet table of assignments.",
+            help="A `retain score` directory, a CSV/Parquet table of assignments, or a "
+            "database (postgresql://user@host:port/db) with --assignments-table.",
         ),
-        data: Path = typer.Option(..., "--data", "-d", help="Purchase log: CSV or Parquet."),
+        assignments_table: str | None = typer.Option(
+            None, "--assignments-table", help="Table holding the assignments (database only)."
+        ),
+        data: str | None = data_option(),
+        table: str | None = TABLE_OPTION,
+        query: str | None = QUERY_OPTION,
+        url_env: str | None = URL_ENV_OPTION,
         window: int | None = typer.Option(
             None,
             "--window",
@@ -330,9 +355,13 @@ def register(app: typer.Typer) -> None:
 
         if (update_policy is None) != (out is None):
             raise InputError("--update-policy and --out go together")
+        source = log_source(
+            data, table=table, query=query, url_env=url_env, config_file=config_file
+        )
         result = lift_command(
             assignments,
-            data,
+            source,
+            assignments_table=assignments_table,
             window=window,
             mapping=mapping,
             assignments_map=assignments_map,

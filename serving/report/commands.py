@@ -14,15 +14,17 @@ from typing import TYPE_CHECKING
 import typer
 
 from features.errors import InputError
+from features.log_source import QUERY_OPTION, TABLE_OPTION, URL_ENV_OPTION, data_option, log_source
 
 if TYPE_CHECKING:
+    from features.database_log import DatabaseLog
     from features.schema import LogConfig
 
 _MAP_HELP = "Column mapping CANONICAL=SOURCE, repeatable, e.g. --map customer_id=CustomerID."
 
 
 def report_command(
-    data: Path,
+    data: Path | DatabaseLog,
     out: Path,
     *,
     scores: Path | None = None,
@@ -56,7 +58,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command("report")
     def report(
-        data: Path = typer.Option(..., "--data", "-d", help="Purchase log: CSV or Parquet."),
+        data: str | None = data_option(),
+        table: str | None = TABLE_OPTION,
+        query: str | None = QUERY_OPTION,
+        url_env: str | None = URL_ENV_OPTION,
         out: Path = typer.Option(..., "--out", "-o", help="HTML file to write."),
         scores: Path | None = typer.Option(
             None, "--scores", help="Output directory of `retain score` (risk, offers)."
@@ -75,8 +80,11 @@ def register(app: typer.Typer) -> None:
         """Write the retention report: one self-contained HTML page."""
         from features.config_file import load_log_config
 
+        source = log_source(
+            data, table=table, query=query, url_env=url_env, config_file=config_file
+        )
         path = report_command(
-            data,
+            source,
             out,
             scores=scores,
             as_of=as_of,

@@ -1,0 +1,224 @@
+"""A purchase log read from a database table or query: Arrow record batches to a raw frame.
+
+:func:`features.purchase_log.read_purchase_log` hands a :class:`DatabaseLog` here and gives
+the frame to the same loader files go through, so the column map (``--map``), counting
+rules and load report are the same whether the rows came from Parquet or PostgreSQL.
+
+Types are converted by rule, not by luck:
+
+- ``numeric``/``decimal`` columns are cast to ``float8`` in the SQL (ADBC returns NUMERIC as
+  text); other types ADBC has no Arrow type for (``uuid``, ``money``...) are read as text;
+- ``timestamptz`` arrives as UTC instants; naive ``timestamp`` and ``date`` columns are wall
+  times, read in ``LogConfig.timezone`` exactly as naive text in a file is (a ``date`` is
+  its midnight);
+- the columns the loader needs are checked before any row moves: a missing one, or a
+  timestamp/amount/quantity column of a type that cannot hold it, is one
+  :class:`~features.database.DatabaseError` naming the table (or query) and the column.
+
+Rows stream as record batches (the driver's own batch size), converted batch by batch, so
+no copy of the whole result is made in a driver-side or per-row Python form; the loader then
+holds the raw frame once, as it would a Parquet file's. A connection dropped mid-read, a
+missing table or a denied SELECT is a DatabaseError: the command stops before it publishes
+anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from features.database import (
+    DatabaseError,
+    DatabaseUrl,
+    connect,
+    database_error,
+    quote_identifier,
+    quote_table,
+)
+from features.schema import LogConfig, PurchaseLogError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["DatabaseLog", "read_database_log", "source_sql"]
+
+_NUMERIC_TYPES = ("numeric", "decimal")
+_TEMPORAL_OK = ("timestamp", "date", "string")
+_NUMBER_OK = ("integer", "floating", "decimal", "string")
+
+
+@dataclass(frozen=True)
+class DatabaseLog:
+    """Where a purchase log lives in a database: a ``table`` or a ``query``, not both."""
+
+    url: DatabaseUrl
+    table: str | None = None
+    query: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.table is None) == (self.query is None):
+            raise DatabaseError(
+                f"--data {self.url} is a database: give --table NAME or --query SQL (one of them)"
+            )
+        if self.table is not None and not self.table.strip():
+            raise DatabaseError("--table: empty table name")
+        if self.query is not None and not self.query.strip().rstrip(";").strip():
+            raise DatabaseError("--query: empty query")
+
+    @property
+    def what(self) -> str:
+        """``table 'orders'`` or ``the query`` (for messages)."""
+        return f"table {self.table!r}" if self.table is not None else "the --query"
+
+    def __str__(self) -> str:
+        return f"{self.url} ({self.what})"
+
+
+def source_sql(source: DatabaseLog) -> str:
+    """The rows as a SQL ``FROM`` item: the quoted table, or the query as a subquery."""
+    if source.table is not None:
+        return quote_table(source.table)
+    assert source.query is not None
+    return f"({source.query.strip().rstrip(';')}) AS retain_query"
+
+
+def read_database_log(
+    source: DatabaseLog, config: LogConfig, *, check_columns: bool = True
+) -> pd.DataFrame:
+    """The raw frame of ``source``'s rows, every column, typed for the loader.
+
+    ``check_columns=False`` reads any table (e.g. assignments) without the purchase-log
+    column checks.
+    """
+    connection = connect(source.url)
+    try:
+        cursor = connection.cursor()
+        schema = _probe(cursor, source)
+        if check_columns:
+            _check_columns(schema, source, config)
+        select = ", ".join(_select_item(field, source.url.dialect) for field in schema)
+        sql = f"SELECT {select} FROM {source_sql(source)}"
+        try:
+            cursor.execute(sql)
+            reader = cursor.fetch_record_batch()
+            batches = [_convert(batch) for batch in reader]
+        except DatabaseError:
+            raise
+        except Exception as error:
+            raise database_error(error, f"reading {source}") from None
+        table = pa.Table.from_batches(batches, schema=_converted_schema(reader.schema))
+        del batches
+    finally:
+        connection.close()
+    if table.num_rows == 0:
+        raise DatabaseError(f"{source}: no rows; nothing to read")
+    return table.to_pandas(self_destruct=True, split_blocks=True)
+
+
+def _probe(cursor: object, source: DatabaseLog) -> pa.Schema:
+    """The result's columns and types, reading at most one row.
+
+    PostgreSQL types an empty result; SQLite's driver infers types from the rows it sees
+    (with none, every column looks like an integer), so it gets one row to look at.
+    """
+    limit = 1 if source.url.dialect == "sqlite" else 0
+    try:
+        cursor.execute(f"SELECT * FROM {source_sql(source)} LIMIT {limit}")  # type: ignore[attr-defined]
+        table = cursor.fetch_arrow_table()  # type: ignore[attr-defined]
+        if table.num_rows < limit:
+            raise DatabaseError(f"{source}: no rows; nothing to read")
+        return table.schema  # type: ignore[no-any-return]
+    except DatabaseError:
+        raise
+    except Exception as error:
+        what = source.what if source.table is not None else "running the --query"
+        raise database_error(error, f"{source.url}: {what}") from None
+
+
+def _kind(field: pa.Field) -> str:
+    """``timestamp``, ``date``, ``string``, ``integer``, ``floating``, ``decimal``, ``bool``,
+    or the database type's own name."""
+    metadata = field.metadata or {}
+    dbtype = metadata.get(b"POSTGRESQL:type", b"").decode()
+    kind = field.type
+    if dbtype in _NUMERIC_TYPES or pa.types.is_decimal(kind):
+        return "decimal"
+    if isinstance(kind, pa.ExtensionType):
+        return dbtype or str(kind)
+    if pa.types.is_timestamp(kind):
+        return "timestamp"
+    if pa.types.is_date(kind):
+        return "date"
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return "string"
+    if pa.types.is_integer(kind):
+        return "integer"
+    if pa.types.is_floating(kind):
+        return "floating"
+    if pa.types.is_boolean(kind):
+        return "bool"
+    return dbtype or str(kind)
+
+
+def _select_item(field: pa.Field, dialect: str) -> str:
+    """One column of the SELECT: as stored, NUMERIC as float8, unmapped types as text."""
+    name = quote_identifier(field.name)
+    kind = _kind(field)
+    if dialect == "postgresql" and kind == "decimal":
+        return f"CAST({name} AS float8) AS {name}"
+    if dialect == "postgresql" and isinstance(field.type, pa.ExtensionType):
+        return f"CAST({name} AS text) AS {name}"
+    return name
+
+
+def _check_columns(schema: pa.Schema, source: DatabaseLog, config: LogConfig) -> None:
+    """Fail before reading rows if a needed column is missing or of a type that cannot hold it."""
+    from features.reading import resolve_columns
+
+    try:
+        names = resolve_columns(schema.names, config)
+    except PurchaseLogError as error:
+        raise DatabaseError(f"{source}: {error}") from None
+    wanted = {"timestamp": _TEMPORAL_OK, "amount": _NUMBER_OK, "quantity": _NUMBER_OK}
+    for canonical, allowed in wanted.items():
+        if canonical not in names:
+            continue
+        field = schema.field(names[canonical])
+        kind = _kind(field)
+        if kind not in allowed:
+            raise DatabaseError(
+                f"{source}: column {names[canonical]!r} ({canonical}) is of type {kind}; "
+                f"expected one of {', '.join(allowed)}"
+            )
+
+
+def _converted_type(kind: pa.DataType) -> pa.DataType:
+    if isinstance(kind, pa.ExtensionType):
+        return kind.storage_type
+    if pa.types.is_date(kind):
+        return pa.timestamp("us")  # a date is its naive midnight, read in LogConfig.timezone
+    if pa.types.is_timestamp(kind) and kind.tz is not None and kind.tz != "UTC":
+        return pa.timestamp(kind.unit, tz="UTC")
+    return kind
+
+
+def _converted_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema(
+        [pa.field(f.name, _converted_type(f.type), nullable=f.nullable) for f in schema]
+    )
+
+
+def _convert(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """One batch with dates as naive timestamps, zoned timestamps in UTC, text as text."""
+    columns = []
+    for column in batch.columns:
+        target = _converted_type(column.type)
+        if target == column.type:
+            columns.append(column)
+        elif isinstance(column.type, pa.ExtensionType):
+            columns.append(column.storage)
+        else:
+            columns.append(column.cast(target))
+    return pa.RecordBatch.from_arrays(columns, schema=_converted_schema(batch.schema))

@@ -1,0 +1,90 @@
+"""Where a command's purchase log comes from: a file, or a database table or query.
+
+Every command that reads a log (kpis, features, segments, evaluate, train, score, report,
+lift, uplift-train) takes the same options, defined once here and placed in each command's
+signature: ``--data`` (a file path or a database URL), ``--table NAME`` or ``--query SQL``
+and ``--url-env NAME`` (an environment variable holding the whole URL, password included,
+so it is never on a command line). :func:`log_source` turns them, and the ``log:`` section
+of ``--config`` (``table:``, ``query:``, ``url_env:``), into what
+:func:`features.purchase_log.read_purchase_log` reads: a :class:`~pathlib.Path` or a
+:class:`~features.database_log.DatabaseLog`. Options win over the config file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from features.database import DatabaseError, resolve_url
+from features.database_log import DatabaseLog
+
+__all__ = [
+    "DATA_HELP",
+    "QUERY_OPTION",
+    "TABLE_OPTION",
+    "URL_ENV_OPTION",
+    "data_option",
+    "log_source",
+]
+
+DATA_HELP = (
+    "Purchase log: a CSV or Parquet file, or a database URL "
+    "(postgresql://user@host:port/db, sqlite:///path.db) with --table or --query."
+)
+TABLE_OPTION: Any = typer.Option(
+    None, "--table", help="Database table (or schema.table) holding the purchase log."
+)
+QUERY_OPTION: Any = typer.Option(
+    None, "--query", help="SQL query returning the purchase log's rows (instead of --table)."
+)
+URL_ENV_OPTION: Any = typer.Option(
+    None,
+    "--url-env",
+    metavar="NAME",
+    help="Environment variable holding the database URL (password included); "
+    "replaces --data. Otherwise the password comes from PGPASSWORD, ~/.pgpass or a service file.",
+)
+
+
+def data_option(help_text: str = DATA_HELP, *, short: bool = True) -> Any:
+    """The ``--data`` option: a file or database URL; optional in the signature because
+    ``--url-env`` may name the database instead (:func:`log_source` insists on one)."""
+    names = ("--data", "-d") if short else ("--data",)
+    return typer.Option(None, *names, help=help_text)
+
+
+def log_source(
+    data: str | Path | None,
+    *,
+    table: str | None = None,
+    query: str | None = None,
+    url_env: str | None = None,
+    config_file: str | Path | None = None,
+    option: str = "--data",
+) -> Path | DatabaseLog:
+    """The log a command reads: a file path, or a table or query in a database."""
+    if config_file is not None:
+        from features.config_file import load_log_source_settings
+
+        settings = load_log_source_settings(config_file)
+        if table is None and query is None:
+            table, query = settings.get("table"), settings.get("query")
+        url_env = url_env if url_env is not None or data is not None else settings.get("url_env")
+    if data is not None and not isinstance(data, str):
+        data = str(data)
+    url = resolve_url(data, url_env, option=option)
+    if url is None:
+        if data is None:
+            raise DatabaseError(f"missing option {option} (a file or database URL) or --url-env")
+        given = [name for name, value in (("--table", table), ("--query", query)) if value]
+        if given:
+            raise DatabaseError(
+                f"{' and '.join(given)} name(s) rows in a database, but {option} {data!r} is a "
+                "file; give a database URL (postgresql://user@host:port/db)"
+            )
+        return Path(data)
+    if table is not None and query is not None:
+        raise DatabaseError("give --table or --query, not both")
+    return DatabaseLog(url, table=table, query=query)
