@@ -37,9 +37,10 @@ from features.database import (
     DatabaseError,
     connect,
     database_error,
+    parse_url,
     quote_identifier,
-    quote_table,
 )
+from features.database_log import DatabaseLog, source_sql
 from features.errors import UserError
 from features.log_arrays import LogArrays, canonical_log_arrays
 from features.redaction import redact
@@ -48,7 +49,6 @@ from serving.http.settings import SERVICE_LOGGER
 
 logger = logging.getLogger(SERVICE_LOGGER)
 
-QUERY_ALIAS = "retain_history"
 _TEXT_COLUMNS = ("order_id", "product_id", "category", "channel")
 _US_PER_DAY = 86_400_000_000
 
@@ -80,11 +80,11 @@ class HistorySettings:
         return f"RETAIN_HISTORY_TABLE={self.table!r}" if self.table else "RETAIN_HISTORY_QUERY"
 
     def relation(self) -> str:
-        """The FROM clause: the quoted table (``schema.table`` allowed), or the query."""
-        if self.table is not None:
-            return quote_table(self.table)
-        assert self.query is not None
-        return f"({self.query.strip().rstrip(';')}) AS {quote_identifier(QUERY_ALIAS)}"
+        """The FROM item, as ``retain``'s log readers write it: the quoted table
+        (``schema.table`` allowed), or the query as a subquery."""
+        return source_sql(
+            DatabaseLog(parse_url(self.url, password_ok=True), self.table, self.query)
+        )
 
 
 @dataclass
@@ -179,6 +179,13 @@ class HistorySource:
                     f"{self.settings.label}: no column {source!r} for {name} "
                     f"(columns: {shown}; names come from the model's log config)"
                 )
+        for name, allowed in _ALLOWED.items():
+            kind = schema.field(columns[name]).type if name in columns else None
+            if kind is not None and not any(check(_plain_type(kind)) for check in allowed):
+                raise HistoryConfigError(
+                    f"{self.settings.label}: column {columns[name]!r} ({name}) is of type "
+                    f"{kind}, which cannot hold a {name}"
+                )
         customer_type = schema.field(columns["customer_id"]).type
         if not (pa.types.is_integer(customer_type) or _is_text(customer_type)):
             raise HistoryConfigError(
@@ -243,6 +250,19 @@ class HistorySource:
             config=self.log_config.counting_rules(),
             **text,
         )
+
+
+_NUMBER = (pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal, pa.types.is_string)
+_ALLOWED = {
+    "timestamp": (pa.types.is_timestamp, pa.types.is_date),
+    "amount": _NUMBER,
+    "quantity": _NUMBER,
+}
+
+
+def _plain_type(kind: pa.DataType) -> pa.DataType:
+    """An extension type's storage (PostgreSQL NUMERIC: text), else the type itself."""
+    return kind.storage_type if isinstance(kind, pa.BaseExtensionType) else kind
 
 
 def _is_driver_error(exc: BaseException) -> bool:

@@ -175,6 +175,12 @@ def test_unknown_table_or_column_names_it(
     })  # fmt: skip
     with pytest.raises(HistoryConfigError, match="no column 'amount' for amount"):
         source_of("hs_bare", LogConfig()).probe()  # type: ignore[operator]
+    wrong = raw_log[["customer_id", "timestamp"]].assign(amount=raw_log["amount"] > 20)
+    load_table(postgres_url, "hs_wrong", wrong, {
+        "customer_id": "text", "timestamp": "timestamptz", "amount": "boolean"
+    })  # fmt: skip
+    with pytest.raises(HistoryConfigError, match=r"column 'amount' \(amount\) is of type bool"):
+        source_of("hs_wrong", LogConfig()).probe()  # type: ignore[operator]
     config = LogConfig(columns={"customer_id": "Client"})
     with pytest.raises(HistoryConfigError, match="no column 'Client' for customer_id"):
         source_of("hs_bare", config).probe()  # type: ignore[operator]
