@@ -230,8 +230,9 @@ def _first_line(message: str) -> str:
         line = line[end + 1 :].strip()
     for noise in ("Failed to execute query:", "Failed to prepare query:"):
         line = line.replace(noise, "").strip()
-    if line.startswith("ERROR:"):
-        line = line[len("ERROR:") :].strip()
+    for marker in ("ERROR:", "FATAL:"):  # libpq's "could not begin COPY: ERROR: ..."
+        if marker in line:
+            line = line.rsplit(marker, 1)[1].strip()
     return line.rstrip(".")
 
 

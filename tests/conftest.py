@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.postgres_server import PostgresServer, PostgresUnavailable, fresh_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATASETS_DIR = Path(os.environ.get("RETAIN_DATASETS", REPO_ROOT.parent / "shared" / "datasets"))
@@ -29,19 +30,6 @@ def cdnow_sample_path() -> Path:
     return CDNOW_SAMPLE
 
 
-def _postgres_module() -> object:
-    """tests/postgres_server.py, imported by path (the test tree is not a package)."""
-    import importlib.util
-
-    path = Path(__file__).with_name("postgres_server.py")
-    spec = importlib.util.spec_from_file_location("retain_tests_postgres_server", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """The URL of a real PostgreSQL server's superuser (trust auth, loopback only).
@@ -54,12 +42,18 @@ def postgres_url() -> Iterator[str]:
     if given:
         yield given
         return
-    server_module: object = _postgres_module()
     try:
-        server = server_module.PostgresServer()  # type: ignore[attr-defined]
-    except server_module.PostgresUnavailable as error:  # type: ignore[attr-defined]
+        server = PostgresServer()
+    except PostgresUnavailable as error:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true and no PostgreSQL server: {error}")
         pytest.skip(str(error))
     with server:
         yield server.url
+
+
+@pytest.fixture(scope="module")
+def postgres_db(postgres_url: str, request: pytest.FixtureRequest) -> str:
+    """A fresh database for one test module (named for it) on the session's server."""
+    name = "t_" + request.module.__name__.rsplit(".", 1)[-1].lower()[:40]
+    return fresh_database(postgres_url, name)

@@ -28,7 +28,15 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["ENV_URL", "PostgresServer", "PostgresUnavailable", "find_bindir"]
+__all__ = [
+    "ENV_URL",
+    "PostgresServer",
+    "PostgresUnavailable",
+    "execute",
+    "find_bindir",
+    "fresh_database",
+    "load_frame",
+]
 
 ENV_URL = "RETAIN_TEST_POSTGRES_URL"
 _RUN_AS = "postgres"
@@ -139,6 +147,42 @@ class PostgresServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def execute(url: str, *statements: str) -> list[tuple[object, ...]]:
+    """Run statements in autocommit mode; the last one's rows (if it returns any)."""
+    import adbc_driver_postgresql.dbapi
+
+    with adbc_driver_postgresql.dbapi.connect(url, autocommit=True) as connection:
+        cursor = connection.cursor()
+        rows: list[tuple[object, ...]] = []
+        for statement in statements:
+            cursor.execute(statement)
+            rows = cursor.fetchall() if cursor.description else []
+        cursor.close()
+        return rows
+
+
+def fresh_database(url: str, name: str) -> str:
+    """A new, empty database ``name`` on the server of ``url`` (dropped first); its URL."""
+    execute(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+def load_frame(url: str, table: str, frame: object) -> None:
+    """``frame`` (a DataFrame or Arrow table) as a new table ``table`` (replacing one)."""
+    import adbc_driver_postgresql.dbapi
+    import pyarrow as pa
+
+    data = (
+        frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+    )
+    with adbc_driver_postgresql.dbapi.connect(url) as connection:
+        cursor = connection.cursor()
+        cursor.adbc_ingest(table, data, mode="replace")
+        connection.commit()
+        cursor.close()
 
 
 def _current_user() -> str:
