@@ -24,8 +24,9 @@ anything.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -42,9 +43,18 @@ from features.schema import LogConfig, PurchaseLogError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["DatabaseLog", "read_database_log", "source_sql"]
+__all__ = [
+    "DatabaseLog",
+    "check_log_columns",
+    "fetch_frame",
+    "probe_schema",
+    "read_database_log",
+    "select_list",
+    "source_sql",
+]
 
 _NUMERIC_TYPES = ("numeric", "decimal")
+_FEW_DISTINCT = ("product_id", "category", "channel")  # optional text, few distinct values
 _TEMPORAL_OK = ("timestamp", "date", "string")
 _NUMBER_OK = ("integer", "floating", "decimal", "string")
 
@@ -95,29 +105,59 @@ def read_database_log(
     connection = connect(source.url)
     try:
         cursor = connection.cursor()
-        schema = _probe(cursor, source)
+        schema = probe_schema(cursor, source)
         if check_columns:
-            _check_columns(schema, source, config)
-        select = ", ".join(_select_item(field, source.url.dialect) for field in schema)
-        sql = f"SELECT {select} FROM {source_sql(source)}"
-        try:
-            cursor.execute(sql)
-            reader = cursor.fetch_record_batch()
-            batches = [_convert(batch) for batch in reader]
-        except DatabaseError:
-            raise
-        except Exception as error:
-            raise database_error(error, f"reading {source}") from None
-        table = pa.Table.from_batches(batches, schema=_converted_schema(reader.schema))
-        del batches
+            check_log_columns(schema, source, config)
+        sql = f"SELECT {select_list(schema, source)} FROM {source_sql(source)}"
+        few_distinct = [config.columns.get(c, c) for c in _FEW_DISTINCT] if check_columns else []
+        frame = fetch_frame(cursor, sql, source=source, dictionary=few_distinct)
     finally:
         connection.close()
-    if table.num_rows == 0:
+    if frame.empty:
         raise DatabaseError(f"{source}: no rows; nothing to read")
+    return frame
+
+
+def fetch_frame(
+    cursor: Any,
+    sql: str,
+    parameters: Sequence[Any] = (),
+    *,
+    source: DatabaseLog,
+    dictionary: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Run ``sql`` (from :func:`select_list`) on an open cursor; its rows as a raw frame.
+
+    Batches are converted as they arrive (dates, zones, driver-specific types), so a
+    caller holding a connection (e.g. a service fetching a few customers' rows) gets the
+    same frame a whole-log read would. Text columns named in ``dictionary`` come as
+    categoricals (same values), as the Parquet reader gives few-distinct columns: the
+    loader then works on the distinct values only.
+    """
+    try:
+        cursor.execute(sql, parameters or None)
+        reader = cursor.fetch_record_batch()
+        batches = [_convert(batch) for batch in reader]
+    except DatabaseError:
+        raise
+    except Exception as error:
+        raise database_error(error, f"reading {source}") from None
+    table = pa.Table.from_batches(batches, schema=_converted_schema(reader.schema))
+    del batches
+    for name in dictionary:
+        index = table.schema.get_field_index(name)
+        if index >= 0 and pa.types.is_string(table.schema.field(index).type):
+            encoded = table.column(index).dictionary_encode()
+            table = table.set_column(index, table.schema.field(index).name, encoded)
     return table.to_pandas(self_destruct=True, split_blocks=True)
 
 
-def _probe(cursor: object, source: DatabaseLog) -> pa.Schema:
+def select_list(schema: pa.Schema, source: DatabaseLog) -> str:
+    """Every column of ``schema`` for a SELECT, NUMERIC as float8, other exotic types as text."""
+    return ", ".join(_select_item(field, source.url.dialect) for field in schema)
+
+
+def probe_schema(cursor: Any, source: DatabaseLog) -> pa.Schema:
     """The result's columns and types, reading at most one row.
 
     PostgreSQL types an empty result; SQLite's driver infers types from the rows it sees
@@ -125,11 +165,11 @@ def _probe(cursor: object, source: DatabaseLog) -> pa.Schema:
     """
     limit = 1 if source.url.dialect == "sqlite" else 0
     try:
-        cursor.execute(f"SELECT * FROM {source_sql(source)} LIMIT {limit}")  # type: ignore[attr-defined]
-        table = cursor.fetch_arrow_table()  # type: ignore[attr-defined]
+        cursor.execute(f"SELECT * FROM {source_sql(source)} LIMIT {limit}")
+        table = cursor.fetch_arrow_table()
         if table.num_rows < limit:
             raise DatabaseError(f"{source}: no rows; nothing to read")
-        return table.schema  # type: ignore[no-any-return]
+        return table.schema
     except DatabaseError:
         raise
     except Exception as error:
@@ -173,7 +213,7 @@ def _select_item(field: pa.Field, dialect: str) -> str:
     return name
 
 
-def _check_columns(schema: pa.Schema, source: DatabaseLog, config: LogConfig) -> None:
+def check_log_columns(schema: pa.Schema, source: DatabaseLog, config: LogConfig) -> None:
     """Fail before reading rows if a needed column is missing or of a type that cannot hold it."""
     from features.reading import resolve_columns
 

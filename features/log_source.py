@@ -65,16 +65,19 @@ def log_source(
     option: str = "--data",
 ) -> Path | DatabaseLog:
     """The log a command reads: a file path, or a table or query in a database."""
+    settings: dict[str, str] = {}
     if config_file is not None:
         from features.config_file import load_log_source_settings
 
         settings = load_log_source_settings(config_file)
-        if table is None and query is None:
-            table, query = settings.get("table"), settings.get("query")
-        url_env = url_env if url_env is not None or data is not None else settings.get("url_env")
+        if url_env is None and data is None:
+            url_env = settings.get("url_env")
     if data is not None and not isinstance(data, str):
         data = str(data)
     url = resolve_url(data, url_env, option=option)
+    if url is not None and table is None and query is None:
+        # the file's table/query apply to a database only: a file --data ignores them
+        table, query = settings.get("table"), settings.get("query")
     if url is None:
         if data is None:
             raise DatabaseError(f"missing option {option} (a file or database URL) or --url-env")

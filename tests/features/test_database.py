@@ -344,3 +344,57 @@ def test_every_log_reading_command_takes_the_database_options(cli: typer.Typer) 
         help_text = CliRunner().invoke(cli, [command, "--help"], env={"COLUMNS": "200"}).stdout
         for option in ("--data", "--table", "--query", "--url-env"):
             assert option in help_text, (command, option)
+
+
+def test_sqlite_is_the_embedded_default(
+    cli: typer.Typer, orders: tuple[str, Path], tmp_path: Path
+) -> None:
+    """The same rows in a SQLite file (timestamps as ISO text) read like the Parquet file."""
+    import sqlite3
+
+    _, path = orders
+    raw = pd.read_parquet(path)
+    raw["timestamp"] = raw["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    database = tmp_path / "shop.db"
+    with sqlite3.connect(database) as connection:
+        raw.to_sql("orders", connection, index=False)
+    url = f"sqlite:///{database}"
+    from_db = read_purchase_log(DatabaseLog(parse_url(url), table="orders"))
+    pd.testing.assert_frame_equal(from_db.log, read_purchase_log(path).log)
+    result = CliRunner().invoke(cli, ["kpis", "--data", url, "--table", "orders", "-f", "json"])
+    expected = CliRunner().invoke(cli, ["kpis", "--data", str(path), "-f", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == json.loads(expected.stdout)
+    missing = CliRunner().invoke(cli, ["kpis", "--data", "sqlite:///nope.db", "--table", "t"])
+    assert "SQLite database not found: 'nope.db'" in _error(missing)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # two real trainings with MLflow: minutes on a busy machine
+def test_train_from_postgresql_gives_the_artifact_of_the_same_rows_in_parquet(
+    postgres_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`retain train` end to end: the packaged model (every file's sha256 in its manifest)
+    is the same whether the rows came from a table or a Parquet file."""
+    from features.synth import generate_purchase_log
+    from serving.cli import app
+
+    raw = generate_purchase_log(300, seed=11, start="2023-01-01", end="2024-06-30").log
+    path = tmp_path / "log.parquet"
+    raw.to_parquet(path)
+    load_frame(postgres_db, "train_orders", raw)
+    monkeypatch.chdir(tmp_path)
+    manifests = []
+    for name, source in (
+        ("db", ["--data", postgres_db, "--table", "train_orders"]),
+        ("file", ["--data", str(path)]),
+    ):
+        args = ["train", *source, "--as-of", "2024-04-01", "--horizon", "30", "--no-register"]
+        args += ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+        result = CliRunner().invoke(app, [*args, "--artifact-out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        manifest = json.loads((tmp_path / name / "retain_artifact.json").read_text())
+        manifest.pop("created_at")
+        manifests.append(manifest)
+    assert manifests[0] == manifests[1]  # every model file's sha256, metrics, configs
+    assert "models/churn.lgb.txt" in manifests[0]["files"]
