@@ -24,7 +24,6 @@ opens a new one, so the service recovers when the database is back without resta
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,11 +42,9 @@ from features.database import (
 from features.database_log import DatabaseLog, source_sql
 from features.errors import UserError
 from features.log_arrays import LogArrays, canonical_log_arrays
+from features.reading import resolve_columns
 from features.redaction import redact
-from features.schema import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, LogConfig
-from serving.http.settings import SERVICE_LOGGER
-
-logger = logging.getLogger(SERVICE_LOGGER)
+from features.schema import LogConfig, PurchaseLogError
 
 _TEXT_COLUMNS = ("order_id", "product_id", "category", "channel")
 _US_PER_DAY = 86_400_000_000
@@ -166,19 +163,12 @@ class HistorySource:
         database is :class:`HistoryUnavailable`.
         """
         schema = self._run(f"SELECT * FROM {self.settings.relation()} LIMIT 0").schema
-        mapping = self.log_config.columns
-        present = set(schema.names)
-        columns: dict[str, str] = {}
-        for name in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS):
-            source = mapping.get(name, name)
-            if source in present:
-                columns[name] = source
-            elif name in REQUIRED_COLUMNS:
-                shown = ", ".join(schema.names) or "(none)"
-                raise HistoryConfigError(
-                    f"{self.settings.label}: no column {source!r} for {name} "
-                    f"(columns: {shown}; names come from the model's log config)"
-                )
+        try:  # the loader's own rule: mapped names, else the canonical names
+            columns = resolve_columns(schema.names, self.log_config)
+        except PurchaseLogError as exc:
+            raise HistoryConfigError(
+                f"{self.settings.label}: {exc} (names come from the model's log config)"
+            ) from None
         for name, allowed in _ALLOWED.items():
             kind = schema.field(columns[name]).type if name in columns else None
             if kind is not None and not any(check(_plain_type(kind)) for check in allowed):

@@ -316,10 +316,14 @@ def retain_serve_refusal(tmp_path: Path, env: dict[str, str]) -> str:
             {"RETAIN_HISTORY_TABLE": "no_such_orders"},
             "RETAIN_HISTORY_TABLE='no_such_orders': table not found",
         ),
-        ({"RETAIN_HISTORY_TABLE": "orders_no_amount"}, "no column 'amount' for amount"),
+        (
+            {"RETAIN_HISTORY_TABLE": "orders_no_amount"},
+            "RETAIN_HISTORY_TABLE='orders_no_amount': missing required column(s): 'amount'",
+        ),
         (
             {"RETAIN_HISTORY_QUERY": "SELECT customer_id, timestamp, price FROM orders_no_amount"},
-            "RETAIN_HISTORY_QUERY: no column 'amount' for amount (columns: customer_id",
+            "RETAIN_HISTORY_QUERY: missing required column(s): 'amount'; columns found: "
+            "['customer_id', 'timestamp', 'price']",
         ),
         ({}, "needs exactly one of RETAIN_HISTORY_TABLE and RETAIN_HISTORY_QUERY"),
         (
