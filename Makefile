@@ -71,6 +71,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/lift.py --json benchmarks/results/lift.json
 	$(BIN)/python benchmarks/uplift.py --json benchmarks/results/uplift.json
 	$(BIN)/python benchmarks/identical.py --json benchmarks/results/identical.json
+	$(BIN)/python tests/postgres_server.py -- $(BIN)/python benchmarks/database.py \
+	  --json benchmarks/results/database.json
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -81,9 +81,9 @@ class ServerCpu:
             cursor = connection.cursor()
             cursor.execute("SELECT pg_backend_pid()")
             backend = int(cursor.fetchone()[0])
+            self._postmaster = psutil.Process(psutil.Process(backend).ppid())  # while it lives
         finally:
             connection.close()
-        self._postmaster = psutil.Process(psutil.Process(backend).ppid())
 
     def seconds(self) -> float:
         time.sleep(0.3)  # let the postmaster reap the backend that just ended
