@@ -196,13 +196,41 @@ def preflight(env: Mapping[str, str], flags: Mapping[str, bool]) -> str:
         model, info, snapshot = load_model_and_snapshot(settings)
     except expected_startup_errors() as exc:
         raise ServeConfigError(f"model or snapshot not loaded: {startup_failure(exc)}") from None
-    del model
     shown = f"snapshot {snapshot.path} ({len(snapshot.features)} customers)"
+    if settings.history_url is not None:
+        shown = check_history(settings, model)
+    elif snapshot.path is None:
+        shown = "no snapshot"
+    del model
     return (
-        f"model {info.name} version {info.version} from {info.uri}; "
-        f"{shown if snapshot.path is not None else 'no snapshot'}; "
+        f"model {info.name} version {info.version} from {info.uri}; {shown}; "
         f"tracking {redact(settings.tracking_uri or '(none)')}"
     )
+
+
+def check_history(settings: Any, model: Any) -> str:
+    """The history table or query of ``/score/ids`` checked as a worker will use it: one
+    line naming what it reads; a warning naming the ``CREATE INDEX`` a table lacks.
+
+    A missing table or column, or a database that does not answer, is a
+    :class:`ServeConfigError` (one line, the password masked).
+    """
+    from features.redaction import redact
+    from serving.http.history_source import HistoryConfigError, HistoryUnavailable
+    from serving.http.startup import index_warning, open_history
+
+    source = None
+    try:
+        source = open_history(settings, model, strict=True)
+        warning = index_warning(source)
+    except (HistoryConfigError, HistoryUnavailable) as exc:
+        raise ServeConfigError(str(exc)) from None
+    finally:
+        if source is not None:
+            source.close()
+    if warning is not None:
+        typer.echo(f"retain serve: warning: {warning}", err=True)
+    return f"/score/ids histories from {source.settings.label} at {redact(settings.history_url)}"
 
 
 def register(app: typer.Typer) -> None:

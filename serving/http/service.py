@@ -4,7 +4,8 @@
 process loads the model once in ``RetainService.__init__``; requests are validated by the
 pydantic models in :mod:`serving.http.schemas` and scored by the one scoring function,
 ``/score`` through the micro-batcher (:mod:`serving.http.batching`), ``/score/ids`` from the
-feature snapshot (:mod:`serving.http.snapshot`). The guard (:mod:`serving.http.guard`)
+feature snapshot (:mod:`serving.http.snapshot`) or, with ``RETAIN_HISTORY_URL``, from
+histories read from the database per request batch (:mod:`serving.http.history_ids`). The guard (:mod:`serving.http.guard`)
 stands in front of every request.
 
 A worker that cannot start stays up: BentoML respawns a worker whose ``__init__`` raises,
@@ -24,10 +25,12 @@ import bentoml
 import pandas as pd
 from starlette.responses import Response
 
-from features.redaction import install_log_redaction
+from features.redaction import install_log_redaction, redact
 from serving.http.batching import MicroBatcher, ScoreJob, score_jobs
 from serving.http.error_log import quiet_client_errors
 from serving.http.guard import GuardMiddleware
+from serving.http.history_ids import IdsJob, score_history_jobs
+from serving.http.history_source import HistoryConfigError, HistorySource, HistoryUnavailable
 from serving.http.responses import error_response, score_response
 from serving.http.schemas import (
     IdsRequest,
@@ -39,8 +42,14 @@ from serving.http.schemas import (
 )
 from serving.http.score_request import request_refusal
 from serving.http.settings import SERVICE_LOGGER, ServiceSettings, configure_process_env, env_int
-from serving.http.snapshot import score_ids
-from serving.http.startup import expected_startup_errors, load_model_and_snapshot, startup_failure
+from serving.http.snapshot import FeatureSnapshot, score_ids
+from serving.http.startup import (
+    expected_startup_errors,
+    index_warning,
+    load_model_and_snapshot,
+    open_history,
+    startup_failure,
+)
 
 logger = logging.getLogger(SERVICE_LOGGER)
 
@@ -64,6 +73,7 @@ class RetainService:
         try:
             self.settings = ServiceSettings.from_env()
             self.model, self.model_info, self.snapshot = load_model_and_snapshot(self.settings)
+            self.history = open_history(self.settings, self.model, strict=False)
         except Exception as exc:  # never raise: BentoML would respawn this worker forever
             self.failure = startup_failure(exc)
             if isinstance(exc, expected_startup_errors()):
@@ -72,6 +82,8 @@ class RetainService:
                 logger.exception("retain service not ready (a bug): %s", self.failure)
             return
         self.batcher = MicroBatcher(self._score_batch, self.settings.batch_window_ms / 1000)
+        self.ids_batcher = MicroBatcher(self._score_ids_batch, self.settings.batch_window_ms / 1000)
+        self._log_history()
         self.ready = True
         logger.info(
             "model %s version %s loaded from %s in %.1fs; snapshot %s of %d customers",
@@ -82,6 +94,26 @@ class RetainService:
             self.snapshot.path or "(none)",
             len(self.snapshot.features),
         )
+
+    def _log_history(self) -> None:
+        """Say where ``/score/ids`` reads histories, and warn of a missing index."""
+        if self.history is None:
+            return
+        where = f"{self.history.settings.label} at {redact(self.history.settings.url)}"
+        if not self.history.probed:
+            logger.warning(
+                "history database not reachable at start-up (%s); /score/ids answers 503 "
+                "until it is",
+                where,
+            )
+            return
+        logger.info("/score/ids reads purchase histories from %s", where)
+        try:
+            warning = index_warning(self.history)
+        except (HistoryUnavailable, HistoryConfigError) as exc:
+            warning = f"index not checked: {exc}"
+        if warning is not None:
+            logger.warning("%s", warning)
 
     def __is_ready__(self) -> bool:
         return self.ready
@@ -96,10 +128,15 @@ class RetainService:
             "snapshot_path": None if self.snapshot.path is None else str(self.snapshot.path),
             "snapshot_customers": len(self.snapshot.features),
             **self.snapshot.state(),
+            **history_readiness(self.history, self.snapshot),
         }
 
     def _score_batch(self, jobs: list[ScoreJob]) -> None:
         score_jobs(self.model, jobs, pd.Timestamp.now(tz="UTC"))
+
+    def _score_ids_batch(self, jobs: list[ScoreJob]) -> None:
+        ids_jobs = [job for job in jobs if isinstance(job, IdsJob)]
+        score_history_jobs(self.model, self.history, ids_jobs)
 
     @bentoml.api(route="/score", output_spec=ScoreResponse)
     async def score(self, request: ScoreRequest, /) -> Response:
@@ -114,7 +151,8 @@ class RetainService:
 
     @bentoml.api(route="/score/ids", output_spec=ScoreResponse)
     async def score_ids(self, request: IdsRequest, /) -> Response:
-        """Score customers by id from the batch job's feature snapshot."""
+        """Score customers by id: their histories read from the database at request time
+        (``RETAIN_HISTORY_URL``), else their features from the batch job's snapshot."""
         import anyio.to_thread
 
         if len(request.customer_ids) > self.settings.max_customers:
@@ -124,6 +162,11 @@ class RetainService:
                 f"{self.settings.max_customers} per request (RETAIN_MAX_CUSTOMERS)",
                 ("customer_ids",),
             )
+        if self.history is not None:
+            job = await self.ids_batcher.submit(IdsJob.of(request.customer_ids, request.campaign))
+            if job.status is not None:
+                return error_response(job.status, job.message)
+            return score_response(self.model_info, self.model.horizon_days, job.results)
         self.snapshot = await anyio.to_thread.run_sync(self.snapshot.refreshed)
         results = await anyio.to_thread.run_sync(
             score_ids, self.model, self.snapshot, request.customer_ids, request.campaign
@@ -151,6 +194,21 @@ class RetainService:
     async def noop(self, request: NoopRequest, /) -> NoopResponse:
         """Validates a tiny body and answers at once: the framework's own cost."""
         return NoopResponse(model=self.model_info, customers=len(request.customers))
+
+
+def history_readiness(history: HistorySource | None, snapshot: FeatureSnapshot) -> dict[str, Any]:
+    """What ``/readyz`` says about the source of ``/score/ids``: the database (with its
+    redacted URL and table), the snapshot, or none."""
+    if history is None:
+        return {"features_source": "snapshot" if snapshot.path is not None else "none"}
+    return {
+        "features_source": "database",
+        "history": {
+            "url": redact(history.settings.url),
+            "table": history.settings.source,
+            "checked": history.probed,
+        },
+    }
 
 
 RetainService.add_asgi_middleware(GuardMiddleware)

@@ -75,6 +75,9 @@ class ServiceSettings:
     feature_snapshot: str | None = None
     batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS
     body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS
+    history_url: str | None = None
+    history_table: str | None = None
+    history_query: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceSettings:
@@ -97,7 +100,43 @@ class ServiceSettings:
             body_timeout_seconds=env_float(
                 "RETAIN_BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT_SECONDS, env, positive=True
             ),
+            **history_settings(env),
         )
+
+
+def history_settings(env: Mapping[str, str]) -> dict[str, str | None]:
+    """``RETAIN_HISTORY_URL`` with exactly one of ``RETAIN_HISTORY_TABLE`` and
+    ``RETAIN_HISTORY_QUERY`` (``/score/ids`` reads histories from the database), or none
+    of the three. The snapshot and the database are two sources of one thing: not both."""
+    url, table, query = (
+        env.get(f"RETAIN_HISTORY_{name}", "").strip() or None for name in ("URL", "TABLE", "QUERY")
+    )
+    if url is None:
+        if table or query:
+            which = "RETAIN_HISTORY_TABLE" if table else "RETAIN_HISTORY_QUERY"
+            raise SettingsError(f"{which} is set but RETAIN_HISTORY_URL is not")
+        return {}
+    if (table is None) == (query is None):
+        raise SettingsError(
+            "RETAIN_HISTORY_URL needs exactly one of RETAIN_HISTORY_TABLE and RETAIN_HISTORY_QUERY"
+        )
+    from features.database import DatabaseError, parse_url
+
+    try:
+        parsed = parse_url(url, option="RETAIN_HISTORY_URL", password_ok=True)
+    except DatabaseError as exc:
+        raise SettingsError(str(exc)) from None
+    if parsed.dialect != "postgresql":
+        raise SettingsError(
+            f"RETAIN_HISTORY_URL={parsed.redacted!r}: /score/ids reads histories from "
+            "PostgreSQL only (postgresql://user@host:port/db)"
+        )
+    if env.get("RETAIN_FEATURE_SNAPSHOT", "").strip():
+        raise SettingsError(
+            "RETAIN_HISTORY_URL and RETAIN_FEATURE_SNAPSHOT are both set: /score/ids reads "
+            "one source; unset one"
+        )
+    return {"history_url": url, "history_table": table, "history_query": query}
 
 
 def configure_process_env() -> None:

@@ -44,6 +44,41 @@ def load_model_and_snapshot(settings: ServiceSettings) -> tuple[Any, ModelInfo, 
     return model, info, snapshot
 
 
+def open_history(settings: ServiceSettings, model: Any, *, strict: bool) -> Any:
+    """The database history source of ``/score/ids`` (None without ``RETAIN_HISTORY_URL``),
+    its table and columns checked.
+
+    A table or column that does not exist raises :class:`HistoryConfigError`. A database
+    that does not answer raises too when ``strict`` (``retain serve`` checks before it
+    starts); a worker instead starts and answers ``/score/ids`` with 503 until it does.
+    """
+    if settings.history_url is None:
+        return None
+    from serving.http.history_source import HistorySettings, HistorySource, HistoryUnavailable
+
+    where = HistorySettings(settings.history_url, settings.history_table, settings.history_query)
+    source = HistorySource(where, model.log_config)
+    try:
+        source.probe()
+    except HistoryUnavailable:
+        if strict:
+            raise
+        return source
+    return source
+
+
+def index_warning(source: Any) -> str | None:
+    """One line naming the ``CREATE INDEX`` to run when the history table lacks an index
+    on its customer column (every ``/score/ids`` request would read the whole table)."""
+    statement = source.missing_index()
+    if statement is None:
+        return None
+    return (
+        f"{source.settings.label} has no index on its customer column, so every /score/ids "
+        f"request reads the whole table; run: {statement};"
+    )
+
+
 def expected_startup_errors() -> tuple[type[BaseException], ...]:
     """Errors of configuration or of a model/snapshot (reported in one line, no traceback).
 
