@@ -31,7 +31,8 @@ CONSTRAINTS_FILE = REPO_ROOT / "constraints.txt"
 # What the scoring code imports when it runs from an artifact (the HTTP service, the pyfunc,
 # model resolution from the registry); the CLI's extras (dask, typer, rich, matplotlib)
 # stay out. lleaves and llvmlite are listed although scoring falls back to LightGBM without
-# them: compiled trees make the pyfunc's predictions about 10x faster.
+# them: compiled trees make the pyfunc's predictions about 10x faster. The ADBC PostgreSQL
+# driver serves ``/score/ids`` from the database (``RETAIN_HISTORY_URL``) in a deployed bento.
 RUNTIME_PACKAGES: tuple[str, ...] = (
     "numpy",
     "pandas",
@@ -46,6 +47,8 @@ RUNTIME_PACKAGES: tuple[str, ...] = (
     "pydantic",
     "pyyaml",
     "prometheus-client",
+    "adbc-driver-manager",
+    "adbc-driver-postgresql",
 )
 
 
