@@ -26,6 +26,8 @@ from features.redaction import redact
 from features.schema import LogConfig
 from tests.postgres_server import execute, load_frame
 
+pytestmark = [pytest.mark.server]  # a real PostgreSQL server
+
 
 @pytest.mark.parametrize(
     ("text", "dialect"),

@@ -27,6 +27,8 @@ from training.artifact import save_artifact
 from training.bundle import RetainModels
 from training.uplift import held_out_customers
 
+pytestmark = [pytest.mark.slow]  # one retain process per case
+
 SEND = pd.Timestamp("2024-05-01", tz="UTC")
 
 

@@ -24,6 +24,8 @@ from serving.lift.policy_update import PolicyUpdateError, rule_updates
 from serving.offers.decide import apply_policy
 from serving.offers.policy import OfferPolicy
 
+pytestmark = [pytest.mark.slow]  # retain lift processes on a simulated campaign
+
 runner = CliRunner()
 FAR = pd.Timestamp("2030-01-01", tz="UTC")
 

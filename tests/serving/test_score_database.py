@@ -25,6 +25,8 @@ from serving.cli import app
 from tests.postgres_server import execute, load_frame
 from tests.serving.test_batch import HORIZON, make_artifact, small_raw_log
 
+pytestmark = [pytest.mark.server, pytest.mark.slow]  # real PostgreSQL, retain score runs
+
 REPO = Path(__file__).resolve().parents[2]
 AS_OF = "2024-05-25"
 LATER = "2024-06-10"
