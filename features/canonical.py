@@ -390,7 +390,8 @@ def parse_flag(
     config: LogConfig,
     row_numbers: np.ndarray,
 ) -> np.ndarray:
-    """Bool, 0/1 or text (true when in ``discount_true_values``, any case); empty is False."""
+    """Bool, 0/1 or text (``discount_true_values`` / ``discount_false_values``, any case);
+    empty is False; any other value is an error naming its rows, never a silent False."""
     if pd.api.types.is_bool_dtype(raw.dtype):
         return raw.to_numpy(dtype=bool, na_value=False)
     if pd.api.types.is_numeric_dtype(raw.dtype):
@@ -400,8 +401,22 @@ def parse_flag(
             raise bad_values_error(column, names, "value(s) other than 0/1", bad, raw, row_numbers)
         return values == 1
     text = raw.astype("str").str.strip().str.lower()
-    true_values = [value.lower() for value in config.discount_true_values]
-    return text.isin(true_values).to_numpy(dtype=bool, na_value=False)
+    empty = (raw.isna() | (text == "")).to_numpy(dtype=bool)
+    truth = text.isin([value.lower() for value in config.discount_true_values]).to_numpy(bool)
+    known = truth | text.isin([v.lower() for v in config.discount_false_values]).to_numpy(bool)
+    bad = ~(known | empty)
+    if bad.any():
+        spellings = "/".join(config.discount_true_values + config.discount_false_values)
+        raise bad_values_error(
+            column,
+            names,
+            f"value(s) other than {spellings} or empty",
+            bad,
+            raw,
+            row_numbers,
+            hint="set discount_true_values / discount_false_values in the log config",
+        )
+    return truth & ~empty
 
 
 _ISO_UTC_SUFFIX = pa.scalar("Z", pa.string())

@@ -198,8 +198,9 @@ def load_log_config(path: str | Path) -> LogConfig:
     fields = _log_fields(path, read_config_file(path))
     for key in _SOURCE_KEYS:
         fields.pop(key, None)
-    if isinstance(fields.get("discount_true_values"), list):
-        fields["discount_true_values"] = tuple(fields["discount_true_values"])
+    for key in ("discount_true_values", "discount_false_values"):
+        if isinstance(fields.get(key), list):
+            fields[key] = tuple(fields[key])
     return _validate(path, LogConfig, fields, "log config")  # type: ignore[no-any-return]
 
 

@@ -99,6 +99,9 @@ class LogConfig(BaseModel):
     strict: bool = False
     date_format: str | None = None
     discount_true_values: tuple[str, ...] = ("1", "true", "t", "yes", "y")
+    # A text flag is one of these or of the true values (or empty): anything else ("maybe",
+    # "10.0") is refused, since reading it as False would silently drop a discount.
+    discount_false_values: tuple[str, ...] = ("0", "false", "f", "no", "n")
     duplicates: Literal["drop", "keep"] = "drop"
 
     @field_validator("columns")

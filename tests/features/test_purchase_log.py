@@ -551,20 +551,43 @@ def test_exact_duplicates_dropped_and_reported() -> None:
 
 def test_discount_parsing() -> None:
     df = frame(
-        customer_id=list("abcdefg"),
-        timestamp=["2024-01-01"] * 7,
-        amount=[1] * 7,
-        discount=["Yes", "no", "TRUE", "1", "0", "", "promo"],
+        customer_id=list("abcdef"),
+        timestamp=["2024-01-01"] * 6,
+        amount=[1] * 6,
+        discount=["Yes", "no", "TRUE", "1", "0", ""],
     )
-    assert list(canonicalize(df).log["discount"]) == [True, False, True, True, False, False, False]
-    custom = canonicalize(df, LogConfig(discount_true_values=("promo",))).log
-    assert list(custom["discount"]) == [False] * 6 + [True]
+    assert list(canonicalize(df).log["discount"]) == [True, False, True, True, False, False]
+    custom = frame(
+        customer_id=list("abc"),
+        timestamp=["2024-01-01"] * 3,
+        amount=[1] * 3,
+        discount=["promo", "none", ""],
+    )
+    rules = LogConfig(discount_true_values=("promo",), discount_false_values=("none",))
+    assert list(canonicalize(custom, rules).log["discount"]) == [True, False, False]
     numeric = frame(
         customer_id=["a", "b"], timestamp=["2024-01-01"] * 2, amount=[1, 1], discount=[0, 1]
     )
     assert list(canonicalize(numeric).log["discount"]) == [False, True]
     booleans = numeric.assign(discount=[True, False])
     assert list(canonicalize(booleans).log["discount"]) == [True, False]
+
+
+@pytest.mark.parametrize("spelling", ["maybe", "10.0", "promo"])
+def test_a_discount_spelling_neither_true_nor_false_is_refused_naming_its_row(
+    spelling: str,
+) -> None:
+    # Read as False it would silently drop the discount from every feature built on it.
+    df = frame(
+        customer_id=list("abc"),
+        timestamp=["2024-01-01"] * 3,
+        amount=[1] * 3,
+        discount=["yes", spelling, "no"],
+    )
+    with pytest.raises(
+        PurchaseLogError, match=rf"'discount': 1 value\(s\) other than .*{spelling}"
+    ):
+        canonicalize(df)
 
 
 def test_order_id_synthesised_per_customer_and_instant() -> None:
