@@ -7,7 +7,7 @@ Models call ``lightgbm.train`` / ``lgb.Booster`` directly, not the scikit-learn 
 
 from __future__ import annotations
 
-import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 from sklearn.exceptions import NotFittedError
+
+from training.threads import available_cores, booster_threads
 
 FloatArray = NDArray[np.float64]
 
@@ -122,18 +124,34 @@ def check_fitted(model: Any, attr: str) -> None:
 
 @dataclass(frozen=True)
 class BoostConfig:
-    """How every booster is trained; one object so all models share seed and threads."""
+    """How every booster is trained; one object so all models share seed and threads.
+
+    ``num_threads`` None: derived per booster from its training rows and the cores this
+    process may use (``training.threads.booster_threads``).
+    """
 
     lgb_params: dict[str, Any]
     num_boost_round: int = 400
     early_stopping_rounds: int = 25
     seed: int = 0
-    num_threads: int = 2
+    num_threads: int | None = None
 
-    def params(self, objective: str, **extra: Any) -> dict[str, Any]:
+    def params(self, objective: str, rows: int = 0, **extra: Any) -> dict[str, Any]:
         out = {**DEFAULT_LGB_PARAMS, **self.lgb_params, **extra}
-        out.update(objective=objective, seed=self.seed, num_threads=self.num_threads)
+        threads = booster_threads(rows, self.num_threads)
+        out.update(objective=objective, seed=self.seed, num_threads=threads)
         return out
+
+
+# The thread count a booster trained with is a fact of the run, not of the model (the trees
+# are the same for any count): the saved text says 0 (OpenMP's default), so a rerun on
+# another machine or with --threads writes the same bytes. Prediction always passes its own.
+_THREADS_LINE = re.compile(r"^\[num_threads: \d+\]$", re.MULTILINE)
+
+
+def run_free_text(text: str) -> str:
+    """A LightGBM model text with its ``num_threads`` parameter line set to 0."""
+    return _THREADS_LINE.sub("[num_threads: 0]", text, count=1)
 
 
 def train_booster(
@@ -153,7 +171,7 @@ def train_booster(
     The booster is rebuilt from its own text so the in-memory model and a saved/loaded one
     predict bit-for-bit the same.
     """
-    params = config.params(objective, **extra)
+    params = config.params(objective, len(X), **extra)
     init_t, init_v = init_score if init_score is not None else (None, None)
     train = lgb.Dataset(
         X, y, weight=weight, init_score=init_t, feature_name=list(names), free_raw_data=True
@@ -170,7 +188,7 @@ def train_booster(
         params, train, config.num_boost_round, valid_sets=valid_sets, callbacks=callbacks
     )
     best = booster.best_iteration if booster.best_iteration > 0 else booster.current_iteration()
-    return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+    return lgb.Booster(model_str=run_free_text(booster.model_to_string(num_iteration=best)))
 
 
 # Below this many rows a prediction runs on one thread: OpenMP start-up costs more than it
@@ -180,8 +198,8 @@ SMALL_BATCH_ROWS = 5_000
 
 
 def threads_for(rows: int) -> int:
-    """One thread for small batches, else every core."""
-    return 1 if rows < SMALL_BATCH_ROWS else max(os.cpu_count() or 1, 1)
+    """One thread for small batches, else every core this process may use."""
+    return 1 if rows < SMALL_BATCH_ROWS else available_cores()
 
 
 def predict_booster(booster: lgb.Booster, m: FloatArray, **kwargs: Any) -> FloatArray:

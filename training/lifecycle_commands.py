@@ -16,7 +16,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from training.cli import config_option, map_option
+from training.cli import config_option, map_option, threads_option
 from training.lifecycle import ServingParts
 
 _TABLE_METRICS: tuple[tuple[str, str], ...] = (
@@ -85,6 +85,7 @@ def register(app: typer.Typer, serving: ServingParts) -> None:
         artifact_out: Path | None = typer.Option(
             None, "--artifact-out", help="Also keep the packaged artifact directory here."
         ),
+        threads: int | None = threads_option(),
     ) -> None:
         """Backtest at --as-of, fit on all data, log to MLflow and register a challenger."""
         from features.config_file import log_config_from_options
@@ -105,6 +106,7 @@ def register(app: typer.Typer, serving: ServingParts) -> None:
             register=register_version,
             artifact_out=artifact_out,
             console=console,
+            models_params=None if threads is None else {"num_threads": threads},
         )
         model = outcome.backtest["metrics"].get("model", {})
         out = Console()

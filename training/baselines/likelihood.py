@@ -11,6 +11,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import optimize
 
+from training.threads import single_thread_blas
+
 FloatArray = NDArray[np.float64]
 
 
@@ -52,6 +54,18 @@ def fit_log_params(
         return value if np.isfinite(value) else 1e300
 
     bounds = [(-_LOG_BOUND, _LOG_BOUND)] * len(x0)
+    with single_thread_blas():  # BLAS threads on four parameters: all wake-up, no work
+        first, polish = _minimize(objective, x0, bounds)
+    best = polish if polish.fun <= first.fun else first
+    if not np.isfinite(best.fun) or best.fun >= 1e300:
+        raise RuntimeError(f"maximum-likelihood fit failed: {best.message}")
+    return np.exp(best.x), best
+
+
+def _minimize(
+    objective: Any, x0: FloatArray, bounds: list[tuple[float, float]]
+) -> tuple[optimize.OptimizeResult, optimize.OptimizeResult]:
+    """L-BFGS-B, then Nelder-Mead from its end point only if it reports failure."""
     first = optimize.minimize(
         objective, x0, method="L-BFGS-B", bounds=bounds, options={"ftol": 1e-12, "gtol": 1e-8}
     )
@@ -64,7 +78,4 @@ def fit_log_params(
             bounds=bounds,
             options={"xatol": 1e-7, "fatol": 1e-11, "maxiter": 2000},
         )
-    best = polish if polish.fun <= first.fun else first
-    if not np.isfinite(best.fun) or best.fun >= 1e300:
-        raise RuntimeError(f"maximum-likelihood fit failed: {best.message}")
-    return np.exp(best.x), best
+    return first, polish
