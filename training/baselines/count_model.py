@@ -47,6 +47,13 @@ class CountModel:
     def _initial(self, x: FloatArray, tx: FloatArray, age: FloatArray) -> FloatArray:
         raise NotImplementedError
 
+    def _fit_loglik(
+        self, x: FloatArray, tx: FloatArray, age: FloatArray
+    ) -> Callable[[FloatArray], FloatArray]:
+        """The per-row log-likelihood of a fit's fixed rows as a function of the parameters
+        (a model may precompute what depends on the rows alone)."""
+        return lambda params: self._loglik_rows(params, x, tx, age)
+
     def fitted_params(self) -> FloatArray:
         """The fitted parameters in ``PARAM_NAMES`` order, as the ``*_array`` methods take them."""
         if not hasattr(self, "params_"):
@@ -81,9 +88,10 @@ class CountModel:
             raise ValueError("cannot fit on zero customers")
         (ux, utx, uage), weight = group_rows(x.ravel(), tx.ravel(), age.ravel())
         n = float(weight.sum())
+        loglik = self._fit_loglik(ux, utx, uage)
 
         def neg_mean_ll(params: FloatArray) -> float:
-            return -float(np.dot(weight, self._loglik_rows(params, ux, utx, uage))) / n
+            return -float(np.dot(weight, loglik(params))) / n
 
         x0 = self._initial(x, tx, age) if start is None else self._start(start)
         named = None
