@@ -7,7 +7,6 @@ Models call ``lightgbm.train`` / ``lgb.Booster`` directly, not the scikit-learn 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -126,8 +125,7 @@ def check_fitted(model: Any, attr: str) -> None:
 class BoostConfig:
     """How every booster is trained; one object so all models share seed and threads.
 
-    ``num_threads`` None: derived per booster from its training rows and the cores this
-    process may use (``training.threads.booster_threads``).
+    ``num_threads`` None: the cores this process may use (``training.threads``).
     """
 
     lgb_params: dict[str, Any]
@@ -136,22 +134,11 @@ class BoostConfig:
     seed: int = 0
     num_threads: int | None = None
 
-    def params(self, objective: str, rows: int = 0, **extra: Any) -> dict[str, Any]:
+    def params(self, objective: str, **extra: Any) -> dict[str, Any]:
         out = {**DEFAULT_LGB_PARAMS, **self.lgb_params, **extra}
-        threads = booster_threads(rows, self.num_threads)
+        threads = booster_threads(self.num_threads)
         out.update(objective=objective, seed=self.seed, num_threads=threads)
         return out
-
-
-# The thread count a booster trained with is a fact of the run, not of the model (the trees
-# are the same for any count): the saved text says 0 (OpenMP's default), so a rerun on
-# another machine or with --threads writes the same bytes. Prediction always passes its own.
-_THREADS_LINE = re.compile(r"^\[num_threads: \d+\]$", re.MULTILINE)
-
-
-def run_free_text(text: str) -> str:
-    """A LightGBM model text with its ``num_threads`` parameter line set to 0."""
-    return _THREADS_LINE.sub("[num_threads: 0]", text, count=1)
 
 
 def train_booster(
@@ -171,7 +158,7 @@ def train_booster(
     The booster is rebuilt from its own text so the in-memory model and a saved/loaded one
     predict bit-for-bit the same.
     """
-    params = config.params(objective, len(X), **extra)
+    params = config.params(objective, **extra)
     init_t, init_v = init_score if init_score is not None else (None, None)
     train = lgb.Dataset(
         X, y, weight=weight, init_score=init_t, feature_name=list(names), free_raw_data=True
@@ -188,7 +175,7 @@ def train_booster(
         params, train, config.num_boost_round, valid_sets=valid_sets, callbacks=callbacks
     )
     best = booster.best_iteration if booster.best_iteration > 0 else booster.current_iteration()
-    return lgb.Booster(model_str=run_free_text(booster.model_to_string(num_iteration=best)))
+    return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
 
 
 # Below this many rows a prediction runs on one thread: OpenMP start-up costs more than it

@@ -29,7 +29,7 @@ def threads_option() -> Any:
         "--threads",
         min=1,
         help="LightGBM threads (default: the cores this process may use per its CPU "
-        "affinity and cgroup quota, fewer for small training sets).",
+        "affinity and cgroup quota).",
     )
 
 
