@@ -6,11 +6,11 @@ affinity mask (``taskset``, a container's cpuset) or a cgroup CPU quota (a conta
 thread wait at each barrier for a descheduled sibling, so training slows by far more than the
 share of CPU it lost. :func:`available_cores` is the smallest of the three limits.
 
-With OpenMP's threads waiting passively (``training/__init__.py``) a second thread costs no
-CPU time even on small training sets: 18k to 221k rows of the Complete Journey training set,
-100 rounds, took the same CPU seconds on one thread and on two (0.29 / 0.29 s, 2.87 /
-2.86 s) and half the wall time on a busy machine. The trees do not depend on the thread
-count (``deterministic`` and row-wise histograms), only the model text's parameter line does.
+Every usable core, whatever the training set's size: with OpenMP's threads waiting
+passively (``training/__init__.py``) a second thread costs no extra CPU time even on a few
+thousand rows, and on a busy machine it gets the process a second share of the cores
+(``benchmarks/training.py``). The trees do not depend on the thread count (``deterministic``
+and row-wise histograms), only the model text's parameter line does.
 
 BLAS: scipy's L-BFGS-B calls OpenBLAS on four-parameter problems; with OpenBLAS's own
 threads it spends most of a BTYD fit waking them (:func:`single_thread_blas`).
