@@ -139,3 +139,18 @@ def test_saved_trees_do_not_depend_on_the_thread_count(tmp_path: Path) -> None:
             }
         )
     assert len(texts[0]) == 5 and texts[0] == texts[1]
+
+
+def test_threads_option_rejects_zero(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+
+    data = tmp_path / "log.csv"
+    data.write_text("customer_id,timestamp,amount\nc1,2024-01-01,5\n")
+    for command in ("evaluate", "train"):
+        result = CliRunner().invoke(
+            app, [command, "--data", str(data), "--as-of", "2024-01-01", "--threads", "0"]
+        )
+        assert result.exit_code == 2, result.output
+        assert "--threads" in result.output
