@@ -1,4 +1,4 @@
-"""Training threads follow the cores this process may use; the model text does not record them."""
+"""Training threads follow the cores this process may use; the trees do not depend on them."""
 
 from __future__ import annotations
 
