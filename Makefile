@@ -72,6 +72,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/quality.py --json benchmarks/results/quality.json
 	$(BIN)/python benchmarks/http.py --json benchmarks/results/http.json
 	$(BIN)/python benchmarks/batch.py --json benchmarks/results/batch.json
+	$(BIN)/python benchmarks/training.py --json benchmarks/results/training.json
 	$(BIN)/python benchmarks/lift.py --json benchmarks/results/lift.json
 	$(BIN)/python benchmarks/uplift.py --json benchmarks/results/uplift.json
 	$(BIN)/python benchmarks/identical.py --json benchmarks/results/identical.json

@@ -7,7 +7,6 @@ Models call ``lightgbm.train`` / ``lgb.Booster`` directly, not the scikit-learn 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,6 +17,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 from sklearn.exceptions import NotFittedError
+
+from training.threads import available_cores, booster_threads
 
 FloatArray = NDArray[np.float64]
 
@@ -122,17 +123,21 @@ def check_fitted(model: Any, attr: str) -> None:
 
 @dataclass(frozen=True)
 class BoostConfig:
-    """How every booster is trained; one object so all models share seed and threads."""
+    """How every booster is trained; one object so all models share seed and threads.
+
+    ``num_threads`` None: the cores this process may use (``training.threads``).
+    """
 
     lgb_params: dict[str, Any]
     num_boost_round: int = 400
     early_stopping_rounds: int = 25
     seed: int = 0
-    num_threads: int = 2
+    num_threads: int | None = None
 
     def params(self, objective: str, **extra: Any) -> dict[str, Any]:
         out = {**DEFAULT_LGB_PARAMS, **self.lgb_params, **extra}
-        out.update(objective=objective, seed=self.seed, num_threads=self.num_threads)
+        threads = booster_threads(self.num_threads)
+        out.update(objective=objective, seed=self.seed, num_threads=threads)
         return out
 
 
@@ -180,8 +185,8 @@ SMALL_BATCH_ROWS = 5_000
 
 
 def threads_for(rows: int) -> int:
-    """One thread for small batches, else every core."""
-    return 1 if rows < SMALL_BATCH_ROWS else max(os.cpu_count() or 1, 1)
+    """One thread for small batches, else every core this process may use."""
+    return 1 if rows < SMALL_BATCH_ROWS else available_cores()
 
 
 def predict_booster(booster: lgb.Booster, m: FloatArray, **kwargs: Any) -> FloatArray:

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from features.catalog import BTYD_FEATURES
 from training.baselines.bgnbd import BetaGeoNBD
 from training.baselines.degenerate import degenerate_fit
-from training.baselines.likelihood import FitBudgetExceeded
+from training.baselines.likelihood import DegenerateFitStopped, FitBudgetExceeded
 from training.baselines.paretonbd import ParetoNBD
 from training.baselines.summary import check_rfm
 from training.boosters import Table, input_column
@@ -98,6 +98,15 @@ def fit_baselines(
     NaN for the snapshot, as when its fit fails); BG/NBD's is kept but flagged, because the
     offsets start from its expectations, which stay a count model's (an NBD's) when it
     collapses, and the trees correct them.
+
+    A Pareto/NBD fit that stays in the no-dropout collapse for
+    ``training.baselines.likelihood.GIVE_UP_PATIENCE`` iterations stops there: its result
+    would be dropped, and there the hyp2f1 terms are slowest. Every fit starts from the
+    moment-based default, not from the previous snapshot's fit: a warm start reaches the
+    same optimum only within the optimiser's tolerance (parameters 1e-5 apart on CDNOW),
+    which moves every feature and the backtest for a fraction of a CPU second, and from a
+    collapsed fit it stays on the collapse (Complete Journey 2017-04-05: log-likelihood
+    4.6 worse).
     """
     x, tx, age = _btyd_inputs(features)
     if len(x) > max_customers:
@@ -106,16 +115,23 @@ def fit_baselines(
     bg = BetaGeoNBD(penalizer=0.001).fit(x, tx, age)
     state: dict[str, Any] = {"bgnbd": bg.to_dict(), "degenerate": {}}
     span = float(age.max()) if len(age) else 52.0
+
+    def collapsed(params: dict[str, float]) -> str | None:
+        return degenerate_fit("paretonbd", params, span)
+
     if (why := degenerate_fit("bgnbd", bg.params_, span)) is not None:
         state["degenerate"]["bgnbd"] = f"{why}; kept (the offsets start from it)"
     try:
         sub = np.random.default_rng(seed + 1).permutation(len(x))[:PNBD_FEATURE_SAMPLE]
         pnbd = ParetoNBD(penalizer=0.001, max_evaluations=PNBD_FEATURE_EVALUATIONS)
-        pnbd.fit(x[sub], tx[sub], age[sub])
+        pnbd.fit(x[sub], tx[sub], age[sub], give_up=collapsed)
         state["pnbd"] = pnbd.to_dict()
         if (why := degenerate_fit("paretonbd", pnbd.params_, span)) is not None:
             state["pnbd"] = None  # its feature column is then NaN for this snapshot
             state["degenerate"]["pnbd"] = f"{why}; pnbd_p_alive dropped"
+    except DegenerateFitStopped as exc:
+        state["pnbd"] = None
+        state["degenerate"]["pnbd"] = f"{exc}; pnbd_p_alive dropped"
     except (ValueError, FloatingPointError, FitBudgetExceeded) as exc:
         state["pnbd"] = None  # its feature column is then NaN for this snapshot
         state["degenerate"]["pnbd"] = f"fit failed ({type(exc).__name__}); pnbd_p_alive dropped"

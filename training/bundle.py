@@ -22,6 +22,10 @@ Design choices:
   the horizon spend times the per-customer BG/NBD ratio E[purchases in 365 d] / E[in H].
 - ``total_tree_weight`` (default 1) scales the count and spend trees' correction of the
   BG/NBD start; 0 is the BG/NBD start alone.
+- ``num_threads`` None (the default) lets each booster take the cores this process may use
+  (``training.threads``); the trees are the same for any count.
+- ``num_threads`` None (the default) lets each booster take the cores this process may use
+  (``training.threads``); the trees are the same for any count.
 - Training rows are subsampled (``max_train_rows``, ``max_timing_rows``; histogram binning
   with ``max_bin=63``) so a million customers x 6 snapshots trains in minutes on 2 cores.
 
@@ -131,7 +135,7 @@ class RetainModels(BaseEstimator):
     step_days: int = 30
     lgb_params: dict[str, Any] | None = None
     seed: int = 0
-    num_threads: int = 2
+    num_threads: int | None = None
     num_boost_round: int = 300
     early_stopping_rounds: int = 30
     use_baselines: bool = True

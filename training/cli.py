@@ -23,6 +23,17 @@ CONFIG_HELP = (
 )
 
 
+def threads_option() -> Any:
+    """The ``--threads`` option of commands that train (LightGBM threads per booster)."""
+    return typer.Option(
+        None,
+        "--threads",
+        min=1,
+        help="LightGBM threads (default: the cores this process may use per its CPU "
+        "affinity and cgroup quota).",
+    )
+
+
 def map_option(help_text: str) -> Any:
     """The ``--map CANONICAL=SOURCE`` option (repeatable) of commands that read a log."""
     return typer.Option([], "--map", help=help_text)
@@ -113,11 +124,14 @@ def evaluate_command(
     baseline_penalizer: float = typer.Option(
         0.0, "--baseline-penalizer", min=0.0, help="L2 penalty of the BG/NBD, Pareto/NBD fits."
     ),
+    threads: int | None = threads_option(),
 ) -> None:
     """Backtest retain's models against BG/NBD, Pareto/NBD and the recency rule at a cutoff."""
     console = Console()
     err = Console(stderr=True)
     models_params = _parse_model_params(model_param)
+    if threads is not None:
+        models_params["num_threads"] = threads
     from features.config_file import LogConfigError, log_config_from_options
 
     config_file = config_file or old_config_file

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from features.log_source import QUERY_OPTION, TABLE_OPTION, URL_ENV_OPTION, data_option, log_source
-from training.cli import config_option, map_option
+from training.cli import config_option, map_option, threads_option
 from training.lifecycle import ServingParts
 
 _TABLE_METRICS: tuple[tuple[str, str], ...] = (
@@ -89,6 +89,7 @@ def register(app: typer.Typer, serving: ServingParts) -> None:
         artifact_out: Path | None = typer.Option(
             None, "--artifact-out", help="Also keep the packaged artifact directory here."
         ),
+        threads: int | None = threads_option(),
     ) -> None:
         """Backtest at --as-of, fit on all data, log to MLflow and register a challenger."""
         from features.config_file import log_config_from_options
@@ -112,6 +113,7 @@ def register(app: typer.Typer, serving: ServingParts) -> None:
             register=register_version,
             artifact_out=artifact_out,
             console=console,
+            models_params=None if threads is None else {"num_threads": threads},
         )
         model = outcome.backtest["metrics"].get("model", {})
         out = Console()

@@ -13,6 +13,7 @@ directly, so one check and one P(alive) serve several outputs on every request.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -46,6 +47,13 @@ class CountModel:
     def _initial(self, x: FloatArray, tx: FloatArray, age: FloatArray) -> FloatArray:
         raise NotImplementedError
 
+    def _fit_loglik(
+        self, x: FloatArray, tx: FloatArray, age: FloatArray
+    ) -> Callable[[FloatArray], FloatArray]:
+        """The per-row log-likelihood of a fit's fixed rows as a function of the parameters
+        (a model may precompute what depends on the rows alone)."""
+        return lambda params: self._loglik_rows(params, x, tx, age)
+
     def fitted_params(self) -> FloatArray:
         """The fitted parameters in ``PARAM_NAMES`` order, as the ``*_array`` methods take them."""
         if not hasattr(self, "params_"):
@@ -55,8 +63,24 @@ class CountModel:
             )
         return np.array([self.params_[k] for k in self.PARAM_NAMES], dtype="float64")
 
-    def fit(self, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> Self:
-        """Maximum-likelihood fit on per-customer (frequency, recency, T)."""
+    def fit(
+        self,
+        frequency: ArrayLike,
+        recency: ArrayLike,
+        T: ArrayLike,
+        *,
+        start: Mapping[str, float] | None = None,
+        give_up: Callable[[dict[str, float]], str | None] | None = None,
+    ) -> Self:
+        """Maximum-likelihood fit on per-customer (frequency, recency, T).
+
+        ``start``: parameters to start the optimiser from (a fit on similar data, such as
+        the previous training snapshot's), instead of the moment-based default; the
+        optimum is the same within the optimiser's tolerance, reached in fewer evaluations.
+        ``give_up(params)`` names why parameters are of no use (the caller's degenerate
+        rule); a fit that stays there stops early with
+        ``training.baselines.likelihood.DegenerateFitStopped``.
+        """
         if self.penalizer < 0:
             raise ValueError(f"penalizer must be >= 0, got {self.penalizer}")
         x, tx, age = check_rfm(frequency, recency, T)
@@ -64,17 +88,32 @@ class CountModel:
             raise ValueError("cannot fit on zero customers")
         (ux, utx, uage), weight = group_rows(x.ravel(), tx.ravel(), age.ravel())
         n = float(weight.sum())
+        loglik = self._fit_loglik(ux, utx, uage)
 
         def neg_mean_ll(params: FloatArray) -> float:
-            return -float(np.dot(weight, self._loglik_rows(params, ux, utx, uage))) / n
+            return -float(np.dot(weight, loglik(params))) / n
+
+        x0 = self._initial(x, tx, age) if start is None else self._start(start)
+        named = None
+        if give_up is not None:
+            check = give_up
+
+            def named(p: FloatArray) -> str | None:
+                return check(dict(zip(self.PARAM_NAMES, map(float, p), strict=True)))
 
         params, _ = fit_log_params(
-            neg_mean_ll, np.log(self._initial(x, tx, age)), self.penalizer, self.max_evaluations
+            neg_mean_ll, np.log(x0), self.penalizer, self.max_evaluations, named
         )
         self.params_ = {k: float(v) for k, v in zip(self.PARAM_NAMES, params, strict=True)}
         self.loglik_ = -neg_mean_ll(params) * n
         self.n_customers_ = int(n)
         return self
+
+    def _start(self, start: Mapping[str, float]) -> FloatArray:
+        values = np.array([float(start[k]) for k in self.PARAM_NAMES], dtype="float64")
+        if not (np.isfinite(values).all() and (values > 0).all()):
+            raise ValueError(f"start parameters must be finite and > 0, got {dict(start)}")
+        return values
 
     def log_likelihood(self, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> FloatArray:
         """Per-customer log-likelihood of (x, t_x, T) under the fitted parameters."""

@@ -3,7 +3,8 @@ Hardie (2005), "A Note on Deriving the Pareto/NBD Model and Related Expressions"
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -13,6 +14,23 @@ from training.baselines.count_model import CountModel
 from training.baselines.summary import check_rfm
 
 FloatArray = NDArray[np.float64]
+
+
+class _Pairs(NamedTuple):
+    """The distinct (x, t) pairs among a fit's (x, t_x) and (x, T), and where each row's are."""
+
+    x: FloatArray
+    t: FloatArray
+    at_tx: NDArray[np.intp]
+    at_age: NDArray[np.intp]
+
+
+def _pairs(x: FloatArray, tx: FloatArray, age: FloatArray) -> _Pairs:
+    n = len(x)
+    stacked = np.column_stack([np.concatenate([x, x]), np.concatenate([tx, age])])
+    uniq, inverse = np.unique(stacked, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    return _Pairs(uniq[:, 0].copy(), uniq[:, 1].copy(), inverse[:n], inverse[n:])
 
 
 class ParetoNBD(CountModel):
@@ -30,12 +48,8 @@ class ParetoNBD(CountModel):
         return np.array([1.0, 1.0 / rate, 1.0, mean_t])
 
     @staticmethod
-    def _log_a0(params: FloatArray, x: FloatArray, tx: FloatArray, age: FloatArray) -> FloatArray:
-        """log A0 of Fader & Hardie's note, taking the hyp2f1 branch with argument in [0, 1).
-
-        A0 is a difference of two positive terms (t_x and T); it is formed in log space as
-        l1 + log(1 - exp(l2 - l1)) so it is 0 -> -inf cleanly when t_x == T.
-        """
+    def _log_term(params: FloatArray, x: FloatArray, t: FloatArray) -> FloatArray:
+        """One of A0's two terms, at t = t_x or t = T (hyp2f1 branch with argument in [0, 1))."""
         r, alpha, s, beta = params
         rsx = r + s + x
         if alpha >= beta:
@@ -43,8 +57,30 @@ class ParetoNBD(CountModel):
         else:
             big, b_arg = beta, r + x
         gap = abs(alpha - beta)
-        l1 = np.log(hyp2f1(rsx, b_arg, rsx + 1.0, gap / (big + tx))) - rsx * np.log(big + tx)
-        l2 = np.log(hyp2f1(rsx, b_arg, rsx + 1.0, gap / (big + age))) - rsx * np.log(big + age)
+        return np.log(hyp2f1(rsx, b_arg, rsx + 1.0, gap / (big + t))) - rsx * np.log(big + t)
+
+    @classmethod
+    def _log_a0(
+        cls,
+        params: FloatArray,
+        x: FloatArray,
+        tx: FloatArray,
+        age: FloatArray,
+        pairs: _Pairs | None = None,
+    ) -> FloatArray:
+        """log A0 of Fader & Hardie's note.
+
+        A0 is a difference of two positive terms (t_x and T); it is formed in log space as
+        l1 + log(1 - exp(l2 - l1)) so it is 0 -> -inf cleanly when t_x == T. With ``pairs``
+        (a fit's rows, :func:`_pairs`) each distinct (x, t) pair's hyp2f1 is computed once:
+        every customer without a repeat purchase shares (0, 0), the costliest term where
+        the fit nears the no-dropout collapse.
+        """
+        if pairs is None:
+            l1, l2 = cls._log_term(params, x, tx), cls._log_term(params, x, age)
+        else:
+            terms = cls._log_term(params, pairs.x, pairs.t)
+            l1, l2 = terms[pairs.at_tx], terms[pairs.at_age]
         diff = np.minimum(l2 - l1, 0.0)
         with np.errstate(divide="ignore"):
             return l1 + np.log(-np.expm1(diff))
@@ -62,8 +98,20 @@ class ParetoNBD(CountModel):
             + self._log_a0(params, x, tx, age)
         )
 
+    def _fit_loglik(
+        self, x: FloatArray, tx: FloatArray, age: FloatArray
+    ) -> Callable[[FloatArray], FloatArray]:
+        """Per-row log-likelihood of a fit's rows, each distinct hyp2f1 term once."""
+        pairs = _pairs(x, tx, age)
+        return lambda params: self._loglik_rows(params, x, tx, age, pairs)
+
     def _loglik_rows(
-        self, params: FloatArray, x: FloatArray, tx: FloatArray, age: FloatArray
+        self,
+        params: FloatArray,
+        x: FloatArray,
+        tx: FloatArray,
+        age: FloatArray,
+        pairs: _Pairs | None = None,
     ) -> FloatArray:
         r, alpha, s, beta = params
         head = gammaln(r + x) - gammaln(r) + r * np.log(alpha) + s * np.log(beta)
@@ -71,7 +119,7 @@ class ParetoNBD(CountModel):
         # far from the optimum A0 can come out NaN; the optimiser treats a non-finite
         # likelihood as a wall (``fit_log_params``), so the warning is only noise
         with np.errstate(invalid="ignore"):
-            dead = np.log(s) - np.log(r + s + x) + self._log_a0(params, x, tx, age)
+            dead = np.log(s) - np.log(r + s + x) + self._log_a0(params, x, tx, age, pairs)
             return head + np.logaddexp(alive, dead)
 
     def conditional_probability_alive(
