@@ -175,11 +175,15 @@ def _by_order(
         return found
     order[asks[asking]] = named[asking]
     # the best line first: the largest amount (NaN last), then the first row
-    by_merit = np.lexsort((log.rows[lines], -log.a[lines]))[::-1]
+    line_rows = log.rows[lines]
+    if (line_rows[1:] > line_rows[:-1]).all():  # lines in row order: one key is enough
+        by_merit = np.argsort(-log.a[lines], kind="stable")[::-1]
+    else:
+        by_merit = np.lexsort((line_rows, -log.a[lines]))[::-1]
     score = np.full(log.q.size, -1, dtype=np.int64)
     score[lines[by_merit]] = np.arange(lines.size)
     line_of_score = lines[by_merit]
-    part = np.sort(np.concatenate((lines, asks[asking])))
+    part = np.flatnonzero(order >= 0)  # the lines and the returns naming an order
     best = _best_so_far(part, [log.cust, order], log.t, score)
     if products is not None:
         product = _codes_in(_take(products, log.rows[part]), _returned(products, log, asks))
@@ -200,6 +204,24 @@ def _returned(ids: pa.Array, log: _Rows, asks: np.ndarray) -> pa.Array:
     return pc.unique(_take(ids, log.rows[asks]).drop_null())
 
 
+def _stable_order(keys: list[np.ndarray]) -> np.ndarray:
+    """Stable argsort by non-negative integer ``keys``, the first the most significant.
+
+    ``np.lexsort`` sorts once per key; the keys packed into one int64 (when their ranges
+    fit) take one stable sort, which also runs fast on the already sorted leading key.
+    """
+    packed = keys[0].astype(np.int64)
+    bits = int(packed.max(initial=0)).bit_length()
+    for key in keys[1:]:
+        width = int(key.max(initial=0)) + 1
+        bits += width.bit_length()
+        if bits > 62:
+            return np.lexsort(keys[::-1])
+        packed *= width
+        packed += key
+    return np.argsort(packed, kind="stable")
+
+
 def _best_so_far(
     part: np.ndarray, keys: list[np.ndarray], t: np.ndarray, score: np.ndarray
 ) -> np.ndarray:
@@ -211,7 +233,7 @@ def _best_so_far(
     ``group * width + score``, taken per block of rows tied on keys and time, then holds each
     group's best line so far, and a value below ``group * width`` says the group had none.
     """
-    by_key = np.lexsort([key[part] for key in keys[::-1]])
+    by_key = _stable_order([key[part] for key in keys])
     at = part[by_key]
     new_group = _changes(*(key[at] for key in keys))
     new_block = new_group | _changes(t[at])
@@ -240,7 +262,7 @@ def _by_product(products: pa.Array, log: _Rows, asks: np.ndarray) -> np.ndarray:
     asking[asks] = True
     keep = (product >= 0) & (~log.q[part] | asking[part])
     part, product = part[keep], product[keep]
-    by_key = np.lexsort((product, log.cust[part]))  # stable: by time within a product
+    by_key = _stable_order([log.cust[part], product])  # by time within a product
     at = part[by_key]
     new_group = _changes(log.cust[at], product[by_key])
     latest = _latest_line(new_group, log.t[at], log.a[at], log.q[at])
