@@ -94,11 +94,11 @@ class FeatureBlock:
     :meth:`to_frame` restores their int64 dtype.
     """
 
-    __slots__ = ("_positions", "customer_id", "names", "values")
+    __slots__ = ("_ids", "_index", "_positions", "names", "values")
 
     def __init__(
         self,
-        customer_id: np.ndarray,
+        customer_id: np.ndarray | pd.Index,
         values: np.ndarray,
         names: tuple[str, ...] = FEATURE_COLUMNS,
     ) -> None:
@@ -107,13 +107,23 @@ class FeatureBlock:
                 f"FeatureBlock: values of shape {values.shape} do not match "
                 f"{len(customer_id)} customers x {len(names)} columns"
             )
-        self.customer_id = customer_id
+        # ids taken from a log's str categories stay a str Index until someone asks for the
+        # object array: the frame of build_features then skips a round trip through objects
+        self._index = customer_id if isinstance(customer_id, pd.Index) else None
+        self._ids = None if isinstance(customer_id, pd.Index) else customer_id
         self.values = values
         self.names = tuple(names)
         self._positions = {name: i for i, name in enumerate(self.names)}
 
+    @property
+    def customer_id(self) -> np.ndarray:
+        """The customers' ids, an object array of ``str``."""
+        if self._ids is None:
+            self._ids = np.asarray(self._index, dtype=object)
+        return self._ids
+
     def __len__(self) -> int:
-        return len(self.customer_id)
+        return len(self.values)
 
     def column(self, name: str) -> np.ndarray:
         if name not in self._positions:
@@ -126,7 +136,8 @@ class FeatureBlock:
 
     def to_frame(self) -> pd.DataFrame:
         """The documented ``build_features`` frame: index ``customer_id``, catalog dtypes."""
-        index = pd.Index(self.customer_id, dtype="str", name="customer_id")
+        ids = self._index if self._index is not None else self.customer_id
+        index = pd.Index(ids, dtype="str", name="customer_id")
         return pd.DataFrame(
             {
                 name: self.values[:, j].astype(
@@ -372,14 +383,19 @@ def _build(
     out["calendar_cos"] = np.full(n_cust, np.cos(angle))
 
     categories = columns.customers
-    ids = np.asarray(categories.take(cust_code), dtype=object)
     values = np.empty((n_cust, len(FEATURE_COLUMNS)), order="F")  # columns contiguous
     for j, name in enumerate(FEATURE_COLUMNS):
         values[:, j] = out[name]
-    if isinstance(categories, pd.Index) and not categories.is_monotonic_increasing:
-        order = np.argsort(ids, kind="stable")
-        ids, values = ids[order], values[order]
-    return FeatureBlock(ids, values)
+    if isinstance(categories, pd.Index):
+        index = categories.take(cust_code)
+        if categories.is_monotonic_increasing and index.dtype == "str":
+            return FeatureBlock(index, values)
+        ids = np.asarray(index, dtype=object)
+        if not categories.is_monotonic_increasing:
+            order = np.argsort(ids, kind="stable")
+            ids, values = ids[order], values[order]
+        return FeatureBlock(ids, values)
+    return FeatureBlock(np.asarray(categories.take(cust_code), dtype=object), values)
 
 
 def _empty_block() -> FeatureBlock:
