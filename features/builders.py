@@ -94,24 +94,31 @@ class FeatureBlock:
     :meth:`to_frame` restores their int64 dtype.
     """
 
-    __slots__ = ("_ids", "_index", "_positions", "names", "values")
+    __slots__ = ("_columns", "_ids", "_index", "_positions", "_values", "names")
 
     def __init__(
         self,
         customer_id: np.ndarray | pd.Index,
-        values: np.ndarray,
+        values: np.ndarray | None,
         names: tuple[str, ...] = FEATURE_COLUMNS,
+        columns: dict[str, np.ndarray] | None = None,
     ) -> None:
-        if values.shape != (len(customer_id), len(names)):
+        shape = (len(customer_id), len(names))
+        if values is None:
+            if columns is None or any(columns[name].shape != shape[:1] for name in names):
+                raise ValueError(f"FeatureBlock: give values, or one column of each of {names}")
+        elif values.shape != shape:
             raise ValueError(
                 f"FeatureBlock: values of shape {values.shape} do not match "
                 f"{len(customer_id)} customers x {len(names)} columns"
             )
         # ids taken from a log's str categories stay a str Index until someone asks for the
-        # object array: the frame of build_features then skips a round trip through objects
+        # object array, and columns stay apart until someone asks for the matrix: the frame
+        # of build_features then skips a round trip through objects and a copy of every value
         self._index = customer_id if isinstance(customer_id, pd.Index) else None
         self._ids = None if isinstance(customer_id, pd.Index) else customer_id
-        self.values = values
+        self._values = values
+        self._columns = columns
         self.names = tuple(names)
         self._positions = {name: i for i, name in enumerate(self.names)}
 
@@ -122,8 +129,19 @@ class FeatureBlock:
             self._ids = np.asarray(self._index, dtype=object)
         return self._ids
 
+    @property
+    def values(self) -> np.ndarray:
+        """The features as one float64 matrix, a row per customer."""
+        if self._values is None:
+            assert self._columns is not None
+            values = np.empty((len(self), len(self.names)), order="F")  # columns contiguous
+            for j, name in enumerate(self.names):
+                values[:, j] = self._columns[name]
+            self._values = values
+        return self._values
+
     def __len__(self) -> int:
-        return len(self.values)
+        return len(self._index) if self._index is not None else len(self.customer_id)
 
     def column(self, name: str) -> np.ndarray:
         if name not in self._positions:
@@ -138,12 +156,15 @@ class FeatureBlock:
         """The documented ``build_features`` frame: index ``customer_id``, catalog dtypes."""
         ids = self._index if self._index is not None else self.customer_id
         index = pd.Index(ids, dtype="str", name="customer_id")
+        if self._values is None and self._columns is not None:
+            # the float64 matrix would hold the same numbers: counts are whole, below 2**53
+            values = [self._columns[name] for name in self.names]
+        else:
+            values = [self.values[:, j] for j in range(len(self.names))]
         return pd.DataFrame(
             {
-                name: self.values[:, j].astype(
-                    np.int64 if name in COUNT_COLUMNS else np.float64, copy=False
-                )
-                for j, name in enumerate(self.names)
+                name: column.astype(np.int64 if name in COUNT_COLUMNS else np.float64, copy=False)
+                for name, column in zip(self.names, values, strict=True)
             },
             index=index,
             copy=False,
@@ -383,19 +404,17 @@ def _build(
     out["calendar_cos"] = np.full(n_cust, np.cos(angle))
 
     categories = columns.customers
-    values = np.empty((n_cust, len(FEATURE_COLUMNS)), order="F")  # columns contiguous
-    for j, name in enumerate(FEATURE_COLUMNS):
-        values[:, j] = out[name]
     if isinstance(categories, pd.Index):
         index = categories.take(cust_code)
         if categories.is_monotonic_increasing and index.dtype == "str":
-            return FeatureBlock(index, values)
+            return FeatureBlock(index, None, columns=out)
         ids = np.asarray(index, dtype=object)
         if not categories.is_monotonic_increasing:
             order = np.argsort(ids, kind="stable")
-            ids, values = ids[order], values[order]
-        return FeatureBlock(ids, values)
-    return FeatureBlock(np.asarray(categories.take(cust_code), dtype=object), values)
+            block = FeatureBlock(ids, None, columns=out)
+            return FeatureBlock(ids[order], block.values[order])
+        return FeatureBlock(ids, None, columns=out)
+    return FeatureBlock(np.asarray(categories.take(cust_code), dtype=object), None, columns=out)
 
 
 def _empty_block() -> FeatureBlock:
