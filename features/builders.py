@@ -392,11 +392,11 @@ def _build(
         returned, denom, out=np.zeros(n_cust), where=(n_returns > 0) & (denom > 0)
     )
 
-    out["n_categories"] = _distinct_per_group(*category_codes.result(), c_row, n_cust)
+    out["n_categories"] = _distinct_per_group(*category_codes.result(), c_row, cust_start)
     weekday = (o_day + 3) % 7  # 1970-01-01 was a Thursday; Monday == 0
     per_weekday = np.bincount(weekday * n_cust + o_g, minlength=7 * n_cust).reshape(7, n_cust)
     out["weekday_concentration"] = per_weekday.max(axis=0) / n_orders
-    out["n_channels"] = _distinct_per_group(*channel_codes.result(), c_row, n_cust)
+    out["n_channels"] = _distinct_per_group(*channel_codes.result(), c_row, cust_start)
     # where in the year the horizon starts: one value per snapshot, so a model trained on
     # cutoffs across the year can learn seasonal levels and who buys in which season
     angle = 2.0 * np.pi * np.mod(cutoff_ns / ns_per_day, year) / year
@@ -422,11 +422,22 @@ def _empty_block() -> FeatureBlock:
 
 
 def _distinct_per_group(
-    codes: np.ndarray, n_values: int, group: np.ndarray, n_groups: int
+    codes: np.ndarray, n_values: int, group: np.ndarray, starts: np.ndarray
 ) -> np.ndarray:
-    """Distinct non-missing codes per group (``group`` is each row's group number)."""
+    """Distinct non-missing codes per group (``group`` is each row's group number; rows
+    come grouped, group ``g`` starting at row ``starts[g]``)."""
+    n_groups = starts.size
     if n_values == 0:
         return np.zeros(n_groups, dtype=np.int64)
+    if n_values <= 64:
+        # few values (categories, channels): a bit per value, OR-ed per group, then counted
+        dtype = next(
+            t for t in (np.uint8, np.uint16, np.uint32, np.uint64) if n_values <= 8 * t().itemsize
+        )
+        bit_of = np.zeros(n_values + 1, dtype=dtype)  # the last slot: code -1, missing
+        bit_of[:-1] = np.left_shift(1, np.arange(n_values, dtype=np.uint64)).astype(dtype)
+        bits = bit_of[codes]
+        return np.bitwise_count(np.bitwise_or.reduceat(bits, starts)).astype(np.int64)
     width = n_values + 1  # slot 0 collects missing values
     if n_groups * width <= max(4 * codes.size, 1 << 16):
         key = codes.astype(np.int64)
