@@ -57,16 +57,15 @@ def match_returns(
     out = np.full(is_ret.size, _UNMATCHED, dtype=np.int64)
     if not is_ret.any():
         return out
-    rows, whole = _rows_with_returns(customer_codes, timestamp_us, is_ret)
+    rows, whole, codes, t = _rows_with_returns(customer_codes, timestamp_us, is_ret)
     # customers numbered 0, 1, ... in row order (rows are grouped by customer)
-    codes = np.asarray(customer_codes, dtype=np.int64)[rows]
     cust = np.empty(rows.size, dtype=np.int64)
     cust[0] = 0
     np.cumsum(codes[1:] != codes[:-1], out=cust[1:])
     log = _Rows(
         rows=rows,
         cust=cust,
-        t=np.asarray(timestamp_us, dtype=np.int64)[rows],
+        t=t,
         a=np.zeros(rows.size) if amount is None else np.asarray(amount, dtype=np.float64)[rows],
         q=is_ret[rows],
     )
@@ -103,9 +102,9 @@ class _Rows(NamedTuple):
 
 def _rows_with_returns(
     codes: np.ndarray, ts: np.ndarray, is_ret: np.ndarray
-) -> tuple[np.ndarray, bool]:
+) -> tuple[np.ndarray, bool, np.ndarray, np.ndarray]:
     """Rows of the customers with a return, by customer then time (tied rows keep row
-    order), and whether they are every row in row order."""
+    order), whether they are every row in row order, and their customer codes and times."""
     codes = np.asarray(codes, dtype=np.int64)
     ts = np.asarray(ts, dtype=np.int64)
     low = int(codes.min())
@@ -115,11 +114,12 @@ def _rows_with_returns(
     kept = with_returns[shifted]
     whole = bool(kept.all())
     rows = np.arange(codes.size) if whole else np.flatnonzero(kept)
-    c, t = codes[rows], ts[rows]
+    c, t = (codes, ts) if whole else (codes[rows], ts[rows])
     step_c, step_t = c[1:] - c[:-1], t[1:] >= t[:-1]
     if not ((step_c > 0) | ((step_c == 0) & step_t)).all():
-        return rows[np.lexsort((t, c))], False  # stable: ties keep row order
-    return rows, whole
+        by_time = np.lexsort((t, c))  # stable: ties keep row order
+        return rows[by_time], False, c[by_time], t[by_time]
+    return rows, whole, c, t
 
 
 def _as_strings(ids: pa.Array) -> pa.Array:
@@ -192,7 +192,7 @@ def _by_order(
             of_product = np.full(log.q.size, -1, dtype=np.int64)
             of_product[same] = product[product >= 0]
             better = _best_so_far(same, [log.cust, order, of_product], log.t, score)
-            where = np.searchsorted(part, same)
+            where = np.flatnonzero(product >= 0)  # the positions of ``same`` in ``part``
             best[where] = np.where(better >= 0, better, best[where])
     at = best[np.searchsorted(part, asks[asking])]
     found[asking] = np.where(at >= 0, line_of_score[np.maximum(at, 0)], _UNMATCHED)
