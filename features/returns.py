@@ -342,7 +342,11 @@ def net_amounts(
         take = take[np.asarray(counted, dtype=bool)[take]]
     if take.size == 0:
         return net
-    refunds = np.bincount(matched[take], weights=net[take], minlength=len(net))
+    # summed per purchase in row order, as a bincount over every row would, but over the
+    # returned-to purchases only
+    lines, slot = np.unique(matched[take], return_inverse=True)
+    refunds = np.bincount(slot, weights=net[take], minlength=lines.size)
     touched = refunds > 0
-    net[touched] = np.maximum(net[touched] - refunds[touched], 0.0)
+    lines = lines[touched]
+    net[lines] = np.maximum(net[lines] - refunds[touched], 0.0)
     return net
