@@ -355,11 +355,18 @@ def _build(
     edge_days = sorted(
         {*WINDOWS_DAYS, TREND_DAYS, 2 * TREND_DAYS, SEASON_LAG_DAYS, season_end}, reverse=True
     )
-    edges = np.array([cutoff - d * US_PER_DAY for d in edge_days], dtype=np.int64)
-    key = np.searchsorted(edges, o_t, side="right")  # bucket k: at or after edges[k - 1]
+    # bucket k: at or after the k-th edge (as_of - edge_days[k - 1] days). An order
+    # x = cutoff - o_t >= 1 microseconds before as_of is at or after the edge d days back
+    # iff ceil(x / day) <= d, so a table over ceil(x / day) buckets it without a search.
+    bucket_of = np.array([sum(d >= m for d in edge_days) for m in range(edge_days[0] + 2)])
+    key = cutoff - o_t
+    key += US_PER_DAY - 1
+    key //= US_PER_DAY
+    np.minimum(key, edge_days[0] + 1, out=key)
+    key = bucket_of[key]
     key *= n_cust
     key += o_g
-    n_buckets = len(edges) + 1
+    n_buckets = len(edge_days) + 1
     bucket_orders = np.bincount(key, minlength=n_buckets * n_cust).reshape(n_buckets, n_cust)
     bucket_spend = np.bincount(key, weights=o_val, minlength=n_buckets * n_cust).reshape(
         n_buckets, n_cust
