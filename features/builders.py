@@ -313,9 +313,10 @@ def _build(
         gap_last = np.where(n_gaps > 0, day[cd_last] - day[np.maximum(cd_last - 1, 0)], np.nan)
         gaps = np.diff(day).astype(np.float64)
         gap_cust = np.cumsum(d_cust_new)[1:] - 1  # customer of the later day of each gap
-        within = ~d_cust_new[1:]
-        dev = gaps[within] - gap_mean[gap_cust[within]]
-        sq = np.bincount(gap_cust[within], weights=dev * dev, minlength=n_cust)
+        # a gap across two customers weighs +0.0, which leaves every sum as it is
+        dev = gaps - gap_mean[gap_cust]
+        dev *= dev
+        sq = np.bincount(gap_cust, weights=np.where(d_cust_new[1:], 0.0, dev), minlength=n_cust)
         gap_std = np.where(n_gaps >= 2, np.sqrt(sq / np.maximum(n_gaps, 1)), np.nan)
         recency_gap_ratio = recency / gap_mean
     # Seasonal affinity: a purchase day lies in an earlier year's copy of the coming horizon
