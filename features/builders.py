@@ -359,7 +359,8 @@ def _build(
     # bucket k: at or after the k-th edge (as_of - edge_days[k - 1] days). An order
     # x = cutoff - o_t >= 1 microseconds before as_of is at or after the edge d days back
     # iff ceil(x / day) <= d, so a table over ceil(x / day) buckets it without a search.
-    bucket_of = np.array([sum(d >= m for d in edge_days) for m in range(edge_days[0] + 2)])
+    ascending = np.array(edge_days[::-1])
+    bucket_of = ascending.size - np.searchsorted(ascending, np.arange(edge_days[0] + 2))
     key = cutoff - o_t
     key += US_PER_DAY - 1
     key //= US_PER_DAY
