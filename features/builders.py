@@ -273,8 +273,7 @@ def _build(
     # order level, sorted by customer then order time
     o_t = t[order_start]
     o_val = np.bincount(o_row, weights=amt, minlength=n_ord)
-    o_disc = np.zeros(n_ord, dtype=bool)
-    o_disc[o_row[disc]] = True
+    o_disc = np.logical_or.reduceat(disc, order_start)  # any line of the order discounted
     o_cust_new = cust_new[order_start]
     o_g = np.cumsum(o_cust_new) - 1
     c_row = o_g[o_row]
@@ -387,7 +386,7 @@ def _build(
     earlier = window(2 * TREND_DAYS, TREND_DAYS)[1]
     out["spend_trend"] = np.log1p(recent) - np.log1p(earlier)
     out["orders_same_season_last_year"] = window(SEASON_LAG_DAYS, season_end)[0]
-    out["discount_share"] = np.bincount(o_g[o_disc], minlength=n_cust) / n_orders
+    out["discount_share"] = np.add.reduceat(o_disc, co, dtype=np.int64) / n_orders
 
     cust_code = cc[cust_start].astype(np.int64)
     ret_rows = np.flatnonzero(data.before & data.is_return)
