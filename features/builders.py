@@ -273,7 +273,7 @@ def _build(
     # order level, sorted by customer then order time
     o_t = t[order_start]
     o_val = np.bincount(o_row, weights=amt, minlength=n_ord)
-    o_disc = np.logical_or.reduceat(disc, order_start)  # any line of the order discounted
+    o_disc = np.bincount(o_row, weights=disc, minlength=n_ord) > 0  # any line discounted
     o_cust_new = cust_new[order_start]
     o_g = np.cumsum(o_cust_new) - 1
     c_row = o_g[o_row]
