@@ -105,7 +105,9 @@ class FeatureBlock:
     ) -> None:
         shape = (len(customer_id), len(names))
         if values is None:
-            if columns is None or any(columns[name].shape != shape[:1] for name in names):
+            if columns is None or any(
+                name not in columns or columns[name].shape != shape[:1] for name in names
+            ):
                 raise ValueError(f"FeatureBlock: give values, or one column of each of {names}")
         elif values.shape != shape:
             raise ValueError(
