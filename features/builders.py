@@ -94,26 +94,56 @@ class FeatureBlock:
     :meth:`to_frame` restores their int64 dtype.
     """
 
-    __slots__ = ("_positions", "customer_id", "names", "values")
+    __slots__ = ("_columns", "_ids", "_index", "_positions", "_values", "names")
 
     def __init__(
         self,
-        customer_id: np.ndarray,
-        values: np.ndarray,
+        customer_id: np.ndarray | pd.Index,
+        values: np.ndarray | None,
         names: tuple[str, ...] = FEATURE_COLUMNS,
+        columns: dict[str, np.ndarray] | None = None,
     ) -> None:
-        if values.shape != (len(customer_id), len(names)):
+        shape = (len(customer_id), len(names))
+        if values is None:
+            if columns is None or any(
+                name not in columns or columns[name].shape != shape[:1] for name in names
+            ):
+                raise ValueError(f"FeatureBlock: give values, or one column of each of {names}")
+        elif values.shape != shape:
             raise ValueError(
                 f"FeatureBlock: values of shape {values.shape} do not match "
                 f"{len(customer_id)} customers x {len(names)} columns"
             )
-        self.customer_id = customer_id
-        self.values = values
+        # ids taken from a log's str categories stay a str Index until someone asks for the
+        # object array, and columns stay apart until someone asks for the matrix: the frame
+        # of build_features then skips a round trip through objects and a copy of every value
+        self._index = customer_id if isinstance(customer_id, pd.Index) else None
+        self._ids = None if isinstance(customer_id, pd.Index) else customer_id
+        self._values = values
+        self._columns = columns
         self.names = tuple(names)
         self._positions = {name: i for i, name in enumerate(self.names)}
 
+    @property
+    def customer_id(self) -> np.ndarray:
+        """The customers' ids, an object array of ``str``."""
+        if self._ids is None:
+            self._ids = np.asarray(self._index, dtype=object)
+        return self._ids
+
+    @property
+    def values(self) -> np.ndarray:
+        """The features as one float64 matrix, a row per customer."""
+        if self._values is None:
+            assert self._columns is not None
+            values = np.empty((len(self), len(self.names)), order="F")  # columns contiguous
+            for j, name in enumerate(self.names):
+                values[:, j] = self._columns[name]
+            self._values = values
+        return self._values
+
     def __len__(self) -> int:
-        return len(self.customer_id)
+        return len(self._index) if self._index is not None else len(self.customer_id)
 
     def column(self, name: str) -> np.ndarray:
         if name not in self._positions:
@@ -126,13 +156,17 @@ class FeatureBlock:
 
     def to_frame(self) -> pd.DataFrame:
         """The documented ``build_features`` frame: index ``customer_id``, catalog dtypes."""
-        index = pd.Index(self.customer_id, dtype="str", name="customer_id")
+        ids = self._index if self._index is not None else self.customer_id
+        index = pd.Index(ids, dtype="str", name="customer_id")
+        if self._values is None and self._columns is not None:
+            # the float64 matrix would hold the same numbers: counts are whole, below 2**53
+            values = [self._columns[name] for name in self.names]
+        else:
+            values = [self.values[:, j] for j in range(len(self.names))]
         return pd.DataFrame(
             {
-                name: self.values[:, j].astype(
-                    np.int64 if name in COUNT_COLUMNS else np.float64, copy=False
-                )
-                for j, name in enumerate(self.names)
+                name: column.astype(np.int64 if name in COUNT_COLUMNS else np.float64, copy=False)
+                for name, column in zip(self.names, values, strict=True)
             },
             index=index,
             copy=False,
@@ -241,8 +275,7 @@ def _build(
     # order level, sorted by customer then order time
     o_t = t[order_start]
     o_val = np.bincount(o_row, weights=amt, minlength=n_ord)
-    o_disc = np.zeros(n_ord, dtype=bool)
-    o_disc[o_row[disc]] = True
+    o_disc = np.bincount(o_row, weights=disc, minlength=n_ord) > 0  # any line discounted
     o_cust_new = cust_new[order_start]
     o_g = np.cumsum(o_cust_new) - 1
     c_row = o_g[o_row]
@@ -281,9 +314,10 @@ def _build(
         gap_last = np.where(n_gaps > 0, day[cd_last] - day[np.maximum(cd_last - 1, 0)], np.nan)
         gaps = np.diff(day).astype(np.float64)
         gap_cust = np.cumsum(d_cust_new)[1:] - 1  # customer of the later day of each gap
-        within = ~d_cust_new[1:]
-        dev = gaps[within] - gap_mean[gap_cust[within]]
-        sq = np.bincount(gap_cust[within], weights=dev * dev, minlength=n_cust)
+        # a gap across two customers weighs +0.0, which leaves every sum as it is
+        dev = gaps - gap_mean[gap_cust]
+        dev *= dev
+        sq = np.bincount(gap_cust, weights=np.where(d_cust_new[1:], 0.0, dev), minlength=n_cust)
         gap_std = np.where(n_gaps >= 2, np.sqrt(sq / np.maximum(n_gaps, 1)), np.nan)
         recency_gap_ratio = recency / gap_mean
     # Seasonal affinity: a purchase day lies in an earlier year's copy of the coming horizon
@@ -323,11 +357,19 @@ def _build(
     edge_days = sorted(
         {*WINDOWS_DAYS, TREND_DAYS, 2 * TREND_DAYS, SEASON_LAG_DAYS, season_end}, reverse=True
     )
-    edges = np.array([cutoff - d * US_PER_DAY for d in edge_days], dtype=np.int64)
-    key = np.searchsorted(edges, o_t, side="right")  # bucket k: at or after edges[k - 1]
+    # bucket k: at or after the k-th edge (as_of - edge_days[k - 1] days). An order
+    # x = cutoff - o_t >= 1 microseconds before as_of is at or after the edge d days back
+    # iff ceil(x / day) <= d, so a table over ceil(x / day) buckets it without a search.
+    ascending = np.array(edge_days[::-1])
+    bucket_of = ascending.size - np.searchsorted(ascending, np.arange(edge_days[0] + 2))
+    key = cutoff - o_t
+    key += US_PER_DAY - 1
+    key //= US_PER_DAY
+    np.minimum(key, edge_days[0] + 1, out=key)
+    key = bucket_of[key]
     key *= n_cust
     key += o_g
-    n_buckets = len(edges) + 1
+    n_buckets = len(edge_days) + 1
     bucket_orders = np.bincount(key, minlength=n_buckets * n_cust).reshape(n_buckets, n_cust)
     bucket_spend = np.bincount(key, weights=o_val, minlength=n_buckets * n_cust).reshape(
         n_buckets, n_cust
@@ -346,7 +388,7 @@ def _build(
     earlier = window(2 * TREND_DAYS, TREND_DAYS)[1]
     out["spend_trend"] = np.log1p(recent) - np.log1p(earlier)
     out["orders_same_season_last_year"] = window(SEASON_LAG_DAYS, season_end)[0]
-    out["discount_share"] = np.bincount(o_g[o_disc], minlength=n_cust) / n_orders
+    out["discount_share"] = np.add.reduceat(o_disc, co, dtype=np.int64) / n_orders
 
     cust_code = cc[cust_start].astype(np.int64)
     ret_rows = np.flatnonzero(data.before & data.is_return)
@@ -360,11 +402,11 @@ def _build(
         returned, denom, out=np.zeros(n_cust), where=(n_returns > 0) & (denom > 0)
     )
 
-    out["n_categories"] = _distinct_per_group(*category_codes.result(), c_row, n_cust)
+    out["n_categories"] = _distinct_per_group(*category_codes.result(), c_row, cust_start)
     weekday = (o_day + 3) % 7  # 1970-01-01 was a Thursday; Monday == 0
     per_weekday = np.bincount(weekday * n_cust + o_g, minlength=7 * n_cust).reshape(7, n_cust)
     out["weekday_concentration"] = per_weekday.max(axis=0) / n_orders
-    out["n_channels"] = _distinct_per_group(*channel_codes.result(), c_row, n_cust)
+    out["n_channels"] = _distinct_per_group(*channel_codes.result(), c_row, cust_start)
     # where in the year the horizon starts: one value per snapshot, so a model trained on
     # cutoffs across the year can learn seasonal levels and who buys in which season
     angle = 2.0 * np.pi * np.mod(cutoff_ns / ns_per_day, year) / year
@@ -372,14 +414,17 @@ def _build(
     out["calendar_cos"] = np.full(n_cust, np.cos(angle))
 
     categories = columns.customers
-    ids = np.asarray(categories.take(cust_code), dtype=object)
-    values = np.empty((n_cust, len(FEATURE_COLUMNS)), order="F")  # columns contiguous
-    for j, name in enumerate(FEATURE_COLUMNS):
-        values[:, j] = out[name]
-    if isinstance(categories, pd.Index) and not categories.is_monotonic_increasing:
-        order = np.argsort(ids, kind="stable")
-        ids, values = ids[order], values[order]
-    return FeatureBlock(ids, values)
+    if isinstance(categories, pd.Index):
+        index = categories.take(cust_code)
+        if categories.is_monotonic_increasing and index.dtype == "str":
+            return FeatureBlock(index, None, columns=out)
+        ids = np.asarray(index, dtype=object)
+        if not categories.is_monotonic_increasing:
+            order = np.argsort(ids, kind="stable")
+            block = FeatureBlock(ids, None, columns=out)
+            return FeatureBlock(ids[order], block.values[order])
+        return FeatureBlock(ids, None, columns=out)
+    return FeatureBlock(np.asarray(categories.take(cust_code), dtype=object), None, columns=out)
 
 
 def _empty_block() -> FeatureBlock:
@@ -387,11 +432,22 @@ def _empty_block() -> FeatureBlock:
 
 
 def _distinct_per_group(
-    codes: np.ndarray, n_values: int, group: np.ndarray, n_groups: int
+    codes: np.ndarray, n_values: int, group: np.ndarray, starts: np.ndarray
 ) -> np.ndarray:
-    """Distinct non-missing codes per group (``group`` is each row's group number)."""
+    """Distinct non-missing codes per group (``group`` is each row's group number; rows
+    come grouped, group ``g`` starting at row ``starts[g]``)."""
+    n_groups = starts.size
     if n_values == 0:
         return np.zeros(n_groups, dtype=np.int64)
+    if n_values <= 64:
+        # few values (categories, channels): a bit per value, OR-ed per group, then counted
+        dtype = next(
+            t for t in (np.uint8, np.uint16, np.uint32, np.uint64) if n_values <= 8 * t().itemsize
+        )
+        bit_of = np.zeros(n_values + 1, dtype=dtype)  # the last slot: code -1, missing
+        bit_of[:-1] = np.left_shift(1, np.arange(n_values, dtype=np.uint64)).astype(dtype)
+        bits = bit_of[codes]
+        return np.bitwise_count(np.bitwise_or.reduceat(bits, starts)).astype(np.int64)
     width = n_values + 1  # slot 0 collects missing values
     if n_groups * width <= max(4 * codes.size, 1 << 16):
         key = codes.astype(np.int64)

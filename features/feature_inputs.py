@@ -189,10 +189,8 @@ def _adjacent_changes(col: pd.Series, rows: np.ndarray, all_rows: bool) -> np.nd
     if all_rows:
         return full
     before, after = rows[:-1], rows[1:]
-    adjacent = after == before + 1
-    changes = np.empty(rows.size - 1, dtype=bool)
-    changes[adjacent] = full[before[adjacent]]
-    gap = np.flatnonzero(~adjacent)
+    changes = full[before]  # right where the next kept row is the next row; gaps fixed below
+    gap = np.flatnonzero(after - before != 1)
     if gap.size:
         changes[gap] = _not_equal(arr.take(before[gap]), arr.take(after[gap]))
     return changes

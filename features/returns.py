@@ -57,16 +57,15 @@ def match_returns(
     out = np.full(is_ret.size, _UNMATCHED, dtype=np.int64)
     if not is_ret.any():
         return out
-    rows, whole = _rows_with_returns(customer_codes, timestamp_us, is_ret)
+    rows, whole, codes, t = _rows_with_returns(customer_codes, timestamp_us, is_ret)
     # customers numbered 0, 1, ... in row order (rows are grouped by customer)
-    codes = np.asarray(customer_codes, dtype=np.int64)[rows]
     cust = np.empty(rows.size, dtype=np.int64)
     cust[0] = 0
     np.cumsum(codes[1:] != codes[:-1], out=cust[1:])
     log = _Rows(
         rows=rows,
         cust=cust,
-        t=np.asarray(timestamp_us, dtype=np.int64)[rows],
+        t=t,
         a=np.zeros(rows.size) if amount is None else np.asarray(amount, dtype=np.float64)[rows],
         q=is_ret[rows],
     )
@@ -103,9 +102,9 @@ class _Rows(NamedTuple):
 
 def _rows_with_returns(
     codes: np.ndarray, ts: np.ndarray, is_ret: np.ndarray
-) -> tuple[np.ndarray, bool]:
+) -> tuple[np.ndarray, bool, np.ndarray, np.ndarray]:
     """Rows of the customers with a return, by customer then time (tied rows keep row
-    order), and whether they are every row in row order."""
+    order), whether they are every row in row order, and their customer codes and times."""
     codes = np.asarray(codes, dtype=np.int64)
     ts = np.asarray(ts, dtype=np.int64)
     low = int(codes.min())
@@ -115,11 +114,12 @@ def _rows_with_returns(
     kept = with_returns[shifted]
     whole = bool(kept.all())
     rows = np.arange(codes.size) if whole else np.flatnonzero(kept)
-    c, t = codes[rows], ts[rows]
+    c, t = (codes, ts) if whole else (codes[rows], ts[rows])
     step_c, step_t = c[1:] - c[:-1], t[1:] >= t[:-1]
     if not ((step_c > 0) | ((step_c == 0) & step_t)).all():
-        return rows[np.lexsort((t, c))], False  # stable: ties keep row order
-    return rows, whole
+        by_time = np.lexsort((t, c))  # stable: ties keep row order
+        return rows[by_time], False, c[by_time], t[by_time]
+    return rows, whole, c, t
 
 
 def _as_strings(ids: pa.Array) -> pa.Array:
@@ -175,11 +175,15 @@ def _by_order(
         return found
     order[asks[asking]] = named[asking]
     # the best line first: the largest amount (NaN last), then the first row
-    by_merit = np.lexsort((log.rows[lines], -log.a[lines]))[::-1]
+    line_rows = log.rows[lines]
+    if (line_rows[1:] > line_rows[:-1]).all():  # lines in row order: one key is enough
+        by_merit = np.argsort(-log.a[lines], kind="stable")[::-1]
+    else:
+        by_merit = np.lexsort((line_rows, -log.a[lines]))[::-1]
     score = np.full(log.q.size, -1, dtype=np.int64)
     score[lines[by_merit]] = np.arange(lines.size)
     line_of_score = lines[by_merit]
-    part = np.sort(np.concatenate((lines, asks[asking])))
+    part = np.flatnonzero(order >= 0)  # the lines and the returns naming an order
     best = _best_so_far(part, [log.cust, order], log.t, score)
     if products is not None:
         product = _codes_in(_take(products, log.rows[part]), _returned(products, log, asks))
@@ -188,7 +192,7 @@ def _by_order(
             of_product = np.full(log.q.size, -1, dtype=np.int64)
             of_product[same] = product[product >= 0]
             better = _best_so_far(same, [log.cust, order, of_product], log.t, score)
-            where = np.searchsorted(part, same)
+            where = np.flatnonzero(product >= 0)  # the positions of ``same`` in ``part``
             best[where] = np.where(better >= 0, better, best[where])
     at = best[np.searchsorted(part, asks[asking])]
     found[asking] = np.where(at >= 0, line_of_score[np.maximum(at, 0)], _UNMATCHED)
@@ -198,6 +202,24 @@ def _by_order(
 def _returned(ids: pa.Array, log: _Rows, asks: np.ndarray) -> pa.Array:
     """The distinct ids the returns at ``asks`` carry."""
     return pc.unique(_take(ids, log.rows[asks]).drop_null())
+
+
+def _stable_order(keys: list[np.ndarray]) -> np.ndarray:
+    """Stable argsort by non-negative integer ``keys``, the first the most significant.
+
+    ``np.lexsort`` sorts once per key; the keys packed into one int64 (when their ranges
+    fit) take one stable sort, which also runs fast on the already sorted leading key.
+    """
+    packed = keys[0].astype(np.int64)
+    bits = int(packed.max(initial=0)).bit_length()
+    for key in keys[1:]:
+        width = int(key.max(initial=0)) + 1
+        bits += width.bit_length()
+        if bits > 62:
+            return np.lexsort(keys[::-1])
+        packed *= width
+        packed += key
+    return np.argsort(packed, kind="stable")
 
 
 def _best_so_far(
@@ -211,7 +233,7 @@ def _best_so_far(
     ``group * width + score``, taken per block of rows tied on keys and time, then holds each
     group's best line so far, and a value below ``group * width`` says the group had none.
     """
-    by_key = np.lexsort([key[part] for key in keys[::-1]])
+    by_key = _stable_order([key[part] for key in keys])
     at = part[by_key]
     new_group = _changes(*(key[at] for key in keys))
     new_block = new_group | _changes(t[at])
@@ -240,7 +262,7 @@ def _by_product(products: pa.Array, log: _Rows, asks: np.ndarray) -> np.ndarray:
     asking[asks] = True
     keep = (product >= 0) & (~log.q[part] | asking[part])
     part, product = part[keep], product[keep]
-    by_key = np.lexsort((product, log.cust[part]))  # stable: by time within a product
+    by_key = _stable_order([log.cust[part], product])  # by time within a product
     at = part[by_key]
     new_group = _changes(log.cust[at], product[by_key])
     latest = _latest_line(new_group, log.t[at], log.a[at], log.q[at])
@@ -320,7 +342,11 @@ def net_amounts(
         take = take[np.asarray(counted, dtype=bool)[take]]
     if take.size == 0:
         return net
-    refunds = np.bincount(matched[take], weights=net[take], minlength=len(net))
+    # summed per purchase in row order, as a bincount over every row would, but over the
+    # returned-to purchases only
+    lines, slot = np.unique(matched[take], return_inverse=True)
+    refunds = np.bincount(slot, weights=net[take], minlength=lines.size)
     touched = refunds > 0
-    net[touched] = np.maximum(net[touched] - refunds[touched], 0.0)
+    lines = lines[touched]
+    net[lines] = np.maximum(net[lines] - refunds[touched], 0.0)
     return net

@@ -556,3 +556,27 @@ def test_season_share_counts_earlier_years_copies_of_the_horizon() -> None:
     assert out.loc["s", "season_share"] == pytest.approx(2 / 4)
     shorter = build_features(make_log(rows), AS_OF, FeatureConfig(horizon_days=30))
     assert shorter.loc["s", "season_share"] == pytest.approx(1 / 4)  # Jul 1 - 30: only 2022-07-10
+
+
+def test_feature_block_matrix_frame_and_rows_agree() -> None:
+    """A built block keeps its columns apart until the matrix is asked for: the frame made
+    from those columns, the matrix, and a block rebuilt from the matrix all agree."""
+    log = random_log(seed=5, start=datetime(2023, 1, 1, tzinfo=UTC), n_customers=40)
+    as_of = datetime(2024, 6, 1, tzinfo=UTC)
+    block = builders.build_feature_block(log, as_of)
+    frame = block.to_frame()  # from the columns
+    values = block.values  # the matrix, built now
+    assert values.shape == (len(frame), len(FEATURE_COLUMNS)) and len(block) == len(frame)
+    assert list(block.customer_id) == frame.index.tolist()
+    for j, name in enumerate(FEATURE_COLUMNS):
+        column = frame[name].to_numpy(dtype=np.float64)
+        assert column.tobytes() == values[:, j].tobytes(), name
+        assert np.array_equal(block.column(name), column, equal_nan=True), name
+    rebuilt = builders.FeatureBlock(block.customer_id, values)
+    pd.testing.assert_frame_equal(rebuilt.to_frame(), frame)
+    rows = np.array([3, 0, 7])
+    picked = block.take(rows)
+    assert list(picked.customer_id) == frame.index[rows].tolist()
+    assert picked.values.tobytes() == values[rows].tobytes()
+    with pytest.raises(ValueError, match="one column of each"):
+        builders.FeatureBlock(block.customer_id, None, columns={})
