@@ -170,7 +170,10 @@ def test_02_train_compare_promote(
     trained: tuple[nbformat.NotebookNode, Path, dict[str, Any]],
 ) -> None:
     nb, workdir, _ = trained
-    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    store = f"sqlite:///{workdir / 'mlflow.db'}"
+    # the registry named too: an in-process `retain train` earlier in this pytest process
+    # set a process-wide registry URI that a client would otherwise inherit
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
     # one run per candidate, in the store inside the temporary working directory
     experiment = client.get_experiment_by_name("retain")
     assert experiment is not None
@@ -212,7 +215,8 @@ def test_02_with_the_default_model(tmp_path: Path) -> None:
         "02_train_compare_promote.ipynb",
         {**SYNTH_PARAMS, "WORKDIR": str(tmp_path), "CANDIDATES": {"lightgbm+btyd": {}}},
     )
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
     [version] = client.search_model_versions(f"name='{MODEL_NAME}'")
     run = client.get_run(version.run_id)
     # nothing but the horizon was passed to RetainModels: every other parameter is a default
