@@ -17,17 +17,14 @@ import httpx
 import pandas as pd
 import pytest
 
-from features.builders import FeatureConfig, build_features
+from features.builders import build_features
 from features.purchase_log import canonicalize
-from features.segments import SegmentConfig
 from features.synth import generate_purchase_log
 from serving.http.snapshot import FeatureSnapshot, SnapshotError, model_columns
-from serving.offers.policy import OfferPolicy
 from serving.scorer import ScoringModel
+from tests.serving.server_artifact import server_artifact
 from tests.serving.test_serve_startup import assert_one_line_refusal, base_env, retain_serve
 from tests.serving.test_service_http import start_service, stop_service
-from training.artifact import save_artifact
-from training.bundle import RetainModels
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -39,21 +36,7 @@ def raw_log() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def artifact_dir(tmp_path_factory: pytest.TempPathFactory, raw_log: pd.DataFrame) -> Path:
-    models = RetainModels(
-        horizon_days=30,
-        n_snapshots=2,
-        num_boost_round=8,
-        early_stopping_rounds=4,
-        num_threads=1,
-        use_baselines=False,
-    ).fit(canonicalize(raw_log).log, "2024-07-01")
-    return save_artifact(
-        tmp_path_factory.mktemp("artifact") / "retain-artifact",
-        models,
-        feature_config=FeatureConfig(horizon_days=30),
-        segment_config=SegmentConfig(),
-        policy_yaml=OfferPolicy.default().to_yaml(),
-    )
+    return server_artifact(tmp_path_factory.mktemp("artifact") / "retain-artifact", raw_log)
 
 
 @pytest.fixture(scope="module")

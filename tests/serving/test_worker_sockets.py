@@ -19,15 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from features.builders import FeatureConfig
-from features.purchase_log import canonicalize
-from features.segments import SegmentConfig
 from features.synth import generate_purchase_log
 from serving.http.serve import serve_command
-from serving.offers.policy import OfferPolicy
 from tests.serving.conftest import free_port
-from training.artifact import save_artifact
-from training.bundle import RetainModels
+from tests.serving.server_artifact import server_artifact
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -43,21 +38,7 @@ ACCESS = re.compile(r"\[entry_service:[^:\]]+:(\d+)\] 127\.0\.0\.1:(\d+) \([^)]*
 @pytest.fixture(scope="module")
 def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     raw = generate_purchase_log(200, seed=5, start="2023-01-01", end="2024-06-30").log
-    models = RetainModels(
-        horizon_days=30,
-        n_snapshots=2,
-        num_boost_round=8,
-        early_stopping_rounds=4,
-        num_threads=1,
-        use_baselines=False,
-    ).fit(canonicalize(raw).log, "2024-07-01")
-    return save_artifact(
-        tmp_path_factory.mktemp("artifact") / "retain-artifact",
-        models,
-        feature_config=FeatureConfig(horizon_days=30),
-        segment_config=SegmentConfig(),
-        policy_yaml=OfferPolicy.default().to_yaml(),
-    )
+    return server_artifact(tmp_path_factory.mktemp("artifact") / "retain-artifact", raw)
 
 
 @pytest.fixture(scope="module")
