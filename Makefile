@@ -21,6 +21,7 @@ venv: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # One throwaway PostgreSQL cluster serves the whole run (tests/postgres_server.py; Debian's
 # `postgresql` package), its URL exported as RETAIN_TEST_POSTGRES_URL.
