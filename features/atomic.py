@@ -74,7 +74,7 @@ class OutputRefusedError(UserError, RuntimeError):
 # ---- single files --------------------------------------------------------------------------
 
 
-def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
+def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Write via ``write(tmp_path)`` to a temp file next to ``path``, then ``os.replace``.
 
     The temp file is created here (not by ``mkstemp``) so the final file gets the usual umask

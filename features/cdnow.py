@@ -47,7 +47,7 @@ def read_cdnow(path: str | Path) -> LoadResult:
             raise PurchaseLogError(
                 f"{path}: unexpected CDNOW header {first}; expected {list(_MASTER_COLUMNS)}"
             )
-        names = _MASTER_COLUMNS
+        names: tuple[str, ...] = _MASTER_COLUMNS
     elif len(first) == len(_SAMPLE_COLUMNS):
         names = _SAMPLE_COLUMNS
     elif len(first) == len(_MASTER_COLUMNS):

@@ -201,7 +201,7 @@ def load_log_config(path: str | Path) -> LogConfig:
     for key in ("discount_true_values", "discount_false_values"):
         if isinstance(fields.get(key), list):
             fields[key] = tuple(fields[key])
-    return _validate(path, LogConfig, fields, "log config")  # type: ignore[no-any-return]
+    return _validate(path, LogConfig, fields, "log config")
 
 
 def load_log_source_settings(path: str | Path) -> dict[str, str]:
@@ -236,7 +236,7 @@ def load_segment_config(path: str | Path | None) -> SegmentConfig:
                 f"{path}: {stray} are segment thresholds; put them under 'segments:'"
             )
     fields = _section(path, data, "segments") or {}
-    return _validate(path, SegmentConfig, fields, "segments config")  # type: ignore[no-any-return]
+    return _validate(path, SegmentConfig, fields, "segments config")
 
 
 def log_config_from_options(

@@ -22,7 +22,7 @@ reads, with no DataFrame in between. The rules, checked against ``canonicalize``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -207,7 +207,7 @@ def _drop_duplicates(
     codes: np.ndarray,
     ts: np.ndarray,
     amount: np.ndarray,
-    optional: dict[str, Sequence[object] | np.ndarray | None],
+    optional: Mapping[str, Sequence[object] | np.ndarray | None],
     customer_id: Sequence[str],
 ) -> np.ndarray:
     """``order`` without rows equal, in every given column, to an earlier row.

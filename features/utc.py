@@ -30,7 +30,7 @@ def to_utc_timestamp(as_of: str | datetime | pd.Timestamp, name: str = "as_of") 
     is parsed and must lie in the purchase log's time range (``features.schema``), else an
     :class:`~features.errors.InputError` names ``name`` (e.g. ``"--as-of"``) and the value.
     """
-    if type(as_of) is pd.Timestamp and as_of.tzinfo is UTC:
+    if type(as_of) is pd.Timestamp and as_of.tzinfo is UTC:  # type: ignore[union-attr]  # pandas is untyped: no narrowing
         return as_of
     try:
         ts = pd.Timestamp(as_of)

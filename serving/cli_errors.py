@@ -92,7 +92,8 @@ def user_error_message(exc: BaseException) -> str | None:
 class RetainGroup(TyperGroup):
     """The root command group: runs a sub-command and maps its errors (see the module doc)."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    # typer builds every context as typer.Context (click's, vendored privately, in the stubs)
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except (typer.TyperException, typer.Exit, typer.Abort):  # usage errors, exits: typer's

@@ -151,7 +151,7 @@ def bento_model_artifact(model_uri: str) -> tuple[Path, ModelSource]:
     except NotFound as exc:
         raise ModelResolutionError(f"BentoML model {tag!r} not found in the model store") from exc
     meta = dict(stored.info.metadata)
-    recorded = meta.get(DIGEST_KEY)
+    recorded: object = meta.get(DIGEST_KEY)  # metadata values are any JSON value
     path = Path(stored.path_of(ARTIFACT_SUBDIR))
     try:
         actual = manifest_sha256(path)

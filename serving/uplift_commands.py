@@ -150,7 +150,7 @@ def uplift_train_command(
             log, assignments, window, artifact.feature_config, observed_until=until
         )
         test = held_out_customers(train_set.features.index, evaluate_share, seed)
-        params = {"learner": learner, "seed": seed}
+        params: dict[str, Any] = {"learner": learner, "seed": seed}
         targets = {}
         if scores is not None and "churn_probability" in scores.columns:
             ids = scores["customer_id"].astype("str").str.strip()
@@ -249,12 +249,12 @@ def register(app: typer.Typer) -> None:
             config_file=config_file,
             allow_below_random=allow_below_random,
         )
-        table = result.pop("_table")
+        targeting = result.pop("_table")
         result.pop("_log_rows")
         typer.echo(
             f"held-out customers ({result['evaluation']['held_out_customers']:,}), targeting by:",
             err=True,
         )
-        typer.echo(table.to_string(float_format=lambda v: f"{v:.4f}"), err=True)
+        typer.echo(targeting.to_string(float_format=lambda v: f"{v:.4f}"), err=True)
         typer.echo(f"wrote {result['artifact']}", err=True)
         typer.echo(json.dumps(result, sort_keys=True))

@@ -287,7 +287,7 @@ def _with_seed(cls: type, params: dict[str, Any], seed: int) -> dict[str, Any]:
     """Pass ``seed`` under whichever name the models class uses for it (if any)."""
     import inspect
 
-    accepted = inspect.signature(cls.__init__).parameters
+    accepted = inspect.signature(cls).parameters
     for name in ("random_state", "seed"):
         if name in accepted and name not in params:
             params[name] = seed

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import lightgbm as lgb
 import numpy as np
@@ -89,7 +89,7 @@ def _name_positions(names: tuple[str, ...]) -> dict[str, int]:
     return {name: i for i, name in enumerate(names)}
 
 
-Table = pd.DataFrame | ModelInput
+Table: TypeAlias = pd.DataFrame | ModelInput
 
 
 def input_column(X: Table, name: str) -> FloatArray:
@@ -191,7 +191,7 @@ def threads_for(rows: int) -> int:
 
 def predict_booster(booster: lgb.Booster, m: FloatArray, **kwargs: Any) -> FloatArray:
     """``Booster.predict`` with the thread count chosen by batch size."""
-    return booster.predict(m, num_threads=threads_for(len(m)), **kwargs)
+    return cast(FloatArray, booster.predict(m, num_threads=threads_for(len(m)), **kwargs))
 
 
 def sigmoid(raw: FloatArray) -> FloatArray:

@@ -36,7 +36,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -100,7 +100,7 @@ def _is_missing(exc: MlflowException) -> bool:
     return getattr(exc, "error_code", None) in _MISSING_CODES
 
 
-def is_sha256(value: object) -> bool:
+def is_sha256(value: object) -> TypeGuard[str]:
     """A lower-case hex sha256 digest (what :data:`MANIFEST_TAG` must hold)."""
     return isinstance(value, str) and len(value) == 64 and set(value) <= _SHA256_HEX
 

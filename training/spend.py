@@ -48,7 +48,9 @@ class SpendModel(BoosterModel):
         names = list(X.columns)
         xv = input_matrix(X_val, names, "SpendModel")
         yv = np.asarray(y_val, dtype=np.float64)
-        extra = {"tweedie_variance_power": 1.5} if self.objective == "tweedie" else {}
+        extra: dict[str, Any] = (
+            {"tweedie_variance_power": 1.5} if self.objective == "tweedie" else {}
+        )
         self.booster_ = train_booster(
             self.config,
             self.objective,

@@ -126,7 +126,8 @@ def training_dataset(fp: DataFingerprint, source: str | Path | DatabaseLog | Non
             # ambiguous between the two (identical) classes
             warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
             origin = resolve_dataset_source(Path(source).absolute().as_uri())
-    return MetaDataset(
+    # MLflow declares ``profile`` abstract yet builds MetaDataset itself: it is concrete
+    return MetaDataset(  # type: ignore[abstract]
         origin, name=DATASET_NAME, digest=fp.fingerprint, schema=model_signature().inputs
     )
 

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
@@ -103,7 +103,7 @@ class UpliftModel(BaseEstimator):
         # rebuilt from its text: in memory and after save/load it predicts the same bits
         return lgb.Booster(model_str=booster.model_to_string())
 
-    def fit(self, X: pd.DataFrame, treatment: Sequence[float], y: Sequence[float]) -> UpliftModel:
+    def fit(self, X: pd.DataFrame, treatment: ArrayLike, y: ArrayLike) -> UpliftModel:
         """Learn from customers' features, sent (1) / held out (0), and bought (1) / not."""
         if self.learner not in ("two_model", "transformed_outcome"):
             raise ValueError(
@@ -249,9 +249,9 @@ def held_out_customers(
 
 
 def compare_targeting(
-    bought: Sequence[float],
-    treated: Sequence[float],
-    scores: dict[str, Sequence[float]],
+    bought: ArrayLike,
+    treated: ArrayLike,
+    scores: dict[str, ArrayLike],
     fractions: Sequence[float] = (0.1, 0.3),
 ) -> pd.DataFrame:
     """Qini coefficient and uplift at the top fractions of each targeting score (rows).
@@ -285,7 +285,7 @@ def evaluate_on_held_out(
     if held_out.all() or not held_out.any():
         raise ValueError("held_out must select some customers, not all")
     train = ~held_out
-    scores: dict[str, Sequence[float]] = {}
+    scores: dict[str, ArrayLike] = {}
     for name, model in models.items():
         model.fit(data.features[train], data.treated[train], data.bought[train])
         scores[name] = model.predict(data.features[held_out])

@@ -364,7 +364,7 @@ def read_scores_table(url: DatabaseUrl, table: str) -> tuple[pd.DataFrame, dict[
     try:
         cursor = connection.cursor()
         cursor.execute("SELECT to_regclass($1::text) IS NOT NULL", (ownership,))
-        if cursor.fetchone()[0]:
+        if (cursor.fetchone() or (None,))[0]:
             cursor.execute(
                 f"SELECT summary FROM {ownership} WHERE table_name = $1::text AND state = 'published'",
                 (name,),

@@ -134,7 +134,7 @@ class RetainService:
     def _score_batch(self, jobs: list[ScoreJob]) -> None:
         score_jobs(self.model, jobs, pd.Timestamp.now(tz="UTC"))
 
-    def _score_ids_batch(self, jobs: list[ScoreJob]) -> None:
+    def _score_ids_batch(self, jobs: list[IdsJob]) -> None:
         ids_jobs = [job for job in jobs if isinstance(job, IdsJob)]
         score_history_jobs(self.model, self.history, ids_jobs)
 
@@ -211,4 +211,5 @@ def history_readiness(history: HistorySource | None, snapshot: FeatureSnapshot) 
     }
 
 
-RetainService.add_asgi_middleware(GuardMiddleware)
+# bentoml.service made the class a Service; its stubs keep the class type
+RetainService.add_asgi_middleware(GuardMiddleware)  # type: ignore[attr-defined]

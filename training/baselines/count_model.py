@@ -182,7 +182,7 @@ class CountModel:
             raise ValueError(f"horizon must be > 0, got {horizon}")
         grid = np.linspace(0.0, horizon, n_grid + 1)
         surv = self.survival_function(grid, frequency, recency, T)
-        return np.trapezoid(surv, grid, axis=1)
+        return np.asarray(np.trapezoid(surv, grid, axis=1))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready state (hyper-parameters and learned parameters)."""
