@@ -78,12 +78,22 @@ _THREADED_MIN_ROWS = 200_000
 _CATALOG = frozenset(FEATURE_COLUMNS)
 
 
+MAX_HORIZON_DAYS = 365
+"""The longest horizon the features describe; longer label horizons share its features."""
+
+
 class FeatureConfig(BaseModel):
     """Knobs of the feature builder; windows are fixed by ``catalog.WINDOWS_DAYS``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    horizon_days: int = Field(default=90, gt=0, le=365)
+    horizon_days: int = Field(default=90, gt=0, le=MAX_HORIZON_DAYS)
+
+    @classmethod
+    def for_horizon(cls, horizon_days: int) -> FeatureConfig:
+        """The features a model trained for ``horizon_days`` is built with (training and the
+        artifact both ask here, so they cannot disagree)."""
+        return cls(horizon_days=min(horizon_days, MAX_HORIZON_DAYS))
 
 
 class FeatureBlock:

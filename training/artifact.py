@@ -28,10 +28,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel
 
 from features.atomic import sha256_file
+from features.errors import UserError
 from features.schema import CANONICAL_COLUMNS, TIMESTAMP_DTYPE, LogConfig
+
+if TYPE_CHECKING:  # imported lazily at run time: heavy, and avoids cycles
+    from features.builders import FeatureConfig
+    from features.segments import SegmentConfig
+    from training.bundle import RetainModels
+    from training.uplift import UpliftModel
 
 FORMAT_NAME = "retain-artifact"
 FORMAT_VERSION = 1
@@ -65,7 +74,10 @@ _LIBRARIES: tuple[str, ...] = (
 )
 
 
-class ArtifactError(ValueError):
+Config = TypeVar("Config")
+
+
+class ArtifactError(UserError, ValueError):
     """The artifact directory is missing, malformed, tampered with or unsafe to load."""
 
 
@@ -73,13 +85,13 @@ class ArtifactError(ValueError):
 class RetainArtifact:
     """A loaded, hash-checked artifact."""
 
-    models: Any  # training.bundle.RetainModels (imported lazily: heavy, and avoids cycles)
-    feature_config: Any
-    segment_config: Any
+    models: RetainModels
+    feature_config: FeatureConfig  # always the models' own (checked on load)
+    segment_config: SegmentConfig | None
     policy_yaml: str
     manifest: dict[str, Any]
     log_config: LogConfig = field(default_factory=LogConfig)
-    uplift: Any = None  # training.uplift.UpliftModel, None when the artifact has none
+    uplift: UpliftModel | None = None  # None when the artifact has none
 
     @property
     def horizon_days(self) -> int:
@@ -95,7 +107,7 @@ def input_schema() -> list[dict[str, str]]:
     return [{"name": c, "dtype": CANONICAL_DTYPES[c]} for c in CANONICAL_COLUMNS]
 
 
-def _config_to_json(config: Any) -> Any:
+def _config_to_json(config: object) -> Any:
     """Pydantic models and dataclasses to plain JSON values (``None`` means defaults)."""
     if config is None:
         return None
@@ -109,13 +121,14 @@ def _config_to_json(config: Any) -> Any:
     )
 
 
-def _config_from_json(cls: type, value: Any, what: str) -> Any:
+def _config_from_json(cls: type[Config], value: Any, what: str) -> Config | None:  # value: JSON
     if value is None:
         return None
     try:
-        if hasattr(cls, "model_validate"):
+        if issubclass(cls, BaseModel):
             return cls.model_validate(value)
-        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        # a dataclass (pydantic models returned above); mypy cannot tell from a bare type
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
         unknown = sorted(set(kwargs) - set(fields))
         if unknown:
@@ -146,10 +159,10 @@ def _retain_version() -> str:
 
 def save_artifact(
     directory: str | Path,
-    models: Any,
+    models: RetainModels,
     *,
-    feature_config: Any,
-    segment_config: Any,
+    segment_config: SegmentConfig | None,
+    feature_config: FeatureConfig | None = None,
     policy_yaml: str,
     metrics: dict[str, Any] | None = None,
     created_at: datetime | None = None,
@@ -159,12 +172,19 @@ def save_artifact(
 
     ``log_config`` is the config the training log was read with (default: ``LogConfig()``);
     it is stored in the manifest so every scorer of the artifact counts rows the same way.
+    The feature config stored is the models' own (``models.feature_config``): a scorer builds
+    the features the models were trained on. ``feature_config``, when given, must equal it.
 
     Everything is written to a temporary sibling directory first and moved into place with
     ``os.replace``, so readers never see a half-written artifact. ``directory`` must not
     exist yet (or be empty): artifacts are immutable.
     """
     target = _new_target(directory)
+    if feature_config is not None and feature_config != models.feature_config:
+        raise ArtifactError(
+            f"feature_config {feature_config!r} disagrees with the models' "
+            f"{models.feature_config!r} (trained for a {models.horizon_days}-day horizon)"
+        )
     if not isinstance(policy_yaml, str) or not policy_yaml.strip():
         raise ArtifactError("policy_yaml must be the offer policy as non-empty YAML text")
     tmp = _staging_dir(target)
@@ -189,7 +209,7 @@ def save_artifact(
             "retain_version": _retain_version(),
             "libraries": _library_versions(),
             "horizon_days": int(models.horizon_days),
-            "feature_config": _config_to_json(feature_config),
+            "feature_config": _config_to_json(models.feature_config),
             "segment_config": _config_to_json(segment_config),
             "log_config": _config_to_json(log_config or LogConfig()),
             "policy_file": POLICY_NAME,
@@ -231,7 +251,7 @@ def _move_into_place(tmp: Path, target: Path) -> None:
 
 def add_uplift(
     source: str | Path,
-    uplift: Any,
+    uplift: UpliftModel,
     directory: str | Path,
     *,
     uplift_metadata: dict[str, Any] | None = None,
@@ -438,11 +458,18 @@ def load_artifact(
             f"models horizon {models.horizon_days} != manifest horizon_days "
             f"{manifest['horizon_days']}"
         )
+    feature_config = _config_from_json(
+        FeatureConfig, manifest.get("feature_config"), "feature_config"
+    )
+    if feature_config is not None and feature_config != models.feature_config:
+        raise ArtifactError(
+            f"the manifest's feature_config (horizon_days {feature_config.horizon_days}) "
+            f"disagrees with the models' (horizon_days {models.feature_config.horizon_days}): "
+            "the artifact's parts were not saved together; refusing to load"
+        )
     return RetainArtifact(
         models=models,
-        feature_config=_config_from_json(
-            FeatureConfig, manifest.get("feature_config"), "feature_config"
-        ),
+        feature_config=models.feature_config,
         segment_config=_config_from_json(
             SegmentConfig, manifest.get("segment_config"), "segment_config"
         ),

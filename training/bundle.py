@@ -162,8 +162,10 @@ class RetainModels(BaseEstimator):
             self.num_threads,
         )
 
-    def _feature_config(self) -> FeatureConfig:
-        return FeatureConfig(horizon_days=min(self.horizon_days, 365))
+    @property
+    def feature_config(self) -> FeatureConfig:
+        """What every snapshot and prediction is built with; the artifact stores this one."""
+        return FeatureConfig.for_horizon(self.horizon_days)
 
     def snapshot(
         self, log: pd.DataFrame, cutoff: pd.Timestamp, include_365d: bool = False
@@ -175,7 +177,7 @@ class RetainModels(BaseEstimator):
         self, log: pd.DataFrame, cutoff: pd.Timestamp, include_365d: bool
     ) -> tuple[pd.DataFrame, dict[str, str]]:
         """:meth:`snapshot` and its degenerate baseline fits (name -> why)."""
-        feats = build_features(log, cutoff, self._feature_config())
+        feats = build_features(log, cutoff, self.feature_config)
         degenerate: dict[str, str] = {}
         if self.use_baselines:
             state = fit_baselines(feats, self.baseline_sample, self.seed)
@@ -286,7 +288,7 @@ class RetainModels(BaseEstimator):
                     v365[names],
                     v365["spend_365d"].to_numpy(),
                 )
-        final_features = build_features(log, cutoff, self._feature_config())
+        final_features = build_features(log, cutoff, self.feature_config)
         self.baselines_ = fit_baselines(final_features, self.baseline_sample, self.seed)
         self.feature_names_in_ = [c for c in names if c not in BASELINE_FEATURES]
         self.fitted_as_of_ = cutoff
@@ -358,7 +360,7 @@ class RetainModels(BaseEstimator):
     def predict(self, log: pd.DataFrame, as_of: pd.Timestamp | str) -> pd.DataFrame:
         """Scores for every customer with an order before ``as_of`` (index customer_id)."""
         cutoff = to_utc_timestamp(as_of)
-        return self.predict_features(build_features(log, cutoff, self._feature_config()), cutoff)
+        return self.predict_features(build_features(log, cutoff, self.feature_config), cutoff)
 
     def predict_features(self, features: pd.DataFrame, as_of: pd.Timestamp | str) -> pd.DataFrame:
         """Scores from a ready feature frame (columns in any order, extra columns ignored)."""

@@ -187,7 +187,7 @@ def build_training_set(
     the customers present in the features (the labels' population is the same by contract).
     """
     if feature_config is None:
-        feature_config = FeatureConfig(horizon_days=min(horizon_days, 365))
+        feature_config = FeatureConfig.for_horizon(horizon_days)
     frames = []
     for raw in cutoffs:
         cutoff = to_utc_timestamp(raw)

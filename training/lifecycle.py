@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from rich.console import Console
@@ -45,6 +45,9 @@ from features.redaction import redact
 from features.schema import LogConfig
 from features.utc import to_utc_timestamp
 from training.artifact import RetainArtifact
+
+if TYPE_CHECKING:
+    from features.segments import SegmentConfig
 
 SMOKE_CUSTOMERS = 12
 
@@ -135,8 +138,7 @@ def train_and_register(
     policy: str | Path | None = None,
     register: bool = True,
     models_params: Mapping[str, Any] | None = None,
-    feature_config: Any = None,
-    segment_config: Any = None,
+    segment_config: SegmentConfig | None = None,
     artifact_out: Path | None = None,
     seed: int = 0,
     console: Console | None = None,
@@ -149,7 +151,6 @@ def train_and_register(
     ``log_config`` reads the log and is packaged with the model, so HTTP, batch and the
     pyfunc count rows (cancellations, duplicates) the way this training run did.
     """
-    from features.builders import FeatureConfig
     from features.purchase_log import read_purchase_log
     from features.segments import SegmentConfig
     from training import registry, tracking, tracking_store
@@ -161,7 +162,6 @@ def train_and_register(
 
     cutoff = to_utc_timestamp(as_of)
     policy_yaml = serving.policy_yaml(policy)
-    feature_config = feature_config or FeatureConfig(horizon_days=min(horizon_days, 365))
     segment_config = segment_config or SegmentConfig()
     # an unreachable server is said before any work; the store itself is opened (and a new
     # sqlite file created) only once the log has been read and checked
@@ -190,7 +190,6 @@ def train_and_register(
             artifact_dir = save_artifact(
                 artifact_out or Path(tmp) / "artifact",
                 models,
-                feature_config=feature_config,
                 segment_config=segment_config,
                 policy_yaml=policy_yaml,
                 metrics=backtest["metrics"],

@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -203,3 +205,61 @@ def test_wrong_format_name_is_refused(copy: Path) -> None:
 def test_directory_without_manifest_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="not a retain artifact"):
         load_artifact(tmp_path)
+
+
+def test_feature_config_other_than_the_models_is_refused_on_load(copy: Path) -> None:
+    # the manifest is not hashed unless its digest was recorded outside: edit it in place
+    manifest = _manifest(copy)
+    assert manifest["feature_config"] == {"horizon_days": 30}
+    manifest["feature_config"]["horizon_days"] = 90
+    _write_manifest(copy, manifest)
+    with pytest.raises(
+        ArtifactError,
+        match=r"feature_config \(horizon_days 90\) disagrees with the models' \(horizon_days 30\)",
+    ):
+        load_artifact(copy)
+
+
+def test_tampered_artifact_is_one_error_line_from_the_cli(
+    copy: Path, small_log: pd.DataFrame, tmp_path: Path
+) -> None:
+    manifest = _manifest(copy)
+    manifest["feature_config"]["horizon_days"] = 90
+    _write_manifest(copy, manifest)
+    small_log.to_parquet(tmp_path / "log.parquet")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    args = ["--data", str(tmp_path / "log.parquet"), "--as-of", "2024-01-01"]
+    args += ["--model-uri", str(copy), "--out", str(tmp_path / "out")]
+    done = subprocess.run(
+        [sys.executable, "-m", "serving.cli", "score", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("error:") == 1
+    assert "disagrees with the models' (horizon_days 30)" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_save_refuses_a_feature_config_other_than_the_models(
+    fitted: RetainModels, tmp_path: Path
+) -> None:
+    assert fitted.feature_config == FeatureConfig(horizon_days=30)
+    with pytest.raises(ArtifactError, match="disagrees with the models'"):
+        save_artifact(
+            tmp_path / "artifact",
+            fitted,
+            feature_config=FeatureConfig(horizon_days=90),
+            segment_config=None,
+            policy_yaml=POLICY_YAML,
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_feature_config_caps_the_horizon_once() -> None:
+    assert FeatureConfig.for_horizon(30) == FeatureConfig(horizon_days=30)
+    assert FeatureConfig.for_horizon(400) == FeatureConfig(horizon_days=365)
+    assert RetainModels(horizon_days=400).feature_config == FeatureConfig(horizon_days=365)
