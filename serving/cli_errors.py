@@ -2,9 +2,10 @@
 
 Every ``retain`` sub-command runs inside :class:`RetainGroup.invoke`, so commands raise and
 never format errors themselves. An exception is a *user error* when it is a
-:class:`features.errors.UserError` (``PurchaseLogError``, ``BatchError``, ``InputError``...),
-one of the library errors in :data:`USER_ERROR_TYPES` (bad config, model or registry), or a
-file the user named that cannot be read or written. It is printed as ``error: <message>`` on
+:class:`features.errors.UserError` (every error retain raises for something the user can fix
+subclasses it: ``PurchaseLogError``, ``ArtifactError``, ``RegistryError``...), one of the two
+library errors about a user's values (pydantic's ``ValidationError``, PyYAML's
+``YAMLError``), or a file the user named that cannot be read or written. It is printed as ``error: <message>`` on
 one line on stderr, exit code 2. Anything else is a bug: Python's traceback, exit code 1.
 ``retain --debug CMD`` prints the traceback of user errors too (and still exits 2).
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 import errno
 import sys
 import traceback
-from collections.abc import Iterator
 from typing import Any
 
 import typer
@@ -23,26 +23,11 @@ from typer.core import TyperGroup
 from features.errors import UserError
 from features.redaction import redact
 
-__all__ = ["DEBUG_KEY", "USER_ERROR_TYPES", "RetainGroup", "user_error_message"]
+__all__ = ["DEBUG_KEY", "RetainGroup", "user_error_message"]
 
 DEBUG_KEY = "retain.debug"
 """``typer.Context.meta`` key set by the root ``--debug`` option."""
 EXIT_USER_ERROR = 2
-
-USER_ERROR_TYPES: tuple[tuple[str, str], ...] = (
-    ("features.config_file", "LogConfigError"),
-    ("training.artifact", "ArtifactError"),
-    ("training.registry", "RegistryError"),
-    ("training.tracking_store", "TrackingStoreError"),
-    ("serving.model_source", "ModelResolutionError"),
-    ("serving.offers.policy", "OfferPolicyError"),
-    ("serving.offers.inputs", "ScoresError"),
-    ("pydantic", "ValidationError"),
-    ("yaml", "YAMLError"),
-)
-"""(module, class) of errors other packages raise for input a user can fix. Looked up in
-``sys.modules`` only: an exception of a class whose module was never imported cannot occur,
-so classifying one never imports MLflow or pydantic."""
 
 _FILE_ERRORS = (
     FileNotFoundError,
@@ -54,20 +39,16 @@ _FILE_ERRORS = (
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
-def _library_types() -> Iterator[type[BaseException]]:
-    for module_name, class_name in USER_ERROR_TYPES:
-        module = sys.modules.get(module_name)
-        found = getattr(module, class_name, None) if module is not None else None
-        if isinstance(found, type) and issubclass(found, BaseException):
-            yield found
-
-
 def _is_user_error(exc: BaseException) -> bool:
     if isinstance(exc, (UserError, *_FILE_ERRORS)):
         return True
     if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
         return True
-    return any(isinstance(exc, kind) for kind in _library_types())
+    # imported here, on the error path only: `retain --help` loads neither
+    import yaml
+    from pydantic import ValidationError
+
+    return isinstance(exc, (ValidationError, yaml.YAMLError))
 
 
 def _one_line(text: str) -> str:

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from features.errors import UserError
+
 BENTO_MODEL_SCHEME = "bentoml:"
 BENTO_MODEL_ALIAS = "retain"
 # keys of the BentoML model's metadata (see serving.http.bento.bento_model_metadata)
@@ -29,7 +31,7 @@ DIGEST_KEY = "manifest_sha256"
 ARTIFACT_SUBDIR = "retain"
 
 
-class ModelResolutionError(RuntimeError):
+class ModelResolutionError(UserError, RuntimeError):
     """The configured model URI cannot be resolved to a retain artifact."""
 
 

@@ -41,6 +41,7 @@ from typing import Any, TypeGuard
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from features.errors import UserError
 from features.redaction import redact
 from training import gate
 from training.registry_lock import RegistryLockTimeout, registry_lock
@@ -64,7 +65,7 @@ SmokeTest = Callable[[str], None]
 Rescore = Callable[[Any, Any], tuple[Mapping[str, float | None], str]]
 
 
-class RegistryError(RuntimeError):
+class RegistryError(UserError, RuntimeError):
     """A registry operation cannot proceed; the message says what is missing."""
 
 

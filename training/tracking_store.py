@@ -21,6 +21,7 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from features.errors import UserError
 from features.redaction import redact
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -38,7 +39,7 @@ _DEFAULT_PORTS: dict[str, int] = {
 }
 
 
-class TrackingStoreError(RuntimeError):
+class TrackingStoreError(UserError, RuntimeError):
     """The tracking store cannot be used (missing, unreachable); the message says why."""
 
 
