@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -48,6 +48,9 @@ from training.baselines.bgnbd import BetaGeoNBD
 from training.baselines.degenerate import degenerate_fit
 from training.baselines.paretonbd import ParetoNBD
 from training.labels import build_labels
+
+if TYPE_CHECKING:
+    from training.bundle import RetainModels
 
 PREDICTION_COLUMNS: tuple[str, ...] = (
     "churn_probability",
@@ -229,7 +232,7 @@ def _model_predictions(
 
 
 def _fitted_predictions(
-    models: Any, log: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int, index: pd.Index
+    models: RetainModels, log: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int, index: pd.Index
 ) -> pd.DataFrame:
     """A fitted ``RetainModels``' predictions for ``index`` in :data:`PREDICTION_COLUMNS`."""
     raw = models.predict(log, as_of)
@@ -252,7 +255,7 @@ def _fitted_predictions(
 
 
 def score_fitted(
-    models: Any, log: pd.DataFrame, as_of: pd.Timestamp | str, horizon_days: int
+    models: RetainModels, log: pd.DataFrame, as_of: pd.Timestamp | str, horizon_days: int
 ) -> dict[str, float | None]:
     """The backtest metrics of an already fitted model (e.g. the champion's) at ``as_of``.
 

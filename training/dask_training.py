@@ -15,10 +15,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 def training_partition(
@@ -64,7 +67,7 @@ class DaskChurnModel:
 
 
 def train_churn_dask(
-    client: Any,
+    client: Client,
     partitions: Iterable[pd.DataFrame],
     cutoffs: Sequence[pd.Timestamp | str],
     horizon_days: int,

@@ -21,7 +21,10 @@ from __future__ import annotations
 import ast
 import math
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
 
 KEY_METRICS: tuple[str, ...] = (
     "model.churn_auc",
@@ -60,19 +63,19 @@ def float_tags(
     return out
 
 
-def version_metrics(mv: Any) -> dict[str, float]:
+def version_metrics(mv: ModelVersion) -> dict[str, float]:
     """A registered version's own backtest metrics (:data:`KEY_METRICS`) from its tags."""
     return float_tags(mv.tags, KEY_METRICS)
 
 
-def version_backtest(mv: Any) -> dict[str, str]:
+def version_backtest(mv: ModelVersion) -> dict[str, str]:
     """A registered version's backtest identity (:data:`BACKTEST_KEYS`) from its tags."""
     return {k: mv.tags[k] for k in BACKTEST_KEYS if k in mv.tags}
 
 
 def failed_checks(
-    challenger: Any,
-    champion: Any | None,
+    challenger: ModelVersion,
+    champion: ModelVersion | None,
     champion_metrics: Mapping[str, float] | None,
     tolerance: float,
 ) -> dict[str, str]:

@@ -47,7 +47,10 @@ from features.utc import to_utc_timestamp
 from training.artifact import RetainArtifact
 
 if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+
     from features.segments import SegmentConfig
+    from training.bundle import RetainModels
 
 SMOKE_CUSTOMERS = 12
 
@@ -94,7 +97,7 @@ def production_as_of(log: pd.DataFrame) -> pd.Timestamp:
     return pd.Timestamp(log["timestamp"].max()).tz_convert("UTC").floor("D") + pd.Timedelta(days=1)
 
 
-def _feature_importance(models: Any) -> dict[str, float] | None:
+def _feature_importance(models: RetainModels) -> dict[str, float] | None:
     """Gain importance of the churn booster as shares of the total (None if it has none)."""
     booster = getattr(getattr(models, "churn_", None), "booster_", None)
     if booster is None:
@@ -382,7 +385,9 @@ def promote_challenger(
 
     resolved = tracking_store.configure_tracking(tracking_uri, create=False)
 
-    def rescore(challenger: Any, champion: Any) -> tuple[dict[str, float | None], str]:
+    def rescore(
+        challenger: ModelVersion, champion: ModelVersion
+    ) -> tuple[dict[str, float | None], str]:
         log = read_purchase_log(data, log_config).log
         expected = challenger.tags.get("data.fingerprint")
         actual = tracking.data_fingerprint(log).fingerprint

@@ -11,13 +11,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from features.atomic import write_atomic
 from training.backtest_result import METHOD_LABELS, BacktestResult
 from training.metrics import calibration_curve
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 MAX_REPEAT = 7  # the last frequency group is "7 or more repeat purchase days"
 PLOT_FILES: dict[str, str] = {
@@ -66,7 +69,7 @@ def purchases_by_frequency(
     return groups, mean(actual), {name: mean(values) for name, values in predicted.items()}
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     return write_atomic(
         path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     )

@@ -36,7 +36,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -45,6 +45,9 @@ from features.errors import UserError
 from features.redaction import redact
 from training import gate
 from training.registry_lock import RegistryLockTimeout, registry_lock
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
 
 DEFAULT_MODEL_NAME = "retain"
 CHAMPION = "champion"
@@ -253,7 +256,11 @@ def _history(c: MlflowClient, name: str) -> list[str]:
 
 
 def _champion_metrics(
-    challenger: Any, champion: Any, rescore: Rescore | None, name: str, c: MlflowClient
+    challenger: ModelVersion,
+    champion: ModelVersion,
+    rescore: Rescore | None,
+    name: str,
+    c: MlflowClient,
 ) -> tuple[dict[str, float], str, str | None]:
     """The champion's metrics to compare with, where they come from, and why not comparable.
 

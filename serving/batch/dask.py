@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -39,6 +39,9 @@ from serving.batch.chunks import (
 )
 from serving.batch.publish import FEATURE_SCHEMA
 from serving.scorer import SCORE_COLUMNS, ScoringModel
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 FEATURE_PREFIX = "feature__"
 DEFAULT_WAVE_PER_WORKER = 2
@@ -192,7 +195,7 @@ def _split(frame: pd.DataFrame, with_features: bool) -> tuple[pd.DataFrame, pd.D
 
 
 def dask_runner(
-    client: Any,
+    client: Client,
     artifact_dir: str | Path,
     log: pd.DataFrame,
     as_of: pd.Timestamp,

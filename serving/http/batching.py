@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pandas as pd
 
@@ -24,6 +24,9 @@ from serving.http.schemas import CustomerIn
 from serving.http.score_request import history_log
 from serving.http.settings import SERVICE_LOGGER
 from serving.offers.inputs import ScoresError
+
+if TYPE_CHECKING:
+    from serving.scorer import ScoringModel
 
 MAX_BATCH_CUSTOMERS = 2000
 INPUT_ERRORS: tuple[type[Exception], ...] = (PurchaseLogError, ScoresError)
@@ -50,7 +53,7 @@ class ScoreJob:
 
 
 def _score_group(
-    model: Any, customers: list[CustomerIn], as_of: pd.Timestamp, campaign: str | None
+    model: ScoringModel, customers: list[CustomerIn], as_of: pd.Timestamp, campaign: str | None
 ) -> dict[str, dict[str, Any]]:
     """One canonical log and one score call for customers sharing as_of and campaign."""
     from serving.scorer import score_log
@@ -61,7 +64,7 @@ def _score_group(
     return score_records(score_log(model, log, as_of, campaign=campaign))
 
 
-def _locate_error(model: Any, job: ScoreJob, now: pd.Timestamp) -> RequestError:
+def _locate_error(model: ScoringModel, job: ScoreJob, now: pd.Timestamp) -> RequestError:
     """Error path only: find the first customer the scorer rejects, and why."""
     for index, customer in enumerate(job.customers):
         where = f"customers[{index}] (customer_id {customer.customer_id!r})"
@@ -77,7 +80,7 @@ def _locate_error(model: Any, job: ScoreJob, now: pd.Timestamp) -> RequestError:
     return RequestError("the request could not be scored", ("customers",))
 
 
-def score_jobs(model: Any, jobs: Sequence[ScoreJob], now: pd.Timestamp) -> None:
+def score_jobs(model: ScoringModel, jobs: Sequence[ScoreJob], now: pd.Timestamp) -> None:
     """Score every customer of every job, one scorer call per (as_of, campaign) group.
 
     Within a group customer ids must be unique (the offer policy's holdout draw hashes the

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -19,6 +19,9 @@ from serving.http.batching import INPUT_ERRORS, ScoreJob
 from serving.http.history_source import HistoryConfigError, HistorySource, HistoryUnavailable
 from serving.http.responses import score_records, unscored_record
 from serving.http.schemas import CustomerIn
+
+if TYPE_CHECKING:
+    from serving.scorer import ScoringModel
 
 UNAVAILABLE = 503
 BAD_ROWS = 502
@@ -53,7 +56,9 @@ def _fail(jobs: Sequence[IdsJob], status: int, message: str) -> None:
         job.status, job.message, job.results = status, message, []
 
 
-def _score(model: Any, source: HistorySource, jobs: Sequence[IdsJob], as_of: pd.Timestamp) -> None:
+def _score(
+    model: ScoringModel, source: HistorySource, jobs: Sequence[IdsJob], as_of: pd.Timestamp
+) -> None:
     """Fetch the jobs' customers in one query and write each job's results."""
     from serving.scorer import score_log
 
@@ -77,7 +82,7 @@ def _score(model: Any, source: HistorySource, jobs: Sequence[IdsJob], as_of: pd.
         ]
 
 
-def score_history_jobs(model: Any, source: HistorySource, jobs: Sequence[IdsJob]) -> None:
+def score_history_jobs(model: ScoringModel, source: HistorySource, jobs: Sequence[IdsJob]) -> None:
     """Score a batch of ``/score/ids`` requests from the database, at the current time.
 
     The database down (or the table gone) fails every job of the batch with 503 and the

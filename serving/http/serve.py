@@ -21,12 +21,16 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from serving.http.worker_sockets import SERVE_MODULE
 from serving.model_source import BENTO_MODEL_SCHEME
+
+if TYPE_CHECKING:
+    from serving.http.settings import ServiceSettings
+    from serving.scorer import ScoringModel
 
 SERVICE_TARGET = "serving.http.service:RetainService"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -208,7 +212,7 @@ def preflight(env: Mapping[str, str], flags: Mapping[str, bool]) -> str:
     )
 
 
-def check_history(settings: Any, model: Any) -> str:
+def check_history(settings: ServiceSettings, model: ScoringModel) -> str:
     """The history table or query of ``/score/ids`` checked as a worker will use it: one
     line naming what it reads; a warning naming the ``CREATE INDEX`` a table lacks.
 
@@ -222,6 +226,7 @@ def check_history(settings: Any, model: Any) -> str:
     source = None
     try:
         source = open_history(settings, model, strict=True)
+        assert source is not None  # called only with RETAIN_HISTORY_URL set
         warning = index_warning(source)
     except (HistoryConfigError, HistoryUnavailable) as exc:
         raise ServeConfigError(str(exc)) from None

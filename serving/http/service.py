@@ -136,6 +136,7 @@ class RetainService:
 
     def _score_ids_batch(self, jobs: list[IdsJob]) -> None:
         ids_jobs = [job for job in jobs if isinstance(job, IdsJob)]
+        assert self.history is not None  # /score/ids submits jobs only with a history source
         score_history_jobs(self.model, self.history, ids_jobs)
 
     @bentoml.api(route="/score", output_spec=ScoreResponse)

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,9 @@ from serving.http.responses import score_records, unscored_record
 from serving.http.schemas import ModelInfo, SnapshotInfo
 from serving.http.settings import SERVICE_LOGGER
 
+if TYPE_CHECKING:
+    from serving.scorer import ScoringModel
+
 logger = logging.getLogger(SERVICE_LOGGER)
 
 Signature = tuple[tuple[str, int, int], ...]
@@ -36,7 +39,7 @@ class SnapshotError(ValueError):
     """A feature snapshot that cannot be scored from; one line naming the file and why."""
 
 
-def model_columns(model: Any) -> tuple[str, ...]:
+def model_columns(model: ScoringModel) -> tuple[str, ...]:
     """The snapshot columns a :class:`~serving.scorer.ScoringModel` reads to score a row.
 
     The boosters' and the uplift model's fit-time features, the segment rule's inputs and
@@ -193,7 +196,10 @@ class FeatureSnapshot:
 
 
 def score_ids(
-    model: Any, snapshot: FeatureSnapshot, customer_ids: Sequence[str], campaign: str | None
+    model: ScoringModel,
+    snapshot: FeatureSnapshot,
+    customer_ids: Sequence[str],
+    campaign: str | None,
 ) -> list[dict[str, Any]]:
     """Score ids from the feature snapshot: one scorer call per snapshot ``as_of``."""
     from serving.scorer import score_block

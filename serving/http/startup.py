@@ -8,12 +8,16 @@ or snapshot that cannot load is an exit with one line there; a worker started by
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from serving.http.schemas import ModelInfo
 from serving.http.settings import ServiceSettings, SettingsError
 from serving.http.snapshot import FeatureSnapshot, model_columns
 from serving.model_source import resolved_artifact
+
+if TYPE_CHECKING:
+    from serving.http.history_source import HistorySource
+    from serving.scorer import ScoringModel
 
 
 def resolve_model(settings: ServiceSettings) -> tuple[Any, ModelInfo]:
@@ -44,7 +48,9 @@ def load_model_and_snapshot(settings: ServiceSettings) -> tuple[Any, ModelInfo, 
     return model, info, snapshot
 
 
-def open_history(settings: ServiceSettings, model: Any, *, strict: bool) -> Any:
+def open_history(
+    settings: ServiceSettings, model: ScoringModel, *, strict: bool
+) -> HistorySource | None:
     """The database history source of ``/score/ids`` (None without ``RETAIN_HISTORY_URL``),
     its table and columns checked.
 
@@ -67,7 +73,7 @@ def open_history(settings: ServiceSettings, model: Any, *, strict: bool) -> Any:
     return source
 
 
-def index_warning(source: Any) -> str | None:
+def index_warning(source: HistorySource) -> str | None:
     """One line naming the ``CREATE INDEX`` to run when the history table lacks an index
     on its customer column (every ``/score/ids`` request would read the whole table)."""
     statement = source.missing_index()

@@ -10,9 +10,12 @@ import base64
 import html
 import io
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ def new_figure() -> tuple[Any, Any]:
     return fig, fig.add_subplot()
 
 
-def inline_png(fig: Any, alt: str) -> str:
+def inline_png(fig: Figure, alt: str) -> str:
     """The figure as an inline PNG (Agg canvas, no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
