@@ -165,7 +165,7 @@ _NAN = _Shown("NaN")
 _MISSING = _Shown("<missing>")
 
 
-def _display(value: Any) -> Any:
+def _display(value: Any) -> Any:  # any cell of a user's log
     """A cell as a message shows it: NaN as ``NaN``, a missing cell as ``<missing>``."""
     if isinstance(value, float | np.floating) and np.isnan(value):
         return _NAN

@@ -42,6 +42,7 @@ from features.schema import LogConfig, PurchaseLogError
 
 if TYPE_CHECKING:
     import pandas as pd
+    from adbc_driver_manager.dbapi import Cursor
 
 __all__ = [
     "DatabaseLog",
@@ -119,7 +120,7 @@ def read_database_log(
 
 
 def fetch_frame(
-    cursor: Any,
+    cursor: Cursor,
     sql: str,
     parameters: Sequence[Any] = (),
     *,
@@ -157,7 +158,7 @@ def select_list(schema: pa.Schema, source: DatabaseLog) -> str:
     return ", ".join(_select_item(field, source.url.dialect) for field in schema)
 
 
-def probe_schema(cursor: Any, source: DatabaseLog) -> pa.Schema:
+def probe_schema(cursor: Cursor, source: DatabaseLog) -> pa.Schema:
     """The result's columns and types, reading at most one row.
 
     PostgreSQL types an empty result; SQLite's driver infers types from the rows it sees

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar, TypeVarTuple
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 _USED_COLUMNS: tuple[str, ...] = (
     "customer_id",
     "timestamp",
@@ -209,7 +210,7 @@ def _value_codes(col: pd.Series, rows: np.ndarray, all_rows: bool) -> tuple[np.n
     return take_kept(indices, rows, all_rows), len(encoded.dictionary)
 
 
-def _submit(pool: ThreadPoolExecutor | None, fn: Callable[..., T], *args: Any) -> Future[T]:
+def _submit(pool: ThreadPoolExecutor | None, fn: Callable[[*Ts], T], *args: *Ts) -> Future[T]:
     """``pool.submit`` or, without a pool, the result computed right away."""
     if pool is not None:
         return pool.submit(fn, *args)

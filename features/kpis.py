@@ -249,7 +249,7 @@ def cohort_retention(
     return table if counts else table.div(table[0], axis=0)
 
 
-def _json_value(value: Any) -> Any:
+def _json_value(value: Any) -> Any:  # any cell of a KPI frame, to a JSON value
     """JSON has no NaN or Infinity: a non-finite number is written as null."""
     if isinstance(value, float | np.floating):
         return float(value) if math.isfinite(value) else None

@@ -33,13 +33,13 @@ DATA_HELP = (
     "Purchase log: a CSV or Parquet file, or a database URL "
     "(postgresql://user@host:port/db, sqlite:///path.db) with --table or --query."
 )
-TABLE_OPTION: Any = typer.Option(
+TABLE_OPTION: Any = typer.Option(  # typer.Option returns Any
     None, "--table", help="Database table (or schema.table) holding the purchase log."
 )
-QUERY_OPTION: Any = typer.Option(
+QUERY_OPTION: Any = typer.Option(  # typer.Option returns Any
     None, "--query", help="SQL query returning the purchase log's rows (instead of --table)."
 )
-URL_ENV_OPTION: Any = typer.Option(
+URL_ENV_OPTION: Any = typer.Option(  # typer.Option returns Any
     None,
     "--url-env",
     metavar="NAME",

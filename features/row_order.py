@@ -93,7 +93,7 @@ def _signature_stages(columns: Sequence[pd.Series]) -> list[list[pd.Series]]:
     return [stage for stage in (cheap, text) if stage]
 
 
-def _signature_kind(dtype: Any) -> str | None:
+def _signature_kind(dtype: Any) -> str | None:  # numpy or pandas (untyped) dtype
     """How a column enters the row signature, or None when it does not."""
     # Common dtypes first: what the general checks below conclude for them, sooner.
     if isinstance(dtype, np.dtype):

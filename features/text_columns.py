@@ -51,7 +51,7 @@ def blank_to_na(text: pd.Series) -> pd.Series:
     return text.mask(blank) if blank.any() else text
 
 
-def _arrow(values: Any) -> pa.Array:
+def _arrow(values: Any) -> pa.Array:  # a pandas (untyped) column or Arrow data
     """One contiguous Arrow array (pandas ``str`` columns hold Arrow data already)."""
     array = pa.array(values)
     return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
@@ -83,7 +83,7 @@ def _str_array(values: pd.Series) -> pd.api.extensions.ExtensionArray:
     return values.astype(_STR).array
 
 
-def _is_str(dtype: Any) -> bool:
+def _is_str(dtype: Any) -> bool:  # numpy or pandas (untyped) dtype
     return isinstance(dtype, pd.StringDtype) and dtype == _STR
 
 

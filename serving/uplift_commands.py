@@ -30,6 +30,8 @@ from features.errors import InputError
 from features.log_source import QUERY_OPTION, TABLE_OPTION, URL_ENV_OPTION, data_option, log_source
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from features.database_log import DatabaseLog
 
 logger = logging.getLogger("retain.uplift")
@@ -52,7 +54,7 @@ def check_options(learner: str, evaluate_share: float) -> None:
         )
 
 
-def check_better_than_random(table: Any, held_out: int, allow: bool) -> None:
+def check_better_than_random(table: pd.DataFrame, held_out: int, allow: bool) -> None:
     """Refuse (or, when ``allow``, warn about) an uplift model worse than random targeting.
 
     A Qini coefficient of 0 is what a random order gets on average; below it the model

@@ -163,7 +163,7 @@ class BacktestResult:
         return "\n".join(lines)
 
 
-def clean_metric(value: Any) -> float | None:
+def clean_metric(value: Any) -> float | None:  # a metric read back from JSON
     """A JSON-safe float: None stays None, NaN/inf become None."""
     if value is None:
         return None

@@ -114,7 +114,7 @@ def input_matrix(X: Table, names: Sequence[str], owner: str) -> FloatArray:
     return X.loc[:, list(names)].to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def check_fitted(model: Any, attr: str) -> None:
+def check_fitted(model: object, attr: str) -> None:
     if not hasattr(model, attr):
         raise NotFittedError(
             f"{type(model).__name__} is not fitted yet: call fit(...) or load(...) first"
@@ -134,7 +134,7 @@ class BoostConfig:
     seed: int = 0
     num_threads: int | None = None
 
-    def params(self, objective: str, **extra: Any) -> dict[str, Any]:
+    def params(self, objective: str, **extra: Any) -> dict[str, Any]:  # LightGBM params
         out = {**DEFAULT_LGB_PARAMS, **self.lgb_params, **extra}
         threads = booster_threads(self.num_threads)
         out.update(objective=objective, seed=self.seed, num_threads=threads)
@@ -151,7 +151,7 @@ def train_booster(
     weight: FloatArray | None = None,
     valid_weight: FloatArray | None = None,
     init_score: tuple[FloatArray, FloatArray] | None = None,
-    **extra: Any,
+    **extra: Any,  # more LightGBM parameters
 ) -> lgb.Booster:
     """Train with early stopping on ``valid``; return a booster truncated at the best round.
 
@@ -189,7 +189,9 @@ def threads_for(rows: int) -> int:
     return 1 if rows < SMALL_BATCH_ROWS else available_cores()
 
 
-def predict_booster(booster: lgb.Booster, m: FloatArray, **kwargs: Any) -> FloatArray:
+def predict_booster(
+    booster: lgb.Booster, m: FloatArray, **kwargs: Any
+) -> FloatArray:  # Booster.predict's
     """``Booster.predict`` with the thread count chosen by batch size."""
     return cast(FloatArray, booster.predict(m, num_threads=threads_for(len(m)), **kwargs))
 

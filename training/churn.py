@@ -171,7 +171,12 @@ class ChurnModel(BoosterModel):
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], booster: lgb.Booster, **params: Any) -> ChurnModel:
+    def from_state(
+        cls,
+        state: dict[str, Any],
+        booster: lgb.Booster,
+        **params: Any,  # saved JSON values
+    ) -> ChurnModel:
         """A fitted model from :meth:`to_state` output, its booster and the other parameters."""
         model = cls(offset=state["offset"], **params)
         model.booster_ = booster

@@ -137,7 +137,12 @@ class TimingModel(BoosterModel):
         return {"feature_names": list(self.feature_names_in_), "edges": self.edges_.tolist()}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], booster: lgb.Booster, **params: Any) -> TimingModel:
+    def from_state(
+        cls,
+        state: dict[str, Any],
+        booster: lgb.Booster,
+        **params: Any,  # saved JSON values
+    ) -> TimingModel:
         """A fitted model from :meth:`to_state` output, its booster and its parameters."""
         model = cls(**params)
         model.booster_ = booster

@@ -86,7 +86,7 @@ class TableOutput:
         self.label = table
         self.run_id = run_id
         self.staging_name = _staging_name(self.name, run_id)
-        self._connection: Any = None
+        self._connection: Any = None  # an ADBC Connection while the output is open
 
     # -- SQL names ------------------------------------------------------------------------
 

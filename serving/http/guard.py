@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bentoml
 
 from serving.http.responses import CLOSE_CONNECTION, JSON_MEDIA_TYPE, send_json
 from serving.http.settings import ServiceSettings, SettingsError
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
 
 PICKLE_MEDIA_TYPES: frozenset[str] = frozenset(
     {
@@ -58,7 +61,7 @@ class GuardMiddleware:
     health, metrics and docs stay open.
     """
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.failure: str | None = None
         try:

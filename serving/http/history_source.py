@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -45,6 +45,9 @@ from features.log_arrays import LogArrays, canonical_log_arrays
 from features.reading import resolve_columns
 from features.redaction import redact
 from features.schema import LogConfig, PurchaseLogError
+
+if TYPE_CHECKING:
+    from adbc_driver_manager.dbapi import Connection, Cursor
 
 _TEXT_COLUMNS = ("order_id", "product_id", "category", "channel")
 _US_PER_DAY = 86_400_000_000
@@ -96,8 +99,8 @@ class HistorySource:
     log_config: LogConfig
     columns: dict[str, str] = field(default_factory=dict)
     customer_is_integer: bool = False
-    _connection: Any = None
-    _cursor: Any = None
+    _connection: Connection | None = None
+    _cursor: Cursor | None = None
     _sql: str = ""
 
     @property

@@ -61,14 +61,14 @@ def install() -> None:
 
     create_arbiter = bentoml_circus.create_standalone_arbiter
 
-    def arbiter_with_worker_sockets(watchers: list[Any], **kwargs: Any) -> Any:
+    def arbiter_with_worker_sockets(watchers: list[Any], **kwargs: Any) -> Any:  # circus (untyped)
         kwargs["sockets"] = [_per_worker(sock, watchers) for sock in kwargs.get("sockets") or []]
         return create_arbiter(watchers, **kwargs)
 
     bentoml_circus.create_standalone_arbiter = arbiter_with_worker_sockets
 
 
-def _per_worker(sock: Any, watchers: list[Any]) -> Any:
+def _per_worker(sock: Any, watchers: list[Any]) -> Any:  # circus (untyped) objects
     """``sock`` as a socket circus binds once per worker, for a TCP socket; else ``sock``."""
     from circus.sockets import CircusSocket
 

@@ -86,7 +86,7 @@ def _config_sections(config_file: Path | None) -> tuple[Any, dict[str, str]]:
     return log_config, {str(k): str(v) for k, v in columns.items()}
 
 
-def _fmt(value: Any, spec: str) -> str:
+def _fmt(value: Any, spec: str) -> str:  # a lift JSON number, null or text
     import math
 
     if value is None or (isinstance(value, float) and not math.isfinite(value)):

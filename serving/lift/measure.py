@@ -257,7 +257,7 @@ class LiftResult:
         }
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: Any) -> Any:  # any result cell, to a JSON value
     """A JSON-safe Python value: NaN and infinities become None, numpy scalars plain."""
     if isinstance(value, np.generic):
         value = value.item()

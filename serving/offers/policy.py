@@ -99,7 +99,7 @@ class SendRule(_Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _now_shorthand(cls, value: Any) -> Any:
+    def _now_shorthand(cls, value: Any) -> Any:  # raw YAML value, before validation
         return {"now": True} if value == "now" else value
 
     @model_validator(mode="after")

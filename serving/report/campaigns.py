@@ -91,13 +91,13 @@ def lift_figure(results: pd.DataFrame) -> Any:
     return fig
 
 
-def _num(value: Any, spec: str, scale: float = 1.0) -> str:
+def _num(value: Any, spec: str, scale: float = 1.0) -> str:  # a lift JSON number or null
     if value is None or not np.isfinite(value):
         return "-"
     return spec.format(value * scale)
 
 
-def _interval(value: Any, low: Any, high: Any, scale: float, spec: str) -> str:
+def _interval(value: Any, low: Any, high: Any, scale: float, spec: str) -> str:  # JSON numbers
     return f"{_num(value, spec, scale)} [{_num(low, spec, scale)}, {_num(high, spec, scale)}]"
 
 

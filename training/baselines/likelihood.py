@@ -6,7 +6,6 @@ Parameters are fitted on the log scale within fixed bounds, each distinct input 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -52,7 +51,7 @@ GIVE_UP_PATIENCE = 8
 
 
 def fit_log_params(
-    neg_mean_ll: Any,
+    neg_mean_ll: Callable[[FloatArray], float],
     x0: NDArray[np.float64],
     penalizer: float,
     max_evaluations: int | None = None,
@@ -98,7 +97,10 @@ def fit_log_params(
 
 
 def _minimize(
-    objective: Any, x0: FloatArray, bounds: list[tuple[float, float]], callback: Any
+    objective: Callable[[FloatArray], float],
+    x0: FloatArray,
+    bounds: list[tuple[float, float]],
+    callback: Callable[[FloatArray], None] | None,
 ) -> tuple[optimize.OptimizeResult, optimize.OptimizeResult]:
     """L-BFGS-B, then Nelder-Mead from its end point only if it reports failure."""
     first = optimize.minimize(

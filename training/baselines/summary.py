@@ -9,7 +9,7 @@ it once before the array API of :mod:`training.baselines.bgnbd` and
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -26,9 +26,9 @@ RFM_COLUMNS: tuple[str, ...] = ("frequency", "recency", "T", "monetary_value")
 
 def rfm_summary(
     log: pd.DataFrame,
-    as_of: Any,
+    as_of: str | datetime | pd.Timestamp,
     time_unit_days: float = 7.0,
-    calibration_start: Any = None,
+    calibration_start: str | datetime | pd.Timestamp | None = None,
 ) -> pd.DataFrame:
     """Per-customer frequency / recency / T / monetary_value as of ``as_of``.
 
