@@ -190,8 +190,10 @@ def threads_for(rows: int) -> int:
 
 
 def predict_booster(
-    booster: lgb.Booster, m: FloatArray, **kwargs: Any
-) -> FloatArray:  # Booster.predict's
+    booster: lgb.Booster,
+    m: FloatArray,
+    **kwargs: Any,  # Booster.predict's own keywords
+) -> FloatArray:
     """``Booster.predict`` with the thread count chosen by batch size."""
     return cast(FloatArray, booster.predict(m, num_threads=threads_for(len(m)), **kwargs))
 
