@@ -81,4 +81,4 @@ bench: $(STAMP)
 	  --json benchmarks/results/database.json
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache .mypy_cache

@@ -193,7 +193,7 @@ class CustomerScore(BaseModel):
     offer: Offer | None = None
 
     @model_serializer(mode="wrap")
-    def _as_sent(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo):
+    def _as_sent(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo):  # type: ignore[no-untyped-def]
         """Only the fields that were set (an unscored customer has no score fields, not
         nulls), and ``as_of`` in JSON as ``isoformat`` writes it (``+00:00``, not ``Z``).
 
