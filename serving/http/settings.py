@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
 from serving.model_source import default_model_uri
 
@@ -26,9 +26,12 @@ class SettingsError(ValueError):
     """A setting in the service's environment that cannot be used (one line naming it)."""
 
 
+Value = TypeVar("Value")
+
+
 def _setting(
-    name: str, environ: Mapping[str, str] | None, parse: type, what: str
-) -> tuple[str, Any]:
+    name: str, environ: Mapping[str, str] | None, parse: Callable[[str], Value], what: str
+) -> tuple[str, Value | None]:
     """(text, parsed value) of ``name`` in ``environ`` (default: this process's); the value
     is None when unset."""
     raw = (os.environ if environ is None else environ).get(name, "").strip()
