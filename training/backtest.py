@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from features.schema import PurchaseLogError
-from features.utc import to_utc_timestamp
+from features.utc import day_after_last_row, to_utc_timestamp
 from training import metrics
 from training.backtest_result import (
     METHODS,
@@ -191,7 +191,7 @@ def check_coverage(log: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int) ->
     last = log["timestamp"].max()
     window_end = as_of + pd.Timedelta(days=horizon_days)
     if last < window_end - _DAY:
-        latest = (last.floor("D") + _DAY - pd.Timedelta(days=horizon_days)).date()
+        latest = (day_after_last_row(log) - pd.Timedelta(days=horizon_days)).date()
         raise PurchaseLogError(
             f"column 'timestamp': the log ends at {last} but the label window "
             f"[{as_of.date()}, {window_end.date()}) needs rows up to {(window_end - _DAY).date()}; "
