@@ -10,10 +10,10 @@ export MLFLOW_DISABLE_TELEMETRY := true
 
 .PHONY: venv test test-fast test-artifacts lint demo bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml training/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q -c training/constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)

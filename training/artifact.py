@@ -23,15 +23,15 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from features.atomic import sha256_file
+from features.atomic import new_directory, sha256_file
 from features.schema import CANONICAL_COLUMNS, TIMESTAMP_DTYPE, LogConfig
+from training.version import retain_commit, retain_version
 
 FORMAT_NAME = "retain-artifact"
 FORMAT_VERSION = 1
@@ -137,13 +137,6 @@ def _library_versions() -> dict[str, str]:
     return versions
 
 
-def _retain_version() -> str:
-    try:
-        return metadata.version("retain")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def save_artifact(
     directory: str | Path,
     models: Any,
@@ -160,15 +153,14 @@ def save_artifact(
     ``log_config`` is the config the training log was read with (default: ``LogConfig()``);
     it is stored in the manifest so every scorer of the artifact counts rows the same way.
 
-    Everything is written to a temporary sibling directory first and moved into place with
-    ``os.replace``, so readers never see a half-written artifact. ``directory`` must not
-    exist yet (or be empty): artifacts are immutable.
+    Everything is written to a temporary sibling directory first and moved into place in one
+    rename (:func:`features.atomic.new_directory`), so readers never see a half-written
+    artifact. ``directory`` must not exist yet (or be empty): artifacts are immutable.
     """
     target = _new_target(directory)
     if not isinstance(policy_yaml, str) or not policy_yaml.strip():
         raise ArtifactError("policy_yaml must be the offer policy as non-empty YAML text")
-    tmp = _staging_dir(target)
-    try:
+    with new_directory(target) as tmp:
         models_dir = tmp / MODELS_DIR
         models_dir.mkdir()
         models.save(models_dir)
@@ -186,7 +178,8 @@ def save_artifact(
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "created_at": (created_at or datetime.now(UTC)).isoformat(),
-            "retain_version": _retain_version(),
+            "retain_version": retain_version(),
+            "retain_commit": retain_commit(),
             "libraries": _library_versions(),
             "horizon_days": int(models.horizon_days),
             "feature_config": _config_to_json(feature_config),
@@ -198,10 +191,8 @@ def save_artifact(
             "metrics": json.loads(json.dumps(metrics or {}, default=float)),
             "files": files,
         }
-        return _publish(tmp, target, manifest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _write_manifest(tmp, manifest)
+    return target
 
 
 def _new_target(directory: str | Path) -> Path:
@@ -214,19 +205,6 @@ def _new_target(directory: str | Path) -> Path:
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise ArtifactError(f"{target} already exists and is not empty; artifacts are immutable")
     return target
-
-
-def _staging_dir(target: Path) -> Path:
-    """A temporary sibling of ``target`` to write the artifact in (same file system)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-
-
-def _move_into_place(tmp: Path, target: Path) -> None:
-    """Publish a finished staging directory: readers see all of it or nothing."""
-    if target.exists():
-        target.rmdir()
-    os.replace(tmp, target)
 
 
 def add_uplift(
@@ -253,8 +231,7 @@ def add_uplift(
         for rel, digest in manifest["files"].items()
         if old_uplift is None or not PurePosixPath(rel).is_relative_to(old_uplift)
     }
-    tmp = _staging_dir(target)
-    try:
+    with new_directory(target) as tmp:
         for rel in kept:
             path = tmp / PurePosixPath(rel)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -274,17 +251,13 @@ def add_uplift(
             "uplift": json.loads(json.dumps(uplift_metadata or {}, default=float)),
             "files": files,
         }
-        return _publish(tmp, target, manifest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _publish(tmp: Path, target: Path, manifest: dict[str, Any]) -> Path:
-    """Write the manifest last, then move the finished directory into place."""
-    (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    _move_into_place(tmp, target)
+        _write_manifest(tmp, manifest)
     return target
+
+
+def _write_manifest(tmp: Path, manifest: dict[str, Any]) -> None:
+    """The manifest, written last: the staging directory is then complete."""
+    (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def manifest_sha256(directory: str | Path) -> str:

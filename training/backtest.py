@@ -49,20 +49,14 @@ from training.baselines.degenerate import degenerate_fit
 from training.baselines.paretonbd import ParetoNBD
 from training.labels import build_labels
 
-PREDICTION_COLUMNS: tuple[str, ...] = (
+COMPARED_PREDICTIONS: tuple[str, ...] = (
     "churn_probability",
     "expected_days_to_next",
     "expected_purchases_horizon",
     "expected_spend_horizon",
 )
-LABEL_COLUMNS: tuple[str, ...] = (
-    "churn",
-    "event",
-    "days_to_next",
-    "n_purchase_days_h",
-    "spend_h",
-    "past_purchase_days",
-)
+"""The predictions every backtest method is scored on: the part of
+:data:`training.bundle.PREDICTION_COLUMNS` that the baselines can make too."""
 _DAY = pd.Timedelta(days=1)
 
 
@@ -80,7 +74,7 @@ def method_metrics(
 ) -> dict[str, float | None]:
     """All metric keys for one method; ``None`` where its prediction column is all NaN.
 
-    ``predictions`` holds :data:`PREDICTION_COLUMNS` (missing or all-NaN columns mean "no
+    ``predictions`` holds :data:`COMPARED_PREDICTIONS` (missing or all-NaN columns mean "no
     such output"); ``labels`` holds build_labels columns, aligned on the same index.
     ``expected_days_to_next`` is E[days to next purchase | one within the horizon] (what
     RetainModels predicts): compared with the actual days among returners (MAE), and, mixed
@@ -90,7 +84,7 @@ def method_metrics(
     if not predictions.index.equals(labels.index):
         raise ValueError("predictions and labels must share one customer index (same order)")
     out: dict[str, float | None] = dict.fromkeys(METRIC_KEYS)
-    pred = predictions.reindex(columns=list(PREDICTION_COLUMNS))
+    pred = predictions.reindex(columns=list(COMPARED_PREDICTIONS))
     churn = labels["churn"].to_numpy(dtype=np.int64)
     event = labels["event"].to_numpy(dtype=np.int64)
     days = labels["days_to_next"].to_numpy(dtype=np.float64)
@@ -231,7 +225,7 @@ def _model_predictions(
 def _fitted_predictions(
     models: Any, log: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int, index: pd.Index
 ) -> pd.DataFrame:
-    """A fitted ``RetainModels``' predictions for ``index`` in :data:`PREDICTION_COLUMNS`."""
+    """A fitted ``RetainModels``' predictions for ``index`` in :data:`COMPARED_PREDICTIONS`."""
     raw = models.predict(log, as_of)
     raw.index = pd.Index(raw.index.astype(str), name="customer_id", dtype="str")
     missing = index.difference(raw.index)
