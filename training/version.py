@@ -45,7 +45,9 @@ def retain_commit() -> str:
         from training._version import commit_id  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         return UNKNOWN
-    return str(commit_id) if commit_id else UNKNOWN
+    if not commit_id:
+        return UNKNOWN
+    return str(commit_id).removeprefix("g")  # setuptools-scm writes git's short hash as g<hash>
 
 
 def _git_commit(root: Path) -> str | None:
