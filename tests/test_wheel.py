@@ -43,19 +43,22 @@ def run(*args: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """(the venv's bin directory, the wheel's version) for retain installed from its wheel."""
+    env = isolated_env()  # PYTHONPATH would show pip the checkout's retain.egg-info
     root = tmp_path_factory.mktemp("wheel")
     dist = root / "dist"
-    built = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dist, REPO_ROOT)
+    built = run(
+        sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dist, REPO_ROOT, env=env
+    )
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = dist.glob("retain-*.whl")
     version = wheel.name.split("-")[1]
     venv = root / "env"
-    assert run(sys.executable, "-m", "venv", "--without-pip", venv).returncode == 0
+    assert run(sys.executable, "-m", "venv", "--without-pip", venv, env=env).returncode == 0
     python = venv / "bin" / "python"
     pip = [sys.executable, "-m", "pip", "--python", python]
-    done = run(*pip, "install", "-q", "--no-deps", "--no-index", "--no-compile", wheel)
+    done = run(*pip, "install", "-q", "--no-deps", "--no-index", "--no-compile", wheel, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    site = run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))")
+    site = run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))", env=env)
     deps = dict.fromkeys(sysconfig.get_path(k) for k in ("purelib", "platlib"))
     (Path(site.stdout.strip()) / "zz_test_dependencies.pth").write_text("\n".join(deps) + "\n")
     return venv / "bin", version

@@ -18,7 +18,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["UNKNOWN", "retain_commit", "retain_version"]
+__all__ = ["UNKNOWN", "git_commit", "retain_commit", "retain_version"]
 
 UNKNOWN = "unknown"
 _SOURCE_ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ def retain_version() -> str:
 
 def retain_commit() -> str:
     """The commit of this code: git's ``HEAD`` in a checkout, else the one built from."""
-    from_git = _git_commit(_SOURCE_ROOT)
+    from_git = git_commit(_SOURCE_ROOT)
     if from_git is not None:
         return from_git
     try:
@@ -50,7 +50,7 @@ def retain_commit() -> str:
     return str(commit_id).removeprefix("g")  # setuptools-scm writes git's short hash as g<hash>
 
 
-def _git_commit(root: Path) -> str | None:
+def git_commit(root: Path) -> str | None:
     """``HEAD`` of the git work tree whose top is ``root`` (``+dirty`` if tracked files
     changed); None when ``root`` is not the top of one (an installed package) or git is
     missing."""
