@@ -41,9 +41,11 @@ def run(*args: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """(the venv's bin directory, the wheel's version) for retain installed from its wheel."""
+def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str | None]:
+    """(the venv's bin directory, the wheel's version, the checkout's HEAD when it was built)
+    for retain installed from its wheel."""
     env = isolated_env()  # PYTHONPATH would show pip the checkout's retain.egg-info
+    head = run("git", "-C", REPO_ROOT, "rev-parse", "HEAD")
     root = tmp_path_factory.mktemp("wheel")
     dist = root / "dist"
     built = run(
@@ -61,13 +63,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     site = run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))", env=env)
     deps = dict.fromkeys(sysconfig.get_path(k) for k in ("purelib", "platlib"))
     (Path(site.stdout.strip()) / "zz_test_dependencies.pth").write_text("\n".join(deps) + "\n")
-    return venv / "bin", version
+    return venv / "bin", version, head.stdout.strip() if head.returncode == 0 else None
 
 
 def test_installed_wheel_trains_and_builds_a_bento_outside_the_checkout(
-    installed: tuple[Path, str], tmp_path: Path
+    installed: tuple[Path, str, str | None], tmp_path: Path
 ) -> None:
-    bin_dir, version = installed
+    bin_dir, version, head = installed
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = isolated_env(tmp_path / "bentoml")  # no PYTHONPATH: the checkout is out of reach
@@ -96,9 +98,8 @@ def test_installed_wheel_trains_and_builds_a_bento_outside_the_checkout(
     manifest = json.loads((work / "artifact" / "retain_artifact.json").read_text())
     assert manifest["retain_version"] == version
     commit = manifest["retain_commit"]  # the short hash the wheel was built at
-    head = run("git", "-C", REPO_ROOT, "rev-parse", "HEAD")
-    if head.returncode == 0:
-        assert len(commit) >= 7 and head.stdout.strip().startswith(commit)
+    if head is not None:
+        assert len(commit) >= 7 and head.startswith(commit)
     else:  # a source tree without git: the fallback version, no commit
         assert commit == "unknown"
 
