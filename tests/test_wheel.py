@@ -15,6 +15,7 @@ which an installed retain does not have.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -28,6 +29,11 @@ from tests.serving.conftest import isolated_env
 pytestmark = [pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+NOT_COPIED = (
+    ".venv", "build", "dist", "*.egg-info", "_version.py", "__pycache__", ".pytest_cache",
+    ".ruff_cache", ".hypothesis", "mlruns", "mlartifacts", "demo_out", "notebook_out",
+    "bentoml_home",
+)  # fmt: skip
 
 
 def run(*args: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -47,10 +53,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str 
     env = isolated_env()  # PYTHONPATH would show pip the checkout's retain.egg-info
     head = run("git", "-C", REPO_ROOT, "rev-parse", "HEAD")
     root = tmp_path_factory.mktemp("wheel")
+    # pip builds a local directory in place (build/, *.egg-info, training/_version.py): a copy
+    # (git metadata included, for the version) keeps the checkout as it was, and a stale
+    # build/ of the checkout out of the wheel
+    src = root / "src"
+    shutil.copytree(REPO_ROOT, src, symlinks=True, ignore=shutil.ignore_patterns(*NOT_COPIED))
     dist = root / "dist"
-    built = run(
-        sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dist, REPO_ROOT, env=env
-    )
+    built = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dist, src, env=env)
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = dist.glob("retain-*.whl")
     version = wheel.name.split("-")[1]
