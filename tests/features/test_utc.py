@@ -75,7 +75,7 @@ def test_as_utc_takes_naive_as_utc_and_converts_zoned() -> None:
 
 def test_day_after_last_row_is_the_utc_midnight_after_it() -> None:
     log = pd.DataFrame(
-        {"timestamp": pd.to_datetime(["2024-01-05 10:00", "2024-03-01 23:59:59"], utc=True)}
+        {"timestamp": pd.to_datetime(["2024-01-05 10:00:00", "2024-03-01 23:59:59"], utc=True)}
     )
     assert day_after_last_row(log) == pd.Timestamp("2024-03-02", tz="UTC")
     with pytest.raises(InputError, match="the purchase log has no rows"):
