@@ -61,6 +61,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str 
     dist = root / "dist"
     built = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dist, src, env=env)
     assert built.returncode == 0, built.stderr[-3000:]
+    if run("git", "-C", REPO_ROOT, "rev-parse", "HEAD").stdout != head.stdout:
+        head.returncode = -1  # a commit landed while the wheel was built: no single HEAD
     (wheel,) = dist.glob("retain-*.whl")
     version = wheel.name.split("-")[1]
     venv = root / "env"
@@ -107,8 +109,10 @@ def test_installed_wheel_trains_and_builds_a_bento_outside_the_checkout(
     manifest = json.loads((work / "artifact" / "retain_artifact.json").read_text())
     assert manifest["retain_version"] == version
     commit = manifest["retain_commit"]  # the short hash the wheel was built at
-    if head is not None:
-        assert len(commit) >= 7 and head.startswith(commit)
+    if (REPO_ROOT / ".git").exists():
+        known = run("git", "-C", REPO_ROOT, "rev-parse", "--verify", f"{commit}^{{commit}}")
+        assert len(commit) >= 7 and known.returncode == 0, commit  # a commit of this repo
+        assert head is None or head.startswith(commit)
     else:  # a source tree without git: the fallback version, no commit
         assert commit == "unknown"
 
