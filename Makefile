@@ -10,10 +10,10 @@ export MLFLOW_DISABLE_TELEMETRY := true
 
 .PHONY: venv test test-fast test-artifacts lint demo bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml training/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q -c training/constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -33,11 +33,13 @@ test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow and not server"
 
 # Only the deployable-artifact tests (part of `make test` too): the bento served and the
-# MLflow model loaded from a virtualenv of their own pinned requirements (one shared venv,
+# MLflow model loaded from a virtualenv of their own pinned requirements, and retain's own
+# wheel installed and run outside the checkout (tests/test_wheel.py) (one shared venv,
 # about 30-65 s to build on this machine; pip downloads, its HTTP cache stays empty here).
 test-artifacts: $(STAMP)
 	$(BIN)/pytest -q tests/training/test_pins.py tests/serving/test_bento.py \
-	  tests/serving/test_pyfunc_isolated.py tests/serving/test_compiled_fallback.py
+	  tests/serving/test_pyfunc_isolated.py tests/serving/test_compiled_fallback.py \
+	  tests/test_wheel.py
 
 # The main job end to end on the built-in synthetic log; everything lands in $(DEMO_DIR)/
 # (MLflow's sqlite store and artifacts included). The promotion gate may refuse the new

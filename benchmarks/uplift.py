@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 # and its features.py benchmark would hide the features package
 sys.path.insert(0, str(REPO))
 
+from features.assignments import assignments_from_scores  # noqa: E402
 from features.purchase_log import canonicalize  # noqa: E402
 from serving.campaign_sim import run_synthetic_campaign  # noqa: E402
 from serving.offers.policy import OfferPolicy  # noqa: E402
@@ -44,7 +45,7 @@ from training.uplift import (  # noqa: E402
     evaluate_on_held_out,
     held_out_customers,
 )
-from training.uplift_data import assignments_from_scores, uplift_training_set  # noqa: E402
+from training.uplift_data import uplift_training_set  # noqa: E402
 
 AS_OF = "2025-01-01"
 CHURN_MODEL = {

@@ -1,11 +1,37 @@
-"""Point-in-time customer features from a purchase log (see ARCHITECTURE.md)."""
+"""Point-in-time customer features from a purchase log (see ARCHITECTURE.md).
 
-from features.builders import FeatureConfig, build_features
-from features.canonical import LoadReport
-from features.catalog import FEATURE_COLUMNS, FEATURES
-from features.purchase_log import LoadResult, canonicalize, read_purchase_log
-from features.schema import LogConfig, PurchaseLogError
-from features.segments import SegmentConfig, assign_segments
+The names below are loaded on first use (PEP 562), not when the package is imported: every
+``retain`` command imports ``features`` submodules, and importing pandas for ``retain
+--help`` would take a second before anything is printed.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from features.builders import FeatureConfig, build_features
+    from features.canonical import LoadReport
+    from features.catalog import FEATURE_COLUMNS, FEATURES
+    from features.purchase_log import LoadResult, canonicalize, read_purchase_log
+    from features.schema import LogConfig, PurchaseLogError
+    from features.segments import SegmentConfig, assign_segments
+
+_HOMES: dict[str, str] = {
+    "FEATURES": "features.catalog",
+    "FEATURE_COLUMNS": "features.catalog",
+    "FeatureConfig": "features.builders",
+    "LoadReport": "features.canonical",
+    "LoadResult": "features.purchase_log",
+    "LogConfig": "features.schema",
+    "PurchaseLogError": "features.schema",
+    "SegmentConfig": "features.segments",
+    "assign_segments": "features.segments",
+    "build_features": "features.builders",
+    "canonicalize": "features.purchase_log",
+    "read_purchase_log": "features.purchase_log",
+}
 
 __all__ = [
     "FEATURES",
@@ -21,3 +47,10 @@ __all__ = [
     "canonicalize",
     "read_purchase_log",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'features' has no attribute {name!r}")
+    return getattr(import_module(home), name)

@@ -16,6 +16,11 @@ One reader for every command that reads a campaign's assignments (``retain lift`
 - Held-out rows whose offer is empty or ``control`` are the campaign's **shared control**
   (:data:`CONTROL`): one control group compared with every arm of their campaign, as in an
   experiment with one no-message group for several offers.
+- So **treated** means in the experiment and sent; **held out** means in the experiment and
+  not sent. A customer whose offer was suppressed for a negative expected value is neither:
+  never sent, and never part of the comparison. :func:`assignments_from_scores` writes the
+  rule out as columns (``treated``, ``holdout``) for the campaign simulator and for uplift
+  training.
 
 Values are canonical as the purchase log's are: ids and campaign names stripped
 (:func:`features.text_columns.as_text`, the loader's own rule), so ``" c1"`` and ``"c1"``
@@ -33,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.column_map import parse_column_map
 from features.errors import InputError
 from features.text_columns import as_text
 
@@ -44,10 +50,10 @@ __all__ = [
     "AssignmentError",
     "Assignments",
     "assignment_columns",
+    "assignments_from_scores",
     "describe_rows",
     "flags",
     "log_end_text",
-    "observed_until",
     "read_assignments",
     "send_days",
 ]
@@ -111,15 +117,6 @@ def describe_rows(frame: pd.DataFrame, mask: np.ndarray | pd.Series) -> str:
     return f"rows {', '.join(map(str, shown))}{more} (customer_id {', '.join(ids)}{more})"
 
 
-def observed_until(log: pd.DataFrame) -> pd.Timestamp:
-    """The first UTC day the log does not cover: midnight after its last row's UTC day."""
-    if len(log) == 0:
-        raise AssignmentError("the purchase log has no rows")
-    last = pd.Timestamp(log["timestamp"].max())
-    last = last.tz_localize("UTC") if last.tzinfo is None else last.tz_convert("UTC")
-    return last.normalize() + pd.Timedelta(days=1)
-
-
 def log_end_text(end: pd.Timestamp, option: str) -> str:
     """How every message states the end of the log, and the option that sets it."""
     last = (end - pd.Timedelta(days=1)).date()
@@ -130,17 +127,15 @@ def log_end_text(end: pd.Timestamp, option: str) -> str:
 
 
 def assignment_columns(pairs: Mapping[str, str] | Sequence[str]) -> dict[str, str]:
-    """``CANONICAL=SOURCE`` items (or a mapping) checked against the assignment fields."""
+    """``CANONICAL=SOURCE`` items (or a mapping) checked against the assignment fields.
+
+    Items are parsed by :func:`features.column_map.parse_column_map`, the parser of every
+    ``CANONICAL=SOURCE`` option (a canonical name mapped twice to two sources is refused).
+    """
     known = (*REQUIRED_FIELDS, *OPTIONAL_FIELDS)
-    mapping: dict[str, str] = {}
-    if isinstance(pairs, Mapping):
-        mapping = {str(k): str(v) for k, v in pairs.items()}
-    else:
-        for item in pairs:
-            canonical, sep, source = item.partition("=")
-            if not sep or not canonical.strip() or not source.strip():
-                raise AssignmentError(f"assignments mapping {item!r}: expected CANONICAL=SOURCE")
-            mapping[canonical.strip()] = source.strip()
+    if not isinstance(pairs, Mapping):
+        return parse_column_map(pairs, known, what="assignments mapping", error=AssignmentError)
+    mapping = {str(k): str(v) for k, v in pairs.items()}
     unknown = sorted(set(mapping) - set(known))
     if unknown:
         raise AssignmentError(
@@ -307,6 +302,43 @@ def read_assignments(
         value = pd.to_numeric(renamed["expected_value"], errors="coerce").to_numpy()
         reasons = np.where((reasons == "") & (value < 0), NEGATIVE_VALUE, reasons)
     return _split(frame, reasons)
+
+
+def assignments_from_scores(scores: pd.DataFrame, *, suppressed: bool = False) -> pd.DataFrame:
+    """A ``retain score`` output as one row per assigned customer, the rule as columns.
+
+    Columns: customer_id, campaign, arm (the rule), send_date (a UTC day), treated (sent) and
+    holdout (held out), in the scores' row order; the experiment is what
+    :func:`read_assignments` reads (module doc: who is treated, who is held out).
+
+    ``suppressed``: also the customers whose offer was suppressed for a negative expected
+    value, with ``treated`` and ``holdout`` both false (never sent, not in the comparison).
+    The campaign simulator draws their purchases too (they buy as the untreated do); uplift
+    training and ``retain lift`` leave them out, and :func:`read_assignments` refuses a
+    table holding them, so they can never be taken for held-out customers.
+    """
+    need = ("customer_id", "offer_rule", "offer_send_date", "holdout")
+    missing = [c for c in need if c not in scores.columns]
+    if missing:
+        raise AssignmentError(
+            f"scores lack column(s) {missing}; expected the output of `retain score`"
+        )
+    exp = read_assignments(scores, arms=False)
+    parts = [exp.frame.assign(treated=~exp.frame["holdout"].to_numpy(dtype=bool))]
+    if suppressed:
+        never = exp.left_out.loc[exp.left_out["reason"] == NEGATIVE_VALUE]
+        parts.append(never.assign(treated=False, holdout=False))
+    taken = pd.concat(parts, ignore_index=True).sort_values("row", kind="stable")
+    return pd.DataFrame(
+        {
+            "customer_id": taken["customer_id"].astype("str").to_numpy(),
+            "campaign": taken["campaign"].astype("str").to_numpy(),
+            "arm": taken["rule"].astype("str").to_numpy(),
+            "send_date": pd.DatetimeIndex(taken["send_day"]),
+            "treated": taken["treated"].to_numpy(dtype=bool),
+            "holdout": taken["holdout"].to_numpy(dtype=bool),
+        }
+    )
 
 
 def _holdout(table: pd.DataFrame, rows: np.ndarray) -> np.ndarray:

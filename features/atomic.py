@@ -6,6 +6,9 @@ there is one rule for what a reader can see: the old output or the new one, neve
 * **A file** (:func:`write_atomic`, :func:`write_text_atomic`): written to a hidden temporary
   sibling (``.NAME.<random>.tmp``, same directory so the rename stays on one file system),
   then moved over the target with ``os.replace``.
+* **A new directory, never modified after** (:func:`new_directory`, a model artifact): filled
+  in a hidden temporary sibling (``.NAME.tmp-<random>``), then moved into place with one
+  ``rename(2)``; on any error the sibling is removed and ``NAME`` is untouched.
 * **A directory of files** (:class:`VersionedDir`): ``DIR`` is a symbolic link to a complete,
   never-modified version directory in a hidden sibling store, ``.NAME.retain/``::
 
@@ -39,7 +42,8 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from features.errors import UserError
@@ -49,6 +53,7 @@ __all__ = [
     "OutputBusyError",
     "OutputRefusedError",
     "VersionedDir",
+    "new_directory",
     "pinned",
     "sha256_file",
     "write_atomic",
@@ -96,6 +101,26 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """:func:`write_atomic` of UTF-8 text."""
     return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+@contextlib.contextmanager
+def new_directory(target: Path) -> Iterator[Path]:
+    """Yield an empty hidden sibling of ``target`` to fill; publish it as ``target`` after.
+
+    When the block ends without error the sibling is renamed to ``target`` (which may exist
+    only as an empty directory; the caller checks that first and says why in its own
+    words), so a reader sees all of it or nothing; on any error the sibling is removed.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            target.rmdir()
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def sha256_file(path: Path) -> str:

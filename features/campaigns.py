@@ -46,9 +46,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.assignments import NEGATIVE_VALUE, read_assignments
 from features.errors import InputError
 from features.schema import LATEST_TIME
+from features.utc import as_utc
 
 RESPONSE_CLASSES: tuple[str, ...] = ("persuadable", "sure_thing", "sleeping_dog", "lost_cause")
 ASSIGNMENT_COLUMNS: tuple[str, ...] = ("customer_id", "arm", "treated", "send_date")
@@ -101,36 +101,6 @@ class CampaignOutcome:
     truth: pd.DataFrame
 
 
-def assignments_from_scores(scores: pd.DataFrame) -> pd.DataFrame:
-    """The simulator's input from a ``retain score`` output (``ASSIGNMENT_COLUMNS``).
-
-    Read by :func:`features.assignments.read_assignments` (the reader ``retain lift`` and
-    ``retain uplift-train`` use): the experiment's customers, sent (``treated``) unless held
-    out, plus the customers whose offer was suppressed for a negative expected value (a rule
-    matched, nothing was sent: they buy as the held-out do). The arm is the rule, and the
-    send day the rule's, which held-out customers keep as their audit trail.
-    """
-    missing = [
-        c for c in ("customer_id", "offer_rule", "offer_send_date", "holdout") if c not in scores
-    ]
-    if missing:
-        raise CampaignInputError(f"scores lack column(s) {missing} needed for a campaign")
-    exp = read_assignments(scores, arms=False)
-    suppressed = exp.left_out.loc[exp.left_out["reason"] == NEGATIVE_VALUE]
-    taken = pd.concat(
-        [exp.frame.assign(sent=~exp.frame["holdout"]), suppressed.assign(sent=False)],
-        ignore_index=True,
-    ).sort_values("row", kind="stable")
-    return pd.DataFrame(
-        {
-            "customer_id": taken["customer_id"].astype("str").to_numpy(),
-            "arm": taken["rule"].astype("str").to_numpy(),
-            "treated": taken["sent"].to_numpy(dtype=bool),
-            "send_date": taken["send_day"].to_numpy(),
-        }
-    )
-
-
 def window_purchase_rate(truth: pd.DataFrame, effects: CampaignEffects) -> np.ndarray:
     """Purchases per year outside the customer's season, without the offer (the window's rate)."""
     off_calendar = truth["sale_only"].to_numpy(dtype=bool) | truth["gift_buyer"].to_numpy(
@@ -150,9 +120,7 @@ def baseline_purchase_probability(
 
 
 def _day(value: str | pd.Timestamp) -> pd.Timestamp:
-    ts = pd.Timestamp(value)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return ts.normalize()
+    return as_utc(pd.Timestamp(value)).normalize()
 
 
 def _check_assignments(assignments: pd.DataFrame, log_end: pd.Timestamp) -> pd.DataFrame:
@@ -203,7 +171,8 @@ def simulate_campaign_outcomes(
 ) -> CampaignOutcome:
     """Draw each assigned customer's window after the send day, with known true uplift.
 
-    ``assignments`` has ``ASSIGNMENT_COLUMNS`` (see :func:`assignments_from_scores`);
+    ``assignments`` has ``ASSIGNMENT_COLUMNS`` (see
+    :func:`features.assignments.assignments_from_scores`);
     ``log_end`` is the first UTC day the base ``log`` does not cover. Same inputs, same seed:
     same frames.
     """

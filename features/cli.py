@@ -246,13 +246,10 @@ def _with_campaign(
     """The log with the campaign's outcome window appended, truth with the true uplift."""
     import pandas as pd
 
-    from features.campaigns import (
-        CampaignEffects,
-        assignments_from_scores,
-        simulate_campaign_outcomes,
-    )
+    from features.assignments import assignments_from_scores
+    from features.campaigns import CampaignEffects, simulate_campaign_outcomes
 
-    assignments = assignments_from_scores(_read_assignments(scores_path))
+    assignments = assignments_from_scores(_read_assignments(scores_path), suppressed=True)
     log_end = pd.Timestamp(end, tz="UTC").normalize() + pd.Timedelta(days=1)
     outcome = simulate_campaign_outcomes(
         log,
@@ -312,9 +309,8 @@ def kpis(
     def action() -> None:
         import json
 
-        import pandas as pd
-
         from features.kpis import compute_kpis
+        from features.utc import day_after_last_row
 
         chosen = fmt.lower()
         if chosen not in ("table", "csv", "json"):
@@ -338,7 +334,7 @@ def kpis(
         if log.empty:
             raise _UsageError(f"{source}: no usable rows")
         first = log["timestamp"].min().floor("D")
-        last = log["timestamp"].max().floor("D") + pd.Timedelta(days=1)
+        last = day_after_last_row(log)
         result = compute_kpis(
             log,
             date_from if date_from is not None else first,

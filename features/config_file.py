@@ -34,16 +34,14 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from features.errors import InputError
 from features.schema import LogConfig
-
-if TYPE_CHECKING:
-    from features.segments import SegmentConfig
+from features.segments import SegmentConfig
 
 __all__ = [
     "ConfigSyntaxError",
@@ -223,8 +221,6 @@ def load_log_source_settings(path: str | Path) -> dict[str, str]:
 
 def load_segment_config(path: str | Path | None) -> SegmentConfig:
     """The file's ``segments:`` section (defaults without a file or section)."""
-    from features.segments import SegmentConfig
-
     if path is None:
         return SegmentConfig()
     path = Path(path)

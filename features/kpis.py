@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import InputError
-from features.utc import US_PER_DAY, to_utc_timestamp
+from features.utc import US_PER_DAY, as_utc, to_utc_timestamp
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -93,9 +93,7 @@ class _Orders:
 
 
 def _timestamps_us(column: pd.Series) -> np.ndarray:
-    index = pd.DatetimeIndex(column)
-    index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
-    return index.as_unit("us").asi8
+    return as_utc(pd.DatetimeIndex(column)).as_unit("us").asi8
 
 
 def _orders(log: pd.DataFrame) -> _Orders:

@@ -13,12 +13,14 @@ of ``--config`` (``table:``, ``query:``, ``url_env:``), into what
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from features.database import DatabaseError, resolve_url
-from features.database_log import DatabaseLog
+
+if TYPE_CHECKING:  # pyarrow is imported when a database is read, not by ``retain --help``
+    from features.database_log import DatabaseLog
 
 __all__ = [
     "DATA_HELP",
@@ -90,4 +92,6 @@ def log_source(
         return Path(data)
     if table is not None and query is not None:
         raise DatabaseError("give --table or --query, not both")
+    from features.database_log import DatabaseLog
+
     return DatabaseLog(url, table=table, query=query)

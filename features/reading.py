@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.column_map import parse_column_map
 from features.schema import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, LogConfig, PurchaseLogError
 
 __all__ = [
@@ -41,30 +42,11 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 def parse_mapping(items: Sequence[str]) -> dict[str, str]:
     """Turn CLI ``--map canonical=source`` items into ``LogConfig.columns``.
 
-    Only the first ``=`` splits, so source column names may themselves contain ``=``.
+    The rules are :func:`features.column_map.parse_column_map`'s (the one parser of every
+    ``CANONICAL=SOURCE`` option); errors are :class:`PurchaseLogError`.
     """
     known = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
-    mapping: dict[str, str] = {}
-    for item in items:
-        canonical, sep, source = item.partition("=")
-        canonical, source = canonical.strip(), source.strip()
-        if not sep or not canonical or not source:
-            raise PurchaseLogError(
-                f"malformed column mapping {item!r}: expected CANONICAL=SOURCE, "
-                f"e.g. customer_id=CustomerID"
-            )
-        if canonical not in known:
-            raise PurchaseLogError(
-                f"column mapping {item!r}: unknown canonical column {canonical!r}; "
-                f"known: {', '.join(known)}"
-            )
-        if canonical in mapping and mapping[canonical] != source:
-            raise PurchaseLogError(
-                f"column mapping {item!r}: {canonical!r} is already mapped to "
-                f"{mapping[canonical]!r}"
-            )
-        mapping[canonical] = source
-    return mapping
+    return parse_column_map(items, known, what="column mapping", error=PurchaseLogError)
 
 
 def read_source(path: Path, config: LogConfig) -> pd.DataFrame:

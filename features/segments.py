@@ -27,7 +27,6 @@ Input is the ``build_features`` table (see ``features.catalog``); only the colum
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -100,16 +99,6 @@ class SegmentConfig(BaseModel):
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> SegmentConfig:
         return cls.model_validate(data or {})
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> SegmentConfig:
-        """The ``segments:`` section of a retain config file (YAML or TOML).
-
-        Read by :func:`features.config_file.load_segment_config`, the one config reader.
-        """
-        from features.config_file import load_segment_config
-
-        return load_segment_config(path)
 
 
 def assign_segments(features: pd.DataFrame, config: SegmentConfig | None = None) -> pd.Series:

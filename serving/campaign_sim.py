@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.assignments import assignments_from_scores
 from features.builders import build_features
 from features.campaigns import (
     CampaignEffects,
     CampaignOutcome,
-    assignments_from_scores,
     baseline_purchase_probability,
     simulate_campaign_outcomes,
     window_purchase_rate,
@@ -162,7 +162,7 @@ def send_campaign(
     outcome = simulate_campaign_outcomes(
         synthetic.log,
         synthetic.truth,
-        assignments_from_scores(scored),
+        assignments_from_scores(scored, suppressed=True),
         log_end=as_of,
         window_days=window_days,
         seed=seed,

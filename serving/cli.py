@@ -11,11 +11,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 
 from features.redaction import install_log_redaction, redacting_excepthook
 from serving.cli_errors import DEBUG_KEY, RetainGroup
+
+if TYPE_CHECKING:
+    from training.lifecycle import ServingParts
 
 app = typer.Typer(
     cls=RetainGroup,
@@ -52,12 +56,18 @@ def _root(
     configure_runtime(verbose)
 
 
+def _serving_parts() -> ServingParts:
+    """The serving parts ``train`` and ``promote`` run with, loaded when one of them runs."""
+    from serving.lifecycle_wiring import SERVING_PARTS
+
+    return SERVING_PARTS
+
+
 def _register_all() -> None:
     from features import cli as features_cli
     from serving import uplift_commands
     from serving.batch import commands as batch_commands
     from serving.http import bento, serve
-    from serving.lifecycle_wiring import SERVING_PARTS
     from serving.lift import commands as lift_commands
     from serving.report import commands as report_commands
     from training import cli as training_cli
@@ -65,7 +75,7 @@ def _register_all() -> None:
 
     features_cli.register(app)
     training_cli.register(app)
-    lifecycle_commands.register(app, SERVING_PARTS)
+    lifecycle_commands.register(app, _serving_parts)
     serve.register(app)
     bento.register(app)
     batch_commands.register(app)

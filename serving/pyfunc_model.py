@@ -28,14 +28,9 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from features.purchase_log import canonicalize
 from features.schema import LogConfig
-from features.utc import to_utc_timestamp
+from features.utc import day_after_last_row, to_utc_timestamp
 
 _LOG_MARKERS: frozenset[str] = frozenset({"timestamp", "amount"})
-
-
-def default_as_of(log: pd.DataFrame) -> pd.Timestamp:
-    """The UTC day after the log's last timestamp: score "as of the end of the data"."""
-    return pd.Timestamp(log["timestamp"].max()).floor("D") + pd.Timedelta(days=1)
 
 
 def to_canonical(frame: pd.DataFrame, config: LogConfig | None = None) -> pd.DataFrame:
@@ -82,7 +77,7 @@ class RetainPyfunc(PythonModel):
         as_of_param = (params or {}).get("as_of") or None
         if set(model_input.columns) >= _LOG_MARKERS and "customer_id" in model_input.columns:
             log = to_canonical(model_input, self._model.log_config)
-            as_of = to_utc_timestamp(as_of_param) if as_of_param else default_as_of(log)
+            as_of = to_utc_timestamp(as_of_param) if as_of_param else day_after_last_row(log)
             return score(self._model, log, as_of)
         if as_of_param is None:
             raise ValueError("scoring a feature frame needs params={'as_of': <ISO timestamp>}")

@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -32,9 +31,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
-from features.atomic import sha256_file
+from features.atomic import new_directory, sha256_file
 from features.errors import UserError
 from features.schema import CANONICAL_COLUMNS, TIMESTAMP_DTYPE, LogConfig
+from training.version import retain_commit, retain_version
 
 if TYPE_CHECKING:  # imported lazily at run time: heavy, and avoids cycles
     from features.builders import FeatureConfig
@@ -150,13 +150,6 @@ def _library_versions() -> dict[str, str]:
     return versions
 
 
-def _retain_version() -> str:
-    try:
-        return metadata.version("retain")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def save_artifact(
     directory: str | Path,
     models: RetainModels,
@@ -175,9 +168,9 @@ def save_artifact(
     The feature config stored is the models' own (``models.feature_config``): a scorer builds
     the features the models were trained on. ``feature_config``, when given, must equal it.
 
-    Everything is written to a temporary sibling directory first and moved into place with
-    ``os.replace``, so readers never see a half-written artifact. ``directory`` must not
-    exist yet (or be empty): artifacts are immutable.
+    Everything is written to a temporary sibling directory first and moved into place in one
+    rename (:func:`features.atomic.new_directory`), so readers never see a half-written
+    artifact. ``directory`` must not exist yet (or be empty): artifacts are immutable.
     """
     target = _new_target(directory)
     if feature_config is not None and feature_config != models.feature_config:
@@ -187,8 +180,7 @@ def save_artifact(
         )
     if not isinstance(policy_yaml, str) or not policy_yaml.strip():
         raise ArtifactError("policy_yaml must be the offer policy as non-empty YAML text")
-    tmp = _staging_dir(target)
-    try:
+    with new_directory(target) as tmp:
         models_dir = tmp / MODELS_DIR
         models_dir.mkdir()
         models.save(models_dir)
@@ -206,7 +198,8 @@ def save_artifact(
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "created_at": (created_at or datetime.now(UTC)).isoformat(),
-            "retain_version": _retain_version(),
+            "retain_version": retain_version(),
+            "retain_commit": retain_commit(),
             "libraries": _library_versions(),
             "horizon_days": int(models.horizon_days),
             "feature_config": _config_to_json(models.feature_config),
@@ -218,10 +211,8 @@ def save_artifact(
             "metrics": json.loads(json.dumps(metrics or {}, default=float)),
             "files": files,
         }
-        return _publish(tmp, target, manifest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _write_manifest(tmp, manifest)
+    return target
 
 
 def _new_target(directory: str | Path) -> Path:
@@ -234,19 +225,6 @@ def _new_target(directory: str | Path) -> Path:
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise ArtifactError(f"{target} already exists and is not empty; artifacts are immutable")
     return target
-
-
-def _staging_dir(target: Path) -> Path:
-    """A temporary sibling of ``target`` to write the artifact in (same file system)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-
-
-def _move_into_place(tmp: Path, target: Path) -> None:
-    """Publish a finished staging directory: readers see all of it or nothing."""
-    if target.exists():
-        target.rmdir()
-    os.replace(tmp, target)
 
 
 def add_uplift(
@@ -273,8 +251,7 @@ def add_uplift(
         for rel, digest in manifest["files"].items()
         if old_uplift is None or not PurePosixPath(rel).is_relative_to(old_uplift)
     }
-    tmp = _staging_dir(target)
-    try:
+    with new_directory(target) as tmp:
         for rel in kept:
             path = tmp / PurePosixPath(rel)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -294,17 +271,13 @@ def add_uplift(
             "uplift": json.loads(json.dumps(uplift_metadata or {}, default=float)),
             "files": files,
         }
-        return _publish(tmp, target, manifest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _publish(tmp: Path, target: Path, manifest: dict[str, Any]) -> Path:
-    """Write the manifest last, then move the finished directory into place."""
-    (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    _move_into_place(tmp, target)
+        _write_manifest(tmp, manifest)
     return target
+
+
+def _write_manifest(tmp: Path, manifest: dict[str, Any]) -> None:
+    """The manifest, written last: the staging directory is then complete."""
+    (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def manifest_sha256(directory: str | Path) -> str:

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from features.schema import PurchaseLogError
-from features.utc import to_utc_timestamp
+from features.utc import day_after_last_row, to_utc_timestamp
 from training import metrics
 from training.backtest_result import (
     METHODS,
@@ -52,20 +52,14 @@ from training.labels import build_labels
 if TYPE_CHECKING:
     from training.bundle import RetainModels
 
-PREDICTION_COLUMNS: tuple[str, ...] = (
+COMPARED_PREDICTIONS: tuple[str, ...] = (
     "churn_probability",
     "expected_days_to_next",
     "expected_purchases_horizon",
     "expected_spend_horizon",
 )
-LABEL_COLUMNS: tuple[str, ...] = (
-    "churn",
-    "event",
-    "days_to_next",
-    "n_purchase_days_h",
-    "spend_h",
-    "past_purchase_days",
-)
+"""The predictions every backtest method is scored on: the part of
+:data:`training.bundle.PREDICTION_COLUMNS` that the baselines can make too."""
 _DAY = pd.Timedelta(days=1)
 
 
@@ -83,7 +77,7 @@ def method_metrics(
 ) -> dict[str, float | None]:
     """All metric keys for one method; ``None`` where its prediction column is all NaN.
 
-    ``predictions`` holds :data:`PREDICTION_COLUMNS` (missing or all-NaN columns mean "no
+    ``predictions`` holds :data:`COMPARED_PREDICTIONS` (missing or all-NaN columns mean "no
     such output"); ``labels`` holds build_labels columns, aligned on the same index.
     ``expected_days_to_next`` is E[days to next purchase | one within the horizon] (what
     RetainModels predicts): compared with the actual days among returners (MAE), and, mixed
@@ -93,7 +87,7 @@ def method_metrics(
     if not predictions.index.equals(labels.index):
         raise ValueError("predictions and labels must share one customer index (same order)")
     out: dict[str, float | None] = dict.fromkeys(METRIC_KEYS)
-    pred = predictions.reindex(columns=list(PREDICTION_COLUMNS))
+    pred = predictions.reindex(columns=list(COMPARED_PREDICTIONS))
     churn = labels["churn"].to_numpy(dtype=np.int64)
     event = labels["event"].to_numpy(dtype=np.int64)
     days = labels["days_to_next"].to_numpy(dtype=np.float64)
@@ -194,7 +188,7 @@ def check_coverage(log: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int) ->
     last = log["timestamp"].max()
     window_end = as_of + pd.Timedelta(days=horizon_days)
     if last < window_end - _DAY:
-        latest = (last.floor("D") + _DAY - pd.Timedelta(days=horizon_days)).date()
+        latest = (day_after_last_row(log) - pd.Timedelta(days=horizon_days)).date()
         raise PurchaseLogError(
             f"column 'timestamp': the log ends at {last} but the label window "
             f"[{as_of.date()}, {window_end.date()}) needs rows up to {(window_end - _DAY).date()}; "
@@ -234,7 +228,7 @@ def _model_predictions(
 def _fitted_predictions(
     models: RetainModels, log: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int, index: pd.Index
 ) -> pd.DataFrame:
-    """A fitted ``RetainModels``' predictions for ``index`` in :data:`PREDICTION_COLUMNS`."""
+    """A fitted ``RetainModels``' predictions for ``index`` in :data:`COMPARED_PREDICTIONS`."""
     raw = models.predict(log, as_of)
     raw.index = pd.Index(raw.index.astype(str), name="customer_id", dtype="str")
     missing = index.difference(raw.index)

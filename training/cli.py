@@ -15,8 +15,6 @@ from rich.console import Console
 
 from features.errors import InputError, UserError
 from features.log_source import QUERY_OPTION, TABLE_OPTION, URL_ENV_OPTION, data_option, log_source
-from features.schema import PurchaseLogError
-from features.utc import to_utc_timestamp
 
 CONFIG_HELP = (
     "YAML or TOML config file ('log:' section: columns, timezone, cancel_prefix, duplicates, ...)"
@@ -133,6 +131,8 @@ def evaluate_command(
     if threads is not None:
         models_params["num_threads"] = threads
     from features.config_file import LogConfigError, log_config_from_options
+    from features.schema import PurchaseLogError
+    from features.utc import to_utc_timestamp
 
     config_file = config_file or old_config_file
     try:

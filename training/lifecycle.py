@@ -43,7 +43,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from features.database_log import DatabaseLog
 from features.redaction import redact
 from features.schema import LogConfig
-from features.utc import to_utc_timestamp
+from features.utc import day_after_last_row, to_utc_timestamp
 from training.artifact import RetainArtifact
 
 if TYPE_CHECKING:
@@ -90,11 +90,6 @@ class TrainOutcome:
     artifact_dir: Path | None
     champion_rescored: str | None = None  # champion whose configuration was re-fitted here
     rescore_problem: str | None = None  # why the champion's configuration was not re-fitted
-
-
-def production_as_of(log: pd.DataFrame) -> pd.Timestamp:
-    """The UTC day after the last row: the cutoff the production models are fitted at."""
-    return pd.Timestamp(log["timestamp"].max()).tz_convert("UTC").floor("D") + pd.Timedelta(days=1)
 
 
 def _feature_importance(models: RetainModels) -> dict[str, float] | None:
@@ -181,7 +176,7 @@ def train_and_register(
             result = evaluate(log, cutoff, horizon_days, models_params=models_params, seed=seed)
             backtest = result.to_dict()
             plots = write_backtest_plots(result, Path(tmp) / "plots")
-        fit_as_of = production_as_of(log)
+        fit_as_of = day_after_last_row(log)  # the production models see every row
         with stage(f"fit production models on all data (as_of {fit_as_of.date()})"):
             params = dict(models_params or {})
             params.setdefault("horizon_days", horizon_days)
@@ -353,7 +348,7 @@ def smoke_test_version(
 
     artifact = serving.load_version(name, version, tracking_uri)
     log = smoke_log()
-    scored = serving.score(artifact, log, production_as_of(log))
+    scored = serving.score(artifact, log, day_after_last_row(log))
     expected = int(log["customer_id"].nunique())
     churn = scored["churn_probability"].to_numpy(dtype=np.float64)
     if len(scored) != expected or not np.all((churn >= 0) & (churn <= 1)):

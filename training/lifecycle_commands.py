@@ -8,8 +8,10 @@ cannot be resolved is a user error: one line on stderr, exit 2, URI passwords ma
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich import box
@@ -18,7 +20,9 @@ from rich.table import Table
 
 from features.log_source import QUERY_OPTION, TABLE_OPTION, URL_ENV_OPTION, data_option, log_source
 from training.cli import config_option, map_option, threads_option
-from training.lifecycle import ServingParts
+
+if TYPE_CHECKING:  # pandas and MLflow load when a command runs, not for ``retain --help``
+    from training.lifecycle import ServingParts
 
 _TABLE_METRICS: tuple[tuple[str, str], ...] = (
     ("model.churn_auc", "AUC"),
@@ -60,8 +64,15 @@ def alias_report(name: str, version: str) -> str:
     )
 
 
-def register(app: typer.Typer, serving: ServingParts) -> None:
-    """Add the MLflow lifecycle commands to the root ``retain`` app, run with ``serving``."""
+def register(app: typer.Typer, serving: ServingParts | Callable[[], ServingParts]) -> None:
+    """Add the MLflow lifecycle commands to the root ``retain`` app, run with ``serving``.
+
+    ``serving`` may be a function that returns the parts: the root CLI passes one, so the
+    parts (and pandas, MLflow) load when ``train`` or ``promote`` runs, not for ``--help``.
+    """
+
+    def parts() -> ServingParts:
+        return serving() if callable(serving) else serving
 
     @app.command("train")
     def train(
@@ -104,7 +115,7 @@ def register(app: typer.Typer, serving: ServingParts) -> None:
             source,
             as_of,
             horizon,
-            serving=serving,
+            serving=parts(),
             log_config=log_config_from_options(config_file, mapping),
             tracking_uri=tracking_uri,
             experiment=experiment,
@@ -180,7 +191,7 @@ def register(app: typer.Typer, serving: ServingParts) -> None:
                 param_hint="--force",
             )
         decision = promote_challenger(
-            serving=serving,
+            serving=parts(),
             name=name,
             tolerance=tolerance,
             skip=tuple(skip_check),

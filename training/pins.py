@@ -1,6 +1,6 @@
 """The one source of pins, and the requirement list both deployable artifacts install.
 
-``constraints.txt`` at the repository root pins every package of retain's environment (the
+``training/constraints.txt`` (package data: an installed retain has it too) pins every package of retain's environment (the
 full transitive set ``make venv`` installs with). It is the only place a version is written:
 ``pyproject.toml`` and ``bentofile.yaml`` repeat pins that a test compares with it, and the
 bento's and the MLflow model's requirements are generated from it when they are built.
@@ -19,14 +19,13 @@ pyfunc does not need BentoML, but one set to audit and install is worth the extr
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from importlib import metadata
-from pathlib import Path
+from importlib import metadata, resources
+from importlib.resources.abc import Traversable
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONSTRAINTS_FILE = REPO_ROOT / "constraints.txt"
+CONSTRAINTS_FILE: Traversable = resources.files("training") / "constraints.txt"
 
 # What the scoring code imports when it runs from an artifact (the HTTP service, the pyfunc,
 # model resolution from the registry); the CLI's extras (dask, typer, rich, matplotlib)
@@ -56,10 +55,10 @@ class PinError(ValueError):
     """A package is unpinned, pinned twice, or installed at another version than its pin."""
 
 
-def read_pins(path: Path = CONSTRAINTS_FILE) -> dict[str, str]:
+def read_pins(path: Traversable = CONSTRAINTS_FILE) -> dict[str, str]:
     """``{canonical name: "Name==version"}`` from a constraints file of ``==`` pins only."""
     if not path.is_file():
-        raise PinError(f"{path} not found: artifacts are built from a retain checkout")
+        raise PinError(f"{path} not found: retain is installed without its package data")
     pins: dict[str, str] = {}
     for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()

@@ -22,13 +22,11 @@ from features.assignments import (
     log_end_text,
     read_assignments,
 )
-from features.assignments import observed_until as first_unobserved_day
 from features.builders import FeatureConfig, build_features
 from features.catalog import FEATURE_COLUMNS
-from features.utc import US_PER_DAY
+from features.utc import US_PER_DAY, as_utc, day_after_last_row
 
 FloatArray = NDArray[np.float64]
-ASSIGNMENT_COLUMNS: tuple[str, ...] = ("customer_id", "send_date", "treated")
 
 
 class UpliftDataError(AssignmentError):
@@ -51,35 +49,6 @@ class UpliftData:
 def _examples(ids: pd.Series | np.ndarray, mask: np.ndarray) -> str:
     shown = [str(x) for x in np.asarray(ids, dtype=object)[mask][:5]]
     return ", ".join(shown)
-
-
-def assignments_from_scores(scores: pd.DataFrame) -> pd.DataFrame:
-    """``retain score`` output -> ``ASSIGNMENT_COLUMNS`` (plus ``campaign``).
-
-    The experiment as :func:`features.assignments.read_assignments` reads it (the one rule
-    for who is treated and who is held out): customers whom a rule matched with a
-    non-negative expected value, sent (``treated = 1``) or held out.
-    """
-    if "offer_rule" not in scores.columns:
-        raise UpliftDataError(
-            "scores lack column(s) ['offer_rule']; expected the output of `retain score`"
-        )
-    frame = read_assignments(scores, arms=False).frame
-    return pd.DataFrame(
-        {
-            "customer_id": frame["customer_id"].to_numpy(),
-            "send_date": pd.DatetimeIndex(frame["send_day"]),
-            "treated": (~frame["holdout"].to_numpy(dtype=bool)).astype(np.int8),
-            "campaign": frame["campaign"].to_numpy(),
-        }
-    )
-
-
-def log_end(log: pd.DataFrame) -> pd.Timestamp:
-    """The end of what the log has observed: midnight after its last row's UTC day."""
-    if len(log) == 0:
-        raise UpliftDataError("the purchase log is empty")
-    return first_unobserved_day(log)
 
 
 def _experiment(assignments: pd.DataFrame | Assignments) -> Assignments:
@@ -178,7 +147,7 @@ def uplift_training_set(
     twice (in one campaign), no sent or no held-out customer, windows that run past the end
     of the log (they cannot be observed whole, and counting them as non-buyers would bias
     the outcome), customers without a purchase before their send date (nothing to score).
-    ``observed_until`` is the first moment the log does not cover (default :func:`log_end`:
+    ``observed_until`` is the first moment the log does not cover (default :func:`features.utc.day_after_last_row`:
     midnight after its last row's day; give it when the log ran on quietly after that).
     """
     if window_days < 1:
@@ -191,8 +160,9 @@ def uplift_training_set(
         if not (treated == value).any():
             raise UpliftDataError(f"assignments hold no {name} customer; uplift needs both")
 
-    end = log_end(log) if observed_until is None else pd.Timestamp(observed_until)
-    end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+    end = (
+        day_after_last_row(log) if observed_until is None else as_utc(pd.Timestamp(observed_until))
+    )
     window_end = send + pd.Timedelta(days=window_days)
     late = np.asarray(window_end > end)
     if late.any():

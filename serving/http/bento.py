@@ -8,21 +8,26 @@ manifest sha256 in its metadata, and the bento references it under the model ali
 :data:`serving.model_source.BENTO_MODEL_ALIAS`; the service loads it from there and checks
 the digest again (:func:`serving.model_source.bento_model_artifact`).
 
-The rest of the recipe is ``bentofile.yaml`` (service, whole-package sources, environment),
-with its Python packages replaced by the pinned closure from :mod:`training.pins`, the
-same requirement list the MLflow model carries.
+The rest of the recipe is ``serving/http/bentofile.yaml`` (service, whole-package sources,
+environment; package data, so an installed retain builds bentos too), with its Python
+packages replaced by the pinned closure from :mod:`training.pins`, the same requirement
+list the MLflow model carries. The sources are copied from wherever ``features``,
+``training`` and ``serving`` are imported from (a checkout or site-packages) into a
+temporary build context holding nothing else.
 """
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import tempfile
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 
 from serving.http.serve import tracking_uri_option
 from serving.model_source import (
@@ -35,8 +40,8 @@ from serving.model_source import (
     resolved_artifact,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BENTOFILE = REPO_ROOT / "bentofile.yaml"
+BENTOFILE: Traversable = resources.files("serving.http") / "bentofile.yaml"
+SOURCE_PACKAGES: tuple[str, ...] = ("features", "training", "serving")
 BENTO_MODEL_NAME = "retain-model"
 
 
@@ -71,8 +76,10 @@ def bento_model_version(source: ModelSource, digest: str) -> str:
     return f"v{version}-{digest[:16]}"
 
 
-def read_bentofile(path: Path = BENTOFILE) -> dict[str, Any]:
-    """The checked-in build recipe (``bentofile.yaml``) as a mapping."""
+def read_bentofile(path: Traversable = BENTOFILE) -> dict[str, Any]:
+    """The build recipe (``serving/http/bentofile.yaml``, package data) as a mapping."""
+    import yaml
+
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict) or not data.get("service"):
         raise BentoBuildError(f"{path} has no 'service'")
@@ -110,9 +117,20 @@ def store_model(path: Path, source: ModelSource) -> tuple[str, str]:
     return str(model.tag), digest
 
 
+def copy_sources(build_ctx: Path) -> None:
+    """The packages the bento runs, copied from where they are imported (no bytecode)."""
+    for name in SOURCE_PACKAGES:
+        package = importlib.import_module(name)
+        source = Path(next(iter(package.__path__)))
+        shutil.copytree(
+            source, build_ctx / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
+
+
 def build_bento(model_uri: str, tracking_uri: str | None = None) -> BuiltBento:
     """Resolve ``model_uri``, store its artifact as a BentoML model, build the bento."""
     import bentoml
+    import yaml
 
     from training.pins import runtime_requirements
 
@@ -132,9 +150,11 @@ def build_bento(model_uri: str, tracking_uri: str | None = None) -> BuiltBento:
     }
     recipe["models"] = [{"tag": model_tag, "alias": BENTO_MODEL_ALIAS}]
     with tempfile.TemporaryDirectory(prefix="retain-bento-") as tmp:
+        build_ctx = Path(tmp) / "src"
+        copy_sources(build_ctx)
         bentofile = Path(tmp) / "bentofile.yaml"
         bentofile.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
-        bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=str(REPO_ROOT))
+        bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=str(build_ctx))
     return BuiltBento(str(bento.tag), model_tag, digest, source)
 
 

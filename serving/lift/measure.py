@@ -56,8 +56,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.assignments import log_end_text, observed_until
-from features.utc import US_PER_DAY
+from features.assignments import log_end_text
+from features.utc import US_PER_DAY, as_utc, day_after_last_row
 from serving.lift.assignments import (
     ALL_SEGMENTS,
     CONTROL,
@@ -84,11 +84,6 @@ VERDICT_TOO_SMALL = "too small to tell"
 VERDICT_NONE = "no effect detected"
 VERDICT_NO_HOLDOUT = "no holdout"
 VERDICT_NO_TREATED = "no treated"
-
-
-def log_end_day(log: pd.DataFrame) -> pd.Timestamp:
-    """The first UTC day the log does not cover: the day after its last row."""
-    return observed_until(log)
 
 
 def observable(
@@ -349,7 +344,7 @@ def measure_lift(
     if window_days < 1:
         raise LiftInputError(f"window must be at least 1 day, got {window_days}")
     check_assignments(assignments)
-    end = log_end_day(log) if log_end is None else pd.Timestamp(log_end).tz_convert("UTC")
+    end = day_after_last_row(log) if log_end is None else as_utc(pd.Timestamp(log_end))
     warnings = _empty_value_warnings(assignments)
     assigned = len(assignments.frame)
     kept, _ = observable(assignments, window_days, end, exclude=exclude_unobserved)

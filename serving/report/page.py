@@ -18,7 +18,7 @@ from features.atomic import write_text_atomic
 from features.builders import build_features
 from features.errors import InputError
 from features.segments import assign_segments
-from features.utc import to_utc_timestamp
+from features.utc import day_after_last_row, to_utc_timestamp
 from serving.report.blocks import Section
 from serving.report.campaigns import campaign_section
 from serving.report.sections import (
@@ -84,10 +84,7 @@ def build_report(
     summary: dict[str, Any] = {}
     if scores_dir is not None:
         scores, summary = load_scores(scores_dir)
-    last = pd.Timestamp(log["timestamp"].max())
-    report_as_of = (
-        to_utc_timestamp(as_of) if as_of is not None else last.floor("D") + pd.Timedelta(days=1)
-    )
+    report_as_of = to_utc_timestamp(as_of) if as_of is not None else day_after_last_row(log)
     horizon = horizon_days if horizon_days is not None else summary.get("horizon_days")
     features = build_features(log, report_as_of)
     segments = assign_segments(features)

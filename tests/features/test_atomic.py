@@ -14,6 +14,7 @@ from features.atomic import (
     OutputBusyError,
     OutputRefusedError,
     VersionedDir,
+    new_directory,
     pinned,
     write_text_atomic,
 )
@@ -79,3 +80,18 @@ def test_what_retain_did_not_write_is_refused_untouched(tmp_path: Path, kind: st
 def test_publish_needs_the_lock(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="no lock held"):
         VersionedDir(tmp_path / "out").publish({}, {"_SUCCESS": ""})
+
+
+def test_new_directory_appears_whole_or_not_at_all(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "artifact"
+    with pytest.raises(RuntimeError, match="half-way"), new_directory(target) as tmp:
+        (tmp / "a.txt").write_text("a")
+        assert not target.exists()
+        raise RuntimeError("half-way")
+    assert not target.exists() and list(target.parent.iterdir()) == []  # no sibling left
+    with new_directory(target) as tmp:
+        (tmp / "a.txt").write_text("a")
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "b.txt").write_text("b")
+    assert (target / "a.txt").read_text() == "a" and (target / "sub" / "b.txt").read_text() == "b"
+    assert [p.name for p in target.parent.iterdir()] == ["artifact"]

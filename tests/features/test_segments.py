@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from features.config_file import LogConfigError
+from features.config_file import LogConfigError, load_segment_config
 from features.segments import SEGMENTS, SegmentConfig, assign_segments, summarize_segments
 
 NAN = math.nan
@@ -108,18 +108,18 @@ def test_config_from_dict_and_yaml(tmp_path: Path) -> None:
     assert SegmentConfig.from_dict(None) == SegmentConfig()
     path = tmp_path / "seg.yaml"
     path.write_text("segments:\n  at_risk_days: 90\n  loyal_max_gap_cv: 0.4\n")
-    config = SegmentConfig.from_yaml(path)
+    config = load_segment_config(path)
     assert config.at_risk_days == 90
     assert config.loyal_max_gap_cv == 0.4
     toml = tmp_path / "seg.toml"
     toml.write_text("[segments]\nlapsed_gap_ratio = 6\n")
-    assert SegmentConfig.from_yaml(toml).lapsed_gap_ratio == 6
+    assert load_segment_config(toml).lapsed_gap_ratio == 6
     # a file without sections holds log fields (the one reader's rule): thresholds there
     # are refused by name instead of silently ignored
     flat = tmp_path / "flat.yaml"
     flat.write_text("lapsed_gap_ratio: 6\n")
     with pytest.raises(LogConfigError, match=r"lapsed_gap_ratio.*under 'segments:'"):
-        SegmentConfig.from_yaml(flat)
+        load_segment_config(flat)
 
 
 def test_config_rejects_unknown_and_inconsistent_thresholds() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from features.errors import InputError
 from features.synth import generate_purchase_log
-from features.utc import to_utc_timestamp
+from features.utc import as_utc, day_after_last_row, to_utc_timestamp
 
 
 def test_naive_input_is_taken_as_utc() -> None:
@@ -63,3 +63,20 @@ def test_synthetic_log_reads_naive_and_zoned_days_alike() -> None:
     pd.testing.assert_frame_equal(zoned_days.log, plain_days.log)
     with pytest.raises(InputError, match=r"^end '3000-01-01' is outside"):
         generate_purchase_log(20, seed=2, start="2023-01-01", end="3000-01-01")
+
+
+def test_as_utc_takes_naive_as_utc_and_converts_zoned() -> None:
+    naive = pd.DatetimeIndex(["2024-03-01 23:30"])
+    zoned = pd.DatetimeIndex(["2024-03-02 00:30"]).tz_localize("Europe/Berlin")
+    assert as_utc(naive)[0] == pd.Timestamp("2024-03-01 23:30", tz="UTC")
+    assert as_utc(zoned)[0] == pd.Timestamp("2024-03-01 23:30", tz="UTC")
+    assert as_utc(pd.Timestamp("2024-03-01 23:30")) == as_utc(zoned[0])
+
+
+def test_day_after_last_row_is_the_utc_midnight_after_it() -> None:
+    log = pd.DataFrame(
+        {"timestamp": pd.to_datetime(["2024-01-05 10:00:00", "2024-03-01 23:59:59"], utc=True)}
+    )
+    assert day_after_last_row(log) == pd.Timestamp("2024-03-02", tz="UTC")
+    with pytest.raises(InputError, match="the purchase log has no rows"):
+        day_after_last_row(log.iloc[:0])

@@ -281,6 +281,7 @@ CAMPAIGN_PARAMS: dict[str, Any] = {"N_CUSTOMERS": 8000, "SEED": 3, "CAMPAIGN": "
 
 @pytest.mark.slow
 def test_04_campaigns_uplift(tmp_path: Path) -> None:
+    from features.assignments import assignments_from_scores
     from serving.campaign_sim import run_synthetic_campaign
     from serving.lift.assignments import read_assignments
     from serving.lift.measure import measure_lift
@@ -288,7 +289,7 @@ def test_04_campaigns_uplift(tmp_path: Path) -> None:
     from serving.offers.policy import OfferPolicy
     from training.metrics import qini_coefficient
     from training.uplift import UpliftModel, held_out_customers
-    from training.uplift_data import assignments_from_scores, uplift_training_set
+    from training.uplift_data import uplift_training_set
 
     nb = run_notebook("04_campaigns_uplift.ipynb", {**CAMPAIGN_PARAMS, "WORKDIR": str(tmp_path)})
 

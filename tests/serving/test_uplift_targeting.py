@@ -12,11 +12,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from features.assignments import assignments_from_scores
 from features.purchase_log import canonicalize
 from serving.campaign_sim import run_synthetic_campaign
 from serving.offers.policy import OfferPolicy
 from training.uplift import UpliftModel, evaluate_on_held_out, held_out_customers
-from training.uplift_data import assignments_from_scores, uplift_training_set
+from training.uplift_data import uplift_training_set
 
 pytestmark = [pytest.mark.slow]
 WINDOW = 90

@@ -1,4 +1,4 @@
-"""One source of pins: constraints.txt. Every other place that names a version must agree."""
+"""One source of pins: training/constraints.txt. Every other place that names a version agrees."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_every_pyproject_pin_is_the_constraints_pin(text: str) -> None:
     pins = read_pins()
     req = Requirement(text)
     key = canonicalize_name(req.name)
-    assert key in pins, f"{req.name} is not pinned in constraints.txt"
+    assert key in pins, f"{req.name} is not pinned in training/constraints.txt"
     version = pins[key].split("==", 1)[1]
     assert str(req.specifier) == f"=={version}", f"pyproject {text!r} vs constraints {pins[key]}"
 
@@ -43,7 +43,7 @@ def test_runtime_packages_are_dependencies_of_retain() -> None:
 
 
 def test_bentofile_packages_are_the_direct_runtime_pins() -> None:
-    bentofile = yaml.safe_load((REPO_ROOT / "bentofile.yaml").read_text())
+    bentofile = yaml.safe_load((REPO_ROOT / "serving" / "http" / "bentofile.yaml").read_text())
     assert bentofile["python"]["packages"] == direct_requirements()
 
 

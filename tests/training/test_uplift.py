@@ -11,11 +11,11 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from features.assignments import AssignmentError
+from features.assignments import AssignmentError, assignments_from_scores
 from features.builders import build_features
 from tests.training.conftest import make_log, simulate_log
 from training.uplift import UpliftModel
-from training.uplift_data import UpliftDataError, assignments_from_scores, uplift_training_set
+from training.uplift_data import UpliftDataError, uplift_training_set
 
 SEND = pd.Timestamp("2024-03-01", tz="UTC")
 
@@ -112,6 +112,33 @@ def test_assignments_from_scores_is_intention_to_treat() -> None:
     assert out["customer_id"].tolist() == ["s", "h"]
     assert out["treated"].tolist() == [1, 0]
     assert (out["send_date"] == SEND).all()
+    assert out["holdout"].tolist() == [False, True]
+
+
+def test_suppressed_customers_are_neither_treated_nor_held_out(hand_log: pd.DataFrame) -> None:
+    """One rule for both readers: the simulator's rows (with the suppressed) are the
+    experiment's rows plus customers who are neither sent nor held out, and uplift training
+    refuses them instead of counting a never-sent customer as a held-out one."""
+    scores = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c", "d"],
+            "offer_rule": ["r1", "r1", "r2", "r2"],
+            "offer_expected_value": [1.0, 2.0, -0.5, 3.0],
+            "offer_send_date": pd.to_datetime(["2024-03-01"] * 4, utc=True),
+            "holdout": [False, True, False, False],
+            "campaign": "spring",
+        }
+    )
+    experiment = assignments_from_scores(scores)
+    simulated = assignments_from_scores(scores, suppressed=True)
+    assert simulated["customer_id"].tolist() == ["a", "b", "c", "d"]
+    assert simulated["treated"].tolist() == [True, False, False, True]
+    assert simulated["holdout"].tolist() == [False, True, False, False]
+    shared = simulated[simulated["customer_id"] != "c"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(shared, experiment)
+    assert uplift_training_set(hand_log, experiment, 30).treated.tolist() == [1.0, 0.0, 1.0]
+    with pytest.raises(AssignmentError, match=r"holdout and treated must be opposites.*rows \[3\]"):
+        uplift_training_set(hand_log, simulated, 30)
 
 
 # ------------------------------------------------------------------------ the estimator
