@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -48,6 +48,9 @@ from training.baselines.bgnbd import BetaGeoNBD
 from training.baselines.degenerate import degenerate_fit
 from training.baselines.paretonbd import ParetoNBD
 from training.labels import build_labels
+
+if TYPE_CHECKING:
+    from training.snapshot_builder import SnapshotBuilder
 
 PREDICTION_COLUMNS: tuple[str, ...] = (
     "churn_probability",
@@ -212,6 +215,7 @@ def _model_predictions(
     models_params: Mapping[str, Any] | None,
     seed: int,
     index: pd.Index,
+    snapshots: SnapshotBuilder | None = None,
 ) -> tuple[pd.DataFrame, float, list[dict[str, Any]]]:
     from training.bundle import RetainModels  # heavy import kept local
 
@@ -219,7 +223,7 @@ def _model_predictions(
     params.setdefault("horizon_days", horizon_days)
     params = _with_seed(RetainModels, params, seed)
     started = time.perf_counter()
-    models = RetainModels(**params).fit(log, as_of)
+    models = RetainModels(**params).fit(log, as_of, snapshots=snapshots)
     training_seconds = time.perf_counter() - started
     snapshots = list(getattr(models, "snapshots_", []))
     for name, why in getattr(models, "baselines_", {}).get("degenerate", {}).items():
@@ -303,12 +307,14 @@ def evaluate(
     methods: Sequence[str] = METHODS,
     seed: int = 0,
     baseline_penalizer: float = 0.0,
+    snapshots: SnapshotBuilder | None = None,
 ) -> BacktestResult:
     """Backtest at ``as_of``: train/fit on the past, score, compare with ``[as_of, as_of + H)``.
 
     ``models_params`` go to ``RetainModels`` (``horizon_days`` and ``seed`` are filled in).
     ``baseline_penalizer`` is the BG/NBD and Pareto/NBD L2 penalty; 0 is the plain maximum
     likelihood of the literature (a small value speeds up fits that drift along a ridge).
+    ``snapshots`` builds the models' training snapshots (``RetainModels.fit``; default: here).
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
@@ -340,7 +346,7 @@ def evaluate(
     for method in methods:
         if method == "model":
             predictions[method], training_seconds, snapshots = _model_predictions(
-                log, cutoff, horizon_days, models_params, seed, labels.index
+                log, cutoff, horizon_days, models_params, seed, labels.index, snapshots
             )
         elif method in ("bgnbd", "paretonbd"):
             btyd = (BetaGeoNBD if method == "bgnbd" else ParetoNBD)(penalizer=baseline_penalizer)
