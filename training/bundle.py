@@ -24,8 +24,6 @@ Design choices:
   BG/NBD start; 0 is the BG/NBD start alone.
 - ``num_threads`` None (the default) lets each booster take the cores this process may use
   (``training.threads``); the trees are the same for any count.
-- ``num_threads`` None (the default) lets each booster take the cores this process may use
-  (``training.threads``); the trees are the same for any count.
 - Training rows are subsampled (``max_train_rows``, ``max_timing_rows``; histogram binning
   with ``max_bin=63``) so a million customers x 6 snapshots trains in minutes on 2 cores.
 
