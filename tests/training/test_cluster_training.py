@@ -186,3 +186,13 @@ def test_an_unreachable_scheduler_is_one_line_and_exit_2_in_seconds(
         f"error: --dask {address}: no Dask scheduler answers there (Connection refused)"
     ]
     assert not (tmp_path / "mlflow.db").exists()  # refused before any work
+
+
+def test_dask_and_dask_local_together_are_refused_in_one_line(
+    log_file: Path, tmp_path: Path
+) -> None:
+    args = ["train", "--data", str(log_file), "--as-of", AS_OF, "--horizon", HORIZON]
+    done = _retain([*args, "--dask", "tcp://127.0.0.1:1", "--dask-local", "2"], tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == ["error: give one of --dask ADDRESS and --dask-local N, not both"]
