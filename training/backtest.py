@@ -51,6 +51,7 @@ from training.labels import build_labels
 
 if TYPE_CHECKING:
     from training.bundle import RetainModels
+    from training.snapshot_builder import SnapshotBuilder
 
 COMPARED_PREDICTIONS: tuple[str, ...] = (
     "churn_probability",
@@ -209,6 +210,7 @@ def _model_predictions(
     models_params: Mapping[str, Any] | None,
     seed: int,
     index: pd.Index,
+    snapshots: SnapshotBuilder | None = None,
 ) -> tuple[pd.DataFrame, float, list[dict[str, Any]]]:
     from training.bundle import RetainModels  # heavy import kept local
 
@@ -216,13 +218,13 @@ def _model_predictions(
     params.setdefault("horizon_days", horizon_days)
     params = _with_seed(RetainModels, params, seed)
     started = time.perf_counter()
-    models = RetainModels(**params).fit(log, as_of)
+    models = RetainModels(**params).fit(log, as_of, snapshots=snapshots)
     training_seconds = time.perf_counter() - started
-    snapshots = list(getattr(models, "snapshots_", []))
+    notes = list(getattr(models, "snapshots_", []))
     for name, why in getattr(models, "baselines_", {}).get("degenerate", {}).items():
         # the scoring cutoff's own BTYD fit, whose outputs feed the model's features
-        snapshots.append(snapshot_note(as_of, horizon_days, name, why))
-    return _fitted_predictions(models, log, as_of, horizon_days, index), training_seconds, snapshots
+        notes.append(snapshot_note(as_of, horizon_days, name, why))
+    return _fitted_predictions(models, log, as_of, horizon_days, index), training_seconds, notes
 
 
 def _fitted_predictions(
@@ -300,12 +302,14 @@ def evaluate(
     methods: Sequence[str] = METHODS,
     seed: int = 0,
     baseline_penalizer: float = 0.0,
+    snapshots: SnapshotBuilder | None = None,
 ) -> BacktestResult:
     """Backtest at ``as_of``: train/fit on the past, score, compare with ``[as_of, as_of + H)``.
 
     ``models_params`` go to ``RetainModels`` (``horizon_days`` and ``seed`` are filled in).
     ``baseline_penalizer`` is the BG/NBD and Pareto/NBD L2 penalty; 0 is the plain maximum
     likelihood of the literature (a small value speeds up fits that drift along a ridge).
+    ``snapshots`` builds the models' training snapshots (``RetainModels.fit``; default: here).
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
@@ -327,7 +331,7 @@ def evaluate(
     predictions: dict[str, pd.DataFrame] = {}
     params: dict[str, dict[str, float]] = {}
     degenerate: dict[str, str] = {}
-    snapshots: list[dict[str, Any]] = []
+    snapshot_notes: list[dict[str, Any]] = []
     training_seconds: float | None = None
     horizon_weeks = horizon_days / WEEK_DAYS
     baselines = [m for m in methods if m != "model"]
@@ -336,8 +340,8 @@ def evaluate(
         spend, params["gammagamma"] = spend_per_purchase(rfm)
     for method in methods:
         if method == "model":
-            predictions[method], training_seconds, snapshots = _model_predictions(
-                log, cutoff, horizon_days, models_params, seed, labels.index
+            predictions[method], training_seconds, snapshot_notes = _model_predictions(
+                log, cutoff, horizon_days, models_params, seed, labels.index, snapshots
             )
         elif method in ("bgnbd", "paretonbd"):
             btyd = (BetaGeoNBD if method == "bgnbd" else ParetoNBD)(penalizer=baseline_penalizer)
@@ -353,5 +357,5 @@ def evaluate(
         predictions, labels, cutoff, horizon_days, training_seconds, params
     )
     result.degenerate_fits = degenerate
-    result.training_snapshots = snapshots
+    result.training_snapshots = snapshot_notes
     return result

@@ -77,7 +77,7 @@ def offset_pair(
     return train, valid
 
 
-def _btyd_inputs(features: Table) -> tuple[FloatArray, FloatArray, FloatArray]:
+def btyd_inputs(features: Table) -> tuple[FloatArray, FloatArray, FloatArray]:
     """BTYD (frequency, recency, T) in weeks from the feature columns."""
     x = input_column(features, "n_repeat_days")
     age = np.maximum(input_column(features, "tenure_days") / 7.0, 1e-6)
@@ -108,10 +108,26 @@ def fit_baselines(
     collapsed fit it stays on the collapse (Complete Journey 2017-04-05: log-likelihood
     4.6 worse).
     """
-    x, tx, age = _btyd_inputs(features)
-    if len(x) > max_customers:
-        pick = np.random.default_rng(seed).choice(len(x), max_customers, replace=False)
+    x, tx, age = btyd_inputs(features)
+    pick = baseline_sample(len(x), max_customers, seed)
+    if pick is not None:
         x, tx, age = x[pick], tx[pick], age[pick]
+    return fit_baseline_rows(x, tx, age, seed)
+
+
+def baseline_sample(n_customers: int, max_customers: int, seed: int) -> NDArray[np.intp] | None:
+    """Positions (in the feature frame's order) of the customers the fits use; None: all.
+
+    Its own function so a cluster, which holds a snapshot's customers in partitions, draws
+    the very positions :func:`fit_baselines` draws and fetches only those rows.
+    """
+    if n_customers <= max_customers:
+        return None
+    return np.random.default_rng(seed).choice(n_customers, max_customers, replace=False)
+
+
+def fit_baseline_rows(x: FloatArray, tx: FloatArray, age: FloatArray, seed: int) -> dict[str, Any]:
+    """:func:`fit_baselines` on the sampled customers' (x, t_x, T), in sample order."""
     bg = BetaGeoNBD(penalizer=0.001).fit(x, tx, age)
     state: dict[str, Any] = {"bgnbd": bg.to_dict(), "degenerate": {}}
     span = float(age.max()) if len(age) else 52.0
@@ -153,7 +169,7 @@ def baseline_arrays(
     h = horizon_days / 7.0
     # The public methods would each re-check (x, t_x, T) and recompute P(alive); checking
     # once and sharing P(alive) gives the same numbers at a fraction of the fixed cost.
-    x, tx, age = check_rfm(*_btyd_inputs(features))
+    x, tx, age = check_rfm(*btyd_inputs(features))
     params = bg.fitted_params()
     with np.errstate(all="ignore"):
         p_alive = bg.p_alive_array(params, x, tx, age)
@@ -177,7 +193,7 @@ def bgnbd_365_ratio(features: Table, state: dict[str, Any], horizon_days: int) -
     labels; it accounts for dropout, unlike a flat 365 / H.
     """
     bg = BetaGeoNBD.from_dict(state["bgnbd"])
-    x, tx, age = check_rfm(*_btyd_inputs(features))  # checked once (see baseline_arrays)
+    x, tx, age = check_rfm(*btyd_inputs(features))  # checked once (see baseline_arrays)
     params = bg.fitted_params()
     with np.errstate(all="ignore"):
         p_alive = bg.p_alive_array(params, x, tx, age)

@@ -24,8 +24,6 @@ Design choices:
   BG/NBD start; 0 is the BG/NBD start alone.
 - ``num_threads`` None (the default) lets each booster take the cores this process may use
   (``training.threads``); the trees are the same for any count.
-- ``num_threads`` None (the default) lets each booster take the cores this process may use
-  (``training.threads``); the trees are the same for any count.
 - Training rows are subsampled (``max_train_rows``, ``max_timing_rows``; histogram binning
   with ``max_bin=63``) so a million customers x 6 snapshots trains in minutes on 2 cores.
 
@@ -60,14 +58,13 @@ from training.btyd_features import (
     BASELINE_FEATURES,
     Offset,
     baseline_arrays,
-    baseline_features,
     bgnbd_365_ratio,
-    fit_baselines,
 )
 from training.churn import ChurnModel
 from training.compiled import compile_together
-from training.labels import build_labels, join_labels, snapshot_cutoffs
+from training.labels import snapshot_cutoffs
 from training.model_text import check_model_texts
+from training.snapshot_builder import LocalSnapshots, SnapshotBuilder, SnapshotSpec
 from training.snapshots import snapshot_record
 from training.spend import SpendModel
 from training.timing import TimingModel, align_survival, survival_summaries
@@ -177,14 +174,19 @@ class RetainModels(BaseEstimator):
         self, log: pd.DataFrame, cutoff: pd.Timestamp, include_365d: bool
     ) -> tuple[pd.DataFrame, dict[str, str]]:
         """:meth:`snapshot` and its degenerate baseline fits (name -> why)."""
-        feats = build_features(log, cutoff, self.feature_config)
-        degenerate: dict[str, str] = {}
-        if self.use_baselines:
-            state = fit_baselines(feats, self.baseline_sample, self.seed)
-            degenerate = state["degenerate"]
-            feats = feats.join(baseline_features(feats, state, self.horizon_days))
-        labels = build_labels(log, cutoff, self.horizon_days, include_365d=include_365d)
-        return join_labels(feats, labels, cutoff), degenerate
+        spec = self._snapshot_spec(self.horizon_days, include_365d)
+        return next(LocalSnapshots().snapshots(log, [cutoff], spec))
+
+    def _snapshot_spec(self, horizon: int, include_365d: bool) -> SnapshotSpec:
+        return SnapshotSpec(
+            self.feature_config,
+            horizon,
+            include_365d,
+            self.horizon_days,
+            self.use_baselines,
+            self.baseline_sample,
+            self.seed,
+        )
 
     def _training_set(
         self,
@@ -193,6 +195,7 @@ class RetainModels(BaseEstimator):
         horizon: int,
         include_365d: bool,
         n_snapshots: int,
+        builder: SnapshotBuilder,
     ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
         """(train, validation, calibration) frames from stacked snapshots, and their records.
 
@@ -206,8 +209,9 @@ class RetainModels(BaseEstimator):
         cutoffs = snapshot_cutoffs(as_of, horizon, n_snapshots, self.step_days, earliest)
         frames = []
         records: list[dict[str, Any]] = []
-        for cutoff in cutoffs:
-            frame, degenerate = self._snapshot(log, cutoff, include_365d)
+        spec = self._snapshot_spec(horizon, include_365d)
+        built = builder.snapshots(log, cutoffs, spec)
+        for cutoff, (frame, degenerate) in zip(cutoffs, built, strict=True):
             frames.append(frame)
             records.append(snapshot_record(cutoff, horizon, None, len(frame), degenerate))
         stacked = pd.concat(frames)
@@ -224,14 +228,26 @@ class RetainModels(BaseEstimator):
             valid = valid.iloc[np.sort(rng.choice(len(valid), max_valid, replace=False))]
         return train, valid, calib, records
 
-    def fit(self, log: pd.DataFrame, as_of: pd.Timestamp | str) -> RetainModels:
-        """Train every model on snapshots whose label windows end at or before ``as_of``."""
+    def fit(
+        self,
+        log: pd.DataFrame,
+        as_of: pd.Timestamp | str,
+        *,
+        snapshots: SnapshotBuilder | None = None,
+    ) -> RetainModels:
+        """Train every model on snapshots whose label windows end at or before ``as_of``.
+
+        ``snapshots`` builds the training snapshots and BTYD fits (default: in this
+        process; ``training.cluster_snapshots.ClusterSnapshots`` on a Dask cluster); the
+        boosters are fitted here on what it returns, so the models are the same either way.
+        """
+        builder: SnapshotBuilder = LocalSnapshots() if snapshots is None else snapshots
         cutoff = to_utc_timestamp(as_of)
         config = self._config()
         earliest = log["timestamp"].min() + pd.Timedelta(days=self.min_history_days)
         records = self._dropped_snapshots(cutoff, self.horizon_days, self.n_snapshots, earliest)
         train, valid, calib, used = self._training_set(
-            log, cutoff, self.horizon_days, False, self.n_snapshots
+            log, cutoff, self.horizon_days, False, self.n_snapshots, builder
         )
         records += used
         names = [c for c in train.columns if c in _input_columns(train.columns)]
@@ -273,7 +289,7 @@ class RetainModels(BaseEstimator):
             records += self._dropped_snapshots(cutoff, 365, self.n_snapshots_365, earliest)
             try:
                 t365, v365, _, used = self._training_set(
-                    log, cutoff, 365, True, self.n_snapshots_365
+                    log, cutoff, 365, True, self.n_snapshots_365, builder
                 )
                 records += used
             except ValueError:
@@ -288,8 +304,8 @@ class RetainModels(BaseEstimator):
                     v365[names],
                     v365["spend_365d"].to_numpy(),
                 )
-        final_features = build_features(log, cutoff, self.feature_config)
-        self.baselines_ = fit_baselines(final_features, self.baseline_sample, self.seed)
+        spec = self._snapshot_spec(self.horizon_days, False)
+        self.baselines_ = builder.baselines(log, cutoff, spec)
         self.feature_names_in_ = [c for c in names if c not in BASELINE_FEATURES]
         self.fitted_as_of_ = cutoff
         self.n_train_rows_ = len(train)

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
     from features.segments import SegmentConfig
     from training.bundle import RetainModels
+    from training.snapshot_builder import SnapshotBuilder
 
 SMOKE_CUSTOMERS = 12
 
@@ -140,6 +141,7 @@ def train_and_register(
     artifact_out: Path | None = None,
     seed: int = 0,
     console: Console | None = None,
+    snapshots: SnapshotBuilder | None = None,
 ) -> TrainOutcome:
     """Backtest at ``as_of``, fit on everything, package, log to MLflow, register challenger.
 
@@ -148,6 +150,9 @@ def train_and_register(
     ``serving.policy_yaml`` before any training.
     ``log_config`` reads the log and is packaged with the model, so HTTP, batch and the
     pyfunc count rows (cancellations, duplicates) the way this training run did.
+    ``snapshots`` builds the training snapshots of both fits (default: in this process;
+    ``training.cluster_snapshots.ClusterSnapshots`` on a Dask cluster): the boosters, the
+    artifact, the run and the registry entry are the ones a local run makes.
     """
     from features.purchase_log import read_purchase_log
     from features.segments import SegmentConfig
@@ -173,14 +178,21 @@ def train_and_register(
         # after the input is checked (a bad log leaves no store behind), before any training
         resolved_uri = tracking_store.configure_tracking(tracking_uri)
         with stage(f"backtest at {cutoff.date()} (horizon {horizon_days} d)"):
-            result = evaluate(log, cutoff, horizon_days, models_params=models_params, seed=seed)
+            result = evaluate(
+                log,
+                cutoff,
+                horizon_days,
+                models_params=models_params,
+                seed=seed,
+                snapshots=snapshots,
+            )
             backtest = result.to_dict()
             plots = write_backtest_plots(result, Path(tmp) / "plots")
         fit_as_of = day_after_last_row(log)  # the production models see every row
         with stage(f"fit production models on all data (as_of {fit_as_of.date()})"):
             params = dict(models_params or {})
             params.setdefault("horizon_days", horizon_days)
-            models = RetainModels(**params).fit(log, fit_as_of)
+            models = RetainModels(**params).fit(log, fit_as_of, snapshots=snapshots)
         if console is not None:
             for line in [*result.notes(), *describe_snapshots(models.snapshots_)]:
                 console.print(line, markup=False, highlight=False)

@@ -8,10 +8,11 @@ cannot be resolved is a user error: one line on stderr, exit 2, URI passwords ma
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich import box
@@ -64,6 +65,19 @@ def alias_report(name: str, version: str) -> str:
     )
 
 
+@contextmanager
+def _snapshot_builder(address: str | None, local_workers: int | None) -> Iterator[Any]:
+    """None (snapshots built here), or a cluster's builder while its client is open."""
+    if address is None and local_workers is None:
+        yield None
+        return
+    from features.dask_cluster import dask_client
+    from training.cluster_snapshots import ClusterSnapshots
+
+    with dask_client(address, local_workers) as client:
+        yield ClusterSnapshots(client)
+
+
 def register(app: typer.Typer, serving: ServingParts | Callable[[], ServingParts]) -> None:
     """Add the MLflow lifecycle commands to the root ``retain`` app, run with ``serving``.
 
@@ -101,6 +115,15 @@ def register(app: typer.Typer, serving: ServingParts | Callable[[], ServingParts
             None, "--artifact-out", help="Also keep the packaged artifact directory here."
         ),
         threads: int | None = threads_option(),
+        dask_address: str | None = typer.Option(
+            None,
+            "--dask",
+            help="Build the training snapshots on this Dask scheduler, e.g. tcp://host:8786 "
+            "(the boosters fit here; the same models as a local run).",
+        ),
+        dask_local: int | None = typer.Option(
+            None, "--dask-local", help="Build them on a local Dask cluster of N worker processes."
+        ),
     ) -> None:
         """Backtest at --as-of, fit on all data, log to MLflow and register a challenger."""
         from features.config_file import log_config_from_options
@@ -111,21 +134,23 @@ def register(app: typer.Typer, serving: ServingParts | Callable[[], ServingParts
         source = log_source(
             data, table=table, query=query, url_env=url_env, config_file=config_file
         )
-        outcome = train_and_register(
-            source,
-            as_of,
-            horizon,
-            serving=parts(),
-            log_config=log_config_from_options(config_file, mapping),
-            tracking_uri=tracking_uri,
-            experiment=experiment,
-            registered_model=name,
-            policy=policy,
-            register=register_version,
-            artifact_out=artifact_out,
-            console=console,
-            models_params=None if threads is None else {"num_threads": threads},
-        )
+        with _snapshot_builder(dask_address, dask_local) as snapshots:
+            outcome = train_and_register(
+                source,
+                as_of,
+                horizon,
+                serving=parts(),
+                log_config=log_config_from_options(config_file, mapping),
+                tracking_uri=tracking_uri,
+                experiment=experiment,
+                registered_model=name,
+                policy=policy,
+                register=register_version,
+                artifact_out=artifact_out,
+                console=console,
+                models_params=None if threads is None else {"num_threads": threads},
+                snapshots=snapshots,
+            )
         model = outcome.backtest["metrics"].get("model", {})
         out = Console()
         out.print(f"run {outcome.run_id} logged to {redact(outcome.tracking_uri)}")

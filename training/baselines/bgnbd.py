@@ -25,8 +25,8 @@ class BetaGeoNBD(CountModel):
 
     PARAM_NAMES: ClassVar[tuple[str, ...]] = ("r", "alpha", "a", "b")
 
-    def _initial(self, x: FloatArray, tx: FloatArray, age: FloatArray) -> FloatArray:
-        rate = max(float(x.mean()) / max(float(age.mean()), 1e-9), 1e-3)
+    def _initial(self, mean_x: float, mean_age: float) -> FloatArray:
+        rate = max(mean_x / max(mean_age, 1e-9), 1e-3)
         return np.array([1.0, 1.0 / rate, 1.0, 1.0])
 
     @staticmethod

@@ -44,7 +44,8 @@ class CountModel:
     ) -> FloatArray:
         raise NotImplementedError
 
-    def _initial(self, x: FloatArray, tx: FloatArray, age: FloatArray) -> FloatArray:
+    def _initial(self, mean_x: float, mean_age: float) -> FloatArray:
+        """Moment-based start from the customers' mean frequency and mean T."""
         raise NotImplementedError
 
     def _fit_loglik(
@@ -71,8 +72,16 @@ class CountModel:
         *,
         start: Mapping[str, float] | None = None,
         give_up: Callable[[dict[str, float]], str | None] | None = None,
+        weights: ArrayLike | None = None,
     ) -> Self:
         """Maximum-likelihood fit on per-customer (frequency, recency, T).
+
+        ``weights``: how many customers each row stands for, so a reduced RFM summary
+        (unique (x, t_x, T) rows with counts, e.g. merged from a cluster's partitions) fits
+        the model its customers would; the likelihood groups rows the same way either way
+        (:func:`training.baselines.likelihood.group_rows`), so the optimum is the same within
+        the optimiser's tolerance (the moment-based start is then a weighted mean, equal
+        to the per-customer one up to rounding).
 
         ``start``: parameters to start the optimiser from (a fit on similar data, such as
         the previous training snapshot's), instead of the moment-based default; the
@@ -86,14 +95,20 @@ class CountModel:
         x, tx, age = check_rfm(frequency, recency, T)
         if x.size == 0:
             raise ValueError("cannot fit on zero customers")
-        (ux, utx, uage), weight = group_rows(x.ravel(), tx.ravel(), age.ravel())
+        if weights is None:
+            (ux, utx, uage), weight = group_rows(x.ravel(), tx.ravel(), age.ravel())
+            means = (float(x.mean()), float(age.mean()))
+        else:
+            w = _check_weights(weights, x.size)
+            (ux, utx, uage), weight = group_rows(x.ravel(), tx.ravel(), age.ravel(), weights=w)
+            means = (float(np.dot(w, x.ravel()) / w.sum()), float(np.dot(w, age.ravel()) / w.sum()))
         n = float(weight.sum())
         loglik = self._fit_loglik(ux, utx, uage)
 
         def neg_mean_ll(params: FloatArray) -> float:
             return -float(np.dot(weight, loglik(params))) / n
 
-        x0 = self._initial(x, tx, age) if start is None else self._start(start)
+        x0 = self._initial(*means) if start is None else self._start(start)
         named = None
         if give_up is not None:
             check = give_up
@@ -214,3 +229,13 @@ class CountModel:
             return f"{type(self).__name__}(penalizer={self.penalizer})"
         fitted = ", ".join(f"{k}={v:.4g}" for k, v in self.params_.items())
         return f"{type(self).__name__}({fitted}, loglik={self.loglik_:.2f})"
+
+
+def _check_weights(weights: ArrayLike, n_rows: int) -> FloatArray:
+    """Row weights (customer counts) as floats: one per row, finite, >= 0, not all zero."""
+    w = np.asarray(weights, dtype="float64").ravel()
+    if w.shape != (n_rows,):
+        raise ValueError(f"weights has {w.size} values for {n_rows} rows")
+    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError("weights must be finite, >= 0 and not all zero")
+    return w

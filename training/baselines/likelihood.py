@@ -19,11 +19,21 @@ FloatArray = NDArray[np.float64]
 _LOG_BOUND = 15.0  # log-parameters live in [-15, 15]: keeps exp() finite, far from any MLE
 
 
-def group_rows(*cols: FloatArray) -> tuple[list[FloatArray], FloatArray]:
-    """Unique rows and their counts: the likelihood only needs each distinct row once."""
+def group_rows(
+    *cols: FloatArray, weights: FloatArray | None = None
+) -> tuple[list[FloatArray], FloatArray]:
+    """Unique rows and their counts: the likelihood only needs each distinct row once.
+
+    With ``weights`` each row stands for that many customers (a reduced summary whose rows
+    may repeat, e.g. merged from several partitions); the counts are the weights' sums.
+    """
     stacked = np.column_stack(cols)
-    uniq, counts = np.unique(stacked, axis=0, return_counts=True)
-    return [uniq[:, i] for i in range(uniq.shape[1])], counts.astype("float64")
+    if weights is None:
+        uniq, counts = np.unique(stacked, axis=0, return_counts=True)
+        return [uniq[:, i] for i in range(uniq.shape[1])], counts.astype("float64")
+    uniq, inverse = np.unique(stacked, axis=0, return_inverse=True)
+    summed = np.bincount(inverse.ravel(), weights=weights, minlength=len(uniq))
+    return [uniq[:, i] for i in range(uniq.shape[1])], summed.astype("float64")
 
 
 class FitBudgetExceeded(RuntimeError):
