@@ -1,0 +1,269 @@
+"""The model combined with BG/NBD per output, chosen on past windows, and the planner's total.
+
+The boosters start from the BG/NBD prediction and correct it; on a new season the
+correction can overshoot the level (issue 25). So each output a planner acts on is a blend
+of the boosted model and plain BG/NBD, with the model's weight chosen on the held-out
+customers of the most recent fully observed training cutoffs (never the test window; the
+latest cutoff weighs most):
+
+- count: ``w * model + (1 - w) * BG/NBD``, ``w`` minimising the Poisson deviance;
+- spend: ``w * model + (1 - w) * BG/NBD x mean order value``, ``w`` minimising the squared
+  error;
+- churn: ``sigmoid(a * (w * logit(model) + (1 - w) * logit(BG/NBD)) + b)``, ``w`` minimising
+  the log loss and ``(a, b)`` a Platt map refitted on the same recent windows, so the level
+  is the latest season's (the calibrator's ECE on these rows is recorded beside the weights).
+
+Thin evidence pulls ``w`` toward BG/NBD: with fewer than :data:`FULL_EVIDENCE_SNAPSHOTS`
+training cutoffs, ``w`` is scaled by ``n / FULL_EVIDENCE_SNAPSHOTS``. The planner's total
+(sum of a population's predictions) carries a 90 % interval from the count distribution
+(Poisson) and the spread of the past cutoffs' log errors of the total; the leave-one-out
+coverage of those past intervals is recorded. Everything is plain floats (JSON in the
+artifact), applied by :meth:`Combination.apply` on every scoring path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+from sklearn.linear_model import LogisticRegression
+
+from training import metrics
+from training.boosters import Table, input_column
+from training.btyd_features import baseline_offset
+
+FloatArray = NDArray[np.float64]
+
+GRID: tuple[float, ...] = tuple(np.round(np.linspace(0.0, 1.0, 21), 2))
+RECENT_CUTOFFS = 3  # the latest cutoffs the weights are chosen on
+DECAY = 0.5  # each older cutoff weighs this much of the next newer one
+FULL_EVIDENCE_SNAPSHOTS = 6
+Z90 = 1.6448536269514722  # two-sided 90 % normal quantile
+DEFAULT_LOG_SPREAD = 0.25  # the past-error spread assumed without two past cutoffs
+_EPS = 1e-6
+
+
+def _logit(p: FloatArray) -> FloatArray:
+    q = np.clip(p, _EPS, 1 - _EPS)
+    return np.log(q) - np.log1p(-q)
+
+
+def btyd_outputs(x: Table) -> dict[str, FloatArray]:
+    """BG/NBD's churn probability, expected purchases and spend from the model inputs."""
+    spend = baseline_offset("bgnbd_log_spend", x)
+    assert spend is not None
+    return {
+        "churn": np.asarray(input_column(x, "bgnbd_p_no_purchase_h"), dtype=np.float64),
+        "count": np.asarray(input_column(x, "bgnbd_expected_purchases_h"), dtype=np.float64),
+        "spend": np.exp(spend),
+    }
+
+
+def _poisson_deviance(mu: FloatArray, y: FloatArray, w: FloatArray) -> float:
+    mu = np.maximum(mu, 1e-9)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        term = np.where(y > 0, y * np.log(y / mu), 0.0)
+    return float(np.average(2.0 * (term - (y - mu)), weights=w))
+
+
+def _log_loss(p: FloatArray, y: FloatArray, w: FloatArray) -> float:
+    q = np.clip(p, _EPS, 1 - _EPS)
+    return float(np.average(-(y * np.log(q) + (1 - y) * np.log1p(-q)), weights=w))
+
+
+def _platt(z: FloatArray, y: FloatArray, w: FloatArray) -> tuple[float, float]:
+    if len(np.unique(y)) < 2:
+        return 1.0, 0.0
+    lr = LogisticRegression(C=1e6, solver="lbfgs", max_iter=1000)
+    lr.fit(z[:, None], y, sample_weight=w)
+    return float(lr.coef_[0, 0]), float(lr.intercept_[0])
+
+
+@dataclass
+class Combination:
+    """Per-output model weights, the churn Platt map, and the past errors of the total."""
+
+    count_weight: float = 1.0
+    spend_weight: float = 1.0
+    churn_weight: float = 1.0
+    churn_platt: tuple[float, float] = (1.0, 0.0)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def apply(
+        self, x: Table, churn: FloatArray, count: FloatArray, spend: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """The combined (churn probability, expected purchases, expected spend)."""
+        if self.details.get("identity"):
+            return churn, count, spend
+        base = btyd_outputs(x)
+        z = self.churn_weight * _logit(churn) + (1 - self.churn_weight) * _logit(base["churn"])
+        a, b = self.churn_platt
+        p = 1.0 / (1.0 + np.exp(-(a * z + b)))
+        c = self.count_weight * count + (1 - self.count_weight) * base["count"]
+        s = self.spend_weight * spend + (1 - self.spend_weight) * base["spend"]
+        return p, c, s
+
+    def total_interval(
+        self, purchases: FloatArray, spend: FloatArray
+    ) -> dict[str, dict[str, float]]:
+        """The planner's totals over a population with their 90 % intervals."""
+        count_total = float(np.sum(purchases))
+        out: dict[str, dict[str, float]] = {}
+        for name, total in (("purchases", count_total), ("spend", float(np.sum(spend)))):
+            past = self.details.get("totals", {}).get(name, {})
+            spread = float(past.get("log_spread", DEFAULT_LOG_SPREAD))
+            # spend: compound Poisson with unit coefficient of variation per purchase
+            sampling = (1.0 if name == "purchases" else 2.0) / max(count_total, 1e-9)
+            half = Z90 * float(np.sqrt(spread**2 + sampling))
+            out[name] = {
+                "forecast": total,
+                "low": total * float(np.exp(-half)),
+                "high": total * float(np.exp(half)),
+            }
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "count_weight": self.count_weight,
+            "spend_weight": self.spend_weight,
+            "churn_weight": self.churn_weight,
+            "churn_platt": list(self.churn_platt),
+            **self.details,
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> Combination:
+        known = ("count_weight", "spend_weight", "churn_weight", "churn_platt")
+        return cls(
+            float(state["count_weight"]),
+            float(state["spend_weight"]),
+            float(state["churn_weight"]),
+            (float(state["churn_platt"][0]), float(state["churn_platt"][1])),
+            {k: v for k, v in state.items() if k not in known},
+        )
+
+
+def identity_combination(why: str) -> Combination:
+    """The model alone (no BG/NBD inputs to combine with)."""
+    return Combination(details={"identity": True, "why": why})
+
+
+def fit_combination(
+    frame: pd.DataFrame,
+    model: dict[str, FloatArray],
+    x: Table,
+    n_snapshots: int,
+) -> Combination:
+    """Weights on held-out rows of past cutoffs (``frame``: labels and ``cutoff`` per row).
+
+    ``model`` holds the model's ``churn`` (calibrated), ``count`` and ``spend`` predictions
+    for the rows of ``frame``; ``x`` their model inputs (the BG/NBD columns);
+    ``n_snapshots`` the number of training cutoffs, the evidence behind the choice.
+    """
+    base = btyd_outputs(x)
+    cutoffs = sorted(pd.unique(frame["cutoff"]))
+    recent = cutoffs[-RECENT_CUTOFFS:]
+    age = {c: len(recent) - 1 - i for i, c in enumerate(recent)}
+    cut = frame["cutoff"].to_numpy()
+    use = np.isin(cut, recent)
+    w = np.array([DECAY ** age.get(c, 0) for c in cut[use]], dtype=np.float64)
+    shrink = min(1.0, n_snapshots / FULL_EVIDENCE_SNAPSHOTS)
+    y_count = frame["n_purchase_days_h"].to_numpy(dtype=np.float64)
+    y_spend = frame["spend_h"].to_numpy(dtype=np.float64)
+    y_churn = frame["churn"].to_numpy(dtype=np.float64)
+
+    def choose(loss: Any) -> tuple[float, dict[str, float]]:
+        scores = {g: loss(g) for g in GRID}
+        best = min(scores, key=lambda g: (scores[g], -g))
+        return float(best) * shrink, {"chosen": float(best), "loss_model": scores[1.0]}
+
+    count_w, count_info = choose(
+        lambda g: _poisson_deviance(
+            g * model["count"][use] + (1 - g) * base["count"][use], y_count[use], w
+        )
+    )
+    spend_w, spend_info = choose(
+        lambda g: float(
+            np.average(
+                (g * model["spend"][use] + (1 - g) * base["spend"][use] - y_spend[use]) ** 2,
+                weights=w,
+            )
+        )
+    )
+    lm, lb = _logit(model["churn"][use]), _logit(base["churn"][use])
+
+    def churn_loss(g: float) -> float:
+        z = g * lm + (1 - g) * lb
+        a, b = _platt(z, y_churn[use], w)
+        return _log_loss(1.0 / (1.0 + np.exp(-(a * z + b))), y_churn[use], w)
+
+    churn_w, churn_info = choose(churn_loss)
+    z = churn_w * lm + (1 - churn_w) * lb
+    platt = _platt(z, y_churn[use], w)
+    combo = Combination(count_w, spend_w, churn_w, platt)
+    latest = cut[use] == recent[-1]
+    p_fit, c_all, s_all = combo.apply(x, model["churn"], model["count"], model["spend"])
+    fit_ece = float(metrics.expected_calibration_error(y_churn[use][latest], p_fit[use][latest]))
+    combo.details = {
+        "evidence_shrink": shrink,
+        "n_training_snapshots": int(n_snapshots),
+        "fitted_on": [
+            {
+                "cutoff": pd.Timestamp(c).isoformat(),
+                "weight": DECAY ** age[c],
+                "rows": int((cut == c).sum()),
+            }
+            for c in recent
+        ],
+        "count": count_info,
+        "spend": spend_info,
+        "churn": {**churn_info, "calibration_ece_latest_window": fit_ece},
+        "totals": _past_totals(cut, cutoffs, c_all, s_all, y_count, y_spend),
+    }
+    return combo
+
+
+def _past_totals(
+    cut: np.ndarray,
+    cutoffs: list[Any],
+    count: FloatArray,
+    spend: FloatArray,
+    y_count: FloatArray,
+    y_spend: FloatArray,
+) -> dict[str, Any]:
+    """Log errors of the total per past cutoff, their spread, and leave-one-out coverage."""
+    out: dict[str, Any] = {}
+    for name, pred, actual in (("purchases", count, y_count), ("spend", spend, y_spend)):
+        rows, errors, sampling = [], [], []
+        for c in cutoffs:
+            here = cut == c
+            p, a = float(pred[here].sum()), float(actual[here].sum())
+            if p > 0 and a > 0:
+                rows.append({"cutoff": pd.Timestamp(c).isoformat(), "forecast": p, "actual": a})
+                errors.append(np.log(a / p))
+                # spend: compound Poisson with unit coefficient of variation per purchase
+                n = max(float(count[here].sum()), 1e-9)
+                sampling.append((1.0 if name == "purchases" else 2.0) / n)
+        err = np.array(errors)
+        covered = 0
+        for i, r in enumerate(rows):
+            half = Z90 * np.sqrt(log_spread(np.delete(err, i)) ** 2 + sampling[i])
+            r["covered"] = bool(abs(err[i]) <= half)
+            covered += int(r["covered"])
+        out[name] = {
+            "log_spread": log_spread(err),
+            "past": rows,
+            "past_covered": covered,
+            "past_n": len(rows),
+        }
+    return out
+
+
+def log_spread(errors: FloatArray) -> float:
+    """Root mean square of past log errors of the total (bias counts as spread)."""
+    if len(errors) < 2:
+        return DEFAULT_LOG_SPREAD
+    return float(np.sqrt(np.mean(np.square(errors))))
