@@ -180,15 +180,24 @@ def combination_lines(combination: Mapping[str, Any], test_ece: float | None) ->
     """Where each output came from: its weight on the model (the rest is BG/NBD), the windows."""
     if not combination or combination.get("identity"):
         return []
-    windows = ", ".join(w["cutoff"][:10] for w in combination.get("fitted_on", []))
-    fit_ece = combination.get("churn", {}).get("calibration_ece_latest_window")
+    source = combination.get("weights_from", {})
+    if source.get("out_of_time"):
+        where = (
+            f"a shadow fit on {len(source['trained_on'])} snapshot(s) forecasting "
+            f"{source['scored_at'][:10]} out of time"
+        )
+    else:
+        where = "held-out customers at " + ", ".join(
+            c[:10] for c in source.get("held_out_cutoffs", [])
+        )
+    fit_ece = combination.get("calibration_ece_latest_window")
     ece = "" if fit_ece is None else f"; churn calibrator ECE on its window {fit_ece:.4f}"
     if fit_ece is not None and test_ece is not None:
         ece += f" (test {test_ece:.4f})"
     return [
         f"outputs combined with BG/NBD, model weight: churn {combination['churn_weight']:.2f}, "
         f"count {combination['count_weight']:.2f}, spend {combination['spend_weight']:.2f} "
-        f"(chosen on held-out customers at {windows}; evidence shrink "
+        f"(chosen on {where}; evidence shrink "
         f"{combination.get('evidence_shrink', 1.0):.2f}){ece}"
     ]
 

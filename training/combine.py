@@ -34,6 +34,7 @@ from sklearn.linear_model import LogisticRegression
 from training import metrics
 from training.boosters import Table, input_column
 from training.btyd_features import baseline_offset
+from training.shadow import Shadow
 
 FloatArray = NDArray[np.float64]
 
@@ -156,61 +157,69 @@ def fit_combination(
     model: dict[str, FloatArray],
     x: Table,
     n_snapshots: int,
+    shadow: Shadow | None = None,
 ) -> Combination:
-    """Weights on held-out rows of past cutoffs (``frame``: labels and ``cutoff`` per row).
+    """Weights chosen out of time (``shadow``), the churn map on the latest held-out rows.
 
-    ``model`` holds the model's ``churn`` (calibrated), ``count`` and ``spend`` predictions
-    for the rows of ``frame``; ``x`` their model inputs (the BG/NBD columns);
-    ``n_snapshots`` the number of training cutoffs, the evidence behind the choice.
+    ``frame`` holds the held-out rows of every training cutoff (labels and ``cutoff``),
+    ``model`` the real model's ``churn`` (calibrated), ``count`` and ``spend`` predictions
+    for them and ``x`` their inputs (the BG/NBD columns); ``n_snapshots`` counts the
+    training cutoffs. The weights come from the shadow's out-of-time forecast of the latest
+    window when there is one (evidence: its snapshots), else from these held-out rows of the
+    latest cutoffs (evidence: ``n_snapshots``), and shrink toward BG/NBD with thin evidence.
     """
-    base = btyd_outputs(x)
     cutoffs = sorted(pd.unique(frame["cutoff"]))
     recent = cutoffs[-RECENT_CUTOFFS:]
     age = {c: len(recent) - 1 - i for i, c in enumerate(recent)}
     cut = frame["cutoff"].to_numpy()
     use = np.isin(cut, recent)
     w = np.array([DECAY ** age.get(c, 0) for c in cut[use]], dtype=np.float64)
-    shrink = min(1.0, n_snapshots / FULL_EVIDENCE_SNAPSHOTS)
-    y_count = frame["n_purchase_days_h"].to_numpy(dtype=np.float64)
-    y_spend = frame["spend_h"].to_numpy(dtype=np.float64)
+    if shadow is not None:
+        evidence = len(shadow.trained_on)
+        weights, chosen = _choose_weights(
+            shadow.frame, shadow.predictions, btyd_outputs(shadow.frame), None
+        )
+        source = {
+            "out_of_time": True,
+            "trained_on": shadow.trained_on,
+            "scored_at": shadow.scored_at,
+        }
+    else:
+        evidence = n_snapshots
+        sub = {k: v[use] for k, v in model.items()}
+        base = {k: v[use] for k, v in btyd_outputs(x).items()}
+        weights, chosen = _choose_weights(frame.loc[use], sub, base, w)
+        source = {
+            "out_of_time": False,
+            "held_out_cutoffs": [pd.Timestamp(c).isoformat() for c in recent],
+        }
+    shrink = min(1.0, evidence / FULL_EVIDENCE_SNAPSHOTS)
+    combo = Combination(*(weights[k] * shrink for k in ("count", "spend", "churn")))
+    # the churn map: Platt on the blend, on the latest held-out rows (newest weighs most)
+    base_all = btyd_outputs(x)
     y_churn = frame["churn"].to_numpy(dtype=np.float64)
-
-    def choose(loss: Any) -> tuple[float, dict[str, float]]:
-        scores = {g: loss(g) for g in GRID}
-        best = min(scores, key=lambda g: (scores[g], -g))
-        return float(best) * shrink, {"chosen": float(best), "loss_model": scores[1.0]}
-
-    count_w, count_info = choose(
-        lambda g: _poisson_deviance(
-            g * model["count"][use] + (1 - g) * base["count"][use], y_count[use], w
-        )
+    z = combo.churn_weight * _logit(model["churn"]) + (1 - combo.churn_weight) * _logit(
+        base_all["churn"]
     )
-    spend_w, spend_info = choose(
-        lambda g: float(
-            np.average(
-                (g * model["spend"][use] + (1 - g) * base["spend"][use] - y_spend[use]) ** 2,
-                weights=w,
-            )
-        )
-    )
-    lm, lb = _logit(model["churn"][use]), _logit(base["churn"][use])
-
-    def churn_loss(g: float) -> float:
-        z = g * lm + (1 - g) * lb
-        a, b = _platt(z, y_churn[use], w)
-        return _log_loss(1.0 / (1.0 + np.exp(-(a * z + b))), y_churn[use], w)
-
-    churn_w, churn_info = choose(churn_loss)
-    z = churn_w * lm + (1 - churn_w) * lb
-    platt = _platt(z, y_churn[use], w)
-    combo = Combination(count_w, spend_w, churn_w, platt)
-    latest = cut[use] == recent[-1]
+    combo.churn_platt = _platt(z[use], y_churn[use], w)
     p_fit, c_all, s_all = combo.apply(x, model["churn"], model["count"], model["spend"])
-    fit_ece = float(metrics.expected_calibration_error(y_churn[use][latest], p_fit[use][latest]))
+    latest = cut == recent[-1]
+    fit_ece = float(metrics.expected_calibration_error(y_churn[latest], p_fit[latest]))
+    shadow_totals = None
+    if shadow is not None:
+        _, c_sh, s_sh = combo.apply(
+            shadow.frame,
+            shadow.predictions["churn"],
+            shadow.predictions["count"],
+            shadow.predictions["spend"],
+        )
+        shadow_totals = (shadow.scored_at, c_sh, s_sh, shadow.frame)
     combo.details = {
+        "weights_from": source,
+        "evidence_snapshots": int(evidence),
         "evidence_shrink": shrink,
-        "n_training_snapshots": int(n_snapshots),
-        "fitted_on": [
+        "chosen_before_shrink": chosen,
+        "calibrated_on": [
             {
                 "cutoff": pd.Timestamp(c).isoformat(),
                 "weight": DECAY ** age[c],
@@ -218,12 +227,60 @@ def fit_combination(
             }
             for c in recent
         ],
-        "count": count_info,
-        "spend": spend_info,
-        "churn": {**churn_info, "calibration_ece_latest_window": fit_ece},
-        "totals": _past_totals(cut, cutoffs, c_all, s_all, y_count, y_spend),
+        "calibration_ece_latest_window": fit_ece,
+        "totals": _past_totals(
+            cut,
+            cutoffs,
+            c_all,
+            s_all,
+            frame["n_purchase_days_h"].to_numpy(dtype=np.float64),
+            frame["spend_h"].to_numpy(dtype=np.float64),
+            shadow_totals,
+        ),
     }
     return combo
+
+
+def _choose_weights(
+    frame: pd.DataFrame,
+    model: dict[str, FloatArray],
+    base: dict[str, FloatArray],
+    w: FloatArray | None,
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """The model's weight per output on a grid, by each output's own loss on ``frame``."""
+    w = np.ones(len(frame)) if w is None else w
+    y_count = frame["n_purchase_days_h"].to_numpy(dtype=np.float64)
+    y_spend = frame["spend_h"].to_numpy(dtype=np.float64)
+    y_churn = frame["churn"].to_numpy(dtype=np.float64)
+    lm, lb = _logit(model["churn"]), _logit(base["churn"])
+
+    def churn_loss(g: float) -> float:
+        z = g * lm + (1 - g) * lb
+        a, b = _platt(z, y_churn, w)
+        return _log_loss(1.0 / (1.0 + np.exp(-(a * z + b))), y_churn, w)
+
+    losses = {
+        "count": lambda g: _poisson_deviance(
+            g * model["count"] + (1 - g) * base["count"], y_count, w
+        ),
+        "spend": lambda g: float(
+            np.average((g * model["spend"] + (1 - g) * base["spend"] - y_spend) ** 2, weights=w)
+        ),
+        "churn": churn_loss,
+    }
+    weights: dict[str, float] = {}
+    info: dict[str, dict[str, float]] = {}
+    for name, loss in losses.items():
+        scores = {g: loss(g) for g in GRID}
+        best = min(scores, key=lambda g: (scores[g], -g))
+        weights[name] = float(best)
+        info[name] = {
+            "weight": float(best),
+            "loss": scores[best],
+            "loss_model": scores[1.0],
+            "loss_btyd": scores[0.0],
+        }
+    return weights, info
 
 
 def _past_totals(
@@ -233,19 +290,35 @@ def _past_totals(
     spend: FloatArray,
     y_count: FloatArray,
     y_spend: FloatArray,
+    shadow: tuple[str, FloatArray, FloatArray, pd.DataFrame] | None,
 ) -> dict[str, Any]:
-    """Log errors of the total per past cutoff, their spread, and leave-one-out coverage."""
+    """Log errors of the total per past cutoff (held-out customers; the shadow's out-of-time
+    forecast of the latest window), their spread, and leave-one-out coverage."""
     out: dict[str, Any] = {}
-    for name, pred, actual in (("purchases", count, y_count), ("spend", spend, y_spend)):
+    groups = [("held_out", c, cut == c, count, spend, y_count, y_spend) for c in cutoffs]
+    if shadow is not None:
+        at, c_sh, s_sh, f_sh = shadow
+        everyone = np.ones(len(c_sh), dtype=bool)
+        y_c = f_sh["n_purchase_days_h"].to_numpy(dtype=np.float64)
+        y_s = f_sh["spend_h"].to_numpy(dtype=np.float64)
+        groups.append(("out_of_time", at, everyone, c_sh, s_sh, y_c, y_s))
+    for k, name in enumerate(("purchases", "spend")):
         rows, errors, sampling = [], [], []
-        for c in cutoffs:
-            here = cut == c
+        for kind, c, here, cnt, spd, y_c, y_s in groups:
+            pred, actual = (cnt, spd)[k], (y_c, y_s)[k]
             p, a = float(pred[here].sum()), float(actual[here].sum())
             if p > 0 and a > 0:
-                rows.append({"cutoff": pd.Timestamp(c).isoformat(), "forecast": p, "actual": a})
+                rows.append(
+                    {
+                        "cutoff": pd.Timestamp(c).isoformat(),
+                        "kind": kind,
+                        "forecast": p,
+                        "actual": a,
+                    }
+                )
                 errors.append(np.log(a / p))
                 # spend: compound Poisson with unit coefficient of variation per purchase
-                n = max(float(count[here].sum()), 1e-9)
+                n = max(float(cnt[here].sum()), 1e-9)
                 sampling.append((1.0 if name == "purchases" else 2.0) / n)
         err = np.array(errors)
         covered = 0
