@@ -188,6 +188,53 @@ def case_floors(dataset: str, result: BacktestResult) -> list[Floor]:
     return floors
 
 
+def weight_sweep(result: BacktestResult, log: pd.DataFrame) -> dict[str, Any] | None:
+    """Aggregate error of the count and spend blends at every model weight, on the test
+    window and on the window the weights were chosen on: which weight a floor needed, and
+    what the past said. None for a checkout without the combination."""
+    models = getattr(result, "fitted", None)
+    combination = getattr(models, "combination_", None)
+    if combination is None or combination.details.get("identity"):
+        return None
+    from features.builders import FeatureConfig, build_features
+    from training.combine import GRID, btyd_outputs
+
+    config = FeatureConfig(horizon_days=min(result.horizon_days, 365))
+    features = build_features(log, result.as_of, config)
+    features.index = pd.Index(features.index.astype(str), name="customer_id")
+    features = features.reindex(result.labels.index)
+    cols = list(models.feature_names_in_)
+    x = models.model_input(features[cols].to_numpy(dtype=np.float64, na_value=np.nan), cols)
+    base = btyd_outputs(x)
+    own = {"count": models.count_.predict(x), "spend": models.spend_.predict(x)}
+    out: dict[str, Any] = {}
+    for name, column in (("count", "n_purchase_days_h"), ("spend", "spend_h")):
+        actual = float(result.labels[column].sum())
+        past = combination.details["chosen_before_shrink"][name]["aggregate_by_weight"]
+        out[name] = {
+            str(g): {
+                "test": float(np.sum(g * own[name] + (1 - g) * base[name]) / actual - 1.0),
+                "past": past.get(str(g)),
+            }
+            for g in GRID
+        }
+    return out
+
+
+def sweep_lines(sweep: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, by_weight in sweep.items():
+        cells = [
+            f"w={g}: {v['test']:+.3f}/{v['past']:+.3f}"
+            for g, v in by_weight.items()
+            if round(float(g) * 10) == float(g) * 10 and v["past"] is not None
+        ]
+        lines.append(
+            f"{name} aggregate error by model weight (test/past window): " + ", ".join(cells)
+        )
+    return lines
+
+
 def interval_coverage(cases: Any) -> dict[str, Any] | None:
     """Coverage of the 90 % total intervals over every case's past cutoffs (and test windows)."""
     rows = [c["totals"] for c in cases if c.get("totals")]
@@ -348,6 +395,12 @@ def main(argv: list[str] | None = None) -> int:
         totals = getattr(result, "totals", None)
         if totals:  # printed among the notes above
             report["backtests"][key]["totals"] = totals
+        if any(not f.passed and "aggregate" in f.name for f in case):
+            sweep = weight_sweep(result, log)
+            if sweep is not None:
+                report["backtests"][key]["weight_sweep"] = sweep
+                for line in sweep_lines(sweep):
+                    console.print(f"{name} {cutoff}: {line}", markup=False, highlight=False)
         if not args.skip_ceiling:
             ceiling = in_period_ceiling(log, cutoff, args.seed, horizon)
             ceiling["best_btyd_auc"] = max(

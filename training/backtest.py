@@ -359,6 +359,7 @@ def evaluate(
     )
     result.degenerate_fits = degenerate
     result.training_snapshots = snapshots
+    result.fitted = fitted
     combination = getattr(fitted, "combination_", None)
     if combination is not None:
         result.combination = combination.to_dict()

@@ -83,6 +83,9 @@ class BacktestResult:
     combination: dict[str, Any] = field(default_factory=dict)
     # the planner's totals: forecast, 90 % interval, actual, past cutoffs covered
     totals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the fitted RetainModels behind the ``model`` row (not serialised; None when built
+    # from given predictions)
+    fitted: Any = None
 
     @property
     def n_customers(self) -> int:

@@ -243,8 +243,12 @@ def _choose_weights(
     model: dict[str, FloatArray],
     base: dict[str, FloatArray],
     w: FloatArray | None,
-) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """The model's weight per output on a grid, by each output's own loss on ``frame``."""
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """The model's weight per output on a grid, by each output's own loss on ``frame``.
+
+    Also records the aggregate error of the count and spend blends at every grid weight:
+    what the window said about the level, beside what the loss chose.
+    """
     w = np.ones(len(frame)) if w is None else w
     y_count = frame["n_purchase_days_h"].to_numpy(dtype=np.float64)
     y_spend = frame["spend_h"].to_numpy(dtype=np.float64)
@@ -266,7 +270,7 @@ def _choose_weights(
         "churn": churn_loss,
     }
     weights: dict[str, float] = {}
-    info: dict[str, dict[str, float]] = {}
+    info: dict[str, Any] = {}
     for name, loss in losses.items():
         scores = {g: loss(g) for g in GRID}
         best = min(scores, key=lambda g: (scores[g], -g))
@@ -276,6 +280,14 @@ def _choose_weights(
             "loss": scores[best],
             "loss_model": scores[1.0],
             "loss_btyd": scores[0.0],
+        }
+    for name, y in (("count", y_count), ("spend", y_spend)):
+        total = float(np.sum(w * y))
+        info[name]["aggregate_by_weight"] = {
+            str(g): float(np.sum(w * (g * model[name] + (1 - g) * base[name])) / total - 1.0)
+            if total > 0
+            else None
+            for g in GRID
         }
     return weights, info
 
