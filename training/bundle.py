@@ -66,11 +66,11 @@ from training.btyd_features import (
     fit_baselines,
 )
 from training.churn import ChurnModel
-from training.combine import Combination, fit_combination, identity_combination
+from training.combine import Combination, identity_combination
 from training.compiled import compile_together
 from training.labels import build_labels, join_labels, snapshot_cutoffs
 from training.model_text import check_model_texts
-from training.shadow import shadow_fit
+from training.shadow import combination_for
 from training.snapshots import snapshot_record
 from training.spend import SpendModel
 from training.timing import TimingModel, align_survival, survival_summaries
@@ -291,7 +291,7 @@ class RetainModels(BaseEstimator):
                     v365[names],
                     v365["spend_365d"].to_numpy(),
                 )
-        self.combination_ = self._combination(train, valid, names, n_used)
+        self.combination_ = combination_for(self, config, train, valid, names, n_used)
         final_features = build_features(log, cutoff, self._feature_config())
         self.baselines_ = fit_baselines(final_features, self.baseline_sample, self.seed)
         self.feature_names_in_ = [c for c in names if c not in BASELINE_FEATURES]
@@ -299,50 +299,6 @@ class RetainModels(BaseEstimator):
         self.n_train_rows_ = len(train)
         self.snapshots_ = sorted(records, key=lambda r: (r["horizon_days"], r["cutoff"]))
         return self
-
-    def _combination(
-        self, train: pd.DataFrame, valid: pd.DataFrame, names: list[str], n: int
-    ) -> Combination:
-        """Blend weights with BG/NBD, chosen out of time where the log allows it
-        (``training.shadow``, ``training.combine``)."""
-        if not (self.combine_outputs and self.use_baselines):
-            return identity_combination("combine_outputs off or no BG/NBD inputs")
-        config, offset = self._config(), self.baseline_offset
-
-        def make() -> dict[str, Any]:
-            weight, recal = self.total_tree_weight, self.recalibrate_totals
-            return {
-                "churn": ChurnModel(
-                    self.calibration,
-                    config,
-                    "bgnbd_logit" if offset else "none",
-                    self.monotone_churn,
-                ),
-                "count": SpendModel(
-                    "poisson",
-                    config,
-                    "bgnbd_log_count" if offset else "none",
-                    recalibrate=recal,
-                    tree_weight=weight,
-                ),
-                "spend": SpendModel(
-                    "tweedie",
-                    config,
-                    "bgnbd_log_spend" if offset else "none",
-                    recalibrate=recal,
-                    tree_weight=weight,
-                ),
-            }
-
-        latest = valid["cutoff"].max()
-        shadow = shadow_fit(train, valid, names, latest, self.horizon_days, make)
-        x = valid[names]
-        own = {
-            "churn": self.churn_.predict_proba(x),
-            "count": self.count_.predict(x),
-            "spend": self.spend_.predict(x),
-        }
-        return fit_combination(valid, own, x, n, shadow)
 
     def _dropped_snapshots(
         self, as_of: pd.Timestamp, horizon: int, n_snapshots: int, earliest: pd.Timestamp

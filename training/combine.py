@@ -24,7 +24,7 @@ artifact), applied by :meth:`Combination.apply` on every scoring path.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,7 +34,9 @@ from sklearn.linear_model import LogisticRegression
 from training import metrics
 from training.boosters import Table, input_column
 from training.btyd_features import baseline_offset
-from training.shadow import Shadow
+
+if TYPE_CHECKING:
+    from training.shadow import Shadow
 
 FloatArray = NDArray[np.float64]
 

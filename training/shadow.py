@@ -19,6 +19,11 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from training.boosters import BoostConfig
+from training.churn import ChurnModel
+from training.combine import Combination, fit_combination, identity_combination
+from training.spend import SpendModel
+
 FloatArray = NDArray[np.float64]
 
 
@@ -82,3 +87,57 @@ def shadow_fit(
         trained_on=[pd.Timestamp(c).isoformat() for c in sorted(pd.unique(t["cutoff"]))],
         scored_at=latest.isoformat(),
     )
+
+
+def combination_for(
+    models: Any,
+    config: BoostConfig,
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    names: list[str],
+    n: int,
+) -> Combination:
+    """A fitted ``RetainModels``' blend with BG/NBD, chosen out of time where the log allows.
+
+    ``config`` is its boosters' configuration (the shadow's are configured alike),
+    ``train``/``valid`` its stacked training and held-out rows, ``n`` its number of
+    training cutoffs.
+    """
+    if not (models.combine_outputs and models.use_baselines):
+        return identity_combination("combine_outputs off or no BG/NBD inputs")
+    offset = models.baseline_offset
+    weight, recal = models.total_tree_weight, models.recalibrate_totals
+
+    def make() -> dict[str, Any]:
+        return {
+            "churn": ChurnModel(
+                models.calibration,
+                config,
+                "bgnbd_logit" if offset else "none",
+                models.monotone_churn,
+            ),
+            "count": SpendModel(
+                "poisson",
+                config,
+                "bgnbd_log_count" if offset else "none",
+                recalibrate=recal,
+                tree_weight=weight,
+            ),
+            "spend": SpendModel(
+                "tweedie",
+                config,
+                "bgnbd_log_spend" if offset else "none",
+                recalibrate=recal,
+                tree_weight=weight,
+            ),
+        }
+
+    latest = valid["cutoff"].max()
+    shadow = shadow_fit(train, valid, names, latest, models.horizon_days, make)
+    x = valid[names]
+    own = {
+        "churn": models.churn_.predict_proba(x),
+        "count": models.count_.predict(x),
+        "spend": models.spend_.predict(x),
+    }
+    return fit_combination(valid, own, x, n, shadow)
