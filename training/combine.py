@@ -13,6 +13,7 @@ latest cutoff weighs most):
   the log loss and ``(a, b)`` a Platt map refitted on the same recent windows, so the level
   is the latest season's (the calibrator's ECE on these rows is recorded beside the weights).
 
+A weight below 1 must beat the model alone by :data:`MIN_GAIN` of its loss on that window.
 Thin evidence pulls the count and spend weights toward BG/NBD: with fewer than
 :data:`FULL_EVIDENCE_SNAPSHOTS` snapshots behind the choice, ``w`` is scaled by
 ``n / FULL_EVIDENCE_SNAPSHOTS`` (the churn weight is not: its level is set by the Platt map
@@ -48,6 +49,10 @@ RECENT_CUTOFFS = 3  # the latest cutoffs the weights are chosen on
 DECAY = 0.5  # each older cutoff weighs this much of the next newer one
 FULL_EVIDENCE_SNAPSHOTS = 6
 Z90 = 1.6448536269514722  # two-sided 90 % normal quantile
+# a blend replaces the model only when it beats the model's loss by this share on the
+# window: smaller gains (0.39 % for the synthetic July churn blend, which then doubled the
+# test ECE) are within one window's noise
+MIN_GAIN = 0.01
 DEFAULT_LOG_SPREAD = 0.25  # the past-error spread assumed without two past cutoffs
 _EPS = 1e-6
 
@@ -330,6 +335,8 @@ def _choose_weights(
     for name, loss in losses.items():
         scores = {g: loss(g) for g in GRID}
         best = min(scores, key=lambda g: (scores[g], -g))
+        if scores[best] > (1.0 - MIN_GAIN) * scores[1.0]:
+            best = 1.0  # one window's noise: keep the model unless the gain is material
         weights[name] = float(best)
         info[name] = {
             "weight": float(best),
