@@ -2,16 +2,18 @@
 
 The boosters start from the BG/NBD prediction and correct it; on a new season the
 correction can overshoot the level (issue 25). So each output a planner acts on is a blend
-of the boosted model and plain BG/NBD, with the model's weight chosen on the held-out
-customers of the most recent fully observed training cutoffs (never the test window; the
-latest cutoff weighs most):
+of the boosted model and plain BG/NBD. The model's weight is chosen where the model had to
+forecast a window it never saw: the shadow fit (``training.shadow``) forecasting the latest
+training window out of time; on a log too short for one, the held-out customers of the
+latest three training cutoffs (the newest weighs most). Never the test window:
 
 - count: ``w * model + (1 - w) * BG/NBD``, ``w`` minimising the Poisson deviance;
-- spend: ``w * model + (1 - w) * BG/NBD x mean order value``, ``w`` minimising the squared
-  error;
+- spend: ``w * model + (1 - w) * BG/NBD x Gamma-Gamma spend per purchase day``, ``w``
+  minimising the squared error;
 - churn: ``sigmoid(a * (w * logit(model) + (1 - w) * logit(BG/NBD)) + b)``, ``w`` minimising
-  the log loss and ``(a, b)`` a Platt map refitted on the same recent windows, so the level
-  is the latest season's (the calibrator's ECE on these rows is recorded beside the weights).
+  the log loss and ``(a, b)`` a Platt map refitted on the latest window's held-out
+  customers, so the level is the latest season's (the calibrator's ECE on those rows is
+  recorded beside the weights).
 
 A weight below 1 must beat the model alone by :data:`MIN_GAIN` of its loss on that window.
 Thin evidence pulls the count and spend weights toward BG/NBD: with fewer than
