@@ -211,7 +211,7 @@ def _model_predictions(
     seed: int,
     index: pd.Index,
     snapshots: SnapshotBuilder | None = None,
-) -> tuple[pd.DataFrame, float, list[dict[str, Any]]]:
+) -> tuple[pd.DataFrame, float, list[dict[str, Any]], RetainModels]:
     from training.bundle import RetainModels  # heavy import kept local
 
     params = dict(models_params or {})
@@ -224,7 +224,8 @@ def _model_predictions(
     for name, why in getattr(models, "baselines_", {}).get("degenerate", {}).items():
         # the scoring cutoff's own BTYD fit, whose outputs feed the model's features
         notes.append(snapshot_note(as_of, horizon_days, name, why))
-    return _fitted_predictions(models, log, as_of, horizon_days, index), training_seconds, notes
+    predictions = _fitted_predictions(models, log, as_of, horizon_days, index)
+    return predictions, training_seconds, notes, models
 
 
 def _fitted_predictions(
@@ -333,6 +334,7 @@ def evaluate(
     degenerate: dict[str, str] = {}
     snapshot_notes: list[dict[str, Any]] = []
     training_seconds: float | None = None
+    fitted: Any = None
     horizon_weeks = horizon_days / WEEK_DAYS
     baselines = [m for m in methods if m != "model"]
     spend = np.zeros(len(rfm))
@@ -340,7 +342,7 @@ def evaluate(
         spend, params["gammagamma"] = spend_per_purchase(rfm)
     for method in methods:
         if method == "model":
-            predictions[method], training_seconds, snapshot_notes = _model_predictions(
+            predictions[method], training_seconds, snapshot_notes, fitted = _model_predictions(
                 log, cutoff, horizon_days, models_params, seed, labels.index, snapshots
             )
         elif method in ("bgnbd", "paretonbd"):
@@ -358,4 +360,32 @@ def evaluate(
     )
     result.degenerate_fits = degenerate
     result.training_snapshots = snapshot_notes
+    result.fitted = fitted
+    combination = getattr(fitted, "combination_", None)
+    if combination is not None:
+        result.combination = combination.to_dict()
+        result.totals = planner_totals(combination, predictions["model"], labels)
     return result
+
+
+def planner_totals(
+    combination: Any, predictions: pd.DataFrame, labels: pd.DataFrame
+) -> dict[str, dict[str, Any]]:
+    """Forecast totals with their 90 % interval, the actual totals, and past coverage."""
+    totals = combination.total_interval(
+        predictions["expected_purchases_horizon"].to_numpy(dtype=np.float64),
+        predictions["expected_spend_horizon"].to_numpy(dtype=np.float64),
+    )
+    actual = {"purchases": labels["n_purchase_days_h"].sum(), "spend": labels["spend_h"].sum()}
+    past = combination.details.get("totals", {})
+    out: dict[str, dict[str, Any]] = {}
+    for name, total in totals.items():
+        record = past.get(name, {})
+        out[name] = {
+            **total,
+            "actual": float(actual[name]),
+            "covered": bool(total["low"] <= float(actual[name]) <= total["high"]),
+            "past_covered": int(record.get("past_covered", 0)),
+            "past_n": int(record.get("past_n", 0)),
+        }
+    return out

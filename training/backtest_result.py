@@ -79,6 +79,13 @@ class BacktestResult:
     degenerate_fits: dict[str, str] = field(default_factory=dict)
     # the model's training snapshots, used and dropped (``RetainModels.snapshots_``)
     training_snapshots: list[dict[str, Any]] = field(default_factory=list)
+    # the model's blend with BG/NBD per output and where it was fitted (``training.combine``)
+    combination: dict[str, Any] = field(default_factory=dict)
+    # the planner's totals: forecast, 90 % interval, actual, past cutoffs covered
+    totals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the fitted RetainModels behind the ``model`` row (not serialised; None when built
+    # from given predictions)
+    fitted: Any = None
 
     @property
     def n_customers(self) -> int:
@@ -109,6 +116,8 @@ class BacktestResult:
             },
             "degenerate_fits": dict(self.degenerate_fits),
             "training_snapshots": list(self.training_snapshots),
+            "combination": dict(self.combination),
+            "totals": dict(self.totals),
         }
 
     def notes(self) -> list[str]:
@@ -116,6 +125,13 @@ class BacktestResult:
         lines = describe_snapshots(self.training_snapshots)
         for name, why in self.degenerate_fits.items():
             lines.append(f"degenerate {METHOD_LABELS.get(name, name)} fit at the cutoff: {why}")
+        lines += combination_lines(self.combination, self.metrics.get("model", {}).get("ece"))
+        for name, t in self.totals.items():
+            lines.append(
+                f"total {name}: forecast {t['forecast']:,.0f} (90 % interval {t['low']:,.0f} - "
+                f"{t['high']:,.0f}), actual {t['actual']:,.0f}; past cutoffs' intervals "
+                f"covered {t['past_covered']} of {t['past_n']}"
+            )
         return lines
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -161,6 +177,32 @@ class BacktestResult:
             for r in [header, *rows]
         ]
         return "\n".join(lines)
+
+
+def combination_lines(combination: Mapping[str, Any], test_ece: float | None) -> list[str]:
+    """Where each output came from: its weight on the model (the rest is BG/NBD), the windows."""
+    if not combination or combination.get("identity"):
+        return []
+    source = combination.get("weights_from", {})
+    if source.get("out_of_time"):
+        where = (
+            f"a shadow fit on {len(source['trained_on'])} snapshot(s) forecasting "
+            f"{source['scored_at'][:10]} out of time"
+        )
+    else:
+        where = "held-out customers at " + ", ".join(
+            c[:10] for c in source.get("held_out_cutoffs", [])
+        )
+    fit_ece = combination.get("calibration_ece_latest_window")
+    ece = "" if fit_ece is None else f"; churn calibrator ECE on its window {fit_ece:.4f}"
+    if fit_ece is not None and test_ece is not None:
+        ece += f" (test {test_ece:.4f})"
+    return [
+        f"outputs combined with BG/NBD, model weight: churn {combination['churn_weight']:.2f}, "
+        f"count {combination['count_weight']:.2f}, spend {combination['spend_weight']:.2f} "
+        f"(chosen on {where}; evidence shrink "
+        f"{combination.get('evidence_shrink', 1.0):.2f}){ece}"
+    ]
 
 
 def clean_metric(value: Any) -> float | None:  # a metric read back from JSON

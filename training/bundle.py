@@ -22,6 +22,9 @@ Design choices:
   the horizon spend times the per-customer BG/NBD ratio E[purchases in 365 d] / E[in H].
 - ``total_tree_weight`` (default 1) scales the count and spend trees' correction of the
   BG/NBD start; 0 is the BG/NBD start alone.
+- ``combine_outputs`` (default on) blends the churn, count and spend outputs with plain
+  BG/NBD, with weights chosen on the held-out customers of the latest training cutoffs
+  (``training.combine``), so a new season's level is never worse than the classic model's.
 - ``num_threads`` None (the default) lets each booster take the cores this process may use
   (``training.threads``); the trees are the same for any count.
 - Training rows are subsampled (``max_train_rows``, ``max_timing_rows``; histogram binning
@@ -61,9 +64,11 @@ from training.btyd_features import (
     bgnbd_365_ratio,
 )
 from training.churn import ChurnModel
+from training.combine import Combination, identity_combination
 from training.compiled import compile_together
 from training.labels import snapshot_cutoffs
 from training.model_text import check_model_texts
+from training.shadow import combination_for
 from training.snapshot_builder import LocalSnapshots, SnapshotBuilder, SnapshotSpec
 from training.snapshots import snapshot_record
 from training.spend import SpendModel
@@ -147,6 +152,7 @@ class RetainModels(BaseEstimator):
     recalibrate_totals: bool = False
     monotone_churn: bool = False
     total_tree_weight: float = 1.0
+    combine_outputs: bool = True
 
     # ---- training --------------------------------------------------------------------
 
@@ -250,6 +256,7 @@ class RetainModels(BaseEstimator):
             log, cutoff, self.horizon_days, False, self.n_snapshots, builder
         )
         records += used
+        n_used = len(used)
         names = [c for c in train.columns if c in _input_columns(train.columns)]
         xt, xv = train[names], valid[names]
         use_offset = self.use_baselines and self.baseline_offset
@@ -304,6 +311,7 @@ class RetainModels(BaseEstimator):
                     v365[names],
                     v365["spend_365d"].to_numpy(),
                 )
+        self.combination_ = combination_for(self, config, train, valid, names, n_used)
         spec = self._snapshot_spec(self.horizon_days, False)
         self.baselines_ = builder.baselines(log, cutoff, spec)
         self.feature_names_in_ = [c for c in names if c not in BASELINE_FEATURES]
@@ -385,10 +393,11 @@ class RetainModels(BaseEstimator):
 
     def predict_arrays(self, x: ModelInput, as_of: pd.Timestamp) -> dict[str, FloatArray]:
         """``PREDICTION_COLUMNS`` as arrays (the next-purchase date as datetime64[ns], UTC)."""
-        p_churn = self.churn_.predict_proba(x)
+        p_churn, count_h, spend_h = self.combination_.apply(
+            x, self.churn_.predict_proba(x), self.count_.predict(x), self.spend_.predict(x)
+        )
         surv = align_survival(self.timing_.survival(x), p_churn)
         summary = survival_summaries(surv, self.timing_.edges_)
-        spend_h = self.spend_.predict(x)
         if self.spend_365_ is not None:
             spend_y = np.maximum(self.spend_365_.predict(x), spend_h)
         else:
@@ -402,7 +411,7 @@ class RetainModels(BaseEstimator):
             "expected_days_to_next": expected_days,
             "median_days_to_next": summary["median_days_to_next"],
             "expected_next_purchase_date": days_after(to_utc_timestamp(as_of), expected_days),
-            "expected_purchases_horizon": self.count_.predict(x),
+            "expected_purchases_horizon": count_h,
             "expected_spend_horizon": spend_h,
             "expected_spend_365d": spend_y,
         }
@@ -471,6 +480,7 @@ class RetainModels(BaseEstimator):
             "n_train_rows": self.n_train_rows_,
             "snapshots": self.snapshots_,
             "baselines": self.baselines_,
+            "combination": self.combination_.to_dict(),
             "models": models,
             "versions": {"lightgbm": lgb.__version__, "numpy": np.__version__},
         }
@@ -519,6 +529,12 @@ class RetainModels(BaseEstimator):
             model = None if entry is None else SpendModel.from_state(entry, booster(entry), config)
             setattr(self, f"{name}_", model)
         self.baselines_ = meta["baselines"]
+        combination = meta.get("combination")  # absent in models saved before issue 25
+        self.combination_ = (
+            identity_combination("saved without a combination")
+            if combination is None
+            else Combination.from_dict(combination)
+        )
         self.feature_names_in_ = list(meta["feature_names_in"])
         self.fitted_as_of_ = pd.Timestamp(meta["fitted_as_of"])
         self.n_train_rows_ = int(meta["n_train_rows"])

@@ -93,6 +93,19 @@ class TrainOutcome:
     rescore_problem: str | None = None  # why the champion's configuration was not re-fitted
 
 
+def production_totals(
+    models: RetainModels, log: pd.DataFrame, fit_as_of: pd.Timestamp
+) -> dict[str, dict[str, float]]:
+    """The production model's planner totals for the next horizon, with 90 % intervals."""
+    scores = models.predict(log, fit_as_of)
+    return dict(
+        models.combination_.total_interval(
+            scores["expected_purchases_horizon"].to_numpy(dtype=float),
+            scores["expected_spend_horizon"].to_numpy(dtype=float),
+        )
+    )
+
+
 def _feature_importance(models: RetainModels) -> dict[str, float] | None:
     """Gain importance of the churn booster as shares of the total (None if it has none)."""
     booster = getattr(getattr(models, "churn_", None), "booster_", None)
@@ -193,9 +206,18 @@ def train_and_register(
             params = dict(models_params or {})
             params.setdefault("horizon_days", horizon_days)
             models = RetainModels(**params).fit(log, fit_as_of, snapshots=snapshots)
+            forecast = production_totals(models, log, fit_as_of)
         if console is not None:
             for line in [*result.notes(), *describe_snapshots(models.snapshots_)]:
                 console.print(line, markup=False, highlight=False)
+            for name, total in forecast.items():
+                console.print(
+                    f"forecast from {fit_as_of.date()} over {horizon_days} d: total {name} "
+                    f"{total['forecast']:,.0f} (90 % interval {total['low']:,.0f} - "
+                    f"{total['high']:,.0f})",
+                    markup=False,
+                    highlight=False,
+                )
         with stage("package artifact"):
             artifact_dir = save_artifact(
                 artifact_out or Path(tmp) / "artifact",
@@ -223,7 +245,12 @@ def train_and_register(
                 feature_importance=_feature_importance(models),
                 fingerprint=fingerprint,
                 data_source=None if isinstance(log_source, pd.DataFrame) else log_source,
-                summary={**backtest, "production_snapshots": models.snapshots_},
+                summary={
+                    **backtest,
+                    "production_snapshots": models.snapshots_,
+                    "production_combination": models.combination_.to_dict(),
+                    "production_totals": forecast,
+                },
             )
         version = rescored = problem = None
         if register:

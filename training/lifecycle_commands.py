@@ -162,6 +162,11 @@ def register(app: typer.Typer, serving: ServingParts | Callable[[], ServingParts
                 if k in ("churn_auc", "count_mae", "brier") and v is not None
             )
         )
+        for key, total in outcome.backtest.get("totals", {}).items():
+            out.print(
+                f"backtest total {key}: forecast {total['forecast']:,.0f} (90% interval "
+                f"{total['low']:,.0f} - {total['high']:,.0f}), actual {total['actual']:,.0f}"
+            )
         if outcome.champion_rescored is not None:
             out.print(
                 f"champion v{outcome.champion_rescored}'s configuration re-fitted on this backtest "

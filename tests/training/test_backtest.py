@@ -105,6 +105,8 @@ def test_json_shape_exact_keys(hand_result: BacktestResult) -> None:
         "baseline_params",
         "degenerate_fits",
         "training_snapshots",
+        "combination",
+        "totals",
     }
     assert data["as_of"] == "2024-01-01T00:00:00+00:00"
     assert data["horizon_days"] == H

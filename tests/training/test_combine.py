@@ -1,0 +1,152 @@
+"""The model combined with BG/NBD per output, chosen out of time, and the planner's totals,
+on the CDNOW sample (2,357 real customers, 1997-01 .. 1998-06)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.builders import FeatureConfig, build_features
+from features.cdnow import read_cdnow
+from training.backtest import evaluate
+from training.backtest_result import BacktestResult
+from training.bundle import RetainModels
+from training.combine import FULL_EVIDENCE_SNAPSHOTS, MIN_GAIN, Combination, btyd_outputs
+
+AS_OF = pd.Timestamp("1998-01-01", tz="UTC")
+H = 90
+SMALL = {
+    "horizon_days": H,
+    "n_snapshots": 6,
+    "num_boost_round": 40,
+    "num_threads": 1,
+    "baseline_sample": 1000,
+    "n_snapshots_365": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def log(cdnow_sample_path: Path) -> pd.DataFrame:
+    return read_cdnow(cdnow_sample_path).log
+
+
+@pytest.fixture(scope="module")
+def fitted(log: pd.DataFrame) -> RetainModels:
+    return RetainModels(**SMALL).fit(log, AS_OF)
+
+
+@pytest.fixture(scope="module")
+def result(log: pd.DataFrame) -> BacktestResult:
+    return evaluate(log, AS_OF, H, models_params=SMALL, baseline_penalizer=0.001)
+
+
+def test_weights_come_from_an_out_of_time_forecast_before_the_test_window(
+    fitted: RetainModels,
+) -> None:
+    details = fitted.combination_.details
+    source = details["weights_from"]
+    assert source["out_of_time"] is True
+    # the shadow forecasts the latest training window (as_of - H) from snapshots whose
+    # label windows end by its start: the situation of the real model one horizon earlier
+    scored = pd.Timestamp(source["scored_at"])
+    assert scored == AS_OF - pd.Timedelta(days=H)
+    trained = [pd.Timestamp(c) for c in source["trained_on"]]
+    assert trained and max(trained) <= scored - pd.Timedelta(days=H)
+    # six monthly cutoffs 1997-05-06 .. 1997-10-03; three end by 1997-10-03
+    assert len(trained) == details["evidence_snapshots"] == 3
+
+
+def test_thin_evidence_pulls_the_levels_toward_bgnbd(fitted: RetainModels) -> None:
+    combo, details = fitted.combination_, fitted.combination_.details
+    shrink = details["evidence_shrink"]
+    assert shrink == pytest.approx(3 / FULL_EVIDENCE_SNAPSHOTS)
+    for name in ("count", "spend", "churn"):
+        chosen = details["chosen_before_shrink"][name]
+        factor = 1.0 if name == "churn" else shrink  # the churn level is recalibrated instead
+        assert getattr(combo, f"{name}_weight") == pytest.approx(chosen["weight"] * factor)
+        # a blend replaces the model only for a material gain on the shadow window
+        assert chosen["loss"] <= chosen["loss_model"]
+        if chosen["weight"] < 1.0:
+            assert chosen["loss"] <= (1 - MIN_GAIN) * chosen["loss_model"]
+            assert chosen["loss"] <= chosen["loss_btyd"] + 1e-12
+
+
+def test_weight_zero_is_bgnbd_and_predictions_apply_the_fitted_weights(
+    fitted: RetainModels, log: pd.DataFrame
+) -> None:
+    features = build_features(log, AS_OF, FeatureConfig(horizon_days=H))
+    x = fitted._frame_input(features)
+    own = (fitted.churn_.predict_proba(x), fitted.count_.predict(x), fitted.spend_.predict(x))
+    base = btyd_outputs(x)
+    p, c, s = Combination(0.0, 0.0, 0.0, (1.0, 0.0)).apply(x, *own)
+    np.testing.assert_allclose(p, np.clip(base["churn"], 1e-6, 1 - 1e-6), rtol=1e-9)
+    np.testing.assert_allclose(c, base["count"])
+    np.testing.assert_allclose(s, base["spend"])
+    scores = fitted.predict(log, AS_OF)
+    w = fitted.combination_.count_weight
+    assert 0.0 <= w <= 1.0
+    np.testing.assert_allclose(
+        scores["expected_purchases_horizon"], w * own[1] + (1 - w) * base["count"], rtol=1e-12
+    )
+    assert not np.allclose(scores["churn_probability"], own[0])  # the latest season's map
+
+
+def test_saved_model_scores_with_the_same_combination(
+    fitted: RetainModels, log: pd.DataFrame, tmp_path: Path
+) -> None:
+    loaded = RetainModels.load(fitted.save(tmp_path / "models"))
+    assert loaded.combination_.to_dict() == fitted.combination_.to_dict()
+    pd.testing.assert_frame_equal(loaded.predict(log, AS_OF), fitted.predict(log, AS_OF))
+
+
+def test_backtest_reports_weights_calibration_and_the_total_with_its_interval(
+    result: BacktestResult,
+) -> None:
+    data = result.to_dict()
+    combination = data["combination"]
+    assert {"count_weight", "spend_weight", "churn_weight", "weights_from"} <= set(combination)
+    fit_ece = combination["calibration_ece_latest_window"]
+    assert 0.0 <= fit_ece < 0.2
+    labels = result.labels
+    for name, column in (("purchases", "n_purchase_days_h"), ("spend", "spend_h")):
+        total = data["totals"][name]
+        assert total["actual"] == pytest.approx(float(labels[column].sum()))
+        assert total["low"] < total["forecast"] < total["high"]
+        forecast = result.predictions["model"][
+            "expected_purchases_horizon" if name == "purchases" else "expected_spend_horizon"
+        ].sum()
+        assert total["forecast"] == pytest.approx(float(forecast))
+        assert total["covered"] == (total["low"] <= total["actual"] <= total["high"])
+        # six held-out cutoffs and the shadow's out-of-time forecast
+        assert total["past_n"] == 7
+        assert 0 <= total["past_covered"] <= total["past_n"]
+    notes = "\n".join(result.notes())
+    assert f"churn calibrator ECE on its window {fit_ece:.4f}" in notes
+    assert "total purchases: forecast" in notes
+
+
+def test_short_log_without_out_of_time_evidence_falls_back_toward_bgnbd(
+    log: pd.DataFrame,
+) -> None:
+    # two snapshots (1997-08-04 and 1997-09-03 for 1997-12-02 - 90 d): none ends a horizon
+    # before the latest, so no shadow; the held-out customers choose, shrunk by 2 / 6
+    params = {**SMALL, "n_snapshots": 2}
+    models = RetainModels(**params).fit(log, "1997-12-02")
+    details = models.combination_.details
+    assert details["weights_from"]["out_of_time"] is False
+    assert details["evidence_shrink"] == pytest.approx(2 / FULL_EVIDENCE_SNAPSHOTS)
+    for name in ("count", "spend"):
+        assert getattr(models.combination_, f"{name}_weight") <= 2 / FULL_EVIDENCE_SNAPSHOTS
+
+
+def test_combination_off_is_the_model_alone(log: pd.DataFrame) -> None:
+    params = {**SMALL, "n_snapshots": 2, "combine_outputs": False}
+    models = RetainModels(**params).fit(log, "1997-12-02")
+    assert models.combination_.details["identity"] is True
+    features = build_features(log, "1997-12-02", FeatureConfig(horizon_days=H))
+    x = models._frame_input(features)
+    scores = models.predict_features(features, "1997-12-02")
+    np.testing.assert_allclose(scores["expected_purchases_horizon"], models.count_.predict(x))
