@@ -31,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["CANCEL_PREFIX", "match_log_returns", "match_returns", "net_amounts"]
+__all__ = ["CANCEL_PREFIX", "id_changes", "match_log_returns", "match_returns", "net_amounts"]
 
 CANCEL_PREFIX = "C"
 _UNMATCHED = -1
@@ -44,9 +44,15 @@ def match_returns(
     order_ids: pa.Array | None = None,
     product_ids: pa.Array | None = None,
     amount: np.ndarray | None = None,
+    order_changes: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per row, the purchase row (position) a return nets against; -1 for purchases and
     unmatched returns. Rows may come in any order; ids are Arrow string arrays or None.
+
+    ``order_changes`` (one per row from the second on: does the order id differ from the
+    row before's, a missing id differing from every id) is what :func:`id_changes` gives
+    for ``order_ids``; a caller that computes it anyway (the feature builder compares
+    adjacent order ids to find orders) passes it to save the pass here.
 
     The work is array work (no hashing but of the ids) on the rows of customers with a
     return, in (customer, time) order: a log already in that order (every canonical log) is
@@ -73,7 +79,9 @@ def match_returns(
     found = np.full(asks.size, _UNMATCHED, dtype=np.int64)
     products = None if product_ids is None else _as_strings(product_ids)
     if order_ids is not None:
-        found = _by_order(_as_strings(order_ids), whole, log, asks, products)
+        ids = _as_strings(order_ids)
+        changes = id_changes(ids) if order_changes is None else order_changes
+        found = _by_order(ids, changes, whole, log, asks, products)
     if products is not None:
         todo = np.flatnonzero(found == _UNMATCHED)
         if todo.size:
@@ -154,8 +162,42 @@ def _of_customers(cust: np.ndarray, asks: np.ndarray) -> np.ndarray:
     return np.flatnonzero(flag[cust])
 
 
+def id_changes(ids: pa.Array) -> np.ndarray:
+    """Per row from the second on, whether its id differs from the row before's; a missing
+    id differs from every id. Compares neighbours, hashes nothing."""
+    if len(ids) < 2:
+        return np.zeros(0, dtype=bool)
+    differ = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1))
+    return pc.fill_null(differ, True).to_numpy(zero_copy_only=False)
+
+
+def _run_codes(
+    ids: pa.Array, changes: np.ndarray, rows: np.ndarray, whole: bool, value_set: pa.Array
+) -> np.ndarray:
+    """:func:`_codes_in` of the ids at ``rows``, looking up one id per run of consecutive
+    rows that share it (the lines of an order) rather than every row."""
+    head = np.ones(rows.size, dtype=bool)
+    if whole:
+        head[1:] = changes
+    elif rows.size > 1:
+        prev = rows[:-1]
+        np.not_equal(rows[1:], prev + 1, out=head[1:])  # not the next row: a run starts
+        head[1:] |= changes[np.minimum(prev, changes.size - 1)]
+    starts = np.flatnonzero(head)
+    if starts.size > rows.size * 0.9:  # runs of about one row: look every row up
+        return _codes_in(ids if whole else _take(ids, rows), value_set)
+    run = np.cumsum(head)
+    run -= 1
+    return _codes_in(_take(ids, rows[starts]), value_set)[run]
+
+
 def _by_order(
-    ids: pa.Array, whole: bool, log: _Rows, asks: np.ndarray, products: pa.Array | None
+    ids: pa.Array,
+    changes: np.ndarray,
+    whole: bool,
+    log: _Rows,
+    asks: np.ndarray,
+    products: pa.Array | None,
 ) -> np.ndarray:
     """Rule 1: the return names its order (with or without the cancel prefix); within the
     order, the line of the same product first, then the largest line, then the first row."""
@@ -166,7 +208,7 @@ def _by_order(
     value_set = pc.unique(stripped.drop_null())
     if len(value_set) == 0:
         return found
-    order = _codes_in(ids if whole else _take(ids, log.rows), value_set)
+    order = _run_codes(ids, changes, log.rows, whole, value_set)
     named = _codes_in(stripped, value_set)
     order[log.q] = -1
     lines = np.flatnonzero(order >= 0)
@@ -297,8 +339,9 @@ def _latest_line(new_group: np.ndarray, t: np.ndarray, a: np.ndarray, q: np.ndar
     return latest[block]
 
 
-def match_log_returns(log: pd.DataFrame) -> np.ndarray:
-    """:func:`match_returns` of a canonical log frame (optional id columns used if present)."""
+def match_log_returns(log: pd.DataFrame, order_changes: np.ndarray | None = None) -> np.ndarray:
+    """:func:`match_returns` of a canonical log frame (optional id columns used if present;
+    ``order_changes`` as there)."""
     is_return = log["is_return"].to_numpy(dtype=bool)
     if not is_return.any():
         return np.full(len(log), _UNMATCHED, dtype=np.int64)
@@ -311,7 +354,7 @@ def match_log_returns(log: pd.DataFrame) -> np.ndarray:
     order = _strings(log, "order_id")
     product = _strings(log, "product_id")
     amount = log["amount"].to_numpy(dtype=np.float64)
-    return match_returns(codes, ts, is_return, order, product, amount)
+    return match_returns(codes, ts, is_return, order, product, amount, order_changes)
 
 
 def _strings(log: pd.DataFrame, column: str) -> pa.Array | None:
