@@ -113,25 +113,31 @@ def _rows_with_returns(
 ) -> tuple[np.ndarray, bool, np.ndarray, np.ndarray]:
     """Rows of the customers with a return, by customer then time (tied rows keep row
     order), whether they are every row in row order, and their customer codes and times."""
-    codes = np.asarray(codes, dtype=np.int64)
+    codes = np.asarray(codes)
+    if codes.dtype.kind not in "iu":  # integer codes of any width are used as they are
+        codes = codes.astype(np.int64)
     ts = np.asarray(ts, dtype=np.int64)
     low = int(codes.min())
-    shifted = codes - low if low < 0 else codes
+    shifted = codes.astype(np.int64) - low if low < 0 else codes
     with_returns = np.zeros(int(shifted.max()) + 1, dtype=bool)
     with_returns[shifted[is_ret]] = True
     kept = with_returns[shifted]
     whole = bool(kept.all())
     rows = np.arange(codes.size) if whole else np.flatnonzero(kept)
     c, t = (codes, ts) if whole else (codes[rows], ts[rows])
-    step_c, step_t = c[1:] - c[:-1], t[1:] >= t[:-1]
-    if not ((step_c > 0) | ((step_c == 0) & step_t)).all():
+    same_c = c[1:] == c[:-1]
+    same_c &= t[1:] >= t[:-1]
+    if not ((c[1:] > c[:-1]) | same_c).all():
         by_time = np.lexsort((t, c))  # stable: ties keep row order
         return rows[by_time], False, c[by_time], t[by_time]
     return rows, whole, c, t
 
 
 def _as_strings(ids: pa.Array) -> pa.Array:
-    ids = pc.cast(ids, pa.string())
+    """The ids as one string array; large strings (pandas' ``str`` columns) stay as they
+    are, since casting them copies every offset and matching compares the same text."""
+    if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
+        ids = pc.cast(ids, pa.string())
     return ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
 
 
@@ -368,7 +374,7 @@ def _strings(log: pd.DataFrame, column: str) -> pa.Array | None:
         arr = arr.combine_chunks()
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
-    return pc.cast(arr, pa.string())
+    return _as_strings(arr)
 
 
 def net_amounts(
