@@ -330,8 +330,9 @@ def _build(
     year = 365.25
     season_days_ahead = min(config.horizon_days, year)
     in_season = _per_day(
-        lambda d: np.mod(-((cutoff_ns / ns_per_day) - d.astype(np.float64)), year)
-        < season_days_ahead,
+        lambda d: (
+            np.mod(-((cutoff_ns / ns_per_day) - d.astype(np.float64)), year) < season_days_ahead
+        ),
         day,
     ).astype(np.float64)
     season_days = np.add.reduceat(in_season, cd)
