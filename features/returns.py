@@ -112,16 +112,22 @@ def _rows_with_returns(
     codes: np.ndarray, ts: np.ndarray, is_ret: np.ndarray
 ) -> tuple[np.ndarray, bool, np.ndarray, np.ndarray]:
     """Rows of the customers with a return, by customer then time (tied rows keep row
-    order), whether they are every row in row order, and their customer codes and times."""
+    order), whether they are every row in row order, and their customer codes and times.
+
+    Matching looks back only, so a customer's rows after their last return (by time; rows
+    tied with it stay) can match nothing and are left out."""
     codes = np.asarray(codes)
     if codes.dtype.kind not in "iu":  # integer codes of any width are used as they are
         codes = codes.astype(np.int64)
     ts = np.asarray(ts, dtype=np.int64)
     low = int(codes.min())
     shifted = codes.astype(np.int64) - low if low < 0 else codes
-    with_returns = np.zeros(int(shifted.max()) + 1, dtype=bool)
-    with_returns[shifted[is_ret]] = True
-    kept = with_returns[shifted]
+    # the time of each customer's last return; the least int64 for customers without one
+    last_return = np.full(int(shifted.max()) + 1, np.iinfo(np.int64).min)
+    np.maximum.at(last_return, shifted[is_ret], ts[is_ret])
+    last = last_return[shifted]
+    kept = ts <= last
+    kept &= last > np.iinfo(np.int64).min
     whole = bool(kept.all())
     rows = np.arange(codes.size) if whole else np.flatnonzero(kept)
     c, t = (codes, ts) if whole else (codes[rows], ts[rows])
