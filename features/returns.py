@@ -35,6 +35,7 @@ __all__ = ["CANCEL_PREFIX", "id_changes", "match_log_returns", "match_returns", 
 
 CANCEL_PREFIX = "C"
 _UNMATCHED = -1
+_NO_RETURN = int(np.iinfo(np.int64).min)
 
 
 def match_returns(
@@ -51,8 +52,9 @@ def match_returns(
 
     ``order_changes`` (one per row from the second on: does the order id differ from the
     row before's, a missing id differing from every id) is what :func:`id_changes` gives
-    for ``order_ids``; a caller that computes it anyway (the feature builder compares
-    adjacent order ids to find orders) passes it to save the pass here.
+    for ``order_ids``. A caller that has it anyway (the feature builder compares adjacent
+    order ids to find orders) passes it, and ids are then looked up once per run of equal
+    ids (an order's lines) instead of once per row; the matches are the same.
 
     The work is array work (no hashing but of the ids) on the rows of customers with a
     return, in (customer, time) order: a log already in that order (every canonical log) is
@@ -80,8 +82,7 @@ def match_returns(
     products = None if product_ids is None else _as_strings(product_ids)
     if order_ids is not None:
         ids = _as_strings(order_ids)
-        changes = id_changes(ids) if order_changes is None else order_changes
-        found = _by_order(ids, changes, whole, log, asks, products)
+        found = _by_order(ids, order_changes, whole, log, asks, products)
     if products is not None:
         todo = np.flatnonzero(found == _UNMATCHED)
         if todo.size:
@@ -122,12 +123,12 @@ def _rows_with_returns(
     ts = np.asarray(ts, dtype=np.int64)
     low = int(codes.min())
     shifted = codes.astype(np.int64) - low if low < 0 else codes
-    # the time of each customer's last return; the least int64 for customers without one
-    last_return = np.full(int(shifted.max()) + 1, np.iinfo(np.int64).min)
+    # the time of each customer's last return; _NO_RETURN for customers without one
+    last_return = np.full(int(shifted.max()) + 1, _NO_RETURN)
     np.maximum.at(last_return, shifted[is_ret], ts[is_ret])
     last = last_return[shifted]
     kept = ts <= last
-    kept &= last > np.iinfo(np.int64).min
+    kept &= last > _NO_RETURN
     whole = bool(kept.all())
     rows = np.arange(codes.size) if whole else np.flatnonzero(kept)
     c, t = (codes, ts) if whole else (codes[rows], ts[rows])
@@ -184,10 +185,13 @@ def id_changes(ids: pa.Array) -> np.ndarray:
 
 
 def _run_codes(
-    ids: pa.Array, changes: np.ndarray, rows: np.ndarray, whole: bool, value_set: pa.Array
+    ids: pa.Array, changes: np.ndarray | None, rows: np.ndarray, whole: bool, value_set: pa.Array
 ) -> np.ndarray:
-    """:func:`_codes_in` of the ids at ``rows``, looking up one id per run of consecutive
-    rows that share it (the lines of an order) rather than every row."""
+    """:func:`_codes_in` of the ids at ``rows``; with ``changes`` (:func:`id_changes` of
+    ``ids``), looking up one id per run of consecutive rows that share it (the lines of an
+    order) rather than every row."""
+    if changes is None:
+        return _codes_in(ids if whole else _take(ids, rows), value_set)
     head = np.ones(rows.size, dtype=bool)
     if whole:
         head[1:] = changes
@@ -205,7 +209,7 @@ def _run_codes(
 
 def _by_order(
     ids: pa.Array,
-    changes: np.ndarray,
+    changes: np.ndarray | None,
     whole: bool,
     log: _Rows,
     asks: np.ndarray,
