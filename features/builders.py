@@ -36,6 +36,7 @@ group boundaries); nothing loops over customers in Python.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
@@ -53,6 +54,7 @@ from features.feature_inputs import (
     check_columns,
     check_sorted,
     frame_columns,
+    order_id_changes,
     take_kept,
     timestamps_us,
 )
@@ -227,6 +229,7 @@ def build_feature_block(
     check_amount(amount)
 
     before = ts < cutoff
+    order_changes = None  # of the frame's order ids, once computed: netting and orders share it
     if (is_return & before).any():
         # money is counted net of the returns made before as_of (features.returns)
         if isinstance(log, LogArrays):
@@ -237,7 +240,8 @@ def build_feature_block(
                     "canonical_log_arrays or LogArrays.from_frame"
                 )
         else:
-            matched = match_log_returns(log)
+            order_changes = order_id_changes(log["order_id"])
+            matched = match_log_returns(log, order_changes)
         amount = net_amounts(amount, is_return, matched, before)
     rows = np.flatnonzero(before & ~is_return)
     if rows.size == 0:
@@ -248,7 +252,7 @@ def build_feature_block(
     # string work (pyarrow, releases the GIL) runs beside the numpy work on large logs
     pool = ThreadPoolExecutor(max_workers=2) if len(log) >= _THREADED_MIN_ROWS else None
     try:
-        return _build(frame_columns(log, data, pool), data, cutoff_ns, config)
+        return _build(frame_columns(log, data, pool, order_changes), data, cutoff_ns, config)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -334,10 +338,15 @@ def _build(
     # when its calendar phase relative to as_of is within [0, H). Shares need a history that
     # reaches back to such a copy (tenure above one year minus the horizon), else NaN.
     year = 365.25
-    phase = np.mod(-((cutoff_ns / ns_per_day) - day.astype(np.float64)), year)
-    in_season = (phase < min(config.horizon_days, year)).astype(np.float64)
+    season_days_ahead = min(config.horizon_days, year)
+    in_season = _per_day(
+        lambda d: (
+            np.mod(-((cutoff_ns / ns_per_day) - d.astype(np.float64)), year) < season_days_ahead
+        ),
+        day,
+    ).astype(np.float64)
     season_days = np.add.reduceat(in_season, cd)
-    reaches = tenure > year - min(config.horizon_days, year)
+    reaches = tenure > year - season_days_ahead
     season_share = np.where(reaches, season_days / n_days, np.nan)
 
     out: dict[str, np.ndarray] = {
@@ -398,7 +407,7 @@ def _build(
     earlier = window(2 * TREND_DAYS, TREND_DAYS)[1]
     out["spend_trend"] = np.log1p(recent) - np.log1p(earlier)
     out["orders_same_season_last_year"] = window(SEASON_LAG_DAYS, season_end)[0]
-    out["discount_share"] = np.add.reduceat(o_disc, co, dtype=np.int64) / n_orders
+    out["discount_share"] = np.bincount(o_g, weights=o_disc, minlength=n_cust) / n_orders
 
     cust_code = cc[cust_start].astype(np.int64)
     ret_rows = np.flatnonzero(data.before & data.is_return)
@@ -413,8 +422,10 @@ def _build(
     )
 
     out["n_categories"] = _distinct_per_group(*category_codes.result(), c_row, cust_start)
-    weekday = (o_day + 3) % 7  # 1970-01-01 was a Thursday; Monday == 0
-    per_weekday = np.bincount(weekday * n_cust + o_g, minlength=7 * n_cust).reshape(7, n_cust)
+    weekday = _per_day(lambda d: (d + 3) % 7, o_day)  # 1970-01-01 was a Thursday; Monday == 0
+    weekday *= n_cust
+    weekday += o_g
+    per_weekday = np.bincount(weekday, minlength=7 * n_cust).reshape(7, n_cust)
     out["weekday_concentration"] = per_weekday.max(axis=0) / n_orders
     out["n_channels"] = _distinct_per_group(*channel_codes.result(), c_row, cust_start)
     # where in the year the horizon starts: one value per snapshot, so a model trained on
@@ -435,6 +446,17 @@ def _build(
             return FeatureBlock(ids[order], block.values[order])
         return FeatureBlock(ids, None, columns=out)
     return FeatureBlock(np.asarray(categories.take(cust_code), dtype=object), None, columns=out)
+
+
+def _per_day(value_of: Callable[[np.ndarray], np.ndarray], days: np.ndarray) -> np.ndarray:
+    """``value_of(days)`` for an elementwise ``value_of``, evaluated once per day of the
+    range the days span when that range is shorter than the array (a log of years holds a
+    few thousand days and millions of orders), then looked up."""
+    first = int(days.min(initial=0))
+    n_table = int(days.max(initial=0)) - first + 1
+    if n_table >= days.size:
+        return value_of(days)
+    return value_of(np.arange(first, first + n_table, dtype=days.dtype))[days - first]
 
 
 def _empty_block() -> FeatureBlock:

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.log_arrays import LogArrays
+from features.returns import id_changes
 from features.schema import CANONICAL_COLUMNS, PurchaseLogError
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "check_columns",
     "check_sorted",
     "frame_columns",
+    "order_id_changes",
     "take_kept",
     "timestamps_us",
 ]
@@ -74,11 +76,17 @@ class InputColumns(NamedTuple):
 
 
 def frame_columns(
-    log: pd.DataFrame, data: PurchaseRows, pool: ThreadPoolExecutor | None
+    log: pd.DataFrame,
+    data: PurchaseRows,
+    pool: ThreadPoolExecutor | None,
+    order_changes: np.ndarray | None = None,
 ) -> InputColumns:
+    """The columns of a canonical frame; ``order_changes`` is :func:`order_id_changes` of
+    its order ids when the caller has it already."""
     rows, all_rows = data.rows, data.all_rows
+    order = log["order_id"]
     return InputColumns(
-        order_changes=_submit(pool, _adjacent_changes, log["order_id"], rows, all_rows),
+        order_changes=_submit(pool, _adjacent_changes, order, rows, all_rows, order_changes),
         category_codes=_submit(pool, _value_codes, log["category"], rows, all_rows),
         channel_codes=_submit(pool, _value_codes, log["channel"], rows, all_rows),
         quantity=take_kept(log["quantity"].to_numpy(dtype=np.float64), rows, all_rows),
@@ -175,8 +183,21 @@ def _arrow(col: pd.Series) -> pa.Array:
     return arr
 
 
-def _adjacent_changes(col: pd.Series, rows: np.ndarray, all_rows: bool) -> np.ndarray:
-    """For consecutive kept rows, whether ``col`` differs; compares strings without hashing."""
+def order_id_changes(col: pd.Series) -> np.ndarray:
+    """Per row from the second on, whether the order id differs from the row before's (a
+    missing id differs from every id): :func:`features.returns.id_changes` of the column,
+    without hashing."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes = np.asarray(col.array.codes)
+        return (codes[1:] != codes[:-1]) | (codes[1:] < 0)
+    return id_changes(_arrow(col))
+
+
+def _adjacent_changes(
+    col: pd.Series, rows: np.ndarray, all_rows: bool, full: np.ndarray | None
+) -> np.ndarray:
+    """For consecutive kept rows, whether ``col`` differs; compares strings without hashing.
+    ``full`` is :func:`order_id_changes` of ``col`` if known."""
     if isinstance(col.dtype, pd.CategoricalDtype):
         kept = take_kept(np.asarray(col.array.codes), rows, all_rows)
         if kept.size and kept.min() < 0:
@@ -186,7 +207,8 @@ def _adjacent_changes(col: pd.Series, rows: np.ndarray, all_rows: bool) -> np.nd
     if arr.null_count:
         first = int(np.argmax(col.isna().to_numpy()))
         raise PurchaseLogError(f"column {col.name!r} has missing values (first at row {first})")
-    full = _not_equal(arr.slice(1), arr.slice(0, len(arr) - 1))
+    if full is None:
+        full = _not_equal(arr.slice(1), arr.slice(0, len(arr) - 1))
     if all_rows:
         return full
     before, after = rows[:-1], rows[1:]

@@ -31,10 +31,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["CANCEL_PREFIX", "match_log_returns", "match_returns", "net_amounts"]
+__all__ = ["CANCEL_PREFIX", "id_changes", "match_log_returns", "match_returns", "net_amounts"]
 
 CANCEL_PREFIX = "C"
 _UNMATCHED = -1
+_NO_RETURN = int(np.iinfo(np.int64).min)
 
 
 def match_returns(
@@ -44,9 +45,16 @@ def match_returns(
     order_ids: pa.Array | None = None,
     product_ids: pa.Array | None = None,
     amount: np.ndarray | None = None,
+    order_changes: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per row, the purchase row (position) a return nets against; -1 for purchases and
     unmatched returns. Rows may come in any order; ids are Arrow string arrays or None.
+
+    ``order_changes`` (one per row from the second on: does the order id differ from the
+    row before's, a missing id differing from every id) is what :func:`id_changes` gives
+    for ``order_ids``. A caller that has it anyway (the feature builder compares adjacent
+    order ids to find orders) passes it, and ids are then looked up once per run of equal
+    ids (an order's lines) instead of once per row; the matches are the same.
 
     The work is array work (no hashing but of the ids) on the rows of customers with a
     return, in (customer, time) order: a log already in that order (every canonical log) is
@@ -73,7 +81,8 @@ def match_returns(
     found = np.full(asks.size, _UNMATCHED, dtype=np.int64)
     products = None if product_ids is None else _as_strings(product_ids)
     if order_ids is not None:
-        found = _by_order(_as_strings(order_ids), whole, log, asks, products)
+        ids = _as_strings(order_ids)
+        found = _by_order(ids, order_changes, whole, log, asks, products)
     if products is not None:
         todo = np.flatnonzero(found == _UNMATCHED)
         if todo.size:
@@ -104,26 +113,38 @@ def _rows_with_returns(
     codes: np.ndarray, ts: np.ndarray, is_ret: np.ndarray
 ) -> tuple[np.ndarray, bool, np.ndarray, np.ndarray]:
     """Rows of the customers with a return, by customer then time (tied rows keep row
-    order), whether they are every row in row order, and their customer codes and times."""
-    codes = np.asarray(codes, dtype=np.int64)
+    order), whether they are every row in row order, and their customer codes and times.
+
+    Matching looks back only, so a customer's rows after their last return (by time; rows
+    tied with it stay) can match nothing and are left out."""
+    codes = np.asarray(codes)
+    if codes.dtype.kind not in "iu":  # integer codes of any width are used as they are
+        codes = codes.astype(np.int64)
     ts = np.asarray(ts, dtype=np.int64)
     low = int(codes.min())
-    shifted = codes - low if low < 0 else codes
-    with_returns = np.zeros(int(shifted.max()) + 1, dtype=bool)
-    with_returns[shifted[is_ret]] = True
-    kept = with_returns[shifted]
+    shifted = codes.astype(np.int64) - low if low < 0 else codes
+    # the time of each customer's last return; _NO_RETURN for customers without one
+    last_return = np.full(int(shifted.max()) + 1, _NO_RETURN)
+    np.maximum.at(last_return, shifted[is_ret], ts[is_ret])
+    last = last_return[shifted]
+    kept = ts <= last
+    kept &= last > _NO_RETURN
     whole = bool(kept.all())
     rows = np.arange(codes.size) if whole else np.flatnonzero(kept)
     c, t = (codes, ts) if whole else (codes[rows], ts[rows])
-    step_c, step_t = c[1:] - c[:-1], t[1:] >= t[:-1]
-    if not ((step_c > 0) | ((step_c == 0) & step_t)).all():
+    same_c = c[1:] == c[:-1]
+    same_c &= t[1:] >= t[:-1]
+    if not ((c[1:] > c[:-1]) | same_c).all():
         by_time = np.lexsort((t, c))  # stable: ties keep row order
         return rows[by_time], False, c[by_time], t[by_time]
     return rows, whole, c, t
 
 
 def _as_strings(ids: pa.Array) -> pa.Array:
-    ids = pc.cast(ids, pa.string())
+    """The ids as one string array; large strings (pandas' ``str`` columns) stay as they
+    are, since casting them copies every offset and matching compares the same text."""
+    if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
+        ids = pc.cast(ids, pa.string())
     return ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
 
 
@@ -154,8 +175,45 @@ def _of_customers(cust: np.ndarray, asks: np.ndarray) -> np.ndarray:
     return np.flatnonzero(flag[cust])
 
 
+def id_changes(ids: pa.Array) -> np.ndarray:
+    """Per row from the second on, whether its id differs from the row before's; a missing
+    id differs from every id. Compares neighbours, hashes nothing."""
+    if len(ids) < 2:
+        return np.zeros(0, dtype=bool)
+    differ = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1))
+    return pc.fill_null(differ, True).to_numpy(zero_copy_only=False)
+
+
+def _run_codes(
+    ids: pa.Array, changes: np.ndarray | None, rows: np.ndarray, whole: bool, value_set: pa.Array
+) -> np.ndarray:
+    """:func:`_codes_in` of the ids at ``rows``; with ``changes`` (:func:`id_changes` of
+    ``ids``), looking up one id per run of consecutive rows that share it (the lines of an
+    order) rather than every row."""
+    if changes is None:
+        return _codes_in(ids if whole else _take(ids, rows), value_set)
+    head = np.ones(rows.size, dtype=bool)
+    if whole:
+        head[1:] = changes
+    elif rows.size > 1:
+        prev = rows[:-1]
+        np.not_equal(rows[1:], prev + 1, out=head[1:])  # not the next row: a run starts
+        head[1:] |= changes[np.minimum(prev, changes.size - 1)]
+    starts = np.flatnonzero(head)
+    if starts.size > rows.size * 0.9:  # runs of about one row: look every row up
+        return _codes_in(ids if whole else _take(ids, rows), value_set)
+    run = np.cumsum(head)
+    run -= 1
+    return _codes_in(_take(ids, rows[starts]), value_set)[run]
+
+
 def _by_order(
-    ids: pa.Array, whole: bool, log: _Rows, asks: np.ndarray, products: pa.Array | None
+    ids: pa.Array,
+    changes: np.ndarray | None,
+    whole: bool,
+    log: _Rows,
+    asks: np.ndarray,
+    products: pa.Array | None,
 ) -> np.ndarray:
     """Rule 1: the return names its order (with or without the cancel prefix); within the
     order, the line of the same product first, then the largest line, then the first row."""
@@ -166,7 +224,7 @@ def _by_order(
     value_set = pc.unique(stripped.drop_null())
     if len(value_set) == 0:
         return found
-    order = _codes_in(ids if whole else _take(ids, log.rows), value_set)
+    order = _run_codes(ids, changes, log.rows, whole, value_set)
     named = _codes_in(stripped, value_set)
     order[log.q] = -1
     lines = np.flatnonzero(order >= 0)
@@ -297,8 +355,9 @@ def _latest_line(new_group: np.ndarray, t: np.ndarray, a: np.ndarray, q: np.ndar
     return latest[block]
 
 
-def match_log_returns(log: pd.DataFrame) -> np.ndarray:
-    """:func:`match_returns` of a canonical log frame (optional id columns used if present)."""
+def match_log_returns(log: pd.DataFrame, order_changes: np.ndarray | None = None) -> np.ndarray:
+    """:func:`match_returns` of a canonical log frame (optional id columns used if present;
+    ``order_changes`` as there)."""
     is_return = log["is_return"].to_numpy(dtype=bool)
     if not is_return.any():
         return np.full(len(log), _UNMATCHED, dtype=np.int64)
@@ -311,7 +370,7 @@ def match_log_returns(log: pd.DataFrame) -> np.ndarray:
     order = _strings(log, "order_id")
     product = _strings(log, "product_id")
     amount = log["amount"].to_numpy(dtype=np.float64)
-    return match_returns(codes, ts, is_return, order, product, amount)
+    return match_returns(codes, ts, is_return, order, product, amount, order_changes)
 
 
 def _strings(log: pd.DataFrame, column: str) -> pa.Array | None:
@@ -325,7 +384,7 @@ def _strings(log: pd.DataFrame, column: str) -> pa.Array | None:
         arr = arr.combine_chunks()
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
-    return pc.cast(arr, pa.string())
+    return _as_strings(arr)
 
 
 def net_amounts(

@@ -16,7 +16,8 @@ import pyarrow.compute as pc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.returns import match_log_returns, match_returns
+from features.feature_inputs import order_id_changes
+from features.returns import id_changes, match_log_returns, match_returns
 from tests.features.conftest import make_log
 
 CANCEL_PREFIX = "C"
@@ -138,7 +139,9 @@ def _logs(draw: st.DrawFn) -> dict[str, list]:
     }
 
 
-def _both(log: dict[str, list], *, orders: bool, products: bool, amounts: bool) -> None:
+def _both(
+    log: dict[str, list], *, orders: bool, products: bool, amounts: bool, given: bool = False
+) -> None:
     codes = np.asarray(log["customer"], dtype=np.int64) * 3  # codes need not be dense
     ts = np.asarray(log["t"], dtype=np.int64) * 1_000_000
     is_return = np.asarray(log["is_return"], dtype=bool)
@@ -146,7 +149,8 @@ def _both(log: dict[str, list], *, orders: bool, products: bool, amounts: bool) 
     product_ids = pa.array(log["product"], pa.string()) if products else None
     amount = np.asarray(log["amount"], dtype=np.float64) if amounts else None
     expected = _reference_match_returns(codes, ts, is_return, order_ids, product_ids, amount)
-    got = match_returns(codes, ts, is_return, order_ids, product_ids, amount)
+    changes = id_changes(order_ids) if given and order_ids is not None else None
+    got = match_returns(codes, ts, is_return, order_ids, product_ids, amount, changes)
     np.testing.assert_array_equal(got, expected)
 
 
@@ -168,6 +172,22 @@ def test_matches_the_pandas_matcher_on_canonical_order(log: dict[str, list]) -> 
         orders=True,
         products=True,
         amounts=True,
+    )
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(log=_logs(), given=st.booleans())
+def test_matches_the_pandas_matcher_with_orders_in_runs(log: dict[str, list], given: bool) -> None:
+    # sorted by customer, time and order id as well, the lines of an order come in runs
+    # (looked up once per run), with the order id changes computed here or given
+    key = [str(order) for order in log["order"]]
+    order = np.lexsort((key, np.asarray(log["t"]), np.asarray(log["customer"])))
+    _both(
+        {name: [values[i] for i in order] for name, values in log.items()},
+        orders=True,
+        products=True,
+        amounts=True,
+        given=given,
     )
 
 
@@ -197,6 +217,8 @@ def test_log_frame_matches_the_pandas_matcher(log: dict[str, list]) -> None:
         frame["amount"].to_numpy(dtype=np.float64),
     )
     np.testing.assert_array_equal(match_log_returns(frame), expected)
+    changes = order_id_changes(frame["order_id"])  # what the feature builder passes
+    np.testing.assert_array_equal(match_log_returns(frame, changes), expected)
 
 
 def test_a_history_without_returns_matches_nothing() -> None:
