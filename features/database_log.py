@@ -24,9 +24,10 @@ anything.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 
@@ -38,6 +39,7 @@ from features.database import (
     quote_identifier,
     quote_table,
 )
+from features.database_parts import begin_snapshot, block_ranges, read_in_parts
 from features.schema import LogConfig, PurchaseLogError
 
 if TYPE_CHECKING:
@@ -57,6 +59,7 @@ _NUMERIC_TYPES = ("numeric", "decimal")
 _FEW_DISTINCT = ("product_id", "category", "channel")  # optional text, few distinct values
 _TEMPORAL_OK = ("timestamp", "date", "string")
 _NUMBER_OK = ("integer", "floating", "decimal", "string")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -97,25 +100,52 @@ def source_sql(source: DatabaseLog) -> str:
 def read_database_log(
     source: DatabaseLog, config: LogConfig, *, check_columns: bool = True
 ) -> pd.DataFrame:
-    """The raw frame of ``source``'s rows, every column, typed for the loader.
+    """The raw frame of ``source``'s rows, typed for the loader.
 
-    ``check_columns=False`` reads any table (e.g. assignments) without the purchase-log
-    column checks.
+    With the column checks (a purchase log) only the columns the loader reads are fetched
+    (a wide orders table's other columns never cross the wire); ``check_columns=False``
+    reads every column of any table (e.g. assignments). A large PostgreSQL table is read
+    in parts over :data:`~features.database_parts.PARTS` connections sharing one snapshot
+    (:mod:`features.database_parts`).
     """
     connection = connect(source.url)
     try:
         cursor = connection.cursor()
+        postgresql = source.url.dialect == "postgresql"
+        if postgresql:
+            _run(cursor, begin_snapshot, source)
         schema = probe_schema(cursor, source)
+        few_distinct: list[str] = []
         if check_columns:
-            check_log_columns(schema, source, config)
+            used = set(check_log_columns(schema, source, config).values())
+            schema = pa.schema([field for field in schema if field.name in used])
+            few_distinct = [config.columns.get(c, c) for c in _FEW_DISTINCT]
         sql = f"SELECT {select_list(schema, source)} FROM {source_sql(source)}"
-        few_distinct = [config.columns.get(c, c) for c in _FEW_DISTINCT] if check_columns else []
-        frame = fetch_frame(cursor, sql, source=source, dictionary=few_distinct)
+        parts: list[str] = []
+        if postgresql and source.table is not None:
+            parts = _run(cursor, lambda c: block_ranges(c, source_sql(source)), source)
+        if parts:
+            statements = [f"{sql} WHERE {condition}" for condition in parts]
+            read = partial(_fetch_batches, source=source)
+            pieces = read_in_parts(
+                source.url, cursor, statements, read, context=f"reading {source}"
+            )
+            batches = [batch for piece in pieces for batch in piece[0]]
+            frame = _frame(batches, pieces[0][1], few_distinct)
+        else:
+            frame = fetch_frame(cursor, sql, source=source, dictionary=few_distinct)
     finally:
         connection.close()
     if frame.empty:
         raise DatabaseError(f"{source}: no rows; nothing to read")
     return frame
+
+
+def _run(cursor: Any, step: Callable[[Any], T], source: DatabaseLog) -> T:
+    try:
+        return step(cursor)
+    except Exception as error:
+        raise database_error(error, f"reading {source}") from None
 
 
 def fetch_frame(
@@ -134,6 +164,14 @@ def fetch_frame(
     categoricals (same values), as the Parquet reader gives few-distinct columns: the
     loader then works on the distinct values only.
     """
+    batches, schema = _fetch_batches(cursor, sql, parameters, source=source)
+    return _frame(batches, schema, dictionary)
+
+
+def _fetch_batches(
+    cursor: Any, sql: str, parameters: Sequence[Any] = (), *, source: DatabaseLog
+) -> tuple[list[pa.RecordBatch], pa.Schema]:
+    """The converted record batches of ``sql`` and their schema."""
     try:
         cursor.execute(sql, parameters or None)
         reader = cursor.fetch_record_batch()
@@ -142,8 +180,14 @@ def fetch_frame(
         raise
     except Exception as error:
         raise database_error(error, f"reading {source}") from None
-    table = pa.Table.from_batches(batches, schema=_converted_schema(reader.schema))
-    del batches
+    return batches, _converted_schema(reader.schema)
+
+
+def _frame(
+    batches: list[pa.RecordBatch], schema: pa.Schema, dictionary: Sequence[str]
+) -> pd.DataFrame:
+    table = pa.Table.from_batches(batches, schema=schema)
+    batches.clear()
     for name in dictionary:
         index = table.schema.get_field_index(name)
         if index >= 0 and pa.types.is_string(table.schema.field(index).type):
@@ -213,8 +257,10 @@ def _select_item(field: pa.Field, dialect: str) -> str:
     return name
 
 
-def check_log_columns(schema: pa.Schema, source: DatabaseLog, config: LogConfig) -> None:
-    """Fail before reading rows if a needed column is missing or of a type that cannot hold it."""
+def check_log_columns(schema: pa.Schema, source: DatabaseLog, config: LogConfig) -> dict[str, str]:
+    """The source column of each canonical column present (as
+    :func:`~features.reading.resolve_columns`); fails before reading rows if a needed column
+    is missing or of a type that cannot hold it."""
     from features.reading import resolve_columns
 
     try:
@@ -232,6 +278,7 @@ def check_log_columns(schema: pa.Schema, source: DatabaseLog, config: LogConfig)
                 f"{source}: column {names[canonical]!r} ({canonical}) is of type {kind}; "
                 f"expected one of {', '.join(allowed)}"
             )
+    return names
 
 
 def _converted_type(kind: pa.DataType) -> pa.DataType:
