@@ -9,9 +9,12 @@ Uses ``$RETAIN_TEST_POSTGRES_URL`` if set, else starts a throwaway PostgreSQL cl
 Figures:
 
 1. **log read**: ``read_purchase_log`` (read + the loader's rules) of the same synthetic log
-   from a PostgreSQL table and from a Parquet file: rows per second, wall and CPU; also
-   the raw fetch alone (ADBC record batches vs ``pyarrow.parquet.read_table``). Goal:
-   PostgreSQL within 2x of Parquet. Best of ``--repeat`` runs.
+   from a PostgreSQL table and from a Parquet file, both ending at the canonical log: rows
+   per second, wall and CPU (client, and the server's backends); also the raw frame alone
+   (``read_database_log`` vs the Parquet reader). Goal: PostgreSQL within 2x of Parquet;
+   the verdict is printed for wall and CPU separately. A table this size is read in two
+   parts over two connections (:mod:`features.database_parts`), which shortens the wall
+   time when two cores are free and adds a little CPU. Best of ``--repeat`` runs.
 2. **retain score**: customers per minute of ``retain score`` (its summary's total: read,
    score, publish) reading the table and publishing into a table, vs reading Parquet and
    publishing a directory. Goal: within 1.5x.
@@ -269,6 +272,9 @@ def main() -> None:
             print(f"  PostgreSQL vs Parquet (goal <= 2x): wall {r['ratio']['wall']}x, "
                   f"cpu {r['ratio']['cpu']}x; fetch only: wall {r['ratio_fetch_only']['wall']}x, "
                   f"cpu {r['ratio_fetch_only']['cpu']}x")  # fmt: skip
+            for measure in ("wall", "cpu"):
+                verdict = "met" if r["ratio"][measure] <= 2 else "MISSED"
+                print(f"  goal (canonical log within 2x of Parquet) by {measure}: {verdict}")
         if "score" not in skip:
             s = results["score"] = score_runs(url, args.score_customers, work)
             print(f"retain score, {s['customers']:,} customers (summary total, best of 2):")

@@ -28,7 +28,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from features.errors import UserError
 from features.redaction import redact
@@ -37,19 +37,30 @@ if TYPE_CHECKING:
     from adbc_driver_manager.dbapi import Connection
 
 __all__ = [
+    "CONNECT_TIMEOUT",
     "DATABASE_SCHEMES",
+    "DEFAULT_STATEMENT_TIMEOUT",
+    "TIMEOUT_ENV",
     "DatabaseError",
     "DatabaseUrl",
     "connect",
     "database_error",
+    "driver_uri",
     "is_database_url",
     "parse_url",
     "quote_identifier",
     "quote_table",
     "resolve_url",
+    "statement_timeout_seconds",
 ]
 
 DATABASE_SCHEMES = ("postgresql://", "postgres://", "sqlite://")
+TIMEOUT_ENV = "RETAIN_DB_TIMEOUT"
+DEFAULT_STATEMENT_TIMEOUT = 1800.0
+"""Seconds one statement may run by default: far above a 10-million-row read, far below
+forever."""
+CONNECT_TIMEOUT = 10
+"""Seconds to wait for a server to accept a connection and answer it."""
 Dialect = Literal["postgresql", "sqlite"]
 _PASSWORD_HELP = (
     "put it in PGPASSWORD, a password file (~/.pgpass) or a service file "
@@ -69,6 +80,7 @@ _SQLSTATE_WORDS = {
     "57P02": "connection terminated by the server",
     "57P03": "server not accepting connections",
     "57014": "query cancelled",
+    "55P03": "lock not available",
 }
 
 
@@ -179,11 +191,64 @@ def resolve_url(
     return parse_url(data, option=option)
 
 
-def connect(url: DatabaseUrl | str, *, create: bool = False) -> Connection:
+def statement_timeout_seconds() -> float:
+    """The longest one statement may run: ``RETAIN_DB_TIMEOUT`` seconds, else
+    :data:`DEFAULT_STATEMENT_TIMEOUT` (0 turns the limit off)."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_STATEMENT_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < 10**7:
+        raise DatabaseError(
+            f"{TIMEOUT_ENV}={text!r}: expected a number of seconds (0 for no limit)"
+        )
+    return seconds
+
+
+def driver_uri(url: DatabaseUrl, statement_timeout: float | None = None) -> str:
+    """``url`` for libpq with the time limits added, so a server that hangs is an error.
+
+    - ``connect_timeout`` (:data:`CONNECT_TIMEOUT` s) unless the URL or ``PGCONNECT_TIMEOUT``
+      sets one: a server that accepts the connection but never answers (stopped, swapping)
+      fails the connect instead of waiting forever;
+    - ``statement_timeout`` (``statement_timeout`` seconds, default
+      :func:`statement_timeout_seconds`) through the session's ``options``, after any the
+      URL or ``PGOPTIONS`` gives: a statement waiting on a lock another session holds, or
+      running far longer than expected, is cancelled by the server (SQLSTATE 57014).
+
+    A server that stops answering in the middle of a statement is not covered: the
+    operating system keeps the connection open, so no client-side limit applies.
+    """
+    seconds = statement_timeout_seconds() if statement_timeout is None else statement_timeout
+    parts = urlsplit(url.url)
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    names = {name.lower() for name, _ in params}
+    added: list[tuple[str, str]] = []
+    if "connect_timeout" not in names and not os.environ.get("PGCONNECT_TIMEOUT"):
+        added.append(("connect_timeout", str(CONNECT_TIMEOUT)))
+    if seconds > 0:
+        limit = f"-c statement_timeout={round(seconds * 1000)}"
+        given = [value for name, value in params if name.lower() == "options"]
+        base = given[-1] if given else os.environ.get("PGOPTIONS", "")
+        params = [(name, value) for name, value in params if name.lower() != "options"]
+        added.append(("options", f"{base} {limit}".strip()))
+    if not added:
+        return url.url
+    query = urlencode([*params, *added], quote_via=quote)
+    return urlunsplit(parts._replace(query=query))
+
+
+def connect(
+    url: DatabaseUrl | str, *, create: bool = False, statement_timeout: float | None = None
+) -> Connection:
     """An ADBC DB-API connection (autocommit off: callers commit what they write).
 
     A SQLite file must already exist unless ``create`` (the driver would otherwise create an
-    empty database and report its tables missing).
+    empty database and report its tables missing). PostgreSQL connections carry time limits
+    (:func:`driver_uri`); ``statement_timeout`` seconds overrides ``RETAIN_DB_TIMEOUT``.
     """
     if isinstance(url, str):
         url = parse_url(url, password_ok=True)
@@ -198,7 +263,7 @@ def connect(url: DatabaseUrl | str, *, create: bool = False) -> Connection:
             return adbc_driver_sqlite.dbapi.connect(str(path))
         import adbc_driver_postgresql.dbapi
 
-        return adbc_driver_postgresql.dbapi.connect(url.url)
+        return adbc_driver_postgresql.dbapi.connect(driver_uri(url, statement_timeout))
     except DatabaseError:
         raise
     except Exception as error:
@@ -213,6 +278,8 @@ def database_error(error: BaseException, context: str) -> DatabaseError:
     if words is None and sqlstate.startswith("08"):
         words = "connection failed"
     detail = _first_line(str(error))
+    if sqlstate == "57014" and "statement timeout" in detail:
+        words = f"no result within the statement time limit ({TIMEOUT_ENV} seconds)"
     return DatabaseError(f"{context}: {words}: {detail}" if words else f"{context}: {detail}")
 
 

@@ -19,11 +19,15 @@ request reads the whole table: :meth:`HistorySource.missing_index` names the
 One connection per worker, opened on first use and reused; a query that fails closes it,
 that batch's requests get 503 with the reason (password redacted), and the next batch
 opens a new one, so the service recovers when the database is back without restarting.
+A query that does not finish within :data:`HISTORY_TIMEOUT` seconds (``RETAIN_DB_TIMEOUT``
+overrides it), e.g. one waiting on a lock another session holds, is cancelled by the server
+and counts as such a failure.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -33,11 +37,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.database import (
+    TIMEOUT_ENV,
     DatabaseError,
     connect,
     database_error,
     parse_url,
     quote_identifier,
+    statement_timeout_seconds,
 )
 from features.database_log import DatabaseLog, source_sql
 from features.errors import UserError
@@ -50,6 +56,17 @@ if TYPE_CHECKING:
     from adbc_driver_manager.dbapi import Connection, Cursor
 
 _TEXT_COLUMNS = ("order_id", "product_id", "category", "channel")
+HISTORY_TIMEOUT = 10.0
+"""Seconds a history query may run unless ``RETAIN_DB_TIMEOUT`` says otherwise: an indexed
+read of a few customers takes milliseconds, so a longer one (a lock held on the table, a
+server in trouble) fails its requests with 503 well before the client gives up."""
+
+
+def history_timeout() -> float:
+    """``RETAIN_DB_TIMEOUT`` seconds if set, else :data:`HISTORY_TIMEOUT`."""
+    return statement_timeout_seconds() if os.environ.get(TIMEOUT_ENV) else HISTORY_TIMEOUT
+
+
 _US_PER_DAY = 86_400_000_000
 
 
@@ -109,7 +126,7 @@ class HistorySource:
 
     def _connect(self) -> Any:
         if self._connection is None:
-            self._connection = connect(self.settings.url)
+            self._connection = connect(self.settings.url, statement_timeout=history_timeout())
             # each read its own transaction: it sees rows committed before it, holds no
             # lock after it, and costs no BEGIN/ROLLBACK round trips
             self._connection.adbc_connection.set_autocommit(True)

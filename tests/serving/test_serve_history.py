@@ -266,6 +266,52 @@ def test_database_down_is_503_for_those_requests_then_recovers_without_restart(
         stop(process)
 
 
+def test_a_lock_held_on_the_table_is_503_within_the_time_limit_then_recovers(
+    tmp_path: Path, postgres_url: str, artifact_dir: Path, raw_log: pd.DataFrame
+) -> None:
+    """The server answers but the history query waits on a lock another session holds.
+    Before: no statement time limit, so the request waited until the client gave up."""
+    write_orders(postgres_url, "orders_locked", raw_log, index=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command, env = serve_command(
+        str(artifact_dir), "127.0.0.1", port, 1, environ={**base_env()}, cwd=tmp_path
+    )
+    env.update(
+        RETAIN_HISTORY_URL=postgres_url,
+        RETAIN_HISTORY_TABLE="orders_locked",
+        RETAIN_DB_TIMEOUT="3",
+    )
+    log = tmp_path / "serve.log"
+    process = start(command, env, REPO_ROOT, log)
+    cid = str(raw_log["customer_id"].iloc[2])
+    try:
+        wait_ready(url, process, log)
+        assert score_ids(url, [cid]).status_code == 200
+        holder = connect(postgres_url)  # its transaction holds the lock until rollback
+        try:
+            holder.cursor().execute('LOCK TABLE "orders_locked" IN ACCESS EXCLUSIVE MODE')
+            started = time.monotonic()
+            try:
+                blocked = httpx.post(f"{url}/score/ids", json={"customer_ids": [cid]}, timeout=45)
+            except httpx.TimeoutException:
+                pytest.fail("/score/ids still waiting on the lock after 45 s")
+            waited = time.monotonic() - started
+        finally:
+            holder.rollback()
+            holder.close()
+        assert blocked.status_code == 503, blocked.text
+        error = blocked.json()["error"]
+        assert "no result within the statement time limit (RETAIN_DB_TIMEOUT seconds)" in error
+        assert waited < 45
+        again = score_ids(url, [cid])
+        assert again.status_code == 200, again.text
+        assert again.json()["results"][0]["status"] == "scored"
+        assert "Traceback" not in log.read_text()
+    finally:
+        stop(process)
+
+
 def retain_serve_refusal(tmp_path: Path, env: dict[str, str]) -> str:
     """``retain serve`` expected to refuse: its one stderr line (exit 2, no traceback)."""
     command = [sys.executable, "-m", "serving.cli", "serve", "--port", str(free_port())]
