@@ -1,10 +1,10 @@
 """The canonical log of a few typed rows, in plain Python: a request's history.
 
-:func:`features.log_arrays.canonical_log_arrays` is array work: Arrow and NumPy calls whose
-fixed cost (about 40 of them, plus two pandas-free but vectorised return matchers) is most
-of a one-customer ``/score`` request. For a few dozen rows a loop over Python values is
-several times cheaper, so :func:`typed_log_arrays` runs :func:`small_log_arrays` up to
-``SMALL_ROWS`` rows and the array path above that. The result is the same ``LogArrays``,
+:func:`features.log_arrays.canonical_log_arrays` is array work: some forty Arrow and NumPy
+calls whatever the size (half of them when returns are matched), whose fixed cost was the
+largest stage of a one-customer ``/score`` request. For a few dozen rows a loop over Python
+values is several times cheaper, so :func:`typed_log_arrays` runs :func:`small_log_arrays`
+up to ``SMALL_ROWS`` rows and the array path above that. The result is the same ``LogArrays``,
 value for value (``tests/features/test_small_log.py`` compares the two on random logs with
 returns, cancellations, order and product ids, duplicates and ties), by the same rules:
 
@@ -37,8 +37,8 @@ from features.schema import LogConfig
 __all__ = ["SMALL_ROWS", "small_log_arrays", "typed_log_arrays"]
 
 SMALL_ROWS = 256
-"""Up to this many rows the plain-Python path is the cheaper one (``benchmarks/http.py``'s
-budget: its cost grows per row where the array path's is mostly fixed)."""
+"""Up to this many rows the plain-Python path: its cost grows per row where the array
+path's is mostly fixed, and they meet at a few hundred rows."""
 
 _DEFAULT_CONFIG = LogConfig()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
