@@ -26,7 +26,7 @@ import pandas as pd
 from starlette.responses import Response
 
 from features.redaction import install_log_redaction, redact
-from serving.http.batching import MicroBatcher, ScoreJob, score_jobs
+from serving.http.batching import INLINE_MAX_CUSTOMERS, MicroBatcher, ScoreJob, score_jobs
 from serving.http.error_log import quiet_client_errors
 from serving.http.guard import GuardMiddleware
 from serving.http.history_ids import IdsJob, score_history_jobs
@@ -81,7 +81,9 @@ class RetainService:
             else:
                 logger.exception("retain service not ready (a bug): %s", self.failure)
             return
-        self.batcher = MicroBatcher(self._score_batch, self.settings.batch_window_ms / 1000)
+        self.batcher = MicroBatcher(
+            self._score_batch, self.settings.batch_window_ms / 1000, INLINE_MAX_CUSTOMERS
+        )
         self.ids_batcher = MicroBatcher(self._score_ids_batch, self.settings.batch_window_ms / 1000)
         self._log_history()
         self.ready = True
