@@ -21,12 +21,15 @@ import typer
 from features.log_source import QUERY_OPTION, TABLE_OPTION, URL_ENV_OPTION, data_option, log_source
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from features.database import DatabaseUrl
     from features.database_log import DatabaseLog
     from features.schema import LogConfig
     from serving.batch.chunks import Chunk
     from serving.batch.run import BatchSummary
     from serving.batch.table_output import TableOutput
+    from serving.scorer import ScoringModel
 
 _MAP_HELP = "Column mapping CANONICAL=SOURCE, repeatable, e.g. --map customer_id=CustomerID."
 DEFAULT_MODEL_URI = "models:/retain@champion"
@@ -82,6 +85,7 @@ def score_command(
         default_threads,
         pandas_runner,
     )
+    from serving.batch.partitioned import is_partitioned_source
     from serving.batch.publish import BatchJob
     from serving.batch.run import artifact_with_label, data_identity, model_identity, run_batch
     from serving.scorer import ScoringModel
@@ -98,13 +102,38 @@ def score_command(
     as_of_ts = to_utc_timestamp(as_of, "--as-of")
     apply_options(LogConfig(), mapping)  # a malformed --map fails before the model loads
     out_url = _table_target(out, out_table, resume)
-    if isinstance(data, Path) and not data.exists():
+    partitioned = is_partitioned_source(data)
+    if isinstance(data, Path) and not partitioned and not data.exists():
         raise BatchError(f"purchase log not found: {data}")
     if chunk < 1:
         raise BatchError(f"--chunk-customers must be at least 1, got {chunk}")
     with artifact_with_label(model_uri) as (artifact_dir, label), contextlib.ExitStack() as stack:
         model = ScoringModel.load(artifact_dir)
         config = apply_options(scoring_log_config(model.log_config, log_config), mapping)
+        if partitioned:
+            assert isinstance(data, Path)
+            summary = _score_partitioned(
+                data,
+                out,
+                out_url,
+                out_table,
+                stack,
+                model=model,
+                artifact_dir=artifact_dir,
+                label=label,
+                config=config,
+                as_of=as_of_ts,
+                chunk=chunk,
+                campaign=campaign,
+                features_out=features_out,
+                resume=resume,
+                dask_address=dask_address,
+                dask_local=dask_local,
+                threads=threads,
+                on_chunk=on_chunk,
+                progress=progress,
+            )
+            return summary
         t0 = time.perf_counter()
         loaded = read_purchase_log(data, config)
         read_seconds = time.perf_counter() - t0
@@ -163,6 +192,110 @@ def score_command(
             where = dask_address or f"LocalCluster({dask_local} workers)"
             summary = run_batch(runner=runner, executor=f"dask {where}", **common)
         return _published(summary, directory, table_output)
+
+
+def _score_partitioned(
+    data: Path,
+    out: str | Path,
+    out_url: DatabaseUrl | None,
+    out_table: str | None,
+    stack: contextlib.ExitStack,
+    *,
+    model: ScoringModel,
+    artifact_dir: Path,
+    label: str,
+    config: LogConfig,
+    as_of: pd.Timestamp,
+    chunk: int,
+    campaign: str | None,
+    features_out: Path | None,
+    resume: bool,
+    dask_address: str | None,
+    dask_local: int | None,
+    threads: int | None,
+    on_chunk: Callable[[Chunk], None] | None,
+    progress: bool,
+) -> BatchSummary:
+    """A directory or glob of Parquet files: tasks read, score and write their own parts.
+
+    The driver never loads the log (:mod:`serving.batch.partitioned`); the tasks run on
+    threads here, or on the Dask cluster with ``--dask``/``--dask-local``.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving.batch.chunks import default_threads
+    from serving.batch.partitioned import (
+        files_identity,
+        input_files,
+        merged_report,
+        plan_on,
+        planned_runner,
+    )
+    from serving.batch.publish import BatchJob
+    from serving.batch.run import PlannedRun, model_identity, run_batch
+
+    files = input_files(data)
+    job = BatchJob(
+        as_of=as_of,
+        chunk_customers=chunk,
+        campaign=campaign,
+        with_features=features_out is not None,
+        model_id=model_identity(artifact_dir),
+        data_id=files_identity(files, config.model_dump_json()),
+    )
+    directory, table_output = Path(out), None
+    if out_url is not None and out_table is not None:
+        from serving.batch.table_output import TableOutput
+
+        table_output = stack.enter_context(TableOutput(out_url, out_table, job.run_id))
+        private = stack.enter_context(tempfile.TemporaryDirectory(prefix="retain-score-"))
+        directory = Path(private) / "scores"
+    t0 = time.perf_counter()
+    shipped: object = model
+    if dask_address is None and dask_local is None:
+        executor = stack.enter_context(
+            ThreadPoolExecutor(default_threads() if threads is None else threads)
+        )
+        where = "pandas"
+    else:
+        from serving.batch.dask import ArtifactFiles, dask_client
+
+        client = stack.enter_context(dask_client(dask_address, dask_local))
+        executor = client.get_executor()
+        shipped = client.scatter(ArtifactFiles.read(artifact_dir), broadcast=True)
+        where = f"dask {dask_address or f'LocalCluster({dask_local} workers)'}"
+    plans, _ = plan_on(executor, files, config, chunk)
+    planned = PlannedRun(
+        chunks=[p.chunk for p in plans],
+        runner=lambda staging: planned_runner(
+            executor,
+            plans,
+            config=config,
+            model=shipped,
+            as_of=as_of,
+            campaign=campaign,
+            with_features=job.with_features,
+            staging=staging,
+        ),
+        report=lambda reports: merged_report(reports, str(data)),
+    )
+    summary = run_batch(
+        log=None,
+        report=None,
+        job=job,
+        planned=planned,
+        out=directory,
+        features_out=features_out,
+        resume=resume,
+        model_label=label,
+        executor=f"{where}, {len(files)} partition file(s)",
+        policy=model.policy,
+        read_seconds=time.perf_counter() - t0,
+        horizon_days=model.horizon_days,
+        on_chunk=on_chunk,
+        progress=progress,
+    )
+    return _published(summary, directory, table_output)
 
 
 def _table_target(out: str | Path, out_table: str | None, resume: bool) -> DatabaseUrl | None:
