@@ -337,8 +337,31 @@ def _published(
     return summary
 
 
+def partition_command(
+    data: Path, out: Path, parts: int, mapping: list[str] | None = None
+) -> dict[str, object]:
+    """Rewrite a Parquet log into ``parts`` customer-range files for cluster scoring."""
+    from dataclasses import asdict
+
+    from features.config_file import apply_options
+    from features.partition_log import partition_log
+    from features.schema import LogConfig
+
+    return asdict(partition_log(data, out, parts, apply_options(LogConfig(), mapping)))
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``score`` to the root app."""
+    """Add ``score`` and ``partition`` to the root app."""
+
+    @app.command("partition")
+    def partition(
+        data: Path = typer.Option(..., "--data", "-d", help="Purchase log (Parquet)."),
+        out: Path = typer.Option(..., "--out", "-o", help="Directory of customer-range parts."),
+        parts: int = typer.Option(..., "--parts", help="Number of files to write."),
+        mapping: list[str] | None = typer.Option(None, "--map", "-m", help=_MAP_HELP),
+    ) -> None:
+        """Rewrite a log once into files of disjoint customer ranges (for `score --dask`)."""
+        typer.echo(json.dumps(partition_command(data, out, parts, mapping), sort_keys=True))
 
     @app.command("score")
     def score(
