@@ -7,6 +7,7 @@ that loses a worker mid-run.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pandas as pd
@@ -88,7 +89,7 @@ def test_partition_writes_disjoint_ordered_customer_ranges(
     ids = [pd.read_parquet(f)["customer_id"].astype(str) for f in files]
     assert sum(len(i) for i in ids) == len(raw_log)
     assert [i.nunique() for i in ids] == [80, 80, 80]
-    for before, after in zip(ids, ids[1:], strict=False):
+    for before, after in itertools.pairwise(ids):
         assert before.max() < after.min()
     partition_log(data_path, tmp_path / "again", 3)
     assert sha256s(tmp_path / "again") == sha256s(parts_dir)
