@@ -180,7 +180,8 @@ _LOAD_LOCK = threading.Lock()
 
 def load_file(path: str, config: LogConfig) -> Any:
     """The canonical log of one file, cached per process (a chunk's neighbour reuses it)."""
-    key = (path, config.model_dump_json())
+    st = Path(path).stat()
+    key = (f"{path}|{st.st_size}|{st.st_mtime_ns}", config.model_dump_json())
     with _LOAD_LOCK:
         if key in _LOADED:
             _LOADED.move_to_end(key)
