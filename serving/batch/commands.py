@@ -108,7 +108,8 @@ def score_command(
     if chunk < 1:
         raise BatchError(f"--chunk-customers must be at least 1, got {chunk}")
     with artifact_with_label(model_uri) as (artifact_dir, label), contextlib.ExitStack() as stack:
-        model = ScoringModel.load(artifact_dir)
+        on_cluster = partitioned and (dask_address is not None or dask_local is not None)
+        model = _driver_model(artifact_dir) if on_cluster else ScoringModel.load(artifact_dir)
         config = apply_options(scoring_log_config(model.log_config, log_config), mapping)
         if partitioned:
             assert isinstance(data, Path)
@@ -192,6 +193,21 @@ def score_command(
             where = dask_address or f"LocalCluster({dask_local} workers)"
             summary = run_batch(runner=runner, executor=f"dask {where}", **common)
         return _published(summary, directory, table_output)
+
+
+def _driver_model(artifact_dir: Path) -> ScoringModel:
+    """The model as the driver of a cluster run needs it: hash-checked, not compiled.
+
+    The workers compile and score (:meth:`serving.batch.dask.ArtifactFiles.cached`); the
+    driver reads only the policy, horizon and log config, so it skips the seconds and the
+    memory compiling takes.
+    """
+    from serving.offers.policy import OfferPolicy
+    from serving.scorer import ScoringModel
+    from training.artifact import load_artifact
+
+    artifact = load_artifact(artifact_dir)
+    return ScoringModel(artifact=artifact, policy=OfferPolicy.from_yaml(artifact.policy_yaml))
 
 
 def _score_partitioned(
