@@ -111,6 +111,20 @@ def test_threads_on_partitions_equal_the_whole_file(
     assert sha256s(tmp_path / "g") == sha256s(reference / "scores")
 
 
+def test_interrupted_partitioned_run_resumes_to_the_same_bytes(
+    tmp_path: Path, parts_dir: Path, artifact: Path, reference: Path
+) -> None:
+    def crash(chunk: Chunk) -> None:
+        raise RuntimeError("driver lost")
+
+    with pytest.raises(RuntimeError, match="driver lost"):
+        score(parts_dir, tmp_path / "s", artifact, on_chunk=crash, threads=1)
+    assert not (tmp_path / "s").exists()
+    summary = score(parts_dir, tmp_path / "s", artifact, resume=True)
+    assert summary.chunks_resumed == 1  # type: ignore[attr-defined]
+    assert sha256s(tmp_path / "s") == sha256s(reference / "scores")
+
+
 def test_overlapping_files_are_refused_naming_them(
     tmp_path: Path, data_path: Path, artifact: Path
 ) -> None:
