@@ -72,6 +72,34 @@ def partition(data: Path, out: Path, parts: int) -> float:
     return round(seconds, 1)
 
 
+def scaled_parts(parts: Path, out: Path, copies: int) -> int:
+    """``copies`` times the partitioned log: the files, then copies under new customer ids.
+
+    Copy ``j`` prefixes every id with ``~j`` (after any generated id), so each copy is a
+    customer range of its own and the files stay disjoint: ``copies`` times the rows and the
+    customers in minutes, where generating and partitioning a log that size takes most of
+    an hour on a loaded 2-core machine. Returns the row count.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    for path in sorted(parts.glob("part-*.parquet")):
+        table = pq.read_table(path)
+        rows += table.num_rows * copies
+        (out / f"a-{path.name}").hardlink_to(path)
+        ids = table.column("customer_id").cast(pa.string())
+        for j in range(1, copies):
+            prefixed = pc.binary_join_element_wise(f"~{j}", ids, "")
+            column = table.schema.get_field_index("customer_id")
+            copy = table.set_column(column, "customer_id", prefixed)
+            pq.write_table(copy, out / f"b{j}-{path.name}", compression="zstd")
+    print(f"{copies}x the partitioned log: {rows:,} rows in {out}", flush=True)
+    return rows
+
+
 def dask_run(
     cluster: DaskCluster, label: str, data: Path, artifact: Path, out: Path, chunk: int
 ) -> dict[str, Any]:
@@ -90,6 +118,37 @@ def dask_run(
     return result
 
 
+def driver_memory(args: argparse.Namespace) -> dict[str, Any]:
+    """The driver's peak RSS on a partitioned log and on ``--copies`` times it."""
+    if args.artifact is None:
+        raise SystemExit("--scale-from needs --artifact")
+    with tempfile.TemporaryDirectory(prefix="retain-bench-dask-scale-") as tmp:
+        big = Path(tmp) / "parts"
+        rows = scaled_parts(args.scale_from, big, args.copies)
+        runs = []
+        with DaskCluster(workers=2, memory_limit=args.worker_memory) as cluster:
+            for label, data in (
+                (f"{rows // args.copies:,} rows", args.scale_from),
+                (f"{rows:,} rows", big),
+            ):
+                run = dask_run(
+                    cluster,
+                    f"dask 2 workers, {label}",
+                    data,
+                    args.artifact,
+                    Path(tmp) / "o",
+                    args.chunk_customers,
+                )
+                runs.append(run)
+                subprocess.run(["rm", "-rf", str(Path(tmp) / "o")], check=True)
+    report = {"load_average_1m_end": round(os.getloadavg()[0], 1), "runs": runs}
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
@@ -102,7 +161,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--skip-threads-partitions", action="store_true")
     parser.add_argument("--workdir", type=Path, default=None, help="keep inputs/outputs here")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--scale-from",
+        type=Path,
+        default=None,
+        help="only the driver-memory runs: this partitioned log (with --artifact), 1x and "
+        "--copies times",
+    )
+    parser.add_argument("--copies", type=int, default=3)
+    parser.add_argument("--artifact", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.scale_from is not None:
+        return driver_memory(args)
 
     tmp = None if args.workdir else tempfile.TemporaryDirectory(prefix="retain-bench-dask-")
     workdir = args.workdir or Path(tmp.name)  # type: ignore[union-attr]
