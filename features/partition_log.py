@@ -61,6 +61,19 @@ def _stripped_text(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     return pc.utf8_trim_whitespace(values)
 
 
+def plain_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with dictionary columns as their values (Parquet still dictionary-encodes).
+
+    A categorical written by pandas carries every category in every row group: copied as
+    is, each part would hold the whole log's customer dictionary, and each read of a part
+    would decode it.
+    """
+    fields = [
+        f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in schema
+    ]
+    return pa.schema(fields, metadata=None)
+
+
 def boundary_ids(source: Path, column: str, parts: int) -> tuple[np.ndarray, int]:
     """``parts - 1`` ids cutting the sorted distinct ids into equal runs; and their count."""
     file = pq.ParquetFile(source)
@@ -101,12 +114,11 @@ def partition_log(
         tempfile.TemporaryDirectory(prefix=".retain-partition-", dir=target.store) as tmp,
     ):
         names = [PART_TEMPLATE.format(i) for i in range(parts)]
-        writers = [
-            pq.ParquetWriter(Path(tmp) / n, file.schema_arrow, compression="zstd") for n in names
-        ]
+        schema = plain_schema(file.schema_arrow)
+        writers = [pq.ParquetWriter(Path(tmp) / n, schema, compression="zstd") for n in names]
         try:
             for batch in file.iter_batches(batch_size=BATCH_ROWS):
-                table = pa.Table.from_batches([batch])
+                table = pa.Table.from_batches([batch]).cast(schema)
                 encoded = pc.dictionary_encode(_stripped_text(table.column(column)))
                 values = np.array(encoded.dictionary.to_pylist(), dtype=str)
                 per_value = np.searchsorted(bounds, values, side="right")
