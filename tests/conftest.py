@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.dask_cluster import DaskCluster, DaskUnavailable
 from tests.postgres_server import PostgresServer, PostgresUnavailable, fresh_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -57,3 +58,21 @@ def postgres_db(postgres_url: str, request: pytest.FixtureRequest) -> str:
     """A fresh database for one test module (named for it) on the session's server."""
     name = "t_" + request.module.__name__.rsplit(".", 1)[-1].lower()[:40]
     return fresh_database(postgres_url, name)
+
+
+@pytest.fixture(scope="session")
+def dask_cluster() -> Iterator[DaskCluster]:
+    """A real cluster: ``dask scheduler`` and two ``dask worker`` processes on loopback.
+
+    Shared by the session (start-up costs seconds); tests must not kill its workers (start
+    an own ``DaskCluster`` for that). Without the ``dask`` command the tests skip, except
+    under CI=true, where they fail.
+    """
+    try:
+        cluster = DaskCluster(workers=2)
+    except DaskUnavailable as error:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and no Dask: {error}")
+        pytest.skip(str(error))
+    with cluster:
+        yield cluster

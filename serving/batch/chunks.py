@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -130,8 +131,16 @@ class ChunkResult:
     features: pd.DataFrame | None
 
 
-ChunkRunner = Callable[[Sequence[Chunk]], Iterator[ChunkResult]]
-"""Scores the given chunks and yields their results (any order)."""
+@dataclass(frozen=True)
+class StagedChunk:
+    """A chunk whose parts a task already wrote into staging: only its manifest entry."""
+
+    chunk: Chunk
+    entry: dict[str, Any]
+
+
+ChunkRunner = Callable[[Sequence[Chunk]], Iterator[ChunkResult | StagedChunk]]
+"""Scores the given chunks and yields their results or staged entries (any order)."""
 
 
 def default_threads() -> int:

@@ -21,12 +21,15 @@ import typer
 from features.log_source import QUERY_OPTION, TABLE_OPTION, URL_ENV_OPTION, data_option, log_source
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from features.database import DatabaseUrl
     from features.database_log import DatabaseLog
     from features.schema import LogConfig
     from serving.batch.chunks import Chunk
     from serving.batch.run import BatchSummary
     from serving.batch.table_output import TableOutput
+    from serving.scorer import ScoringModel
 
 _MAP_HELP = "Column mapping CANONICAL=SOURCE, repeatable, e.g. --map customer_id=CustomerID."
 DEFAULT_MODEL_URI = "models:/retain@champion"
@@ -82,6 +85,7 @@ def score_command(
         default_threads,
         pandas_runner,
     )
+    from serving.batch.partitioned import is_partitioned_source
     from serving.batch.publish import BatchJob
     from serving.batch.run import artifact_with_label, data_identity, model_identity, run_batch
     from serving.scorer import ScoringModel
@@ -98,13 +102,39 @@ def score_command(
     as_of_ts = to_utc_timestamp(as_of, "--as-of")
     apply_options(LogConfig(), mapping)  # a malformed --map fails before the model loads
     out_url = _table_target(out, out_table, resume)
-    if isinstance(data, Path) and not data.exists():
+    partitioned = is_partitioned_source(data)
+    if isinstance(data, Path) and not partitioned and not data.exists():
         raise BatchError(f"purchase log not found: {data}")
     if chunk < 1:
         raise BatchError(f"--chunk-customers must be at least 1, got {chunk}")
     with artifact_with_label(model_uri) as (artifact_dir, label), contextlib.ExitStack() as stack:
-        model = ScoringModel.load(artifact_dir)
+        on_cluster = partitioned and (dask_address is not None or dask_local is not None)
+        model = _driver_model(artifact_dir) if on_cluster else ScoringModel.load(artifact_dir)
         config = apply_options(scoring_log_config(model.log_config, log_config), mapping)
+        if partitioned:
+            assert isinstance(data, Path)
+            summary = _score_partitioned(
+                data,
+                out,
+                out_url,
+                out_table,
+                stack,
+                model=model,
+                artifact_dir=artifact_dir,
+                label=label,
+                config=config,
+                as_of=as_of_ts,
+                chunk=chunk,
+                campaign=campaign,
+                features_out=features_out,
+                resume=resume,
+                dask_address=dask_address,
+                dask_local=dask_local,
+                threads=threads,
+                on_chunk=on_chunk,
+                progress=progress,
+            )
+            return summary
         t0 = time.perf_counter()
         loaded = read_purchase_log(data, config)
         read_seconds = time.perf_counter() - t0
@@ -165,6 +195,125 @@ def score_command(
         return _published(summary, directory, table_output)
 
 
+def _driver_model(artifact_dir: Path) -> ScoringModel:
+    """The model as the driver of a cluster run needs it: hash-checked, not compiled.
+
+    The workers compile and score (:meth:`serving.batch.dask.ArtifactFiles.cached`); the
+    driver reads only the policy, horizon and log config, so it skips the seconds and the
+    memory compiling takes.
+    """
+    from serving.offers.policy import OfferPolicy
+    from serving.scorer import ScoringModel
+    from training.artifact import load_artifact
+
+    artifact = load_artifact(artifact_dir)
+    return ScoringModel(artifact=artifact, policy=OfferPolicy.from_yaml(artifact.policy_yaml))
+
+
+def _score_partitioned(
+    data: Path,
+    out: str | Path,
+    out_url: DatabaseUrl | None,
+    out_table: str | None,
+    stack: contextlib.ExitStack,
+    *,
+    model: ScoringModel,
+    artifact_dir: Path,
+    label: str,
+    config: LogConfig,
+    as_of: pd.Timestamp,
+    chunk: int,
+    campaign: str | None,
+    features_out: Path | None,
+    resume: bool,
+    dask_address: str | None,
+    dask_local: int | None,
+    threads: int | None,
+    on_chunk: Callable[[Chunk], None] | None,
+    progress: bool,
+) -> BatchSummary:
+    """A directory or glob of Parquet files: tasks read, score and write their own parts.
+
+    The driver never loads the log (:mod:`serving.batch.partitioned`); the tasks run on
+    threads here, or on the Dask cluster with ``--dask``/``--dask-local``.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving.batch.chunks import default_threads
+    from serving.batch.partitioned import (
+        files_identity,
+        input_files,
+        merged_report,
+        plan_on,
+        planned_runner,
+    )
+    from serving.batch.publish import BatchJob
+    from serving.batch.run import PlannedRun, model_identity, run_batch
+
+    files = input_files(data)
+    job = BatchJob(
+        as_of=as_of,
+        chunk_customers=chunk,
+        campaign=campaign,
+        with_features=features_out is not None,
+        model_id=model_identity(artifact_dir),
+        data_id=files_identity(files, config.model_dump_json()),
+    )
+    directory, table_output = Path(out), None
+    if out_url is not None and out_table is not None:
+        from serving.batch.table_output import TableOutput
+
+        table_output = stack.enter_context(TableOutput(out_url, out_table, job.run_id))
+        private = stack.enter_context(tempfile.TemporaryDirectory(prefix="retain-score-"))
+        directory = Path(private) / "scores"
+    t0 = time.perf_counter()
+    shipped: object = model
+    if dask_address is None and dask_local is None:
+        executor = stack.enter_context(
+            ThreadPoolExecutor(default_threads() if threads is None else threads)
+        )
+        where = "pandas"
+    else:
+        from serving.batch.dask import ArtifactFiles, dask_client
+
+        client = stack.enter_context(dask_client(dask_address, dask_local))
+        executor = client.get_executor()
+        shipped = client.scatter(ArtifactFiles.read(artifact_dir), broadcast=True)
+        where = f"dask {dask_address or f'LocalCluster({dask_local} workers)'}"
+    plans, _ = plan_on(executor, files, config, chunk)
+    planned = PlannedRun(
+        chunks=[p.chunk for p in plans],
+        runner=lambda staging: planned_runner(
+            executor,
+            plans,
+            config=config,
+            model=shipped,
+            as_of=as_of,
+            campaign=campaign,
+            with_features=job.with_features,
+            staging=staging,
+        ),
+        report=lambda reports: merged_report(reports, str(data)),
+    )
+    summary = run_batch(
+        log=None,
+        report=None,
+        job=job,
+        planned=planned,
+        out=directory,
+        features_out=features_out,
+        resume=resume,
+        model_label=label,
+        executor=f"{where}, {len(files)} partition file(s)",
+        policy=model.policy,
+        read_seconds=time.perf_counter() - t0,
+        horizon_days=model.horizon_days,
+        on_chunk=on_chunk,
+        progress=progress,
+    )
+    return _published(summary, directory, table_output)
+
+
 def _table_target(out: str | Path, out_table: str | None, resume: bool) -> DatabaseUrl | None:
     """The database ``--out`` names (None for a directory); ``--out-table`` goes with it."""
     from features.database import is_database_url, parse_url
@@ -204,8 +353,31 @@ def _published(
     return summary
 
 
+def partition_command(
+    data: Path, out: Path, parts: int, mapping: list[str] | None = None
+) -> dict[str, object]:
+    """Rewrite a Parquet log into ``parts`` customer-range files for cluster scoring."""
+    from dataclasses import asdict
+
+    from features.config_file import apply_options
+    from features.partition_log import partition_log
+    from features.schema import LogConfig
+
+    return asdict(partition_log(data, out, parts, apply_options(LogConfig(), mapping)))
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``score`` to the root app."""
+    """Add ``score`` and ``partition`` to the root app."""
+
+    @app.command("partition")
+    def partition(
+        data: Path = typer.Option(..., "--data", "-d", help="Purchase log (Parquet)."),
+        out: Path = typer.Option(..., "--out", "-o", help="Directory of customer-range parts."),
+        parts: int = typer.Option(..., "--parts", help="Number of files to write."),
+        mapping: list[str] | None = typer.Option(None, "--map", "-m", help=_MAP_HELP),
+    ) -> None:
+        """Rewrite a log once into files of disjoint customer ranges (for `score --dask`)."""
+        typer.echo(json.dumps(partition_command(data, out, parts, mapping), sort_keys=True))
 
     @app.command("score")
     def score(

@@ -233,19 +233,32 @@ class Staging:
 
     def record(self, result: ChunkResult, as_of: pd.Timestamp) -> None:
         """Write the chunk's files, then mark it finished in the manifest (in that order)."""
-        name = result.chunk.part_name
-        files = {name: write_parquet(scores_table(result.scores), self.root / name)}
-        if result.features is not None:
-            rel = f"{FEATURES_DIR}/{name}"
-            files[rel] = write_parquet(features_table(result.features, as_of), self.root / rel)
-        offers = result.scores["offer"].astype("str").value_counts()
-        self.done[result.chunk.index] = {
-            "customers": len(result.scores),
-            "rows": result.chunk.row_stop - result.chunk.row_start,
-            "offers": {str(k): int(v) for k, v in offers.items()},
-            "files": files,
-        }
+        self.add(result.chunk.index, write_chunk(self.root, result, as_of))
+
+    def add(self, index: int, entry: dict[str, Any]) -> None:
+        """Mark a chunk whose files are already in staging (written by a worker) finished."""
+        self.done[index] = entry
         self._save()
+
+
+def write_chunk(root: Path, result: ChunkResult, as_of: pd.Timestamp) -> dict[str, Any]:
+    """Write one chunk's parts under a staging ``root``; return its manifest entry.
+
+    Runs wherever the chunk was scored (the driver, a thread, a Dask worker): the bytes and
+    the entry are the same.
+    """
+    name = result.chunk.part_name
+    files = {name: write_parquet(scores_table(result.scores), root / name)}
+    if result.features is not None:
+        rel = f"{FEATURES_DIR}/{name}"
+        files[rel] = write_parquet(features_table(result.features, as_of), root / rel)
+    offers = result.scores["offer"].astype("str").value_counts()
+    return {
+        "customers": len(result.scores),
+        "rows": result.chunk.row_stop - result.chunk.row_start,
+        "offers": {str(k): int(v) for k, v in offers.items()},
+        "files": files,
+    }
 
 
 def pause_hook(output: str) -> Callable[[str], None]:

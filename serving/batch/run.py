@@ -19,7 +19,7 @@ import contextlib
 import hashlib
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from serving.batch.chunks import (
     BatchError,
     Chunk,
     ChunkRunner,
+    StagedChunk,
     chunk_dependent_rules,
     customer_chunks,
 )
@@ -48,6 +49,19 @@ from serving.batch.publish import (
     plain_output,
 )
 from serving.offers.policy import OfferPolicy
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """A run whose chunks were planned without loading the log (a partitioned input).
+
+    ``runner(staging_root)`` scores chunks and writes their parts into that directory;
+    ``report(file_reports)`` merges the per-file load reports the tasks returned.
+    """
+
+    chunks: Sequence[Chunk]
+    runner: Callable[[Path], ChunkRunner]
+    report: Callable[[list[dict[str, Any]]], LoadReport]
 
 
 @dataclass
@@ -104,10 +118,11 @@ class BatchSummary:
 
 def run_batch(
     *,
-    log: pd.DataFrame,
-    report: LoadReport,
+    log: pd.DataFrame | None,
+    report: LoadReport | None,
     job: BatchJob,
-    runner: ChunkRunner,
+    runner: ChunkRunner | None = None,
+    planned: PlannedRun | None = None,
     out: str | Path,
     features_out: str | Path | None = None,
     resume: bool = False,
@@ -124,7 +139,13 @@ def run_batch(
     ``on_chunk`` is called after each chunk is safely staged (tests use it to interrupt a
     run); an exception anywhere leaves the staging directory for ``resume`` and ``out`` as it
     was. ``out`` (and ``features_out``) are locked for the whole run.
+
+    Without a loaded ``log`` (a partitioned input), ``planned`` gives the chunks and the
+    runner, which writes into the staging directory itself; the load report is then merged
+    from the files' reports the tasks return.
     """
+    if (log is None) != (planned is not None) or (runner is None) != (planned is not None):
+        raise ValueError("give log and runner, or planned (and no log)")
     started = time.perf_counter()
     out_dir = Path(out)
     if job.with_features != (features_out is not None):
@@ -144,6 +165,7 @@ def run_batch(
             report=report,
             job=job,
             runner=runner,
+            planned=planned,
             store=outputs[0].store,
             out_dir=out_dir,
             features_out=features_out,
@@ -185,10 +207,11 @@ def run_batch(
 
 def _score_and_summarize(
     *,
-    log: pd.DataFrame,
-    report: LoadReport,
+    log: pd.DataFrame | None,
+    report: LoadReport | None,
     job: BatchJob,
-    runner: ChunkRunner,
+    runner: ChunkRunner | None,
+    planned: PlannedRun | None,
     store: Path,
     out_dir: Path,
     features_out: str | Path | None,
@@ -201,15 +224,24 @@ def _score_and_summarize(
     progress: bool,
 ) -> tuple[BatchSummary, Staging]:
     """Stage every chunk (resuming finished ones) and build the run summary."""
-    chunks = customer_chunks(log, job.chunk_customers)
+    if planned is not None:
+        chunks = list(planned.chunks)
+    else:
+        assert log is not None
+        chunks = customer_chunks(log, job.chunk_customers)
     staging = Staging(store, job)
     resumed = staging.open(resume)
     pending = [c for c in chunks if c.index not in staging.done]
 
+    run = planned.runner(staging.root) if planned is not None else runner
+    assert run is not None
     with _progress_bar(progress, len(chunks), resumed) as advance:
-        for result in runner(pending):
-            staging.record(result, job.as_of)
-            advance(result.chunk.row_stop - result.chunk.row_start)
+        for result in run(pending):
+            if isinstance(result, StagedChunk):
+                staging.add(result.chunk.index, result.entry)
+            else:
+                staging.record(result, job.as_of)
+            advance(1)
             if on_chunk is not None:
                 on_chunk(result.chunk)
     missing = sorted({c.index for c in chunks} - set(staging.done))
@@ -224,6 +256,14 @@ def _score_and_summarize(
             f"each chunk: offers depend on --chunk-customers ({job.chunk_customers:,}); use "
             "min_expected_spend_365d for chunk-independent offers"
         )
+    if report is None:
+        assert planned is not None
+        reports = [r for c in chunks for r in staging.done[c.index].get("reports", [])]
+        report = planned.report(reports)
+    if log is not None:
+        not_used = int((log["timestamp"] >= job.as_of).sum())
+    else:
+        not_used = sum(int(staging.done[c.index].get("not_used", 0)) for c in chunks)
     offers: dict[str, int] = {}
     files: dict[str, str] = {}
     for c in chunks:
@@ -243,7 +283,7 @@ def _score_and_summarize(
         rows_in=report.rows_read,
         rows_kept=report.rows_kept,
         dropped=dict(report.dropped),
-        not_used={"at or after as_of": int((log["timestamp"] >= job.as_of).sum())},
+        not_used={"at or after as_of": not_used},
         customers_in_log=report.n_customers,
         customers_scored=sum(staging.done[c.index]["customers"] for c in chunks),
         chunks=len(chunks),
