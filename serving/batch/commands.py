@@ -95,7 +95,7 @@ def score_command(
     if dask_local is not None and dask_local < 1:
         raise BatchError(f"--dask-local needs at least 1 worker, got {dask_local}")
     if dask_address is not None:
-        from serving.batch.dask import check_scheduler
+        from features.dask_cluster import check_scheduler
 
         check_scheduler(dask_address)  # in seconds, before the log is read
     chunk = DEFAULT_CHUNK_CUSTOMERS if chunk_customers is None else chunk_customers
@@ -179,7 +179,8 @@ def score_command(
             )
             summary = run_batch(runner=runner, executor="pandas", **common)
             return _published(summary, directory, table_output)
-        from serving.batch.dask import dask_client, dask_runner
+        from features.dask_cluster import dask_client
+        from serving.batch.dask import dask_runner
 
         with dask_client(dask_address, dask_local) as client:
             runner = dask_runner(
@@ -274,7 +275,8 @@ def _score_partitioned(
         )
         where = "pandas"
     else:
-        from serving.batch.dask import ArtifactFiles, dask_client
+        from features.dask_cluster import dask_client
+        from serving.batch.dask import ArtifactFiles
 
         client = stack.enter_context(dask_client(dask_address, dask_local))
         executor = client.get_executor()

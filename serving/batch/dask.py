@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import socket
 import tempfile
 import threading
 from collections import deque
@@ -30,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from serving.batch.chunks import (
-    BatchError,
     Chunk,
     ChunkResult,
     ChunkRunner,
@@ -45,8 +43,6 @@ if TYPE_CHECKING:
 
 FEATURE_PREFIX = "feature__"
 DEFAULT_WAVE_PER_WORKER = 2
-CONNECT_SECONDS = 10.0
-DEFAULT_SCHEDULER_PORT = 8786
 
 
 @dataclass(frozen=True)
@@ -103,60 +99,6 @@ class ArtifactFiles:
 
 _LOADED: dict[str, ScoringModel] = {}
 _CACHE_LOCK = threading.Lock()
-
-
-def check_scheduler(address: str, seconds: float = CONNECT_SECONDS) -> None:
-    """A ``tcp://`` scheduler that refuses or does not answer: :class:`BatchError` at once.
-
-    distributed's own client retries for 30 s and logs a traceback per attempt; one TCP
-    connect says the same in one line, before the log is read.
-    """
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(address if "://" in address else f"tcp://{address}")
-        host, port = parts.hostname, parts.port or DEFAULT_SCHEDULER_PORT
-    except ValueError as exc:
-        raise BatchError(f"--dask {address!r} is not a scheduler address: {exc}") from None
-    if parts.scheme != "tcp" or host is None:
-        return  # tls://, inproc:// ...: left to distributed
-    try:
-        with socket.create_connection((host, port), timeout=seconds):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise BatchError(f"--dask {address}: no Dask scheduler answers there ({reason})") from None
-
-
-@contextlib.contextmanager
-def dask_client(address: str | None = None, local_workers: int | None = None) -> Iterator[Any]:
-    """A client on ``address`` or on a fresh ``LocalCluster`` of ``local_workers`` processes."""
-    from distributed import Client, LocalCluster
-
-    if (address is None) == (local_workers is None):
-        raise ValueError("give exactly one of a scheduler address or a local worker count")
-    if address is not None:
-        check_scheduler(address)
-        try:
-            client = Client(address, timeout=CONNECT_SECONDS)
-        except OSError as exc:
-            raise BatchError(f"--dask {address}: {exc}") from None
-        with client:
-            yield client
-        return
-    assert local_workers is not None
-    if local_workers < 1:
-        raise BatchError(f"--dask-local needs at least 1 worker, got {local_workers}")
-    with (
-        LocalCluster(
-            n_workers=local_workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
 
 
 def _score_meta(with_features: bool) -> pd.DataFrame:

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +21,7 @@ import pytest
 
 from features.purchase_log import canonicalize
 from features.synth import generate_purchase_log
-from tests.training.dask_processes import REPO, dask_cluster_processes
+from tests.dask_cluster import DaskCluster
 from training.artifact import MANIFEST_NAME
 from training.cluster_snapshots import ClusterSnapshots, customer_partitions
 
@@ -33,9 +32,8 @@ RUN_FIELDS = ("created_at",)
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with dask_cluster_processes(tmp_path_factory.mktemp("dask-cluster")) as address:
-        yield address
+def cluster(dask_cluster: DaskCluster) -> str:
+    return dask_cluster.address
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +47,7 @@ def log_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _retain(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
         "BENTOML_DO_NOT_TRACK": "true",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_TRACKING_URI": "",
