@@ -150,7 +150,7 @@ def read_database_log(
     return frame
 
 
-def _run(cursor: Any, step: Callable[[Any], T], source: DatabaseLog) -> T:
+def _run(cursor: Cursor, step: Callable[[Cursor], T], source: DatabaseLog) -> T:
     try:
         return step(cursor)
     except Exception as error:
@@ -178,7 +178,7 @@ def fetch_frame(
 
 
 def _fetch_batches(
-    cursor: Any,
+    cursor: Cursor,
     sql: str,
     parameters: Sequence[Any] = (),
     *,

@@ -26,9 +26,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from features.database import DatabaseUrl, connect, database_error
+
+if TYPE_CHECKING:
+    from adbc_driver_manager.dbapi import Cursor
 
 __all__ = ["MIN_SPLIT_BYTES", "PARTS", "begin_snapshot", "block_ranges", "read_in_parts"]
 
@@ -40,14 +43,14 @@ MIN_SPLIT_BYTES = 32 * 2**20
 T = TypeVar("T")
 
 
-def begin_snapshot(cursor: Any) -> None:
+def begin_snapshot(cursor: Cursor) -> None:
     """Make the cursor's transaction (ADBC opens one; autocommit is off) repeatable-read, so
     its snapshot can be exported to the other parts. Call before the transaction's first
     query."""
     cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
 
 
-def block_ranges(cursor: Any, table_sql: str, parts: int = PARTS) -> list[str]:
+def block_ranges(cursor: Cursor, table_sql: str, parts: int = PARTS) -> list[str]:
     """``WHERE`` conditions dividing ``table_sql`` (a quoted table name) into ``parts`` ranges
     of blocks, or ``[]`` when it is not a plain table of at least :data:`MIN_SPLIT_BYTES`."""
     cursor.execute(
@@ -70,7 +73,7 @@ def block_ranges(cursor: Any, table_sql: str, parts: int = PARTS) -> list[str]:
 
 def read_in_parts(
     url: DatabaseUrl,
-    cursor: Any,
+    cursor: Cursor,
     statements: Sequence[str],
     read: Callable[[Any, str], T],
     *,
@@ -81,7 +84,9 @@ def read_in_parts(
     statement order. The first statement runs on ``cursor`` itself."""
     try:
         cursor.execute("SELECT pg_export_snapshot()")
-        snapshot = str(cursor.fetchone()[0])
+        row = cursor.fetchone()
+        assert row is not None  # the function always returns one row
+        snapshot = str(row[0])
     except Exception as error:
         raise database_error(error, context) from None
     others: list[Any] = []

@@ -51,6 +51,7 @@ from training.labels import build_labels
 
 if TYPE_CHECKING:
     from training.bundle import RetainModels
+    from training.combine import Combination
     from training.snapshot_builder import SnapshotBuilder
 
 COMPARED_PREDICTIONS: tuple[str, ...] = (
@@ -334,7 +335,7 @@ def evaluate(
     degenerate: dict[str, str] = {}
     snapshot_notes: list[dict[str, Any]] = []
     training_seconds: float | None = None
-    fitted: Any = None
+    fitted: RetainModels | None = None
     horizon_weeks = horizon_days / WEEK_DAYS
     baselines = [m for m in methods if m != "model"]
     spend = np.zeros(len(rfm))
@@ -369,7 +370,7 @@ def evaluate(
 
 
 def planner_totals(
-    combination: Any, predictions: pd.DataFrame, labels: pd.DataFrame
+    combination: Combination, predictions: pd.DataFrame, labels: pd.DataFrame
 ) -> dict[str, dict[str, Any]]:
     """Forecast totals with their 90 % interval, the actual totals, and past coverage."""
     totals = combination.total_interval(

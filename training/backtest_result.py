@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,9 @@ from rich.table import Table
 
 from features.atomic import write_text_atomic
 from training.snapshots import describe_snapshots
+
+if TYPE_CHECKING:
+    from training.bundle import RetainModels
 
 METHODS: tuple[str, ...] = ("model", "bgnbd", "paretonbd", "recency")
 METHOD_LABELS: dict[str, str] = {
@@ -85,7 +88,7 @@ class BacktestResult:
     totals: dict[str, dict[str, Any]] = field(default_factory=dict)
     # the fitted RetainModels behind the ``model`` row (not serialised; None when built
     # from given predictions)
-    fitted: Any = None
+    fitted: RetainModels | None = None
 
     @property
     def n_customers(self) -> int:

@@ -28,7 +28,7 @@ bytes, so any ``dask worker`` with retain installed can run them.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,9 @@ from features.builders import build_features
 from training.btyd_features import baseline_sample, btyd_inputs, fit_baseline_rows
 from training.labels import build_labels
 from training.snapshot_builder import SnapshotSpec, finish_snapshot
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 FloatArray = NDArray[np.float64]
 Inputs = list[tuple[pd.DataFrame, pd.DataFrame | None]]  # per cutoff: features, labels
@@ -135,7 +138,7 @@ class ClusterSnapshots:
     backtest fit and the production fit of one ``retain train`` send the log once.
     """
 
-    def __init__(self, client: Any, n_parts: int | None = None) -> None:
+    def __init__(self, client: Client, n_parts: int | None = None) -> None:
         self.client = client
         workers = max(len(client.scheduler_info().get("workers", {})), 1)
         self.n_parts = n_parts if n_parts is not None else 2 * workers

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,9 @@ from training.boosters import BoostConfig
 from training.churn import ChurnModel
 from training.combine import Combination, fit_combination, identity_combination
 from training.spend import SpendModel
+
+if TYPE_CHECKING:
+    from training.bundle import RetainModels
 
 FloatArray = NDArray[np.float64]
 
@@ -90,7 +93,7 @@ def shadow_fit(
 
 
 def combination_for(
-    models: Any,
+    models: RetainModels,
     config: BoostConfig,
     train: pd.DataFrame,
     valid: pd.DataFrame,

@@ -33,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -56,6 +56,9 @@ from serving.batch.chunks import (
 )
 from serving.batch.publish import write_chunk
 from serving.scorer import ScoringModel
+
+if TYPE_CHECKING:
+    from serving.batch.dask import ArtifactFiles
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 _GLOB_CHARS = "*?["
@@ -223,7 +226,7 @@ def chunk_log(plan: PlannedChunk, config: LogConfig) -> pd.DataFrame:
 def score_planned_chunk(
     plan: PlannedChunk,
     config: LogConfig,
-    model: Any,
+    model: ScoringModel | ArtifactFiles,
     as_of: pd.Timestamp,
     campaign: str | None,
     with_features: bool,
@@ -292,7 +295,7 @@ def planned_runner(
     plans: Sequence[PlannedChunk],
     *,
     config: LogConfig,
-    model: Any,
+    model: Any,  # ScoringModel, ArtifactFiles or a Dask future of them (resolved on workers)
     as_of: pd.Timestamp,
     campaign: str | None,
     with_features: bool,
