@@ -9,6 +9,7 @@ must equal in-process scoring. Before whole-package sources, this failed: the be
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,14 @@ from serving.http.bento import BENTO_MODEL_NAME, bento_model_version
 from serving.model_source import DIGEST_KEY, MLFLOW_NAME_KEY, MLFLOW_VERSION_KEY, ModelSource
 from serving.scorer import NUMBER_COLUMNS, ScoringModel, score
 from tests.serving.conftest import RegisteredModel, free_port, isolated_env
+from tests.serving.history_checks import (
+    COMPARED,
+    assert_matches,
+    expected_record,
+    insert_purchase,
+    score_ids,
+    write_orders,
+)
 from training.artifact import manifest_sha256
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -108,16 +117,13 @@ def test_bento_carries_the_model_with_its_mlflow_version_and_digest(
     assert manifest_sha256(model_dir / "retain") == digest
 
 
-@pytest.fixture(scope="module")
-def bento_service(
-    built: tuple[Path, str],
-    isolated_venv: Callable[[Path], Path],
-    tmp_path_factory: pytest.TempPathFactory,
+@contextlib.contextmanager
+def serving_bento(
+    home: Path, tag: str, python: Path, cwd: Path, settings: Mapping[str, str] | None = None
 ) -> Iterator[str]:
-    """``bentoml serve <tag>`` from the bento's own requirements, outside the checkout."""
-    home, tag = built
-    python = isolated_venv(bento_dir(home, tag) / "env" / "python" / "requirements.txt")
-    cwd = tmp_path_factory.mktemp("serve-cwd")
+    """``bentoml serve <tag>`` with ``python`` from ``cwd``, outside the checkout; its URL
+    once ``/readyz`` answers 200. ``settings`` are the service's environment variables, as
+    a deployment sets them (the environment has no tracking URI and no PYTHONPATH)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = cwd / "serve.log"
@@ -126,7 +132,7 @@ def bento_service(
         process = subprocess.Popen(
             [*command, "--port", str(port)],
             cwd=cwd,
-            env=isolated_env(home),  # no tracking URI, no PYTHONPATH
+            env={**isolated_env(home), **(settings or {})},
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -151,6 +157,25 @@ def bento_service(
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
+
+
+def bento_python(built: tuple[Path, str], isolated_venv: Callable[[Path], Path]) -> Path:
+    """The python of the virtualenv holding only the bento's own requirements."""
+    home, tag = built
+    return isolated_venv(bento_dir(home, tag) / "env" / "python" / "requirements.txt")
+
+
+@pytest.fixture(scope="module")
+def bento_service(
+    built: tuple[Path, str],
+    isolated_venv: Callable[[Path], Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """``bentoml serve <tag>`` from the bento's own requirements, outside the checkout."""
+    home, tag = built
+    python = bento_python(built, isolated_venv)
+    with serving_bento(home, tag, python, tmp_path_factory.mktemp("serve-cwd")) as url:
+        yield url
 
 
 def history_of(raw: pd.DataFrame, customer_id: str) -> list[dict[str, Any]]:
@@ -198,12 +223,57 @@ def test_bento_serves_its_own_model_outside_the_checkout(
         assert got["offer"]["code"] == row["offer"]
 
 
+def test_the_bento_scores_ids_from_histories_in_postgresql_fresh_after_a_purchase(
+    built: tuple[Path, str],
+    isolated_venv: Callable[[Path], Path],
+    registered_model: RegisteredModel,
+    postgres_db: str,
+    tmp_path: Path,
+) -> None:
+    """A deployment on a machine without the checkout: the bento, only its requirements,
+    ``RETAIN_HISTORY_URL`` in the environment (trust auth, so no password anywhere). A
+    purchase inserted while it runs changes the next ``/score/ids`` to in-process scoring
+    of the full history."""
+    home, tag = built
+    raw = registered_model.raw_log
+    write_orders(postgres_db, "orders", raw, index=True)
+    settings = {"RETAIN_HISTORY_URL": postgres_db, "RETAIN_HISTORY_TABLE": "orders"}
+    python = bento_python(built, isolated_venv)
+    with serving_bento(home, tag, python, tmp_path, settings) as url:
+        ready = httpx.get(f"{url}/readyz", timeout=10).json()
+        assert ready["features_source"] == "database"
+        assert ready["history"] == {"url": postgres_db, "table": "orders", "checked": True}
+        assert ready["model"]["version"] == registered_model.version
+
+        model = ScoringModel.load(registered_model.artifact)
+        cid = str(raw["customer_id"].iloc[0])
+        before = score_ids(url, [cid])
+        assert before.status_code == 200, before.text
+        (first,) = before.json()["results"]
+        assert_matches(first, expected_record(model, raw, cid, str(first["as_of"])))
+
+        bought = pd.Timestamp.now(tz="UTC").floor("s") - pd.Timedelta(minutes=5)
+        row = {"customer_id": cid, "timestamp": bought.to_pydatetime(), "amount": 80.0}
+        insert_purchase(postgres_db, "orders", row)
+        after = score_ids(url, [cid])
+        assert after.status_code == 200, after.text
+        (got,) = after.json()["results"]
+        full = pd.concat([raw, pd.DataFrame([row])], ignore_index=True)
+        want = expected_record(model, full, cid, str(got["as_of"]))
+        assert_matches(got, want)
+        stale = expected_record(model, raw, cid, str(got["as_of"]))
+        changed = [c for c in COMPARED if str(want[c]) != str(stale[c])]
+        assert changed, "the new purchase changed none of the scores"
+        numbers = ("churn_probability", "p_purchase_30d", "expected_next_purchase_date")
+        assert [got[c] for c in numbers] != [first[c] for c in numbers]
+
+
 def test_a_tampered_bento_model_is_refused_at_start(
     built: tuple[Path, str], isolated_venv: Callable[[Path], Path], tmp_path: Path
 ) -> None:
     """The digest recorded at build time is checked when the service loads the model."""
     home, tag = built
-    python = isolated_venv(bento_dir(home, tag) / "env" / "python" / "requirements.txt")
+    python = bento_python(built, isolated_venv)
     copy = tmp_path / "home"
     shutil.copytree(home, copy, symlinks=True)
     info = yaml.safe_load((bento_dir(copy, tag) / "bento.yaml").read_text())

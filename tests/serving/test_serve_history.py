@@ -19,16 +19,22 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
-import pyarrow as pa
 import pytest
 
-from features.database import connect, quote_identifier
-from features.purchase_log import canonicalize
+from features.database import connect
 from features.synth import generate_purchase_log
 from serving.http.serve import serve_command
-from serving.scorer import ScoringModel, score
+from serving.scorer import ScoringModel
 from tests.postgres_server import PostgresServer
 from tests.serving.conftest import free_port
+from tests.serving.history_checks import (
+    COMPARED,
+    assert_matches,
+    expected_record,
+    insert_purchase,
+    score_ids,
+    write_orders,
+)
 from tests.serving.server_artifact import server_artifact
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -47,29 +53,6 @@ def raw_log() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def artifact_dir(tmp_path_factory: pytest.TempPathFactory, raw_log: pd.DataFrame) -> Path:
     return server_artifact(tmp_path_factory.mktemp("artifact") / "retain-artifact", raw_log)
-
-
-def write_orders(url: str, name: str, frame: pd.DataFrame, *, index: bool) -> None:
-    """``frame`` as table ``name`` (amount NUMERIC, as order tables keep money)."""
-    q = quote_identifier(name)
-    with connect(url) as conn, conn.cursor() as cur:
-        cur.execute(f"DROP TABLE IF EXISTS {q}")
-        cur.adbc_ingest(name, pa.Table.from_pandas(frame, preserve_index=False), mode="create")
-        cur.execute(f"ALTER TABLE {q} ALTER COLUMN amount TYPE numeric USING amount::numeric")
-        if index:
-            cur.execute(f"CREATE INDEX ON {q} (customer_id)")
-        conn.commit()
-
-
-def insert_purchase(url: str, name: str, row: dict[str, object]) -> None:
-    columns = ", ".join(quote_identifier(c) for c in row)
-    marks = ", ".join(f"${i + 1}" for i in range(len(row)))
-    with connect(url) as conn, conn.cursor() as cur:
-        cur.execute(
-            f"INSERT INTO {quote_identifier(name)} ({columns}) VALUES ({marks})",
-            tuple(row.values()),
-        )
-        conn.commit()
 
 
 def base_env() -> dict[str, str]:
@@ -114,37 +97,6 @@ def start(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> subp
         return subprocess.Popen(
             command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-
-
-def score_ids(url: str, ids: list[str]) -> httpx.Response:
-    return httpx.post(f"{url}/score/ids", json={"customer_ids": ids}, timeout=60)
-
-
-def expected_record(model: ScoringModel, raw: pd.DataFrame, cid: str, as_of: str) -> pd.Series:
-    """What in-process scoring of the customer's full history gives at ``as_of``."""
-    scored = score(model, canonicalize(raw).log, pd.Timestamp(as_of))
-    return scored.set_index("customer_id").loc[cid]
-
-
-COMPARED = (
-    "churn_probability",
-    "p_purchase_30d",
-    "expected_spend_365d",
-    "expected_next_purchase_date",
-    "segment",
-    "offer",
-)
-
-
-def assert_matches(got: dict[str, object], row: pd.Series) -> None:
-    assert got["status"] == "scored"
-    day = pd.Timestamp(row["expected_next_purchase_date"]).date().isoformat()
-    assert got["expected_next_purchase_date"] == day
-    assert got["churn_probability"] == pytest.approx(float(row["churn_probability"]), rel=1e-12)
-    assert got["p_purchase_30d"] == pytest.approx(float(row["p_purchase_30d"]), rel=1e-12)
-    assert got["expected_spend_365d"] == pytest.approx(float(row["expected_spend_365d"]))
-    assert got["segment"] == row["segment"]
-    assert got["offer"]["code"] == row["offer"]  # type: ignore[index]
 
 
 def test_a_purchase_written_a_moment_ago_changes_the_next_score(
