@@ -15,7 +15,8 @@ from tests.serving.conftest import RegisteredModel
 def test_run_records_the_combination_and_the_totals(
     registered_model: RegisteredModel, tmp_path: Path
 ) -> None:
-    client = MlflowClient(tracking_uri=registered_model.tracking_uri)
+    uri = registered_model.tracking_uri  # the registry named too: others set a process-wide one
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     name, version = registered_model.model_uri.removeprefix("models:/").split("/")
     run_id = client.get_model_version(name, version).run_id
     local = client.download_artifacts(run_id, "backtest/summary.json", str(tmp_path))

@@ -75,7 +75,9 @@ def _registered(work: Path) -> tuple[dict[str, str], dict[str, float], dict[str,
     """The one registered version's tags, and its run's metrics and params."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    # the registry named too: an in-process `retain train` earlier in the session set one
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     [version] = client.search_model_versions("name='retain'")
     run = client.get_run(version.run_id)
     assert client.get_model_version_by_alias("retain", "challenger").version == version.version
