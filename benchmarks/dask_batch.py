@@ -24,6 +24,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 # benchmarks/http.py would shadow the standard library's http (distributed imports it)
 sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "benchmarks"]
 
+from features.atomic import write_text_atomic  # noqa: E402
 from tests.dask_cluster import DaskCluster  # noqa: E402
 
 GIB = 1 << 30
@@ -140,12 +142,11 @@ def driver_memory(args: argparse.Namespace) -> dict[str, Any]:
                     args.chunk_customers,
                 )
                 runs.append(run)
-                subprocess.run(["rm", "-rf", str(Path(tmp) / "o")], check=True)
+                shutil.rmtree(Path(tmp) / "o")
     report = {"load_average_1m_end": round(os.getloadavg()[0], 1), "runs": runs}
     print(json.dumps(report, indent=2))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
     return report
 
 
@@ -234,8 +235,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     print(json.dumps(report, indent=2))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
     return report
 
 
