@@ -68,3 +68,23 @@ def assert_matches(got: dict[str, object], row: pd.Series) -> None:
     assert got["expected_spend_365d"] == pytest.approx(float(row["expected_spend_365d"]))
     assert got["segment"] == row["segment"]
     assert got["offer"]["code"] == row["offer"]  # type: ignore[index]
+
+
+def assert_fresh_after_purchase(
+    url: str, db_url: str, table: str, model: ScoringModel, raw: pd.DataFrame, cid: str
+) -> dict[str, object]:
+    """Insert a purchase of ``cid`` and check the next ``/score/ids`` scores the full history
+    (and differs from the stale one); the new record."""
+    bought = pd.Timestamp.now(tz="UTC").floor("s") - pd.Timedelta(minutes=5)
+    row = {"customer_id": cid, "timestamp": bought.to_pydatetime(), "amount": 80.0}
+    insert_purchase(db_url, table, row)
+    after = score_ids(url, [cid])
+    assert after.status_code == 200, after.text
+    (got,) = after.json()["results"]
+    full = pd.concat([raw, pd.DataFrame([row])], ignore_index=True)
+    want = expected_record(model, full, cid, str(got["as_of"]))
+    assert_matches(got, want)
+    stale = expected_record(model, raw, cid, str(got["as_of"]))
+    changed = [c for c in COMPARED if str(want[c]) != str(stale[c])]
+    assert changed, "the new purchase changed none of the scores"
+    return dict(got)

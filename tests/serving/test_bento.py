@@ -32,10 +32,9 @@ from serving.model_source import DIGEST_KEY, MLFLOW_NAME_KEY, MLFLOW_VERSION_KEY
 from serving.scorer import NUMBER_COLUMNS, ScoringModel, score
 from tests.serving.conftest import RegisteredModel, free_port, isolated_env
 from tests.serving.history_checks import (
-    COMPARED,
+    assert_fresh_after_purchase,
     assert_matches,
     expected_record,
-    insert_purchase,
     score_ids,
     write_orders,
 )
@@ -252,18 +251,7 @@ def test_the_bento_scores_ids_from_histories_in_postgresql_fresh_after_a_purchas
         (first,) = before.json()["results"]
         assert_matches(first, expected_record(model, raw, cid, str(first["as_of"])))
 
-        bought = pd.Timestamp.now(tz="UTC").floor("s") - pd.Timedelta(minutes=5)
-        row = {"customer_id": cid, "timestamp": bought.to_pydatetime(), "amount": 80.0}
-        insert_purchase(postgres_db, "orders", row)
-        after = score_ids(url, [cid])
-        assert after.status_code == 200, after.text
-        (got,) = after.json()["results"]
-        full = pd.concat([raw, pd.DataFrame([row])], ignore_index=True)
-        want = expected_record(model, full, cid, str(got["as_of"]))
-        assert_matches(got, want)
-        stale = expected_record(model, raw, cid, str(got["as_of"]))
-        changed = [c for c in COMPARED if str(want[c]) != str(stale[c])]
-        assert changed, "the new purchase changed none of the scores"
+        got = assert_fresh_after_purchase(url, postgres_db, "orders", model, raw, cid)
         numbers = ("churn_probability", "p_purchase_30d", "expected_next_purchase_date")
         assert [got[c] for c in numbers] != [first[c] for c in numbers]
 

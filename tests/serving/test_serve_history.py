@@ -28,10 +28,9 @@ from serving.scorer import ScoringModel
 from tests.postgres_server import PostgresServer
 from tests.serving.conftest import free_port
 from tests.serving.history_checks import (
-    COMPARED,
+    assert_fresh_after_purchase,
     assert_matches,
     expected_record,
-    insert_purchase,
     score_ids,
     write_orders,
 )
@@ -140,18 +139,7 @@ def test_a_purchase_written_a_moment_ago_changes_the_next_score(
         }
         assert_matches(first, expected_record(model, raw_log, cid, str(first["as_of"])))
 
-        bought = pd.Timestamp.now(tz="UTC").floor("s") - pd.Timedelta(minutes=5)
-        row = {"customer_id": cid, "timestamp": bought.to_pydatetime(), "amount": 80.0}
-        insert_purchase(postgres_url, "orders_fresh", row)
-        after = score_ids(url, [cid])
-        assert after.status_code == 200, after.text
-        (got,) = after.json()["results"]
-        full = pd.concat([raw_log, pd.DataFrame([row])], ignore_index=True)
-        want = expected_record(model, full, cid, str(got["as_of"]))
-        assert_matches(got, want)
-        stale = expected_record(model, raw_log, cid, str(got["as_of"]))
-        changed = [c for c in COMPARED if str(want[c]) != str(stale[c])]
-        assert changed, "the new purchase changed none of the scores"
+        assert_fresh_after_purchase(url, postgres_url, "orders_fresh", model, raw_log, cid)
     finally:
         stop(process)
 
