@@ -212,11 +212,14 @@ def _model_predictions(
     seed: int,
     index: pd.Index,
     snapshots: SnapshotBuilder | None = None,
+    baseline_penalizer: float = 0.0,
 ) -> tuple[pd.DataFrame, float, list[dict[str, Any]], RetainModels]:
     from training.bundle import RetainModels  # heavy import kept local
 
     params = dict(models_params or {})
     params.setdefault("horizon_days", horizon_days)
+    # the model's BG/NBD inputs fitted like the baselines' (weight 0 is the classic model)
+    params.setdefault("baseline_penalizer", baseline_penalizer)
     params = _with_seed(RetainModels, params, seed)
     started = time.perf_counter()
     models = RetainModels(**params).fit(log, as_of, snapshots=snapshots)
@@ -344,7 +347,14 @@ def evaluate(
     for method in methods:
         if method == "model":
             predictions[method], training_seconds, snapshot_notes, fitted = _model_predictions(
-                log, cutoff, horizon_days, models_params, seed, labels.index, snapshots
+                log,
+                cutoff,
+                horizon_days,
+                models_params,
+                seed,
+                labels.index,
+                snapshots,
+                baseline_penalizer,
             )
         elif method in ("bgnbd", "paretonbd"):
             btyd = (BetaGeoNBD if method == "bgnbd" else ParetoNBD)(penalizer=baseline_penalizer)

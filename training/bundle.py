@@ -146,7 +146,10 @@ class RetainModels(BaseEstimator):
     min_history_days: int = 30
     max_train_rows: int = 500_000
     max_timing_rows: int = 500_000
-    baseline_sample: int = 10_000
+    # BG/NBD is fitted on up to this many customers (Pareto/NBD on a subsample of them) with
+    # the backtest's penalty: below it, the model's BG/NBD is the backtest's exactly
+    baseline_sample: int = 250_000
+    baseline_penalizer: float = 0.0
     n_snapshots_365: int = 3
     baseline_offset: bool = True
     recalibrate_totals: bool = False
@@ -192,6 +195,7 @@ class RetainModels(BaseEstimator):
             self.use_baselines,
             self.baseline_sample,
             self.seed,
+            self.baseline_penalizer,
         )
 
     def _training_set(
