@@ -11,8 +11,11 @@ import pytest
 
 from features.builders import FeatureConfig, build_features
 from features.cdnow import read_cdnow
+from tests.training.conftest import simulate_log
 from training.backtest import evaluate
 from training.backtest_result import BacktestResult
+from training.baseline_predictions import rfm_at
+from training.btyd_features import btyd_inputs
 from training.bundle import RetainModels
 from training.combine import FULL_EVIDENCE_SNAPSHOTS, MIN_GAIN, Combination, btyd_outputs
 
@@ -150,3 +153,44 @@ def test_combination_off_is_the_model_alone(log: pd.DataFrame) -> None:
     x = models._frame_input(features)
     scores = models.predict_features(features, "1997-12-02")
     np.testing.assert_allclose(scores["expected_purchases_horizon"], models.count_.predict(x))
+
+
+# A simulated log with purchases at every hour of the day (the CDNOW sample has dates only):
+# exact timestamps and purchase days give different (t_x, T) unless rounded to whole days.
+TIMED_AS_OF = pd.Timestamp("2024-09-01", tz="UTC")
+
+
+@pytest.fixture(scope="module")
+def timed_log() -> pd.DataFrame:
+    return simulate_log(1500, seed=11)
+
+
+def test_the_models_btyd_inputs_are_the_backtests_rfm_summary(timed_log: pd.DataFrame) -> None:
+    features = build_features(timed_log, TIMED_AS_OF, FeatureConfig(horizon_days=H))
+    rfm = rfm_at(timed_log, TIMED_AS_OF).reindex(features.index.astype(str))
+    x, tx, age = btyd_inputs(features)
+    assert (features["recency_days"] % 1 != 0).mean() > 0.5  # most last purchases mid-day
+    np.testing.assert_array_equal(x, rfm["frequency"].to_numpy())
+    np.testing.assert_array_equal(tx, rfm["recency"].to_numpy())
+    np.testing.assert_array_equal(age, rfm["T"].to_numpy())
+
+
+def test_weight_zero_reproduces_the_backtests_bgnbd_forecast_exactly(
+    timed_log: pd.DataFrame,
+) -> None:
+    # the backtest's own penalty (0: plain maximum likelihood) and all customers
+    params = {**SMALL, "baseline_sample": 100_000}
+    result = evaluate(timed_log, TIMED_AS_OF, H, models_params=params, methods=("model", "bgnbd"))
+    models = result.fitted
+    assert models is not None
+    features = build_features(timed_log, TIMED_AS_OF, FeatureConfig(horizon_days=H))
+    features.index = pd.Index(features.index.astype(str), name="customer_id")
+    x = models._frame_input(features.reindex(result.labels.index))
+    own = (models.churn_.predict_proba(x), models.count_.predict(x), models.spend_.predict(x))
+    p, c, _ = Combination(0.0, 0.0, 0.0, (1.0, 0.0)).apply(x, *own)
+    bgnbd = result.predictions["bgnbd"]
+    np.testing.assert_array_equal(c, bgnbd["expected_purchases_horizon"].to_numpy())
+    silent = np.clip(bgnbd["churn_probability"].to_numpy(), 1e-6, 1 - 1e-6)  # the logit's clip
+    np.testing.assert_allclose(p, silent, rtol=1e-9)
+    assert models.baselines_["bgnbd"]["params"] == result.baseline_params["bgnbd"]
+    assert models.baseline_penalizer == 0.0
