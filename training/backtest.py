@@ -40,13 +40,12 @@ from training.baseline_predictions import (
     RANKING_COLUMN,
     WEEK_DAYS,
     btyd_predictions,
+    fit_btyd,
     recency_predictions,
     rfm_at,
     spend_per_purchase,
 )
-from training.baselines.bgnbd import BetaGeoNBD
 from training.baselines.degenerate import degenerate_fit
-from training.baselines.paretonbd import ParetoNBD
 from training.labels import build_labels
 
 if TYPE_CHECKING:
@@ -357,8 +356,7 @@ def evaluate(
                 baseline_penalizer,
             )
         elif method in ("bgnbd", "paretonbd"):
-            btyd = (BetaGeoNBD if method == "bgnbd" else ParetoNBD)(penalizer=baseline_penalizer)
-            btyd.fit(rfm["frequency"], rfm["recency"], rfm["T"])
+            btyd = fit_btyd(method, rfm, baseline_penalizer)
             params[method] = dict(btyd.params_)
             span = float(rfm["T"].max())
             if (why := degenerate_fit(method, btyd.params_, span)) is not None:

@@ -7,6 +7,8 @@ frame has the backtest's prediction columns, on the RFM summary's customer index
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -16,6 +18,7 @@ from training.baselines.gammagamma import GammaGamma
 from training.baselines.paretonbd import ParetoNBD
 from training.baselines.recency import RecencyRule
 from training.baselines.summary import rfm_summary
+from training.btyd_features import classic_bgnbd_state
 from training.labels import build_labels
 
 # Optional: a churn score whose order the ranking metrics (AUC, PR-AUC, lift) read instead of
@@ -29,6 +32,32 @@ def rfm_at(log: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     out = rfm_summary(log, as_of, time_unit_days=WEEK_DAYS)
     out.index = pd.Index(out.index.astype(str), name="customer_id", dtype="str")
     return out
+
+
+def fit_btyd(method: str, rfm: pd.DataFrame, penalizer: float) -> BetaGeoNBD | ParetoNBD:
+    """The backtest's BG/NBD or Pareto/NBD on an RFM summary (:func:`rfm_at`), every customer.
+
+    Also the classic end of the model's combination (``RetainModels.fit``), so weight 0 is
+    this very fit.
+    """
+    model = (BetaGeoNBD if method == "bgnbd" else ParetoNBD)(penalizer=penalizer)
+    return model.fit(rfm["frequency"], rfm["recency"], rfm["T"])
+
+
+def classic_bgnbd(
+    log: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int, penalizer: float
+) -> dict[str, Any] | None:
+    """The backtest's BG/NBD at ``as_of`` (:func:`fit_btyd` on :func:`rfm_at`) as JSON state.
+
+    The classic end of the model's combination (``training.combine``); None when the fit
+    fails, and the combination then uses the boosters' own BG/NBD columns.
+    """
+    try:
+        bg = fit_btyd("bgnbd", rfm_at(log, as_of), penalizer)
+    except (ValueError, RuntimeError, FloatingPointError):
+        return None
+    assert isinstance(bg, BetaGeoNBD)
+    return classic_bgnbd_state(bg, horizon_days, as_of)
 
 
 def btyd_predictions(

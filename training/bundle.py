@@ -56,6 +56,7 @@ from sklearn.base import BaseEstimator
 from features.builders import FeatureConfig, build_features
 from features.catalog import FEATURE_COLUMNS
 from features.utc import to_utc_timestamp
+from training.baseline_predictions import classic_bgnbd
 from training.boosters import BoostConfig, ModelInput, booster_from_text, check_fitted
 from training.btyd_features import (
     BASELINE_FEATURES,
@@ -146,9 +147,8 @@ class RetainModels(BaseEstimator):
     min_history_days: int = 30
     max_train_rows: int = 500_000
     max_timing_rows: int = 500_000
-    # BG/NBD is fitted on up to this many customers (Pareto/NBD on a subsample of them) with
-    # the backtest's penalty: below it, the model's BG/NBD is the backtest's exactly
-    baseline_sample: int = 250_000
+    baseline_sample: int = 10_000
+    # the L2 penalty of the classic BG/NBD the outputs are combined with (the backtest's)
     baseline_penalizer: float = 0.0
     n_snapshots_365: int = 3
     baseline_offset: bool = True
@@ -195,7 +195,6 @@ class RetainModels(BaseEstimator):
             self.use_baselines,
             self.baseline_sample,
             self.seed,
-            self.baseline_penalizer,
         )
 
     def _training_set(
@@ -318,6 +317,10 @@ class RetainModels(BaseEstimator):
         self.combination_ = combination_for(self, config, train, valid, names, n_used)
         spec = self._snapshot_spec(self.horizon_days, False)
         self.baselines_ = builder.baselines(log, cutoff, spec)
+        if not self.combination_.details.get("identity"):
+            self.combination_.bgnbd_state = classic_bgnbd(
+                log, cutoff, self.horizon_days, self.baseline_penalizer
+            )
         self.feature_names_in_ = [c for c in names if c not in BASELINE_FEATURES]
         self.fitted_as_of_ = cutoff
         self.n_train_rows_ = len(train)

@@ -194,11 +194,7 @@ class ClusterSnapshots:
                 for p, r in enumerate(rows):
                     col[who == p] = r[k][j]
                 columns.append(col)
-            states.append(
-                client.submit(
-                    fit_baseline_rows, *columns, spec.seed, spec.baseline_penalizer, pure=False
-                )
-            )
+            states.append(client.submit(fit_baseline_rows, *columns, spec.seed, pure=False))
         return states
 
     def snapshots(

@@ -40,6 +40,7 @@ from sklearn.linear_model import LogisticRegression
 from training import metrics
 from training.baselines.gammagamma import GammaGamma
 from training.boosters import Table, input_column
+from training.btyd_features import classic_bgnbd_outputs
 
 if TYPE_CHECKING:
     from training.shadow import Shadow
@@ -64,19 +65,25 @@ def _logit(p: FloatArray) -> FloatArray:
     return np.log(q) - np.log1p(-q)
 
 
-def btyd_outputs(x: Table, spend_state: dict[str, Any] | None = None) -> dict[str, FloatArray]:
+def btyd_outputs(
+    x: Table, spend_state: dict[str, Any] | None = None, bgnbd_state: dict[str, Any] | None = None
+) -> dict[str, FloatArray]:
     """BG/NBD's churn probability, expected purchases and spend from the model inputs.
 
+    With ``bgnbd_state`` (:func:`training.btyd_features.classic_bgnbd_state`) the classic
+    BG/NBD the backtest fits at the scoring cutoff, on its RFM summary; without it, the
+    boosters' own BG/NBD input columns (fitted per snapshot, as the training windows saw it).
     Spend is expected purchase days times the Gamma-Gamma spend per purchase day
     (``spend_state``, :func:`fit_spend`), as the backtest's BTYD baselines; without it, the
     customer's own spend per purchase day.
     """
-    count = np.asarray(input_column(x, "bgnbd_expected_purchases_h"), dtype=np.float64)
-    return {
-        "churn": np.asarray(input_column(x, "bgnbd_p_no_purchase_h"), dtype=np.float64),
-        "count": count,
-        "spend": count * spend_per_day(x, spend_state),
-    }
+    if bgnbd_state is not None:
+        classic = classic_bgnbd_outputs(x, bgnbd_state)
+        churn, count = classic["churn"], classic["count"]
+    else:
+        churn = np.asarray(input_column(x, "bgnbd_p_no_purchase_h"), dtype=np.float64)
+        count = np.asarray(input_column(x, "bgnbd_expected_purchases_h"), dtype=np.float64)
+    return {"churn": churn, "count": count, "spend": count * spend_per_day(x, spend_state)}
 
 
 def _spend_inputs(x: Table) -> tuple[FloatArray, FloatArray]:
@@ -148,6 +155,9 @@ class Combination:
     churn_platt: tuple[float, float] = (1.0, 0.0)
     spend_state: dict[str, Any] | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    # the classic BG/NBD at the scoring cutoff (weight 0 is the backtest's BG/NBD); None:
+    # the boosters' BG/NBD input columns (models saved before it)
+    bgnbd_state: dict[str, Any] | None = None
 
     def apply(
         self, x: Table, churn: FloatArray, count: FloatArray, spend: FloatArray
@@ -155,7 +165,7 @@ class Combination:
         """The combined (churn probability, expected purchases, expected spend)."""
         if self.details.get("identity"):
             return churn, count, spend
-        base = btyd_outputs(x, self.spend_state)
+        base = btyd_outputs(x, self.spend_state, self.bgnbd_state)
         z = self.churn_weight * _logit(churn) + (1 - self.churn_weight) * _logit(base["churn"])
         a, b = self.churn_platt
         p = 1.0 / (1.0 + np.exp(-(a * z + b)))
@@ -189,12 +199,20 @@ class Combination:
             "churn_weight": self.churn_weight,
             "churn_platt": list(self.churn_platt),
             "spend_state": self.spend_state,
+            "bgnbd_state": self.bgnbd_state,
             **self.details,
         }
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> Combination:
-        known = ("count_weight", "spend_weight", "churn_weight", "churn_platt", "spend_state")
+        known = (
+            "count_weight",
+            "spend_weight",
+            "churn_weight",
+            "churn_platt",
+            "spend_state",
+            "bgnbd_state",
+        )
         return cls(
             float(state["count_weight"]),
             float(state["spend_weight"]),
@@ -202,6 +220,7 @@ class Combination:
             (float(state["churn_platt"][0]), float(state["churn_platt"][1])),
             state.get("spend_state"),
             {k: v for k, v in state.items() if k not in known},
+            state.get("bgnbd_state"),
         )
 
 

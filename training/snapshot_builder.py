@@ -32,7 +32,6 @@ class SnapshotSpec:
     use_baselines: bool
     baseline_sample: int
     seed: int
-    baseline_penalizer: float = 0.0  # BG/NBD's L2 penalty (the backtest's)
 
 
 class SnapshotBuilder(Protocol):
@@ -74,9 +73,7 @@ class LocalSnapshots:
             feats = build_features(log, cutoff, spec.feature_config)
             state = None
             if spec.use_baselines:
-                state = fit_baselines(
-                    feats, spec.baseline_sample, spec.seed, spec.baseline_penalizer
-                )
+                state = fit_baselines(feats, spec.baseline_sample, spec.seed)
             labels = build_labels(log, cutoff, spec.label_horizon, include_365d=spec.include_365d)
             degenerate = state["degenerate"] if state is not None else {}
             yield finish_snapshot(feats, labels, cutoff, state, spec), degenerate
@@ -85,4 +82,4 @@ class LocalSnapshots:
         self, log: pd.DataFrame, cutoff: pd.Timestamp, spec: SnapshotSpec
     ) -> dict[str, Any]:
         features = build_features(log, cutoff, spec.feature_config)
-        return fit_baselines(features, spec.baseline_sample, spec.seed, spec.baseline_penalizer)
+        return fit_baselines(features, spec.baseline_sample, spec.seed)

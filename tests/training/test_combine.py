@@ -15,7 +15,7 @@ from tests.training.conftest import simulate_log
 from training.backtest import evaluate
 from training.backtest_result import BacktestResult
 from training.baseline_predictions import rfm_at
-from training.btyd_features import btyd_inputs
+from training.btyd_features import rfm_day_inputs
 from training.bundle import RetainModels
 from training.combine import FULL_EVIDENCE_SNAPSHOTS, MIN_GAIN, Combination, btyd_outputs
 
@@ -83,8 +83,9 @@ def test_weight_zero_is_bgnbd_and_predictions_apply_the_fitted_weights(
     features = build_features(log, AS_OF, FeatureConfig(horizon_days=H))
     x = fitted._frame_input(features)
     own = (fitted.churn_.predict_proba(x), fitted.count_.predict(x), fitted.spend_.predict(x))
-    base = btyd_outputs(x)
-    p, c, s = Combination(0.0, 0.0, 0.0, (1.0, 0.0)).apply(x, *own)
+    classic = fitted.combination_.bgnbd_state
+    base = btyd_outputs(x, None, classic)
+    p, c, s = Combination(0.0, 0.0, 0.0, (1.0, 0.0), bgnbd_state=classic).apply(x, *own)
     np.testing.assert_allclose(p, np.clip(base["churn"], 1e-6, 1 - 1e-6), rtol=1e-9)
     np.testing.assert_allclose(c, base["count"])
     np.testing.assert_allclose(s, base["spend"])
@@ -165,10 +166,10 @@ def timed_log() -> pd.DataFrame:
     return simulate_log(1500, seed=11)
 
 
-def test_the_models_btyd_inputs_are_the_backtests_rfm_summary(timed_log: pd.DataFrame) -> None:
+def test_the_classic_inputs_are_the_backtests_rfm_summary(timed_log: pd.DataFrame) -> None:
     features = build_features(timed_log, TIMED_AS_OF, FeatureConfig(horizon_days=H))
     rfm = rfm_at(timed_log, TIMED_AS_OF).reindex(features.index.astype(str))
-    x, tx, age = btyd_inputs(features)
+    x, tx, age = rfm_day_inputs(features)
     assert (features["recency_days"] % 1 != 0).mean() > 0.5  # most last purchases mid-day
     np.testing.assert_array_equal(x, rfm["frequency"].to_numpy())
     np.testing.assert_array_equal(tx, rfm["recency"].to_numpy())
@@ -187,10 +188,16 @@ def test_weight_zero_reproduces_the_backtests_bgnbd_forecast_exactly(
     features.index = pd.Index(features.index.astype(str), name="customer_id")
     x = models._frame_input(features.reindex(result.labels.index))
     own = (models.churn_.predict_proba(x), models.count_.predict(x), models.spend_.predict(x))
-    p, c, _ = Combination(0.0, 0.0, 0.0, (1.0, 0.0)).apply(x, *own)
+    classic = models.combination_.bgnbd_state
+    assert classic is not None
+    p, c, _ = Combination(0.0, 0.0, 0.0, (1.0, 0.0), bgnbd_state=classic).apply(x, *own)
     bgnbd = result.predictions["bgnbd"]
     np.testing.assert_array_equal(c, bgnbd["expected_purchases_horizon"].to_numpy())
+    # the boosters' own BG/NBD columns (penalty 0.001, exact times: the weight-0 end before)
+    # are another forecast
+    own_bgnbd = btyd_outputs(x)["count"]
+    assert np.abs(own_bgnbd / c - 1).max() > 1e-3
     silent = np.clip(bgnbd["churn_probability"].to_numpy(), 1e-6, 1 - 1e-6)  # the logit's clip
     np.testing.assert_allclose(p, silent, rtol=1e-9)
-    assert models.baselines_["bgnbd"]["params"] == result.baseline_params["bgnbd"]
+    assert classic["bgnbd"]["params"] == result.baseline_params["bgnbd"]
     assert models.baseline_penalizer == 0.0
