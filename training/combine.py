@@ -177,20 +177,22 @@ class Combination:
         self, purchases: FloatArray, spend: FloatArray
     ) -> dict[str, dict[str, float]]:
         """The planner's totals over a population with their 90 % intervals."""
-        count_total = float(np.sum(purchases))
-        out: dict[str, dict[str, float]] = {}
-        for name, total in (("purchases", count_total), ("spend", float(np.sum(spend)))):
-            past = self.details.get("totals", {}).get(name, {})
-            spread = float(past.get("log_spread", DEFAULT_LOG_SPREAD))
-            # spend: compound Poisson with unit coefficient of variation per purchase
-            sampling = (1.0 if name == "purchases" else 2.0) / max(count_total, 1e-9)
-            half = Z90 * float(np.sqrt(spread**2 + sampling))
-            out[name] = {
-                "forecast": total,
-                "low": total * float(np.exp(-half)),
-                "high": total * float(np.exp(half)),
-            }
-        return out
+        spreads = self.total_spreads() or {}
+        return totals_with_interval(float(np.sum(purchases)), float(np.sum(spend)), spreads)
+
+    def total_spreads(self) -> dict[str, float] | None:
+        """The past cutoffs' log-error spread of each total (None: not recorded).
+
+        What a scorer writes beside its scores, so a report on them can draw the interval
+        of their totals (:func:`totals_with_interval`) without the model.
+        """
+        past = self.details.get("totals")
+        if past is None:
+            return None
+        return {
+            name: float(past.get(name, {}).get("log_spread", DEFAULT_LOG_SPREAD))
+            for name in ("purchases", "spend")
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -222,6 +224,25 @@ class Combination:
             {k: v for k, v in state.items() if k not in known},
             state.get("bgnbd_state"),
         )
+
+
+def totals_with_interval(
+    purchases: float, spend: float, spreads: dict[str, float]
+) -> dict[str, dict[str, float]]:
+    """Total purchases and spend with their 90 % intervals: the past log-error spread
+    (``spreads``, default :data:`DEFAULT_LOG_SPREAD`) and the Poisson count term."""
+    out: dict[str, dict[str, float]] = {}
+    for name, total in (("purchases", purchases), ("spend", spend)):
+        spread = float(spreads.get(name, DEFAULT_LOG_SPREAD))
+        # spend: compound Poisson with unit coefficient of variation per purchase
+        sampling = (1.0 if name == "purchases" else 2.0) / max(purchases, 1e-9)
+        half = Z90 * float(np.sqrt(spread**2 + sampling))
+        out[name] = {
+            "forecast": total,
+            "low": total * float(np.exp(-half)),
+            "high": total * float(np.exp(half)),
+        }
+    return out
 
 
 def identity_combination(why: str) -> Combination:

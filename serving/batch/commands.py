@@ -165,6 +165,7 @@ def score_command(
             "policy": model.policy,
             "read_seconds": read_seconds,
             "horizon_days": model.horizon_days,
+            "total_log_spread": model.artifact.models.combination_.total_spreads(),
             "on_chunk": on_chunk,
             "progress": progress,
         }
@@ -312,6 +313,7 @@ def _score_partitioned(
         horizon_days=model.horizon_days,
         on_chunk=on_chunk,
         progress=progress,
+        total_log_spread=model.artifact.models.combination_.total_spreads(),
     )
     return _published(summary, directory, table_output)
 

@@ -90,6 +90,9 @@ class BatchSummary:
     seconds: dict[str, float]
     files: dict[str, str]
     warnings: list[str] = field(default_factory=list)
+    # the model's past log-error spread of the total purchases and spend (the report draws
+    # the 90 % interval of the scores' totals from it); None: the model records none
+    total_log_spread: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -133,6 +136,7 @@ def run_batch(
     horizon_days: int | None = None,
     on_chunk: Callable[[Chunk], None] | None = None,
     progress: bool = False,
+    total_log_spread: dict[str, float] | None = None,
 ) -> BatchSummary:
     """Score every chunk not yet finished, then publish the output atomically.
 
@@ -177,6 +181,7 @@ def run_batch(
             on_chunk=on_chunk,
             progress=progress,
         )
+        summary.total_log_spread = total_log_spread
         scored = time.perf_counter()
         names = [PART_TEMPLATE.format(i) for i in range(summary.chunks)]
         success = {SUCCESS_NAME: f"{job.run_id}\n"}

@@ -92,7 +92,7 @@ def build_report(
         kpi_section(log, report_as_of),
         cohort_section(log, report_as_of),
         segment_section(features, segments),
-        risk_section(scores),
+        risk_section(scores, summary),
         calibration_section(log, scores, horizon, report_as_of),
         offer_section(scores),
         campaign_section(lift),

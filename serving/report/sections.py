@@ -8,7 +8,8 @@ The report is one self-contained HTML page a marketer can mail around
   monthly buyers with the share of returning buyers;
 - ``cohorts``: first-purchase-month cohorts, share ordering k months later (heatmap);
 - ``segments``: segment sizes and their spend (``features.segments`` at ``as_of``);
-- ``risk``: churn-probability distribution by risk band (needs ``--scores``);
+- ``risk``: churn-probability distribution by risk band, and the forecast total purchases
+  and spend over the horizon with their 90 % interval (needs ``--scores``);
 - ``calibration``: last period's predictions against what happened: the scores' churn
   probability, binned, against the share of those customers who did not buy in the
   ``horizon_days`` after the scores' ``as_of`` (needs scores whose horizon is inside the log);
@@ -24,6 +25,7 @@ structure.
 from __future__ import annotations
 
 import html
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -117,7 +119,7 @@ def segment_section(features: pd.DataFrame, segments: pd.Series) -> Section:
     return Section("segments", "Segments: size and value", body)
 
 
-def risk_section(scores: pd.DataFrame | None) -> Section:
+def risk_section(scores: pd.DataFrame | None, summary: dict[str, Any] | None = None) -> Section:
     if scores is None or scores.empty:
         return Section("risk", "Churn risk", note("no scores given (run `retain score`)"))
     fig, ax = new_figure()
@@ -137,7 +139,41 @@ def risk_section(scores: pd.DataFrame | None) -> Section:
         .astype({"customers": "int64"})
     )
     return Section(
-        "risk", "Churn risk", inline_png(fig, "churn probability histogram") + html_table(counts)
+        "risk",
+        "Churn risk",
+        inline_png(fig, "churn probability histogram")
+        + html_table(counts)
+        + forecast_totals(scores, summary or {}),
+    )
+
+
+def forecast_totals(scores: pd.DataFrame, summary: dict[str, Any]) -> str:
+    """The scored customers' total purchases and spend over the horizon, with the 90 %
+    interval the model's past cutoffs give (``total_log_spread`` of the scores' run
+    summary); a note when the scores carry no interval."""
+    from training.combine import totals_with_interval
+
+    spreads = summary.get("total_log_spread")
+    columns = ("expected_purchases_horizon", "expected_spend_horizon")
+    if spreads is None or any(c not in scores for c in columns):
+        return note("the scores' run summary carries no interval of the totals")
+    totals = totals_with_interval(
+        float(scores[columns[0]].sum()), float(scores[columns[1]].sum()), spreads
+    )
+    horizon = summary.get("horizon_days")
+    frame = pd.DataFrame(
+        {
+            "forecast": [t["forecast"] for t in totals.values()],
+            "90% interval low": [t["low"] for t in totals.values()],
+            "90% interval high": [t["high"] for t in totals.values()],
+        },
+        index=pd.Index(["purchase days", "spend"], name="total"),
+    )
+    return (
+        f'<p class="meta" id="forecast-totals">Forecast over the {horizon} days after the '
+        f"scores' as_of, all {len(scores):,} scored customers (90% interval from the "
+        "spread of the model's past forecast errors and the count's Poisson noise):</p>"
+        + html_table(frame, "{:,.0f}")
     )
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,8 +65,8 @@ def small_raw_log(n_customers: int = 300, seed: int = 11) -> pd.DataFrame:
     return generate_purchase_log(n_customers, seed=seed, start="2023-01-01", end="2024-06-30").log
 
 
-def make_artifact(directory: Path, log: pd.DataFrame) -> Path:
-    models = RetainModels(**SMALL_MODELS).fit(log, FIT_AS_OF)
+def make_artifact(directory: Path, log: pd.DataFrame, **params: Any) -> Path:
+    models = RetainModels(**{**SMALL_MODELS, **params}).fit(log, FIT_AS_OF)
     return save_artifact(
         directory,
         models,

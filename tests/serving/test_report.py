@@ -20,7 +20,7 @@ from serving.batch.publish import read_scores
 from serving.lift.assignments import read_assignments
 from serving.lift.measure import measure_lift
 from serving.report.page import SECTION_IDS, build_report, write_report
-from serving.report.sections import calibration_section
+from serving.report.sections import calibration_section, forecast_totals
 from tests.serving.test_batch import make_artifact, small_raw_log
 
 SCORED_AT = "2024-05-15"  # horizon 30 days ends inside the log (last day 2024-06-30)
@@ -37,7 +37,10 @@ def raw_log() -> pd.DataFrame:
 def scores_dir(
     tmp_path_factory: pytest.TempPathFactory, log: pd.DataFrame, data_path: Path
 ) -> Path:
-    artifact = make_artifact(tmp_path_factory.mktemp("artifact") / "retain", log)
+    # with the BTYD inputs, so the model combines with BG/NBD and records its past totals
+    artifact = make_artifact(
+        tmp_path_factory.mktemp("artifact") / "retain", log, use_baselines=True
+    )
     out = tmp_path_factory.mktemp("scores") / "scores"
     score_command(data_path, SCORED_AT, out, model_uri=str(artifact), progress=False)
     return out
@@ -87,6 +90,34 @@ def test_report_has_every_section_with_inline_images(report_html: str) -> None:
     # self-contained: nothing is fetched from anywhere
     assert not re.search(r'(?:src|href)="(?:https?:)?//', report_html)
     assert "<link" not in report_html and "<script" not in report_html
+
+
+def test_report_shows_the_forecast_totals_with_their_interval(
+    report_html: str, scores_dir: Path
+) -> None:
+    from training.combine import totals_with_interval
+
+    summary = json.loads((scores_dir / "_summary.json").read_text("utf-8"))
+    spreads = summary["total_log_spread"]  # the model's, written by `retain score`
+    assert set(spreads) == {"purchases", "spend"} and all(v > 0 for v in spreads.values())
+    scores = read_scores(scores_dir)
+    totals = totals_with_interval(
+        float(scores["expected_purchases_horizon"].sum()),
+        float(scores["expected_spend_horizon"].sum()),
+        spreads,
+    )
+    section = report_html.split('<section id="risk">')[1].split("</section>")[0]
+    assert f"Forecast over the {summary['horizon_days']} days" in section
+    assert f"all {len(scores):,} scored customers" in section
+    for name, label in (("purchases", "purchase days"), ("spend", "spend")):
+        t = totals[name]
+        assert t["low"] < t["forecast"] < t["high"]
+        row = section.split(f"<th>{label}</th>")[1].split("</tr>")[0]
+        cells = [f"{v:,.0f}" for v in (t["forecast"], t["low"], t["high"])]
+        assert [c.split("</td>")[0] for c in row.split("<td>")[1:]] == cells
+    # scores written without the spread (before it was recorded) say so instead
+    older = {k: v for k, v in summary.items() if k != "total_log_spread"}
+    assert "carries no interval" in forecast_totals(scores, older)
 
 
 def test_report_without_scores_explains_the_missing_sections(log: pd.DataFrame) -> None:
@@ -230,3 +261,4 @@ def test_report_renders_in_headless_chromium(tmp_path: Path, report_html: str) -
     n = len(SECTION_IDS)
     assert f"images={n} broken=0 sections={n} errors=0" in dom, dom[-500:]
     assert "Campaign results" in dom and "lift per offer and segment with 95% intervals" in dom
+    assert 'id="forecast-totals"' in dom and "90% interval low" in dom
