@@ -192,6 +192,9 @@ def combination_lines(combination: Mapping[str, Any], test_ece: float | None) ->
             f"a shadow fit on {len(source['trained_on'])} snapshot(s) forecasting "
             f"{source['scored_at'][:10]} out of time"
         )
+        if source.get("another_season"):
+            gap = source.get("season_gap_days", 0.0)
+            where += f", another season ({gap:.0f} d apart): the model kept"
     else:
         where = "held-out customers at " + ", ".join(
             c[:10] for c in source.get("held_out_cutoffs", [])

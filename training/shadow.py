@@ -143,4 +143,4 @@ def combination_for(
         "count": models.count_.predict(x),
         "spend": models.spend_.predict(x),
     }
-    return fit_combination(valid, own, x, n, shadow)
+    return fit_combination(valid, own, x, n, shadow, models.horizon_days)
