@@ -321,7 +321,8 @@ def fit_combination(
     z = combo.churn_weight * _logit(model["churn"]) + (1 - combo.churn_weight) * _logit(
         base_all["churn"]
     )
-    combo.churn_platt = _platt(z[latest], y_churn[latest], np.ones(int(latest.sum())))
+    # the latest windows, each older one weighing DECAY of the next: the latest season leads
+    combo.churn_platt = _platt(z[use], y_churn[use], w)
     p_fit, c_all, s_all = combo.apply(x, model["churn"], model["count"], model["spend"])
     fit_ece = float(metrics.expected_calibration_error(y_churn[latest], p_fit[latest]))
     shadow_totals = None
@@ -340,6 +341,8 @@ def fit_combination(
         "chosen_before_shrink": chosen,
         "calibrated_on": {
             "cutoff": pd.Timestamp(recent[-1]).isoformat(),
+            "cutoffs": [pd.Timestamp(c).isoformat() for c in recent],
+            "decay": DECAY,
             "rows": int(latest.sum()),
         },
         "calibration_ece_latest_window": fit_ece,

@@ -17,7 +17,17 @@ from training.backtest_result import BacktestResult
 from training.baseline_predictions import rfm_at
 from training.btyd_features import rfm_day_inputs
 from training.bundle import RetainModels
-from training.combine import FULL_EVIDENCE_SNAPSHOTS, MIN_GAIN, Combination, btyd_outputs
+from training.combine import (
+    FULL_EVIDENCE_SNAPSHOTS,
+    MIN_GAIN,
+    SAME_SEASON_DAYS,
+    Combination,
+    btyd_outputs,
+    fit_combination,
+    season_gap_days,
+)
+from training.labels import build_labels
+from training.shadow import Shadow
 
 AS_OF = pd.Timestamp("1998-01-01", tz="UTC")
 H = 90
@@ -66,10 +76,12 @@ def test_thin_evidence_pulls_the_levels_toward_bgnbd(fitted: RetainModels) -> No
     combo, details = fitted.combination_, fitted.combination_.details
     shrink = details["evidence_shrink"]
     assert shrink == pytest.approx(3 / FULL_EVIDENCE_SNAPSHOTS)
+    # a 90-day shadow window is another season than the forecast's: the model is kept
+    assert details["weights_from"]["another_season"] is True
     for name in ("count", "spend", "churn"):
         chosen = details["chosen_before_shrink"][name]
         factor = 1.0 if name == "churn" else shrink  # the churn level is recalibrated instead
-        assert getattr(combo, f"{name}_weight") == pytest.approx(chosen["weight"] * factor)
+        assert getattr(combo, f"{name}_weight") == pytest.approx(1.0 * factor)
         # a blend replaces the model only for a material gain on the shadow window
         assert chosen["loss"] <= chosen["loss_model"]
         if chosen["weight"] < 1.0:
@@ -201,3 +213,38 @@ def test_weight_zero_reproduces_the_backtests_bgnbd_forecast_exactly(
     np.testing.assert_allclose(p, silent, rtol=1e-9)
     assert classic["bgnbd"]["params"] == result.baseline_params["bgnbd"]
     assert models.baseline_penalizer == 0.0
+
+
+def test_a_shadow_of_another_season_keeps_the_model_and_one_of_the_same_season_blends(
+    fitted: RetainModels, log: pd.DataFrame
+) -> None:
+    # the shadow's window starts a horizon before the forecast's
+    assert season_gap_days(30) == 30 and season_gap_days(90) == 90
+    assert season_gap_days(365) == pytest.approx(0.25) and season_gap_days(300) == 65.25
+    # the fitted model's shadow window, forecast by the model with its level overshot by
+    # 60 % (as on a new season): its loss there wants BG/NBD; with a 30-day horizon that
+    # window is the forecast's season and the blend applies, with 90 days the model is kept
+    details = fitted.combination_.details
+    cutoff = pd.Timestamp(details["weights_from"]["scored_at"])
+    features = build_features(log, cutoff, FeatureConfig(horizon_days=H))
+    labels = build_labels(log, cutoff, H).reindex(features.index)
+    x = fitted._frame_input(features).to_frame(features.index)
+    frame = pd.concat([x, labels], axis=1).assign(cutoff=cutoff)
+    own = {
+        "churn": fitted.churn_.predict_proba(x),
+        "count": 1.6 * fitted.count_.predict(x),
+        "spend": 1.6 * fitted.spend_.predict(x),
+    }
+    shadow = Shadow(frame, own, ["1997-01-01"] * FULL_EVIDENCE_SNAPSHOTS, cutoff.isoformat())
+    near = fit_combination(frame, own, x, FULL_EVIDENCE_SNAPSHOTS, shadow, horizon_days=30)
+    far = fit_combination(frame, own, x, FULL_EVIDENCE_SNAPSHOTS, shadow, horizon_days=H)
+    assert 30 <= SAME_SEASON_DAYS < H
+    near_w = {k: v["weight"] for k, v in near.details["chosen_before_shrink"].items()}
+    assert (near.count_weight, near.spend_weight, near.churn_weight) == (
+        near_w["count"],
+        near_w["spend"],
+        near_w["churn"],
+    )
+    assert min(near_w.values()) < 1.0
+    assert (far.count_weight, far.spend_weight, far.churn_weight) == (1.0, 1.0, 1.0)
+    assert far.details["weights_from"]["another_season"] is True
