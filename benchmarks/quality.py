@@ -205,7 +205,12 @@ def weight_sweep(result: BacktestResult, log: pd.DataFrame) -> dict[str, Any] | 
     features = features.reindex(result.labels.index)
     cols = list(models.feature_names_in_)
     x = models.model_input(features[cols].to_numpy(dtype=np.float64, na_value=np.nan), cols)
-    base = btyd_outputs(x, combination.spend_state)
+    classic = getattr(combination, "bgnbd_state", None)  # the backtest's BG/NBD (weight 0)
+    base = (
+        btyd_outputs(x, combination.spend_state, classic)
+        if classic is not None
+        else btyd_outputs(x, combination.spend_state)
+    )
     own = {"count": models.count_.predict(x), "spend": models.spend_.predict(x)}
     out: dict[str, Any] = {}
     for name, column in (("count", "n_purchase_days_h"), ("spend", "spend_h")):
