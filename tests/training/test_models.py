@@ -157,7 +157,7 @@ def test_get_params_returns_every_init_parameter_and_rebuilds_the_estimator() ->
     assert params["horizon_days"] == 30 and params["lgb_params"] == {"num_leaves": 3}
     assert params["num_boost_round"] == SMALL["num_boost_round"]
     assert params["use_baselines"] is True  # a default
-    assert len(params) == 21
+    assert len(params) == 22
     assert RetainModels(**params).get_params() == params
 
 
