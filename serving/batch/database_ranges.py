@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from adbc_driver_manager.dbapi import Cursor
 
 __all__ = [
+    "ID_WHITESPACE",
     "CustomerRange",
     "RangePlan",
     "RangeSource",
@@ -81,10 +82,10 @@ __all__ = [
 ]
 
 _FEW_DISTINCT = ("product_id", "category", "channel")  # as features.database_log reads them
-_WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
+ID_WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
 """What Arrow's ``utf8_trim_whitespace`` strips from ids (Python's ``isspace`` set; the
 tests check the two agree)."""
-_TRIM_SET = "U&'" + "".join(f"\\{ord(c):04X}" for c in _WHITESPACE) + "'"
+_TRIM_SET = "U&'" + "".join(f"\\{ord(c):04X}" for c in ID_WHITESPACE) + "'"
 _SNAPSHOT_ID = re.compile(r"^[0-9A-Fa-f]+(-[0-9A-Fa-f]+)+$")
 _ROW = re.compile(r"(?:^|, )(\d+)(?= \(|,|$)")
 _SHOWN_CUSTOMERS = 5
