@@ -188,6 +188,11 @@ def _finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
     return proc.returncode, out, err
 
 
+def _message_lines(stderr: str) -> list[str]:
+    """stderr without the progress bar (drawn on stderr even when it is not a terminal)."""
+    return [line for line in stderr.splitlines() if line.strip() and "scoring chunks" not in line]
+
+
 def _wait_for_pause(proc: subprocess.Popen[str]) -> list[str]:
     watchdog = threading.Timer(600, proc.kill)
     watchdog.start()
@@ -245,7 +250,7 @@ def test_a_bad_value_names_the_customer_and_column_in_one_line(
     proc = _retain_score(db, "bad", artifact, tmp_path / "out", "--dask", dask_cluster.address)
     code, stdout, stderr = _finish(proc)
     assert code == 2, stderr[-3000:]
-    lines = [line for line in stderr.splitlines() if line.strip()]
+    lines = _message_lines(stderr)
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr[-3000:]
     customer = raw_log["customer_id"].iloc[40]
     assert f"customer id(s) of those rows: {customer!r}" in lines[0]
@@ -272,7 +277,7 @@ def test_a_database_the_workers_cannot_reach_is_one_line_without_the_password(
     proc = _retain_score(db, "orders", artifact, tmp_path / "out", "--dask", cluster.address)
     code, stdout, stderr = _finish(proc)
     assert code == 2, stderr[-3000:]
-    lines = [line for line in stderr.splitlines() if line.strip()]
+    lines = _message_lines(stderr)
     assert len(lines) == 1 and lines[0].startswith("error: cannot connect to postgresql://")
     assert "postgres:***@" in lines[0] and "SSL" in lines[0]
     assert PASSWORD not in stderr + stdout
