@@ -1,7 +1,7 @@
 """Benchmark the database paths against the Parquet ones, side by side in one run.
 
 Usage: ``python benchmarks/database.py [--rows 1000000] [--score-customers 20000]
-[--big-rows 10000000] [--json PATH]``
+[--big-rows 10000000] [--dask-rows 1000000] [--skip read,score,memory,dask] [--json PATH]``
 
 Uses ``$RETAIN_TEST_POSTGRES_URL`` if set, else starts a throwaway PostgreSQL cluster
 (``tests/postgres_server.py``; Debian's PostgreSQL on loopback, fsync off).
@@ -22,6 +22,13 @@ Figures:
    server with ``generate_series``) into the canonical log, next to the same rows from
    Parquet and the log's own size in memory: rows come as record batches, so the peak
    stays a small multiple of the result, as for a file.
+4. **dask**: ``retain score`` from a ``--dask-rows`` table (the log of ``benchmarks/batch.py``)
+   on threads (the driver reads the table) and with ``--dask ADDRESS`` against a scheduler
+   and two single-threaded ``dask worker`` processes started here (each task reads its own
+   customer range, :mod:`serving.batch.database_ranges`), cold and warm: customers/min over
+   the job, the driver's peak RSS (the ``retain score`` process alone: the workers are not
+   its children), the workers' peak RSS, and whether the parts are byte-identical to
+   threads from the table and to threads from the Parquet file.
 """
 
 from __future__ import annotations
@@ -40,7 +47,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+# benchmarks/http.py would shadow the standard library's http (distributed imports it)
+sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "benchmarks"]
 
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
@@ -248,13 +256,76 @@ def memory(url: str, big_rows: int, work: Path) -> dict[str, Any]:
     return out
 
 
+def dask_runs(url: str, rows: int, chunk: int, work: Path) -> dict[str, Any]:
+    """Threads from the table vs ``--dask`` from the table (separate-process cluster)."""
+    import hashlib
+    import importlib.util
+
+    from tests.dask_cluster import DaskCluster
+
+    spec = importlib.util.spec_from_file_location("bench_batch", REPO / "benchmarks" / "batch.py")
+    assert spec is not None and spec.loader is not None
+    batch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(batch)
+    customers = customers_for_rows(rows)
+    data, artifact = batch.prepare(work, rows, customers, 20_000, None)
+    table = pq.read_table(data)
+    plain = [
+        f.cast(f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in table.columns
+    ]
+    load_frame(url, "dask_orders", pa.Table.from_arrays(plain, names=table.column_names))
+    execute(url, "VACUUM ANALYZE dask_orders")
+    del table, plain
+
+    def digest(out: Path) -> str:
+        sha = hashlib.sha256()
+        for part in sorted(out.glob("part-*.parquet")):
+            sha.update(part.name.encode() + hashlib.sha256(part.read_bytes()).digest())
+        return sha.hexdigest()[:16]
+
+    def run(label: str, source: str, extra: list[str]) -> dict[str, Any]:
+        result: dict[str, Any] = batch.score_run(label, source, artifact, work / "o", chunk, extra)
+        result["parts_sha"] = digest(work / "o")
+        result["driver_peak_rss_gib"] = result.pop("peak_rss_gib")
+        return result
+
+    table_args = ["--table", "dask_orders"]
+    runs = [
+        run("threads, Parquet file", str(data), []),
+        run("threads, table", url, table_args),
+    ]
+    with DaskCluster(workers=2, memory_limit="4GiB") as cluster:
+        for state in ("cold", "warm"):  # fresh workers import retain and compile the model
+            samplers = [batch.TreePeakRss(w.pid) for w in cluster.workers]
+            try:
+                result = run(
+                    f"dask 2 workers, table, {state}", url, [*table_args, "--dask", cluster.address]
+                )
+            finally:
+                peaks = [sampler.stop() for sampler in samplers]
+            result["worker_peak_rss_gib"] = [round(p / 2**30, 2) for p in peaks]
+            for key in ("cpu_s", "customers_per_cpu_min"):  # workers are not children here
+                result.pop(key, None)
+            runs.append(result)
+    execute(url, "DROP TABLE dask_orders")
+    return {
+        "rows": rows,
+        "customers": customers,
+        "chunk_customers": chunk,
+        "identical_parts": len({r["parts_sha"] for r in runs}) == 1,
+        "runs": runs,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the read benchmark")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--score-customers", type=int, default=20_000)
     parser.add_argument("--big-rows", type=int, default=10_000_000, help="rows of the memory run")
-    parser.add_argument("--skip", default="", help="comma list of read,score,memory to skip")
+    parser.add_argument("--dask-rows", type=int, default=1_000_000, help="rows of the dask run")
+    parser.add_argument("--dask-chunk-customers", type=int, default=10_000)
+    parser.add_argument("--skip", default="", help="comma list of read,score,memory,dask to skip")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -292,6 +363,17 @@ def main() -> None:
                 f = m[name]
                 print(f"  {name:<10} peak RSS {f['peak_rss_gib']:.2f} GiB, log {f['log_gib']:.2f} "
                       f"GiB ({f['peak_over_log']}x), wall {f['wall_s']}s")  # fmt: skip
+        if "dask" not in skip:
+            d = results["dask"] = dask_runs(url, args.dask_rows, args.dask_chunk_customers, work)
+            print(f"retain score from a {d['rows']:,}-row table, {d['customers']:,} customers, "
+                  f"chunks of {d['chunk_customers']:,}:")  # fmt: skip
+            for f in d["runs"]:
+                workers = f.get("worker_peak_rss_gib")
+                print(f"  {f['run']:<28} {f['customers_per_min_job']:>10,} customers/min "
+                      f"(job {f['job_s']}s, read {f['read_s']}s), driver peak RSS "
+                      f"{f['driver_peak_rss_gib']:.2f} GiB"
+                      + (f", workers {workers} GiB" if workers else ""))  # fmt: skip
+            print(f"  parts byte-identical across all runs: {d['identical_parts']}")
     results["load_average_after"] = os.getloadavg()
     print(f"load average before/after: {results['load_average']} / {results['load_average_after']}")
     if args.json is not None:

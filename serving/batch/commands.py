@@ -85,6 +85,7 @@ def score_command(
         default_threads,
         pandas_runner,
     )
+    from serving.batch.database_ranges import is_range_source
     from serving.batch.partitioned import is_partitioned_source
     from serving.batch.publish import BatchJob
     from serving.batch.run import artifact_with_label, data_identity, model_identity, run_batch
@@ -102,7 +103,7 @@ def score_command(
     as_of_ts = to_utc_timestamp(as_of, "--as-of")
     apply_options(LogConfig(), mapping)  # a malformed --map fails before the model loads
     out_url = _table_target(out, out_table, resume)
-    partitioned = is_partitioned_source(data)
+    partitioned = is_partitioned_source(data) or is_range_source(data, dask_address, dask_local)
     if isinstance(data, Path) and not partitioned and not data.exists():
         raise BatchError(f"purchase log not found: {data}")
     if chunk < 1:
@@ -112,7 +113,6 @@ def score_command(
         model = _driver_model(artifact_dir) if on_cluster else ScoringModel.load(artifact_dir)
         config = apply_options(scoring_log_config(model.log_config, log_config), mapping)
         if partitioned:
-            assert isinstance(data, Path)
             summary = _score_partitioned(
                 data,
                 out,
@@ -213,7 +213,7 @@ def _driver_model(artifact_dir: Path) -> ScoringModel:
 
 
 def _score_partitioned(
-    data: Path,
+    data: Path | DatabaseLog,
     out: str | Path,
     out_url: DatabaseUrl | None,
     out_table: str | None,
@@ -234,10 +234,12 @@ def _score_partitioned(
     on_chunk: Callable[[Chunk], None] | None,
     progress: bool,
 ) -> BatchSummary:
-    """A directory or glob of Parquet files: tasks read, score and write their own parts.
+    """A directory or glob of Parquet files, or a PostgreSQL log on a cluster: tasks read,
+    score and write their own parts.
 
-    The driver never loads the log (:mod:`serving.batch.partitioned`); the tasks run on
-    threads here, or on the Dask cluster with ``--dask``/``--dask-local``.
+    The driver never loads the log (:mod:`serving.batch.partitioned`,
+    :mod:`serving.batch.database_ranges`); the tasks run on threads here, or on the Dask
+    cluster with ``--dask``/``--dask-local``.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -252,14 +254,22 @@ def _score_partitioned(
     from serving.batch.publish import BatchJob
     from serving.batch.run import PlannedRun, model_identity, run_batch
 
-    files = input_files(data)
+    t0 = time.perf_counter()
+    if isinstance(data, Path):
+        files = input_files(data)
+        data_id = files_identity(files, config.model_dump_json())
+    else:
+        from serving.batch.database_ranges import plan_ranges
+
+        ranges = stack.enter_context(plan_ranges(data, config, chunk))  # holds the snapshot
+        data_id = ranges.identity(config.model_dump_json())
     job = BatchJob(
         as_of=as_of,
         chunk_customers=chunk,
         campaign=campaign,
         with_features=features_out is not None,
         model_id=model_identity(artifact_dir),
-        data_id=files_identity(files, config.model_dump_json()),
+        data_id=data_id,
     )
     directory, table_output = Path(out), None
     if out_url is not None and out_table is not None:
@@ -268,7 +278,6 @@ def _score_partitioned(
         table_output = stack.enter_context(TableOutput(out_url, out_table, job.run_id))
         private = stack.enter_context(tempfile.TemporaryDirectory(prefix="retain-score-"))
         directory = Path(private) / "scores"
-    t0 = time.perf_counter()
     shipped: object = model
     if dask_address is None and dask_local is None:
         executor = stack.enter_context(
@@ -283,21 +292,26 @@ def _score_partitioned(
         executor = client.get_executor()
         shipped = client.scatter(ArtifactFiles.read(artifact_dir), broadcast=True)
         where = f"dask {dask_address or f'LocalCluster({dask_local} workers)'}"
-    plans, _ = plan_on(executor, files, config, chunk)
-    planned = PlannedRun(
-        chunks=[p.chunk for p in plans],
-        runner=lambda staging: planned_runner(
-            executor,
-            plans,
-            config=config,
-            model=shipped,
-            as_of=as_of,
-            campaign=campaign,
-            with_features=job.with_features,
-            staging=staging,
-        ),
-        report=lambda reports: merged_report(reports, str(data)),
-    )
+    if not isinstance(data, Path):
+        planned = ranges.planned_run(executor, shipped, as_of, campaign, job.with_features)
+        where += f", {len(ranges.ranges)} customer range(s) of {data.what}"
+    else:
+        plans, _ = plan_on(executor, files, config, chunk)
+        planned = PlannedRun(
+            chunks=[p.chunk for p in plans],
+            runner=lambda staging: planned_runner(
+                executor,
+                plans,
+                config=config,
+                model=shipped,
+                as_of=as_of,
+                campaign=campaign,
+                with_features=job.with_features,
+                staging=staging,
+            ),
+            report=lambda reports: merged_report(reports, str(data)),
+        )
+        where += f", {len(files)} partition file(s)"
     summary = run_batch(
         log=None,
         report=None,
@@ -307,7 +321,7 @@ def _score_partitioned(
         features_out=features_out,
         resume=resume,
         model_label=label,
-        executor=f"{where}, {len(files)} partition file(s)",
+        executor=where,
         policy=model.policy,
         read_seconds=time.perf_counter() - t0,
         horizon_days=model.horizon_days,
