@@ -60,21 +60,19 @@ def history_log(customers: Sequence[CustomerIn], config: LogConfig | None = None
     rows = [row for customer in customers for row in customer.history]
     ids = [c.customer_id for c in customers for _ in c.history]
     n = len(rows)
-    quantity = [r.quantity for r in rows]
-    discount = [r.discount for r in rows]
+    quantity = [r.get("quantity") for r in rows]
+    discount = [r.get("discount") for r in rows]
     text = {
         name: values if values.count(None) != n else None
         for name, values in (
-            ("order_id", [r.order_id for r in rows]),
-            ("product_id", [r.product_id for r in rows]),
-            ("category", [r.category for r in rows]),
-            ("channel", [r.channel for r in rows]),
+            (name, [r.get(name) for r in rows])
+            for name in ("order_id", "product_id", "category", "channel")
         )
     }
     return typed_log_arrays(
         ids,
-        utc_micros([r.timestamp for r in rows]),
-        np.array([r.amount for r in rows], dtype=np.float64),
+        utc_micros([r["timestamp"] for r in rows]),
+        np.array([r["amount"] for r in rows], dtype=np.float64),
         quantity=(
             np.array([1.0 if q is None else q for q in quantity], dtype=np.float64)
             if quantity.count(None) != n
