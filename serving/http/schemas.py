@@ -11,7 +11,7 @@ client learns them from the OpenAPI document.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NotRequired
 
 from pydantic import (
     AfterValidator,
@@ -22,8 +22,7 @@ from pydantic import (
     SerializerFunctionWrapHandler,
     model_serializer,
 )
-
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 from features.schema import EARLIEST_TIME, LATEST_TIME, MAX_ABS_AMOUNT, MAX_ABS_QUANTITY
 
@@ -100,8 +99,7 @@ class PurchaseIn(TypedDict):
     timestamp: Annotated[
         datetime,
         Field(
-            description="When; naive times are taken as UTC. Must lie in "
-            "1900-01-01..2200-01-01."
+            description="When; naive times are taken as UTC. Must lie in 1900-01-01..2200-01-01."
         ),
     ]
     amount: Annotated[
