@@ -144,9 +144,10 @@ def budgets(
 ) -> dict[str, dict[str, float]]:
     """``stage_budget`` of each (label, body), on the model as a worker loads it."""
     from serving.http.settings import ServiceSettings
-    from serving.http.startup import resolve_model
+    from serving.http.startup import freeze_startup_heap, resolve_model
 
     model, info = resolve_model(ServiceSettings.from_env({"RETAIN_MODEL_URI": model_uri}))
+    freeze_startup_heap()  # as a worker does once loaded
     return {label: stage_budget(model, info, body, calls) for label, body in payloads}
 
 

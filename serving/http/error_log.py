@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import logging
 
-from serving.http.schemas import CustomerIn, IdsRequest, NoopRequest, PurchaseIn, ScoreRequest
+from serving.http.schemas import (
+    PURCHASE_FIELDS,
+    CustomerIn,
+    IdsRequest,
+    NoopRequest,
+    ScoreRequest,
+)
 
 _REQUEST_FIELDS: frozenset[str] = frozenset(
-    name
-    for model in (ScoreRequest, CustomerIn, PurchaseIn, IdsRequest, NoopRequest)
-    for name in model.model_fields
+    [
+        *(
+            name
+            for model in (ScoreRequest, CustomerIn, IdsRequest, NoopRequest)
+            for name in model.model_fields
+        ),
+        *PURCHASE_FIELDS,
+    ]
 )
 _BENTOML_ERROR_LOGGER = "bentoml._internal.server.http_app"
 

@@ -11,7 +11,7 @@ client learns them from the OpenAPI document.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NotRequired
 
 from pydantic import (
     AfterValidator,
@@ -22,6 +22,7 @@ from pydantic import (
     SerializerFunctionWrapHandler,
     model_serializer,
 )
+from typing_extensions import TypedDict
 
 from features.schema import EARLIEST_TIME, LATEST_TIME, MAX_ABS_AMOUNT, MAX_ABS_QUANTITY
 
@@ -78,29 +79,57 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class PurchaseIn(_Strict):
+_OPTIONAL = {"default": None}  # documented as the model fields' ``= None`` were
+
+
+class PurchaseIn(TypedDict):
     """One row of a customer's purchase history (the canonical log's source contract)."""
+
+    # A typed dict, not a model (the docstring above is the API's description): pydantic's
+    # core builds a plain dict per row, which costs a third less of a hundred-customer parse
+    # than a model instance per row; the JSON contract (fields, bounds, unknown keys
+    # refused, the OpenAPI schema) is the same. Optional fields absent from the body are
+    # absent from the dict: read them with ``.get``.
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
 
     # Not ``UtcDatetime``: a Python validator per history row cost about a quarter of the
     # parse. The service converts every row to UTC microseconds in one pass and rejects
     # times outside [EARLIEST, LATEST) there, naming the customer and row.
-    timestamp: datetime = Field(
-        description="When; naive times are taken as UTC. Must lie in 1900-01-01..2200-01-01."
-    )
-    amount: float = Field(
-        allow_inf_nan=False,
-        ge=-MAX_ABS_AMOUNT,
-        le=MAX_ABS_AMOUNT,
-        description="Money value; a negative amount is a return.",
-    )
-    order_id: Identifier | None = None
-    quantity: float | None = Field(
-        default=None, allow_inf_nan=False, ge=-MAX_ABS_QUANTITY, le=MAX_ABS_QUANTITY
-    )
-    product_id: Text | None = None
-    category: Text | None = None
-    discount: bool | None = None
-    channel: Text | None = None
+    timestamp: Annotated[
+        datetime,
+        Field(
+            description="When; naive times are taken as UTC. Must lie in 1900-01-01..2200-01-01."
+        ),
+    ]
+    amount: Annotated[
+        float,
+        Field(
+            allow_inf_nan=False,
+            ge=-MAX_ABS_AMOUNT,
+            le=MAX_ABS_AMOUNT,
+            description="Money value; a negative amount is a return.",
+        ),
+    ]
+    order_id: NotRequired[Annotated[Identifier | None, Field(json_schema_extra=_OPTIONAL)]]
+    quantity: NotRequired[
+        Annotated[
+            float | None,
+            Field(
+                allow_inf_nan=False,
+                ge=-MAX_ABS_QUANTITY,
+                le=MAX_ABS_QUANTITY,
+                json_schema_extra=_OPTIONAL,
+            ),
+        ]
+    ]
+    product_id: NotRequired[Annotated[Text | None, Field(json_schema_extra=_OPTIONAL)]]
+    category: NotRequired[Annotated[Text | None, Field(json_schema_extra=_OPTIONAL)]]
+    discount: NotRequired[Annotated[bool | None, Field(json_schema_extra=_OPTIONAL)]]
+    channel: NotRequired[Annotated[Text | None, Field(json_schema_extra=_OPTIONAL)]]
+
+
+PURCHASE_FIELDS: tuple[str, ...] = tuple(PurchaseIn.__annotations__)
 
 
 class CustomerIn(_Strict):

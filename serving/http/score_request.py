@@ -50,7 +50,7 @@ def request_refusal(
 def history_log(customers: Sequence[CustomerIn], config: LogConfig | None = None) -> LogArrays:
     """The canonical log of many customers' history rows, as arrays (no DataFrame).
 
-    Columns are built attribute by attribute (the per-row Python is the cost here); an
+    Columns are built field by field (the per-row Python is the cost here); an
     optional column is passed only when some row has a value, as a source file without that
     column would be, so the defaults (quantity 1, no discount, order ids from the time) are
     applied in one place: :func:`features.log_arrays.canonical_log_arrays` (or, for a few
@@ -60,27 +60,32 @@ def history_log(customers: Sequence[CustomerIn], config: LogConfig | None = None
     rows = [row for customer in customers for row in customer.history]
     ids = [c.customer_id for c in customers for _ in c.history]
     n = len(rows)
-    quantity = [r.quantity for r in rows]
-    discount = [r.discount for r in rows]
-    text = {
-        name: values if values.count(None) != n else None
-        for name, values in (
-            ("order_id", [r.order_id for r in rows]),
-            ("product_id", [r.product_id for r in rows]),
-            ("category", [r.category for r in rows]),
-            ("channel", [r.channel for r in rows]),
-        )
-    }
+    sent = set().union(*rows)  # an optional field no row sends is not read at all
+
+    def column(name: str) -> list[Any] | None:
+        """The field's values, or None when no row has one (as a file without it)."""
+        if name not in sent:
+            return None
+        values = [r.get(name) for r in rows]
+        return values if values.count(None) != n else None
+
+    quantity = column("quantity")
+    discount = column("discount")
+    text = {name: column(name) for name in ("order_id", "product_id", "category", "channel")}
     return typed_log_arrays(
         ids,
-        utc_micros([r.timestamp for r in rows]),
-        np.array([r.amount for r in rows], dtype=np.float64),
+        utc_micros([r["timestamp"] for r in rows]),
+        np.array([r["amount"] for r in rows], dtype=np.float64),
         quantity=(
-            np.array([1.0 if q is None else q for q in quantity], dtype=np.float64)
-            if quantity.count(None) != n
+            None
+            if quantity is None
+            else np.array([1.0 if q is None else q for q in quantity], dtype=np.float64)
+        ),
+        discount=(
+            np.array([bool(d) for d in discount], dtype=bool)
+            if discount is not None and any(discount)
             else None
         ),
-        discount=np.array([bool(d) for d in discount], dtype=bool) if any(discount) else None,
         config=config,
         **text,
     )

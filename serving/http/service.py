@@ -45,6 +45,7 @@ from serving.http.settings import SERVICE_LOGGER, ServiceSettings, configure_pro
 from serving.http.snapshot import FeatureSnapshot, score_ids
 from serving.http.startup import (
     expected_startup_errors,
+    freeze_startup_heap,
     index_warning,
     load_model_and_snapshot,
     open_history,
@@ -86,6 +87,7 @@ class RetainService:
         )
         self.ids_batcher = MicroBatcher(self._score_ids_batch, self.settings.batch_window_ms / 1000)
         self._log_history()
+        freeze_startup_heap()
         self.ready = True
         logger.info(
             "model %s version %s loaded from %s in %.1fs; snapshot %s of %d customers",

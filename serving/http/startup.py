@@ -8,6 +8,7 @@ or snapshot that cannot load is an exit with one line there; a worker started by
 
 from __future__ import annotations
 
+import gc
 from typing import TYPE_CHECKING, Any
 
 from serving.http.schemas import ModelInfo
@@ -31,6 +32,20 @@ def resolve_model(settings: ServiceSettings) -> tuple[Any, ModelInfo]:
     with resolved_artifact(settings.model_uri, settings.tracking_uri) as (path, source):
         model = ScoringModel.from_artifact(load_artifact(path))
     return model, ModelInfo(name=source.name, version=source.version, uri=source.uri)
+
+
+def freeze_startup_heap() -> None:
+    """Take everything loaded so far out of the cyclic garbage collector's scans.
+
+    Why: a worker holds a few hundred thousand long-lived objects (the model, its compiled
+    trees, BentoML, pandas); every full collection walks them all, and a request that
+    allocates many objects (a hundred customers' parsed histories) triggers one now and then:
+    a request that paid for it took about 1.5x the usual time. Frozen objects are never
+    collected, which is right for what lives as long as the worker. Called once, at the end
+    of a worker's start-up.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def load_model_and_snapshot(settings: ServiceSettings) -> tuple[Any, ModelInfo, FeatureSnapshot]:
