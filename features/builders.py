@@ -241,7 +241,7 @@ def build_feature_block(
                 )
         else:
             order_changes = order_id_changes(log["order_id"])
-            matched = match_log_returns(log, order_changes)
+            matched = match_log_returns(log, order_changes, before_us=cutoff)
         amount = net_amounts(amount, is_return, matched, before)
     rows = np.flatnonzero(before & ~is_return)
     if rows.size == 0:
@@ -289,7 +289,7 @@ def _build(
     # order level, sorted by customer then order time
     o_t = t[order_start]
     o_val = np.bincount(o_row, weights=amt, minlength=n_ord)
-    o_disc = np.bincount(o_row, weights=disc, minlength=n_ord) > 0  # any line discounted
+    disc_orders = o_row[np.flatnonzero(disc)]  # an order per discounted line, ascending
     o_cust_new = cust_new[order_start]
     o_g = np.cumsum(o_cust_new) - 1
     c_row = o_g[o_row]
@@ -407,7 +407,9 @@ def _build(
     earlier = window(2 * TREND_DAYS, TREND_DAYS)[1]
     out["spend_trend"] = np.log1p(recent) - np.log1p(earlier)
     out["orders_same_season_last_year"] = window(SEASON_LAG_DAYS, season_end)[0]
-    out["discount_share"] = np.bincount(o_g, weights=o_disc, minlength=n_cust) / n_orders
+    # orders with any discounted line, counted per customer
+    disc_orders = disc_orders[_changes(disc_orders)]
+    out["discount_share"] = np.bincount(o_g[disc_orders], minlength=n_cust) / n_orders
 
     cust_code = cc[cust_start].astype(np.int64)
     ret_rows = np.flatnonzero(data.before & data.is_return)
@@ -457,6 +459,13 @@ def _per_day(value_of: Callable[[np.ndarray], np.ndarray], days: np.ndarray) -> 
     if n_table >= days.size:
         return value_of(days)
     return value_of(np.arange(first, first + n_table, dtype=days.dtype))[days - first]
+
+
+def _changes(values: np.ndarray) -> np.ndarray:
+    """Per element of a 1-d array, whether it differs from the one before (the first: True)."""
+    new = np.ones(values.size, dtype=bool)
+    np.not_equal(values[1:], values[:-1], out=new[1:])
+    return new
 
 
 def _empty_block() -> FeatureBlock:
