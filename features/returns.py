@@ -125,7 +125,8 @@ def _rows_with_returns(
     shifted = codes.astype(np.int64) - low if low < 0 else codes
     # the time of each customer's last return; _NO_RETURN for customers without one
     last_return = np.full(int(shifted.max()) + 1, _NO_RETURN)
-    ret_codes, ret_ts = shifted[is_ret], ts[is_ret]
+    ret_rows = np.flatnonzero(is_ret)
+    ret_codes, ret_ts = shifted[ret_rows], ts[ret_rows]
     if (ret_codes[1:] >= ret_codes[:-1]).all():  # grouped by customer (canonical logs)
         starts = np.flatnonzero(_changes(ret_codes))
         last_return[ret_codes[starts]] = np.maximum.reduceat(ret_ts, starts)
