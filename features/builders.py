@@ -395,18 +395,21 @@ def _build(
     )
     first_bucket = {d: i + 1 for i, d in enumerate(edge_days)}
 
-    def window(start_days: int, end_days: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Orders and spend per customer in [as_of - start_days, as_of - end_days)."""
+    def window(buckets: np.ndarray, start_days: int, end_days: int = 0) -> np.ndarray:
+        """Orders or spend per customer in [as_of - start_days, as_of - end_days)."""
         lo = first_bucket[start_days]
         hi = first_bucket[end_days] if end_days > 0 else n_buckets
-        return bucket_orders[lo:hi].sum(axis=0), bucket_spend[lo:hi].sum(axis=0)
+        return buckets[lo:hi].sum(axis=0)
 
     for w in WINDOWS_DAYS:
-        out[f"orders_{w}d"], out[f"spend_{w}d"] = window(w)
-    recent = window(TREND_DAYS)[1]
-    earlier = window(2 * TREND_DAYS, TREND_DAYS)[1]
+        out[f"orders_{w}d"] = window(bucket_orders, w)
+        out[f"spend_{w}d"] = window(bucket_spend, w)
+    recent = out.get(f"spend_{TREND_DAYS}d")  # the same sum when TREND_DAYS is a window
+    if recent is None:
+        recent = window(bucket_spend, TREND_DAYS)
+    earlier = window(bucket_spend, 2 * TREND_DAYS, TREND_DAYS)
     out["spend_trend"] = np.log1p(recent) - np.log1p(earlier)
-    out["orders_same_season_last_year"] = window(SEASON_LAG_DAYS, season_end)[0]
+    out["orders_same_season_last_year"] = window(bucket_orders, SEASON_LAG_DAYS, season_end)
     # orders with any discounted line, counted per customer
     disc_orders = disc_orders[_changes(disc_orders)]
     out["discount_share"] = np.bincount(o_g[disc_orders], minlength=n_cust) / n_orders
