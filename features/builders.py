@@ -410,8 +410,8 @@ def _build(
     earlier = window(bucket_spend, 2 * TREND_DAYS, TREND_DAYS)
     out["spend_trend"] = np.log1p(recent) - np.log1p(earlier)
     out["orders_same_season_last_year"] = window(bucket_orders, SEASON_LAG_DAYS, season_end)
-    # orders with any discounted line, counted per customer
-    disc_orders = disc_orders[_changes(disc_orders)]
+    # orders with any discounted line (the first line of each), counted per customer
+    disc_orders = disc_orders[np.r_[True, disc_orders[1:] != disc_orders[:-1]][: disc_orders.size]]
     out["discount_share"] = np.bincount(o_g[disc_orders], minlength=n_cust) / n_orders
 
     cust_code = cc[cust_start].astype(np.int64)
@@ -462,13 +462,6 @@ def _per_day(value_of: Callable[[np.ndarray], np.ndarray], days: np.ndarray) -> 
     if n_table >= days.size:
         return value_of(days)
     return value_of(np.arange(first, first + n_table, dtype=days.dtype))[days - first]
-
-
-def _changes(values: np.ndarray) -> np.ndarray:
-    """Per element of a 1-d array, whether it differs from the one before (the first: True)."""
-    new = np.ones(values.size, dtype=bool)
-    np.not_equal(values[1:], values[:-1], out=new[1:])
-    return new
 
 
 def _empty_block() -> FeatureBlock:
