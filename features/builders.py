@@ -241,7 +241,7 @@ def build_feature_block(
                 )
         else:
             order_changes = order_id_changes(log["order_id"])
-            matched = match_log_returns(log, order_changes)
+            matched = match_log_returns(log, order_changes, before_us=cutoff)
         amount = net_amounts(amount, is_return, matched, before)
     rows = np.flatnonzero(before & ~is_return)
     if rows.size == 0:
@@ -289,7 +289,7 @@ def _build(
     # order level, sorted by customer then order time
     o_t = t[order_start]
     o_val = np.bincount(o_row, weights=amt, minlength=n_ord)
-    o_disc = np.bincount(o_row, weights=disc, minlength=n_ord) > 0  # any line discounted
+    disc_orders = o_row[np.flatnonzero(disc)]  # an order per discounted line, ascending
     o_cust_new = cust_new[order_start]
     o_g = np.cumsum(o_cust_new) - 1
     c_row = o_g[o_row]
@@ -395,19 +395,24 @@ def _build(
     )
     first_bucket = {d: i + 1 for i, d in enumerate(edge_days)}
 
-    def window(start_days: int, end_days: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Orders and spend per customer in [as_of - start_days, as_of - end_days)."""
+    def window(buckets: np.ndarray, start_days: int, end_days: int = 0) -> np.ndarray:
+        """Orders or spend per customer in [as_of - start_days, as_of - end_days)."""
         lo = first_bucket[start_days]
         hi = first_bucket[end_days] if end_days > 0 else n_buckets
-        return bucket_orders[lo:hi].sum(axis=0), bucket_spend[lo:hi].sum(axis=0)
+        return buckets[lo:hi].sum(axis=0)
 
     for w in WINDOWS_DAYS:
-        out[f"orders_{w}d"], out[f"spend_{w}d"] = window(w)
-    recent = window(TREND_DAYS)[1]
-    earlier = window(2 * TREND_DAYS, TREND_DAYS)[1]
+        out[f"orders_{w}d"] = window(bucket_orders, w)
+        out[f"spend_{w}d"] = window(bucket_spend, w)
+    recent = out.get(f"spend_{TREND_DAYS}d")  # the same sum when TREND_DAYS is a window
+    if recent is None:
+        recent = window(bucket_spend, TREND_DAYS)
+    earlier = window(bucket_spend, 2 * TREND_DAYS, TREND_DAYS)
     out["spend_trend"] = np.log1p(recent) - np.log1p(earlier)
-    out["orders_same_season_last_year"] = window(SEASON_LAG_DAYS, season_end)[0]
-    out["discount_share"] = np.bincount(o_g, weights=o_disc, minlength=n_cust) / n_orders
+    out["orders_same_season_last_year"] = window(bucket_orders, SEASON_LAG_DAYS, season_end)
+    # orders with any discounted line (the first line of each), counted per customer
+    disc_orders = disc_orders[np.r_[True, disc_orders[1:] != disc_orders[:-1]][: disc_orders.size]]
+    out["discount_share"] = np.bincount(o_g[disc_orders], minlength=n_cust) / n_orders
 
     cust_code = cc[cust_start].astype(np.int64)
     ret_rows = np.flatnonzero(data.before & data.is_return)

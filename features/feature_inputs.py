@@ -86,7 +86,9 @@ def frame_columns(
     rows, all_rows = data.rows, data.all_rows
     order = log["order_id"]
     return InputColumns(
-        order_changes=_submit(pool, _adjacent_changes, order, rows, all_rows, order_changes),
+        order_changes=_submit(
+            pool, _adjacent_changes, order, rows, all_rows, order_changes, data.codes
+        ),
         category_codes=_submit(pool, _value_codes, log["category"], rows, all_rows),
         channel_codes=_submit(pool, _value_codes, log["channel"], rows, all_rows),
         quantity=take_kept(log["quantity"].to_numpy(dtype=np.float64), rows, all_rows),
@@ -194,10 +196,16 @@ def order_id_changes(col: pd.Series) -> np.ndarray:
 
 
 def _adjacent_changes(
-    col: pd.Series, rows: np.ndarray, all_rows: bool, full: np.ndarray | None
+    col: pd.Series,
+    rows: np.ndarray,
+    all_rows: bool,
+    full: np.ndarray | None,
+    customers: np.ndarray | None = None,
 ) -> np.ndarray:
     """For consecutive kept rows, whether ``col`` differs; compares strings without hashing.
-    ``full`` is :func:`order_id_changes` of ``col`` if known."""
+    ``full`` is :func:`order_id_changes` of ``col`` if known. With ``customers`` (the
+    rows' customer codes), a pair of kept rows of two customers counts as a change without
+    comparing ids (an order starts there either way)."""
     if isinstance(col.dtype, pd.CategoricalDtype):
         kept = take_kept(np.asarray(col.array.codes), rows, all_rows)
         if kept.size and kept.min() < 0:
@@ -214,6 +222,10 @@ def _adjacent_changes(
     before, after = rows[:-1], rows[1:]
     changes = full[before]  # right where the next kept row is the next row; gaps fixed below
     gap = np.flatnonzero(after - before != 1)
+    if gap.size and customers is not None:
+        across = customers[before[gap]] != customers[after[gap]]
+        changes[gap[across]] = True
+        gap = gap[~across]
     if gap.size:
         changes[gap] = _not_equal(arr.take(before[gap]), arr.take(after[gap]))
     return changes

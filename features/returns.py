@@ -125,7 +125,13 @@ def _rows_with_returns(
     shifted = codes.astype(np.int64) - low if low < 0 else codes
     # the time of each customer's last return; _NO_RETURN for customers without one
     last_return = np.full(int(shifted.max()) + 1, _NO_RETURN)
-    np.maximum.at(last_return, shifted[is_ret], ts[is_ret])
+    ret_rows = np.flatnonzero(is_ret)
+    ret_codes, ret_ts = shifted[ret_rows], ts[ret_rows]
+    if (ret_codes[1:] >= ret_codes[:-1]).all():  # grouped by customer (canonical logs)
+        starts = np.flatnonzero(_changes(ret_codes))
+        last_return[ret_codes[starts]] = np.maximum.reduceat(ret_ts, starts)
+    else:
+        np.maximum.at(last_return, ret_codes, ret_ts)
     last = last_return[shifted]
     kept = ts <= last
     kept &= last > _NO_RETURN
@@ -355,18 +361,24 @@ def _latest_line(new_group: np.ndarray, t: np.ndarray, a: np.ndarray, q: np.ndar
     return latest[block]
 
 
-def match_log_returns(log: pd.DataFrame, order_changes: np.ndarray | None = None) -> np.ndarray:
+def match_log_returns(
+    log: pd.DataFrame, order_changes: np.ndarray | None = None, before_us: int | None = None
+) -> np.ndarray:
     """:func:`match_returns` of a canonical log frame (optional id columns used if present;
-    ``order_changes`` as there)."""
+    ``order_changes`` as there). With ``before_us``, only the returns before that instant
+    (UTC microseconds) are matched, the others get -1: matching looks back only, so their
+    matches are the same, and the rows from that instant on are never looked at."""
     is_return = log["is_return"].to_numpy(dtype=bool)
+    ts = np.asarray(log["timestamp"].array.as_unit("us").asi8, dtype=np.int64)
+    if before_us is not None:
+        is_return = is_return & (ts < before_us)
     if not is_return.any():
         return np.full(len(log), _UNMATCHED, dtype=np.int64)
     ids = log["customer_id"]
     if isinstance(ids.dtype, pd.CategoricalDtype):
-        codes = ids.cat.codes.to_numpy(dtype=np.int64)
+        codes = np.asarray(ids.array.codes)  # any integer width will do: no int64 copy
     else:
         codes = pd.factorize(ids)[0].astype(np.int64)
-    ts = np.asarray(log["timestamp"].array.as_unit("us").asi8, dtype=np.int64)
     order = _strings(log, "order_id")
     product = _strings(log, "product_id")
     amount = log["amount"].to_numpy(dtype=np.float64)

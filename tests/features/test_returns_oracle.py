@@ -219,6 +219,12 @@ def test_log_frame_matches_the_pandas_matcher(log: dict[str, list]) -> None:
     np.testing.assert_array_equal(match_log_returns(frame), expected)
     changes = order_id_changes(frame["order_id"])  # what the feature builder passes
     np.testing.assert_array_equal(match_log_returns(frame, changes), expected)
+    # matching only the returns before an instant (as the feature builder does): theirs
+    # are the same matches, the later returns match nothing
+    for hour in (0, 3, 7):
+        cut = int(pd.Timestamp("2024-01-01", tz="UTC").value // 1000) + hour * 3_600_000_000
+        only_before = np.where(ts < cut, expected, -1)
+        np.testing.assert_array_equal(match_log_returns(frame, changes, cut), only_before)
 
 
 def test_a_history_without_returns_matches_nothing() -> None:
