@@ -54,6 +54,15 @@ def _batch_benchmark() -> Any:
 batch_bench = _batch_benchmark()
 
 
+def remove_output(path: Path) -> None:
+    """Delete a published output: its link and the versions store beside it."""
+    store = path.parent / f".{path.name}.retain"
+    if path.is_symlink():
+        path.unlink()
+    shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(store, ignore_errors=True)
+
+
 def part_digests(directory: Path) -> str:
     sha = hashlib.sha256()
     for part in sorted(directory.glob("part-*.parquet")):
@@ -61,16 +70,23 @@ def part_digests(directory: Path) -> str:
     return sha.hexdigest()[:16]
 
 
-def partition(data: Path, out: Path, parts: int) -> float:
-    """``retain partition`` in a subprocess; its wall seconds."""
+def partition(data: Path, out: Path, parts: int, chunk: int | None = None) -> float:
+    """``retain partition`` in a subprocess; its wall seconds.
+
+    ``chunk``: the files' alignment (``--chunk-customers``); 1 cuts at equal customer
+    counts, i.e. unaligned to any scoring chunk.
+    """
     app = batch_bench.SCORE_APP
     command = [sys.executable, "-c", app, "partition", "--data", str(data)]
     command += ["--out", str(out), "--parts", str(parts)]
+    if chunk is not None:
+        command += ["--chunk-customers", str(chunk)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     t0 = time.perf_counter()
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - t0
-    print(f"partitioned {data.name} into {parts} files in {seconds:.1f}s", flush=True)
+    how = "" if chunk is None else f" (--chunk-customers {chunk})"
+    print(f"partitioned {data.name} into {parts} files{how} in {seconds:.1f}s", flush=True)
     return round(seconds, 1)
 
 
@@ -107,6 +123,7 @@ def dask_run(
 ) -> dict[str, Any]:
     """One ``retain score --dask`` against ``cluster`` (separate processes)."""
     samplers = [batch_bench.TreePeakRss(w.pid) for w in cluster.workers]
+    workers_cpu, scheduler_cpu = _cpu_seconds(cluster)
     try:
         result = batch_bench.score_run(
             label, data, artifact, out, chunk, ["--dask", cluster.address]
@@ -115,9 +132,27 @@ def dask_run(
         peaks = [s.stop() for s in samplers]
     result["driver_peak_rss_gib"] = result.pop("peak_rss_gib")
     result["worker_peak_rss_gib"] = [round(p / GIB, 2) for p in peaks]
-    result.pop("cpu_s", None)  # workers are not children of this process: not comparable
-    result.pop("customers_per_cpu_min", None)
+    workers_after, scheduler_after = _cpu_seconds(cluster)
+    # the driver's CPU (children of this process) plus the cluster's own processes'
+    result["driver_cpu_s"] = result.pop("cpu_s")
+    result["workers_cpu_s"] = round(workers_after - workers_cpu, 1)
+    result["scheduler_cpu_s"] = round(scheduler_after - scheduler_cpu, 1)
+    total = result["driver_cpu_s"] + result["workers_cpu_s"] + result["scheduler_cpu_s"]
+    result["cpu_s"] = round(total, 1)
+    result["customers_per_cpu_min"] = round(result["customers"] / total * 60)
     return result
+
+
+def _cpu_seconds(cluster: DaskCluster) -> tuple[float, float]:
+    """User + system CPU seconds so far of the cluster's workers (summed) and scheduler."""
+    import psutil
+
+    def used(pid: int) -> float:
+        times = psutil.Process(pid).cpu_times()
+        return float(times.user + times.system)
+
+    scheduler = cluster.scheduler.pid if cluster.scheduler is not None else None
+    return sum(used(w.pid) for w in cluster.workers), used(scheduler) if scheduler else 0.0
 
 
 def driver_memory(args: argparse.Namespace) -> dict[str, Any]:
@@ -142,7 +177,7 @@ def driver_memory(args: argparse.Namespace) -> dict[str, Any]:
                     args.chunk_customers,
                 )
                 runs.append(run)
-                shutil.rmtree(Path(tmp) / "o")
+                remove_output(Path(tmp) / "o")
     report = {"load_average_1m_end": round(os.getloadavg()[0], 1), "runs": runs}
     print(json.dumps(report, indent=2))
     if args.json:
@@ -171,6 +206,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--copies", type=int, default=3)
     parser.add_argument("--artifact", type=Path, default=None)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --workdir: reuse its log.parquet and artifact (the same inputs as a "
+        "previous run with the same --rows/--customers), skipping generation and training",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="warm Dask runs per partition layout")
     args = parser.parse_args(argv)
     if args.scale_from is not None:
         return driver_memory(args)
@@ -182,11 +224,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     setup: dict[str, Any] = {"load_average_1m_start": round(os.getloadavg()[0], 1)}
     try:
-        data, artifact = batch_bench.prepare(
-            workdir, args.rows, args.customers, args.train_customers, None
-        )
-        parts = workdir / "parts"
-        setup["partition_s"] = partition(data, parts, max(1, args.parts * args.rows // 10**7))
+        data, artifact = workdir / "log.parquet", workdir / "artifact"
+        if not (args.reuse and data.is_file() and artifact.is_dir()):
+            data, artifact = batch_bench.prepare(
+                workdir, args.rows, args.customers, args.train_customers, None
+            )
+        n_parts = max(1, args.parts * args.rows // 10**7)
+        parts, unaligned = workdir / "parts", workdir / "parts_unaligned"
+        setup["partition_s"] = partition(data, parts, n_parts, chunk)
+        setup["partition_unaligned_s"] = partition(data, unaligned, n_parts, 1)
         threads = batch_bench.score_run("threads, file", data, artifact, workdir / "o1", chunk, [])
         threads["parts_sha"] = part_digests(workdir / "o1")
         runs.append(threads)
@@ -199,15 +245,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with DaskCluster(workers=2, memory_limit=args.worker_memory) as cluster:
             # a fresh cluster first (workers import retain and compile the model), then the
             # same run again on the now warm workers, as a long-lived cluster runs jobs
-            for state in ("cold", "warm"):
-                out = workdir / f"o3{state}"
-                label = f"dask 2 workers, partitions, {state}"
-                run = dask_run(cluster, label, parts, artifact, out, chunk)
+            # files aligned to the chunks (`retain partition`'s default: each chunk reads
+            # one file) and unaligned (equal customer counts: most files read by two tasks)
+            layouts = [("partitions", parts), ("unaligned partitions", unaligned)]
+            plan = [(layouts[0], "cold")] + [
+                (lay, "warm") for _ in range(args.repeat) for lay in layouts
+            ]
+            for (name, directory), state in plan:
+                out = workdir / "o3"
+                label = f"dask 2 workers, {name}, {state}"
+                run = dask_run(cluster, label, directory, artifact, out, chunk)
                 run["parts_sha"] = part_digests(out)
                 runs.append(run)
-                subprocess.run(["rm", "-rf", str(out)], check=True)
-            for item in (workdir / "o1", workdir / "o2", parts):
-                subprocess.run(["rm", "-rf", str(item)], check=True)
+                remove_output(out)
+            for item in (workdir / "o1", workdir / "o2", parts, unaligned):
+                remove_output(item)
             if args.big_rows:
                 big_dir = workdir / "big"
                 big_dir.mkdir(exist_ok=True)
@@ -223,6 +275,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         if tmp is not None:
             tmp.cleanup()
+    threads_rate = runs[0]["customers_per_min_job"]
+    warm = [r for r in runs if r["run"] == "dask 2 workers, partitions, warm"]
+    setup["dask_warm_over_threads"] = [
+        round(r["customers_per_min_job"] / threads_rate, 2) for r in warm
+    ]
     report = {
         "rows": args.rows,
         "customers": args.customers,

@@ -21,6 +21,7 @@ drops and counts them). The output directory is published atomically
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,8 +75,32 @@ def plain_schema(schema: pa.Schema) -> pa.Schema:
     return pa.schema(fields, metadata=None)
 
 
-def boundary_ids(source: Path, column: str, parts: int) -> tuple[np.ndarray, int]:
-    """``parts - 1`` ids cutting the sorted distinct ids into equal runs; and their count."""
+def aligned_cuts(customers: int, parts: int, chunk_customers: int | None) -> list[int]:
+    """Where the files start (as customer ranks): ``k * customers // parts``, or aligned.
+
+    With ``chunk_customers``, each cut moves to the nearest multiple of it (unless that
+    leaves a file empty: files under about half a chunk). A ``retain score`` chunk of that
+    size then lies in one file, and its task loads that one file. Unaligned, nearly every
+    chunk ends a few customers into the next file, so most files are loaded by two tasks,
+    on different workers.
+    """
+    cuts = [k * customers // parts for k in range(1, parts)]
+    if chunk_customers is None:
+        return cuts
+    snapped = [round(c / chunk_customers) * chunk_customers for c in cuts]
+    bounds = [0, *snapped, customers]
+    if all(a < b for a, b in itertools.pairwise(bounds)):
+        return snapped
+    return cuts  # files much smaller than a chunk: no aligned cut gives `parts` files
+
+
+def boundary_ids(
+    source: Path, column: str, parts: int, chunk_customers: int | None = None
+) -> tuple[np.ndarray, int]:
+    """``parts - 1`` ids cutting the sorted distinct ids into runs; and their count.
+
+    Runs of equal length, or aligned to ``chunk_customers`` (:func:`aligned_cuts`).
+    """
     file = pq.ParquetFile(source)
     distinct: list[pa.Array] = []
     for batch in file.iter_batches(batch_size=BATCH_ROWS, columns=[column]):
@@ -84,16 +109,25 @@ def boundary_ids(source: Path, column: str, parts: int) -> tuple[np.ndarray, int
     ids = ids.filter(pc.not_equal(ids, ""))
     ids = ids.take(pc.array_sort_indices(ids))
     n = len(ids)
-    cuts = [k * n // parts for k in range(1, parts)]
+    cuts = aligned_cuts(n, parts, chunk_customers)
     return np.array([ids[c].as_py() for c in cuts], dtype=str), n
 
 
 def partition_log(
-    source: Path, out: Path, parts: int, config: LogConfig | None = None
+    source: Path,
+    out: Path,
+    parts: int,
+    config: LogConfig | None = None,
+    chunk_customers: int | None = None,
 ) -> PartitionSummary:
-    """Rewrite ``source`` (Parquet) into ``parts`` customer-range files under ``out``."""
+    """Rewrite ``source`` (Parquet) into ``parts`` customer-range files under ``out``.
+
+    ``chunk_customers``: align the files to the chunks scoring cuts (:func:`aligned_cuts`).
+    """
     if parts < 1:
         raise PartitionInputError(f"--parts must be at least 1, got {parts}")
+    if chunk_customers is not None and chunk_customers < 1:
+        raise PartitionInputError(f"--chunk-customers must be at least 1, got {chunk_customers}")
     if not source.is_file():
         raise PartitionInputError(f"purchase log not found: {source}")
     if not source.name.lower().endswith((".parquet", ".pq")):
@@ -107,7 +141,7 @@ def partition_log(
     except (OSError, pa.ArrowException) as exc:
         raise PartitionInputError(f"{source}: not a readable Parquet file ({exc})") from None
     column = resolve_columns(file.schema_arrow.names, config)["customer_id"]
-    bounds, customers = boundary_ids(source, column, parts)
+    bounds, customers = boundary_ids(source, column, parts, chunk_customers)
     rows = [0] * parts
     with (
         VersionedDir(out) as target,

@@ -372,16 +372,27 @@ def _published(
 
 
 def partition_command(
-    data: Path, out: Path, parts: int, mapping: list[str] | None = None
+    data: Path,
+    out: Path,
+    parts: int,
+    mapping: list[str] | None = None,
+    chunk_customers: int | None = None,
 ) -> dict[str, object]:
-    """Rewrite a Parquet log into ``parts`` customer-range files for cluster scoring."""
+    """Rewrite a Parquet log into ``parts`` customer-range files for cluster scoring.
+
+    The files are aligned to ``chunk_customers`` (default: scoring's default chunk), so each
+    chunk of a ``retain score`` with that chunk size reads one file.
+    """
     from dataclasses import asdict
 
     from features.config_file import apply_options
     from features.partition_log import partition_log
     from features.schema import LogConfig
+    from serving.batch.chunks import DEFAULT_CHUNK_CUSTOMERS
 
-    return asdict(partition_log(data, out, parts, apply_options(LogConfig(), mapping)))
+    chunk = DEFAULT_CHUNK_CUSTOMERS if chunk_customers is None else chunk_customers
+    config = apply_options(LogConfig(), mapping)
+    return asdict(partition_log(data, out, parts, config, chunk_customers=chunk))
 
 
 def register(app: typer.Typer) -> None:
@@ -393,9 +404,16 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", "-o", help="Directory of customer-range parts."),
         parts: int = typer.Option(..., "--parts", help="Number of files to write."),
         mapping: list[str] | None = typer.Option(None, "--map", "-m", help=_MAP_HELP),
+        chunk_customers: int | None = typer.Option(
+            None,
+            "--chunk-customers",
+            help="Cut the files at multiples of this many customers, the --chunk-customers "
+            "of the later `retain score` (default 100000), so each chunk reads one file.",
+        ),
     ) -> None:
         """Rewrite a log once into files of disjoint customer ranges (for `score --dask`)."""
-        typer.echo(json.dumps(partition_command(data, out, parts, mapping), sort_keys=True))
+        summary = partition_command(data, out, parts, mapping, chunk_customers)
+        typer.echo(json.dumps(summary, sort_keys=True))
 
     @app.command("score")
     def score(

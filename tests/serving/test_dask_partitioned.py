@@ -98,6 +98,28 @@ def test_partition_writes_disjoint_ordered_customer_ranges(
         partition_log(tmp_path / "log.csv", tmp_path / "x", 3)
 
 
+def test_partition_aligned_to_the_chunk_gives_one_file_per_chunk(
+    tmp_path: Path, data_path: Path, artifact: Path, reference: Path
+) -> None:
+    from features.schema import LogConfig
+    from serving.batch.partitioned import input_files, plan_chunks, summarize_file
+
+    aligned = tmp_path / "aligned"
+    partition_log(data_path, aligned, 3, chunk_customers=CHUNK)
+    summaries = [summarize_file(str(f), LogConfig()) for f in input_files(aligned)]
+    # 240 customers: cuts at 80 and 160 move to the nearest multiples of 45
+    assert [s.customers for s in summaries] == [90, 90, 60]
+    plans, total = plan_chunks(summaries, CHUNK)
+    assert total == 240
+    assert [len(p.pieces) for p in plans] == [1] * 6  # unaligned (parts_dir): 2 straddle
+    score(aligned, tmp_path / "s", artifact)
+    assert sha256s(tmp_path / "s") == sha256s(reference / "scores")
+    # files under half a chunk cannot be aligned: equal customer counts, as without
+    partition_log(data_path, tmp_path / "small", 3, chunk_customers=200)
+    small = [summarize_file(str(f), LogConfig()) for f in input_files(tmp_path / "small")]
+    assert [s.customers for s in small] == [80, 80, 80]
+
+
 def test_threads_on_partitions_equal_the_whole_file(
     tmp_path: Path, parts_dir: Path, artifact: Path, reference: Path
 ) -> None:

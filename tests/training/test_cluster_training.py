@@ -23,7 +23,7 @@ from features.purchase_log import canonicalize
 from features.synth import generate_purchase_log
 from tests.dask_cluster import DaskCluster
 from training.artifact import MANIFEST_NAME
-from training.cluster_snapshots import ClusterSnapshots, customer_partitions
+from training.cluster_snapshots import ClusterSnapshots, customer_partitions, partition_snapshots
 
 AS_OF = "2024-03-01"
 HORIZON = "60"
@@ -144,6 +144,45 @@ def test_the_btyd_sample_and_uneven_partitions_give_the_local_boosters(cluster: 
         assert other.booster_.model_to_string() == model.booster_.model_to_string(), name
     assert remote.baselines_ == local.baselines_
     assert remote.snapshots_ == local.snapshots_
+
+
+def _snapshot_tasks(stream: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The task-stream records of snapshot tasks (``partition_snapshots-<token>`` keys)."""
+    from dask.utils import key_split
+
+    return [t for t in stream if key_split(t["key"]) == partition_snapshots.__name__]
+
+
+@pytest.mark.slow
+def test_the_backtest_builds_its_training_snapshots_on_the_cluster(
+    dask_cluster: DaskCluster,
+) -> None:
+    """``evaluate(snapshots=...)`` hands the builder to its model fit.
+
+    Its outputs are the same whether the snapshots are built here or on the workers, so only
+    the cluster's own record can tell: the scheduler's task stream must show the snapshot
+    tasks of a fit at the cutoff, as many as a direct fit with the builder runs.
+    """
+    from distributed import Client, get_task_stream
+
+    from training.backtest import evaluate
+    from training.bundle import RetainModels
+
+    raw = generate_purchase_log(400, seed=5, start="2022-01-01", end="2024-06-30").log
+    log = canonicalize(raw).log
+    params = {"n_snapshots": 3, "n_snapshots_365": 2, "num_boost_round": 20}
+    with Client(dask_cluster.address, timeout=60) as client:
+        workers = set(client.scheduler_info()["workers"])
+        builder = ClusterSnapshots(client, n_parts=3)
+        with get_task_stream(client) as direct:
+            RetainModels(horizon_days=60, **params).fit(log, AS_OF, snapshots=builder)
+        with get_task_stream(client) as backtest:
+            evaluate(log, AS_OF, 60, models_params=params, methods=("model",), snapshots=builder)
+    expected = _snapshot_tasks(direct.data)
+    ran = _snapshot_tasks(backtest.data)
+    assert expected, "a fit with the cluster builder ran no snapshot task on the cluster"
+    assert len(ran) == len(expected), "the backtest's fit did not build its snapshots there"
+    assert {t["worker"] for t in ran} <= workers
 
 
 def test_customer_partitions_hold_whole_customers_in_id_order() -> None:
