@@ -23,7 +23,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, TypeVar
 
-import click
 import typer
 
 __all__ = [
@@ -206,7 +205,7 @@ def with_old_spelling(
 
 def required(value: T | None, option: str) -> T:
     """``value`` of an option that is required but optional in the signature (because an
-    old spelling may stand in for it); missing, it is click's usage error, exit 2."""
+    old spelling may stand in for it); missing, it is a usage error, exit 2."""
     if value is None:
-        raise click.MissingParameter(param_hint=f"'{option}'", param_type="option")
+        raise typer.BadParameter("missing; this option is required", param_hint=f"'{option}'")
     return value
