@@ -214,6 +214,7 @@ def promote(
     query: QueryOption = None,
     url_env: UrlEnvOption = None,
     mapping: MapOption = None,
+    config_file: ConfigOption = None,
     tracking_uri: TrackingUriOption = None,
     registered_model: RegisteredModelOption = DEFAULT_REGISTERED_MODEL,
     old_name: OldNameOption = None,
@@ -222,10 +223,9 @@ def promote(
 
     Exit 1 if refused. --data is the challenger's purchase log: with it the champion's
     configuration is re-fitted on the challenger's backtest if `retain train` did not
-    record that.
+    record that; read it with the --map and --config `retain train` was given.
     """
-    from features.reading import parse_mapping
-    from features.schema import LogConfig
+    from features.config_file import log_config_from_options
     from training.gate import CHECKS
     from training.lifecycle import promote_challenger
 
@@ -244,8 +244,8 @@ def promote(
         skip=tuple(skip_check),
         data=None
         if data is None and url_env is None
-        else log_source(data, table=table, query=query, url_env=url_env),
-        log_config=LogConfig(columns=parse_mapping(mapping or [])),
+        else log_source(data, table=table, query=query, url_env=url_env, config_file=config_file),
+        log_config=log_config_from_options(config_file, mapping),
         tracking_uri=tracking_uri,
     )
     out = Console()

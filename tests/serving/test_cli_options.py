@@ -20,16 +20,25 @@ from serving.cli import app
 from tests.retain_cli import retain
 
 # option -> the commands that must take it (every command reading a log, model or store)
-LOG_COMMANDS = (
-    "kpis features segments evaluate train promote score report lift uplift-train".split()
-)
+LOG_COMMANDS = [
+    "kpis",
+    "features",
+    "segments",
+    "evaluate",
+    "train",
+    "promote",
+    "score",
+    "report",
+    "lift",
+    "uplift-train",
+]
 SHARED: dict[str, list[str]] = {
     "--data": [*LOG_COMMANDS, "partition"],
     "--table": LOG_COMMANDS,
     "--query": LOG_COMMANDS,
     "--url-env": LOG_COMMANDS,
     "--map": [*LOG_COMMANDS, "partition"],
-    "--config": [c for c in LOG_COMMANDS if c != "promote"],
+    "--config": LOG_COMMANDS,
     "--strict": ["kpis", "features", "segments", "evaluate"],
     "--as-of": ["features", "segments", "evaluate", "train", "score", "report"],
     "--model-uri": ["serve", "bento", "score", "uplift-train"],
