@@ -17,8 +17,19 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from features.atomic import write_atomic, write_text_atomic
+from features.cli_options import (
+    AsOfOption,
+    ConfigOption,
+    DataOption,
+    MapOption,
+    OptionalAsOfOption,
+    QueryOption,
+    StrictOption,
+    TableOption,
+    UrlEnvOption,
+)
 from features.errors import UserError
-from features.log_source import QUERY_OPTION, TABLE_OPTION, URL_ENV_OPTION, data_option, log_source
+from features.log_source import log_source
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,22 +40,10 @@ if TYPE_CHECKING:
     from features.segments import SegmentConfig
 
 _TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
-_MAP_HELP = (
-    "Column mapping CANONICAL=SOURCE, repeatable, e.g. --map customer_id=CustomerID "
-    "--map timestamp=InvoiceDate."
-)
-_CONFIG_HELP = (
-    "YAML or TOML file: 'log:' holds LogConfig fields (columns, timezone, cancel_prefix, "
-    "duplicates, strict, date_format, ...), 'segments:' holds SegmentConfig thresholds; a file "
-    "without those sections is read as LogConfig fields. --map overrides its columns."
-)
 
 
 class _UsageError(UserError):
     """Bad command-line input (unsupported suffix, unreadable config)."""
-
-
-_STRICT_HELP = "Fail on rows without a customer id instead of dropping them with a warning."
 
 
 def _run(action: Callable[[], None]) -> None:
@@ -273,13 +272,13 @@ def _with_campaign(
 
 
 def kpis(
-    data: str | None = data_option(),
-    table: str | None = TABLE_OPTION,
-    query: str | None = QUERY_OPTION,
-    url_env: str | None = URL_ENV_OPTION,
-    mapping: list[str] | None = typer.Option(None, "--map", "-m", help=_MAP_HELP),
-    config_file: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
-    strict: bool = typer.Option(False, "--strict", help=_STRICT_HELP),
+    data: DataOption = None,
+    table: TableOption = None,
+    query: QueryOption = None,
+    url_env: UrlEnvOption = None,
+    mapping: MapOption = None,
+    config_file: ConfigOption = None,
+    strict: StrictOption = False,
     date_from: str | None = typer.Option(
         None, "--from", help="Period start (inclusive, UTC); default: the log's first day."
     ),
@@ -360,19 +359,17 @@ def kpis(
 
 
 def features(
-    data: str | None = data_option(),
-    table: str | None = TABLE_OPTION,
-    query: str | None = QUERY_OPTION,
-    url_env: str | None = URL_ENV_OPTION,
-    as_of: str | None = typer.Option(
-        None, "--as-of", help="Cut-off (UTC if naive): only rows strictly before it are used."
-    ),
+    data: DataOption = None,
+    table: TableOption = None,
+    query: QueryOption = None,
+    url_env: UrlEnvOption = None,
+    as_of: OptionalAsOfOption = None,
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Feature table: .parquet, .pq, .csv or .csv.gz."
     ),
-    mapping: list[str] | None = typer.Option(None, "--map", "-m", help=_MAP_HELP),
-    config_file: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
-    strict: bool = typer.Option(False, "--strict", help=_STRICT_HELP),
+    mapping: MapOption = None,
+    config_file: ConfigOption = None,
+    strict: StrictOption = False,
     describe: bool = typer.Option(
         False, "--describe", help="Print every feature column with its unit and meaning."
     ),
@@ -413,14 +410,15 @@ def features(
 
 
 def segments(
-    data: str | None = data_option(),
-    table: str | None = TABLE_OPTION,
-    query: str | None = QUERY_OPTION,
-    url_env: str | None = URL_ENV_OPTION,
-    as_of: str = typer.Option(..., "--as-of", help="Cut-off (UTC if naive)."),
-    mapping: list[str] | None = typer.Option(None, "--map", "-m", help=_MAP_HELP),
-    config_file: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
-    strict: bool = typer.Option(False, "--strict", help=_STRICT_HELP),
+    *,
+    data: DataOption = None,
+    table: TableOption = None,
+    query: QueryOption = None,
+    url_env: UrlEnvOption = None,
+    as_of: AsOfOption,
+    mapping: MapOption = None,
+    config_file: ConfigOption = None,
+    strict: StrictOption = False,
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Also write customer_id,segment (.csv, .parquet, ...)."
     ),

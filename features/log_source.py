@@ -1,11 +1,11 @@
 """Where a command's purchase log comes from: a file, or a database table or query.
 
 Every command that reads a log (kpis, features, segments, evaluate, train, score, report,
-lift, uplift-train) takes the same options, defined once here and placed in each command's
-signature: ``--data`` (a file path or a database URL), ``--table NAME`` or ``--query SQL``
-and ``--url-env NAME`` (an environment variable holding the whole URL, password included,
-so it is never on a command line). :func:`log_source` turns them, and the ``log:`` section
-of ``--config`` (``table:``, ``query:``, ``url_env:``), into what
+lift, uplift-train) takes the same options, defined once in :mod:`features.cli_options`:
+``--data`` (a file path or a database URL), ``--table NAME`` or ``--query SQL`` and
+``--url-env NAME`` (an environment variable holding the whole URL, password included, so it
+is never on a command line). :func:`log_source` turns them, and the ``log:`` section of
+``--config`` (``table:``, ``query:``, ``url_env:``), into what
 :func:`features.purchase_log.read_purchase_log` reads: a :class:`~pathlib.Path` or a
 :class:`~features.database_log.DatabaseLog`. Options win over the config file.
 """
@@ -13,48 +13,14 @@ of ``--config`` (``table:``, ``query:``, ``url_env:``), into what
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import typer
+from typing import TYPE_CHECKING
 
 from features.database import DatabaseError, resolve_url
 
 if TYPE_CHECKING:  # pyarrow is imported when a database is read, not by ``retain --help``
     from features.database_log import DatabaseLog
 
-__all__ = [
-    "DATA_HELP",
-    "QUERY_OPTION",
-    "TABLE_OPTION",
-    "URL_ENV_OPTION",
-    "data_option",
-    "log_source",
-]
-
-DATA_HELP = (
-    "Purchase log: a CSV or Parquet file, or a database URL "
-    "(postgresql://user@host:port/db, sqlite:///path.db) with --table or --query."
-)
-TABLE_OPTION: Any = typer.Option(  # typer.Option returns Any
-    None, "--table", help="Database table (or schema.table) holding the purchase log."
-)
-QUERY_OPTION: Any = typer.Option(  # typer.Option returns Any
-    None, "--query", help="SQL query returning the purchase log's rows (instead of --table)."
-)
-URL_ENV_OPTION: Any = typer.Option(  # typer.Option returns Any
-    None,
-    "--url-env",
-    metavar="NAME",
-    help="Environment variable holding the database URL (password included); "
-    "replaces --data. Otherwise the password comes from PGPASSWORD, ~/.pgpass or a service file.",
-)
-
-
-def data_option(help_text: str = DATA_HELP, *, short: bool = True) -> Any:
-    """The ``--data`` option: a file or database URL; optional in the signature because
-    ``--url-env`` may name the database instead (:func:`log_source` insists on one)."""
-    names = ("--data", "-d") if short else ("--data",)
-    return typer.Option(None, *names, help=help_text)
+__all__ = ["log_source"]
 
 
 def log_source(

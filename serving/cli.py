@@ -17,6 +17,7 @@ import typer
 
 from features.redaction import install_log_redaction, redacting_excepthook
 from serving.cli_errors import DEBUG_KEY, RetainGroup
+from training.lifecycle_commands import SERVING_PARTS_KEY
 
 if TYPE_CHECKING:
     from training.lifecycle import ServingParts
@@ -28,6 +29,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
 
 
@@ -53,6 +55,7 @@ def _root(
     ),
 ) -> None:
     ctx.meta[DEBUG_KEY] = debug
+    ctx.meta[SERVING_PARTS_KEY] = _serving_parts
     configure_runtime(verbose)
 
 
@@ -75,7 +78,7 @@ def _register_all() -> None:
 
     features_cli.register(app)
     training_cli.register(app)
-    lifecycle_commands.register(app, _serving_parts)
+    lifecycle_commands.register(app)
     serve.register(app)
     bento.register(app)
     batch_commands.register(app)

@@ -26,8 +26,19 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from features.cli_options import (
+    ConfigOption,
+    DataOption,
+    MapOption,
+    OptionalModelUriOption,
+    QueryOption,
+    TableOption,
+    UrlEnvOption,
+    required,
+    with_old_spelling,
+)
 from features.errors import InputError
-from features.log_source import QUERY_OPTION, TABLE_OPTION, URL_ENV_OPTION, data_option, log_source
+from features.log_source import log_source
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,8 +47,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("retain.uplift")
 LEARNERS = ("two_model", "transformed_outcome")
-
-_MAP_HELP = "Column mapping CANONICAL=SOURCE, repeatable, e.g. --map customer_id=CustomerID."
 
 
 class UpliftTrainError(InputError):
@@ -186,77 +195,76 @@ def uplift_train_command(
     return {"artifact": str(path), **metadata, "_table": table, "_log_rows": len(log)}
 
 
+def uplift_train(
+    model_uri: OptionalModelUriOption = None,
+    old_artifact: str | None = typer.Option(
+        None, "--artifact", hidden=True, help="Old name of --model-uri."
+    ),
+    assignments: Path = typer.Option(
+        ...,
+        "--assignments",
+        help="The campaign's `retain score` directory, or a CSV/Parquet table with "
+        "customer_id, send_date, and treated or holdout (and campaign when several).",
+    ),
+    data: DataOption = None,
+    table: TableOption = None,
+    query: QueryOption = None,
+    url_env: UrlEnvOption = None,
+    out: Path = typer.Option(..., "--out", "-o", help="The new artifact directory."),
+    window: int | None = typer.Option(
+        None,
+        "--window",
+        min=1,
+        help="Outcome window, days from each send date (default: the model's horizon).",
+    ),
+    observed_until: str | None = typer.Option(
+        None,
+        "--observed-until",
+        help="First day the log does not cover (default: the day after its last row).",
+    ),
+    learner: str = typer.Option("two_model", "--learner", help="two_model or transformed_outcome."),
+    evaluate_share: float = typer.Option(
+        0.3, "--evaluate-share", help="Share of customers held out to evaluate on."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the held-out draw and the model."),
+    mapping: MapOption = None,
+    config_file: ConfigOption = None,
+    allow_below_random: bool = typer.Option(
+        False,
+        "--allow-below-random",
+        help="Write the artifact even when the model targets worse than random (Qini < 0).",
+    ),
+) -> None:
+    """Train an uplift model on past campaigns; write a new artifact that carries it."""
+    model_uri = required(
+        with_old_spelling(model_uri, old_artifact, "--model-uri", "--artifact"), "--model-uri"
+    )
+    source = log_source(data, table=table, query=query, url_env=url_env, config_file=config_file)
+    result = uplift_train_command(
+        model_uri,
+        assignments,
+        source,
+        out,
+        window_days=window,
+        observed_until=observed_until,
+        learner=learner,
+        evaluate_share=evaluate_share,
+        seed=seed,
+        mapping=mapping,
+        config_file=config_file,
+        allow_below_random=allow_below_random,
+    )
+    targeting = result.pop("_table")
+    result.pop("_log_rows")
+    typer.echo(
+        f"held-out customers ({result['evaluation']['held_out_customers']:,}), targeting by:",
+        err=True,
+    )
+    typer.echo(targeting.to_string(float_format=lambda v: f"{v:.4f}"), err=True)
+    typer.echo(f"wrote {result['artifact']}", err=True)
+    typer.echo(json.dumps(result, sort_keys=True))
+
+
 def register(app: typer.Typer) -> None:
     """Add ``uplift-train`` to the root app."""
-
-    @app.command("uplift-train")
-    def uplift_train(
-        model_uri: str = typer.Option(
-            ..., "--model-uri", "--artifact", help="Artifact dir or models:/<name>@<alias>."
-        ),
-        assignments: Path = typer.Option(
-            ...,
-            "--assignments",
-            help="The campaign's `retain score` directory, or a CSV/Parquet table with "
-            "customer_id, send_date, and treated or holdout (and campaign when several).",
-        ),
-        data: str | None = data_option(),
-        table: str | None = TABLE_OPTION,
-        query: str | None = QUERY_OPTION,
-        url_env: str | None = URL_ENV_OPTION,
-        out: Path = typer.Option(..., "--out", "-o", help="The new artifact directory."),
-        window: int | None = typer.Option(
-            None,
-            "--window",
-            min=1,
-            help="Outcome window, days from each send date (default: the model's horizon).",
-        ),
-        observed_until: str | None = typer.Option(
-            None,
-            "--observed-until",
-            help="First day the log does not cover (default: the day after its last row).",
-        ),
-        learner: str = typer.Option(
-            "two_model", "--learner", help="two_model or transformed_outcome."
-        ),
-        evaluate_share: float = typer.Option(
-            0.3, "--evaluate-share", help="Share of customers held out to evaluate on."
-        ),
-        seed: int = typer.Option(0, "--seed", help="Seed of the held-out draw and the model."),
-        mapping: list[str] | None = typer.Option(None, "--map", "-m", help=_MAP_HELP),
-        config_file: Path | None = typer.Option(
-            None, "--config", "-c", help="Log config file (YAML or TOML, `log:` section)."
-        ),
-        allow_below_random: bool = typer.Option(
-            False,
-            "--allow-below-random",
-            help="Write the artifact even when the model targets worse than random (Qini < 0).",
-        ),
-    ) -> None:
-        """Train an uplift model on past campaigns; write a new artifact that carries it."""
-        source = log_source(
-            data, table=table, query=query, url_env=url_env, config_file=config_file
-        )
-        result = uplift_train_command(
-            model_uri,
-            assignments,
-            source,
-            out,
-            window_days=window,
-            observed_until=observed_until,
-            learner=learner,
-            evaluate_share=evaluate_share,
-            seed=seed,
-            mapping=mapping,
-            config_file=config_file,
-            allow_below_random=allow_below_random,
-        )
-        targeting = result.pop("_table")
-        result.pop("_log_rows")
-        typer.echo(
-            f"held-out customers ({result['evaluation']['held_out_customers']:,}), targeting by:",
-            err=True,
-        )
-        typer.echo(targeting.to_string(float_format=lambda v: f"{v:.4f}"), err=True)
-        typer.echo(f"wrote {result['artifact']}", err=True)
-        typer.echo(json.dumps(result, sort_keys=True))
+    app.command("uplift-train")(uplift_train)

@@ -13,33 +13,20 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from features.errors import InputError, UserError
-from features.log_source import QUERY_OPTION, TABLE_OPTION, URL_ENV_OPTION, data_option, log_source
-
-CONFIG_HELP = (
-    "YAML or TOML config file ('log:' section: columns, timezone, cancel_prefix, duplicates, ...)"
+from features.cli_options import (
+    AsOfOption,
+    ConfigOption,
+    DataOption,
+    MapOption,
+    QueryOption,
+    StrictOption,
+    TableOption,
+    ThreadsOption,
+    UrlEnvOption,
+    with_old_spelling,
 )
-
-
-def threads_option() -> Any:
-    """The ``--threads`` option of commands that train (LightGBM threads per booster)."""
-    return typer.Option(
-        None,
-        "--threads",
-        min=1,
-        help="LightGBM threads (default: the cores this process may use per its CPU "
-        "affinity and cgroup quota).",
-    )
-
-
-def map_option(help_text: str) -> Any:
-    """The ``--map CANONICAL=SOURCE`` option (repeatable) of commands that read a log."""
-    return typer.Option([], "--map", help=help_text)
-
-
-def config_option(effect: str) -> Any:
-    """The ``--config``/``-c`` log config file option; ``effect`` says what it does here."""
-    return typer.Option(None, "--config", "-c", help=f"{CONFIG_HELP}{effect}")
+from features.errors import InputError, UserError
+from features.log_source import log_source
 
 
 class LogFormat(StrEnum):
@@ -87,26 +74,22 @@ def _parse_model_params(items: list[str]) -> dict[str, Any]:
 
 
 def evaluate_command(
-    data: str | None = data_option(
-        "Purchase log: CSV, Parquet or CDNOW .txt, or a database URL with --table/--query.",
-        short=False,
-    ),
-    table: str | None = TABLE_OPTION,
-    query: str | None = QUERY_OPTION,
-    url_env: str | None = URL_ENV_OPTION,
-    as_of: str = typer.Option(..., "--as-of", help="Cutoff date (UTC): train before, score after."),
+    *,
+    data: DataOption = None,
+    table: TableOption = None,
+    query: QueryOption = None,
+    url_env: UrlEnvOption = None,
+    as_of: AsOfOption,
     horizon: int = typer.Option(90, "--horizon", min=1, help="Label window in days."),
-    mapping: list[str] = map_option(
-        "Column mapping canonical=source, e.g. customer_id=CustomerID."
-    ),
-    config_file: Path | None = config_option("; --map, --timezone and --strict override it."),
+    mapping: MapOption = None,
+    config_file: ConfigOption = None,
     old_config_file: Path | None = typer.Option(
         None, "--log-config", hidden=True, help="Deprecated name of --config."
     ),
     timezone: str | None = typer.Option(
         None, "--timezone", help="Time zone of naive timestamps (default UTC)."
     ),
-    strict: bool = typer.Option(False, "--strict", help="Reject bad rows instead of dropping."),
+    strict: StrictOption = False,
     json_path: Path | None = typer.Option(None, "--json", help="Write all figures as JSON."),
     plots: Path | None = typer.Option(None, "--plots", help="Directory for the PNG plots."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the models."),
@@ -122,9 +105,13 @@ def evaluate_command(
     baseline_penalizer: float = typer.Option(
         0.0, "--baseline-penalizer", min=0.0, help="L2 penalty of the BG/NBD, Pareto/NBD fits."
     ),
-    threads: int | None = threads_option(),
+    threads: ThreadsOption = None,
 ) -> None:
-    """Backtest retain's models against BG/NBD, Pareto/NBD and the recency rule at a cutoff."""
+    """Backtest retain's models against BG/NBD, Pareto/NBD and the recency rule at a cutoff.
+
+    The models train before --as-of and are scored after it. --map, --timezone and --strict
+    override --config; a CDNOW .txt file (--format) is read in its fixed layout, without them.
+    """
     console = Console()
     err = Console(stderr=True)
     models_params = _parse_model_params(model_param)
@@ -134,7 +121,7 @@ def evaluate_command(
     from features.schema import PurchaseLogError
     from features.utc import to_utc_timestamp
 
-    config_file = config_file or old_config_file
+    config_file = with_old_spelling(config_file, old_config_file, "--config", "--log-config")
     try:
         cutoff = to_utc_timestamp(as_of, "--as-of")
         source = log_source(

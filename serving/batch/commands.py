@@ -18,7 +18,21 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from features.log_source import QUERY_OPTION, TABLE_OPTION, URL_ENV_OPTION, data_option, log_source
+from features.cli_options import (
+    AsOfOption,
+    ConfigOption,
+    DaskLocalOption,
+    DaskOption,
+    DataOption,
+    MapOption,
+    ModelUriOption,
+    QueryOption,
+    TableOption,
+    ThreadsOption,
+    UrlEnvOption,
+)
+from features.errors import InputError
+from features.log_source import log_source
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,7 +45,6 @@ if TYPE_CHECKING:
     from serving.batch.table_output import TableOutput
     from serving.scorer import ScoringModel
 
-_MAP_HELP = "Column mapping CANONICAL=SOURCE, repeatable, e.g. --map customer_id=CustomerID."
 DEFAULT_MODEL_URI = "models:/retain@champion"
 
 
@@ -395,101 +408,94 @@ def partition_command(
     return asdict(partition_log(data, out, parts, config, chunk_customers=chunk))
 
 
+def partition(
+    data: DataOption = None,
+    out: Path = typer.Option(..., "--out", "-o", help="Directory of customer-range parts."),
+    parts: int = typer.Option(..., "--parts", help="Number of files to write."),
+    mapping: MapOption = None,
+    chunk_customers: int | None = typer.Option(
+        None,
+        "--chunk-customers",
+        help="Cut the files at multiples of this many customers, the --chunk-customers "
+        "of the later `retain score` (default 100000), so each chunk reads one file.",
+    ),
+) -> None:
+    """Rewrite a log once into files of disjoint customer ranges (for `score --dask`).
+
+    --data is a Parquet file.
+    """
+    source = log_source(data)
+    if not isinstance(source, Path):
+        raise InputError("retain partition reads a Parquet file, not a database table")
+    summary = partition_command(source, out, parts, mapping, chunk_customers)
+    typer.echo(json.dumps(summary, sort_keys=True))
+
+
+def score(
+    *,
+    data: DataOption = None,
+    table: TableOption = None,
+    query: QueryOption = None,
+    url_env: UrlEnvOption = None,
+    as_of: AsOfOption,
+    out: str = typer.Option(
+        ...,
+        "--out",
+        "-o",
+        help="Output: a link to the current directory of Parquet parts, or a database "
+        "(postgresql://user@host:port/db) with --out-table.",
+    ),
+    out_table: str | None = typer.Option(
+        None,
+        "--out-table",
+        help="Table the scores are published into (with a database --out): switched in "
+        "one transaction; a table retain did not create is refused.",
+    ),
+    model_uri: ModelUriOption = DEFAULT_MODEL_URI,
+    mapping: MapOption = None,
+    chunk_customers: int | None = typer.Option(
+        None, "--chunk-customers", help="Customers per chunk / output part (default 100000)."
+    ),
+    features_out: Path | None = typer.Option(
+        None, "--features-out", help="Also write the feature snapshot /score/ids reads."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue an interrupted run with the same inputs."
+    ),
+    campaign: str | None = typer.Option(None, "--campaign", help="Campaign (holdout seed)."),
+    dask_address: DaskOption = None,
+    dask_local: DaskLocalOption = None,
+    config_file: ConfigOption = None,
+    threads: ThreadsOption = None,
+) -> None:
+    """Score every customer with the champion model into partitioned Parquet.
+
+    The --config file says how this log is laid out (columns, timezone, date_format, ...);
+    the model's counting rules (cancel_prefix, duplicates) apply and may not be changed.
+    """
+    log_config = _read_log_config(config_file)
+    source = log_source(data, table=table, query=query, url_env=url_env, config_file=config_file)
+    summary = score_command(
+        source,
+        as_of,
+        out,
+        out_table=out_table,
+        model_uri=model_uri,
+        mapping=mapping,
+        chunk_customers=chunk_customers,
+        features_out=features_out,
+        resume=resume,
+        campaign=campaign,
+        dask_address=dask_address,
+        dask_local=dask_local,
+        threads=threads,
+        log_config=log_config,
+    )
+    typer.echo("\n".join(summary.lines()), err=True)
+    typer.echo(json.dumps(summary.to_dict(), sort_keys=True))
+
+
 def register(app: typer.Typer) -> None:
     """Add ``score`` and ``partition`` to the root app."""
-
-    @app.command("partition")
-    def partition(
-        data: Path = typer.Option(..., "--data", "-d", help="Purchase log (Parquet)."),
-        out: Path = typer.Option(..., "--out", "-o", help="Directory of customer-range parts."),
-        parts: int = typer.Option(..., "--parts", help="Number of files to write."),
-        mapping: list[str] | None = typer.Option(None, "--map", "-m", help=_MAP_HELP),
-        chunk_customers: int | None = typer.Option(
-            None,
-            "--chunk-customers",
-            help="Cut the files at multiples of this many customers, the --chunk-customers "
-            "of the later `retain score` (default 100000), so each chunk reads one file.",
-        ),
-    ) -> None:
-        """Rewrite a log once into files of disjoint customer ranges (for `score --dask`)."""
-        summary = partition_command(data, out, parts, mapping, chunk_customers)
-        typer.echo(json.dumps(summary, sort_keys=True))
-
-    @app.command("score")
-    def score(
-        data: str | None = data_option(),
-        table: str | None = TABLE_OPTION,
-        query: str | None = QUERY_OPTION,
-        url_env: str | None = URL_ENV_OPTION,
-        as_of: str = typer.Option(..., "--as-of", help="Scoring date (UTC if naive)."),
-        out: str = typer.Option(
-            ...,
-            "--out",
-            "-o",
-            help="Output: a link to the current directory of Parquet parts, or a database "
-            "(postgresql://user@host:port/db) with --out-table.",
-        ),
-        out_table: str | None = typer.Option(
-            None,
-            "--out-table",
-            help="Table the scores are published into (with a database --out): switched in "
-            "one transaction; a table retain did not create is refused.",
-        ),
-        model_uri: str = typer.Option(
-            DEFAULT_MODEL_URI, "--model-uri", help="models:/<name>@<alias> or an artifact dir."
-        ),
-        mapping: list[str] | None = typer.Option(None, "--map", "-m", help=_MAP_HELP),
-        chunk_customers: int | None = typer.Option(
-            None, "--chunk-customers", help="Customers per chunk / output part (default 100000)."
-        ),
-        features_out: Path | None = typer.Option(
-            None, "--features-out", help="Also write the feature snapshot /score/ids reads."
-        ),
-        resume: bool = typer.Option(
-            False, "--resume", help="Continue an interrupted run with the same inputs."
-        ),
-        campaign: str | None = typer.Option(None, "--campaign", help="Campaign (holdout seed)."),
-        dask_address: str | None = typer.Option(
-            None, "--dask", help="Dask scheduler address, e.g. tcp://host:8786."
-        ),
-        dask_local: int | None = typer.Option(
-            None, "--dask-local", help="Start a local Dask cluster with N worker processes."
-        ),
-        config_file: Path | None = typer.Option(
-            None,
-            "--config",
-            "-c",
-            help="Log config file (YAML or TOML, `log:` section): how this file is laid out "
-            "(columns, timezone, date_format, ...); the model's counting rules "
-            "(cancel_prefix, duplicates) apply and may not be changed.",
-        ),
-        threads: int | None = typer.Option(
-            None,
-            "--threads",
-            min=1,
-            help="Chunks scored at once on one machine (default: cores, at most 4).",
-        ),
-    ) -> None:
-        """Score every customer with the champion model into partitioned Parquet."""
-        log_config = _read_log_config(config_file)
-        source = log_source(
-            data, table=table, query=query, url_env=url_env, config_file=config_file
-        )
-        summary = score_command(
-            source,
-            as_of,
-            out,
-            out_table=out_table,
-            model_uri=model_uri,
-            mapping=mapping,
-            chunk_customers=chunk_customers,
-            features_out=features_out,
-            resume=resume,
-            campaign=campaign,
-            dask_address=dask_address,
-            dask_local=dask_local,
-            threads=threads,
-            log_config=log_config,
-        )
-        typer.echo("\n".join(summary.lines()), err=True)
-        typer.echo(json.dumps(summary.to_dict(), sort_keys=True))
+    app.command("partition")(partition)
+    app.command("score")(score)

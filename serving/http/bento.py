@@ -29,7 +29,7 @@ from typing import Any
 
 import typer
 
-from serving.http.serve import tracking_uri_option
+from features.cli_options import ModelUriOption, TrackingUriOption
 from serving.model_source import (
     ARTIFACT_SUBDIR,
     BENTO_MODEL_ALIAS,
@@ -158,41 +158,37 @@ def build_bento(model_uri: str, tracking_uri: str | None = None) -> BuiltBento:
     return BuiltBento(str(bento.tag), model_tag, digest, source)
 
 
+def bento(
+    model_uri: ModelUriOption = "models:/retain@champion",
+    tracking_uri: TrackingUriOption = None,
+    export: Path | None = typer.Option(
+        None, "--export", help="Also write the bento (with its model) to this .bento file."
+    ),
+) -> None:
+    """Build one bento that carries the model; serve it with `bentoml serve <tag>`."""
+    import bentoml
+    from mlflow.exceptions import MlflowException
+
+    from serving.model_source import ModelResolutionError
+    from training.artifact import ArtifactError
+
+    try:
+        built = build_bento(model_uri, tracking_uri)
+    except (ModelResolutionError, ArtifactError, BentoBuildError, MlflowException) as exc:
+        message = exc.message if isinstance(exc, MlflowException) else str(exc)
+        typer.echo(f"retain bento: {model_uri}: {message}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(
+        f"model {built.source.name} version {built.source.version} "
+        f"(manifest sha256 {built.digest}) stored as {built.model_tag}",
+        err=True,
+    )
+    if export is not None:
+        written = bentoml.bentos.export_bento(built.bento_tag, str(export.absolute()))
+        typer.echo(f"exported to {written}", err=True)
+    typer.echo(built.bento_tag)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``retain bento`` to the root app."""
-
-    @app.command("bento")
-    def bento(
-        model_uri: str = typer.Option(
-            "models:/retain@champion",
-            "--model-uri",
-            help="Model to carry: models:/<name>@<alias>, models:/<name>/<version> or an "
-            "artifact directory.",
-        ),
-        tracking_uri: str | None = tracking_uri_option(),
-        export: Path | None = typer.Option(
-            None, "--export", help="Also write the bento (with its model) to this .bento file."
-        ),
-    ) -> None:
-        """Build one bento that carries the model; serve it with `bentoml serve <tag>`."""
-        import bentoml
-        from mlflow.exceptions import MlflowException
-
-        from serving.model_source import ModelResolutionError
-        from training.artifact import ArtifactError
-
-        try:
-            built = build_bento(model_uri, tracking_uri)
-        except (ModelResolutionError, ArtifactError, BentoBuildError, MlflowException) as exc:
-            message = exc.message if isinstance(exc, MlflowException) else str(exc)
-            typer.echo(f"retain bento: {model_uri}: {message}", err=True)
-            raise typer.Exit(2) from exc
-        typer.echo(
-            f"model {built.source.name} version {built.source.version} "
-            f"(manifest sha256 {built.digest}) stored as {built.model_tag}",
-            err=True,
-        )
-        if export is not None:
-            written = bentoml.bentos.export_bento(built.bento_tag, str(export.absolute()))
-            typer.echo(f"exported to {written}", err=True)
-        typer.echo(built.bento_tag)
+    app.command("bento")(bento)

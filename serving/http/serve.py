@@ -21,10 +21,15 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
+from features.cli_options import (
+    OptionalModelUriOption,
+    OptionalRegisteredModelOption,
+    TrackingUriOption,
+)
 from serving.http.worker_sockets import SERVE_MODULE
 from serving.model_source import BENTO_MODEL_SCHEME
 
@@ -36,13 +41,6 @@ SERVICE_TARGET = "serving.http.service:RetainService"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXIT_BAD_CONFIG = 2
 SQLITE_PREFIX = "sqlite:///"
-
-
-def tracking_uri_option() -> Any:
-    """``--tracking-uri`` of the commands that resolve a registry model (serve, bento)."""
-    return typer.Option(
-        None, "--tracking-uri", help="MLflow tracking URI (default: env or ./mlflow.db)."
-    )
 
 
 class ServeConfigError(ValueError):
@@ -238,64 +236,59 @@ def check_history(settings: ServiceSettings, model: ScoringModel) -> str:
     return f"/score/ids histories from {source.settings.label} at {redact(settings.history_url)}"
 
 
+def serve(
+    model_uri: OptionalModelUriOption = None,
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind."),
+    port: int = typer.Option(3000, "--port", help="Port to listen on."),
+    workers: int = typer.Option(2, "--workers", help="Worker processes (one per core)."),
+    api_key_env: str | None = typer.Option(
+        None,
+        "--api-key-env",
+        help="Name of an env variable holding the API key (turns auth on); the key "
+        "itself never goes on the command line.",
+    ),
+    registered_model: OptionalRegisteredModelOption = None,
+    tracking_uri: TrackingUriOption = None,
+    feature_snapshot: str | None = typer.Option(
+        None,
+        "--feature-snapshot",
+        help="Parquet file/dir of features for /score/ids (default: env RETAIN_FEATURE_SNAPSHOT).",
+    ),
+) -> None:
+    """Serve /score, /score/ids, /readyz, /metrics over HTTP with BentoML.
+
+    --model-uri also takes bentoml:<model tag>; without it the model is env
+    RETAIN_MODEL_URI, else the champion of --registered-model (env RETAIN_REGISTERED_MODEL,
+    else retain). Relative paths are taken in the current directory. The model and snapshot
+    are loaded once before the server starts: a bad setting exits 2 with one line.
+    """
+    argv, env = serve_command(
+        model_uri, host, port, workers, registered_model, tracking_uri, feature_snapshot
+    )
+    if api_key_env:
+        key = os.environ.get(api_key_env)
+        if not key:
+            raise typer.BadParameter(
+                f"environment variable {api_key_env} is not set or empty",
+                param_hint="--api-key-env",
+            )
+        env["RETAIN_API_KEY"] = key
+    flags = {
+        "model_uri": bool(model_uri),
+        "feature_snapshot": bool(feature_snapshot),
+        "tracking_uri": bool(tracking_uri),
+        "tracking_default": not tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"),
+    }
+    try:
+        loaded = preflight(env, flags)
+    except ServeConfigError as exc:
+        typer.echo(f"retain serve: error: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_CONFIG) from None
+    typer.echo(f"retain serve: {loaded}", err=True)
+    typer.echo(f"retain serve: http://{host}:{port} with {workers} worker(s)", err=True)
+    os.execvpe(argv[0], argv, env)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``retain serve`` to the root app."""
-
-    @app.command("serve")
-    def serve(
-        model_uri: str | None = typer.Option(
-            None,
-            "--model-uri",
-            help="Artifact directory, models:/<name>@<alias> or bentoml:<model tag> "
-            "(default: env RETAIN_MODEL_URI, else models:/retain@champion).",
-        ),
-        host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind."),
-        port: int = typer.Option(3000, "--port", help="Port to listen on."),
-        workers: int = typer.Option(2, "--workers", help="Worker processes (one per core)."),
-        api_key_env: str | None = typer.Option(
-            None,
-            "--api-key-env",
-            help="Name of an env variable holding the API key (turns auth on); the key "
-            "itself never goes on the command line.",
-        ),
-        registered_model: str | None = typer.Option(
-            None, "--registered-model", help="Registered model name for the default URI."
-        ),
-        tracking_uri: str | None = tracking_uri_option(),
-        feature_snapshot: str | None = typer.Option(
-            None,
-            "--feature-snapshot",
-            help="Parquet file/dir of features for /score/ids (default: env "
-            "RETAIN_FEATURE_SNAPSHOT).",
-        ),
-    ) -> None:
-        """Serve /score, /score/ids, /readyz, /metrics over HTTP with BentoML.
-
-        Relative paths are taken in the current directory. The model and snapshot are
-        loaded once before the server starts: a bad setting exits 2 with one line.
-        """
-        argv, env = serve_command(
-            model_uri, host, port, workers, registered_model, tracking_uri, feature_snapshot
-        )
-        if api_key_env:
-            key = os.environ.get(api_key_env)
-            if not key:
-                raise typer.BadParameter(
-                    f"environment variable {api_key_env} is not set or empty",
-                    param_hint="--api-key-env",
-                )
-            env["RETAIN_API_KEY"] = key
-        flags = {
-            "model_uri": bool(model_uri),
-            "feature_snapshot": bool(feature_snapshot),
-            "tracking_uri": bool(tracking_uri),
-            "tracking_default": not tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"),
-        }
-        try:
-            loaded = preflight(env, flags)
-        except ServeConfigError as exc:
-            typer.echo(f"retain serve: error: {exc}", err=True)
-            raise typer.Exit(EXIT_BAD_CONFIG) from None
-        typer.echo(f"retain serve: {loaded}", err=True)
-        typer.echo(f"retain serve: http://{host}:{port} with {workers} worker(s)", err=True)
-        os.execvpe(argv[0], argv, env)
+    app.command("serve")(serve)

@@ -14,8 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from features.cli_options import (
+    ConfigOption,
+    DataOption,
+    ExperimentOption,
+    MapOption,
+    QueryOption,
+    TableOption,
+    TrackingUriOption,
+    UrlEnvOption,
+)
 from features.errors import InputError
-from features.log_source import QUERY_OPTION, TABLE_OPTION, URL_ENV_OPTION, data_option, log_source
+from features.log_source import log_source
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -23,15 +33,10 @@ if TYPE_CHECKING:
     from features.database_log import DatabaseLog
     from serving.lift.measure import LiftResult
 
-_MAP_HELP = "Purchase-log column mapping CANONICAL=SOURCE, repeatable."
 _AMAP_HELP = (
     "Assignments column mapping CANONICAL=SOURCE, repeatable; canonical names: customer_id, "
     "campaign, offer (or arm), holdout, send_date, and optional rule, segment, as_of, "
     "expected_value."
-)
-_CONFIG_HELP = (
-    "YAML file: 'log:' holds LogConfig fields (as for every command), 'assignments:' may hold "
-    "'columns:' (CANONICAL: SOURCE) for the assignments table."
 )
 DEFAULT_EXPERIMENT = "retain-lift"
 
@@ -277,118 +282,117 @@ def lift_command(
     )
 
 
+def lift(
+    assignments: str = typer.Option(
+        ...,
+        "--assignments",
+        "-a",
+        help="A `retain score` directory, a CSV/Parquet table of assignments, or a "
+        "database (postgresql://user@host:port/db) with --assignments-table.",
+    ),
+    assignments_table: str | None = typer.Option(
+        None, "--assignments-table", help="Table holding the assignments (database only)."
+    ),
+    data: DataOption = None,
+    table: TableOption = None,
+    query: QueryOption = None,
+    url_env: UrlEnvOption = None,
+    window: int | None = typer.Option(
+        None,
+        "--window",
+        min=1,
+        help="Days after each send day; default the model's horizon from the scores.",
+    ),
+    mapping: MapOption = None,
+    assignments_map: list[str] | None = typer.Option(None, "--assignments-map", help=_AMAP_HELP),
+    config_file: ConfigOption = None,
+    log_end: str | None = typer.Option(
+        None,
+        "--log-end",
+        help="First UTC day the log does not cover (default: the day after its last row).",
+    ),
+    exclude_unobserved: bool = typer.Option(
+        False,
+        "--exclude-unobserved",
+        help="Leave out (and count) customers whose window runs past the end of the log.",
+    ),
+    min_effect: float = typer.Option(
+        0.01,
+        "--min-effect",
+        min=0.0,
+        help="Repurchase-rate lift that would matter (0.01 = 1 point): wider intervals "
+        "are 'too small to tell'.",
+    ),
+    campaign: str | None = typer.Option(None, "--campaign", help="Measure one campaign."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the results as JSON on stdout (the table to stderr)."
+    ),
+    mlflow_run: bool = typer.Option(
+        True, "--mlflow/--no-mlflow", help="Record an MLflow run with the figures."
+    ),
+    tracking_uri: TrackingUriOption = None,
+    experiment: ExperimentOption = DEFAULT_EXPERIMENT,
+    update_policy: Path | None = typer.Option(
+        None,
+        "--update-policy",
+        help="Offer policy whose lifts to update from this measurement (never modified).",
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Where the updated policy goes (with --update-policy)."
+    ),
+    prior_sd: float = typer.Option(
+        0.05,
+        "--prior-sd",
+        min=1e-6,
+        help="How uncertain the policy's old lifts are (normal prior sd) when shrinking.",
+    ),
+) -> None:
+    """Measure each offer's effect on repurchase, orders and spend against its holdout.
+
+    The --config file may also hold an 'assignments:' section with 'columns:'
+    (CANONICAL: SOURCE) for the assignments table.
+    """
+    from serving.lift.policy_update import write_updated_policy
+
+    if (update_policy is None) != (out is None):
+        raise InputError("--update-policy and --out go together")
+    source = log_source(data, table=table, query=query, url_env=url_env, config_file=config_file)
+    result = lift_command(
+        assignments,
+        source,
+        assignments_table=assignments_table,
+        window=window,
+        mapping=mapping,
+        assignments_map=assignments_map,
+        config_file=config_file,
+        log_end=log_end,
+        exclude_unobserved=exclude_unobserved,
+        min_effect=min_effect,
+        campaign=campaign,
+    )
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    updates = None
+    if update_policy is not None and out is not None:
+        updates = write_updated_policy(
+            update_policy,
+            out,
+            result.offers(),
+            window_days=result.window_days,
+            prior_sd=prior_sd,
+        )
+    print_table(result, err=as_json)
+    if updates is not None:
+        for u in updates:
+            typer.echo(f"policy: {u.rule} lift {u.old:g} -> {u.new:g} ({u.note})", err=True)
+        typer.echo(f"wrote the updated policy to {out} ({update_policy} untouched)", err=True)
+    if mlflow_run:
+        run_id = log_mlflow_run(result, tracking_uri, experiment)
+        typer.echo(f"mlflow run {run_id} (experiment {experiment})", err=True)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), sort_keys=True, allow_nan=False))
+
+
 def register(app: typer.Typer) -> None:
     """Add ``lift`` to the root app."""
-
-    @app.command("lift")
-    def lift(
-        assignments: str = typer.Option(
-            ...,
-            "--assignments",
-            "-a",
-            help="A `retain score` directory, a CSV/Parquet table of assignments, or a "
-            "database (postgresql://user@host:port/db) with --assignments-table.",
-        ),
-        assignments_table: str | None = typer.Option(
-            None, "--assignments-table", help="Table holding the assignments (database only)."
-        ),
-        data: str | None = data_option(),
-        table: str | None = TABLE_OPTION,
-        query: str | None = QUERY_OPTION,
-        url_env: str | None = URL_ENV_OPTION,
-        window: int | None = typer.Option(
-            None,
-            "--window",
-            min=1,
-            help="Days after each send day; default the model's horizon from the scores.",
-        ),
-        mapping: list[str] | None = typer.Option(None, "--map", "-m", help=_MAP_HELP),
-        assignments_map: list[str] | None = typer.Option(
-            None, "--assignments-map", help=_AMAP_HELP
-        ),
-        config_file: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
-        log_end: str | None = typer.Option(
-            None,
-            "--log-end",
-            help="First UTC day the log does not cover (default: the day after its last row).",
-        ),
-        exclude_unobserved: bool = typer.Option(
-            False,
-            "--exclude-unobserved",
-            help="Leave out (and count) customers whose window runs past the end of the log.",
-        ),
-        min_effect: float = typer.Option(
-            0.01,
-            "--min-effect",
-            min=0.0,
-            help="Repurchase-rate lift that would matter (0.01 = 1 point): wider intervals "
-            "are 'too small to tell'.",
-        ),
-        campaign: str | None = typer.Option(None, "--campaign", help="Measure one campaign."),
-        as_json: bool = typer.Option(
-            False, "--json", help="Print the results as JSON on stdout (the table to stderr)."
-        ),
-        mlflow_run: bool = typer.Option(
-            True, "--mlflow/--no-mlflow", help="Record an MLflow run with the figures."
-        ),
-        tracking_uri: str | None = typer.Option(
-            None, "--tracking-uri", help="MLflow tracking URI (default ./mlflow.db)."
-        ),
-        experiment: str = typer.Option(DEFAULT_EXPERIMENT, "--experiment"),
-        update_policy: Path | None = typer.Option(
-            None,
-            "--update-policy",
-            help="Offer policy whose lifts to update from this measurement (never modified).",
-        ),
-        out: Path | None = typer.Option(
-            None, "--out", "-o", help="Where the updated policy goes (with --update-policy)."
-        ),
-        prior_sd: float = typer.Option(
-            0.05,
-            "--prior-sd",
-            min=1e-6,
-            help="How uncertain the policy's old lifts are (normal prior sd) when shrinking.",
-        ),
-    ) -> None:
-        """Measure each offer's effect on repurchase, orders and spend against its holdout."""
-        from serving.lift.policy_update import write_updated_policy
-
-        if (update_policy is None) != (out is None):
-            raise InputError("--update-policy and --out go together")
-        source = log_source(
-            data, table=table, query=query, url_env=url_env, config_file=config_file
-        )
-        result = lift_command(
-            assignments,
-            source,
-            assignments_table=assignments_table,
-            window=window,
-            mapping=mapping,
-            assignments_map=assignments_map,
-            config_file=config_file,
-            log_end=log_end,
-            exclude_unobserved=exclude_unobserved,
-            min_effect=min_effect,
-            campaign=campaign,
-        )
-        for warning in result.warnings:
-            typer.echo(f"warning: {warning}", err=True)
-        updates = None
-        if update_policy is not None and out is not None:
-            updates = write_updated_policy(
-                update_policy,
-                out,
-                result.offers(),
-                window_days=result.window_days,
-                prior_sd=prior_sd,
-            )
-        print_table(result, err=as_json)
-        if updates is not None:
-            for u in updates:
-                typer.echo(f"policy: {u.rule} lift {u.old:g} -> {u.new:g} ({u.note})", err=True)
-            typer.echo(f"wrote the updated policy to {out} ({update_policy} untouched)", err=True)
-        if mlflow_run:
-            run_id = log_mlflow_run(result, tracking_uri, experiment)
-            typer.echo(f"mlflow run {run_id} (experiment {experiment})", err=True)
-        if as_json:
-            typer.echo(json.dumps(result.to_dict(), sort_keys=True, allow_nan=False))
+    app.command("lift")(lift)

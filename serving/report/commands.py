@@ -13,14 +13,21 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from features.cli_options import (
+    ConfigOption,
+    DataOption,
+    MapOption,
+    OptionalAsOfOption,
+    QueryOption,
+    TableOption,
+    UrlEnvOption,
+)
 from features.errors import InputError
-from features.log_source import QUERY_OPTION, TABLE_OPTION, URL_ENV_OPTION, data_option, log_source
+from features.log_source import log_source
 
 if TYPE_CHECKING:
     from features.database_log import DatabaseLog
     from features.schema import LogConfig
-
-_MAP_HELP = "Column mapping CANONICAL=SOURCE, repeatable, e.g. --map customer_id=CustomerID."
 
 
 def report_command(
@@ -55,43 +62,41 @@ def report_command(
     return write_report(html, out)
 
 
+def report(
+    data: DataOption = None,
+    table: TableOption = None,
+    query: QueryOption = None,
+    url_env: UrlEnvOption = None,
+    out: Path = typer.Option(..., "--out", "-o", help="HTML file to write."),
+    scores: Path | None = typer.Option(
+        None, "--scores", help="Output directory of `retain score` (risk, offers)."
+    ),
+    as_of: OptionalAsOfOption = None,
+    mapping: MapOption = None,
+    config_file: ConfigOption = None,
+    lift: Path | None = typer.Option(
+        None, "--lift", help="JSON written by `retain lift --json` (campaign results)."
+    ),
+) -> None:
+    """Write the retention report: one self-contained HTML page.
+
+    --as-of is the report date (default: the day after the log's last row).
+    """
+    from features.config_file import load_log_config
+
+    source = log_source(data, table=table, query=query, url_env=url_env, config_file=config_file)
+    path = report_command(
+        source,
+        out,
+        scores=scores,
+        as_of=as_of,
+        mapping=mapping,
+        log_config=None if config_file is None else load_log_config(config_file),
+        lift=lift,
+    )
+    typer.echo(f"wrote {path}", err=True)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``report`` to the root app."""
-
-    @app.command("report")
-    def report(
-        data: str | None = data_option(),
-        table: str | None = TABLE_OPTION,
-        query: str | None = QUERY_OPTION,
-        url_env: str | None = URL_ENV_OPTION,
-        out: Path = typer.Option(..., "--out", "-o", help="HTML file to write."),
-        scores: Path | None = typer.Option(
-            None, "--scores", help="Output directory of `retain score` (risk, offers)."
-        ),
-        as_of: str | None = typer.Option(
-            None, "--as-of", help="Report date (UTC if naive); default: day after the last row."
-        ),
-        mapping: list[str] | None = typer.Option(None, "--map", "-m", help=_MAP_HELP),
-        config_file: Path | None = typer.Option(
-            None, "--config", "-c", help="Log config file (YAML or TOML, `log:` section)."
-        ),
-        lift: Path | None = typer.Option(
-            None, "--lift", help="JSON written by `retain lift --json` (campaign results)."
-        ),
-    ) -> None:
-        """Write the retention report: one self-contained HTML page."""
-        from features.config_file import load_log_config
-
-        source = log_source(
-            data, table=table, query=query, url_env=url_env, config_file=config_file
-        )
-        path = report_command(
-            source,
-            out,
-            scores=scores,
-            as_of=as_of,
-            mapping=mapping,
-            log_config=None if config_file is None else load_log_config(config_file),
-            lift=lift,
-        )
-        typer.echo(f"wrote {path}", err=True)
+    app.command("report")(report)

@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -30,6 +29,7 @@ from features.purchase_log import canonicalize
 from serving.http.bento import BENTO_MODEL_NAME, bento_model_version
 from serving.model_source import DIGEST_KEY, MLFLOW_NAME_KEY, MLFLOW_VERSION_KEY, ModelSource
 from serving.scorer import NUMBER_COLUMNS, ScoringModel, score
+from tests.retain_cli import retain
 from tests.serving.conftest import RegisteredModel, free_port, isolated_env
 from tests.serving.history_checks import (
     assert_fresh_after_purchase,
@@ -47,18 +47,6 @@ AS_OF = "2024-06-01T00:00:00Z"
 STARTUP_SECONDS = 240.0
 
 
-def retain(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """The ``retain`` command of the checkout's environment, as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "serving.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 @pytest.fixture(scope="module")
 def built(
     tmp_path_factory: pytest.TempPathFactory, registered_model: RegisteredModel
@@ -66,7 +54,7 @@ def built(
     """(BENTOML_HOME, bento tag) after ``retain bento --model-uri models:/retain@challenger``."""
     home = tmp_path_factory.mktemp("bentoml-home")
     workdir = tmp_path_factory.mktemp("build-cwd")
-    env = {**os.environ, "BENTOML_HOME": str(home), "PYTHONPATH": str(REPO_ROOT)}
+    env = {"BENTOML_HOME": str(home)}
     uri = "models:/retain@challenger"
     result = retain(
         "bento", "--model-uri", uri, "--tracking-uri", registered_model.tracking_uri,
@@ -301,7 +289,7 @@ def test_a_tampered_bento_model_is_refused_at_start(
 def test_a_model_that_cannot_be_resolved_is_one_line_and_exit_2(
     registered_model: RegisteredModel, tmp_path: Path, uri: str, message: str
 ) -> None:
-    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO_ROOT)}
+    env = {"BENTOML_HOME": str(tmp_path / "home")}
     result = retain(
         "bento", "--model-uri", uri, "--tracking-uri", registered_model.tracking_uri,
         env=env, cwd=tmp_path,

@@ -6,29 +6,14 @@ Each case here printed a traceback (exit 1) before the layer existed.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from features.synth import generate_purchase_log
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def retain(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "serving.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+from tests.retain_cli import retain
 
 
 def error_line(done: subprocess.CompletedProcess[str]) -> str:

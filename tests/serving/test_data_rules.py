@@ -11,9 +11,7 @@ differs under the default rules, and each must give what the trained rules give.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from features.synth import generate_purchase_log
 from serving.batch.publish import read_scores
 from serving.reasons import RISK_PHRASES
 from serving.scorer import ScoringModel, score
+from tests.retain_cli import retain as run_retain
 from tests.serving.test_service_http import (
     assert_matches,
     history_of,
@@ -48,16 +47,7 @@ N_CUSTOMERS = 6
 
 def retain(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """The ``retain`` command as a user runs it, with MLflow's default store in ``cwd``."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.run(
-        [sys.executable, "-m", "serving.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    return run_retain(*args, cwd=cwd, env={"MLFLOW_TRACKING_URI": None})
 
 
 @pytest.fixture(scope="module")

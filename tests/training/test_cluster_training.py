@@ -9,10 +9,8 @@ workers only as bytes over the network.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import pytest
 from features.purchase_log import canonicalize
 from features.synth import generate_purchase_log
 from tests.dask_cluster import DaskCluster
+from tests.retain_cli import retain
 from training.artifact import MANIFEST_NAME
 from training.cluster_snapshots import ClusterSnapshots, customer_partitions, partition_snapshots
 
@@ -45,22 +44,7 @@ def log_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _retain(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-        "BENTOML_DO_NOT_TRACK": "true",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "MLFLOW_TRACKING_URI": "",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "serving.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
+    return retain(*args, cwd=cwd, env={"MLFLOW_TRACKING_URI": None}, timeout=1800)
 
 
 def _train(log_file: Path, work: Path, *extra: str) -> Path:
