@@ -12,7 +12,7 @@ What a test must do to be safe there (a module runs beside any other module):
 - files only under ``tmp_path`` / ``tmp_path_factory`` (never a fixed path, nor the checkout);
 - servers on free ports (``tests/serving/conftest.py`` ``free_port``), never fixed ones;
 - PostgreSQL through ``postgres_db`` (a database per module and worker) or ``postgres_url``
-  (one per worker, so table names need only be unique within the test package's modules);
+  (a database per worker: table names unique across modules, as in a serial run);
 - no reliance on another module having run first, or in the same process;
 - a new module that uses an expensive session fixture others use too (``isolated_venv``)
   goes in ``XDIST_GROUPS``, so the fixture is not built twice.
