@@ -36,8 +36,7 @@ test: lint
 	$(BIN)/python tests/postgres_server.py -- $(BIN)/pytest -q $(XDIST)
 
 # The edit-test loop: everything but the tests marked slow or server (see README).
-# Serial: its tests are CPU-bound, so two workers on two cores measured no faster (100.9 s
-# serial vs 106.9 s on two workers, same sitting).
+# Serial: its tests are CPU-bound, so two workers on two cores are no faster.
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow and not server"
 
