@@ -23,12 +23,20 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Two pytest-xdist workers: most tests wait on servers and subprocesses, so two workers keep
+# both cores busy. Each test module runs whole on one worker (tests/conftest.py schedules
+# `--dist loadfile` by module, plus its XDIST_GROUPS); `PYTEST_WORKERS=0` runs serially.
+PYTEST_WORKERS ?= 2
+XDIST := -n $(PYTEST_WORKERS) --dist loadfile
+
 # One throwaway PostgreSQL cluster serves the whole run (tests/postgres_server.py; Debian's
-# `postgresql` package), its URL exported as RETAIN_TEST_POSTGRES_URL.
+# `postgresql` package), its URL exported as RETAIN_TEST_POSTGRES_URL; each xdist worker
+# works in a database of its own on it (tests/conftest.py `postgres_url`).
 test: lint
-	$(BIN)/python tests/postgres_server.py -- $(BIN)/pytest -q
+	$(BIN)/python tests/postgres_server.py -- $(BIN)/pytest -q $(XDIST)
 
 # The edit-test loop: everything but the tests marked slow or server (see README).
+# Serial: its tests are CPU-bound, so two workers on two cores are no faster.
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow and not server"
 

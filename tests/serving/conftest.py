@@ -43,7 +43,13 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = root / "server.log"
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    # No job execution: its runner and seven huey consumer processes (MLflow's server-side
+    # jobs, unused by retain) would each import mlflow at start and poll all session long.
+    env = {
+        **os.environ,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
     command = [
         sys.executable,
