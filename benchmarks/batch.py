@@ -110,11 +110,11 @@ def prepare(
     import pandas as pd
 
     from features.builders import FeatureConfig
-    from features.segments import SegmentConfig
+    from features.retention.segments import SegmentConfig
     from serving.batch.chunks import Chunk, chunk_frame
     from serving.offers.policy import OfferPolicy
     from training.artifact import save_artifact
-    from training.bundle import RetainModels
+    from training.models.bundle import RetainModels
 
     t0 = time.perf_counter()
     log = _load_generator()(rows, customers, seed=0)
@@ -220,7 +220,7 @@ def stage_profile(data: Path, artifact: Path, n_customers: int) -> dict[str, Any
     import pandas as pd
 
     from features.builders import build_feature_block
-    from features.purchase_log import canonicalize
+    from features.log.purchase_log import canonicalize
     from serving.batch.chunks import Chunk, chunk_frame
     from serving.scorer import ScoringModel, score, score_block
 

@@ -1,9 +1,9 @@
 """Training time locally vs with the snapshots built on a Dask cluster (``retain train --dask``).
 
 The fit is ``benchmarks/quality.py``'s training-time measurement: ``RetainModels(horizon_days
-=90, n_snapshots=6)`` on ``--customers`` synthetic customers (``features.synth``), fitted at
+=90, n_snapshots=6)`` on ``--customers`` synthetic customers (``features.synthetic.synth``), fitted at
 2024-10-01. It runs once in this process (``local``) and once with
-``training.cluster_snapshots.ClusterSnapshots`` on a cluster (``cluster``): a ``LocalCluster``
+``training.dataset.cluster_snapshots.ClusterSnapshots`` on a cluster (``cluster``): a ``LocalCluster``
 of ``--workers`` worker processes, or the scheduler at ``--dask``. The boosters fit in this
 process either way; the script checks that every LightGBM text is the same and prints wall
 and this process's CPU seconds, with the 1-minute load average at the end of each fit (the
@@ -36,7 +36,7 @@ FIT_AS_OF = "2024-10-01"  # benchmarks/quality.py SYNTH_CUTOFFS[-1]
 
 
 def _fit(log: Any, seed: int, snapshots: Any) -> tuple[dict[str, Any], dict[str, str]]:
-    from training.bundle import RetainModels
+    from training.models.bundle import RetainModels
 
     wall, cpu = time.perf_counter(), time.process_time()
     models = RetainModels(horizon_days=HORIZON_DAYS, n_snapshots=6, seed=seed).fit(
@@ -66,9 +66,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
 
     from features.dask_cluster import dask_client
-    from features.purchase_log import canonicalize
-    from features.synth import generate_purchase_log
-    from training.cluster_snapshots import ClusterSnapshots
+    from features.log.purchase_log import canonicalize
+    from features.synthetic.synth import generate_purchase_log
+    from training.dataset.cluster_snapshots import ClusterSnapshots
 
     started = time.perf_counter()
     log = canonicalize(generate_purchase_log(args.customers, seed=args.seed).log).log

@@ -13,7 +13,7 @@ Figures:
    per second, wall and CPU (client, and the server's backends); also the raw frame alone
    (``read_database_log`` vs the Parquet reader). Goal: PostgreSQL within 2x of Parquet;
    the verdict is printed for wall and CPU separately. A table this size is read in two
-   parts over two connections (:mod:`features.database_parts`), which shortens the wall
+   parts over two connections (:mod:`features.sources.database_parts`), which shortens the wall
    time when two cores are free and adds a little CPU. Best of ``--repeat`` runs.
 2. **retain score**: customers per minute of ``retain score`` (its summary's total: read,
    score, publish) reading the table and publishing into a table, vs reading Parquet and
@@ -53,20 +53,20 @@ sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != 
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from features.database import connect, parse_url  # noqa: E402
-from features.database_log import DatabaseLog, read_database_log  # noqa: E402
-from features.purchase_log import read_purchase_log  # noqa: E402
-from features.reading import read_source  # noqa: E402
-from features.schema import LogConfig  # noqa: E402
-from features.synth import customers_for_rows, generate_purchase_log  # noqa: E402
+from features.log.purchase_log import read_purchase_log  # noqa: E402
+from features.log.reading import read_source  # noqa: E402
+from features.log.schema import LogConfig  # noqa: E402
+from features.sources.database import connect, parse_url  # noqa: E402
+from features.sources.database_log import DatabaseLog, read_database_log  # noqa: E402
+from features.synthetic.synth import customers_for_rows, generate_purchase_log  # noqa: E402
 from tests.postgres_server import ENV_URL, PostgresServer, execute, load_frame  # noqa: E402
 
 _MEMORY_PROGRAM = """
 import json, resource, sys
 sys.path.insert(0, {repo!r})
-from features.purchase_log import read_purchase_log
-from features.database import parse_url
-from features.database_log import DatabaseLog
+from features.log.purchase_log import read_purchase_log
+from features.sources.database import parse_url
+from features.sources.database_log import DatabaseLog
 source = {source!r}
 if source.startswith("postgresql://"):
     source = DatabaseLog(parse_url(source), table="big")

@@ -63,7 +63,7 @@ bench_http = _module(_HERE / "http.py", "retain_bench_http")
 
 def synthetic_log() -> pd.DataFrame:
     """The log the benchmark artifact is trained on (benchmarks/http.py's)."""
-    from features.synth import generate_purchase_log
+    from features.synthetic.synth import generate_purchase_log
 
     return generate_purchase_log(2000, seed=7, start="2022-07-01", end="2024-06-30").log
 
@@ -72,7 +72,7 @@ def write_table(url: str, log: pd.DataFrame) -> None:
     """The log as a PostgreSQL table, amounts NUMERIC, indexed on the customer column."""
     import pyarrow as pa
 
-    from features.database import connect
+    from features.sources.database import connect
 
     with connect(url) as conn, conn.cursor() as cur:
         cur.execute(f'DROP TABLE IF EXISTS "{TABLE}"')
@@ -86,7 +86,7 @@ def write_table(url: str, log: pd.DataFrame) -> None:
 def write_snapshot(path: Path, log: pd.DataFrame, artifact: Path) -> None:
     """Every customer's features at ``AS_OF``, as ``retain score --features-out`` writes."""
     from features.builders import build_features
-    from features.purchase_log import canonicalize
+    from features.log.purchase_log import canonicalize
     from serving.scorer import ScoringModel
 
     config = ScoringModel.load(artifact).artifact.feature_config

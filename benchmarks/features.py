@@ -3,7 +3,7 @@
 Usage: ``python benchmarks/features.py [--rows 10000000] [--customers 1000000] [--json PATH]``
 
 The log comes from a numpy generator local to this file that writes the canonical log
-directly (``features.synth`` emits the raw source contract and needs the loader, which would
+directly (``features.synthetic.synth`` emits the raw source contract and needs the loader, which would
 make generation, not features, the bottleneck here). It has heterogeneous purchase rates
 (Gamma), multi-line orders (1 + Poisson lines), 8 categories and 3 channels with missing
 values, discounted orders and ~3% return rows.
@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from features.builders import build_feature_block, build_features
-from features.log_arrays import canonical_log_arrays
+from features.log.log_arrays import canonical_log_arrays
 
 START = pd.Timestamp("2022-01-01", tz="UTC")
 END = pd.Timestamp("2025-01-01", tz="UTC")

@@ -75,12 +75,12 @@ class LevelResult:
 def train_artifact(directory: Path) -> Path:
     """A model with `retain train`'s defaults on a small synthetic log: the one users serve."""
     from features.builders import FeatureConfig
-    from features.purchase_log import canonicalize
-    from features.segments import SegmentConfig
-    from features.synth import generate_purchase_log
+    from features.log.purchase_log import canonicalize
+    from features.retention.segments import SegmentConfig
+    from features.synthetic.synth import generate_purchase_log
     from serving.offers.policy import OfferPolicy
     from training.artifact import save_artifact
-    from training.bundle import RetainModels
+    from training.models.bundle import RetainModels
 
     raw = generate_purchase_log(2000, seed=7, start="2022-07-01", end="2024-06-30").log
     log = canonicalize(raw).log
@@ -96,7 +96,7 @@ def train_artifact(directory: Path) -> Path:
 
 def make_bodies(n_customers: int) -> list[bytes]:
     """Request bodies of ``n_customers`` customers with ~10 history rows each (synthetic)."""
-    from features.synth import generate_purchase_log
+    from features.synthetic.synth import generate_purchase_log
 
     raw = generate_purchase_log(3000, seed=99, start="2022-07-01", end="2024-06-30").log
     raw = raw.sort_values(["customer_id", "timestamp"], kind="stable")

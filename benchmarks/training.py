@@ -68,8 +68,8 @@ def _auc(result: Any) -> dict[str, float | None]:
 
 def cdnow_case() -> dict[str, Any]:
     """CDNOW backtest training quiet, beside a busy-loop neighbour, quiet again."""
-    from features.cdnow import read_cdnow
-    from training.backtest import evaluate
+    from features.sources.cdnow import read_cdnow
+    from training.evaluation.backtest import evaluate
 
     log = read_cdnow(datasets_dir() / "cdnow" / "CDNOW_master.txt").log
     runs: dict[str, dict[str, Any]] = {}
@@ -98,8 +98,8 @@ def cdnow_case() -> dict[str, Any]:
 
 def completejourney_case() -> dict[str, Any]:
     """Read Complete Journey and backtest it at 2017-12-01 (H = 30 d), as ``retain evaluate``."""
-    from features.completejourney import read_complete_journey
-    from training.backtest import evaluate
+    from features.sources.completejourney import read_complete_journey
+    from training.evaluation.backtest import evaluate
 
     def run() -> Any:
         log = read_complete_journey().log
@@ -118,7 +118,7 @@ def completejourney_case() -> dict[str, Any]:
 
 def fit_case(customers: int) -> dict[str, Any]:
     """One fit on ``customers`` customers of the batch benchmark's generator."""
-    from training.bundle import RetainModels
+    from training.models.bundle import RetainModels
 
     spec = importlib.util.spec_from_file_location(
         "bench_features", REPO / "benchmarks" / "features.py"

@@ -1,14 +1,14 @@
 """Uplift benchmark: targeting by uplift against churn targeting and random, on held-out customers.
 
 Each seed draws a synthetic campaign with heterogeneous true effects
-(:func:`serving.campaign_sim.run_synthetic_campaign`: persuadables, sure things, sleeping
+(:func:`serving.lift.campaign_sim.run_synthetic_campaign`: persuadables, sure things, sleeping
 dogs, lost causes) run through the default offer policy with half of the matched customers
 held out (a learning campaign), builds the uplift training set from the log the way
 ``retain uplift-train`` does, holds out a share of customers, fits the uplift models on the
 rest and compares, on the held-out customers, the Qini coefficient and the uplift at the
 top 10 % and 30 % of:
 
-- ``uplift (two-model)`` and ``uplift (transformed outcome)``: :class:`training.uplift.UpliftModel`;
+- ``uplift (two-model)`` and ``uplift (transformed outcome)``: :class:`training.models.uplift.UpliftModel`;
 - ``churn (retain model)``: the churn probability of retain's own models, trained on the log
   before the campaign's scoring day (what churn targeting means in retain);
 - ``churn (oracle)``: the simulator's true probability of no purchase in the horizon, the
@@ -35,17 +35,18 @@ REPO = Path(__file__).resolve().parents[1]
 # and its features.py benchmark would hide the features package
 sys.path.insert(0, str(REPO))
 
-from features.assignments import assignments_from_scores  # noqa: E402
-from features.purchase_log import canonicalize  # noqa: E402
-from serving.campaign_sim import run_synthetic_campaign  # noqa: E402
-from serving.offers.policy import OfferPolicy  # noqa: E402
-from training.bundle import RetainModels  # noqa: E402
 from training.uplift import (  # noqa: E402
     UpliftModel,
     evaluate_on_held_out,
     held_out_customers,
 )
-from training.uplift_data import uplift_training_set  # noqa: E402
+
+from features.log.purchase_log import canonicalize  # noqa: E402
+from features.retention.assignments import assignments_from_scores  # noqa: E402
+from serving.lift.campaign_sim import run_synthetic_campaign  # noqa: E402
+from serving.offers.policy import OfferPolicy  # noqa: E402
+from training.dataset.uplift_data import uplift_training_set  # noqa: E402
+from training.models.bundle import RetainModels  # noqa: E402
 
 AS_OF = "2025-01-01"
 CHURN_MODEL = {

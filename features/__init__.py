@@ -12,25 +12,25 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from features.builders import FeatureConfig, build_features
-    from features.canonical import LoadReport
     from features.catalog import FEATURE_COLUMNS, FEATURES
-    from features.purchase_log import LoadResult, canonicalize, read_purchase_log
-    from features.schema import LogConfig, PurchaseLogError
-    from features.segments import SegmentConfig, assign_segments
+    from features.log.canonical import LoadReport
+    from features.log.purchase_log import LoadResult, canonicalize, read_purchase_log
+    from features.log.schema import LogConfig, PurchaseLogError
+    from features.retention.segments import SegmentConfig, assign_segments
 
 _HOMES: dict[str, str] = {
     "FEATURES": "features.catalog",
     "FEATURE_COLUMNS": "features.catalog",
     "FeatureConfig": "features.builders",
-    "LoadReport": "features.canonical",
-    "LoadResult": "features.purchase_log",
-    "LogConfig": "features.schema",
-    "PurchaseLogError": "features.schema",
-    "SegmentConfig": "features.segments",
-    "assign_segments": "features.segments",
+    "LoadReport": "features.log.canonical",
+    "LoadResult": "features.log.purchase_log",
+    "LogConfig": "features.log.schema",
+    "PurchaseLogError": "features.log.schema",
+    "SegmentConfig": "features.retention.segments",
+    "assign_segments": "features.retention.segments",
     "build_features": "features.builders",
-    "canonicalize": "features.purchase_log",
-    "read_purchase_log": "features.purchase_log",
+    "canonicalize": "features.log.purchase_log",
+    "read_purchase_log": "features.log.purchase_log",
 }
 
 __all__ = [

@@ -21,13 +21,13 @@ Time: timestamps are handled as int64 microseconds since the epoch (UTC).
 Orders: an order is a maximal run of consecutive purchase rows (in canonical order) with the
 same ``customer_id`` and ``order_id``; its time is its first line's timestamp and its value
 the sum of its lines' ``amount`` net of the returns made before ``as_of`` (matched to their
-purchase lines by ``features.returns``; a fully cancelled order is still an order, worth 0),
+purchase lines by ``features.log.returns``; a fully cancelled order is still an order, worth 0),
 so every money column is net of returns and cancellations. Lines of one order that carry different timestamps are one
 order only while they stay adjacent in the canonical sort (no other order of that customer in
 between); the loader is expected to keep them so. The last order (for ``last_order_value``) is
 the last one in canonical order, so ties on time go to the greatest ``order_id``.
 
-Input: the log must already be canonical (see ``features.schema``). Sorting 10 million rows
+Input: the log must already be canonical (see ``features.log.schema``). Sorting 10 million rows
 per call would cost more than building every feature, so the function checks the
 ``customer_id``/``timestamp`` order cheaply and raises ``PurchaseLogError`` instead of
 sorting. Everything is vectorised over the sorted arrays (``np.add.reduceat`` and friends on
@@ -58,8 +58,8 @@ from features.feature_inputs import (
     take_kept,
     timestamps_us,
 )
-from features.log_arrays import LogArrays
-from features.returns import match_log_returns, net_amounts
+from features.log.log_arrays import LogArrays
+from features.log.returns import match_log_returns, net_amounts
 from features.utc import US_PER_DAY, to_utc_timestamp
 
 TREND_DAYS = 180
@@ -209,7 +209,7 @@ def build_feature_block(
 ) -> FeatureBlock:
     """:func:`build_features` as a :class:`FeatureBlock` (same rows, same values).
 
-    ``log`` is the canonical log, or the same log as :class:`~features.log_arrays.LogArrays`
+    ``log`` is the canonical log, or the same log as :class:`~features.log.log_arrays.LogArrays`
     (what the HTTP service builds from a request's rows, with no DataFrame in between).
     """
     config = config or FeatureConfig()
@@ -231,7 +231,7 @@ def build_feature_block(
     before = ts < cutoff
     order_changes = None  # of the frame's order ids, once computed: netting and orders share it
     if (is_return & before).any():
-        # money is counted net of the returns made before as_of (features.returns)
+        # money is counted net of the returns made before as_of (features.log.returns)
         if isinstance(log, LogArrays):
             matched = log.return_of
             if matched is None:

@@ -1,11 +1,11 @@
 """The one place where every feature column and model input is named and documented.
 
 ``build_features`` returns exactly these columns, in this order, indexed by ``customer_id``.
-"Order" and "purchase day" follow the counting rules in ``features.schema``. All windows end
+"Order" and "purchase day" follow the counting rules in ``features.log.schema``. All windows end
 at ``as_of`` (exclusive) and only rows strictly before ``as_of`` are used. Returns never
 count as orders or purchase days. Money columns (``monetary_*``, ``last_order_value``,
 ``spend_*``) are net of the returns made before ``as_of``, each matched to the purchase it
-takes money back from (``features.returns``); ``return_rate`` reads the returned value.
+takes money back from (``features.log.returns``); ``return_rate`` reads the returned value.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ FEATURES: dict[str, FeatureDoc] = {**_BASE, **_WINDOWED, **_BEHAVIOUR}
 FEATURE_COLUMNS: tuple[str, ...] = tuple(FEATURES)
 
 # Model inputs that are not built from the log directly but by the fitted buy-till-you-die
-# baselines (``training.btyd_features``, ``use_baselines=True``, the default) from the features
+# baselines (``training.models.btyd_features``, ``use_baselines=True``, the default) from the features
 # above. Documented here so that every column a model can be explained by has a meaning.
 BTYD_FEATURES: dict[str, FeatureDoc] = {
     "bgnbd_p_alive": FeatureDoc("probability", "BG/NBD probability the customer is still active"),

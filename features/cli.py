@@ -29,15 +29,15 @@ from features.cli_options import (
     UrlEnvOption,
 )
 from features.errors import UserError
-from features.log_source import log_source
+from features.sources.log_source import log_source
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from features.database_log import DatabaseLog
-    from features.purchase_log import LoadResult
-    from features.schema import LogConfig
-    from features.segments import SegmentConfig
+    from features.log.purchase_log import LoadResult
+    from features.log.schema import LogConfig
+    from features.retention.segments import SegmentConfig
+    from features.sources.database_log import DatabaseLog
 
 _TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 
@@ -116,7 +116,7 @@ def _load(
 ) -> LoadResult:
     """Load the log and print its load report to stderr: rows read, kept, dropped, and the
     kept rows the command will not use (before ``since``, at or after ``until``)."""
-    from features.purchase_log import read_purchase_log
+    from features.log.purchase_log import read_purchase_log
     from features.utc import to_utc_timestamp
 
     result = read_purchase_log(data, _log_config(config_file, mapping, strict))
@@ -180,14 +180,14 @@ def synth(
 
     Customers are acquired over the whole period, buy at heterogeneous rates with a Q4 peak and
     campaign lifts, drop out after a purchase with a personal probability, and return a few
-    percent of lines. Some customers only buy in campaigns. See features/synth.py. With
+    percent of lines. Some customers only buy in campaigns. See features/synthetic/synth.py. With
     --campaign-scores, the same log (same seed) continues with the outcome window of that
     campaign, where some customers respond, some buy anyway and some are put off
-    (features/campaigns.py).
+    (features/synthetic/campaigns.py).
     """
 
     def action() -> None:
-        from features.synth import generate_purchase_log
+        from features.synthetic.synth import generate_purchase_log
 
         for path in (out, truth):
             if path is not None and _suffix(path) not in _TABLE_SUFFIXES:
@@ -245,8 +245,8 @@ def _with_campaign(
     """The log with the campaign's outcome window appended, truth with the true uplift."""
     import pandas as pd
 
-    from features.assignments import assignments_from_scores
-    from features.campaigns import CampaignEffects, simulate_campaign_outcomes
+    from features.retention.assignments import assignments_from_scores
+    from features.synthetic.campaigns import CampaignEffects, simulate_campaign_outcomes
 
     assignments = assignments_from_scores(_read_assignments(scores_path), suppressed=True)
     log_end = pd.Timestamp(end, tz="UTC").normalize() + pd.Timedelta(days=1)
@@ -308,7 +308,7 @@ def kpis(
     def action() -> None:
         import json
 
-        from features.kpis import compute_kpis
+        from features.retention.kpis import compute_kpis
         from features.utc import day_after_last_row
 
         chosen = fmt.lower()
@@ -425,7 +425,7 @@ def segments(
 ) -> None:
     """Segment sizes and value as of a date (lapsed, at_risk, sale_only, first_time, ...).
 
-    Rules and their precedence are documented in features/segments.py; thresholds come from
+    Rules and their precedence are documented in features/retention/segments.py; thresholds come from
     the 'segments:' section of --config.
     """
 
@@ -433,7 +433,7 @@ def segments(
         from rich.table import Table
 
         from features.builders import build_features
-        from features.segments import assign_segments, summarize_segments
+        from features.retention.segments import assign_segments, summarize_segments
 
         seg_config = _segment_config(config_file)
         if out is not None and _suffix(out) not in _TABLE_SUFFIXES:

@@ -54,7 +54,7 @@ T = TypeVar("T")
 
 DEFAULT_REGISTERED_MODEL = "retain"
 
-# Where the purchase log comes from (see features.log_source.log_source).
+# Where the purchase log comes from (see features.sources.log_source.log_source).
 DataOption = Annotated[
     str | None,
     typer.Option(

@@ -1,8 +1,8 @@
 """The one reader of retain's config files (YAML or TOML) for every command that reads a log.
 
 A config file writes a source log's quirks down once, next to the data, instead of in CLI
-flags. Its ``log:`` section (``[log]`` in TOML) holds :class:`~features.schema.LogConfig`
-fields, its ``segments:`` section :class:`~features.segments.SegmentConfig` thresholds::
+flags. Its ``log:`` section (``[log]`` in TOML) holds :class:`~features.log.schema.LogConfig`
+fields, its ``segments:`` section :class:`~features.retention.segments.SegmentConfig` thresholds::
 
     log:
       columns:
@@ -40,8 +40,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from features.errors import InputError
-from features.schema import LogConfig
-from features.segments import SegmentConfig
+from features.log.schema import LogConfig
+from features.retention.segments import SegmentConfig
 
 __all__ = [
     "ConfigSyntaxError",
@@ -260,7 +260,7 @@ def apply_options(
     ``--strict`` and ``--timezone`` override its fields. Fields the file or an option set
     stay marked as set (``model_fields_set``), the rest are defaults.
     """
-    from features.reading import parse_mapping
+    from features.log.reading import parse_mapping
 
     update: dict[str, Any] = {}
     if mapping:

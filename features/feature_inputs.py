@@ -1,7 +1,7 @@
 """What the feature builder reads from a canonical log, as validated arrays.
 
 :func:`features.builders.build_feature_block` takes the canonical log as a DataFrame or as
-:class:`~features.log_arrays.LogArrays`; this module turns either into the same arrays: the
+:class:`~features.log.log_arrays.LogArrays`; this module turns either into the same arrays: the
 customer codes, UTC microseconds, amounts and flags of every row (checked against the contract
 cheaply, since sorting or repairing 10 million rows per call would cost more than the features)
 and, for the purchase rows before ``as_of``, order changes and category/channel codes. The
@@ -19,9 +19,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.log_arrays import LogArrays
-from features.returns import id_changes
-from features.schema import CANONICAL_COLUMNS, PurchaseLogError
+from features.log.log_arrays import LogArrays
+from features.log.returns import id_changes
+from features.log.schema import CANONICAL_COLUMNS, PurchaseLogError
 
 __all__ = [
     "InputColumns",
@@ -187,7 +187,7 @@ def _arrow(col: pd.Series) -> pa.Array:
 
 def order_id_changes(col: pd.Series) -> np.ndarray:
     """Per row from the second on, whether the order id differs from the row before's (a
-    missing id differs from every id): :func:`features.returns.id_changes` of the column,
+    missing id differs from every id): :func:`features.log.returns.id_changes` of the column,
     without hashing."""
     if isinstance(col.dtype, pd.CategoricalDtype):
         codes = np.asarray(col.array.codes)

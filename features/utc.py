@@ -1,6 +1,6 @@
 """Times as UTC: the one conversion of a point in time every package uses, and its units.
 
-The canonical log holds UTC instants (``features.schema``). A time given from outside (an
+The canonical log holds UTC instants (``features.log.schema``). A time given from outside (an
 ``--as-of`` option, a config value, a notebook cell, a model tag) may be a date, an ISO 8601
 string, a ``datetime`` or a ``Timestamp``, naive or zoned: :func:`to_utc_timestamp` turns each
 into one tz-aware UTC ``Timestamp`` (naive input is taken as UTC, zoned input is converted) and
@@ -16,7 +16,7 @@ from typing import TypeVar
 import pandas as pd
 
 from features.errors import InputError
-from features.schema import EARLIEST_TIME, LATEST_TIME
+from features.log.schema import EARLIEST_TIME, LATEST_TIME
 
 __all__ = ["US_PER_DAY", "as_utc", "day_after_last_row", "to_utc_timestamp"]
 
@@ -53,7 +53,7 @@ def to_utc_timestamp(as_of: str | datetime | pd.Timestamp, name: str = "as_of") 
     """``as_of`` as a tz-aware UTC timestamp; naive input is taken as UTC.
 
     A UTC ``Timestamp`` is returned as is: the scorer passes one on every call. Anything else
-    is parsed and must lie in the purchase log's time range (``features.schema``), else an
+    is parsed and must lie in the purchase log's time range (``features.log.schema``), else an
     :class:`~features.errors.InputError` names ``name`` (e.g. ``"--as-of"``) and the value.
     """
     if type(as_of) is pd.Timestamp and as_of.tzinfo is UTC:  # type: ignore[union-attr]  # pandas is untyped: no narrowing

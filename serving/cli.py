@@ -68,10 +68,10 @@ def _serving_parts() -> ServingParts:
 
 def _register_all() -> None:
     from features import cli as features_cli
-    from serving import uplift_commands
     from serving.batch import commands as batch_commands
     from serving.http import bento, serve
     from serving.lift import commands as lift_commands
+    from serving.lift import uplift_commands
     from serving.report import commands as report_commands
     from training import cli as training_cli
     from training import lifecycle_commands

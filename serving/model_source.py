@@ -74,7 +74,7 @@ def retain_dir_in_pyfunc(model_dir: Path) -> Path:
     if not isinstance(entry, dict) or not entry.get("path"):
         raise ModelResolutionError(
             f"MLflow model at {model_dir} has no 'retain' artifact; log it with "
-            "training.tracking.log_training_run"
+            "training.registry.tracking.log_training_run"
         )
     path = (model_dir / entry["path"]).resolve()
     if not path.is_relative_to(model_dir.resolve()) or not path.is_dir():
@@ -94,7 +94,7 @@ def logged_model_digest(artifact_dir: Path) -> str:
     from mlflow.models import Model
 
     from features.redaction import redact
-    from training import registry
+    from training.registry import versions as registry
 
     root = next((p for p in Path(artifact_dir).parents if (p / "MLmodel").is_file()), None)
     if root is None:
@@ -103,7 +103,7 @@ def logged_model_digest(artifact_dir: Path) -> str:
     if not run_id:
         raise ModelResolutionError(
             f"MLflow model at {root} names no run, so its artifact cannot be checked against "
-            "a recorded digest; log it with training.tracking.log_training_run"
+            "a recorded digest; log it with training.registry.tracking.log_training_run"
         )
     try:
         return registry.run_manifest_digest(str(run_id))
@@ -215,9 +215,9 @@ def resolved_artifact(
     from mlflow.tracking import MlflowClient
 
     from features.redaction import redact
-    from training import registry
     from training.artifact import ArtifactError, verify_artifact
-    from training.tracking_store import TrackingStoreError, configure_tracking
+    from training.registry import versions as registry
+    from training.registry.tracking_store import TrackingStoreError, configure_tracking
 
     name, alias, version = parse_models_uri(model_uri)
     try:

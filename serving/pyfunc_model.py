@@ -7,7 +7,7 @@ returns exactly what :func:`serving.scorer.score` returns, so a model loaded wit
 
 Inputs:
 - a purchase log (the model signature): canonical columns in *wire form*
-  (``training.tracking.wire_frame``: string ids, tz-naive UTC timestamps, ``None`` for
+  (``training.registry.tracking.wire_frame``: string ids, tz-naive UTC timestamps, ``None`` for
   missing strings) because MLflow's schema enforcement rejects categoricals and tz-aware
   datetimes; canonical dtypes are restored here with the artifact's counting rules
   (cancellation prefix, duplicates), so the scorer sees the log the way training counted
@@ -26,8 +26,8 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
-from features.purchase_log import canonicalize
-from features.schema import LogConfig
+from features.log.purchase_log import canonicalize
+from features.log.schema import LogConfig
 from features.utc import day_after_last_row, to_utc_timestamp
 
 _LOG_MARKERS: frozenset[str] = frozenset({"timestamp", "amount"})

@@ -16,16 +16,16 @@ import numpy as np
 import pandas as pd
 
 from features.builders import FeatureBlock, build_feature_block
-from features.log_arrays import LogArrays
-from features.schema import LogConfig
-from features.segments import REQUIRED_FEATURES, SEGMENTS, segment_codes
+from features.log.log_arrays import LogArrays
+from features.log.schema import LogConfig
+from features.retention.segments import REQUIRED_FEATURES, SEGMENTS, segment_codes
 from features.utc import US_PER_DAY, to_utc_timestamp
 from serving.offers.decide import OFFER_COLUMNS, OfferDecisions, decide_offers
 from serving.offers.inputs import OfferInputs
 from serving.offers.policy import OfferPolicy, OfferPolicyError, uplift_rules
 from serving.reasons import reason_texts
 from training.artifact import RetainArtifact, load_artifact
-from training.boosters import ModelInput
+from training.models.boosters import ModelInput
 
 RISK_BANDS: tuple[tuple[str, float], ...] = (("low", 0.3), ("medium", 0.6), ("high", 1.01))
 N_REASONS = 3

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from features.synth import generate_purchase_log
+from features.synthetic.synth import generate_purchase_log
 from tests.serving.conftest import isolated_env
 
 pytestmark = [pytest.mark.slow]
@@ -125,7 +125,7 @@ def test_installed_wheel_trains_and_builds_a_bento_outside_the_checkout(
     assert tag.startswith("retain:")
     name, tag_version = tag.split(":")
     src = tmp_path / "bentoml" / "bentos" / name / tag_version / "src"
-    assert (src / "features" / "log_arrays.py").is_file()
+    assert (src / "features" / "log" / "log_arrays.py").is_file()
     assert (src / "training" / "constraints.txt").is_file()
     requirements = (src.parent / "env" / "python" / "requirements.txt").read_text()
     assert "lightgbm==" in requirements and "pandas==" in requirements

@@ -33,14 +33,14 @@ from pydantic import BaseModel
 
 from features.atomic import new_directory, sha256_file
 from features.errors import UserError
-from features.schema import CANONICAL_COLUMNS, TIMESTAMP_DTYPE, LogConfig
+from features.log.schema import CANONICAL_COLUMNS, TIMESTAMP_DTYPE, LogConfig
 from training.version import retain_commit, retain_version
 
 if TYPE_CHECKING:  # imported lazily at run time: heavy, and avoids cycles
     from features.builders import FeatureConfig
-    from features.segments import SegmentConfig
-    from training.bundle import RetainModels
-    from training.uplift import UpliftModel
+    from features.retention.segments import SegmentConfig
+    from training.models.bundle import RetainModels
+    from training.models.uplift import UpliftModel
 
 FORMAT_NAME = "retain-artifact"
 FORMAT_VERSION = 1
@@ -400,8 +400,8 @@ def load_artifact(
     recorded it (a registered version): that is what catches a tampered, re-hashed copy.
     """
     from features.builders import FeatureConfig
-    from features.segments import SegmentConfig
-    from training.bundle import RetainModels
+    from features.retention.segments import SegmentConfig
+    from training.models.bundle import RetainModels
 
     root = Path(directory)
     manifest = verify_artifact(root, expected_manifest_sha256)
@@ -417,7 +417,7 @@ def load_artifact(
     uplift = None
     uplift_rel = manifest.get("uplift_dir")
     if uplift_rel is not None:  # optional: artifacts without an uplift model load as before
-        from training.uplift import UpliftModel
+        from training.models.uplift import UpliftModel
 
         uplift_dir = _check_listed_path(root, uplift_rel)
         if not uplift_dir.is_dir():

@@ -26,7 +26,7 @@ from features.cli_options import (
     with_old_spelling,
 )
 from features.errors import InputError, UserError
-from features.log_source import log_source
+from features.sources.log_source import log_source
 
 
 class LogFormat(StrEnum):
@@ -50,7 +50,7 @@ def _parse_model_params(items: list[str]) -> dict[str, Any]:
 
     import yaml
 
-    from training.bundle import RetainModels
+    from training.models.bundle import RetainModels
 
     known = set(inspect.signature(RetainModels.__init__).parameters) - {"self", "horizon_days"}
     out: dict[str, Any] = {}
@@ -118,7 +118,7 @@ def evaluate_command(
     if threads is not None:
         models_params["num_threads"] = threads
     from features.config_file import LogConfigError, log_config_from_options
-    from features.schema import PurchaseLogError
+    from features.log.schema import PurchaseLogError
     from features.utc import to_utc_timestamp
 
     config_file = with_old_spelling(config_file, old_config_file, "--config", "--log-config")
@@ -135,7 +135,7 @@ def evaluate_command(
                 )
             if not source.exists():
                 raise PurchaseLogError(f"--data file not found: {source}")
-            from features.cdnow import read_cdnow
+            from features.sources.cdnow import read_cdnow
 
             loaded = read_cdnow(source)
         else:
@@ -147,12 +147,12 @@ def evaluate_command(
                 raise PurchaseLogError(f"--config: {exc}") from None
             if isinstance(source, Path) and not source.exists():
                 raise PurchaseLogError(f"--data file not found: {source}")
-            from features.purchase_log import read_purchase_log
+            from features.log.purchase_log import read_purchase_log
 
             loaded = read_purchase_log(source, config)
         err.print(loaded.report.summary(), markup=False, highlight=False)
 
-        from training.backtest import evaluate
+        from training.evaluation.backtest import evaluate
 
         result = evaluate(
             loaded.log,
@@ -176,7 +176,7 @@ def evaluate_command(
         result.write_json(json_path)
         console.print(f"figures written to {json_path}")
     if plots is not None:
-        from training.plots import write_backtest_plots
+        from training.evaluation.plots import write_backtest_plots
 
         for path in write_backtest_plots(result, plots):
             console.print(f"plot written to {path}")

@@ -2,20 +2,20 @@
 
 Two model fits, on purpose:
 
-1. **Backtest at ``as_of``** (:func:`training.backtest.evaluate`): the models train on
+1. **Backtest at ``as_of``** (:func:`training.evaluation.backtest.evaluate`): the models train on
    snapshots whose label windows end by ``as_of``, score the customers known at ``as_of``
    and are judged on what those customers did in ``[as_of, as_of + H)``. So ``as_of + H``
    must be inside the log. These metrics (model and baselines) are what the registry's
    promotion gate compares, and they are only comparable between runs with the same
    cutoff, horizon and data fingerprint.
-2. **Production fit on all the data**: :class:`training.bundle.RetainModels` is fitted with
+2. **Production fit on all the data**: :class:`training.models.bundle.RetainModels` is fitted with
    ``as_of`` = the UTC day after the log's last timestamp, so it learns from every snapshot
    whose label window ends by the end of the log (the most recent behaviour). That fitted
    object is what gets packaged, logged and registered; the backtest fit is discarded.
 
 The registered version becomes ``challenger``; only ``retain promote`` changes ``champion``.
 When a champion exists and was backtested differently, its configuration is re-fitted on
-this run's backtest (same data, same cutoff; :mod:`training.gate` says why not its
+this run's backtest (same data, same cutoff; :mod:`training.registry.gate` says why not its
 registered model) and the figures, with what they are, are recorded on the new version, so
 the promotion gate compares like with like. ``retain promote`` (:func:`promote_challenger`)
 first loads the challenger from the registry (manifest digest checked) and scores a tiny
@@ -40,18 +40,18 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from features.database_log import DatabaseLog
+from features.log.schema import LogConfig
 from features.redaction import redact
-from features.schema import LogConfig
+from features.sources.database_log import DatabaseLog
 from features.utc import day_after_last_row, to_utc_timestamp
 from training.artifact import RetainArtifact
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
-    from features.segments import SegmentConfig
-    from training.bundle import RetainModels
-    from training.snapshot_builder import SnapshotBuilder
+    from features.retention.segments import SegmentConfig
+    from training.dataset.snapshot_builder import SnapshotBuilder
+    from training.models.bundle import RetainModels
 
 SMOKE_CUSTOMERS = 12
 
@@ -164,17 +164,18 @@ def train_and_register(
     ``log_config`` reads the log and is packaged with the model, so HTTP, batch and the
     pyfunc count rows (cancellations, duplicates) the way this training run did.
     ``snapshots`` builds the training snapshots of both fits (default: in this process;
-    ``training.cluster_snapshots.ClusterSnapshots`` on a Dask cluster): the boosters, the
+    ``training.dataset.cluster_snapshots.ClusterSnapshots`` on a Dask cluster): the boosters, the
     artifact, the run and the registry entry are the ones a local run makes.
     """
-    from features.purchase_log import read_purchase_log
-    from features.segments import SegmentConfig
-    from training import registry, tracking, tracking_store
+    from features.log.purchase_log import read_purchase_log
+    from features.retention.segments import SegmentConfig
     from training.artifact import save_artifact
-    from training.backtest import check_coverage, evaluate
-    from training.bundle import RetainModels
-    from training.plots import write_backtest_plots
-    from training.snapshots import describe_snapshots
+    from training.dataset.snapshots import describe_snapshots
+    from training.evaluation.backtest import check_coverage, evaluate
+    from training.evaluation.plots import write_backtest_plots
+    from training.models.bundle import RetainModels
+    from training.registry import tracking, tracking_store
+    from training.registry import versions as registry
 
     cutoff = to_utc_timestamp(as_of)
     policy_yaml = serving.policy_yaml(policy)
@@ -284,18 +285,18 @@ def champion_on_backtest(
     champion_version: str,
 ) -> tuple[dict[str, float | None], str]:
     """The champion's figures on the challenger's backtest, and one sentence saying what
-    they are (recorded on the challenger as :data:`training.registry.RESCORED_BASIS_TAG`).
+    they are (recorded on the challenger as :data:`training.registry.versions.RESCORED_BASIS_TAG`).
 
     The champion's *configuration* (its run's models parameters and seed) is re-fitted at
     ``cutoff`` on ``log`` and scored like the challenger's backtest; its registered model is
-    not used, because it was fitted on data past ``cutoff`` (:mod:`training.gate`). When the
+    not used, because it was fitted on data past ``cutoff`` (:mod:`training.registry.gate`). When the
     configuration is the challenger's own, that re-fit *is* the challenger's backtest, whose
     figures are on the challenger already. Keyed like a version's tags (``model.churn_auc``).
     """
     from mlflow.tracking import MlflowClient
 
-    from training import gate, tracking
-    from training.backtest import evaluate
+    from training.evaluation.backtest import evaluate
+    from training.registry import gate, tracking
 
     c = MlflowClient()
     champion = c.get_model_version(name, champion_version)
@@ -349,7 +350,7 @@ def _record_champion_rescore(
     from mlflow.exceptions import MlflowException
 
     from features.errors import UserError
-    from training import registry
+    from training.registry import versions as registry
 
     champion = registry.alias_version(registry.CHAMPION, name=name)
     if champion is None or champion == version:
@@ -367,8 +368,8 @@ def _record_champion_rescore(
 
 def smoke_log() -> pd.DataFrame:
     """A tiny, fixed synthetic purchase log (canonical) that any retain model can score."""
-    from features.purchase_log import canonicalize
-    from features.synth import generate_purchase_log
+    from features.log.purchase_log import canonicalize
+    from features.synthetic.synth import generate_purchase_log
 
     raw = generate_purchase_log(SMOKE_CUSTOMERS, seed=0, start="2023-01-01", end="2023-12-31")
     return canonicalize(raw.log).log
@@ -412,10 +413,11 @@ def promote_challenger(
 
     ``data`` is the challenger's purchase log: with it, a champion whose configuration was
     not yet re-fitted on the challenger's backtest is re-fitted now (the log must have the
-    fingerprint the challenger was backtested on). Returns the :class:`training.registry.PromotionDecision`.
+    fingerprint the challenger was backtested on). Returns the :class:`training.registry.versions.PromotionDecision`.
     """
-    from features.purchase_log import read_purchase_log
-    from training import registry, tracking, tracking_store
+    from features.log.purchase_log import read_purchase_log
+    from training.registry import tracking, tracking_store
+    from training.registry import versions as registry
 
     resolved = tracking_store.configure_tracking(tracking_uri, create=False)
 

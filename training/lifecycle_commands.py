@@ -37,7 +37,7 @@ from features.cli_options import (
     UrlEnvOption,
     with_old_spelling,
 )
-from features.log_source import log_source
+from features.sources.log_source import log_source
 
 if TYPE_CHECKING:  # pandas and MLflow load when a command runs, not for ``retain --help``
     from training.lifecycle import ServingParts
@@ -78,7 +78,7 @@ def alias_report(name: str, version: str) -> str:
     Another ``retain train`` or ``retain promote`` may have moved ``challenger`` since this
     run set it; the message says so rather than claim an alias this run no longer holds.
     """
-    from training import registry
+    from training.registry import versions as registry
 
     challenger = registry.alias_version(registry.CHALLENGER, name=name)
     champion = registry.alias_version(registry.CHAMPION, name=name)
@@ -103,7 +103,7 @@ def _snapshot_builder(address: str | None, local_workers: int | None) -> Iterato
         yield None
         return
     from features.dask_cluster import dask_client
-    from training.cluster_snapshots import ClusterSnapshots
+    from training.dataset.cluster_snapshots import ClusterSnapshots
 
     with dask_client(address, local_workers) as client:
         yield ClusterSnapshots(client)
@@ -226,8 +226,8 @@ def promote(
     record that; read it with the --map and --config `retain train` was given.
     """
     from features.config_file import log_config_from_options
-    from training.gate import CHECKS
     from training.lifecycle import promote_challenger
+    from training.registry.gate import CHECKS
 
     if force:
         raise typer.BadParameter(
@@ -266,7 +266,8 @@ def rollback(
     old_name: OldNameOption = None,
 ) -> None:
     """Point champion back at the previous champion version."""
-    from training import registry, tracking_store
+    from training.registry import tracking_store
+    from training.registry import versions as registry
 
     name = _model_name(registered_model, old_name)
     tracking_store.configure_tracking(tracking_uri, create=False)
@@ -284,7 +285,8 @@ def models(
     old_name: OldNameOption = None,
 ) -> None:
     """List registered versions with their aliases and key backtest metrics."""
-    from training import registry, tracking_store
+    from training.registry import tracking_store
+    from training.registry import versions as registry
 
     name = _model_name(registered_model, old_name)
     tracking_store.configure_tracking(tracking_uri, create=False)

@@ -67,7 +67,7 @@ def customer_chunks(log: pd.DataFrame, chunk_customers: int) -> list[Chunk]:
     if codes.size and (codes[0] < 0 or np.any(np.diff(codes) < 0)):
         raise BatchError(
             "the log is not sorted by customer_id (or has empty ids); load it with "
-            "features.purchase_log.read_purchase_log"
+            "features.log.purchase_log.read_purchase_log"
         )
     n_codes = len(column.cat.categories)
     starts = np.arange(0, n_codes, chunk_customers, dtype=np.int64)

@@ -32,14 +32,14 @@ from features.cli_options import (
     UrlEnvOption,
 )
 from features.errors import InputError
-from features.log_source import log_source
+from features.sources.log_source import log_source
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from features.database import DatabaseUrl
-    from features.database_log import DatabaseLog
-    from features.schema import LogConfig
+    from features.log.schema import LogConfig
+    from features.sources.database import DatabaseUrl
+    from features.sources.database_log import DatabaseLog
     from serving.batch.chunks import Chunk
     from serving.batch.run import BatchSummary
     from serving.batch.table_output import TableOutput
@@ -81,7 +81,7 @@ def score_command(
     The log is read with the model's log config (from its manifest). ``log_config`` (a
     ``--config`` file) may change how the file is laid out (columns, time zone, date format,
     ...) but not the counting rules the model was trained with
-    (:func:`features.schema.scoring_log_config` refuses a conflicting one, naming it);
+    (:func:`features.log.schema.scoring_log_config` refuses a conflicting one, naming it);
     ``mapping`` (``--map``) then overrides column names one by one.
 
     ``out`` a database URL (with ``out_table``) publishes into a table
@@ -89,8 +89,8 @@ def score_command(
     same bytes a directory output gets), then staged and switched in.
     """
     from features.config_file import apply_options
-    from features.purchase_log import read_purchase_log
-    from features.schema import LogConfig, scoring_log_config
+    from features.log.purchase_log import read_purchase_log
+    from features.log.schema import LogConfig, scoring_log_config
     from features.utc import to_utc_timestamp
     from serving.batch.chunks import (
         DEFAULT_CHUNK_CUSTOMERS,
@@ -347,7 +347,7 @@ def _score_partitioned(
 
 def _table_target(out: str | Path, out_table: str | None, resume: bool) -> DatabaseUrl | None:
     """The database ``--out`` names (None for a directory); ``--out-table`` goes with it."""
-    from features.database import is_database_url, parse_url
+    from features.sources.database import is_database_url, parse_url
     from serving.batch.chunks import BatchError
 
     if not is_database_url(str(out)):
@@ -399,8 +399,8 @@ def partition_command(
     from dataclasses import asdict
 
     from features.config_file import apply_options
-    from features.partition_log import partition_log
-    from features.schema import LogConfig
+    from features.log.schema import LogConfig
+    from features.sources.partition_log import partition_log
     from serving.batch.chunks import DEFAULT_CHUNK_CUSTOMERS
 
     chunk = DEFAULT_CHUNK_CUSTOMERS if chunk_customers is None else chunk_customers

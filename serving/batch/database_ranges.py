@@ -12,14 +12,14 @@ loads the log on the driver:
 2. **score** - one task per chunk, on a worker, opens its own connection, imports the
    driver's snapshot (every task sees the rows the plan saw, however long the run), reads
    ``WHERE id >= lo AND id < hi`` with the same pruned columns and casts as the
-   single-machine reader (:mod:`features.database_log`), loads, scores with the shared
+   single-machine reader (:mod:`features.sources.database_log`), loads, scores with the shared
    scorer and writes its Parquet parts into the run's staging directory
    (:func:`score_range`); it returns the small manifest entry and its load report.
 3. **publish** - the driver records the entries and publishes exactly as for any run
    (:func:`serving.batch.run.run_batch`): manifest, ``--resume``, atomic switch, lock.
 
 Ids are compared as the canonical id text the loader sorts
-(:func:`features.text_columns.code_customers`): text stripped of the whitespace Arrow
+(:func:`features.log.text_columns.code_customers`): text stripped of the whitespace Arrow
 strips, integers as their decimal text, always ``COLLATE "C"`` (code-point order, what
 Arrow's sort gives; a column's own collation, e.g. ICU's, orders ``B`` after ``a``). When no
 text id needs stripping (checked on the distinct ids while planning) the bare column is
@@ -45,9 +45,11 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from features.canonical import ROW_NUMBER_NOTE, LoadReport, column_label
-from features.database import DatabaseError, connect, database_error
-from features.database_log import (
+from features.log.canonical import ROW_NUMBER_NOTE, LoadReport, column_label
+from features.log.purchase_log import canonicalize
+from features.log.schema import LogConfig, PurchaseLogError
+from features.sources.database import DatabaseError, connect, database_error
+from features.sources.database_log import (
     DatabaseLog,
     check_log_columns,
     fetch_frame,
@@ -55,9 +57,7 @@ from features.database_log import (
     select_list,
     source_sql,
 )
-from features.database_parts import begin_snapshot
-from features.purchase_log import canonicalize
-from features.schema import LogConfig, PurchaseLogError
+from features.sources.database_parts import begin_snapshot
 from serving.batch.chunks import BatchError, Chunk, ChunkResult, ChunkRunner, StagedChunk
 from serving.batch.chunks import score_chunk as score_log
 from serving.batch.partitioned import merged_report
@@ -81,7 +81,7 @@ __all__ = [
     "score_range",
 ]
 
-_FEW_DISTINCT = ("product_id", "category", "channel")  # as features.database_log reads them
+_FEW_DISTINCT = ("product_id", "category", "channel")  # as features.sources.database_log reads them
 ID_WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
 """What Arrow's ``utf8_trim_whitespace`` strips from ids (Python's ``isspace`` set; the
 tests check the two agree)."""

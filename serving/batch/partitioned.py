@@ -39,12 +39,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from features.canonical import LoadReport
 from features.errors import UserError
-from features.purchase_log import read_purchase_log
-from features.reading import resolve_columns
-from features.schema import LogConfig, PurchaseLogError
-from features.text_columns import code_customers
+from features.log.canonical import LoadReport
+from features.log.purchase_log import read_purchase_log
+from features.log.reading import resolve_columns
+from features.log.schema import LogConfig, PurchaseLogError
+from features.log.text_columns import code_customers
 from serving.batch.chunks import (
     BatchError,
     Chunk,

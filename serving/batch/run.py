@@ -1,6 +1,6 @@
 """Batch scoring: every customer of a purchase log, chunk by chunk, to partitioned Parquet.
 
-``retain score`` loads the log once (``features.purchase_log``), cuts it into customer chunks
+``retain score`` loads the log once (``features.log.purchase_log``), cuts it into customer chunks
 (:mod:`serving.batch.chunks`) and scores each with :func:`serving.scorer.score`, the same
 function the HTTP service calls; :func:`run_batch` stages every chunk, resuming finished ones,
 and publishes the output (:mod:`serving.batch.publish`). A chunked run gives the same rows as
@@ -27,8 +27,8 @@ from typing import Any
 import pandas as pd
 
 from features.atomic import VersionedDir, sha256_file
-from features.canonical import LoadReport
-from features.database_log import DatabaseLog
+from features.log.canonical import LoadReport
+from features.sources.database_log import DatabaseLog
 from serving.batch.chunks import (
     PART_TEMPLATE,
     BatchError,

@@ -37,7 +37,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.database import (
+from features.sources.database import (
     DatabaseError,
     DatabaseUrl,
     connect,
@@ -347,8 +347,8 @@ def _staging_name(table: str, run_id: str) -> str:
 
 def read_scores_table(url: DatabaseUrl, table: str) -> tuple[pd.DataFrame, dict[str, Any]]:
     """A scores (or any assignments) table and, for one retain published, its run summary."""
-    from features.database_log import DatabaseLog, read_database_log
-    from features.schema import LogConfig
+    from features.log.schema import LogConfig
+    from features.sources.database_log import DatabaseLog, read_database_log
 
     schema, name = split_table_name(table)
     frame = read_database_log(DatabaseLog(url, table=table), LogConfig(), check_columns=False)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pandas as pd
 
-from features.schema import PurchaseLogError
+from features.log.schema import PurchaseLogError
 from serving.http.responses import score_records, unscored_record
 from serving.http.schemas import CustomerIn
 from serving.http.score_request import history_log

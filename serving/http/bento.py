@@ -10,7 +10,7 @@ the digest again (:func:`serving.model_source.bento_model_artifact`).
 
 The rest of the recipe is ``serving/http/bentofile.yaml`` (service, whole-package sources,
 environment; package data, so an installed retain builds bentos too), with its Python
-packages replaced by the pinned closure from :mod:`training.pins`, the same requirement
+packages replaced by the pinned closure from :mod:`training.registry.pins`, the same requirement
 list the MLflow model carries. The sources are copied from wherever ``features``,
 ``training`` and ``serving`` are imported from (a checkout or site-packages) into a
 temporary build context holding nothing else.
@@ -132,7 +132,7 @@ def build_bento(model_uri: str, tracking_uri: str | None = None) -> BuiltBento:
     import bentoml
     import yaml
 
-    from training.pins import runtime_requirements
+    from training.registry.pins import runtime_requirements
 
     recipe = read_bentofile()
     with resolved_artifact(model_uri, tracking_uri) as (path, source):

@@ -8,7 +8,7 @@ customers' rows instead, with one query per request batch::
     SELECT <mapped columns> FROM <table> WHERE <customer column> = ANY($1)
 
 the ids bound as one array parameter, every name a quoted identifier (never pasted SQL).
-The rows become :class:`features.log_arrays.LogArrays` by the rules ``/score`` applies to
+The rows become :class:`features.log.log_arrays.LogArrays` by the rules ``/score`` applies to
 the histories it is sent, so both endpoints build features the same way.
 
 Column names are the artifact's log config mapping (the names the training log had), and
@@ -36,7 +36,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.database import (
+from features.errors import UserError
+from features.log.log_arrays import LogArrays, canonical_log_arrays
+from features.log.reading import resolve_columns
+from features.log.schema import LogConfig, PurchaseLogError
+from features.redaction import redact
+from features.sources.database import (
     TIMEOUT_ENV,
     DatabaseError,
     connect,
@@ -45,12 +50,7 @@ from features.database import (
     quote_identifier,
     statement_timeout_seconds,
 )
-from features.database_log import DatabaseLog, source_sql
-from features.errors import UserError
-from features.log_arrays import LogArrays, canonical_log_arrays
-from features.reading import resolve_columns
-from features.redaction import redact
-from features.schema import LogConfig, PurchaseLogError
+from features.sources.database_log import DatabaseLog, source_sql
 
 if TYPE_CHECKING:
     from adbc_driver_manager.dbapi import Connection, Cursor

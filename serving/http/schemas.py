@@ -1,7 +1,7 @@
 """Request and response models of the HTTP scoring service (the public API contract).
 
 Validation happens here, once, in pydantic's compiled core: anything that gets past these
-models is shaped so that :func:`features.purchase_log.canonicalize` accepts it (finite
+models is shaped so that :func:`features.log.purchase_log.canonicalize` accepts it (finite
 numbers, non-empty ids, timestamps normalised to UTC). Customer ids are made canonical here
 (surrounding whitespace stripped, as the loader does), so everything after validation, and
 every response, uses the one id the model scores. Limits on sizes live here too, so a
@@ -24,7 +24,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
-from features.schema import EARLIEST_TIME, LATEST_TIME, MAX_ABS_AMOUNT, MAX_ABS_QUANTITY
+from features.log.schema import EARLIEST_TIME, LATEST_TIME, MAX_ABS_AMOUNT, MAX_ABS_QUANTITY
 
 MAX_ID_LENGTH = 128
 MAX_TEXT_LENGTH = 256
@@ -32,7 +32,7 @@ MAX_HISTORY_ROWS = 50_000
 MAX_IDS = 10_000
 
 
-EARLIEST = EARLIEST_TIME  # the purchase-log contract's bounds (features.schema)
+EARLIEST = EARLIEST_TIME  # the purchase-log contract's bounds (features.log.schema)
 LATEST = LATEST_TIME
 
 
@@ -60,7 +60,7 @@ Text = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
 def canonical_customer_id(value: str) -> str:
     """The id the loader keys a customer by: surrounding whitespace stripped.
 
-    Why: :func:`features.purchase_log.canonicalize` strips customer ids, so ``" c1"`` and
+    Why: :func:`features.log.purchase_log.canonicalize` strips customer ids, so ``" c1"`` and
     ``"c1"`` are one customer there. Checking duplicates, grouping the micro-batcher and
     looking results up by the raw id let one request be answered from another's rows.
     ``str.strip`` removes exactly the characters Arrow's ``utf8_trim_whitespace`` (the

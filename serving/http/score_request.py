@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from features.log_arrays import LogArrays
-from features.schema import LogConfig, PurchaseLogError
-from features.small_log import typed_log_arrays
+from features.log.log_arrays import LogArrays
+from features.log.schema import LogConfig, PurchaseLogError
+from features.log.small_log import typed_log_arrays
 from serving.http.schemas import EARLIEST, LATEST, CustomerIn
 
 _EARLIEST_S = EARLIEST.timestamp()
@@ -53,8 +53,8 @@ def history_log(customers: Sequence[CustomerIn], config: LogConfig | None = None
     Columns are built field by field (the per-row Python is the cost here); an
     optional column is passed only when some row has a value, as a source file without that
     column would be, so the defaults (quantity 1, no discount, order ids from the time) are
-    applied in one place: :func:`features.log_arrays.canonical_log_arrays` (or, for a few
-    rows, its plain-Python twin :func:`features.small_log.typed_log_arrays` picks). ``config`` is the
+    applied in one place: :func:`features.log.log_arrays.canonical_log_arrays` (or, for a few
+    rows, its plain-Python twin :func:`features.log.small_log.typed_log_arrays` picks). ``config`` is the
     model's log config (its counting rules apply; a request has no source column names).
     """
     rows = [row for customer in customers for row in customer.history]

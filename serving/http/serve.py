@@ -109,7 +109,7 @@ def serve_command(
         )
     if registered_model:
         env["RETAIN_REGISTERED_MODEL"] = registered_model
-    from training.tracking_store import DEFAULT_TRACKING_URI  # mlflow only when serving
+    from training.registry.tracking_store import DEFAULT_TRACKING_URI  # mlflow only when serving
 
     tracking = (tracking_uri or env.get("MLFLOW_TRACKING_URI", "")).strip()
     env["MLFLOW_TRACKING_URI"] = absolute_tracking_uri(tracking or DEFAULT_TRACKING_URI, base)

@@ -123,7 +123,7 @@ def history_settings(env: Mapping[str, str]) -> dict[str, str | None]:
         raise SettingsError(
             "RETAIN_HISTORY_URL needs exactly one of RETAIN_HISTORY_TABLE and RETAIN_HISTORY_QUERY"
         )
-    from features.database import DatabaseError, parse_url
+    from features.sources.database import DatabaseError, parse_url
 
     try:
         parsed = parse_url(url, option="RETAIN_HISTORY_URL", password_ok=True)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from features.atomic import pinned
 from features.builders import FeatureBlock
-from features.segments import REQUIRED_FEATURES
+from features.retention.segments import REQUIRED_FEATURES
 from serving.http.responses import score_records, unscored_record
 from serving.http.schemas import ModelInfo, SnapshotInfo
 from serving.http.settings import SERVICE_LOGGER

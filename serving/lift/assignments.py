@@ -1,6 +1,6 @@
 """The experiment of a campaign as ``retain lift`` measures it.
 
-Reading the table is :func:`features.assignments.read_assignments` (the one reader that
+Reading the table is :func:`features.retention.assignments.read_assignments` (the one reader that
 ``retain uplift-train`` and ``retain synth --campaign-scores`` use too: who is treated, who
 is held out, the shared control, canonical ids); :func:`check_assignments` refuses what
 cannot be measured with one line naming the rows (a campaign with no held-out customer, a
@@ -9,7 +9,7 @@ customer assigned twice in one campaign, a send day before the scores' ``as_of``
 
 from __future__ import annotations
 
-from features.assignments import (
+from features.retention.assignments import (
     ALL_SEGMENTS,
     CONTROL,
     AssignmentError,

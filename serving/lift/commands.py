@@ -25,12 +25,12 @@ from features.cli_options import (
     UrlEnvOption,
 )
 from features.errors import InputError
-from features.log_source import log_source
+from features.sources.log_source import log_source
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from features.database_log import DatabaseLog
+    from features.sources.database_log import DatabaseLog
     from serving.lift.measure import LiftResult
 
 _AMAP_HELP = (
@@ -46,7 +46,7 @@ def read_table(path: str | Path, table: str | None = None) -> tuple[pd.DataFrame
     a database table (``table``; one ``retain score --out-table`` wrote carries its summary)."""
     import pandas as pd
 
-    from features.database import is_database_url, parse_url
+    from features.sources.database import is_database_url, parse_url
     from serving.report.page import load_scores
 
     if is_database_url(str(path)):
@@ -174,7 +174,7 @@ def log_mlflow_run(result: LiftResult, tracking_uri: str | None, experiment: str
     import mlflow
 
     from serving.report.campaigns import lift_figure
-    from training.tracking_store import configure_tracking, ensure_experiment
+    from training.registry.tracking_store import configure_tracking, ensure_experiment
 
     configure_tracking(tracking_uri)
     experiment_id = ensure_experiment(experiment)
@@ -237,8 +237,8 @@ def lift_command(
     """Read the inputs, check them, measure."""
 
     from features.config_file import apply_options
-    from features.purchase_log import read_purchase_log
-    from features.schema import LogConfig
+    from features.log.purchase_log import read_purchase_log
+    from features.log.schema import LogConfig
     from features.utc import to_utc_timestamp
     from serving.lift.assignments import assignment_columns, read_assignments
     from serving.lift.measure import measure_lift

@@ -56,7 +56,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.assignments import log_end_text
+from features.retention.assignments import log_end_text
 from features.utc import US_PER_DAY, as_utc, day_after_last_row
 from serving.lift.assignments import (
     ALL_SEGMENTS,

@@ -15,7 +15,7 @@ Decision for each customer (all steps are vectorised over the whole frame):
    stake is ``expected_spend_365d`` (or ``expected_spend_horizon`` when the rule says
    ``spend_at_stake: horizon``). The lift is the assumed share of the at-risk spend that the
    offer keeps; the cost is what one offer costs (message plus incentive). When the scores
-   carry an ``uplift`` (the artifact has an uplift model, ``training.uplift``), the measured
+   carry an ``uplift`` (the artifact has an uplift model, ``training.models.uplift``), the measured
    response replaces the assumption: ``spend_at_stake * uplift - cost``, so an offer to a
    customer who buys anyway (uplift 0) or is put off by it (uplift < 0) has negative value.
 4. **Holdout**: a deterministic ``holdout_share`` of customers, chosen by hashing
@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.segments import SEGMENTS
+from features.retention.segments import SEGMENTS
 from serving.offers.holdout import holdout_draw
 from serving.offers.inputs import OfferInputs, ScoresError
 from serving.offers.policy import NO_OFFER, OfferPolicy, Rule

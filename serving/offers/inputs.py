@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import InputError
-from features.segments import SEGMENTS
+from features.retention.segments import SEGMENTS
 from serving.offers.policy import Match, OfferPolicy, Rule, uplift_rules
 
 REQUIRED_SCORE_COLUMNS: tuple[str, ...] = (
@@ -36,7 +36,7 @@ class OfferInputs:
     """The numpy-typed columns the rules read, checked once on construction.
 
     ``customer_id`` names offending rows in errors and seeds the holdout draw; segment codes
-    index ``features.segments.SEGMENTS``.
+    index ``features.retention.segments.SEGMENTS``.
     """
 
     def __init__(

@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from features.errors import InputError
-from features.segments import Segment
+from features.retention.segments import Segment
 
 CHANNELS: tuple[str, ...] = ("email", "sms", "push", "in_app", "direct_mail")
 NO_OFFER = "none"

@@ -23,11 +23,11 @@ from features.cli_options import (
     UrlEnvOption,
 )
 from features.errors import InputError
-from features.log_source import log_source
+from features.sources.log_source import log_source
 
 if TYPE_CHECKING:
-    from features.database_log import DatabaseLog
-    from features.schema import LogConfig
+    from features.log.schema import LogConfig
+    from features.sources.database_log import DatabaseLog
 
 
 def report_command(
@@ -42,8 +42,8 @@ def report_command(
 ) -> Path:
     """Load the log (and scores, and campaign results) and write the HTML report atomically."""
     from features.config_file import apply_options
-    from features.purchase_log import read_purchase_log
-    from features.schema import LogConfig
+    from features.log.purchase_log import read_purchase_log
+    from features.log.schema import LogConfig
     from serving.report.campaigns import check_lift_json
     from serving.report.page import build_report, write_report
 

@@ -17,7 +17,7 @@ import pandas as pd
 from features.atomic import write_text_atomic
 from features.builders import build_features
 from features.errors import InputError
-from features.segments import assign_segments
+from features.retention.segments import assign_segments
 from features.utc import day_after_last_row, to_utc_timestamp
 from serving.report.blocks import Section
 from serving.report.campaigns import campaign_section

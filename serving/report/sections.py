@@ -7,7 +7,7 @@ The report is one self-contained HTML page a marketer can mail around
 - ``kpis``: repeat rate, purchase frequency, order value over the year before ``as_of``, and
   monthly buyers with the share of returning buyers;
 - ``cohorts``: first-purchase-month cohorts, share ordering k months later (heatmap);
-- ``segments``: segment sizes and their spend (``features.segments`` at ``as_of``);
+- ``segments``: segment sizes and their spend (``features.retention.segments`` at ``as_of``);
 - ``risk``: churn-probability distribution by risk band, and the forecast total purchases
   and spend over the horizon with their 90 % interval (needs ``--scores``);
 - ``calibration``: last period's predictions against what happened: the scores' churn
@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.kpis import cohort_retention, compute_kpis
-from features.segments import SEGMENTS, summarize_segments
+from features.retention.kpis import cohort_retention, compute_kpis
+from features.retention.segments import SEGMENTS, summarize_segments
 from serving.report.blocks import Section, html_table, inline_png, new_figure, note
 
 KPI_DAYS = 365
@@ -151,7 +151,7 @@ def forecast_totals(scores: pd.DataFrame, summary: dict[str, Any]) -> str:
     """The scored customers' total purchases and spend over the horizon, with the 90 %
     interval the model's past cutoffs give (``total_log_spread`` of the scores' run
     summary); a note when the scores carry no interval."""
-    from training.combine import totals_with_interval
+    from training.models.combine import totals_with_interval
 
     spreads = summary.get("total_log_spread")
     columns = ("expected_purchases_horizon", "expected_spend_horizon")
@@ -188,8 +188,8 @@ def calibration_section(
     ``observed_until`` is where the log's coverage ends (the report's as_of); the scores'
     horizon must end by then, or customers would count as churned for lack of data.
     """
-    from training.labels import build_labels
-    from training.metrics import calibration_curve, expected_calibration_error
+    from training.dataset.labels import build_labels
+    from training.evaluation.metrics import calibration_curve, expected_calibration_error
 
     title = "Calibration: last period's predictions against what happened"
     if scores is None or scores.empty:

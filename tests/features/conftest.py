@@ -1,6 +1,6 @@
 """Shared fixtures for feature tests: canonical logs built straight from row dicts.
 
-``make_log`` builds the canonical frame directly (dtypes and sort from ``features.schema``)
+``make_log`` builds the canonical frame directly (dtypes and sort from ``features.log.schema``)
 so tests of the feature code do not depend on the loader.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.schema import CANONICAL_COLUMNS, TIMESTAMP_DTYPE
+from features.log.schema import CANONICAL_COLUMNS, TIMESTAMP_DTYPE
 
 _DEFAULTS: dict[str, Any] = {
     "quantity": 1.0,

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from features import builders
 from features.builders import COUNT_COLUMNS, FeatureConfig, build_features
 from features.catalog import FEATURE_COLUMNS
-from features.schema import PurchaseLogError
+from features.log.schema import PurchaseLogError
 from tests.features.conftest import make_log, random_log
 
 AS_OF = "2024-07-01"  # a Monday; 2024 is a leap year (Feb has 29 days)
@@ -405,7 +405,7 @@ def test_rows_at_or_after_as_of_change_nothing(past: list[dict], future: list[di
 
 
 def _net_of_returns(rows: pd.DataFrame) -> pd.DataFrame:
-    """Purchase lines minus their returns, one return at a time (features.returns' rules)."""
+    """Purchase lines minus their returns, one return at a time (features.log.returns' rules)."""
     out = rows.copy()
     amount = out["amount"].to_numpy(dtype=np.float64).copy()
     products = out["product_id"] if "product_id" in out else pd.Series(pd.NA, index=out.index)

@@ -9,15 +9,15 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from features.assignments import assignments_from_scores
-from features.campaigns import (
+from features.retention.assignments import assignments_from_scores
+from features.synthetic.campaigns import (
     CampaignEffects,
     CampaignInputError,
     simulate_campaign_outcomes,
 )
-from features.synth import generate_purchase_log
-from serving.campaign_sim import run_synthetic_campaign
+from features.synthetic.synth import generate_purchase_log
 from serving.cli import app
+from serving.lift.campaign_sim import run_synthetic_campaign
 
 LOG_END = pd.Timestamp("2025-01-01", tz="UTC")
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.cdnow import read_cdnow
-from features.purchase_log import LoadResult
-from features.schema import CANONICAL_COLUMNS, TIMESTAMP_DTYPE, PurchaseLogError
+from features.log.purchase_log import LoadResult
+from features.log.schema import CANONICAL_COLUMNS, TIMESTAMP_DTYPE, PurchaseLogError
+from features.sources.cdnow import read_cdnow
 
 SAMPLE_COLUMNS = ["customer_id", "sample_id", "date", "cds", "value"]
 

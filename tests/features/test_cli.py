@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from features.catalog import FEATURE_COLUMNS
-from features.segments import SEGMENTS
+from features.retention.segments import SEGMENTS
 from serving.cli import app
 
 runner = CliRunner()
@@ -312,12 +312,12 @@ def test_features_and_kpis_print_the_load_report(synth_csv: Path, tmp_path: Path
 
 def test_a_bug_keeps_its_traceback(synth_csv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Only user errors become one line: an unexpected exception is not dressed up as one."""
-    import features.kpis
+    import features.retention.kpis
 
     def broken(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(features.kpis, "compute_kpis", broken)
+    monkeypatch.setattr(features.retention.kpis, "compute_kpis", broken)
     result = runner.invoke(app, ["kpis", "--data", str(synth_csv)])
     assert result.exit_code == 1
     assert isinstance(result.exception, ZeroDivisionError)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from features.assignments import AssignmentError, assignment_columns
-from features.column_map import parse_column_map
 from features.errors import InputError
-from features.reading import parse_mapping
-from features.schema import PurchaseLogError
+from features.log.column_map import parse_column_map
+from features.log.reading import parse_mapping
+from features.log.schema import PurchaseLogError
+from features.retention.assignments import AssignmentError, assignment_columns
 
 
 def test_both_options_read_items_alike() -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.completejourney import read_complete_journey, transactions_path
-from features.purchase_log import LoadResult
-from features.schema import PurchaseLogError
+from features.log.purchase_log import LoadResult
+from features.log.schema import PurchaseLogError
+from features.sources.completejourney import read_complete_journey, transactions_path
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from features.config_file import (
     load_segment_config,
     log_config_from_options,
 )
-from features.schema import LogConfig, scoring_log_config
+from features.log.schema import LogConfig, scoring_log_config
 
 
 def test_sections_in_yaml_and_toml_read_alike(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Database URLs, connections and errors (features.database) against a real PostgreSQL."""
+"""Database URLs, connections and errors (features.sources.database) against a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ import pytest
 import typer
 from typer.testing import CliRunner, Result
 
-from features.database import (
+from features.log.purchase_log import read_purchase_log
+from features.log.schema import LogConfig
+from features.redaction import redact
+from features.sources.database import (
     DatabaseError,
     connect,
     database_error,
@@ -20,10 +23,7 @@ from features.database import (
     quote_table,
     resolve_url,
 )
-from features.database_log import DatabaseLog
-from features.purchase_log import read_purchase_log
-from features.redaction import redact
-from features.schema import LogConfig
+from features.sources.database_log import DatabaseLog
 from tests.postgres_server import execute, load_frame
 
 pytestmark = [pytest.mark.server]  # a real PostgreSQL server
@@ -388,7 +388,7 @@ def test_train_from_postgresql_gives_the_artifact_of_the_same_rows_in_parquet(
 ) -> None:
     """`retain train` end to end: the packaged model (every file's sha256 in its manifest)
     is the same whether the rows came from a table or a Parquet file."""
-    from features.synth import generate_purchase_log
+    from features.synthetic.synth import generate_purchase_log
     from serving.cli import app
 
     raw = generate_purchase_log(300, seed=11, start="2023-01-01", end="2024-06-30").log

@@ -1,4 +1,4 @@
-"""A large table read in parts over two connections (features/database_parts.py), on a real
+"""A large table read in parts over two connections (features/sources/database_parts.py), on a real
 PostgreSQL server: the parts add up to exactly the rows, in the order, of one read."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import features.database_parts as database_parts
-from features.database import connect, parse_url
-from features.database_log import DatabaseLog, read_database_log
-from features.purchase_log import read_purchase_log
-from features.schema import LogConfig
-from features.synth import generate_purchase_log
+import features.sources.database_parts as database_parts
+from features.log.purchase_log import read_purchase_log
+from features.log.schema import LogConfig
+from features.sources.database import connect, parse_url
+from features.sources.database_log import DatabaseLog, read_database_log
+from features.synthetic.synth import generate_purchase_log
 from tests.postgres_server import execute, load_frame
 
 

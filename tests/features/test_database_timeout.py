@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.database import (
+from features.sources.database import (
     DatabaseError,
     driver_uri,
     parse_url,

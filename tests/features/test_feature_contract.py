@@ -11,8 +11,8 @@ import pytest
 
 from features.builders import COUNT_COLUMNS, build_feature_block, build_features
 from features.catalog import FEATURE_COLUMNS, FEATURES
-from features.log_arrays import LogArrays
-from features.schema import PurchaseLogError
+from features.log.log_arrays import LogArrays
+from features.log.schema import PurchaseLogError
 from tests.features.conftest import canonical_frame, random_log
 
 

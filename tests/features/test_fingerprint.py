@@ -9,8 +9,8 @@ import struct
 import pandas as pd
 import pytest
 
-from features.fingerprint import log_fingerprint
-from features.schema import CANONICAL_COLUMNS
+from features.log.fingerprint import log_fingerprint
+from features.log.schema import CANONICAL_COLUMNS
 from tests.features.conftest import random_log
 
 _TEXT = ("customer_id", "order_id", "product_id", "category", "channel")

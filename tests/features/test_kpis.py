@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from features.kpis import cohort_retention, compute_kpis, monthly_repeat_buyers
-from features.purchase_log import canonicalize
+from features.log.purchase_log import canonicalize
+from features.retention.kpis import cohort_retention, compute_kpis, monthly_repeat_buyers
 
 START, END = "2024-01-01", "2024-04-01"
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.builders import build_feature_block, build_features
-from features.log_arrays import LogArrays
+from features.log.log_arrays import LogArrays
 from tests.features.conftest import make_log
 
 _START = pd.Timestamp("2024-01-01", tz="UTC")

@@ -1,9 +1,9 @@
 """``canonical_log_arrays`` is ``canonicalize`` without the DataFrame: same rows, same features.
 
 Every case builds one set of typed columns twice: as the source frame the HTTP service used
-to hand to :func:`features.purchase_log.canonicalize` (``str`` text, ``datetime64[us, UTC]``
+to hand to :func:`features.log.purchase_log.canonicalize` (``str`` text, ``datetime64[us, UTC]``
 times, float64 numbers, bool discount) and as the arguments of
-:func:`features.log_arrays.canonical_log_arrays`; :func:`assert_same_log` then checks the
+:func:`features.log.log_arrays.canonical_log_arrays`; :func:`assert_same_log` then checks the
 two logs row by row and the features built from each.
 """
 
@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 
 from features.builders import build_feature_block
-from features.log_arrays import LogArrays, canonical_log_arrays
-from features.purchase_log import canonicalize
-from features.schema import TIMESTAMP_DTYPE, LogConfig, PurchaseLogError
+from features.log.log_arrays import LogArrays, canonical_log_arrays
+from features.log.purchase_log import canonicalize
+from features.log.schema import TIMESTAMP_DTYPE, LogConfig, PurchaseLogError
 
 US = 1_000_000
 DAY = 86_400 * US

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.canonical import LoadReport
-from features.cdnow import read_cdnow
 from features.config_file import LogConfigError, load_log_config
-from features.purchase_log import canonicalize, read_purchase_log
-from features.reading import parse_mapping
-from features.schema import CANONICAL_COLUMNS, TIMESTAMP_DTYPE, LogConfig, PurchaseLogError
-from features.synth import generate_purchase_log
+from features.log.canonical import LoadReport
+from features.log.purchase_log import canonicalize, read_purchase_log
+from features.log.reading import parse_mapping
+from features.log.schema import CANONICAL_COLUMNS, TIMESTAMP_DTYPE, LogConfig, PurchaseLogError
+from features.sources.cdnow import read_cdnow
+from features.synthetic.synth import generate_purchase_log
 from tests.features.conftest import make_log
 
 

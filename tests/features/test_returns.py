@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from features.builders import build_features
-from features.returns import match_log_returns, net_amounts
+from features.log.returns import match_log_returns, net_amounts
 from tests.features.conftest import make_log
 
 

@@ -1,7 +1,7 @@
 """The array matcher of returns gives exactly what the pandas matcher it replaced gave.
 
 ``_reference_match_returns`` and its helpers are the pandas implementation (``merge`` and
-``merge_asof``) that ``features.returns`` used before it became array work, copied verbatim:
+``merge_asof``) that ``features.log.returns`` used before it became array work, copied verbatim:
 the rules are subtle (order ids with and without the cancel prefix, the same product first,
 ties on time and amount), so the new code is held to the old one on random logs with
 returns, cancellations, order ids, missing ids, products, ties in time and several customers.
@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.feature_inputs import order_id_changes
-from features.returns import id_changes, match_log_returns, match_returns
+from features.log.returns import id_changes, match_log_returns, match_returns
 from tests.features.conftest import make_log
 
 CANCEL_PREFIX = "C"

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from features.config_file import LogConfigError, load_segment_config
-from features.segments import SEGMENTS, SegmentConfig, assign_segments, summarize_segments
+from features.retention.segments import SEGMENTS, SegmentConfig, assign_segments, summarize_segments
 
 NAN = math.nan
 

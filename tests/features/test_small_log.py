@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from features.log_arrays import LogArrays, canonical_log_arrays
-from features.schema import LogConfig
-from features.small_log import SMALL_ROWS, small_log_arrays, typed_log_arrays
+from features.log.log_arrays import LogArrays, canonical_log_arrays
+from features.log.schema import LogConfig
+from features.log.small_log import SMALL_ROWS, small_log_arrays, typed_log_arrays
 from tests.features.test_log_arrays import random_case
 
 US = 1_000_000

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.purchase_log import canonicalize
-from features.synth import (
+from features.log.purchase_log import canonicalize
+from features.synthetic.synth import (
     CATEGORIES,
     CHANNELS,
     customers_for_rows,

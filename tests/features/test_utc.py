@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from features.errors import InputError
-from features.synth import generate_purchase_log
+from features.synthetic.synth import generate_purchase_log
 from features.utc import as_utc, day_after_last_row, to_utc_timestamp
 
 

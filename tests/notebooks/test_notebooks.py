@@ -22,10 +22,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from nbclient import NotebookClient
 
-from features.cdnow import read_cdnow
-from features.kpis import compute_kpis
-from features.purchase_log import LoadResult, canonicalize
-from features.synth import generate_purchase_log
+from features.log.purchase_log import LoadResult, canonicalize
+from features.retention.kpis import compute_kpis
+from features.sources.cdnow import read_cdnow
+from features.synthetic.synth import generate_purchase_log
 from serving.batch.publish import read_scores
 from tests.conftest import CDNOW_SAMPLE, DATASETS_DIR
 
@@ -281,15 +281,15 @@ CAMPAIGN_PARAMS: dict[str, Any] = {"N_CUSTOMERS": 8000, "SEED": 3, "CAMPAIGN": "
 
 @pytest.mark.slow
 def test_04_campaigns_uplift(tmp_path: Path) -> None:
-    from features.assignments import assignments_from_scores
-    from serving.campaign_sim import run_synthetic_campaign
+    from features.retention.assignments import assignments_from_scores
     from serving.lift.assignments import read_assignments
+    from serving.lift.campaign_sim import run_synthetic_campaign
     from serving.lift.measure import measure_lift
     from serving.lift.policy_update import rule_updates
     from serving.offers.policy import OfferPolicy
-    from training.metrics import qini_coefficient
-    from training.uplift import UpliftModel, held_out_customers
-    from training.uplift_data import uplift_training_set
+    from training.dataset.uplift_data import uplift_training_set
+    from training.evaluation.metrics import qini_coefficient
+    from training.models.uplift import UpliftModel, held_out_customers
 
     nb = run_notebook("04_campaigns_uplift.ipynb", {**CAMPAIGN_PARAMS, "WORKDIR": str(tmp_path)})
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.purchase_log import canonicalize
+from features.log.purchase_log import canonicalize
 
 _STARTUP_SECONDS = 120.0
 
@@ -195,7 +195,7 @@ class RegisteredModel:
 @pytest.fixture(scope="session")
 def registered_model(tmp_path_factory: pytest.TempPathFactory) -> RegisteredModel:
     """The default model configuration (BTYD features on), with few boosting rounds."""
-    from features.synth import generate_purchase_log
+    from features.synthetic.synth import generate_purchase_log
     from serving.lifecycle_wiring import SERVING_PARTS
     from training.lifecycle import train_and_register
 

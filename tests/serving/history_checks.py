@@ -12,8 +12,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from features.database import connect, quote_identifier
-from features.purchase_log import canonicalize
+from features.log.purchase_log import canonicalize
+from features.sources.database import connect, quote_identifier
 from serving.scorer import ScoringModel, score
 
 COMPARED = (

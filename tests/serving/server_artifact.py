@@ -11,11 +11,11 @@ from pathlib import Path
 import pandas as pd
 
 from features.builders import FeatureConfig
-from features.purchase_log import canonicalize
-from features.segments import SegmentConfig
+from features.log.purchase_log import canonicalize
+from features.retention.segments import SegmentConfig
 from serving.offers.policy import OfferPolicy
 from training.artifact import save_artifact
-from training.bundle import RetainModels
+from training.models.bundle import RetainModels
 
 FIT_AS_OF = "2024-07-01"
 HORIZON_DAYS = 30

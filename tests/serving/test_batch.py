@@ -20,9 +20,9 @@ import typer
 from typer.testing import CliRunner, Result
 
 from features.builders import FeatureConfig, build_features
-from features.purchase_log import canonicalize
-from features.segments import SegmentConfig
-from features.synth import generate_purchase_log
+from features.log.purchase_log import canonicalize
+from features.retention.segments import SegmentConfig
+from features.synthetic.synth import generate_purchase_log
 from serving.batch.chunks import (
     BatchError,
     Chunk,
@@ -35,7 +35,7 @@ from serving.batch.publish import PAUSE_ENV, SCORE_SCHEMA, SUCCESS_NAME, SUMMARY
 from serving.offers.policy import OfferPolicy
 from serving.scorer import SCORE_COLUMNS, ScoringModel, score
 from training.artifact import save_artifact
-from training.bundle import RetainModels
+from training.models.bundle import RetainModels
 
 AS_OF = "2024-06-01"
 FIT_AS_OF = "2024-05-01"

@@ -4,7 +4,7 @@ The bento is built from the registry by the command users run, then served by
 ``bentoml serve`` from a virtualenv that holds only the bento's own requirements (no retain,
 ``python -I``, working directory outside the checkout, no tracking server). Its ``/score``
 must equal in-process scoring. Before whole-package sources, this failed: the bento missed
-``features/log_arrays.py`` and only the checkout's editable install hid it.
+``features/log/log_arrays.py`` and only the checkout's editable install hid it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from features.purchase_log import canonicalize
+from features.log.purchase_log import canonicalize
 from serving.http.bento import BENTO_MODEL_NAME, bento_model_version
 from serving.model_source import DIGEST_KEY, MLFLOW_NAME_KEY, MLFLOW_VERSION_KEY, ModelSource
 from serving.scorer import NUMBER_COLUMNS, ScoringModel, score
@@ -78,7 +78,7 @@ def test_bento_sources_are_whole_packages_and_nothing_else(built: tuple[Path, st
         shipped = {p.name for p in (src / package).glob("*.py")}
         in_checkout = {p.name for p in (REPO_ROOT / package).glob("*.py")}
         assert shipped == in_checkout, package
-    assert (src / "features" / "log_arrays.py").is_file()
+    assert (src / "features" / "log" / "log_arrays.py").is_file()
     assert (src / "serving" / "offer_policy.yaml").is_file()
     assert not (src / "tests").exists() and not (src / "notebooks").exists()
     assert not list(src.rglob("*.db")) and not list(src.rglob("__pycache__"))

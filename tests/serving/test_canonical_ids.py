@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pytest
 from pydantic import ValidationError
 
-from features.purchase_log import canonicalize
+from features.log.purchase_log import canonicalize
 from serving.http.schemas import IdsRequest, ScoreRequest, canonical_customer_id
 
 

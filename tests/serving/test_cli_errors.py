@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.synth import generate_purchase_log
+from features.synthetic.synth import generate_purchase_log
 from tests.retain_cli import retain
 
 

@@ -17,15 +17,15 @@ import pandas as pd
 import pytest
 
 from features.builders import FeatureConfig
-from features.purchase_log import canonicalize
-from features.segments import SegmentConfig
-from features.synth import generate_purchase_log
+from features.log.purchase_log import canonicalize
+from features.retention.segments import SegmentConfig
+from features.synthetic.synth import generate_purchase_log
 from serving.offers.policy import OfferPolicy
 from tests.serving.conftest import free_port
 from tests.serving.test_cli_errors import error_line, retain
 from training.artifact import save_artifact
-from training.bundle import RetainModels
-from training.uplift import held_out_customers
+from training.models.bundle import RetainModels
+from training.models.uplift import held_out_customers
 
 pytestmark = [pytest.mark.slow]  # one retain process per case
 

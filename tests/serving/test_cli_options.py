@@ -111,7 +111,7 @@ def test_old_spellings_are_hidden() -> None:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     """An empty MLflow sqlite store (its schema created, no model registered)."""
-    from training.tracking_store import configure_tracking
+    from training.registry.tracking_store import configure_tracking
 
     path = tmp_path_factory.mktemp("store") / "mlflow.db"
     return configure_tracking(f"sqlite:///{path}")

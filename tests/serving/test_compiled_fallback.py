@@ -13,14 +13,14 @@ import pandas as pd
 import pytest
 
 from features.builders import FeatureConfig
-from features.purchase_log import canonicalize
-from features.segments import SegmentConfig
-from features.synth import generate_purchase_log
+from features.log.purchase_log import canonicalize
+from features.retention.segments import SegmentConfig
+from features.synthetic.synth import generate_purchase_log
 from serving.offers.policy import OfferPolicy
 from serving.scorer import NUMBER_COLUMNS, SCORE_COLUMNS, ScoringModel, score
 from training.artifact import save_artifact
-from training.bundle import RetainModels
-from training.compiled import CompiledTreesUnavailable
+from training.models.bundle import RetainModels
+from training.models.compiled import CompiledTreesUnavailable
 
 AS_OF = "2024-06-01"
 HORIZON = 30

@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from features.database import parse_url
-from features.database_log import DatabaseLog
+from features.sources.database import parse_url
+from features.sources.database_log import DatabaseLog
 from serving.batch.chunks import Chunk
 from serving.batch.database_ranges import ID_WHITESPACE
 from serving.batch.publish import MANIFEST_NAME, PAUSE_ENV, SUMMARY_NAME, read_scores

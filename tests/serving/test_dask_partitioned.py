@@ -14,8 +14,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from features.partition_log import PartitionInputError, partition_log, plain_schema
-from features.schema import PurchaseLogError
+from features.log.schema import PurchaseLogError
+from features.sources.partition_log import PartitionInputError, partition_log, plain_schema
 from serving.batch.chunks import Chunk
 from serving.batch.partitioned import PartitionError
 from serving.batch.publish import read_scores
@@ -101,7 +101,7 @@ def test_partition_writes_disjoint_ordered_customer_ranges(
 def test_partition_aligned_to_the_chunk_gives_one_file_per_chunk(
     tmp_path: Path, data_path: Path, artifact: Path, reference: Path
 ) -> None:
-    from features.schema import LogConfig
+    from features.log.schema import LogConfig
     from serving.batch.partitioned import input_files, plan_chunks, summarize_file
 
     aligned = tmp_path / "aligned"

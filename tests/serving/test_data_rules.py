@@ -20,10 +20,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from features.fingerprint import log_fingerprint
-from features.purchase_log import canonicalize
-from features.schema import LogConfig
-from features.synth import generate_purchase_log
+from features.log.fingerprint import log_fingerprint
+from features.log.purchase_log import canonicalize
+from features.log.schema import LogConfig
+from features.synthetic.synth import generate_purchase_log
 from serving.batch.publish import read_scores
 from serving.reasons import RISK_PHRASES
 from serving.scorer import ScoringModel, score
@@ -35,8 +35,8 @@ from tests.serving.test_service_http import (
     start_service,
     stop_service,
 )
-from training import tracking, tracking_store
 from training.artifact import load_artifact
+from training.registry import tracking, tracking_store
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

@@ -16,10 +16,10 @@ import pyarrow as pa
 import pytest
 
 from features.builders import FeatureConfig, build_feature_block
-from features.database import connect, quote_identifier
-from features.purchase_log import canonicalize
-from features.schema import LogConfig
-from features.synth import generate_purchase_log
+from features.log.purchase_log import canonicalize
+from features.log.schema import LogConfig
+from features.sources.database import connect, quote_identifier
+from features.synthetic.synth import generate_purchase_log
 from serving.http.history_source import (
     HistoryConfigError,
     HistorySettings,

@@ -13,11 +13,11 @@ import pytest
 from scipy import stats
 from typer.testing import CliRunner
 
-from features.assignments import AssignmentError
-from features.purchase_log import canonicalize
-from serving.campaign_sim import SyntheticCampaign, run_synthetic_campaign
+from features.log.purchase_log import canonicalize
+from features.retention.assignments import AssignmentError
 from serving.cli import app
 from serving.lift.assignments import read_assignments
+from serving.lift.campaign_sim import SyntheticCampaign, run_synthetic_campaign
 from serving.lift.measure import measure_lift, window_outcomes
 from serving.lift.policy_update import rule_updates, shrink, updated_policy_text
 from serving.lift.statistics import estimate

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from features.assignments import AssignmentError, read_assignments
-from features.purchase_log import canonicalize
-from serving.campaign_sim import SyntheticCampaign, run_synthetic_campaign
+from features.log.purchase_log import canonicalize
+from features.retention.assignments import AssignmentError, read_assignments
 from serving.cli import app
+from serving.lift.campaign_sim import SyntheticCampaign, run_synthetic_campaign
 from serving.lift.measure import measure_lift
 from serving.lift.policy_update import PolicyUpdateError, rule_updates
 from serving.offers.decide import apply_policy

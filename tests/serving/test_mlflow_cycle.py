@@ -25,16 +25,17 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from features.builders import build_features
-from features.cdnow import read_cdnow
-from features.fingerprint import log_fingerprint
-from features.purchase_log import canonicalize
-from features.synth import generate_purchase_log
+from features.log.fingerprint import log_fingerprint
+from features.log.purchase_log import canonicalize
+from features.sources.cdnow import read_cdnow
+from features.synthetic.synth import generate_purchase_log
 from serving.lifecycle_wiring import SERVING_PARTS
 from serving.model_source import ModelResolutionError, resolved_artifact
 from serving.scorer import ScoringModel, score, score_features
-from training import lifecycle_commands, tracking, tracking_store
+from training import lifecycle_commands
 from training.artifact import MANIFEST_NAME, verify_artifact
 from training.lifecycle import TrainOutcome, train_and_register
+from training.registry import tracking, tracking_store
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -379,7 +380,7 @@ def test_gate_accepts_a_monthly_retrain_of_the_same_recipe(
     # The champion's registered model scored on the retrain's backtest, as the gate used
     # to: it saw those outcomes in training and scores higher than its recipe does
     # honestly. The gate no longer uses that figure.
-    from training.backtest import score_fitted
+    from training.evaluation.backtest import score_fitted
 
     with resolved_artifact(f"models:/retain/{first.version}") as (path, source):
         from training.artifact import load_artifact

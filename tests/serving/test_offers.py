@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from features.segments import SEGMENTS
+from features.retention.segments import SEGMENTS
 from serving.offers.decide import OFFER_COLUMNS, apply_policy
 from serving.offers.inputs import ScoresError
 from serving.offers.policy import OfferPolicy, OfferPolicyError

@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.purchase_log import canonicalize
+from features.log.purchase_log import canonicalize
 from serving.scorer import NUMBER_COLUMNS, SCORE_COLUMNS, ScoringModel, score
 from tests.serving.conftest import RegisteredModel, isolated_env
-from training.pins import runtime_requirements
-from training.tracking import wire_frame
+from training.registry.pins import runtime_requirements
+from training.registry.tracking import wire_frame
 
 pytestmark = [pytest.mark.slow]
 

@@ -8,7 +8,7 @@ import pytest
 
 from features.catalog import BTYD_FEATURES, FEATURE_COLUMNS, MODEL_INPUTS
 from serving.reasons import RISK_PHRASES, phrase_for, reason_texts, top_reasons
-from training.btyd_features import BASELINE_FEATURES
+from training.models.btyd_features import BASELINE_FEATURES
 
 
 def test_every_catalog_feature_and_btyd_input_has_a_phrase() -> None:

@@ -20,10 +20,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
-from features.synth import generate_purchase_log
+from features.synthetic.synth import generate_purchase_log
 from serving.lifecycle_wiring import SERVING_PARTS
-from training import registry, tracking_store
 from training.lifecycle import promote_challenger, train_and_register
+from training.registry import tracking_store
+from training.registry import versions as registry
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -60,7 +61,7 @@ def pause(point):
 
 
 if hook == "enter":
-    import training.registry as registry
+    import training.registry.versions as registry
 
     rollback = registry.rollback
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from features.purchase_log import canonicalize
+from features.log.purchase_log import canonicalize
 from serving.batch.commands import score_command
 from serving.batch.publish import read_scores
 from serving.lift.assignments import read_assignments
@@ -95,7 +95,7 @@ def test_report_has_every_section_with_inline_images(report_html: str) -> None:
 def test_report_shows_the_forecast_totals_with_their_interval(
     report_html: str, scores_dir: Path
 ) -> None:
-    from training.combine import totals_with_interval
+    from training.models.combine import totals_with_interval
 
     summary = json.loads((scores_dir / "_summary.json").read_text("utf-8"))
     spreads = summary["total_log_spread"]  # the model's, written by `retain score`

@@ -16,15 +16,15 @@ import pytest
 from pydantic import ValidationError
 
 from features.builders import FeatureConfig
-from features.purchase_log import canonicalize
-from features.segments import SegmentConfig
-from features.synth import generate_purchase_log
+from features.log.purchase_log import canonicalize
+from features.retention.segments import SegmentConfig
+from features.synthetic.synth import generate_purchase_log
 from serving.http.responses import score_records, score_response, unscored_record
 from serving.http.schemas import ModelInfo, ScoreResponse
 from serving.offers.policy import OfferPolicy
 from serving.scorer import ScoringModel, score_log
 from training.artifact import save_artifact
-from training.bundle import RetainModels
+from training.models.bundle import RetainModels
 
 AS_OF = pd.Timestamp("2024-07-01T00:00:00.250000Z")
 INFO = ModelInfo(name="retain", version="3", uri="models:/retain/3")

@@ -18,13 +18,13 @@ import httpx
 import pytest
 
 from features.builders import FeatureConfig
-from features.purchase_log import canonicalize
-from features.segments import SegmentConfig
-from features.synth import generate_purchase_log
+from features.log.purchase_log import canonicalize
+from features.retention.segments import SegmentConfig
+from features.synthetic.synth import generate_purchase_log
 from serving.offers.policy import OfferPolicy
 from tests.serving.conftest import free_port
 from training.artifact import save_artifact
-from training.bundle import RetainModels
+from training.models.bundle import RetainModels
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from features.database import parse_url
-from features.database_log import DatabaseLog
+from features.sources.database import parse_url
+from features.sources.database_log import DatabaseLog
 from serving.batch.commands import score_command
 from serving.batch.publish import PAUSE_ENV, read_scores
 from serving.batch.table_output import OWNERSHIP_TABLE, read_scores_table

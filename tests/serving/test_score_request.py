@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from features.log_arrays import LogArrays, canonical_log_arrays
+from features.log.log_arrays import LogArrays, canonical_log_arrays
 from serving.http.schemas import PURCHASE_FIELDS, ScoreRequest
 from serving.http.score_request import history_log
 from serving.http.startup import freeze_startup_heap

@@ -21,8 +21,8 @@ import httpx
 import pandas as pd
 import pytest
 
-from features.database import connect
-from features.synth import generate_purchase_log
+from features.sources.database import connect
+from features.synthetic.synth import generate_purchase_log
 from serving.http.serve import serve_command
 from serving.scorer import ScoringModel
 from tests.postgres_server import PostgresServer

@@ -24,8 +24,8 @@ import pandas as pd
 import pytest
 
 from features.builders import build_features
-from features.purchase_log import canonicalize
-from features.synth import generate_purchase_log
+from features.log.purchase_log import canonicalize
+from features.synthetic.synth import generate_purchase_log
 from serving.http.serve import absolute_tracking_uri, serve_command
 from serving.scorer import ScoringModel, score_features
 from tests.serving.conftest import free_port
@@ -362,9 +362,9 @@ def test_retain_serve_takes_relative_paths_in_the_callers_directory(
 _REGISTER = """
 import sys
 import pandas as pd
-from features.purchase_log import canonicalize
+from features.log.purchase_log import canonicalize
 from serving.lifecycle_wiring import PYFUNC_CODE
-from training import registry, tracking, tracking_store
+from training.registry import versions as registry, tracking, tracking_store
 
 tracking_store.configure_tracking("sqlite:///store.db")  # relative: this process runs in the tmp dir
 run = tracking.log_training_run(

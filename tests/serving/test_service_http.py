@@ -21,16 +21,16 @@ import pandas as pd
 import pytest
 
 from features.builders import FeatureConfig, build_features
-from features.purchase_log import canonicalize
-from features.segments import SegmentConfig
-from features.synth import generate_purchase_log
+from features.log.purchase_log import canonicalize
+from features.retention.segments import SegmentConfig
+from features.synthetic.synth import generate_purchase_log
 from serving.http.schemas import ScoreResponse
 from serving.http.serve import serve_command
 from serving.offers.policy import OfferPolicy
 from serving.scorer import ScoringModel, score, score_features
 from tests.serving.conftest import free_port
 from training.artifact import save_artifact
-from training.bundle import RetainModels
+from training.models.bundle import RetainModels
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -657,8 +657,9 @@ def registry_model(mlflow_server: str, artifact_dir: Path, raw_log: pd.DataFrame
     The backtest figures are placeholders: this test is about loading, not the gate.
     """
     from serving.lifecycle_wiring import PYFUNC_CODE, SERVING_PARTS
-    from training import registry, tracking, tracking_store
     from training.lifecycle import promote_challenger
+    from training.registry import tracking, tracking_store
+    from training.registry import versions as registry
 
     tracking_store.configure_tracking(mlflow_server)
     run = tracking.log_training_run(
@@ -724,7 +725,7 @@ def test_history_times_convert_to_utc_microseconds_exactly() -> None:
 
     import numpy as np
 
-    from features.schema import PurchaseLogError
+    from features.log.schema import PurchaseLogError
     from serving.http.score_request import utc_micros
 
     rng = np.random.default_rng(3)

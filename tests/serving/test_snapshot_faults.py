@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 from features.builders import build_features
-from features.purchase_log import canonicalize
-from features.synth import generate_purchase_log
+from features.log.purchase_log import canonicalize
+from features.synthetic.synth import generate_purchase_log
 from serving.http.snapshot import FeatureSnapshot, SnapshotError, model_columns
 from serving.scorer import ScoringModel
 from tests.serving.server_artifact import server_artifact

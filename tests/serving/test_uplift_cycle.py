@@ -22,8 +22,8 @@ import yaml
 from typer.testing import CliRunner
 
 from features.builders import FeatureConfig, build_features
-from features.purchase_log import canonicalize
-from features.segments import SegmentConfig
+from features.log.purchase_log import canonicalize
+from features.retention.segments import SegmentConfig
 from serving.cli import app
 from serving.http.responses import score_records
 from serving.http.schemas import ScoreResponse
@@ -31,7 +31,7 @@ from serving.offers.policy import OfferPolicy, OfferPolicyError
 from serving.scorer import ScoringModel, score, score_log
 from tests.serving.test_service_http import history_of, post, start_service, stop_service
 from training.artifact import add_uplift, load_artifact, save_artifact
-from training.bundle import RetainModels
+from training.models.bundle import RetainModels
 
 pytestmark = [pytest.mark.slow]
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from features.assignments import assignments_from_scores
-from features.purchase_log import canonicalize
-from serving.campaign_sim import run_synthetic_campaign
+from features.log.purchase_log import canonicalize
+from features.retention.assignments import assignments_from_scores
+from serving.lift.campaign_sim import run_synthetic_campaign
 from serving.offers.policy import OfferPolicy
-from training.uplift import UpliftModel, evaluate_on_held_out, held_out_customers
-from training.uplift_data import uplift_training_set
+from training.dataset.uplift_data import uplift_training_set
+from training.models.uplift import UpliftModel, evaluate_on_held_out, held_out_customers
 
 pytestmark = [pytest.mark.slow]
 WINDOW = 90

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from features.synth import generate_purchase_log
+from features.synthetic.synth import generate_purchase_log
 from serving.http.serve import serve_command
 from tests.serving.conftest import free_port
 from tests.serving.server_artifact import server_artifact

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from features.builders import FeatureConfig
-from features.purchase_log import canonicalize
-from features.segments import SegmentConfig
-from features.synth import generate_purchase_log
+from features.log.purchase_log import canonicalize
+from features.retention.segments import SegmentConfig
+from features.synthetic.synth import generate_purchase_log
 from training.artifact import (
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -24,7 +24,7 @@ from training.artifact import (
     load_artifact,
     save_artifact,
 )
-from training.bundle import RetainModels
+from training.models.bundle import RetainModels
 
 POLICY_YAML = "version: 1\nrules: []\n"
 SCORE_AT = pd.Timestamp("2023-12-01", tz="UTC")

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from features.builders import FeatureConfig, build_features
-from features.purchase_log import canonicalize
-from features.segments import SegmentConfig
-from features.synth import generate_purchase_log
+from features.log.purchase_log import canonicalize
+from features.retention.segments import SegmentConfig
+from features.synthetic.synth import generate_purchase_log
 from training.artifact import (
     MANIFEST_NAME,
     ArtifactError,
@@ -21,8 +21,8 @@ from training.artifact import (
     load_artifact,
     save_artifact,
 )
-from training.bundle import RetainModels
-from training.uplift import UpliftModel
+from training.models.bundle import RetainModels
+from training.models.uplift import UpliftModel
 
 SCORE_AT = pd.Timestamp("2023-12-01", tz="UTC")
 
@@ -166,7 +166,7 @@ def test_uplift_scores_without_compiled_trees_with_one_warning_and_the_same_numb
     import sys
     import warnings
 
-    from training.compiled import CompiledTreesUnavailable
+    from training.models.compiled import CompiledTreesUnavailable
 
     out = add_uplift(source, uplift, tmp_path / "with_uplift")
     values = features[list(uplift.feature_names_in_)].to_numpy(dtype=np.float64)

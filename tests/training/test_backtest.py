@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.purchase_log import canonicalize
-from features.schema import PurchaseLogError
-from features.synth import generate_purchase_log
-from training.backtest import evaluate, result_from_predictions
-from training.backtest_result import METHODS, METRIC_KEYS, BacktestResult, best_methods
-from training.labels import build_labels
+from features.log.purchase_log import canonicalize
+from features.log.schema import PurchaseLogError
+from features.synthetic.synth import generate_purchase_log
+from training.dataset.labels import build_labels
+from training.evaluation.backtest import evaluate, result_from_predictions
+from training.evaluation.backtest_result import METHODS, METRIC_KEYS, BacktestResult, best_methods
 
 AS_OF = "2024-01-01"
 H = 90
@@ -250,8 +250,8 @@ def test_unknown_method_is_rejected(synth_log: pd.DataFrame) -> None:
 def test_score_fitted_is_the_backtest_of_that_fitted_model() -> None:
     """A model fitted elsewhere (the champion) is judged on the same population, labels and
     metrics as evaluate()'s own fit: fitted identically, the figures are identical."""
-    from training.backtest import score_fitted
-    from training.bundle import RetainModels
+    from training.evaluation.backtest import score_fitted
+    from training.models.bundle import RetainModels
 
     params = {
         "horizon_days": 60,
@@ -286,7 +286,7 @@ def test_recency_rule_is_ranked_on_its_raw_silence(
     synth_log: pd.DataFrame, synth_result: BacktestResult
 ) -> None:
     from training.baselines.summary import rfm_summary
-    from training.metrics import roc_auc
+    from training.evaluation.metrics import roc_auc
 
     rfm = rfm_summary(synth_log, "2024-07-01", time_unit_days=7.0)
     rfm.index = rfm.index.astype(str)

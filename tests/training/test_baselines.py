@@ -19,7 +19,7 @@ from training.baselines.gammagamma import GammaGamma
 from training.baselines.paretonbd import ParetoNBD
 from training.baselines.recency import RecencyRule
 from training.baselines.summary import rfm_summary
-from training.metrics import roc_auc
+from training.evaluation.metrics import roc_auc
 
 CALIBRATION_END = "1997-10-01"  # first holdout day; calibration = 1997-01-01 .. 1997-09-30
 HOLDOUT_END = "1998-07-01"
@@ -119,7 +119,7 @@ def test_rfm_summary_hand_computed() -> None:
             "recency": [3.0, 0.0, 0.0, 1 / 7],
             "T": [4.0, 19 / 7, 1 / 7, 26 / 7],
             # a's return of 30 on 01-15 nets against its latest earlier purchase (01-08,
-            # $20 -> 0, never below): repeat days $0 and $40 (features.returns)
+            # $20 -> 0, never below): repeat days $0 and $40 (features.log.returns)
             "monetary_value": [20.0, 0.0, 0.0, 2.0],
         },
     )

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from features.purchase_log import canonicalize
-from features.synth import generate_purchase_log
+from features.log.purchase_log import canonicalize
+from features.synthetic.synth import generate_purchase_log
 from training.baselines.bgnbd import BetaGeoNBD
 from training.baselines.likelihood import group_rows
 from training.baselines.paretonbd import ParetoNBD

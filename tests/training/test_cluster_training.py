@@ -17,12 +17,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.purchase_log import canonicalize
-from features.synth import generate_purchase_log
+from features.log.purchase_log import canonicalize
+from features.synthetic.synth import generate_purchase_log
 from tests.dask_cluster import DaskCluster
 from tests.retain_cli import retain
 from training.artifact import MANIFEST_NAME
-from training.cluster_snapshots import ClusterSnapshots, customer_partitions, partition_snapshots
+from training.dataset.cluster_snapshots import (
+    ClusterSnapshots,
+    customer_partitions,
+    partition_snapshots,
+)
 
 AS_OF = "2024-03-01"
 HORIZON = "60"
@@ -110,7 +114,7 @@ def test_train_on_a_separate_process_cluster_makes_the_local_artifact_run_and_ve
 def test_the_btyd_sample_and_uneven_partitions_give_the_local_boosters(cluster: str) -> None:
     from distributed import Client
 
-    from training.bundle import RetainModels
+    from training.models.bundle import RetainModels
 
     raw = generate_purchase_log(900, seed=8, start="2022-01-01", end="2024-06-30").log
     log = canonicalize(raw).log
@@ -149,8 +153,8 @@ def test_the_backtest_builds_its_training_snapshots_on_the_cluster(
     """
     from distributed import Client, get_task_stream
 
-    from training.backtest import evaluate
-    from training.bundle import RetainModels
+    from training.evaluation.backtest import evaluate
+    from training.models.bundle import RetainModels
 
     raw = generate_purchase_log(400, seed=5, start="2022-01-01", end="2024-06-30").log
     log = canonicalize(raw).log

@@ -10,14 +10,15 @@ import pandas as pd
 import pytest
 
 from features.builders import FeatureConfig, build_features
-from features.cdnow import read_cdnow
+from features.sources.cdnow import read_cdnow
 from tests.training.conftest import simulate_log
-from training.backtest import evaluate
-from training.backtest_result import BacktestResult
-from training.baseline_predictions import rfm_at
-from training.btyd_features import rfm_day_inputs
-from training.bundle import RetainModels
-from training.combine import (
+from training.dataset.labels import build_labels
+from training.evaluation.backtest import evaluate
+from training.evaluation.backtest_result import BacktestResult
+from training.evaluation.baseline_predictions import rfm_at
+from training.models.btyd_features import rfm_day_inputs
+from training.models.bundle import RetainModels
+from training.models.combine import (
     FULL_EVIDENCE_SNAPSHOTS,
     MIN_GAIN,
     SAME_SEASON_DAYS,
@@ -26,8 +27,7 @@ from training.combine import (
     fit_combination,
     season_gap_days,
 )
-from training.labels import build_labels
-from training.shadow import Shadow
+from training.models.shadow import Shadow
 
 AS_OF = pd.Timestamp("1998-01-01", tz="UTC")
 H = 90

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from features.purchase_log import canonicalize
-from features.synth import generate_purchase_log
+from features.log.purchase_log import canonicalize
+from features.synthetic.synth import generate_purchase_log
 from serving.cli import app
-from training.backtest_result import METHODS, METRIC_KEYS
-from training.labels import build_labels
+from training.dataset.labels import build_labels
+from training.evaluation.backtest_result import METHODS, METRIC_KEYS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 AS_OF = "2024-07-01"

@@ -13,14 +13,14 @@ import pandas as pd
 import pytest
 
 from features.builders import FeatureConfig, build_features
-from features.cdnow import read_cdnow
+from features.sources.cdnow import read_cdnow
 from tests.training.conftest import no_dropout_log
 from training.baselines.bgnbd import BetaGeoNBD
 from training.baselines.degenerate import degenerate_fit
 from training.baselines.likelihood import GIVE_UP_PATIENCE, DegenerateFitStopped
 from training.baselines.paretonbd import ParetoNBD
 from training.baselines.summary import rfm_summary
-from training.btyd_features import fit_baselines
+from training.models.btyd_features import fit_baselines
 
 
 @pytest.fixture(scope="module")

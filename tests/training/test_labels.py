@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.training.conftest import make_log, simulate_log
-from training.labels import build_labels, build_training_set, snapshot_cutoffs
+from training.dataset.labels import build_labels, build_training_set, snapshot_cutoffs
 
 AS_OF = pd.Timestamp("2024-01-01", tz="UTC")
 

@@ -10,7 +10,7 @@ import pytest
 from sklearn import calibration as sk_calibration
 from sklearn import metrics as sk_metrics
 
-from training.metrics import (
+from training.evaluation.metrics import (
     aggregate_error,
     brier,
     calibration_curve,

@@ -14,13 +14,13 @@ from sklearn.utils.validation import check_is_fitted
 
 from features.builders import FeatureConfig, build_features
 from tests.training.conftest import simulate_log
-from training.btyd_features import baseline_offset
-from training.bundle import PREDICTION_COLUMNS, RetainModels
-from training.calibration import ProbabilityCalibrator
-from training.churn import ChurnModel
-from training.labels import build_labels
-from training.spend import SpendModel
-from training.timing import (
+from training.dataset.labels import build_labels
+from training.models.btyd_features import baseline_offset
+from training.models.bundle import PREDICTION_COLUMNS, RetainModels
+from training.models.calibration import ProbabilityCalibrator
+from training.models.churn import ChurnModel
+from training.models.spend import SpendModel
+from training.models.timing import (
     TimingModel,
     align_survival,
     day_bins,
@@ -314,7 +314,7 @@ def test_no_leakage_and_determinism(log: pd.DataFrame) -> None:
 
 @pytest.mark.slow
 def test_a_cancelled_only_order_predicts_no_spend(log: pd.DataFrame) -> None:
-    """Money is net of returns in the features and the spend targets (features.returns): a
+    """Money is net of returns in the features and the spend targets (features.log.returns): a
     customer whose only order was cancelled the same day has spent nothing, and is not
     predicted to spend that order's value again."""
     placed = AS_OF - pd.Timedelta(days=20)

@@ -10,7 +10,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from training.pins import (
+from training.registry.pins import (
     RUNTIME_PACKAGES,
     PinError,
     direct_requirements,

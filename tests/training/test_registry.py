@@ -1,7 +1,7 @@
 """Registry workflow against the embedded default store (sqlite in a tmp working directory).
 
 Runs are real MLflow runs carrying the params, metrics, model-URI and manifest-digest tags
-that ``training.tracking.log_training_run`` writes; the gate logic never looks inside the
+that ``training.registry.tracking.log_training_run`` writes; the gate logic never looks inside the
 model, so a small text artifact stands in for the packaged pyfunc here and the load-and-score
 check is a recorder (the full cycle with real pyfuncs, the real smoke test and tampered
 artifacts lives in tests/serving/test_mlflow_cycle.py).
@@ -23,7 +23,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from training import gate, registry, tracking, tracking_store
+from training.registry import gate, tracking, tracking_store
+from training.registry import versions as registry
 
 DIGEST = "0123456789abcdef" * 4
 SAME_BACKTEST = {
@@ -405,7 +406,7 @@ def test_unreachable_store_is_one_message_with_the_host_but_not_the_password(
 
 _FIRST_USE = """
 import sys
-from training import gate, registry, tracking, tracking_store
+from training.registry import gate, versions as registry, tracking, tracking_store
 uri, tag = sys.argv[1], sys.argv[2]
 tracking_store.configure_tracking(uri)
 print(tracking_store.ensure_experiment("exp-" + tag))

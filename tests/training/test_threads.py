@@ -13,8 +13,8 @@ import pytest
 from threadpoolctl import threadpool_info
 
 from tests.training.conftest import simulate_log
-from training.boosters import BoostConfig
-from training.bundle import RetainModels
+from training.models.boosters import BoostConfig
+from training.models.bundle import RetainModels
 from training.threads import (
     available_cores,
     booster_threads,
@@ -45,7 +45,7 @@ def test_a_process_pinned_to_one_core_trains_on_one_thread() -> None:
     code = (
         "import os, json\n"
         "os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})\n"
-        "from training.boosters import BoostConfig\n"
+        "from training.models.boosters import BoostConfig\n"
         "from training.threads import available_cores\n"
         "print(json.dumps([available_cores(), os.cpu_count(),\n"
         "    BoostConfig({}).params('binary')['num_threads']]))\n"

@@ -11,11 +11,11 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from features.assignments import AssignmentError, assignments_from_scores
 from features.builders import build_features
+from features.retention.assignments import AssignmentError, assignments_from_scores
 from tests.training.conftest import make_log, simulate_log
-from training.uplift import UpliftModel
-from training.uplift_data import UpliftDataError, uplift_training_set
+from training.dataset.uplift_data import UpliftDataError, uplift_training_set
+from training.models.uplift import UpliftModel
 
 SEND = pd.Timestamp("2024-03-01", tz="UTC")
 
@@ -238,7 +238,7 @@ def test_features_per_send_date_equal_build_features_on_the_whole_log() -> None:
 
 
 def test_one_reader_holdout_or_treated_and_stripped_ids(hand_log: pd.DataFrame) -> None:
-    """uplift-train reads assignments as `retain lift` does (features.assignments)."""
+    """uplift-train reads assignments as `retain lift` does (features.retention.assignments)."""
     plain = uplift_training_set(hand_log, assignments(["a", "b", "c", "d"], [1, 0, 1, 0]), 30)
     held = pd.DataFrame(
         {

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from training.metrics import qini_coefficient, qini_curve, uplift_at_top
+from training.evaluation.metrics import qini_coefficient, qini_curve, uplift_at_top
 
 # six customers: bought?, treated?, predicted uplift
 Y = [1, 0, 1, 0, 1, 0]

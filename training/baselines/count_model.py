@@ -6,7 +6,7 @@ as a plain JSON dict through ``to_dict`` / ``from_dict``. Time is in the summary
 
 The array API: ``fitted_params()`` and the ``*_array`` methods take arrays that
 :func:`training.baselines.summary.check_rfm` has already checked. The public methods check
-their input and call them; the models' BTYD features (``training.btyd_features``) call them
+their input and call them; the models' BTYD features (``training.models.btyd_features``) call them
 directly, so one check and one P(alive) serve several outputs on every request.
 """
 

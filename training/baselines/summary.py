@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
-from features.returns import match_log_returns, net_amounts
+from features.log.returns import match_log_returns, net_amounts
 from features.utc import to_utc_timestamp
 
 FloatArray = NDArray[np.float64]
@@ -38,7 +38,7 @@ def rfm_summary(
     last transaction day and ``T`` from the first transaction day to ``as_of``, both in
     units of ``time_unit_days``. ``monetary_value`` is the mean amount of the repeat
     transactions (0 when ``frequency == 0``), the convention the Gamma-Gamma model expects;
-    amounts are net of the returns made before ``as_of`` (``features.returns``).
+    amounts are net of the returns made before ``as_of`` (``features.log.returns``).
     Customers without a purchase in the window are absent; the index keeps the log's
     ``customer_id`` dtype (categorical for a canonical log). Naive ``as_of`` is taken as UTC.
     """

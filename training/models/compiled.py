@@ -1,0 +1,145 @@
+"""Compiled scoring: boosters compiled to machine code by lleaves, with a fallback.
+
+``BoosterModel`` is the base of the model classes: raw scores from LightGBM, or from a
+``CompiledForest`` after ``compile()``. ``compile_together`` compiles several models or,
+when lleaves cannot, none (one ``CompiledTreesUnavailable`` warning; same numbers).
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+from numpy.typing import NDArray
+
+from training.models.boosters import check_fitted, predict_booster, threads_for
+
+FloatArray = NDArray[np.float64]
+
+_K_ZERO = float(np.float32(1e-35))  # LightGBM's kZeroThreshold (a float constant)
+
+
+class CompiledTreesUnavailable(RuntimeWarning):
+    """lleaves could not compile the boosters; LightGBM's own predictor scores instead."""
+
+
+class CompiledForest:
+    """A booster compiled to machine code by lleaves from its own LightGBM text (raw scores).
+
+    Why: LightGBM's predict walks generic node arrays (about 35 ns per tree and row here);
+    lleaves emits one function per tree, about 10x faster with the same numbers (differences
+    below 1e-13). Always compiled in-process from the text model, never loaded from a binary
+    cache, so nothing but LightGBM text is ever read from disk. With ``leaf_indices`` the
+    forest returns every tree's leaf instead (:meth:`leaves`, for ``LeafPaths``).
+    """
+
+    def __init__(self, booster: lgb.Booster, leaf_indices: bool = False) -> None:
+        import lleaves
+
+        text = booster.model_to_string()
+        options: dict[str, Any] = {}
+        if leaf_indices:
+            text = _leaf_index_text(text, booster.num_trees())
+            # one cache block: every output is a single tree, and it compiles faster
+            options["fblocksize"] = max(booster.num_trees(), 1)
+        with tempfile.TemporaryDirectory(prefix="retain-forest-") as tmp:
+            path = Path(tmp) / "model.txt"
+            path.write_text(text, encoding="utf-8")
+            model = lleaves.Model(model_file=str(path))
+            model.compile(raw_score=True, **options)
+        self._model = model
+        self._n_outputs = int(model.num_model_per_iteration())
+
+    def raw(self, m: FloatArray) -> FloatArray:
+        """Raw scores, shape (n,); (n, outputs) for a multi-output forest."""
+        n = len(m)
+        if n == 0:
+            return np.empty(0)
+        return np.asarray(self._model.predict(np.ascontiguousarray(m), n_jobs=threads_for(n)))
+
+    def leaves(self, m: FloatArray) -> NDArray[np.int64]:
+        """(n, trees) leaf indices of a ``leaf_indices`` forest, as LightGBM's ``pred_leaf``.
+
+        LightGBM's predictor reads |x| <= ``_K_ZERO`` as 0 (it keeps only larger values of
+        a dense row); zeroing them here first makes lleaves route every row the same way.
+        """
+        raw = self.raw(np.where(np.abs(m) <= _K_ZERO, 0.0, m))
+        return raw.reshape(len(m), self._n_outputs).astype(np.int64)  # (n,) for one tree
+
+
+def _leaf_index_text(text: str, n_trees: int) -> str:
+    """A model text whose output ``t`` is tree ``t``'s leaf index (one tree per "class").
+
+    Same trees and splits; each leaf's value becomes its index and the model is declared
+    multiclass with one tree per class, so a raw-score prediction returns every tree's leaf.
+    """
+    head, sep, trees = text.partition("\nTree=0\n")
+    head = re.sub(r"^num_class=\d+$", f"num_class={n_trees}", head, flags=re.M)
+    head = re.sub(
+        r"^num_tree_per_iteration=\d+$", f"num_tree_per_iteration={n_trees}", head, flags=re.M
+    )
+    head = re.sub(r"^objective=.*$", f"objective=multiclass num_class:{n_trees}", head, flags=re.M)
+    trees = re.sub(
+        r"^leaf_value=(.*)$",
+        lambda line: "leaf_value=" + " ".join(map(str, range(line[1].count(" ") + 1))),
+        trees,
+        flags=re.M,
+    )
+    return head + sep + trees
+
+
+class BoosterModel:
+    """What every model here does with its ``booster_``: raw scores, compiled on request."""
+
+    booster_: lgb.Booster
+    _forest: CompiledForest | None = None
+
+    def compile(self) -> None:
+        """Compile ``booster_`` with lleaves; raw scores then come from machine code."""
+        check_fitted(self, "booster_")
+        if self._forest is None:
+            self._forest = CompiledForest(self.booster_)
+
+    def drop_compiled(self) -> None:
+        """Back to LightGBM's own predictor (what :func:`compile_together` falls back to)."""
+        self._forest = None
+
+    @property
+    def compiled(self) -> bool:
+        """Whether any prediction of this model runs on lleaves-compiled trees."""
+        return self._forest is not None
+
+    def raw_scores(self, m: FloatArray) -> FloatArray:
+        """The booster's raw scores of the rows of ``m`` (compiled after :meth:`compile`)."""
+        if self._forest is not None:
+            return self._forest.raw(m)
+        return predict_booster(self.booster_, m, raw_score=True)
+
+
+def compile_together(models: Sequence[BoosterModel]) -> None:
+    """Compile every model with lleaves, or, when that fails, none of them.
+
+    Compiled trees are an optimisation, not a requirement: when lleaves is missing or
+    compiling fails (no LLVM for this platform, an llvmlite lleaves cannot drive, no
+    writable temporary directory), every model goes back to LightGBM's own predictor, which
+    gives the same numbers, and one :class:`CompiledTreesUnavailable` warning says why. All
+    models fall back together, so a process never mixes the two.
+    """
+    try:
+        for model in models:
+            model.compile()
+    except Exception as exc:  # any failure of an optional accelerator: fall back
+        for model in models:
+            model.drop_compiled()
+        warnings.warn(
+            f"compiled trees unavailable ({type(exc).__name__}: {exc}); scoring with "
+            "LightGBM's own predictor (same numbers, about 10x slower)",
+            CompiledTreesUnavailable,
+            stacklevel=3,
+        )

@@ -1,0 +1,100 @@
+"""Path contributions behind the reasons: each split credits its feature (Saabas)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+from numpy.typing import NDArray
+
+from training.models.boosters import predict_booster
+from training.models.compiled import CompiledForest
+
+FloatArray = NDArray[np.float64]
+
+
+class LeafPaths:
+    """Per-leaf path attributions of a booster, read once from its own model dump.
+
+    ``table[t * max_leaves + leaf]`` holds, per feature, the sum over the splits on the way
+    from tree ``t``'s root to ``leaf`` of (child value - node value); ``bias`` is the sum of
+    the root values. Tree output = root value + row of the table, so a prediction's
+    attributions are one sparse gather-and-sum over its leaves (LightGBM's ``pred_leaf``, or
+    the same leaves from compiled code after :meth:`compile`).
+    """
+
+    def __init__(self, booster: lgb.Booster) -> None:
+        dump = booster.dump_model()
+        n_features = booster.num_feature()
+        trees = dump["tree_info"]
+        # compiled leaf lookup (``compile``) reproduces LightGBM's numerical splits only
+        self._compilable = (
+            bool(trees)
+            and not dump.get("average_output")
+            and "is_linear=1" not in booster.model_to_string()
+        )
+        self._leaf_forest: CompiledForest | None = None
+        self.max_leaves = max((int(t["num_leaves"]) for t in trees), default=1)
+        table = np.zeros((len(trees) * self.max_leaves, n_features))
+        bias = 0.0
+        for t, info in enumerate(trees):
+            root = info["tree_structure"]
+            if "split_feature" not in root:  # a single-leaf tree: all bias
+                bias += float(root["leaf_value"])
+                continue
+            bias += float(root["internal_value"])
+            stack: list[tuple[dict[str, Any], FloatArray]] = [(root, np.zeros(n_features))]
+            while stack:
+                node, path = stack.pop()
+                if "split_feature" not in node:
+                    table[t * self.max_leaves + int(node["leaf_index"])] = path
+                    continue
+                value = float(node["internal_value"])
+                if node.get("decision_type") != "<=":
+                    self._compilable = False
+                for side in ("left_child", "right_child"):
+                    child = node[side]
+                    child_value = float(child.get("internal_value", child.get("leaf_value")))
+                    step = path.copy()
+                    step[int(node["split_feature"])] += child_value - value
+                    stack.append((child, step))
+        self.table = table
+        self.bias = bias
+        self.n_trees = len(trees)
+
+    def compile(self, booster: lgb.Booster) -> None:
+        """Find leaves with lleaves (:meth:`CompiledForest.leaves`) instead of LightGBM.
+
+        The same leaves as ``pred_leaf``, without LightGBM's per-call predictor set-up (the
+        larger part of a few-row request's reasons). Skipped for categorical splits, linear
+        trees and averaged (random forest) output, where LightGBM stays the reference.
+        """
+        if self._compilable and self._leaf_forest is None:
+            self._leaf_forest = CompiledForest(booster, leaf_indices=True)
+
+    def drop_compiled(self) -> None:
+        """Find leaves with LightGBM's ``pred_leaf`` again."""
+        self._leaf_forest = None
+
+    @property
+    def compiled(self) -> bool:
+        return self._leaf_forest is not None
+
+    def contributions(self, booster: lgb.Booster, m: FloatArray) -> FloatArray:
+        """(n, n_features) attributions of the rows of ``m`` (their leaves from LightGBM, or
+        from the compiled copy of its trees after :meth:`compile`)."""
+        from scipy.sparse import csr_matrix
+
+        n = len(m)
+        if n == 0:  # LightGBM's pred_leaf fails on an empty matrix
+            return np.zeros((0, self.table.shape[1]))
+        if self._leaf_forest is not None:
+            leaves = self._leaf_forest.leaves(m)
+        else:
+            leaves = np.asarray(predict_booster(booster, m, pred_leaf=True), dtype=np.int64)
+        flat = (leaves + np.arange(self.n_trees, dtype=np.int64) * self.max_leaves).ravel()
+        indptr = np.arange(0, flat.size + 1, self.n_trees)
+        ones = np.ones(flat.size)
+        pick = csr_matrix((ones, flat, indptr), shape=(n, self.table.shape[0]))
+        return np.asarray(pick @ self.table)
