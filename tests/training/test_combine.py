@@ -110,6 +110,27 @@ def test_weight_zero_is_bgnbd_and_predictions_apply_the_fitted_weights(
     assert not np.allclose(scores["churn_probability"], own[0])  # the latest season's map
 
 
+def test_the_model_alone_skips_bgnbd_with_the_general_formulas_bytes(
+    fitted: RetainModels, log: pd.DataFrame
+) -> None:
+    features = build_features(log, AS_OF, FeatureConfig(horizon_days=H))
+    x = fitted._frame_input(features)
+    own = (fitted.churn_.predict_proba(x), fitted.count_.predict(x), fitted.spend_.predict(x))
+    classic = fitted.combination_.bgnbd_state
+    platt = (0.83, -0.21)
+    p, c, s = Combination(1.0, 1.0, 1.0, platt, bgnbd_state=classic).apply(x, *own)
+    base = btyd_outputs(x, None, classic)
+    q = np.clip(own[0], 1e-6, 1 - 1e-6)
+    z = 1.0 * (np.log(q) - np.log1p(-q)) + 0.0 * np.log(base["churn"])
+    general = 1.0 / (1.0 + np.exp(-(platt[0] * z + platt[1])))
+    assert p.tobytes() == general.tobytes()
+    assert c.tobytes() == (1.0 * own[1] + 0.0 * base["count"]).tobytes()
+    assert s.tobytes() == (1.0 * own[2] + 0.0 * base["spend"]).tobytes()
+    # one weight below 1 uses the classic model for that output
+    _, c_half, _ = Combination(count_weight=0.5, bgnbd_state=classic).apply(x, *own)
+    assert not np.allclose(c_half, own[1])
+
+
 def test_saved_model_scores_with_the_same_combination(
     fitted: RetainModels, log: pd.DataFrame, tmp_path: Path
 ) -> None:

@@ -171,9 +171,13 @@ class Combination:
         """The combined (churn probability, expected purchases, expected spend)."""
         if self.details.get("identity"):
             return churn, count, spend
+        a, b = self.churn_platt
+        if self.churn_weight == 1.0 and self.count_weight == 1.0 and self.spend_weight == 1.0:
+            # the model alone (the season rule, or a shadow that chose it): the classic
+            # BG/NBD would be multiplied by 0, so a request does not pay for it
+            return 1.0 / (1.0 + np.exp(-(a * _logit(churn) + b))), count, spend
         base = btyd_outputs(x, self.spend_state, self.bgnbd_state)
         z = self.churn_weight * _logit(churn) + (1 - self.churn_weight) * _logit(base["churn"])
-        a, b = self.churn_platt
         p = 1.0 / (1.0 + np.exp(-(a * z + b)))
         c = self.count_weight * count + (1 - self.count_weight) * base["count"]
         s = self.spend_weight * spend + (1 - self.spend_weight) * base["spend"]
