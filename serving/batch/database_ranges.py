@@ -58,9 +58,9 @@ from features.sources.database_log import (
     source_sql,
 )
 from features.sources.database_parts import begin_snapshot
-from serving.batch.chunks import BatchError, Chunk, ChunkResult, ChunkRunner, StagedChunk
+from serving.batch.chunks import BatchError, Chunk, ChunkResult, ChunkRunner
 from serving.batch.chunks import score_chunk as score_log
-from serving.batch.partitioned import merged_report
+from serving.batch.partitioned import merged_report, staged_runner
 from serving.batch.publish import write_chunk
 from serving.batch.run import PlannedRun
 from serving.scorer import ScoringModel
@@ -442,26 +442,15 @@ def range_runner(
 ) -> ChunkRunner:
     """A runner yielding :class:`StagedChunk` as the range tasks finish (any order)."""
     by_index = {r.chunk.index: r for r in plan.ranges}
-
-    def run(chunks: Sequence[Chunk]) -> Iterator[ChunkResult | StagedChunk]:
-        futures = {
-            executor.submit(
-                score_range,
-                plan.reader,
-                by_index[c.index],
-                model,
-                as_of,
-                campaign,
-                with_features,
-                str(staging),
-            ): c
-            for c in chunks
-        }
-        try:
-            for future in cf.as_completed(futures):
-                yield StagedChunk(futures[future], future.result())
-        finally:
-            for future in futures:
-                future.cancel()
-
-    return run
+    return staged_runner(
+        lambda c: executor.submit(
+            score_range,
+            plan.reader,
+            by_index[c.index],
+            model,
+            as_of,
+            campaign,
+            with_features,
+            str(staging),
+        )
+    )

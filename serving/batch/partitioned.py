@@ -30,7 +30,7 @@ import hashlib
 import itertools
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -290,6 +290,23 @@ def plan_on(
     return plan_chunks([f.result() for f in futures], chunk_customers)
 
 
+def staged_runner(submit: Callable[[Chunk], cf.Future[dict[str, Any]]]) -> ChunkRunner:
+    """A runner that submits one task per chunk (``submit``) and yields each
+    :class:`StagedChunk` as its task finishes (any order); unfinished tasks are cancelled
+    when the consumer stops early (a failed chunk)."""
+
+    def run(chunks: Sequence[Chunk]) -> Iterator[ChunkResult | StagedChunk]:
+        futures = {submit(c): c for c in chunks}
+        try:
+            for future in cf.as_completed(futures):
+                yield StagedChunk(futures[future], future.result())
+        finally:
+            for future in futures:
+                future.cancel()
+
+    return run
+
+
 def planned_runner(
     executor: cf.Executor,
     plans: Sequence[PlannedChunk],
@@ -303,26 +320,15 @@ def planned_runner(
 ) -> ChunkRunner:
     """A runner yielding :class:`StagedChunk` as tasks finish (any order)."""
     by_index = {p.chunk.index: p for p in plans}
-
-    def run(chunks: Sequence[Chunk]) -> Iterator[ChunkResult | StagedChunk]:
-        futures = {
-            executor.submit(
-                score_planned_chunk,
-                by_index[c.index],
-                config,
-                model,
-                as_of,
-                campaign,
-                with_features,
-                str(staging),
-            ): c
-            for c in chunks
-        }
-        try:
-            for future in cf.as_completed(futures):
-                yield StagedChunk(futures[future], future.result())
-        finally:
-            for future in futures:
-                future.cancel()
-
-    return run
+    return staged_runner(
+        lambda c: executor.submit(
+            score_planned_chunk,
+            by_index[c.index],
+            config,
+            model,
+            as_of,
+            campaign,
+            with_features,
+            str(staging),
+        )
+    )
