@@ -489,3 +489,23 @@ def test_a_challenger_registered_during_a_promotion_keeps_its_alias(
     decision = registry.promote(name=name, smoke_test=smoke_test_while_another_run_registers)
     assert decision.promoted and decision.challenger_version == v1
     assert _aliases(client, name) == {"champion": v1, "challenger": newer[0]}
+
+
+def test_sqlite_artifacts_sit_next_to_the_database_not_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    database = tmp_path / "store" / "mlflow.db"
+    database.parent.mkdir()
+    previous = mlflow.get_tracking_uri()
+    try:
+        tracking_store.configure_tracking(f"sqlite:///{database}")
+        experiment_id = tracking_store.ensure_experiment("retain-artifacts-next-to-db")
+        location = MlflowClient().get_experiment(experiment_id).artifact_location
+    finally:
+        mlflow.set_tracking_uri(previous)
+        mlflow.set_registry_uri(previous)
+    assert location == (database.parent / "mlartifacts").as_uri()
+    assert not (elsewhere / "mlartifacts").exists()

@@ -165,8 +165,13 @@ def ensure_experiment(name: str = DEFAULT_EXPERIMENT, *, workdir: Path | None = 
     if existing is not None:
         return existing.experiment_id
     artifact_location = None
-    if mlflow.get_tracking_uri().startswith("sqlite:"):
-        artifact_location = ((workdir or Path.cwd()).absolute() / DEFAULT_ARTIFACT_DIR).as_uri()
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:"):
+        # next to the database file, wherever the process runs (an in-memory store: the
+        # working directory); the store and its artifacts stay one folder to back up or move
+        database = sqlite_path(uri)
+        root = database.parent if database is not None else (workdir or Path.cwd()).absolute()
+        artifact_location = (root / DEFAULT_ARTIFACT_DIR).as_uri()
     try:
         return client.create_experiment(name, artifact_location=artifact_location)
     except mlflow.exceptions.MlflowException:
