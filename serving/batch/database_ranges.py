@@ -305,7 +305,7 @@ def _boundaries(
             FROM ids
         )
         SELECT r.id, r.k, t.customers, t.rows_, t.missing, t.canonical
-        FROM totals t LEFT JOIN ranked r ON r.k % $1 = 0
+        FROM totals t LEFT JOIN ranked r ON r.k % $1::bigint = 0
         ORDER BY r.k
     """
     try:
@@ -335,10 +335,12 @@ def read_range(reader: RangeSource, customers: CustomerRange) -> pd.DataFrame:
     source = reader.source
     if not _SNAPSHOT_ID.match(reader.snapshot):
         raise BatchError(f"not a snapshot id: {reader.snapshot!r}")
-    where = f"{reader.id_sql} >= $1"
+    # the bounds are cast in SQL: the driver's parameter type is not always text (one CI
+    # run bound them as refcursor: "operator does not exist: text >= refcursor")
+    where = f"{reader.id_sql} >= $1::text"
     bounds: tuple[str, ...] = (customers.low,)
     if customers.high is not None:
-        where += f" AND {reader.id_sql} < $2"
+        where += f" AND {reader.id_sql} < $2::text"
         bounds += (customers.high,)
     connection = connect(source.url)
     try:
