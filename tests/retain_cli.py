@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -41,3 +42,21 @@ def retain(
         timeout=timeout,
         check=False,
     )
+
+
+def wait_for_pause(proc: subprocess.Popen[str], timeout: float = 300) -> list[str]:
+    """Read a ``retain`` process's stderr until it reports ``paused at`` (the fault tests'
+    ``RETAIN_TEST_PAUSE_AT`` hook), and return the lines seen; fail if it ends first. A
+    watchdog kills the process after ``timeout`` seconds so a hang fails the test."""
+    watchdog = threading.Timer(timeout, proc.kill)
+    watchdog.start()
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if line.startswith("paused at"):
+                return seen
+        raise AssertionError(f"exited with {proc.wait()} before pausing: {''.join(seen)[-2000:]}")
+    finally:
+        watchdog.cancel()

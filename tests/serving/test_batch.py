@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from serving.batch.commands import score_command
 from serving.batch.publish import PAUSE_ENV, SCORE_SCHEMA, SUCCESS_NAME, SUMMARY_NAME, read_scores
 from serving.offers.policy import OfferPolicy
 from serving.scorer import SCORE_COLUMNS, ScoringModel, score
+from tests.retain_cli import wait_for_pause
 from training.artifact import save_artifact
 from training.models.bundle import RetainModels
 
@@ -434,22 +434,6 @@ def _score_process(
     )
 
 
-def _wait_for_pause(proc: subprocess.Popen[str]) -> str:
-    """Read stderr until the process reports its pause; fail if it ends first."""
-    watchdog = threading.Timer(180, proc.kill)
-    watchdog.start()
-    try:
-        assert proc.stderr is not None
-        seen = []
-        for line in proc.stderr:
-            seen.append(line)
-            if line.startswith("paused at"):
-                return line
-        raise AssertionError(f"exited with {proc.wait()} before pausing: {''.join(seen)[-2000:]}")
-    finally:
-        watchdog.cancel()
-
-
 def _plain_read(directory: Path) -> pd.DataFrame:
     """What a plain Parquet reader sees in the directory (no retain code involved)."""
     frame = pd.read_parquet(directory)
@@ -474,7 +458,7 @@ def test_sigkill_during_publish_leaves_the_old_output_whole(
     killed = _score_process(
         data_path, out, artifact, LATER, "--features-out", str(feats), pause=step
     )
-    _wait_for_pause(killed)
+    wait_for_pause(killed)
     killed.kill()  # SIGKILL: no cleanup of any kind runs
     assert killed.wait(timeout=60) == -signal.SIGKILL
 
@@ -505,7 +489,7 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_completes(
 ) -> None:
     out = tmp_path / "out"
     first = _score_process(data_path, out, artifact, AS_OF, pause="scores:writing")
-    _wait_for_pause(first)
+    wait_for_pause(first)
     second = _score_process(data_path, out, artifact, LATER)
     assert second.wait(timeout=300) == 2
     message = second.stderr.read() if second.stderr else ""

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from serving.batch.database_ranges import ID_WHITESPACE
 from serving.batch.publish import MANIFEST_NAME, PAUSE_ENV, SUMMARY_NAME, read_scores
 from tests.dask_cluster import DaskCluster
 from tests.postgres_server import execute, load_frame
+from tests.retain_cli import wait_for_pause
 from tests.serving.test_batch import AS_OF, make_artifact, sha256s, small_raw_log
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]  # real PostgreSQL and Dask processes
@@ -193,21 +193,6 @@ def _message_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip() and "scoring chunks" not in line]
 
 
-def _wait_for_pause(proc: subprocess.Popen[str]) -> list[str]:
-    watchdog = threading.Timer(600, proc.kill)
-    watchdog.start()
-    try:
-        assert proc.stderr is not None
-        seen = []
-        for line in proc.stderr:
-            seen.append(line)
-            if line.startswith("paused at"):
-                return seen
-        raise AssertionError(f"exited with {proc.wait()} before pausing: {''.join(seen)[-2000:]}")
-    finally:
-        watchdog.cancel()
-
-
 def _files_holding(root: Path, secret: str) -> list[str]:
     return [
         str(p)
@@ -222,7 +207,7 @@ def test_killed_run_resumes_to_the_same_bytes_and_no_password_is_written_anywher
     out = tmp_path / "out"
     cluster = ["--dask", dask_cluster.address]
     killed = _retain_score(db, "orders", artifact, out, *cluster, pause="scores:writing")
-    seen = _wait_for_pause(killed)
+    seen = wait_for_pause(killed, timeout=600)
     staging = next((tmp_path / ".out.retain").glob("staging-*"))
     staged = (staging / MANIFEST_NAME).read_text()
     second = _retain_score(db, "orders", artifact, out, *cluster)  # refused: the lock

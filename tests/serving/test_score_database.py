@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from serving.batch.publish import PAUSE_ENV, read_scores
 from serving.batch.table_output import OWNERSHIP_TABLE, read_scores_table
 from serving.cli import app
 from tests.postgres_server import execute, load_frame
+from tests.retain_cli import wait_for_pause
 from tests.serving.test_batch import HORIZON, make_artifact, small_raw_log
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]  # real PostgreSQL, retain score runs
@@ -77,21 +77,6 @@ def _score_process(
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def _wait_for_pause(proc: subprocess.Popen[str]) -> str:
-    watchdog = threading.Timer(300, proc.kill)
-    watchdog.start()
-    try:
-        assert proc.stderr is not None
-        seen = []
-        for line in proc.stderr:
-            seen.append(line)
-            if line.startswith("paused at"):
-                return line
-        raise AssertionError(f"exited with {proc.wait()} before pausing: {''.join(seen)[-2000:]}")
-    finally:
-        watchdog.cancel()
 
 
 def _finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
@@ -173,7 +158,7 @@ def test_sigkill_during_the_switch_leaves_the_old_table_whole_and_a_rerun_is_cle
     assert set(before["as_of"]) == {pd.Timestamp(AS_OF, tz="UTC")}
 
     killed = _score_process(db, artifact, LATER, table="killed", pause="scores:table-switch")
-    _wait_for_pause(killed)  # inside the switch transaction: old table dropped, new renamed
+    wait_for_pause(killed)  # inside the switch transaction: old table dropped, new renamed
     killed.kill()  # SIGKILL: the transaction never commits
     assert killed.wait(timeout=60) == -signal.SIGKILL
 
@@ -194,7 +179,7 @@ def test_a_second_run_on_the_same_table_is_refused_naming_the_first(
     db: str, artifact: Path
 ) -> None:
     first = _score_process(db, artifact, AS_OF, table="busy", pause="scores:table-staged")
-    _wait_for_pause(first)
+    wait_for_pause(first)
     second = _score_process(db, artifact, LATER, table="busy")
     code, err = _finish(second)
     assert code == 2, err
