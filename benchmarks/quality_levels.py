@@ -80,10 +80,13 @@ POOLS: dict[str, tuple[str, ...]] = {
     "all": tuple(CANDIDATES),
     "M,B,P": ("M", "B", "P"),
     "BTYD": ("B", "P", "BP"),
+    # B*: Pareto/NBD when the classic BG/NBD fit at that cutoff collapsed to no dropout and
+    # Pareto/NBD's did not, else BG/NBD (a criterion known at the cutoff)
+    "M,B*": ("M", "B*"),
 }
 MARGIN = 0.02
 LEVEL_FLOORS = ("agg purch", "agg spend", "count RMSE", "Poisson dev", "spend RMSE")
-Window = dict[str, np.ndarray]
+Window = dict[str, Any]
 
 
 def window(result: Any) -> Window:
@@ -96,6 +99,8 @@ def window(result: Any) -> Window:
         pred = result.predictions[method]
         out[f"{method}_count"] = pred["expected_purchases_horizon"].to_numpy(dtype=np.float64)
         out[f"{method}_spend"] = pred["expected_spend_horizon"].to_numpy(dtype=np.float64)
+    collapsed = set(getattr(result, "degenerate_fits", {}) or {})
+    out["bgnbd_alone_collapsed"] = "bgnbd" in collapsed and "paretonbd" not in collapsed
     return out
 
 
@@ -103,10 +108,12 @@ def errors(w: Window, output: str) -> dict[str, float]:
     """Aggregate error (forecast total / actual - 1) of every candidate level."""
     actual = float(w[output].sum())
     total = {k: float(w[f"{m}_{output}"].sum()) for k, m in SOURCES.items()}
-    return {
+    out = {
         name: sum(share * total[k] for k, share in mix.items()) / actual - 1.0
         for name, mix in CANDIDATES.items()
     }
+    out["B*"] = out["P"] if w["bgnbd_alone_collapsed"] else out["B"]
+    return out
 
 
 def deviance(mu: np.ndarray, y: np.ndarray) -> float:
@@ -192,6 +199,9 @@ def case_report(cutoff: str, horizon: int, windows: dict[str, Window]) -> dict[s
             for c, w in [*past, (cutoff, test)]
         },
         "past_cutoffs": [c for c, _ in past],
+        "bgnbd_alone_collapsed": {
+            c: bool(w["bgnbd_alone_collapsed"]) for c, w in [*past, (cutoff, test)]
+        },
     }
     for output in ("count", "spend"):
         e = errors(test, output)
@@ -215,8 +225,9 @@ def case_report(cutoff: str, horizon: int, windows: dict[str, Window]) -> dict[s
     for rule in RULES:
         for pool_name, pool in POOLS.items():
             # no past window: fall back toward BTYD (BG/NBD, the blend's weight-0 end)
-            level_c = pick(history, "count", rule, pool) or "B"
-            level_s = pick(history, "spend", rule, pool) or "B"
+            fallback = "B*" if "B*" in pool else "B"
+            level_c = pick(history, "count", rule, pool) or fallback
+            level_s = pick(history, "spend", rule, pool) or fallback
             rules[f"{rule} among {pool_name}"] = scored(test, level_c, level_s)
     today = rules["today (M)"]["value"]
     for r in rules.values():
@@ -229,11 +240,12 @@ def case_report(cutoff: str, horizon: int, windows: dict[str, Window]) -> dict[s
 
 def print_case(key: str, case: dict[str, Any]) -> None:
     print(f"\n### {key}\n")
-    print("| window (count / spend) | " + " | ".join(CANDIDATES) + " |")
-    print("| --- " * (len(CANDIDATES) + 1) + "|")
+    print("| window (count / spend) | " + " | ".join(CANDIDATES) + " | B* |")
+    print("| --- " * (len(CANDIDATES) + 2) + "|")
     for c, e in case["windows"].items():
         mark = " (test)" if c == key.split("@")[1] else ""
-        cells = [f"{e['count'][k]:+.4f} / {e['spend'][k]:+.4f}" for k in CANDIDATES]
+        star = "P" if case["bgnbd_alone_collapsed"][c] else "B"
+        cells = [f"{e['count'][k]:+.4f} / {e['spend'][k]:+.4f}" for k in CANDIDATES] + [star]
         print(f"| {c}{mark} | " + " | ".join(cells) + " |")
     for output in ("count", "spend"):
         o = case[output]
