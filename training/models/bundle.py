@@ -70,6 +70,7 @@ from training.models.btyd_features import (
 from training.models.churn import ChurnModel
 from training.models.combine import Combination, identity_combination
 from training.models.compiled import compile_together
+from training.models.level import fit_count_level
 from training.models.model_text import check_model_texts
 from training.models.shadow import combination_for
 from training.models.spend import SpendModel
@@ -325,6 +326,7 @@ class RetainModels(BaseEstimator):
         self.fitted_as_of_ = cutoff
         self.n_train_rows_ = len(train)
         self.snapshots_ = sorted(records, key=lambda r: (r["horizon_days"], r["cutoff"]))
+        fit_count_level(self, log, cutoff)
         return self
 
     def _dropped_snapshots(

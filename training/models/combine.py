@@ -41,6 +41,7 @@ from training.baselines.gammagamma import GammaGamma
 from training.evaluation import metrics
 from training.models.boosters import Table, input_column
 from training.models.btyd_features import classic_bgnbd_outputs
+from training.models.level import choose_count_level
 
 if TYPE_CHECKING:
     from training.models.shadow import Shadow
@@ -164,6 +165,9 @@ class Combination:
     # the classic BG/NBD at the scoring cutoff (weight 0 is the backtest's BG/NBD); None:
     # the boosters' BG/NBD input columns (models saved before it)
     bgnbd_state: dict[str, Any] | None = None
+    # the count forecast's level: the factor bringing its total at the cutoff to the classic
+    # total where the shadow window chose it (``training.models.level``); 1: the model's level
+    count_level: float = 1.0
 
     def apply(
         self, x: Table, churn: FloatArray, count: FloatArray, spend: FloatArray
@@ -175,13 +179,16 @@ class Combination:
         if self.churn_weight == 1.0 and self.count_weight == 1.0 and self.spend_weight == 1.0:
             # the model alone (the season rule, or a shadow that chose it): the classic
             # BG/NBD would be multiplied by 0, so a request does not pay for it
-            return 1.0 / (1.0 + np.exp(-(a * _logit(churn) + b))), count, spend
+            return 1.0 / (1.0 + np.exp(-(a * _logit(churn) + b))), self._level(count), spend
         base = btyd_outputs(x, self.spend_state, self.bgnbd_state)
         z = self.churn_weight * _logit(churn) + (1 - self.churn_weight) * _logit(base["churn"])
         p = 1.0 / (1.0 + np.exp(-(a * z + b)))
         c = self.count_weight * count + (1 - self.count_weight) * base["count"]
         s = self.spend_weight * spend + (1 - self.spend_weight) * base["spend"]
-        return p, c, s
+        return p, self._level(c), s
+
+    def _level(self, count: FloatArray) -> FloatArray:
+        return count if self.count_level == 1.0 else count * self.count_level
 
     def total_interval(
         self, purchases: FloatArray, spend: FloatArray
@@ -212,6 +219,7 @@ class Combination:
             "churn_platt": list(self.churn_platt),
             "spend_state": self.spend_state,
             "bgnbd_state": self.bgnbd_state,
+            "count_level": self.count_level,
             **self.details,
         }
 
@@ -224,6 +232,7 @@ class Combination:
             "churn_platt",
             "spend_state",
             "bgnbd_state",
+            "count_level",
         )
         return cls(
             float(state["count_weight"]),
@@ -233,6 +242,7 @@ class Combination:
             state.get("spend_state"),
             {k: v for k, v in state.items() if k not in known},
             state.get("bgnbd_state"),
+            float(state.get("count_level", 1.0)),
         )
 
 
@@ -304,6 +314,12 @@ def fit_combination(
         if gap > SAME_SEASON_DAYS:
             source["another_season"] = True  # recorded, and the model kept
             weights = dict.fromkeys(weights, 1.0)
+        by_weight = chosen["count"]["aggregate_by_weight"]
+        errors = (by_weight.get("1.0"), by_weight.get("0.0"))
+        level = choose_count_level(
+            None if None in errors else errors,  # type: ignore[arg-type]
+            gap > SAME_SEASON_DAYS,
+        )
     else:
         evidence = n_snapshots
         sub = {k: v[use] for k, v in model.items()}
@@ -313,6 +329,7 @@ def fit_combination(
             "out_of_time": False,
             "held_out_cutoffs": [pd.Timestamp(c).isoformat() for c in recent],
         }
+        level = choose_count_level(None, False)
     shrink = min(1.0, evidence / FULL_EVIDENCE_SNAPSHOTS)
     # thin evidence shrinks the levels (count, spend) toward BG/NBD; the churn blend is
     # chosen on the log loss and recalibrated below, so its level is the latest window's
@@ -350,6 +367,9 @@ def fit_combination(
             "rows": int(latest.sum()),
         },
         "calibration_ece_latest_window": fit_ece,
+        # whose total the count forecast takes (the factor is set at the cutoff by
+        # ``training.models.level.fit_count_level``)
+        "count_level_choice": level,
         "totals": _past_totals(
             cut,
             cutoffs,
