@@ -62,7 +62,7 @@ def test_applying_a_level_rescales_the_count_only_and_survives_a_round_trip() ->
     p, c, s = combo.apply(pd.DataFrame(index=range(50)), churn, count, spend)
     np.testing.assert_array_equal(c, count * 0.8)
     np.testing.assert_array_equal(s, spend)
-    p1, c1, s1 = Combination(churn_platt=(1.2, -0.1)).apply(None, churn, count, spend)  # type: ignore[arg-type]
+    p1, c1, _ = Combination(churn_platt=(1.2, -0.1)).apply(None, churn, count, spend)  # type: ignore[arg-type]
     np.testing.assert_array_equal(p, p1)
     assert c1 is count  # level 1: the model's own array, the same bytes as before
     back = Combination.from_dict(combo.to_dict())

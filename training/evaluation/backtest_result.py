@@ -207,8 +207,23 @@ def combination_lines(combination: Mapping[str, Any], test_ece: float | None) ->
         f"outputs combined with BG/NBD, model weight: churn {combination['churn_weight']:.2f}, "
         f"count {combination['count_weight']:.2f}, spend {combination['spend_weight']:.2f} "
         f"(chosen on {where}; evidence shrink "
-        f"{combination.get('evidence_shrink', 1.0):.2f}){ece}"
+        f"{combination.get('evidence_shrink', 1.0):.2f}){ece}",
+        *level_lines(combination),
     ]
+
+
+def level_lines(combination: Mapping[str, Any]) -> list[str]:
+    """Whose total the count forecast takes (``training.models.level``), and why."""
+    choice = combination.get("count_level_choice")
+    if not choice:
+        return []
+    if choice.get("source") == "btyd" and "factor" in choice:
+        return [
+            f"count level: the classic {choice.get('classic', 'bgnbd')} total "
+            f"{choice['classic_total']:,.0f} (the model's {choice['model_total']:,.0f}, "
+            f"factor {choice['factor']:.4f}): {choice['why']}"
+        ]
+    return [f"count level: the model's ({choice.get('why', '')})"]
 
 
 def clean_metric(value: Any) -> float | None:  # a metric read back from JSON

@@ -23,8 +23,9 @@ on the latest window, and shrinking it gave up the model's ranking on Complete J
 2017-04-01, AUC 0.8726 against Pareto/NBD's 0.8731). The planner's total
 (sum of a population's predictions) carries a 90 % interval from the count distribution
 (Poisson) and the spread of the past cutoffs' log errors of the total; the leave-one-out
-coverage of those past intervals is recorded. Everything is plain floats (JSON in the
-artifact), applied by :meth:`Combination.apply` on every scoring path.
+coverage of those past intervals is recorded. The count's level (its total) is chosen apart
+from its shape by ``training.models.level`` (``count_level``). Everything is plain floats
+(JSON in the artifact), applied by :meth:`Combination.apply` on every scoring path.
 """
 
 from __future__ import annotations
