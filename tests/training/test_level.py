@@ -13,6 +13,7 @@ from features.sources.cdnow import read_cdnow
 from tests.training.conftest import simulate_log
 from training.baselines.bgnbd import BetaGeoNBD
 from training.baselines.degenerate import degenerate_fit
+from training.evaluation.backtest_result import combination_lines
 from training.evaluation.baseline_predictions import fit_btyd, rfm_at
 from training.models.bundle import RetainModels
 from training.models.combine import Combination
@@ -135,3 +136,24 @@ def test_a_same_season_shadow_sets_the_level_that_was_nearer_there(log: pd.DataF
     nearer = "btyd" if abs(by_weight["0.0"]) < abs(by_weight["1.0"]) else "model"
     assert choice["source"] == nearer
     assert (models.combination_.count_level != 1.0) == (nearer == "btyd")
+
+
+def test_the_backtest_notes_say_whose_level_the_count_took() -> None:
+    base = {"churn_weight": 1.0, "count_weight": 1.0, "spend_weight": 1.0, "weights_from": {}}
+    chosen = {
+        "source": "btyd",
+        "why": "BG/NBD's total was nearer on the shadow",
+        "classic": "paretonbd",
+        "classic_total": 10180.4,
+        "model_total": 10327.0,
+        "factor": 0.9858,
+    }
+    lines = combination_lines({**base, "count_level_choice": chosen}, None)
+    assert lines[-1] == (
+        "count level: the classic paretonbd total 10,180 (the model's 10,327, factor 0.9858): "
+        "BG/NBD's total was nearer on the shadow"
+    )
+    kept = {"source": "model", "why": "the shadow window is another season"}
+    lines = combination_lines({**base, "count_level_choice": kept}, None)
+    assert lines[-1] == "count level: the model's (the shadow window is another season)"
+    assert len(combination_lines(base, None)) == 1  # saved before the level: no line
