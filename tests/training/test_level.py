@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ from training.models.level import choose_count_level, classic_count_total, level
 
 AS_OF = pd.Timestamp("2024-09-01", tz="UTC")
 H = 30
-SMALL = {
+SMALL: dict[str, Any] = {
     "horizon_days": H,
     "n_snapshots": 6,
     "num_boost_round": 40,
@@ -63,7 +64,7 @@ def test_applying_a_level_rescales_the_count_only_and_survives_a_round_trip() ->
     p, c, s = combo.apply(pd.DataFrame(index=range(50)), churn, count, spend)
     np.testing.assert_array_equal(c, count * 0.8)
     np.testing.assert_array_equal(s, spend)
-    p1, c1, _ = Combination(churn_platt=(1.2, -0.1)).apply(None, churn, count, spend)  # type: ignore[arg-type]
+    p1, c1, _ = Combination(churn_platt=(1.2, -0.1)).apply(None, churn, count, spend)
     np.testing.assert_array_equal(p, p1)
     assert c1 is count  # level 1: the model's own array, the same bytes as before
     back = Combination.from_dict(combo.to_dict())

@@ -316,9 +316,9 @@ def fit_combination(
             source["another_season"] = True  # recorded, and the model kept
             weights = dict.fromkeys(weights, 1.0)
         by_weight = chosen["count"]["aggregate_by_weight"]
-        errors = (by_weight.get("1.0"), by_weight.get("0.0"))
+        e_model, e_btyd = by_weight.get("1.0"), by_weight.get("0.0")
         level = choose_count_level(
-            None if None in errors else errors,  # type: ignore[arg-type]
+            None if e_model is None or e_btyd is None else (e_model, e_btyd),
             gap > SAME_SEASON_DAYS,
         )
     else:
