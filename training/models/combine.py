@@ -13,7 +13,9 @@ latest three training cutoffs (the newest weighs most). Never the test window:
 - churn: ``sigmoid(a * (w * logit(model) + (1 - w) * logit(BG/NBD)) + b)``, ``w`` minimising
   the log loss and ``(a, b)`` a Platt map refitted on the latest window's held-out
   customers, so the level is the latest season's (the calibrator's ECE on those rows is
-  recorded beside the weights).
+  recorded beside the weights); then the even average with BG/NBD's probability where
+  the shadow's out-of-time window says it calibrates better, and on a log too short for a
+  shadow (``training.models.churn_average``).
 
 A weight below 1 must beat the model alone by :data:`MIN_GAIN` of its loss on that window.
 Thin evidence pulls the count and spend weights toward BG/NBD: with fewer than
@@ -41,6 +43,7 @@ from training.baselines.gammagamma import GammaGamma
 from training.evaluation import metrics
 from training.models.boosters import Table, input_column
 from training.models.btyd_features import classic_bgnbd_outputs
+from training.models.churn_average import CHURN_AVERAGE, choose_churn_average
 
 if TYPE_CHECKING:
     from training.models.shadow import Shadow
@@ -164,6 +167,9 @@ class Combination:
     # the classic BG/NBD at the scoring cutoff (weight 0 is the backtest's BG/NBD); None:
     # the boosters' BG/NBD input columns (models saved before it)
     bgnbd_state: dict[str, Any] | None = None
+    # the model's share of the final churn probability, averaged with BG/NBD's after the
+    # map (1: the mapped model alone; models saved before it)
+    churn_average: float = 1.0
 
     def apply(
         self, x: Table, churn: FloatArray, count: FloatArray, spend: FloatArray
@@ -172,13 +178,16 @@ class Combination:
         if self.details.get("identity"):
             return churn, count, spend
         a, b = self.churn_platt
-        if self.churn_weight == 1.0 and self.count_weight == 1.0 and self.spend_weight == 1.0:
+        alone = self.churn_weight == 1.0 and self.churn_average == 1.0
+        if alone and self.count_weight == 1.0 and self.spend_weight == 1.0:
             # the model alone (the season rule, or a shadow that chose it): the classic
             # BG/NBD would be multiplied by 0, so a request does not pay for it
             return 1.0 / (1.0 + np.exp(-(a * _logit(churn) + b))), count, spend
         base = btyd_outputs(x, self.spend_state, self.bgnbd_state)
         z = self.churn_weight * _logit(churn) + (1 - self.churn_weight) * _logit(base["churn"])
         p = 1.0 / (1.0 + np.exp(-(a * z + b)))
+        if self.churn_average != 1.0:
+            p = self.churn_average * p + (1 - self.churn_average) * base["churn"]
         c = self.count_weight * count + (1 - self.count_weight) * base["count"]
         s = self.spend_weight * spend + (1 - self.spend_weight) * base["spend"]
         return p, c, s
@@ -212,6 +221,7 @@ class Combination:
             "churn_platt": list(self.churn_platt),
             "spend_state": self.spend_state,
             "bgnbd_state": self.bgnbd_state,
+            "churn_average": self.churn_average,
             **self.details,
         }
 
@@ -224,6 +234,7 @@ class Combination:
             "churn_platt",
             "spend_state",
             "bgnbd_state",
+            "churn_average",
         )
         return cls(
             float(state["count_weight"]),
@@ -233,6 +244,7 @@ class Combination:
             state.get("spend_state"),
             {k: v for k, v in state.items() if k not in known},
             state.get("bgnbd_state"),
+            float(state.get("churn_average", 1.0)),
         )
 
 
@@ -327,6 +339,22 @@ def fit_combination(
     )
     # the latest windows, each older one weighing DECAY of the next: the latest season leads
     combo.churn_platt = _platt(z[use], y_churn[use], w)
+    if shadow is None:  # thin evidence: toward BG/NBD
+        combo.churn_average, averaged = CHURN_AVERAGE, {"why": "no out-of-time window"}
+    else:
+        p_sh, _, _ = combo.apply(
+            shadow.frame,
+            shadow.predictions["churn"],
+            shadow.predictions["count"],
+            shadow.predictions["spend"],
+        )
+        combo.churn_average, averaged = choose_churn_average(
+            shadow.frame["churn"].to_numpy(dtype=np.float64),
+            p_sh,
+            btyd_outputs(shadow.frame, spend_state)["churn"],
+            bool(source.get("another_season", False)),
+        )
+        averaged["scored_at"] = shadow.scored_at
     p_fit, c_all, s_all = combo.apply(x, model["churn"], model["count"], model["spend"])
     fit_ece = float(metrics.expected_calibration_error(y_churn[latest], p_fit[latest]))
     shadow_totals = None
@@ -350,6 +378,7 @@ def fit_combination(
             "rows": int(latest.sum()),
         },
         "calibration_ece_latest_window": fit_ece,
+        "churn_average_chosen_on": averaged,
         "totals": _past_totals(
             cut,
             cutoffs,
