@@ -356,6 +356,11 @@ def fit_combination(
         )
         averaged["scored_at"] = shadow.scored_at
     p_fit, c_all, s_all = combo.apply(x, model["churn"], model["count"], model["spend"])
+    if combo.churn_average != 1.0:  # the calibrator's own ECE is the map's, before the average
+        averaged["ece_latest_window_averaged"] = float(
+            metrics.expected_calibration_error(y_churn[latest], p_fit[latest])
+        )
+        p_fit = 1.0 / (1.0 + np.exp(-(combo.churn_platt[0] * z + combo.churn_platt[1])))
     fit_ece = float(metrics.expected_calibration_error(y_churn[latest], p_fit[latest]))
     shadow_totals = None
     if shadow is not None:
