@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from features.builders import FeatureConfig, build_features
+from features.sources.cdnow import read_cdnow
 from training.evaluation import metrics
 from training.evaluation.backtest_result import combination_lines
+from training.models.bundle import RetainModels
 from training.models.churn_average import CHURN_AVERAGE, choose_churn_average
 from training.models.combine import Combination, btyd_outputs, fit_combination
 from training.models.shadow import Shadow
@@ -180,3 +185,36 @@ def test_the_note_says_whether_the_churn_probability_is_averaged(share: float) -
         assert "(out-of-time ECE: model 0.0232, average 0.0208)" in note
     else:
         assert "churn probability the model alone (out-of-time ECE: model 0.0232" in note
+
+
+def test_a_short_log_scores_the_average_of_the_mapped_model_and_the_classic_bgnbd(
+    cdnow_sample_path: Path,
+) -> None:
+    # two snapshots for 1997-12-02 - 90 d: none ends a horizon before the latest, no shadow
+    log = read_cdnow(cdnow_sample_path).log
+    params = {
+        "horizon_days": 90,
+        "n_snapshots": 2,
+        "num_boost_round": 40,
+        "num_threads": 1,
+        "baseline_sample": 1000,
+        "n_snapshots_365": 1,
+    }
+    models = RetainModels(**params).fit(log, "1997-12-02")
+    combo = models.combination_
+    assert combo.details["weights_from"]["out_of_time"] is False
+    assert combo.churn_average == CHURN_AVERAGE
+    features = build_features(log, "1997-12-02", FeatureConfig(horizon_days=90))
+    x = models._frame_input(features)
+    scores = models.predict_features(features, "1997-12-02")
+    a, b = combo.churn_platt
+    w = combo.churn_weight
+    classic = btyd_outputs(x, combo.spend_state, combo.bgnbd_state)["churn"]
+    z = w * _logit(np.clip(models.churn_.predict_proba(x), 1e-6, 1 - 1e-6)) + (1 - w) * _logit(
+        np.clip(classic, 1e-6, 1 - 1e-6)
+    )
+    expected = 0.5 * _sigmoid(a * z + b) + 0.5 * classic
+    np.testing.assert_allclose(scores["churn_probability"], expected, rtol=1e-9)
+    assert "churn probability averaged with BG/NBD (model 0.50) (no out-of-time window)" in (
+        "\n".join(combination_lines(combo.to_dict(), None))
+    )
