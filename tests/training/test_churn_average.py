@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -192,7 +193,7 @@ def test_a_short_log_scores_the_average_of_the_mapped_model_and_the_classic_bgnb
 ) -> None:
     # two snapshots for 1997-12-02 - 90 d: none ends a horizon before the latest, no shadow
     log = read_cdnow(cdnow_sample_path).log
-    params = {
+    params: dict[str, Any] = {
         "horizon_days": 90,
         "n_snapshots": 2,
         "num_boost_round": 40,

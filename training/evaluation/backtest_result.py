@@ -212,7 +212,7 @@ def combination_lines(combination: Mapping[str, Any], test_ece: float | None) ->
     ]
 
 
-def _churn_average_note(combination: dict[str, Any]) -> str:
+def _churn_average_note(combination: Mapping[str, Any]) -> str:
     """Whether the churn probability is averaged with BG/NBD's, and the evidence."""
     chosen = combination.get("churn_average_chosen_on")
     if chosen is None:  # saved before the choice

@@ -339,8 +339,9 @@ def fit_combination(
     )
     # the latest windows, each older one weighing DECAY of the next: the latest season leads
     combo.churn_platt = _platt(z[use], y_churn[use], w)
+    averaged: dict[str, Any] = {"why": "no out-of-time window"}
     if shadow is None:  # thin evidence: toward BG/NBD
-        combo.churn_average, averaged = CHURN_AVERAGE, {"why": "no out-of-time window"}
+        combo.churn_average = CHURN_AVERAGE
     else:
         p_sh, _, _ = combo.apply(
             shadow.frame,
