@@ -28,6 +28,9 @@ def test_run_records_the_combination_and_the_totals(
         assert "out_of_time" in combination["weights_from"]
         assert combination["evidence_snapshots"] >= 1
         assert combination["calibrated_on"]["rows"] > 0
+        # the churn probability's average with BG/NBD, and what chose it
+        assert combination["churn_average"] in (0.5, 1.0)
+        assert combination["churn_average_chosen_on"]["why"]
     for totals in (summary["totals"], summary["production_totals"]):
         for name in ("purchases", "spend"):
             assert totals[name]["low"] < totals[name]["forecast"] < totals[name]["high"]

@@ -203,6 +203,7 @@ def combination_lines(combination: Mapping[str, Any], test_ece: float | None) ->
     ece = "" if fit_ece is None else f"; churn calibrator ECE on its window {fit_ece:.4f}"
     if fit_ece is not None and test_ece is not None:
         ece += f" (test {test_ece:.4f})"
+    ece += _churn_average_note(combination)
     return [
         f"outputs combined with BG/NBD, model weight: churn {combination['churn_weight']:.2f}, "
         f"count {combination['count_weight']:.2f}, spend {combination['spend_weight']:.2f} "
@@ -224,6 +225,19 @@ def level_lines(combination: Mapping[str, Any]) -> list[str]:
             f"factor {choice['factor']:.4f}): {choice['why']}"
         ]
     return [f"count level: the model's ({choice.get('why', '')})"]
+
+
+def _churn_average_note(combination: Mapping[str, Any]) -> str:
+    """Whether the churn probability is averaged with BG/NBD's, and the evidence."""
+    chosen = combination.get("churn_average_chosen_on")
+    if chosen is None:  # saved before the choice
+        return ""
+    share = float(combination.get("churn_average", 1.0))
+    what = "the model alone" if share == 1.0 else f"averaged with BG/NBD (model {share:.2f})"
+    why = chosen.get("why", "")
+    if "ece_model" in chosen:
+        why += f": model {chosen['ece_model']:.4f}, average {chosen['ece_average']:.4f}"
+    return f"; churn probability {what} ({why})"
 
 
 def clean_metric(value: Any) -> float | None:  # a metric read back from JSON

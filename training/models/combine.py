@@ -13,7 +13,9 @@ latest three training cutoffs (the newest weighs most). Never the test window:
 - churn: ``sigmoid(a * (w * logit(model) + (1 - w) * logit(BG/NBD)) + b)``, ``w`` minimising
   the log loss and ``(a, b)`` a Platt map refitted on the latest window's held-out
   customers, so the level is the latest season's (the calibrator's ECE on those rows is
-  recorded beside the weights).
+  recorded beside the weights); then the even average with BG/NBD's probability where
+  the shadow's out-of-time window says it calibrates better, and on a log too short for a
+  shadow (``training.models.churn_average``).
 
 A weight below 1 must beat the model alone by :data:`MIN_GAIN` of its loss on that window.
 Thin evidence pulls the count and spend weights toward BG/NBD: with fewer than
@@ -42,6 +44,7 @@ from training.baselines.gammagamma import GammaGamma
 from training.evaluation import metrics
 from training.models.boosters import Table, input_column
 from training.models.btyd_features import classic_bgnbd_outputs
+from training.models.churn_average import CHURN_AVERAGE, choose_churn_average
 from training.models.level import choose_count_level
 
 if TYPE_CHECKING:
@@ -169,6 +172,9 @@ class Combination:
     # the count forecast's level: the factor bringing its total at the cutoff to the classic
     # total where the shadow window chose it (``training.models.level``); 1: the model's level
     count_level: float = 1.0
+    # the model's share of the final churn probability, averaged with BG/NBD's after the
+    # map (1: the mapped model alone; models saved before it)
+    churn_average: float = 1.0
 
     def apply(
         self, x: Table, churn: FloatArray, count: FloatArray, spend: FloatArray
@@ -177,13 +183,16 @@ class Combination:
         if self.details.get("identity"):
             return churn, count, spend
         a, b = self.churn_platt
-        if self.churn_weight == 1.0 and self.count_weight == 1.0 and self.spend_weight == 1.0:
+        alone = self.churn_weight == 1.0 and self.churn_average == 1.0
+        if alone and self.count_weight == 1.0 and self.spend_weight == 1.0:
             # the model alone (the season rule, or a shadow that chose it): the classic
             # BG/NBD would be multiplied by 0, so a request does not pay for it
             return 1.0 / (1.0 + np.exp(-(a * _logit(churn) + b))), self._level(count), spend
         base = btyd_outputs(x, self.spend_state, self.bgnbd_state)
         z = self.churn_weight * _logit(churn) + (1 - self.churn_weight) * _logit(base["churn"])
         p = 1.0 / (1.0 + np.exp(-(a * z + b)))
+        if self.churn_average != 1.0:
+            p = self.churn_average * p + (1 - self.churn_average) * base["churn"]
         c = self.count_weight * count + (1 - self.count_weight) * base["count"]
         s = self.spend_weight * spend + (1 - self.spend_weight) * base["spend"]
         return p, self._level(c), s
@@ -221,6 +230,7 @@ class Combination:
             "spend_state": self.spend_state,
             "bgnbd_state": self.bgnbd_state,
             "count_level": self.count_level,
+            "churn_average": self.churn_average,
             **self.details,
         }
 
@@ -234,6 +244,7 @@ class Combination:
             "spend_state",
             "bgnbd_state",
             "count_level",
+            "churn_average",
         )
         return cls(
             float(state["count_weight"]),
@@ -244,6 +255,7 @@ class Combination:
             {k: v for k, v in state.items() if k not in known},
             state.get("bgnbd_state"),
             float(state.get("count_level", 1.0)),
+            float(state.get("churn_average", 1.0)),
         )
 
 
@@ -345,7 +357,29 @@ def fit_combination(
     )
     # the latest windows, each older one weighing DECAY of the next: the latest season leads
     combo.churn_platt = _platt(z[use], y_churn[use], w)
+    averaged: dict[str, Any] = {"why": "no out-of-time window"}
+    if shadow is None:  # thin evidence: toward BG/NBD
+        combo.churn_average = CHURN_AVERAGE
+    else:
+        p_sh, _, _ = combo.apply(
+            shadow.frame,
+            shadow.predictions["churn"],
+            shadow.predictions["count"],
+            shadow.predictions["spend"],
+        )
+        combo.churn_average, averaged = choose_churn_average(
+            shadow.frame["churn"].to_numpy(dtype=np.float64),
+            p_sh,
+            btyd_outputs(shadow.frame, spend_state)["churn"],
+            bool(source.get("another_season", False)),
+        )
+        averaged["scored_at"] = shadow.scored_at
     p_fit, c_all, s_all = combo.apply(x, model["churn"], model["count"], model["spend"])
+    if combo.churn_average != 1.0:  # the calibrator's own ECE is the map's, before the average
+        averaged["ece_latest_window_averaged"] = float(
+            metrics.expected_calibration_error(y_churn[latest], p_fit[latest])
+        )
+        p_fit = 1.0 / (1.0 + np.exp(-(combo.churn_platt[0] * z + combo.churn_platt[1])))
     fit_ece = float(metrics.expected_calibration_error(y_churn[latest], p_fit[latest]))
     shadow_totals = None
     if shadow is not None:
@@ -371,6 +405,7 @@ def fit_combination(
         # whose total the count forecast takes (the factor is set at the cutoff by
         # ``training.models.level.fit_count_level``)
         "count_level_choice": level,
+        "churn_average_chosen_on": averaged,
         "totals": _past_totals(
             cut,
             cutoffs,
