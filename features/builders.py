@@ -39,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -117,9 +118,7 @@ class FeatureBlock:
     ) -> None:
         shape = (len(customer_id), len(names))
         if values is None:
-            if columns is None or any(
-                name not in columns or columns[name].shape != shape[:1] for name in names
-            ):
+            if columns is None or not _one_column_each(columns, names, shape[0]):
                 raise ValueError(f"FeatureBlock: give values, or one column of each of {names}")
         elif values.shape != shape:
             raise ValueError(
@@ -134,7 +133,7 @@ class FeatureBlock:
         self._values = values
         self._columns = columns
         self.names = tuple(names)
-        self._positions = {name: i for i, name in enumerate(self.names)}
+        self._positions = _positions(self.names)
 
     @property
     def customer_id(self) -> np.ndarray:
@@ -148,10 +147,9 @@ class FeatureBlock:
         """The features as one float64 matrix, a row per customer."""
         if self._values is None:
             assert self._columns is not None
-            values = np.empty((len(self), len(self.names)), order="F")  # columns contiguous
-            for j, name in enumerate(self.names):
-                values[:, j] = self._columns[name]
-            self._values = values
+            # one (columns, rows) stack, transposed: each column contiguous, in one call
+            columns = [self._columns[name] for name in self.names]
+            self._values = np.array(columns, dtype=np.float64).T
         return self._values
 
     def __len__(self) -> int:
@@ -191,6 +189,20 @@ class FeatureBlock:
         values = features.loc[:, list(names)].to_numpy(dtype=np.float64, na_value=np.nan)
         ids = np.asarray(features.index.astype("str"), dtype=object)
         return cls(ids, values, names)
+
+
+@lru_cache(maxsize=16)
+def _positions(names: tuple[str, ...]) -> dict[str, int]:
+    """Column positions by name, shared by every block with these names (read-only)."""
+    return {name: i for i, name in enumerate(names)}
+
+
+def _one_column_each(columns: dict[str, np.ndarray], names: tuple[str, ...], n: int) -> bool:
+    """Whether ``columns`` holds a one-dimensional column of ``n`` rows for every name."""
+    try:
+        return {columns[name].shape for name in names} <= {(n,)}
+    except KeyError:
+        return False
 
 
 def build_features(
@@ -411,7 +423,11 @@ def _build(
     out["spend_trend"] = np.log1p(recent) - np.log1p(earlier)
     out["orders_same_season_last_year"] = window(bucket_orders, SEASON_LAG_DAYS, season_end)
     # orders with any discounted line (the first line of each), counted per customer
-    disc_orders = disc_orders[np.r_[True, disc_orders[1:] != disc_orders[:-1]][: disc_orders.size]]
+    if disc_orders.size > 1:
+        first_line = np.empty(disc_orders.size, dtype=bool)
+        first_line[0] = True
+        np.not_equal(disc_orders[1:], disc_orders[:-1], out=first_line[1:])
+        disc_orders = disc_orders[first_line]
     out["discount_share"] = np.bincount(o_g[disc_orders], minlength=n_cust) / n_orders
 
     cust_code = cc[cust_start].astype(np.int64)
@@ -478,12 +494,7 @@ def _distinct_per_group(
         return np.zeros(n_groups, dtype=np.int64)
     if n_values <= 64:
         # few values (categories, channels): a bit per value, OR-ed per group, then counted
-        dtype = next(
-            t for t in (np.uint8, np.uint16, np.uint32, np.uint64) if n_values <= 8 * t().itemsize
-        )
-        bit_of = np.zeros(n_values + 1, dtype=dtype)  # the last slot: code -1, missing
-        bit_of[:-1] = np.left_shift(1, np.arange(n_values, dtype=np.uint64)).astype(dtype)
-        bits = bit_of[codes]
+        bits = _value_bits(n_values)[codes]
         return np.bitwise_count(np.bitwise_or.reduceat(bits, starts)).astype(np.int64)
     width = n_values + 1  # slot 0 collects missing values
     if n_groups * width <= max(4 * codes.size, 1 << 16):
@@ -496,3 +507,16 @@ def _distinct_per_group(
     known = codes >= 0
     pairs = pd.unique(group[known] * np.int64(n_values) + codes[known].astype(np.int64))
     return np.bincount(pairs // n_values, minlength=n_groups).astype(np.int64)
+
+
+@lru_cache(maxsize=64)
+def _value_bits(n_values: int) -> np.ndarray:
+    """Each code's bit in the narrowest unsigned type with ``n_values`` bits (read-only);
+    the last slot, for code -1 (missing), is 0."""
+    dtype = next(
+        t for t in (np.uint8, np.uint16, np.uint32, np.uint64) if n_values <= 8 * t().itemsize
+    )
+    bit_of = np.zeros(n_values + 1, dtype=dtype)
+    bit_of[:-1] = np.left_shift(1, np.arange(n_values, dtype=np.uint64)).astype(dtype)
+    bit_of.setflags(write=False)
+    return bit_of
