@@ -255,7 +255,7 @@ def build_feature_block(
             order_changes = order_id_changes(log["order_id"])
             matched = match_log_returns(log, order_changes, before_us=cutoff)
         amount = net_amounts(amount, is_return, matched, before)
-    rows = np.flatnonzero(before & ~is_return)
+    rows = (before & ~is_return).nonzero()[0]
     if rows.size == 0:
         return _empty_block()
     data = PurchaseRows(codes, ts, amount, is_return, before, rows, rows.size == len(log))
@@ -289,23 +289,23 @@ def _build(
     cust_new = np.empty(n, dtype=bool)
     cust_new[0] = True
     np.not_equal(cc[1:], cc[:-1], out=cust_new[1:])
-    cust_start = np.flatnonzero(cust_new)
+    cust_start = cust_new.nonzero()[0]
     n_cust = cust_start.size
     order_new = cust_new.copy()
     order_new[1:] |= order_changes.result()
-    order_start = np.flatnonzero(order_new)
+    order_start = order_new.nonzero()[0]
     n_ord = order_start.size
-    o_row = np.cumsum(order_new, dtype=np.int64)
+    o_row = order_new.cumsum(dtype=np.int64)
     o_row -= 1
 
     # order level, sorted by customer then order time
     o_t = t[order_start]
     o_val = np.bincount(o_row, weights=amt, minlength=n_ord)
-    disc_orders = o_row[np.flatnonzero(disc)]  # an order per discounted line, ascending
+    disc_orders = o_row[disc.nonzero()[0]]  # an order per discounted line, ascending
     o_cust_new = cust_new[order_start]
-    o_g = np.cumsum(o_cust_new) - 1
+    o_g = o_cust_new.cumsum() - 1
     c_row = o_g[o_row]
-    co = np.flatnonzero(o_cust_new)  # each customer's first order
+    co = o_cust_new.nonzero()[0]  # each customer's first order
     co_last = np.empty(n_cust, dtype=np.int64)
     co_last[:-1] = co[1:] - 1
     co_last[-1] = n_ord - 1
@@ -326,10 +326,10 @@ def _build(
     o_day = o_t // US_PER_DAY
     day_new = o_cust_new.copy()
     day_new[1:] |= o_day[1:] != o_day[:-1]
-    d_idx = np.flatnonzero(day_new)
+    d_idx = day_new.nonzero()[0]
     day = o_day[d_idx]
     d_cust_new = o_cust_new[d_idx]
-    cd = np.flatnonzero(d_cust_new)
+    cd = d_cust_new.nonzero()[0]
     cd_last = np.empty(n_cust, dtype=np.int64)
     cd_last[:-1] = cd[1:] - 1
     cd_last[-1] = d_idx.size - 1
@@ -338,8 +338,8 @@ def _build(
     with np.errstate(invalid="ignore", divide="ignore"):
         gap_mean = np.where(n_gaps > 0, (day[cd_last] - day[cd]) / np.maximum(n_gaps, 1), np.nan)
         gap_last = np.where(n_gaps > 0, day[cd_last] - day[np.maximum(cd_last - 1, 0)], np.nan)
-        gaps = np.diff(day).astype(np.float64)
-        gap_cust = np.cumsum(d_cust_new)[1:] - 1  # customer of the later day of each gap
+        gaps = (day[1:] - day[:-1]).astype(np.float64)  # np.diff
+        gap_cust = d_cust_new.cumsum()[1:] - 1  # customer of the later day of each gap
         # a gap across two customers weighs +0.0, which leaves every sum as it is
         dev = gaps - gap_mean[gap_cust]
         dev *= dev
@@ -431,7 +431,7 @@ def _build(
     out["discount_share"] = np.bincount(o_g[disc_orders], minlength=n_cust) / n_orders
 
     cust_code = cc[cust_start].astype(np.int64)
-    ret_rows = np.flatnonzero(data.before & data.is_return)
+    ret_rows = (data.before & data.is_return).nonzero()[0]
     n_codes = len(columns.customers)
     ret_codes = codes[ret_rows]
     n_returns = np.bincount(ret_codes, minlength=n_codes)[cust_code]
