@@ -78,6 +78,7 @@ COUNT_COLUMNS: frozenset[str] = frozenset(
     }
 )
 _THREADED_MIN_ROWS = 200_000
+_DIRECT_DAYS = 64  # ``_per_day`` evaluates up to this many days directly (a request's few)
 _CATALOG = frozenset(FEATURE_COLUMNS)
 
 
@@ -224,7 +225,8 @@ def build_feature_block(
     ``log`` is the canonical log, or the same log as :class:`~features.log.log_arrays.LogArrays`
     (what the HTTP service builds from a request's rows, with no DataFrame in between).
     """
-    config = config or FeatureConfig()
+    if config is None:
+        config = FeatureConfig()
     cutoff_ns = to_utc_timestamp(as_of).value
     # first microsecond not before as_of, so that ts < as_of <=> ts < cutoff
     cutoff = -(-cutoff_ns // 1000)
@@ -391,8 +393,7 @@ def _build(
     # bucket k: at or after the k-th edge (as_of - edge_days[k - 1] days). An order
     # x = cutoff - o_t >= 1 microseconds before as_of is at or after the edge d days back
     # iff ceil(x / day) <= d, so a table over ceil(x / day) buckets it without a search.
-    ascending = np.array(edge_days[::-1])
-    bucket_of = ascending.size - np.searchsorted(ascending, np.arange(edge_days[0] + 2))
+    bucket_of = _bucket_table(tuple(edge_days))
     key = cutoff - o_t
     key += US_PER_DAY - 1
     key //= US_PER_DAY
@@ -413,15 +414,19 @@ def _build(
         hi = first_bucket[end_days] if end_days > 0 else n_buckets
         return buckets[lo:hi].sum(axis=0)
 
+    # order counts are integers, so one running total from the last bucket back gives every
+    # window's count exactly (money keeps its sums: their order is part of the result)
+    orders_from = bucket_orders[::-1].cumsum(axis=0)[::-1]  # [k]: orders in buckets k..
     for w in WINDOWS_DAYS:
-        out[f"orders_{w}d"] = window(bucket_orders, w)
+        out[f"orders_{w}d"] = orders_from[first_bucket[w]]
         out[f"spend_{w}d"] = window(bucket_spend, w)
     recent = out.get(f"spend_{TREND_DAYS}d")  # the same sum when TREND_DAYS is a window
     if recent is None:
         recent = window(bucket_spend, TREND_DAYS)
     earlier = window(bucket_spend, 2 * TREND_DAYS, TREND_DAYS)
     out["spend_trend"] = np.log1p(recent) - np.log1p(earlier)
-    out["orders_same_season_last_year"] = window(bucket_orders, SEASON_LAG_DAYS, season_end)
+    later = orders_from[first_bucket[season_end]] if season_end > 0 else 0
+    out["orders_same_season_last_year"] = orders_from[first_bucket[SEASON_LAG_DAYS]] - later
     # orders with any discounted line (the first line of each), counted per customer
     if disc_orders.size > 1:
         first_line = np.empty(disc_orders.size, dtype=bool)
@@ -473,11 +478,23 @@ def _per_day(value_of: Callable[[np.ndarray], np.ndarray], days: np.ndarray) -> 
     """``value_of(days)`` for an elementwise ``value_of``, evaluated once per day of the
     range the days span when that range is shorter than the array (a log of years holds a
     few thousand days and millions of orders), then looked up."""
+    if days.size <= _DIRECT_DAYS:
+        return value_of(days)
     first = int(days.min(initial=0))
     n_table = int(days.max(initial=0)) - first + 1
     if n_table >= days.size:
         return value_of(days)
     return value_of(np.arange(first, first + n_table, dtype=days.dtype))[days - first]
+
+
+@lru_cache(maxsize=16)
+def _bucket_table(edge_days: tuple[int, ...]) -> np.ndarray:
+    """Bucket of each whole number of days back, 0 .. ``edge_days[0] + 1`` (edges
+    descending; see ``_build``), read-only: the same table for every call of a config."""
+    ascending = np.array(edge_days[::-1])
+    table = ascending.size - np.searchsorted(ascending, np.arange(edge_days[0] + 2))
+    table.setflags(write=False)
+    return table
 
 
 def _empty_block() -> FeatureBlock:
