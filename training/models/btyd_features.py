@@ -104,7 +104,7 @@ def btyd_inputs(features: Table) -> tuple[FloatArray, FloatArray, FloatArray]:
     """BTYD (frequency, recency, T) in weeks from the feature columns."""
     x = input_column(features, "n_repeat_days")
     age = np.maximum(input_column(features, "tenure_days") / 7.0, 1e-6)
-    tx = np.clip(input_column(features, "active_span_days") / 7.0, 0.0, age)
+    tx = (input_column(features, "active_span_days") / 7.0).clip(0.0, age)  # np.clip
     # several orders on the first purchase day span hours but are no repeat purchase
     return x, np.where(x > 0, tx, 0.0), age
 
