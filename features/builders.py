@@ -39,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -77,6 +78,7 @@ COUNT_COLUMNS: frozenset[str] = frozenset(
     }
 )
 _THREADED_MIN_ROWS = 200_000
+_DIRECT_DAYS = 64  # ``_per_day`` evaluates up to this many days directly (a request's few)
 _CATALOG = frozenset(FEATURE_COLUMNS)
 
 
@@ -117,9 +119,7 @@ class FeatureBlock:
     ) -> None:
         shape = (len(customer_id), len(names))
         if values is None:
-            if columns is None or any(
-                name not in columns or columns[name].shape != shape[:1] for name in names
-            ):
+            if columns is None or not _one_column_each(columns, names, shape[0]):
                 raise ValueError(f"FeatureBlock: give values, or one column of each of {names}")
         elif values.shape != shape:
             raise ValueError(
@@ -134,7 +134,7 @@ class FeatureBlock:
         self._values = values
         self._columns = columns
         self.names = tuple(names)
-        self._positions = {name: i for i, name in enumerate(self.names)}
+        self._positions = _positions(self.names)
 
     @property
     def customer_id(self) -> np.ndarray:
@@ -148,10 +148,9 @@ class FeatureBlock:
         """The features as one float64 matrix, a row per customer."""
         if self._values is None:
             assert self._columns is not None
-            values = np.empty((len(self), len(self.names)), order="F")  # columns contiguous
-            for j, name in enumerate(self.names):
-                values[:, j] = self._columns[name]
-            self._values = values
+            # one (columns, rows) stack, transposed: each column contiguous, in one call
+            columns = [self._columns[name] for name in self.names]
+            self._values = np.array(columns, dtype=np.float64).T
         return self._values
 
     def __len__(self) -> int:
@@ -193,6 +192,20 @@ class FeatureBlock:
         return cls(ids, values, names)
 
 
+@lru_cache(maxsize=16)
+def _positions(names: tuple[str, ...]) -> dict[str, int]:
+    """Column positions by name, shared by every block with these names (read-only)."""
+    return {name: i for i, name in enumerate(names)}
+
+
+def _one_column_each(columns: dict[str, np.ndarray], names: tuple[str, ...], n: int) -> bool:
+    """Whether ``columns`` holds a one-dimensional column of ``n`` rows for every name."""
+    try:
+        return {columns[name].shape for name in names} <= {(n,)}
+    except KeyError:
+        return False
+
+
 def build_features(
     log: pd.DataFrame,
     as_of: str | datetime | pd.Timestamp,
@@ -212,7 +225,8 @@ def build_feature_block(
     ``log`` is the canonical log, or the same log as :class:`~features.log.log_arrays.LogArrays`
     (what the HTTP service builds from a request's rows, with no DataFrame in between).
     """
-    config = config or FeatureConfig()
+    if config is None:
+        config = FeatureConfig()
     cutoff_ns = to_utc_timestamp(as_of).value
     # first microsecond not before as_of, so that ts < as_of <=> ts < cutoff
     cutoff = -(-cutoff_ns // 1000)
@@ -243,7 +257,7 @@ def build_feature_block(
             order_changes = order_id_changes(log["order_id"])
             matched = match_log_returns(log, order_changes, before_us=cutoff)
         amount = net_amounts(amount, is_return, matched, before)
-    rows = np.flatnonzero(before & ~is_return)
+    rows = (before & ~is_return).nonzero()[0]
     if rows.size == 0:
         return _empty_block()
     data = PurchaseRows(codes, ts, amount, is_return, before, rows, rows.size == len(log))
@@ -277,23 +291,23 @@ def _build(
     cust_new = np.empty(n, dtype=bool)
     cust_new[0] = True
     np.not_equal(cc[1:], cc[:-1], out=cust_new[1:])
-    cust_start = np.flatnonzero(cust_new)
+    cust_start = cust_new.nonzero()[0]
     n_cust = cust_start.size
     order_new = cust_new.copy()
     order_new[1:] |= order_changes.result()
-    order_start = np.flatnonzero(order_new)
+    order_start = order_new.nonzero()[0]
     n_ord = order_start.size
-    o_row = np.cumsum(order_new, dtype=np.int64)
+    o_row = order_new.cumsum(dtype=np.int64)
     o_row -= 1
 
     # order level, sorted by customer then order time
     o_t = t[order_start]
     o_val = np.bincount(o_row, weights=amt, minlength=n_ord)
-    disc_orders = o_row[np.flatnonzero(disc)]  # an order per discounted line, ascending
+    disc_orders = o_row[disc.nonzero()[0]]  # an order per discounted line, ascending
     o_cust_new = cust_new[order_start]
-    o_g = np.cumsum(o_cust_new) - 1
+    o_g = o_cust_new.cumsum() - 1
     c_row = o_g[o_row]
-    co = np.flatnonzero(o_cust_new)  # each customer's first order
+    co = o_cust_new.nonzero()[0]  # each customer's first order
     co_last = np.empty(n_cust, dtype=np.int64)
     co_last[:-1] = co[1:] - 1
     co_last[-1] = n_ord - 1
@@ -314,10 +328,10 @@ def _build(
     o_day = o_t // US_PER_DAY
     day_new = o_cust_new.copy()
     day_new[1:] |= o_day[1:] != o_day[:-1]
-    d_idx = np.flatnonzero(day_new)
+    d_idx = day_new.nonzero()[0]
     day = o_day[d_idx]
     d_cust_new = o_cust_new[d_idx]
-    cd = np.flatnonzero(d_cust_new)
+    cd = d_cust_new.nonzero()[0]
     cd_last = np.empty(n_cust, dtype=np.int64)
     cd_last[:-1] = cd[1:] - 1
     cd_last[-1] = d_idx.size - 1
@@ -326,8 +340,8 @@ def _build(
     with np.errstate(invalid="ignore", divide="ignore"):
         gap_mean = np.where(n_gaps > 0, (day[cd_last] - day[cd]) / np.maximum(n_gaps, 1), np.nan)
         gap_last = np.where(n_gaps > 0, day[cd_last] - day[np.maximum(cd_last - 1, 0)], np.nan)
-        gaps = np.diff(day).astype(np.float64)
-        gap_cust = np.cumsum(d_cust_new)[1:] - 1  # customer of the later day of each gap
+        gaps = (day[1:] - day[:-1]).astype(np.float64)  # np.diff
+        gap_cust = d_cust_new.cumsum()[1:] - 1  # customer of the later day of each gap
         # a gap across two customers weighs +0.0, which leaves every sum as it is
         dev = gaps - gap_mean[gap_cust]
         dev *= dev
@@ -379,8 +393,7 @@ def _build(
     # bucket k: at or after the k-th edge (as_of - edge_days[k - 1] days). An order
     # x = cutoff - o_t >= 1 microseconds before as_of is at or after the edge d days back
     # iff ceil(x / day) <= d, so a table over ceil(x / day) buckets it without a search.
-    ascending = np.array(edge_days[::-1])
-    bucket_of = ascending.size - np.searchsorted(ascending, np.arange(edge_days[0] + 2))
+    bucket_of = _bucket_table(tuple(edge_days))
     key = cutoff - o_t
     key += US_PER_DAY - 1
     key //= US_PER_DAY
@@ -401,21 +414,29 @@ def _build(
         hi = first_bucket[end_days] if end_days > 0 else n_buckets
         return buckets[lo:hi].sum(axis=0)
 
+    # order counts are integers, so one running total from the last bucket back gives every
+    # window's count exactly (money keeps its sums: their order is part of the result)
+    orders_from = bucket_orders[::-1].cumsum(axis=0)[::-1]  # [k]: orders in buckets k..
     for w in WINDOWS_DAYS:
-        out[f"orders_{w}d"] = window(bucket_orders, w)
+        out[f"orders_{w}d"] = orders_from[first_bucket[w]]
         out[f"spend_{w}d"] = window(bucket_spend, w)
     recent = out.get(f"spend_{TREND_DAYS}d")  # the same sum when TREND_DAYS is a window
     if recent is None:
         recent = window(bucket_spend, TREND_DAYS)
     earlier = window(bucket_spend, 2 * TREND_DAYS, TREND_DAYS)
     out["spend_trend"] = np.log1p(recent) - np.log1p(earlier)
-    out["orders_same_season_last_year"] = window(bucket_orders, SEASON_LAG_DAYS, season_end)
+    later = orders_from[first_bucket[season_end]] if season_end > 0 else 0
+    out["orders_same_season_last_year"] = orders_from[first_bucket[SEASON_LAG_DAYS]] - later
     # orders with any discounted line (the first line of each), counted per customer
-    disc_orders = disc_orders[np.r_[True, disc_orders[1:] != disc_orders[:-1]][: disc_orders.size]]
+    if disc_orders.size > 1:
+        first_line = np.empty(disc_orders.size, dtype=bool)
+        first_line[0] = True
+        np.not_equal(disc_orders[1:], disc_orders[:-1], out=first_line[1:])
+        disc_orders = disc_orders[first_line]
     out["discount_share"] = np.bincount(o_g[disc_orders], minlength=n_cust) / n_orders
 
     cust_code = cc[cust_start].astype(np.int64)
-    ret_rows = np.flatnonzero(data.before & data.is_return)
+    ret_rows = (data.before & data.is_return).nonzero()[0]
     n_codes = len(columns.customers)
     ret_codes = codes[ret_rows]
     n_returns = np.bincount(ret_codes, minlength=n_codes)[cust_code]
@@ -457,11 +478,23 @@ def _per_day(value_of: Callable[[np.ndarray], np.ndarray], days: np.ndarray) -> 
     """``value_of(days)`` for an elementwise ``value_of``, evaluated once per day of the
     range the days span when that range is shorter than the array (a log of years holds a
     few thousand days and millions of orders), then looked up."""
+    if days.size <= _DIRECT_DAYS:
+        return value_of(days)
     first = int(days.min(initial=0))
     n_table = int(days.max(initial=0)) - first + 1
     if n_table >= days.size:
         return value_of(days)
     return value_of(np.arange(first, first + n_table, dtype=days.dtype))[days - first]
+
+
+@lru_cache(maxsize=16)
+def _bucket_table(edge_days: tuple[int, ...]) -> np.ndarray:
+    """Bucket of each whole number of days back, 0 .. ``edge_days[0] + 1`` (edges
+    descending; see ``_build``), read-only: the same table for every call of a config."""
+    ascending = np.array(edge_days[::-1])
+    table = ascending.size - np.searchsorted(ascending, np.arange(edge_days[0] + 2))
+    table.setflags(write=False)
+    return table
 
 
 def _empty_block() -> FeatureBlock:
@@ -478,12 +511,7 @@ def _distinct_per_group(
         return np.zeros(n_groups, dtype=np.int64)
     if n_values <= 64:
         # few values (categories, channels): a bit per value, OR-ed per group, then counted
-        dtype = next(
-            t for t in (np.uint8, np.uint16, np.uint32, np.uint64) if n_values <= 8 * t().itemsize
-        )
-        bit_of = np.zeros(n_values + 1, dtype=dtype)  # the last slot: code -1, missing
-        bit_of[:-1] = np.left_shift(1, np.arange(n_values, dtype=np.uint64)).astype(dtype)
-        bits = bit_of[codes]
+        bits = _value_bits(n_values)[codes]
         return np.bitwise_count(np.bitwise_or.reduceat(bits, starts)).astype(np.int64)
     width = n_values + 1  # slot 0 collects missing values
     if n_groups * width <= max(4 * codes.size, 1 << 16):
@@ -496,3 +524,16 @@ def _distinct_per_group(
     known = codes >= 0
     pairs = pd.unique(group[known] * np.int64(n_values) + codes[known].astype(np.int64))
     return np.bincount(pairs // n_values, minlength=n_groups).astype(np.int64)
+
+
+@lru_cache(maxsize=64)
+def _value_bits(n_values: int) -> np.ndarray:
+    """Each code's bit in the narrowest unsigned type with ``n_values`` bits (read-only);
+    the last slot, for code -1 (missing), is 0."""
+    dtype = next(
+        t for t in (np.uint8, np.uint16, np.uint32, np.uint64) if n_values <= 8 * t().itemsize
+    )
+    bit_of = np.zeros(n_values + 1, dtype=dtype)
+    bit_of[:-1] = np.left_shift(1, np.arange(n_values, dtype=np.uint64)).astype(dtype)
+    bit_of.setflags(write=False)
+    return bit_of

@@ -11,8 +11,8 @@ text work (pyarrow, which releases the GIL) can run in a thread pool beside the 
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import NamedTuple, TypeVar, TypeVarTuple
+from concurrent.futures import ThreadPoolExecutor
+from typing import Generic, NamedTuple, Protocol, TypeVar, TypeVarTuple
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 Ts = TypeVarTuple("Ts")
 _USED_COLUMNS: tuple[str, ...] = (
     "customer_id",
@@ -50,6 +51,12 @@ _USED_COLUMNS: tuple[str, ...] = (
     "channel",
     "is_return",
 )
+
+
+class Pending(Protocol[T_co]):
+    """Work that may run in a thread pool: a ``Future``, or a result computed already."""
+
+    def result(self) -> T_co: ...
 
 
 class PurchaseRows(NamedTuple):
@@ -67,9 +74,9 @@ class PurchaseRows(NamedTuple):
 class InputColumns(NamedTuple):
     """The rest of the log the features read: futures for the text work, kept rows only."""
 
-    order_changes: Future[np.ndarray]  # consecutive kept rows: does the order id change
-    category_codes: Future[tuple[np.ndarray, int]]
-    channel_codes: Future[tuple[np.ndarray, int]]
+    order_changes: Pending[np.ndarray]  # consecutive kept rows: does the order id change
+    category_codes: Pending[tuple[np.ndarray, int]]
+    channel_codes: Pending[tuple[np.ndarray, int]]
     quantity: np.ndarray
     discount: np.ndarray
     customers: pd.Index | np.ndarray  # what customer codes index
@@ -244,14 +251,25 @@ def _value_codes(col: pd.Series, rows: np.ndarray, all_rows: bool) -> tuple[np.n
     return take_kept(indices, rows, all_rows), len(encoded.dictionary)
 
 
-def _submit(pool: ThreadPoolExecutor | None, fn: Callable[[*Ts], T], *args: *Ts) -> Future[T]:
+def _submit(pool: ThreadPoolExecutor | None, fn: Callable[[*Ts], T], *args: *Ts) -> Pending[T]:
     """``pool.submit`` or, without a pool, the result computed right away."""
     if pool is not None:
         return pool.submit(fn, *args)
     return _ready(fn(*args))
 
 
-def _ready(value: T) -> Future[T]:
-    future: Future[T] = Future()
-    future.set_result(value)
-    return future
+class _Ready(Generic[T]):
+    """A result already computed, read like a finished future (no lock, no condition: a
+    request's features read three of them)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: T) -> None:
+        self._value = value
+
+    def result(self) -> T:
+        return self._value
+
+
+def _ready(value: T) -> Pending[T]:
+    return _Ready(value)

@@ -107,8 +107,8 @@ class ScoringModel:
 
 def risk_band(churn_probability: np.ndarray) -> np.ndarray:
     """Bucket churn probabilities into low / medium / high."""
-    codes = np.searchsorted(_BAND_EDGES, churn_probability, side="right")
-    return _BAND_NAMES[codes.clip(0, len(_BAND_NAMES) - 1)]
+    codes = np.searchsorted(_BAND_EDGES, churn_probability, side="right")  # never below 0
+    return _BAND_NAMES[np.minimum(codes, len(_BAND_NAMES) - 1)]
 
 
 @dataclass(frozen=True)

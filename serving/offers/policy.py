@@ -8,6 +8,7 @@ How the rules turn scores into decisions is :mod:`serving.offers.decide`.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -164,7 +165,7 @@ class OfferPolicy(_Strict):
             cached is None
             or cached[0] is not build
             or len(cached[1]) != len(rules)
-            or any(a is not b for a, b in zip(cached[1], rules, strict=True))
+            or not all(map(operator.is_, cached[1], rules))
         ):
             cached = self._derived = (build, rules, build(rules))
         return cached[2]

@@ -489,6 +489,11 @@ def test_input_validation_names_the_argument(bgnbd: BetaGeoNBD) -> None:
         bgnbd.conditional_probability_alive([0], [1.0], [3.0])
     with pytest.raises(ValueError, match="t must be finite"):
         bgnbd.probability_of_no_purchase(-1.0, [1], [1.0], [3.0])
+    # one horizon (the scorer's) and an array of horizons are checked alike
+    for bad in (np.nan, np.inf, -0.5, np.float64(np.nan), [1.0, np.nan], [[2.0], [-1.0]]):
+        with pytest.raises(ValueError, match="t must be finite"):
+            bgnbd.probability_of_no_purchase(bad, [1], [1.0], [3.0])
+    assert bgnbd.probability_of_no_purchase(0.0, [1], [1.0], [3.0]).tolist() == [1.0]
 
 
 @pytest.mark.slow

@@ -157,10 +157,14 @@ class CountModel:
     ) -> FloatArray:
         """:meth:`probability_of_no_purchase` on arrays ``check_rfm`` already checked."""
         horizon = np.asarray(t, dtype="float64")
-        if (horizon < 0).any() or not np.isfinite(horizon).all():
+        if horizon.ndim == 0:  # the scorer's one horizon: plain float checks
+            valid = math.isfinite(h := float(horizon)) and h >= 0
+        else:
+            valid = not (horizon < 0).any() and bool(np.isfinite(horizon).all())
+        if not valid:
             raise ValueError(f"t must be finite and >= 0, got {t!r}")
         later, now = self._loglik_later_and_now(params, x, tx, age, horizon)
-        return np.clip(np.exp(later - now), 0.0, 1.0)
+        return np.exp(later - now).clip(0.0, 1.0)  # np.clip
 
     def _loglik_later_and_now(
         self, params: FloatArray, x: FloatArray, tx: FloatArray, age: FloatArray, t: FloatArray

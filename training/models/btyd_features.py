@@ -8,7 +8,7 @@ churn, count and spend boosters start from the BG/NBD prediction (:func:`baselin
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,29 @@ _FLOAT_MAX = float(np.finfo(np.float64).max)  # where np.nan_to_num sends +inf
 
 
 Offset = Literal["none", "bgnbd_logit", "bgnbd_log_count", "bgnbd_log_spend"]
+Model = TypeVar("Model", BetaGeoNBD, ParetoNBD)
+_FITTED: dict[int, tuple[dict[str, Any], dict[str, float], Any, FloatArray]] = {}
+_FITTED_MAX = 64
+
+
+def fitted_count_model(cls: type[Model], state: dict[str, Any]) -> tuple[Model, FloatArray]:
+    """``cls.from_dict(state)`` and its ``fitted_params()`` (read-only), rebuilt only when
+    ``state`` is another dict or its parameters changed: a model's states are read on
+    every request, and rebuilding the model from JSON cost more than its arithmetic.
+    """
+    hit = _FITTED.get(id(state))
+    if hit is not None and hit[0] is state and hit[1] == state.get("params"):
+        model = hit[2]
+        if type(model) is cls:
+            return model, hit[3]
+    model = cls.from_dict(state)
+    params = model.fitted_params()
+    params.setflags(write=False)
+    if len(_FITTED) >= _FITTED_MAX:
+        _FITTED.clear()
+    # the entry holds ``state`` itself, so its id is not reused while it is cached
+    _FITTED[id(state)] = (state, dict(state["params"]), model, params)
+    return model, params
 
 
 def baseline_offset(kind: Offset, X: Table, scale: float = 1.0) -> FloatArray | None:
@@ -81,7 +104,7 @@ def btyd_inputs(features: Table) -> tuple[FloatArray, FloatArray, FloatArray]:
     """BTYD (frequency, recency, T) in weeks from the feature columns."""
     x = input_column(features, "n_repeat_days")
     age = np.maximum(input_column(features, "tenure_days") / 7.0, 1e-6)
-    tx = np.clip(input_column(features, "active_span_days") / 7.0, 0.0, age)
+    tx = (input_column(features, "active_span_days") / 7.0).clip(0.0, age)  # np.clip
     # several orders on the first purchase day span hours but are no repeat purchase
     return x, np.where(x > 0, tx, 0.0), age
 
@@ -109,10 +132,9 @@ def classic_bgnbd_outputs(features: Table, state: dict[str, Any]) -> dict[str, F
 
     ``count``: expected purchase days in the horizon; ``churn``: P(no purchase in it).
     """
-    bg = BetaGeoNBD.from_dict(state["bgnbd"])
+    bg, params = fitted_count_model(BetaGeoNBD, state["bgnbd"])
     h = float(state["horizon_days"]) / 7.0
     x, tx, age = check_rfm(*rfm_day_inputs(features))
-    params = bg.fitted_params()
     with np.errstate(all="ignore"):
         p_alive = bg.p_alive_array(params, x, tx, age)
         return {
@@ -209,12 +231,11 @@ def baseline_arrays(
     features: Table, state: dict[str, Any], horizon_days: int
 ) -> dict[str, FloatArray]:
     """The ``BASELINE_FEATURES`` columns as arrays, in that order."""
-    bg = BetaGeoNBD.from_dict(state["bgnbd"])
+    bg, params = fitted_count_model(BetaGeoNBD, state["bgnbd"])
     h = horizon_days / 7.0
     # The public methods would each re-check (x, t_x, T) and recompute P(alive); checking
     # once and sharing P(alive) gives the same numbers at a fraction of the fixed cost.
     x, tx, age = check_rfm(*btyd_inputs(features))
-    params = bg.fitted_params()
     with np.errstate(all="ignore"):
         p_alive = bg.p_alive_array(params, x, tx, age)
         out = {
@@ -223,8 +244,8 @@ def baseline_arrays(
             "bgnbd_p_no_purchase_h": bg.no_purchase_array(params, h, x, tx, age),
         }
         if state.get("pnbd"):
-            pnbd = ParetoNBD.from_dict(state["pnbd"])
-            out["pnbd_p_alive"] = pnbd.p_alive_array(pnbd.fitted_params(), x, tx, age)
+            pnbd, pnbd_params = fitted_count_model(ParetoNBD, state["pnbd"])
+            out["pnbd_p_alive"] = pnbd.p_alive_array(pnbd_params, x, tx, age)
         else:
             out["pnbd_p_alive"] = np.full(len(x), np.nan)
     return out
@@ -236,9 +257,8 @@ def bgnbd_365_ratio(features: Table, state: dict[str, Any], horizon_days: int) -
     Used to extrapolate horizon spend to 365 days when the history is too short for 365-day
     labels; it accounts for dropout, unlike a flat 365 / H.
     """
-    bg = BetaGeoNBD.from_dict(state["bgnbd"])
+    bg, params = fitted_count_model(BetaGeoNBD, state["bgnbd"])
     x, tx, age = check_rfm(*btyd_inputs(features))  # checked once (see baseline_arrays)
-    params = bg.fitted_params()
     with np.errstate(all="ignore"):
         p_alive = bg.p_alive_array(params, x, tx, age)
         e_h = bg.expected_purchases_array(params, horizon_days / 7.0, x, age, p_alive)

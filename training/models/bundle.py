@@ -44,6 +44,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -103,6 +104,21 @@ def days_after(as_of: pd.Timestamp, days: FloatArray) -> NDArray[np.datetime64]:
     out = stamps.view("datetime64[ns]")
     out[~finite] = np.datetime64("NaT")
     return out
+
+
+@lru_cache(maxsize=32)
+def _input_layout(
+    wanted: tuple[str, ...], names: tuple[str, ...], use_baselines: bool
+) -> tuple[NDArray[np.intp], tuple[str, ...]]:
+    """``RetainModels._input_layout``, once per (model columns, given columns): every
+    request's block has the same columns. The positions are read-only."""
+    given = {name: i for i, name in enumerate(names)}
+    missing = [c for c in wanted if c not in given]
+    if missing:
+        raise KeyError(f"RetainModels: features lack column(s) {missing} seen at fit time")
+    take = np.array([given[c] for c in wanted])
+    take.setflags(write=False)
+    return take, (*wanted, *(BASELINE_FEATURES if use_baselines else ()))
 
 
 def prediction_frame(arrays: dict[str, Any], index: pd.Index) -> pd.DataFrame:
@@ -374,11 +390,7 @@ class RetainModels(BaseEstimator):
 
     def _input_layout(self, names: Sequence[str]) -> tuple[NDArray[np.intp], tuple[str, ...]]:
         """Positions of ``feature_names_in_`` among ``names``, and ``input_names_``."""
-        given = {name: i for i, name in enumerate(names)}
-        missing = [c for c in self.feature_names_in_ if c not in given]
-        if missing:
-            raise KeyError(f"RetainModels: features lack column(s) {missing} seen at fit time")
-        return np.array([given[c] for c in self.feature_names_in_]), tuple(self.input_names_)
+        return _input_layout(tuple(self.feature_names_in_), tuple(names), self.use_baselines)
 
     def _model_input(self, features: pd.DataFrame) -> pd.DataFrame:
         """``model_input`` of a feature frame, as a frame on the same index."""

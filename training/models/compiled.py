@@ -7,6 +7,7 @@ when lleaves cannot, none (one ``CompiledTreesUnavailable`` warning; same number
 
 from __future__ import annotations
 
+import ctypes
 import re
 import tempfile
 import warnings
@@ -18,11 +19,14 @@ import lightgbm as lgb
 import numpy as np
 from numpy.typing import NDArray
 
-from training.models.boosters import check_fitted, predict_booster, threads_for
+from training.models.boosters import SMALL_BATCH_ROWS, check_fitted, predict_booster, threads_for
 
 FloatArray = NDArray[np.float64]
 
 _K_ZERO = float(np.float32(1e-35))  # LightGBM's kZeroThreshold (a float constant)
+# lleaves' entry point, void forest_root(double *rows, double *out, int32 start, int32 end),
+# given plain addresses (``_address``: cheaper than ``ndarray.ctypes``)
+_ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32)
 
 
 class CompiledTreesUnavailable(RuntimeWarning):
@@ -55,13 +59,33 @@ class CompiledForest:
             model.compile(raw_score=True, **options)
         self._model = model
         self._n_outputs = int(model.num_model_per_iteration())
+        self._n_features = int(model.num_feature())
+        # the compiled function itself, for small batches: lleaves' ``predict`` spends more
+        # on converting both arrays to ctypes pointers than its trees take on a few rows
+        address = ctypes.cast(model._c_entry_func, ctypes.c_void_p).value
+        self._entry = _ENTRY(address) if model.use_fp64 and address else None
 
     def raw(self, m: FloatArray) -> FloatArray:
         """Raw scores, shape (n,); (n, outputs) for a multi-output forest."""
         n = len(m)
         if n == 0:
             return np.empty(0)
+        if n < SMALL_BATCH_ROWS and self._entry is not None:
+            return self._raw_small(m, n)
         return np.asarray(self._model.predict(np.ascontiguousarray(m), n_jobs=threads_for(n)))
+
+    def _raw_small(self, m: FloatArray, n: int) -> FloatArray:
+        """What ``lleaves.Model.predict(m, n_jobs=1)`` does (one call of the compiled
+        forest over every row, into zeros), with the buffers passed without a copy."""
+        assert self._entry is not None
+        rows = np.ascontiguousarray(m, dtype=np.float64)
+        if rows.ndim != 2 or rows.shape[1] != self._n_features:
+            raise ValueError(f"Data must be of dimension (N, {self._n_features}), is {rows.shape}.")
+        if not rows.flags.writeable:  # from_buffer wants a writable buffer; the trees only read
+            rows = rows.copy()
+        out = np.zeros(n if self._n_outputs == 1 else (n, self._n_outputs))
+        self._entry(_address(rows), _address(out), 0, n)
+        return out
 
     def leaves(self, m: FloatArray) -> NDArray[np.int64]:
         """(n, trees) leaf indices of a ``leaf_indices`` forest, as LightGBM's ``pred_leaf``.
@@ -71,6 +95,11 @@ class CompiledForest:
         """
         raw = self.raw(np.where(np.abs(m) <= _K_ZERO, 0.0, m))
         return raw.reshape(len(m), self._n_outputs).astype(np.int64)  # (n,) for one tree
+
+
+def _address(array: np.ndarray) -> int:
+    """The address of a writable, contiguous array's first byte."""
+    return ctypes.addressof(ctypes.c_char.from_buffer(array.data))
 
 
 def _leaf_index_text(text: str, n_trees: int) -> str:

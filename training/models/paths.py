@@ -12,6 +12,9 @@ from training.models.boosters import predict_booster
 from training.models.compiled import CompiledForest
 
 FloatArray = NDArray[np.float64]
+GATHER_MAX_VALUES = 1 << 17
+"""Up to this many gathered table values (trees x features x customers) a call sums the
+gathered rows (``gathered_sum``) instead of building a sparse matrix."""
 
 
 class LeafPaths:
@@ -62,6 +65,7 @@ class LeafPaths:
         self.table = table
         self.bias = bias
         self.n_trees = len(trees)
+        self._tree_offsets = np.arange(self.n_trees, dtype=np.int64) * self.max_leaves
 
     def compile(self, booster: lgb.Booster) -> None:
         """Find leaves with lleaves (:meth:`CompiledForest.leaves`) instead of LightGBM.
@@ -93,8 +97,25 @@ class LeafPaths:
             leaves = self._leaf_forest.leaves(m)
         else:
             leaves = np.asarray(predict_booster(booster, m, pred_leaf=True), dtype=np.int64)
-        flat = (leaves + np.arange(self.n_trees, dtype=np.int64) * self.max_leaves).ravel()
+        flat = (leaves + self._tree_offsets).ravel()
+        if self.table.shape[1] > 1 and flat.size * self.table.shape[1] <= GATHER_MAX_VALUES:
+            return gathered_sum(self.table, flat, n)
         indptr = np.arange(0, flat.size + 1, self.n_trees)
         ones = np.ones(flat.size)
         pick = csr_matrix((ones, flat, indptr), shape=(n, self.table.shape[0]))
         return np.asarray(pick @ self.table)
+
+
+def gathered_sum(table: FloatArray, flat: NDArray[np.int64], n: int) -> FloatArray:
+    """The rows ``flat`` of ``table`` (``n`` equal runs, one per customer) summed per run,
+    bit for bit what the sparse product in ``LeafPaths.contributions`` computes.
+
+    That product adds a run's rows one by one, in order, onto zeros. ``np.add.reduce``
+    over the run axis with ``initial=0.0`` does the same when the row axis (features) is
+    the inner loop, i.e. with at least two features; with one feature it would sum the
+    run pairwise, so a one-feature table, and calls over ``GATHER_MAX_VALUES`` values
+    (where copying the rows costs more than the sparse set-up), take the sparse product.
+    ``tests/training/test_paths.py`` holds both to the same bits.
+    """
+    rows = table[flat].reshape(n, flat.size // n, table.shape[1])
+    return np.add.reduce(rows, axis=1, initial=0.0)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 import lightgbm as lgb
 import numpy as np
@@ -174,13 +175,41 @@ def align_survival(surv: FloatArray, p_churn: FloatArray) -> FloatArray:
     return out
 
 
+class _Bins(NamedTuple):
+    """What :func:`survival_summaries` reads from the bin edges, once per edges."""
+
+    width: FloatArray  # (1, bins)
+    starts: FloatArray  # (1, bins)
+    day_7: tuple[int, np.float64] | None  # (bin, fraction of it) of day 7; None: at/after H
+    day_30: tuple[int, np.float64] | None
+
+
+@lru_cache(maxsize=16)
+def _bins(edges_bytes: bytes) -> _Bins:
+    edges = np.frombuffer(edges_bytes, dtype=np.float64)
+
+    def point(t: float) -> tuple[int, np.float64] | None:
+        t = min(t, float(edges[-1]))
+        j = int(np.searchsorted(edges, t, side="right") - 1)
+        if j >= len(edges) - 1:
+            return None
+        return j, (t - edges[j]) / (edges[j + 1] - edges[j])
+
+    width = (edges[1:] - edges[:-1])[None, :]  # np.diff
+    starts = edges[None, :-1].copy()
+    for array in (width, starts):
+        array.setflags(write=False)
+    return _Bins(width, starts, point(7.0), point(30.0))
+
+
 def survival_summaries(surv: FloatArray, edges: FloatArray) -> dict[str, FloatArray]:
     """p(buy by 7, 30, H), median and E[T | T < H] from S at bin edges.
 
     Within a bin the hazard is taken as constant (exponential interpolation). The median is
     NaN when S(H) > 0.5 (more likely than not no purchase within the horizon).
     """
-    width = (edges[1:] - edges[:-1])[None, :]  # np.diff
+    bins = _bins(np.ascontiguousarray(edges, dtype=np.float64).tobytes())
+    width = bins.width
     s_a, s_b = surv[:, :-1], surv[:, 1:]
     ratio = np.minimum(np.maximum(s_b / np.maximum(s_a, _P_FLOOR), _P_FLOOR), 1.0)
     lam = -np.log(ratio) / width
@@ -189,9 +218,7 @@ def survival_summaries(surv: FloatArray, edges: FloatArray) -> dict[str, FloatAr
     total = mass.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         offset = np.where(lw > 1e-8, 1.0 / lam - width * ratio / (1.0 - ratio), width / 2.0)
-        expected = np.where(
-            total > 0, (mass * (edges[None, :-1] + offset)).sum(axis=1) / total, np.nan
-        )
+        expected = np.where(total > 0, (mass * (bins.starts + offset)).sum(axis=1) / total, np.nan)
         # median: first bin where S drops to 0.5, then solve S(a) * ratio**(u/w) = 0.5
         below = s_b <= 0.5
         has = below.any(axis=1)
@@ -199,19 +226,17 @@ def survival_summaries(surv: FloatArray, edges: FloatArray) -> dict[str, FloatAr
         idx = np.arange(len(surv))
         sa, rk, wk = s_a[idx, k], ratio[idx, k], width[0, k]
         frac = np.where(rk < 1.0, np.log(0.5 / sa) / np.log(rk), 0.0)
-        median = np.where(has, edges[k] + np.clip(frac, 0.0, 1.0) * wk, np.nan)
+        median = np.where(has, edges[k] + frac.clip(0.0, 1.0) * wk, np.nan)  # np.clip
 
-    def at(t: float) -> FloatArray:
-        t = min(t, float(edges[-1]))
-        j = int(np.searchsorted(edges, t, side="right") - 1)
-        if j >= len(edges) - 1:
+    def at(point: tuple[int, np.float64] | None) -> FloatArray:
+        if point is None:
             return 1.0 - surv[:, -1]
-        frac_t = (t - edges[j]) / (edges[j + 1] - edges[j])
+        j, frac_t = point
         return 1.0 - surv[:, j] * ratio[:, j] ** frac_t
 
     return {
-        "p_purchase_7d": at(7.0),
-        "p_purchase_30d": at(30.0),
+        "p_purchase_7d": at(bins.day_7),
+        "p_purchase_30d": at(bins.day_30),
         "p_purchase_horizon": 1.0 - surv[:, -1],
         "expected_days_to_next": expected,
         "median_days_to_next": median,
