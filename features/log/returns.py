@@ -33,7 +33,16 @@ import pyarrow.compute as pc
 
 from features.log.string_filter import maybe_in
 
-__all__ = ["CANCEL_PREFIX", "id_changes", "match_log_returns", "match_returns", "net_amounts"]
+__all__ = [
+    "CANCEL_PREFIX",
+    "id_changes",
+    "log_return_pairs",
+    "match_log_returns",
+    "match_returns",
+    "net_amounts",
+    "net_pair_amounts",
+    "return_pairs",
+]
 
 CANCEL_PREFIX = "C"
 _UNMATCHED = -1
@@ -65,9 +74,35 @@ def match_returns(
     """
     is_ret = np.asarray(is_return, dtype=bool)
     out = np.full(is_ret.size, _UNMATCHED, dtype=np.int64)
+    returns, lines = return_pairs(
+        customer_codes, timestamp_us, is_ret, order_ids, product_ids, amount, order_changes
+    )
+    out[returns] = lines
+    return out
+
+
+def return_pairs(
+    customer_codes: np.ndarray,
+    timestamp_us: np.ndarray,
+    is_return: np.ndarray,
+    order_ids: pa.Array | None = None,
+    product_ids: pa.Array | None = None,
+    amount: np.ndarray | None = None,
+    order_changes: np.ndarray | None = None,
+    sorted_rows: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`match_returns` as two arrays: the matched return rows (ascending) and the
+    purchase row each nets against; the rows of a large log are not all written out.
+
+    ``sorted_rows`` says the caller has checked that the rows come by customer code
+    (ascending) then time (``features.feature_inputs.check_sorted``): the rows of the
+    customers with a return are then found as ranges, without a pass over every row.
+    """
+    is_ret = np.asarray(is_return, dtype=bool)
+    none = np.zeros(0, dtype=np.int64)
     if not is_ret.any():
-        return out
-    rows, whole, codes, t = _rows_with_returns(customer_codes, timestamp_us, is_ret)
+        return none, none
+    rows, whole, codes, t = _rows_with_returns(customer_codes, timestamp_us, is_ret, sorted_rows)
     # customers numbered 0, 1, ... in row order (rows are grouped by customer)
     cust = np.empty(rows.size, dtype=np.int64)
     cust[0] = 0
@@ -97,8 +132,11 @@ def match_returns(
         best = latest[np.searchsorted(part, asks[todo])]
         found[todo] = np.where(best >= 0, part[np.maximum(best, 0)], _UNMATCHED)
     hit = found >= 0
-    out[rows[asks[hit]]] = rows[found[hit]]
-    return out
+    returns, lines = rows[asks[hit]], rows[found[hit]]
+    if not sorted_rows and returns.size and not (returns[1:] > returns[:-1]).all():
+        by_row = np.argsort(returns)
+        returns, lines = returns[by_row], lines[by_row]
+    return returns, lines
 
 
 class _Rows(NamedTuple):
@@ -112,7 +150,7 @@ class _Rows(NamedTuple):
 
 
 def _rows_with_returns(
-    codes: np.ndarray, ts: np.ndarray, is_ret: np.ndarray
+    codes: np.ndarray, ts: np.ndarray, is_ret: np.ndarray, sorted_rows: bool = False
 ) -> tuple[np.ndarray, bool, np.ndarray, np.ndarray]:
     """Rows of the customers with a return, by customer then time (tied rows keep row
     order), whether they are every row in row order, and their customer codes and times.
@@ -123,6 +161,10 @@ def _rows_with_returns(
     if codes.dtype.kind not in "iu":  # integer codes of any width are used as they are
         codes = codes.astype(np.int64)
     ts = np.asarray(ts, dtype=np.int64)
+    if sorted_rows:
+        ranges = _sorted_ranges(codes, ts, is_ret)
+        if ranges is not None:
+            return ranges
     low = int(codes.min())
     shifted = codes.astype(np.int64) - low if low < 0 else codes
     # the time of each customer's last return; _NO_RETURN for customers without one
@@ -146,6 +188,40 @@ def _rows_with_returns(
         by_time = np.lexsort((t, c))  # stable: ties keep row order
         return rows[by_time], False, c[by_time], t[by_time]
     return rows, whole, c, t
+
+
+def _sorted_ranges(
+    codes: np.ndarray, ts: np.ndarray, is_ret: np.ndarray
+) -> tuple[np.ndarray, bool, np.ndarray, np.ndarray] | None:
+    """:func:`_rows_with_returns` of rows sorted by customer code then time: each customer's
+    rows are one range, from the customer's first row to its last return and the rows tied
+    with it in time, so only the returns and the ranges are read. None when more than a few
+    rows follow a last return at its very time (the general path then handles them)."""
+    n = codes.size
+    ret_rows = np.flatnonzero(is_ret)
+    ret_codes = codes[ret_rows]
+    last_of = np.flatnonzero(_changes(ret_codes[::-1])[::-1])  # each customer's last return
+    cust = ret_codes[last_of]
+    end = ret_rows[last_of] + 1
+    t_last = ts[end - 1]
+    still = np.arange(cust.size)
+    for _ in range(8):  # rows right after a last return, at its time, stay
+        still = still[end[still] < n]
+        tied = end[still]
+        still = still[(codes[tied] == cust[still]) & (ts[tied] == t_last[still])]
+        if still.size == 0:
+            break
+        end[still] += 1
+    else:
+        return None
+    first = np.searchsorted(codes, cust, side="left")
+    lengths = end - first
+    total = int(lengths.sum())
+    if total == n:
+        return np.arange(n), True, codes, ts
+    shift = first - (np.cumsum(lengths) - lengths)
+    rows = np.arange(total) + np.repeat(shift, lengths)
+    return rows, False, codes[rows], ts[rows]
 
 
 def _as_strings(ids: pa.Array) -> pa.Array:
@@ -383,21 +459,35 @@ def match_log_returns(
     ``order_changes`` as there). With ``before_us``, only the returns before that instant
     (UTC microseconds) are matched, the others get -1: matching looks back only, so their
     matches are the same, and the rows from that instant on are never looked at."""
+    out = np.full(len(log), _UNMATCHED, dtype=np.int64)
+    returns, lines = log_return_pairs(log, order_changes, before_us)
+    out[returns] = lines
+    return out
+
+
+def log_return_pairs(
+    log: pd.DataFrame,
+    order_changes: np.ndarray | None = None,
+    before_us: int | None = None,
+    sorted_rows: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`match_log_returns` as :func:`return_pairs` gives it (``sorted_rows`` as there)."""
     is_return = log["is_return"].to_numpy(dtype=bool)
     ts = np.asarray(log["timestamp"].array.as_unit("us").asi8, dtype=np.int64)
     if before_us is not None:
         is_return = is_return & (ts < before_us)
     if not is_return.any():
-        return np.full(len(log), _UNMATCHED, dtype=np.int64)
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     ids = log["customer_id"]
     if isinstance(ids.dtype, pd.CategoricalDtype):
         codes = np.asarray(ids.array.codes)  # any integer width will do: no int64 copy
     else:
         codes = pd.factorize(ids)[0].astype(np.int64)
+        sorted_rows = False
     order = _strings(log, "order_id")
     product = _strings(log, "product_id")
     amount = log["amount"].to_numpy(dtype=np.float64)
-    return match_returns(codes, ts, is_return, order, product, amount, order_changes)
+    return return_pairs(codes, ts, is_return, order, product, amount, order_changes, sorted_rows)
 
 
 def _strings(log: pd.DataFrame, column: str) -> pa.Array | None:
@@ -422,17 +512,23 @@ def net_amounts(
 ) -> np.ndarray:
     """Per row: a purchase's amount minus the matched returns among ``counted`` rows
     (default all), clipped at 0; return rows keep their own (refunded) amount."""
-    net = np.asarray(amount, dtype=np.float64).copy()
     take = np.flatnonzero(np.asarray(is_return, dtype=bool) & (matched >= 0))
     if counted is not None:
         take = take[np.asarray(counted, dtype=bool)[take]]
-    if take.size == 0:
+    return net_pair_amounts(amount, take, matched[take])
+
+
+def net_pair_amounts(amount: np.ndarray, returns: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """:func:`net_amounts` of the returns at rows ``returns`` (ascending) netted against the
+    purchase rows ``lines``, as :func:`return_pairs` gives them."""
+    net = np.asarray(amount, dtype=np.float64).copy()
+    if returns.size == 0:
         return net
     # summed per purchase in row order, as a bincount over every row would, but over the
     # returned-to purchases only
-    lines, slot = np.unique(matched[take], return_inverse=True)
-    refunds = np.bincount(slot, weights=net[take], minlength=lines.size)
+    purchases, slot = np.unique(lines, return_inverse=True)
+    refunds = np.bincount(slot, weights=net[returns], minlength=purchases.size)
     touched = refunds > 0
-    lines = lines[touched]
-    net[lines] = np.maximum(net[lines] - refunds[touched], 0.0)
+    purchases = purchases[touched]
+    net[purchases] = np.maximum(net[purchases] - refunds[touched], 0.0)
     return net
