@@ -60,6 +60,7 @@ from features.feature_inputs import (
 )
 from features.log.log_arrays import LogArrays
 from features.log.returns import log_return_pairs, net_amounts, net_pair_amounts
+from features.memory_reuse import reuse_freed_memory
 from features.utc import US_PER_DAY, to_utc_timestamp
 
 TREND_DAYS = 180
@@ -252,7 +253,10 @@ def build_feature_block(
     if isinstance(log, LogArrays):
         return _build(array_columns(log, data), data, cutoff_ns, config)
     # string work (pyarrow, releases the GIL) runs beside the numpy work on large logs
-    pool = ThreadPoolExecutor(max_workers=2) if len(log) >= _THREADED_MIN_ROWS else None
+    pool = None
+    if len(log) >= _THREADED_MIN_ROWS:
+        pool = ThreadPoolExecutor(max_workers=2)
+        reuse_freed_memory()  # the next large build's arrays come without page faults
     try:
         return _build(frame_columns(log, data, pool, order_changes), data, cutoff_ns, config)
     finally:
