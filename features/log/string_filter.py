@@ -23,13 +23,18 @@ _MAX_TABLE_BITS = 23
 
 def maybe_in(ids: pa.Array, rows: np.ndarray, value_set: pa.Array) -> np.ndarray | None:
     """Per position of ``rows``, False where ``ids[rows]`` surely is not in ``value_set``
-    (True: it may be); None when the ids are not one plain (large) string array."""
+    (True: it may be); None when the ids are not one plain (large) string array or when
+    most of an even sample of them may be in the set."""
     if not (_plain_strings(ids) and _plain_strings(value_set)):
         return None
-    bits = int(min(max(len(value_set) * 16, 1024), 1 << _MAX_TABLE_BITS) - 1).bit_length()
+    bits = int(min(max(len(value_set) * 32, 1024), 1 << _MAX_TABLE_BITS) - 1).bit_length()
     table = np.zeros(1 << bits, dtype=bool)
     table[_slots(value_set, np.arange(len(value_set)), bits)] = True
-    return table[_slots(ids, np.asarray(rows, dtype=np.int64), bits)]
+    rows = np.asarray(rows, dtype=np.int64)
+    sample = rows[:: max(rows.size // 256, 1)]
+    if sample.size and table[_slots(ids, sample, bits)].mean() > 0.5:
+        return None  # most ids may be wanted (a column of few values): filtering saves nothing
+    return table[_slots(ids, rows, bits)]
 
 
 def _plain_strings(arr: pa.Array) -> bool:
