@@ -33,7 +33,6 @@ import pyarrow.compute as pc
 
 from features.log.return_rows import row_changes as _changes
 from features.log.return_rows import rows_with_returns
-from features.log.string_filter import maybe_in
 
 __all__ = [
     "CANCEL_PREFIX",
@@ -168,19 +167,6 @@ def _codes_in(ids: pa.Array, value_set: pa.Array) -> np.ndarray:
     return codes.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _codes_at(ids: pa.Array, rows: np.ndarray, value_set: pa.Array) -> np.ndarray:
-    """:func:`_codes_in` of the ids at ``rows``; the ids that
-    :func:`~features.log.string_filter.maybe_in` rules out are neither taken nor hashed."""
-    maybe = maybe_in(ids, rows, value_set)
-    if maybe is None:
-        return _codes_in(_take(ids, rows), value_set)
-    out = np.full(rows.size, -1, dtype=np.int64)
-    hit = np.flatnonzero(maybe)
-    if hit.size:
-        out[hit] = _codes_in(_take(ids, rows[hit]), value_set)
-    return out
-
-
 def _of_customers(cust: np.ndarray, asks: np.ndarray) -> np.ndarray:
     """Positions of the rows whose customer has one of ``asks`` (sorted)."""
     flag = np.zeros(int(cust[-1]) + 1, dtype=bool)
@@ -204,7 +190,7 @@ def _run_codes(
     ``ids``), looking up one id per run of consecutive rows that share it (the lines of an
     order) rather than every row."""
     if changes is None:
-        return _codes_at(ids, rows, value_set)
+        return _codes_in(ids if whole else _take(ids, rows), value_set)
     head = np.ones(rows.size, dtype=bool)
     if whole:
         head[1:] = changes
@@ -214,10 +200,10 @@ def _run_codes(
         head[1:] |= changes[np.minimum(prev, changes.size - 1)]
     starts = np.flatnonzero(head)
     if starts.size > rows.size * 0.9:  # runs of about one row: look every row up
-        return _codes_at(ids, rows, value_set)
+        return _codes_in(ids if whole else _take(ids, rows), value_set)
     run = np.cumsum(head)
     run -= 1
-    return _codes_at(ids, rows[starts], value_set)[run]
+    return _codes_in(_take(ids, rows[starts]), value_set)[run]
 
 
 def _by_order(
@@ -257,7 +243,7 @@ def _by_order(
     part = np.flatnonzero(order >= 0)  # the lines and the returns naming an order
     best = _best_so_far(part, [log.cust, order], log.t, score)
     if products is not None:
-        product = _codes_at(products, log.rows[part], _returned(products, log, asks))
+        product = _codes_in(_take(products, log.rows[part]), _returned(products, log, asks))
         same = part[product >= 0]
         if same.size:
             of_product = np.full(log.q.size, -1, dtype=np.int64)
@@ -328,7 +314,7 @@ def _by_product(products: pa.Array, log: _Rows, asks: np.ndarray) -> np.ndarray:
     if len(value_set) == 0:
         return found
     part = _of_customers(log.cust, asks)
-    product = _codes_at(products, log.rows[part], value_set)
+    product = _codes_in(_take(products, log.rows[part]), value_set)
     asking = np.zeros(log.q.size, dtype=bool)
     asking[asks] = True
     keep = (product >= 0) & (~log.q[part] | asking[part])
