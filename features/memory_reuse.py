@@ -21,7 +21,7 @@ import threading
 
 __all__ = ["TRIM_THRESHOLD", "reuse_freed_memory"]
 
-TRIM_THRESHOLD = 512 * 1024 * 1024
+TRIM_THRESHOLD = 256 * 1024 * 1024
 _MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's upper limit for M_MMAP_THRESHOLD on 64-bit
 _M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
 _M_MMAP_THRESHOLD = -3
