@@ -60,7 +60,6 @@ from features.feature_inputs import (
 )
 from features.log.log_arrays import LogArrays
 from features.log.returns import log_return_pairs, net_amounts, net_pair_amounts
-from features.memory_reuse import reuse_freed_memory
 from features.utc import US_PER_DAY, to_utc_timestamp
 
 TREND_DAYS = 180
@@ -243,7 +242,6 @@ def build_feature_block(
             amount = net_amounts(amount, is_return, matched, before)
         else:
             order_changes = order_id_changes(log["order_id"])
-            # the frame was checked sorted above: returns find their customers' rows as ranges
             pairs = log_return_pairs(log, order_changes, before_us=cutoff, sorted_rows=True)
             amount = net_pair_amounts(amount, *pairs)
     rows = np.flatnonzero(before & ~is_return)
@@ -253,10 +251,7 @@ def build_feature_block(
     if isinstance(log, LogArrays):
         return _build(array_columns(log, data), data, cutoff_ns, config)
     # string work (pyarrow, releases the GIL) runs beside the numpy work on large logs
-    pool = None
-    if len(log) >= _THREADED_MIN_ROWS:
-        pool = ThreadPoolExecutor(max_workers=2)
-        reuse_freed_memory()  # the next large build's arrays come without page faults
+    pool = ThreadPoolExecutor(max_workers=2) if len(log) >= _THREADED_MIN_ROWS else None
     try:
         return _build(frame_columns(log, data, pool, order_changes), data, cutoff_ns, config)
     finally:
