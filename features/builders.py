@@ -60,7 +60,7 @@ from features.feature_inputs import (
     timestamps_us,
 )
 from features.log.log_arrays import LogArrays
-from features.log.returns import match_log_returns, net_amounts
+from features.log.returns import log_return_pairs, net_amounts, net_pair_amounts
 from features.utc import US_PER_DAY, to_utc_timestamp
 
 TREND_DAYS = 180
@@ -253,10 +253,11 @@ def build_feature_block(
                     "LogArrays with returns lacks return_of: build it with "
                     "canonical_log_arrays or LogArrays.from_frame"
                 )
+            amount = net_amounts(amount, is_return, matched, before)
         else:
             order_changes = order_id_changes(log["order_id"])
-            matched = match_log_returns(log, order_changes, before_us=cutoff)
-        amount = net_amounts(amount, is_return, matched, before)
+            pairs = log_return_pairs(log, order_changes, before_us=cutoff, sorted_rows=True)
+            amount = net_pair_amounts(amount, *pairs)
     rows = (before & ~is_return).nonzero()[0]
     if rows.size == 0:
         return _empty_block()

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from features.log.log_arrays import LogArrays
 from features.log.returns import id_changes
 from features.log.schema import CANONICAL_COLUMNS, PurchaseLogError
+from features.memory_reuse import reuse_freed_memory
 
 __all__ = [
     "InputColumns",
@@ -89,9 +90,12 @@ def frame_columns(
     order_changes: np.ndarray | None = None,
 ) -> InputColumns:
     """The columns of a canonical frame; ``order_changes`` is :func:`order_id_changes` of
-    its order ids when the caller has it already."""
+    its order ids when the caller has it already. A ``pool`` (given for large logs) also
+    has the process keep freed memory (:mod:`features.memory_reuse`)."""
     rows, all_rows = data.rows, data.all_rows
     order = log["order_id"]
+    if pool is not None:  # a large log: the next build's arrays come without page faults
+        reuse_freed_memory()
     return InputColumns(
         order_changes=_submit(
             pool, _adjacent_changes, order, rows, all_rows, order_changes, data.codes

@@ -31,11 +31,22 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["CANCEL_PREFIX", "id_changes", "match_log_returns", "match_returns", "net_amounts"]
+from features.log.return_rows import row_changes as _changes
+from features.log.return_rows import rows_with_returns
+
+__all__ = [
+    "CANCEL_PREFIX",
+    "id_changes",
+    "log_return_pairs",
+    "match_log_returns",
+    "match_returns",
+    "net_amounts",
+    "net_pair_amounts",
+    "return_pairs",
+]
 
 CANCEL_PREFIX = "C"
 _UNMATCHED = -1
-_NO_RETURN = int(np.iinfo(np.int64).min)
 
 
 def match_returns(
@@ -63,9 +74,35 @@ def match_returns(
     """
     is_ret = np.asarray(is_return, dtype=bool)
     out = np.full(is_ret.size, _UNMATCHED, dtype=np.int64)
+    returns, lines = return_pairs(
+        customer_codes, timestamp_us, is_ret, order_ids, product_ids, amount, order_changes
+    )
+    out[returns] = lines
+    return out
+
+
+def return_pairs(
+    customer_codes: np.ndarray,
+    timestamp_us: np.ndarray,
+    is_return: np.ndarray,
+    order_ids: pa.Array | None = None,
+    product_ids: pa.Array | None = None,
+    amount: np.ndarray | None = None,
+    order_changes: np.ndarray | None = None,
+    sorted_rows: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`match_returns` as two arrays: the matched return rows (ascending) and the
+    purchase row each nets against; the rows of a large log are not all written out.
+
+    ``sorted_rows`` says the caller has checked that the rows come by customer code
+    (ascending) then time (``features.feature_inputs.check_sorted``): the rows of the
+    customers with a return are then found as ranges, without a pass over every row.
+    """
+    is_ret = np.asarray(is_return, dtype=bool)
+    none = np.zeros(0, dtype=np.int64)
     if not is_ret.any():
-        return out
-    rows, whole, codes, t = _rows_with_returns(customer_codes, timestamp_us, is_ret)
+        return none, none
+    rows, whole, codes, t = rows_with_returns(customer_codes, timestamp_us, is_ret, sorted_rows)
     # customers numbered 0, 1, ... in row order (rows are grouped by customer)
     cust = np.empty(rows.size, dtype=np.int64)
     cust[0] = 0
@@ -95,8 +132,11 @@ def match_returns(
         best = latest[np.searchsorted(part, asks[todo])]
         found[todo] = np.where(best >= 0, part[np.maximum(best, 0)], _UNMATCHED)
     hit = found >= 0
-    out[rows[asks[hit]]] = rows[found[hit]]
-    return out
+    returns, lines = rows[asks[hit]], rows[found[hit]]
+    if not sorted_rows and returns.size and not (returns[1:] > returns[:-1]).all():
+        by_row = np.argsort(returns)
+        returns, lines = returns[by_row], lines[by_row]
+    return returns, lines
 
 
 class _Rows(NamedTuple):
@@ -107,43 +147,6 @@ class _Rows(NamedTuple):
     t: np.ndarray
     a: np.ndarray
     q: np.ndarray  # is a return
-
-
-def _rows_with_returns(
-    codes: np.ndarray, ts: np.ndarray, is_ret: np.ndarray
-) -> tuple[np.ndarray, bool, np.ndarray, np.ndarray]:
-    """Rows of the customers with a return, by customer then time (tied rows keep row
-    order), whether they are every row in row order, and their customer codes and times.
-
-    Matching looks back only, so a customer's rows after their last return (by time; rows
-    tied with it stay) can match nothing and are left out."""
-    codes = np.asarray(codes)
-    if codes.dtype.kind not in "iu":  # integer codes of any width are used as they are
-        codes = codes.astype(np.int64)
-    ts = np.asarray(ts, dtype=np.int64)
-    low = int(codes.min())
-    shifted = codes.astype(np.int64) - low if low < 0 else codes
-    # the time of each customer's last return; _NO_RETURN for customers without one
-    last_return = np.full(int(shifted.max()) + 1, _NO_RETURN)
-    ret_rows = np.flatnonzero(is_ret)
-    ret_codes, ret_ts = shifted[ret_rows], ts[ret_rows]
-    if (ret_codes[1:] >= ret_codes[:-1]).all():  # grouped by customer (canonical logs)
-        starts = np.flatnonzero(_changes(ret_codes))
-        last_return[ret_codes[starts]] = np.maximum.reduceat(ret_ts, starts)
-    else:
-        np.maximum.at(last_return, ret_codes, ret_ts)
-    last = last_return[shifted]
-    kept = ts <= last
-    kept &= last > _NO_RETURN
-    whole = bool(kept.all())
-    rows = np.arange(codes.size) if whole else np.flatnonzero(kept)
-    c, t = (codes, ts) if whole else (codes[rows], ts[rows])
-    same_c = c[1:] == c[:-1]
-    same_c &= t[1:] >= t[:-1]
-    if not ((c[1:] > c[:-1]) | same_c).all():
-        by_time = np.lexsort((t, c))  # stable: ties keep row order
-        return rows[by_time], False, c[by_time], t[by_time]
-    return rows, whole, c, t
 
 
 def _as_strings(ids: pa.Array) -> pa.Array:
@@ -162,16 +165,6 @@ def _codes_in(ids: pa.Array, value_set: pa.Array) -> np.ndarray:
     """Per id, its position in ``value_set``; -1 for other and missing ids."""
     codes = pc.fill_null(pc.index_in(ids, value_set=value_set), -1)
     return codes.to_numpy(zero_copy_only=False).astype(np.int64)
-
-
-def _changes(*keys: np.ndarray) -> np.ndarray:
-    """Per row, whether any key differs from the row before (the first row: True)."""
-    new = np.zeros(keys[0].size, dtype=bool)
-    if new.size:
-        new[0] = True
-    for key in keys:
-        new[1:] |= key[1:] != key[:-1]
-    return new
 
 
 def _of_customers(cust: np.ndarray, asks: np.ndarray) -> np.ndarray:
@@ -368,21 +361,35 @@ def match_log_returns(
     ``order_changes`` as there). With ``before_us``, only the returns before that instant
     (UTC microseconds) are matched, the others get -1: matching looks back only, so their
     matches are the same, and the rows from that instant on are never looked at."""
+    out = np.full(len(log), _UNMATCHED, dtype=np.int64)
+    returns, lines = log_return_pairs(log, order_changes, before_us)
+    out[returns] = lines
+    return out
+
+
+def log_return_pairs(
+    log: pd.DataFrame,
+    order_changes: np.ndarray | None = None,
+    before_us: int | None = None,
+    sorted_rows: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`match_log_returns` as :func:`return_pairs` gives it (``sorted_rows`` as there)."""
     is_return = log["is_return"].to_numpy(dtype=bool)
     ts = np.asarray(log["timestamp"].array.as_unit("us").asi8, dtype=np.int64)
     if before_us is not None:
         is_return = is_return & (ts < before_us)
     if not is_return.any():
-        return np.full(len(log), _UNMATCHED, dtype=np.int64)
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     ids = log["customer_id"]
     if isinstance(ids.dtype, pd.CategoricalDtype):
         codes = np.asarray(ids.array.codes)  # any integer width will do: no int64 copy
     else:
         codes = pd.factorize(ids)[0].astype(np.int64)
+        sorted_rows = False
     order = _strings(log, "order_id")
     product = _strings(log, "product_id")
     amount = log["amount"].to_numpy(dtype=np.float64)
-    return match_returns(codes, ts, is_return, order, product, amount, order_changes)
+    return return_pairs(codes, ts, is_return, order, product, amount, order_changes, sorted_rows)
 
 
 def _strings(log: pd.DataFrame, column: str) -> pa.Array | None:
@@ -407,17 +414,23 @@ def net_amounts(
 ) -> np.ndarray:
     """Per row: a purchase's amount minus the matched returns among ``counted`` rows
     (default all), clipped at 0; return rows keep their own (refunded) amount."""
-    net = np.asarray(amount, dtype=np.float64).copy()
     take = np.flatnonzero(np.asarray(is_return, dtype=bool) & (matched >= 0))
     if counted is not None:
         take = take[np.asarray(counted, dtype=bool)[take]]
-    if take.size == 0:
+    return net_pair_amounts(amount, take, matched[take])
+
+
+def net_pair_amounts(amount: np.ndarray, returns: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """:func:`net_amounts` of the returns at rows ``returns`` (ascending) netted against the
+    purchase rows ``lines``, as :func:`return_pairs` gives them."""
+    net = np.asarray(amount, dtype=np.float64).copy()
+    if returns.size == 0:
         return net
     # summed per purchase in row order, as a bincount over every row would, but over the
     # returned-to purchases only
-    lines, slot = np.unique(matched[take], return_inverse=True)
-    refunds = np.bincount(slot, weights=net[take], minlength=lines.size)
+    purchases, slot = np.unique(lines, return_inverse=True)
+    refunds = np.bincount(slot, weights=net[returns], minlength=purchases.size)
     touched = refunds > 0
-    lines = lines[touched]
-    net[lines] = np.maximum(net[lines] - refunds[touched], 0.0)
+    purchases = purchases[touched]
+    net[purchases] = np.maximum(net[purchases] - refunds[touched], 0.0)
     return net
