@@ -8,18 +8,20 @@ log in arrays, without a DataFrame.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from features.log.log_arrays import LogArrays
 from features.log.schema import LogConfig, PurchaseLogError
 from features.log.small_log import typed_log_arrays
 from serving.http.schemas import EARLIEST, LATEST, CustomerIn
 
-_EARLIEST_S = EARLIEST.timestamp()
-_LATEST_S = LATEST.timestamp()
+_EARLIEST_US = int(EARLIEST.timestamp()) * 1_000_000
+_LATEST_US = int(LATEST.timestamp()) * 1_000_000
+_UTC_MICROS = pa.timestamp("us", tz="UTC")
 
 
 def request_refusal(
@@ -94,24 +96,15 @@ def history_log(customers: Sequence[CustomerIn], config: LogConfig | None = None
 def utc_micros(stamps: list[datetime]) -> np.ndarray:
     """Datetimes (naive ones are UTC) as int64 UTC microseconds, exactly, bounds checked.
 
-    ``datetime.timestamp()`` runs in C, where ``pd.to_datetime`` on aware datetime objects
-    and datetime arithmetic per row are Python-speed. Its float is within a microsecond, so
-    whole seconds are rounded from it and the microseconds taken from the datetime itself:
-    exact.
+    Arrow converts the datetime objects in C++ (naive ones as UTC wall time, aware ones by
+    their offset), at about half the cost of a ``datetime.timestamp()`` call per row (pydantic's
+    ``TzInfo`` makes every offset lookup a call into its extension) and exactly.
     """
-    seconds = np.array(
-        [
-            t.timestamp() if t.tzinfo is not None else t.replace(tzinfo=UTC).timestamp()
-            for t in stamps
-        ],
-        dtype=np.float64,
-    )
-    fraction = np.array([t.microsecond for t in stamps], dtype=np.int64)
-    whole = np.round(seconds - fraction / 1e6)
-    bad = ~((whole >= _EARLIEST_S) & (whole < _LATEST_S))
+    micros = pa.array(stamps, type=_UTC_MICROS).to_numpy(zero_copy_only=False).view(np.int64)
+    bad = ~((micros >= _EARLIEST_US) & (micros < _LATEST_US))
     if bad.any():
         row = int(np.argmax(bad))
         raise PurchaseLogError(
             f"history[{row}].timestamp must lie between {EARLIEST.date()} and {LATEST.date()} (UTC)"
         )
-    return whole.astype(np.int64) * 1_000_000 + fraction
+    return micros
