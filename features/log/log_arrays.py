@@ -280,22 +280,38 @@ def _text_codes(values: Sequence[str | None] | None, order: np.ndarray) -> tuple
     """Codes (-1 where missing or blank) of the rows in ``order``, and the distinct count.
 
     Codes number the values in order of first appearance, as Arrow's ``dictionary_encode``
-    does. For text given as Python strings a dictionary does it in one pass, several times
+    does. Text given as Python strings is coded by :func:`_code_plain_text`, several times
     cheaper than the Arrow calls on request-sized columns; anything else goes to Arrow.
     """
     if values is None:
         return np.full(len(order), -1, dtype=np.int64), 0
     if isinstance(values, list):
-        code_of: dict[str | None, int] = {}
-        picked = [values[i] for i in order.tolist()]
-        codes = [code_of.setdefault(v, len(code_of)) if v else -1 for v in picked]
-        blank = picked.count(None) + picked.count("")  # no other value codes as missing
-        if codes.count(-1) == blank and all(v.__class__ is str for v in code_of):
-            return np.array(codes, dtype=np.int64), len(code_of)
+        coded = _code_plain_text(values, order)
+        if coded is not None:
+            return coded
     text = clean_text(pa.array(values, pa.string()).take(order), strip=False)
     encoded = pc.dictionary_encode(text)
     codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
     return codes, len(encoded.dictionary)
+
+
+def _code_plain_text(values: list[str | None], order: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """:func:`_text_codes` of Python strings (None or "" missing) with array work after one
+    hashing pass over the rows; None when some value is of another type."""
+    code_of = {v: k for k, v in enumerate(set(values))}
+    if not all(v is None or v.__class__ is str for v in code_of):
+        return None
+    raw = np.fromiter(map(code_of.__getitem__, values), np.int64, len(values))[order]
+    known = np.ones(len(code_of), dtype=bool)
+    for missing in (None, ""):
+        if missing in code_of:
+            known[code_of[missing]] = False
+    present = known[raw]
+    distinct, first = np.unique(raw[present], return_index=True)
+    # number the values in order of first appearance among the rows in ``order``
+    renumber = np.full(len(code_of), -1, dtype=np.int64)
+    renumber[distinct[np.argsort(first)]] = np.arange(distinct.size)
+    return renumber[raw], int(distinct.size)
 
 
 def _code_plain_customers(customer_id: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
