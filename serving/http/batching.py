@@ -99,18 +99,24 @@ def score_jobs(model: ScoringModel, jobs: Sequence[ScoreJob], now: pd.Timestamp)
     stamps: dict[datetime | None, pd.Timestamp] = {None: now}  # one Timestamp per as_of
     for j, job in enumerate(jobs):
         job.results = [None] * len(job.customers)
+        by_as_of: dict[datetime | None, list[int]] = {}
         for i, customer in enumerate(job.customers):
-            as_of = stamps.get(customer.as_of)
+            by_as_of.setdefault(customer.as_of, []).append(i)
+        for given, positions in by_as_of.items():
+            as_of = stamps.get(given)
             if as_of is None:
-                as_of = stamps[customer.as_of] = pd.Timestamp(customer.as_of)
+                as_of = stamps[given] = pd.Timestamp(given)
             slots = groups.setdefault((as_of, job.campaign), [])
-            slot = next((s for s in slots if customer.customer_id not in s[0]), None)
-            if slot is None:
-                slot = (set(), [])
-                slots.append(slot)
-            ids, members = slot
-            ids.add(customer.customer_id)
-            members.append((j, i))
+            for i in positions:
+                customer_id = job.customers[i].customer_id
+                for slot in slots:  # the first slot without this id
+                    if customer_id not in slot[0]:
+                        break
+                else:
+                    slot = (set(), [])
+                    slots.append(slot)
+                slot[0].add(customer_id)
+                slot[1].append((j, i))
 
     failed: set[int] = set()
     for (as_of, campaign), slots in groups.items():
