@@ -160,11 +160,10 @@ Job = TypeVar("Job", bound=ScoreJob)
 class MicroBatcher(Generic[Job]):
     """Gathers concurrent ``/score`` jobs of one worker and scores them in one call.
 
-    One batch is scored at a time (a worker has one core's worth of Python), in a worker
-    thread, or on the event loop when it is small and does no I/O (``/score``'s, up to
-    ``INLINE_MAX_CUSTOMERS``); requests that
-    arrive meanwhile form the next batch, so batches grow with load and a lone request only
-    waits ``window`` seconds.
+    One batch is scored at a time (a worker has one core's worth of Python), on the event
+    loop when it does no I/O (``/score``'s, up to ``INLINE_MAX_CUSTOMERS``), else in a worker
+    thread; requests that arrive meanwhile form the next batch, so batches grow with load
+    and a lone request only waits ``window`` seconds.
 
     Why not BentoML's ``@bentoml.api(batchable=True)``: its batched function takes one
     argument (the customers, without the request's ``campaign``), and one bad customer
