@@ -160,7 +160,8 @@ def score_response(model: ModelInfo, horizon_days: int, results: list[Any]) -> R
     """
     payload = {"model": model.model_dump(), "horizon_days": horizon_days, "results": results}
     unchecked = [r for r in results if r.__class__ is not _Built]
-    ScoreResponse.model_validate({**payload, "results": unchecked})
+    if unchecked:  # the model info and horizon are typed already
+        ScoreResponse.model_validate({**payload, "results": unchecked})
     return Response(to_json(payload), media_type=JSON_MEDIA_TYPE)
 
 
