@@ -9,7 +9,6 @@ it. The guard answers before BentoML runs, so it writes its JSON straight to the
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,7 @@ import pandas as pd
 from pydantic_core import to_json
 from starlette.responses import Response
 
-from serving.http.schemas import ModelInfo, ScoreResponse
+from serving.http.schemas import CustomerScore, ModelInfo, ScoreResponse
 
 if TYPE_CHECKING:  # the scorer (LightGBM) is imported by workers, not by the supervisor
     from serving.scorer import ScoredCustomers
@@ -30,8 +29,21 @@ Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
 
 
+class _Built(dict[str, Any]):
+    """A scored record built by :func:`score_records`: its fields and their types are the response schema's by construction, from the scorer's typed arrays,
+    so :func:`score_response` does not validate it again record by record."""
+
+    __slots__ = ()
+
+
 def _floats(values: np.ndarray) -> list[float | None]:
-    return [v if math.isfinite(v) else None for v in values.tolist()]
+    """Floats, None where not finite."""
+    finite = np.isfinite(values)
+    if finite.all():
+        return values.tolist()  # type: ignore[no-any-return]
+    out = values.astype(object)
+    out[~finite] = None
+    return out.tolist()  # type: ignore[no-any-return]
 
 
 def _days(values: np.ndarray) -> list[str | None]:
@@ -46,7 +58,12 @@ def _texts(values: np.ndarray) -> list[str | None]:
 
 
 def score_records(scored: ScoredCustomers) -> dict[str, dict[str, Any]]:
-    """Scorer output -> response dicts keyed by customer id, built from its arrays."""
+    """Scorer output -> response dicts keyed by customer id, built from its arrays.
+
+    The first record is validated against :class:`serving.http.schemas.CustomerScore`: the
+    others are built by the same code from the same arrays, so a field that no longer fits
+    the schema fails every call, not one answer in a hundred.
+    """
     if len(scored) == 0:
         return {}
     ids = scored.customer_id.tolist()
@@ -74,32 +91,35 @@ def score_records(scored: ScoredCustomers) -> dict[str, dict[str, Any]]:
     suppressed = offers.suppressed.tolist()
     out: dict[str, dict[str, Any]] = {}
     for i, customer_id in enumerate(ids):
-        out[customer_id] = {
-            "customer_id": customer_id,
-            "status": "scored",
-            "as_of": as_of,
-            "churn_probability": churn[i],
-            "risk_band": band[i],
-            "expected_next_purchase_date": next_date[i],
-            "p_purchase_30d": p30[i],
-            "p_purchase_horizon": p_h[i],
-            "expected_spend_horizon": spend_h[i],
-            "expected_spend_365d": spend_y[i],
-            "uplift": uplift[i],
-            "segment": segment[i],
-            "reasons": [r for r in reasons[i] if r],
-            "offer": {
-                "code": offer[i],
-                "channel": channel[i],
-                "send_date": send_date[i],
-                "expected_value": value[i],
-                "reason": reason[i],
-                "rule": rule[i],
-                "holdout": holdout[i],
-                "suppressed": suppressed[i],
-                "suppressed_reason": suppressed_reason[i],
-            },
-        }
+        out[customer_id] = _Built(
+            {
+                "customer_id": customer_id,
+                "status": "scored",
+                "as_of": as_of,
+                "churn_probability": churn[i],
+                "risk_band": band[i],
+                "expected_next_purchase_date": next_date[i],
+                "p_purchase_30d": p30[i],
+                "p_purchase_horizon": p_h[i],
+                "expected_spend_horizon": spend_h[i],
+                "expected_spend_365d": spend_y[i],
+                "uplift": uplift[i],
+                "segment": segment[i],
+                "reasons": [r for r in reasons[i] if r],
+                "offer": {
+                    "code": offer[i],
+                    "channel": channel[i],
+                    "send_date": send_date[i],
+                    "expected_value": value[i],
+                    "reason": reason[i],
+                    "rule": rule[i],
+                    "holdout": holdout[i],
+                    "suppressed": suppressed[i],
+                    "suppressed_reason": suppressed_reason[i],
+                },
+            }
+        )
+    CustomerScore.model_validate(out[ids[0]])
     return out
 
 
@@ -129,15 +149,19 @@ def error_response(status: int, message: str, loc: Sequence[str | int] | None = 
 def score_response(model: ModelInfo, horizon_days: int, results: list[Any]) -> Response:
     """The 200 answer of ``/score`` and ``/score/ids``, checked against its schema.
 
-    The records are validated once by pydantic's core (a record that does not fit the
-    documented response is a server error, not a silent answer), then the plain records are
-    written by pydantic's core too. The validated model's own JSON would be the same bytes
-    (the records hold only the fields that are set, in the schema's order, and ``as_of`` as
-    ``isoformat`` writes it), but its serializer runs a Python function per customer: five
-    times the cost for 100 customers. ``tests/serving/test_responses.py`` compares the two.
+    Records from elsewhere than :func:`score_records` (unscored customers, a caller's own)
+    are validated by pydantic's core (a record that does not fit the documented response is
+    a server error, not a silent answer); scored records were checked where they were built.
+    Then the plain records are written by pydantic's core. The validated model's own JSON
+    would be the same bytes (the records hold only the fields that are set, in the schema's
+    order, and ``as_of`` as ``isoformat`` writes it), but its serializer runs a Python
+    function per customer: five times the cost for 100 customers.
+    ``tests/serving/test_responses.py`` compares the two.
     """
     payload = {"model": model.model_dump(), "horizon_days": horizon_days, "results": results}
-    ScoreResponse.model_validate(payload)
+    unchecked = [r for r in results if r.__class__ is not _Built]
+    if unchecked:  # the model info and horizon are typed already
+        ScoreResponse.model_validate({**payload, "results": unchecked})
     return Response(to_json(payload), media_type=JSON_MEDIA_TYPE)
 
 

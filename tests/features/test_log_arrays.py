@@ -525,3 +525,34 @@ def test_fuzz_arrays_match_canonicalize() -> None:
             check(**case)
         except AssertionError as error:
             raise AssertionError(f"case {k}: {case!r}") from error
+
+
+def test_returns_without_order_or_product_ids_match_the_general_matcher() -> None:
+    # Without order and product ids an order is a customer's rows at one instant; the
+    # matcher for that case must pick what match_returns picks from the instants' ids,
+    # on crowded logs: many rows per instant, equal amounts, returns with no line before.
+    from features.log.canonical import fill_order_ids
+    from features.log.returns import match_returns
+
+    rng = np.random.default_rng(27)
+    matched = 0
+    for _ in range(400):
+        n = int(rng.integers(1, 30))
+        customers = [f"c{k}" for k in rng.integers(0, 4, n)]
+        stamps = (T0 + rng.integers(0, 5, n) * US).tolist()
+        amounts = rng.choice([0.0, 1.0, 2.0, 2.0, -2.0, -5.0, 5.0], n).tolist()
+        # equal lines at one instant: rows that differ in category only, or duplicates kept
+        category = rng.choice(["toys", "books", "games"], n).tolist()
+        keep = LogConfig(duplicates="keep" if rng.random() < 0.5 else "drop")
+        arrays = canonical_log_arrays(customers, stamps, amounts, category=category, config=keep)
+        if not arrays.is_return.any():
+            assert arrays.return_of is None
+            continue
+        ids = fill_order_ids(None, arrays.timestamp_us, [])
+        expected = match_returns(
+            arrays.customer_codes, arrays.timestamp_us, arrays.is_return, ids, None, arrays.amount
+        )
+        assert arrays.return_of is not None
+        assert arrays.return_of.tolist() == expected.tolist()
+        matched += int((expected >= 0).sum())
+    assert matched > 100

@@ -720,7 +720,7 @@ def test_service_loads_registry_champion(
 
 
 def test_history_times_convert_to_utc_microseconds_exactly() -> None:
-    """The request path's float-based conversion equals pandas' exact one, to the us."""
+    """The request path's conversion (Arrow's, of datetime objects) equals pandas' exact one, to the us."""
     from datetime import UTC, datetime, timedelta, timezone
 
     import numpy as np
