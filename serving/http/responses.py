@@ -40,10 +40,10 @@ def _floats(values: np.ndarray) -> list[float | None]:
     """Floats, None where not finite."""
     finite = np.isfinite(values)
     if finite.all():
-        return values.tolist()  # type: ignore[no-any-return]
+        return values.tolist()
     out = values.astype(object)
     out[~finite] = None
-    return out.tolist()  # type: ignore[no-any-return]
+    return out.tolist()
 
 
 def _days(values: np.ndarray) -> list[str | None]:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from itertools import chain, repeat
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -71,7 +71,8 @@ def history_log(customers: Sequence[CustomerIn], config: LogConfig | None = None
         """The field's values, or None when no row has one (as a file without it)."""
         if name not in sent:
             return None
-        values = list(map(dict.get, rows, repeat(name)))  # no Python frame per row
+        plain = cast(list[dict[str, Any]], rows)
+        values = list(map(dict.get, plain, repeat(name)))  # no Python frame per row
         return values if values.count(None) != n else None
 
     quantity = column("quantity")
