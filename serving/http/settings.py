@@ -18,7 +18,12 @@ from serving.model_source import default_model_uri
 SERVICE_LOGGER = "retain.service"
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
 DEFAULT_MAX_CUSTOMERS = 1000
-DEFAULT_BATCH_WINDOW_MS = 2.0
+DEFAULT_BATCH_WINDOW_MS = 1.0
+"""How long a lone ``/score`` request waits for company in the micro-batcher. A closed loop
+of keep-alive clients sends its next requests within about a millisecond of the answers, so
+1 ms gathers them; at 2 ms the event loop's timer (epoll waits in whole milliseconds) idles
+the worker for up to 3 ms per batch (``benchmarks/http.py``, windows 0 to 2 ms, in the
+issue 27 notes)."""
 DEFAULT_BODY_TIMEOUT_SECONDS = 30.0
 
 
