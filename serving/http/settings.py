@@ -21,9 +21,9 @@ DEFAULT_MAX_CUSTOMERS = 1000
 DEFAULT_BATCH_WINDOW_MS = 1.0
 """How long a lone ``/score`` request waits for company in the micro-batcher. A closed loop
 of keep-alive clients sends its next requests within about a millisecond of the answers, so
-1 ms gathers them; at 2 ms the event loop's timer (epoll waits in whole milliseconds) idles
-the worker for up to 3 ms per batch (``benchmarks/http.py``, windows 0 to 2 ms, in the
-issue 27 notes)."""
+1 ms gathers them; a longer window leaves the worker idle while they are already queued
+(``benchmarks/http.py`` at c=8: one-customer ``/score`` 45-49% of ``/noop`` with 2 ms,
+54-62% with 0.25-1 ms)."""
 DEFAULT_BODY_TIMEOUT_SECONDS = 30.0
 
 
