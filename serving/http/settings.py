@@ -23,7 +23,7 @@ DEFAULT_BATCH_WINDOW_MS = 1.0
 of keep-alive clients sends its next requests within about a millisecond of the answers, so
 1 ms gathers them; a longer window leaves the worker idle while they are already queued
 (``benchmarks/http.py`` at c=8: one-customer ``/score`` 45-49% of ``/noop`` with 2 ms,
-54-62% with 0.25-1 ms)."""
+51-62% with 0.25-1 ms, runs of one sitting)."""
 DEFAULT_BODY_TIMEOUT_SECONDS = 30.0
 
 
