@@ -6,9 +6,10 @@ offers ``/noop`` exactly as :class:`serving.http.service.RetainService` does, an
 in the same BentoML input spec) and answers with the same bytes the real service sends,
 but without scoring:
 
-- :class:`HistoryCeiling` checks the request and turns its histories into the canonical
-  log (:func:`serving.http.score_request.history_log`), then answers a precomputed body;
-- :class:`ParseCeiling` answers the precomputed body right after parsing.
+- with ``RETAIN_CEILING=history`` (the default), :class:`Ceiling` checks the request and
+  turns its histories into the canonical log (:func:`serving.http.score_request.history_log`),
+  then answers a precomputed body;
+- with ``RETAIN_CEILING=parse`` it answers the precomputed body right after parsing.
 
 The body is the real service's answer to the same customers: computed by the real path
 (micro-batcher excluded) the first time a set of customers is seen, then looked up by their
@@ -16,7 +17,7 @@ ids, ``as_of`` and campaign. So a run of the benchmark's request bodies measures
 (+ history) + response transmission; their /score vs /noop shares at 100 customers bound
 what features, models, reasons, offers and batching may cost::
 
-    python benchmarks/http.py --service benchmarks.http_ceiling:HistoryCeiling \\
+    RETAIN_CEILING=parse python benchmarks/http.py --service benchmarks.http_ceiling:Ceiling \\
         --concurrency 8 --payloads 1,100 --seconds 10
 
 Figures (2 workers, 2 shared cores, 100-customer requests at c=8, /score vs /noop
@@ -29,6 +30,7 @@ request in all for /score to reach 45% of /noop.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import bentoml
@@ -71,28 +73,36 @@ class _Precomputed:
         return {"model": self.model_info.model_dump()}
 
 
+CEILINGS = ("history", "parse")
+
+
 @bentoml.service(
-    name="retain-history-ceiling",
+    name="retain-ceiling",
     workers=env_int("RETAIN_WORKERS", 1),
     traffic={"timeout": 60},
     threads=1,
 )
-class HistoryCeiling:
-    """``/score`` = parse + request checks + ``history_log`` + a precomputed body."""
+class Ceiling:
+    """``/score`` = parse (+ request checks + ``history_log`` with ``RETAIN_CEILING=history``,
+    the default) + a precomputed body."""
 
     def __init__(self) -> None:
         self.state = _Precomputed()
+        self.ceiling = os.environ.get("RETAIN_CEILING", "history")
+        if self.ceiling not in CEILINGS:
+            raise SystemExit(f"RETAIN_CEILING must be one of {CEILINGS}, not {self.ceiling!r}")
 
     def readiness(self) -> dict[str, Any]:
         return self.state.readiness()
 
     @bentoml.api(route="/score", output_spec=ScoreResponse)
     async def score(self, request: ScoreRequest, /) -> Response:
-        """Parsed and turned into the canonical log, then the real answer, precomputed."""
-        refused = request_refusal(request.customers, self.state.settings.max_customers)
-        if refused is not None:
-            return error_response(*refused)
-        history_log(request.customers, self.state.model.log_config)
+        """Parsed (and turned into the canonical log), then the real answer, precomputed."""
+        if self.ceiling == "history":
+            refused = request_refusal(request.customers, self.state.settings.max_customers)
+            if refused is not None:
+                return error_response(*refused)
+            history_log(request.customers, self.state.model.log_config)
         return Response(self.state.body(request), media_type=JSON_MEDIA_TYPE)
 
     @bentoml.api(route="/noop")
@@ -101,32 +111,5 @@ class HistoryCeiling:
         return NoopResponse(model=self.state.model_info, customers=len(request.customers))
 
 
-@bentoml.service(
-    name="retain-parse-ceiling",
-    workers=env_int("RETAIN_WORKERS", 1),
-    traffic={"timeout": 60},
-    threads=1,
-)
-class ParseCeiling:
-    """``/score`` = parse + a precomputed body."""
-
-    def __init__(self) -> None:
-        self.state = _Precomputed()
-
-    def readiness(self) -> dict[str, Any]:
-        return self.state.readiness()
-
-    @bentoml.api(route="/score", output_spec=ScoreResponse)
-    async def score(self, request: ScoreRequest, /) -> Response:
-        """Parsed, then the real answer, precomputed."""
-        return Response(self.state.body(request), media_type=JSON_MEDIA_TYPE)
-
-    @bentoml.api(route="/noop")
-    async def noop(self, request: NoopRequest, /) -> NoopResponse:
-        """As the real service's ``/noop``."""
-        return NoopResponse(model=self.state.model_info, customers=len(request.customers))
-
-
-# bentoml.service made the classes Services; their stubs keep the class type
-HistoryCeiling.add_asgi_middleware(GuardMiddleware)  # type: ignore[attr-defined]
-ParseCeiling.add_asgi_middleware(GuardMiddleware)  # type: ignore[attr-defined]
+# bentoml.service made the class a Service; its stubs keep the class type
+Ceiling.add_asgi_middleware(GuardMiddleware)  # type: ignore[attr-defined]

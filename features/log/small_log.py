@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+from typing_extensions import TypedDict, Unpack
 
 from features.log.log_arrays import LogArrays, canonical_log_arrays
 from features.log.returns import CANCEL_PREFIX
@@ -44,48 +45,30 @@ _DEFAULT_CONFIG = LogConfig()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+class LogColumns(TypedDict, total=False):
+    """The optional columns and config of ``canonical_log_arrays``, passed on unchanged."""
+
+    quantity: np.ndarray | None
+    discount: np.ndarray | None
+    order_id: Sequence[str | None] | None
+    product_id: Sequence[str | None] | None
+    category: Sequence[str | None] | None
+    channel: Sequence[str | None] | None
+    config: LogConfig | None
+
+
 def typed_log_arrays(
     customer_id: Sequence[str],
     timestamp_us: np.ndarray,
     amount: np.ndarray,
-    *,
-    quantity: np.ndarray | None = None,
-    discount: np.ndarray | None = None,
-    order_id: Sequence[str | None] | None = None,
-    product_id: Sequence[str | None] | None = None,
-    category: Sequence[str | None] | None = None,
-    channel: Sequence[str | None] | None = None,
-    config: LogConfig | None = None,
+    **columns: Unpack[LogColumns],
 ) -> LogArrays:
     """``canonical_log_arrays`` of the same arguments, by the cheaper path for their size."""
-    small = None
     if len(timestamp_us) <= SMALL_ROWS:
-        small = small_log_arrays(
-            customer_id,
-            timestamp_us,
-            amount,
-            quantity=quantity,
-            discount=discount,
-            order_id=order_id,
-            product_id=product_id,
-            category=category,
-            channel=channel,
-            config=config,
-        )
-    if small is not None:
-        return small
-    return canonical_log_arrays(
-        customer_id,
-        timestamp_us,
-        amount,
-        quantity=quantity,
-        discount=discount,
-        order_id=order_id,
-        product_id=product_id,
-        category=category,
-        channel=channel,
-        config=config,
-    )
+        small = small_log_arrays(customer_id, timestamp_us, amount, **columns)
+        if small is not None:
+            return small
+    return canonical_log_arrays(customer_id, timestamp_us, amount, **columns)
 
 
 def small_log_arrays(
