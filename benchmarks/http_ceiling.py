@@ -9,7 +9,12 @@ but without scoring:
 - with ``RETAIN_CEILING=history`` (the default), :class:`Ceiling` checks the request and
   turns its histories into the canonical log (:func:`serving.http.score_request.history_log`),
   then answers a precomputed body;
-- with ``RETAIN_CEILING=parse`` it answers the precomputed body right after parsing.
+- with ``RETAIN_CEILING=parse`` it answers the precomputed body right after parsing;
+- with ``RETAIN_CEILING=models`` it also builds the feature block
+  (:func:`features.builders.build_feature_block`) and runs the models
+  (:func:`serving.scorer.predict_stage`) on it, as the real path does, then answers the
+  precomputed body: what /score could reach if reasons, offers, records and the response
+  cost nothing.
 
 The body is the real service's answer to the same customers: computed by the real path
 (micro-batcher excluded) the first time a set of customers is seen, then looked up by their
@@ -37,6 +42,8 @@ import bentoml
 import pandas as pd
 from starlette.responses import Response
 
+from features.builders import build_feature_block
+from features.log.log_arrays import LogArrays
 from serving.http.batching import ScoreJob, score_jobs
 from serving.http.guard import GuardMiddleware
 from serving.http.responses import JSON_MEDIA_TYPE, error_response, score_response
@@ -44,6 +51,7 @@ from serving.http.schemas import NoopRequest, NoopResponse, ScoreRequest, ScoreR
 from serving.http.score_request import history_log, request_refusal
 from serving.http.settings import ServiceSettings, configure_process_env, env_int
 from serving.http.startup import freeze_startup_heap, resolve_model
+from serving.scorer import predict_stage
 
 Key = tuple[tuple[tuple[str, Any], ...], str | None]
 
@@ -69,11 +77,18 @@ class _Precomputed:
             body = self.bodies[key] = bytes(response.body)
         return body
 
+    def models(self, log: LogArrays, request: ScoreRequest) -> None:
+        """The feature block and the models' predictions, as the real path computes them."""
+        given = request.customers[0].as_of
+        as_of = pd.Timestamp.now(tz="UTC") if given is None else pd.Timestamp(given)
+        block = build_feature_block(log, as_of, self.model.artifact.feature_config)
+        predict_stage(self.model, block, as_of)
+
     def readiness(self) -> dict[str, Any]:
         return {"model": self.model_info.model_dump()}
 
 
-CEILINGS = ("history", "parse")
+CEILINGS = ("history", "parse", "models")
 
 
 @bentoml.service(
@@ -84,7 +99,7 @@ CEILINGS = ("history", "parse")
 )
 class Ceiling:
     """``/score`` = parse (+ request checks + ``history_log`` with ``RETAIN_CEILING=history``,
-    the default) + a precomputed body."""
+    the default; + features and models with ``RETAIN_CEILING=models``) + a precomputed body."""
 
     def __init__(self) -> None:
         self.state = _Precomputed()
@@ -98,11 +113,13 @@ class Ceiling:
     @bentoml.api(route="/score", output_spec=ScoreResponse)
     async def score(self, request: ScoreRequest, /) -> Response:
         """Parsed (and turned into the canonical log), then the real answer, precomputed."""
-        if self.ceiling == "history":
+        if self.ceiling != "parse":
             refused = request_refusal(request.customers, self.state.settings.max_customers)
             if refused is not None:
                 return error_response(*refused)
-            history_log(request.customers, self.state.model.log_config)
+            log = history_log(request.customers, self.state.model.log_config)
+            if self.ceiling == "models":
+                self.state.models(log, request)
         return Response(self.state.body(request), media_type=JSON_MEDIA_TYPE)
 
     @bentoml.api(route="/noop")

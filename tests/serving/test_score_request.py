@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from features.log.log_arrays import LogArrays, canonical_log_arrays
 from serving.http.schemas import PURCHASE_FIELDS, ScoreRequest
 from serving.http.score_request import history_log
-from serving.http.startup import freeze_startup_heap
+from serving.http.startup import YOUNG_GENERATION_THRESHOLD, freeze_startup_heap
 
 OPTIONAL = ("order_id", "quantity", "product_id", "category", "discount", "channel")
 
@@ -129,6 +129,29 @@ def test_history_rows_keep_the_json_contract() -> None:
         assert errors[0]["loc"][:4] == ("customers", 0, "history", 1), errors
         assert errors[0]["loc"][-1] == loc and errors[0]["type"] == kind, errors
     assert set(PURCHASE_FIELDS) == {"timestamp", "amount", *OPTIONAL}
+
+
+def test_a_worker_collects_young_garbage_every_hundred_thousand_allocations() -> None:
+    """Python's default (700) ran several collections per 100-customer request."""
+    threshold = gc.get_threshold()
+    collections: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    try:
+        freeze_startup_heap()
+        gc.callbacks.append(count)
+        kept = [[k] for k in range(YOUNG_GENERATION_THRESHOLD // 2)]  # a few requests' objects
+        assert collections == [], collections
+        kept += [[k] for k in range(YOUNG_GENERATION_THRESHOLD)]
+        assert collections and collections[0] == 0, collections  # the threshold still holds
+    finally:
+        gc.callbacks.remove(count)
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+    assert len(kept) == YOUNG_GENERATION_THRESHOLD * 3 // 2
 
 
 def test_startup_heap_is_frozen_out_of_the_collectors_scans() -> None:
