@@ -151,7 +151,7 @@ def forecast_totals(scores: pd.DataFrame, summary: dict[str, Any]) -> str:
     """The scored customers' total purchases and spend over the horizon, with the 90 %
     interval the model's past cutoffs give (``total_log_spread`` of the scores' run
     summary); a note when the scores carry no interval."""
-    from training.models.combine import totals_with_interval
+    from training.models.total_interval import totals_with_interval
 
     spreads = summary.get("total_log_spread")
     columns = ("expected_purchases_horizon", "expected_spend_horizon")

@@ -95,7 +95,7 @@ def test_report_has_every_section_with_inline_images(report_html: str) -> None:
 def test_report_shows_the_forecast_totals_with_their_interval(
     report_html: str, scores_dir: Path
 ) -> None:
-    from training.models.combine import totals_with_interval
+    from training.models.total_interval import totals_with_interval
 
     summary = json.loads((scores_dir / "_summary.json").read_text("utf-8"))
     spreads = summary["total_log_spread"]  # the model's, written by `retain score`

@@ -23,9 +23,8 @@ Thin evidence pulls the count and spend weights toward BG/NBD: with fewer than
 ``n / FULL_EVIDENCE_SNAPSHOTS`` (the churn weight is not: its level is set by the Platt map
 on the latest window, and shrinking it gave up the model's ranking on Complete Journey
 2017-04-01, AUC 0.8726 against Pareto/NBD's 0.8731). The planner's total
-(sum of a population's predictions) carries a 90 % interval from the count distribution
-(Poisson) and the spread of the past cutoffs' log errors of the total; the leave-one-out
-coverage of those past intervals is recorded. The count's level (its total) is chosen apart
+(sum of a population's predictions) carries a 90 % interval
+(``training.models.total_interval``). The count's level (its total) is chosen apart
 from its shape by ``training.models.level`` (``count_level``). Everything is plain floats
 (JSON in the artifact), applied by :meth:`Combination.apply` on every scoring path.
 """
@@ -46,6 +45,7 @@ from training.models.boosters import Table, input_column
 from training.models.btyd_features import classic_bgnbd_outputs
 from training.models.churn_average import CHURN_AVERAGE, choose_churn_average
 from training.models.level import choose_count_level
+from training.models.total_interval import DEFAULT_LOG_SPREAD, past_totals, totals_with_interval
 
 if TYPE_CHECKING:
     from training.models.shadow import Shadow
@@ -56,7 +56,6 @@ GRID: tuple[float, ...] = tuple(np.round(np.linspace(0.0, 1.0, 21), 2))
 RECENT_CUTOFFS = 3  # the latest cutoffs the weights are chosen on
 DECAY = 0.5  # each older cutoff weighs this much of the next newer one
 FULL_EVIDENCE_SNAPSHOTS = 6
-Z90 = 1.6448536269514722  # two-sided 90 % normal quantile
 # a blend replaces the model only when it beats the model's loss by this share on the
 # window: smaller gains (0.39 % for the synthetic July churn blend, which then doubled the
 # test ECE) are within one window's noise
@@ -67,7 +66,6 @@ MIN_GAIN = 0.01
 # shadow chose count 0.40, churn 0.45 and the test's aggregate error went 0.044 -> 0.247
 SAME_SEASON_DAYS = 31.0
 YEAR_DAYS = 365.25
-DEFAULT_LOG_SPREAD = 0.25  # the past-error spread assumed without two past cutoffs
 _EPS = 1e-6
 
 
@@ -259,25 +257,6 @@ class Combination:
         )
 
 
-def totals_with_interval(
-    purchases: float, spend: float, spreads: dict[str, float]
-) -> dict[str, dict[str, float]]:
-    """Total purchases and spend with their 90 % intervals: the past log-error spread
-    (``spreads``, default :data:`DEFAULT_LOG_SPREAD`) and the Poisson count term."""
-    out: dict[str, dict[str, float]] = {}
-    for name, total in (("purchases", purchases), ("spend", spend)):
-        spread = float(spreads.get(name, DEFAULT_LOG_SPREAD))
-        # spend: compound Poisson with unit coefficient of variation per purchase
-        sampling = (1.0 if name == "purchases" else 2.0) / max(purchases, 1e-9)
-        half = Z90 * float(np.sqrt(spread**2 + sampling))
-        out[name] = {
-            "forecast": total,
-            "low": total * float(np.exp(-half)),
-            "high": total * float(np.exp(half)),
-        }
-    return out
-
-
 def identity_combination(why: str) -> Combination:
     """The model alone (no BG/NBD inputs to combine with)."""
     return Combination(details={"identity": True, "why": why})
@@ -406,7 +385,7 @@ def fit_combination(
         # ``training.models.level.fit_count_level``)
         "count_level_choice": level,
         "churn_average_chosen_on": averaged,
-        "totals": _past_totals(
+        "totals": past_totals(
             cut,
             cutoffs,
             c_all,
@@ -480,62 +459,3 @@ def _choose_weights(
             for g in GRID
         }
     return weights, info
-
-
-def _past_totals(
-    cut: np.ndarray,
-    cutoffs: list[Any],
-    count: FloatArray,
-    spend: FloatArray,
-    y_count: FloatArray,
-    y_spend: FloatArray,
-    shadow: tuple[str, FloatArray, FloatArray, pd.DataFrame] | None,
-) -> dict[str, Any]:
-    """Log errors of the total per past cutoff (held-out customers; the shadow's out-of-time
-    forecast of the latest window), their spread, and leave-one-out coverage."""
-    out: dict[str, Any] = {}
-    groups = [("held_out", c, cut == c, count, spend, y_count, y_spend) for c in cutoffs]
-    if shadow is not None:
-        at, c_sh, s_sh, f_sh = shadow
-        everyone = np.ones(len(c_sh), dtype=bool)
-        y_c = f_sh["n_purchase_days_h"].to_numpy(dtype=np.float64)
-        y_s = f_sh["spend_h"].to_numpy(dtype=np.float64)
-        groups.append(("out_of_time", at, everyone, c_sh, s_sh, y_c, y_s))
-    for k, name in enumerate(("purchases", "spend")):
-        rows, errors, sampling = [], [], []
-        for kind, c, here, cnt, spd, y_c, y_s in groups:
-            pred, actual = (cnt, spd)[k], (y_c, y_s)[k]
-            p, a = float(pred[here].sum()), float(actual[here].sum())
-            if p > 0 and a > 0:
-                rows.append(
-                    {
-                        "cutoff": pd.Timestamp(c).isoformat(),
-                        "kind": kind,
-                        "forecast": p,
-                        "actual": a,
-                    }
-                )
-                errors.append(np.log(a / p))
-                # spend: compound Poisson with unit coefficient of variation per purchase
-                n = max(float(cnt[here].sum()), 1e-9)
-                sampling.append((1.0 if name == "purchases" else 2.0) / n)
-        err = np.array(errors)
-        covered = 0
-        for i, r in enumerate(rows):
-            half = Z90 * np.sqrt(log_spread(np.delete(err, i)) ** 2 + sampling[i])
-            r["covered"] = bool(abs(err[i]) <= half)
-            covered += int(r["covered"])
-        out[name] = {
-            "log_spread": log_spread(err),
-            "past": rows,
-            "past_covered": covered,
-            "past_n": len(rows),
-        }
-    return out
-
-
-def log_spread(errors: FloatArray) -> float:
-    """Root mean square of past log errors of the total (bias counts as spread)."""
-    if len(errors) < 2:
-        return DEFAULT_LOG_SPREAD
-    return float(np.sqrt(np.mean(np.square(errors))))
