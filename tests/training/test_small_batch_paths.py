@@ -16,7 +16,13 @@ import pytest
 from scipy.sparse import csr_matrix
 
 from training.models.compiled import LLEAVES_BLOCK, CompiledForest
-from training.models.paths import GATHER_MAX_VALUES, BlockedLeafSum, LeafPaths, gathered_sum
+from training.models.paths import (
+    GATHER_MAX_VALUES,
+    SHARED_MIN_ROWS,
+    BlockedLeafSum,
+    LeafPaths,
+    gathered_sum,
+)
 
 
 def _bits(values: np.ndarray) -> np.ndarray:
@@ -155,12 +161,15 @@ def test_raw_scores_from_the_leaves_are_the_compiled_forests_bits(
     paths.compile(booster)
     assert booster.num_trees() > LLEAVES_BLOCK  # more than one block
     rng = np.random.default_rng(6)
-    for n in (1, 2, 3, 17, 200):
+    for n in (1, 3, SHARED_MIN_ROWS, 9, 17, 200):
         m = rng.standard_normal((n, 12)) * 3.0
         m[rng.random(m.shape) < 0.1] = np.nan
         m[rng.random(m.shape) < 0.05] = 0.0
         m[rng.random(m.shape) < 0.05] = -0.0
         got = paths.raw_scores(m)
+        if n < SHARED_MIN_ROWS:  # a walk of the trees costs less there
+            assert got is None
+            continue
         assert got is not None
         assert np.array_equal(_bits(got), _bits(forest.raw(m)))
         # the reasons of the same rows take the remembered leaves, of other rows their own
@@ -170,6 +179,6 @@ def test_raw_scores_from_the_leaves_are_the_compiled_forests_bits(
         other = m[::-1].copy()
         want_other = LeafPaths(booster).contributions(booster, other)
         assert np.array_equal(_bits(paths.contributions(booster, other)), _bits(want_other))
-    tiny = np.ones((3, 12))
+    tiny = np.ones((SHARED_MIN_ROWS, 12))
     tiny[1, 4] = 1e-36  # LightGBM (and the leaf lookup) read it as 0, the forest does not
     assert paths.raw_scores(tiny) is None
