@@ -2,8 +2,10 @@
 
 A request of a few customers takes shortcuts: the compiled forest called directly
 (``CompiledForest._raw_small`` instead of ``lleaves.Model.predict``) and the reasons'
-leaf rows summed by ``gathered_sum`` instead of a sparse product. Both are held here to
-the general path on random inputs, bit for bit (including the sign of zero).
+leaf rows summed by ``gathered_sum`` instead of a sparse product, and the churn raw scores
+summed from the reasons' leaves (``LeafPaths.raw_scores``) instead of a second walk of the
+trees. All are held here to the general path on random inputs, bit for bit (including the
+sign of zero).
 """
 
 from __future__ import annotations
@@ -13,8 +15,14 @@ import numpy as np
 import pytest
 from scipy.sparse import csr_matrix
 
-from training.models.compiled import CompiledForest
-from training.models.paths import GATHER_MAX_VALUES, LeafPaths, gathered_sum
+from training.models.compiled import LLEAVES_BLOCK, CompiledForest
+from training.models.paths import (
+    GATHER_MAX_VALUES,
+    SHARED_MIN_ROWS,
+    BlockedLeafSum,
+    LeafPaths,
+    gathered_sum,
+)
 
 
 def _bits(values: np.ndarray) -> np.ndarray:
@@ -109,3 +117,68 @@ def test_reasons_of_a_few_rows_are_the_sparse_product_of_their_leaves(
         # the Saabas identity: rows add up to the trees' raw score minus the bias
         raw = booster.predict(m, raw_score=True)
         assert np.allclose(got.sum(axis=1) + paths.bias, raw, atol=1e-9)
+
+
+def _lleaves_order_sum(values: np.ndarray, flat: np.ndarray, block: int) -> np.ndarray:
+    """A compiled forest's raw score, as its code adds: per row, each block of trees onto
+    0.0 in order, then the block sums in order."""
+    out = np.zeros(len(flat))
+    for r, row in enumerate(flat):
+        total = 0.0
+        for start in range(0, row.size, block):
+            part = 0.0
+            for index in row[start : start + block]:
+                part = float(values[index]) + part
+            total = part if start == 0 else part + total
+        out[r] = total
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_blocked_leaf_sum_adds_in_the_compiled_forests_order(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for _ in range(30):
+        n_trees = int(rng.integers(1, 200))
+        max_leaves = int(rng.integers(2, 9))
+        block = int(rng.integers(1, 40))
+        n = int(rng.integers(1, 12))
+        # magnitudes 1e-8..1e8 make any other summation order show in the last bits
+        values = rng.standard_normal(n_trees * max_leaves)
+        values *= 10.0 ** rng.integers(-8, 8, size=values.shape)
+        values[rng.random(values.shape) < 0.1] = -0.0
+        leaves = rng.integers(0, max_leaves, size=(n, n_trees))
+        flat = leaves + np.arange(n_trees) * max_leaves
+        got = BlockedLeafSum(values, n_trees, block)(flat)
+        assert np.array_equal(_bits(got), _bits(_lleaves_order_sum(values, flat, block)))
+
+
+def test_raw_scores_from_the_leaves_are_the_compiled_forests_bits(
+    booster: lgb.Booster,
+) -> None:
+    forest = CompiledForest(booster)
+    paths = LeafPaths(booster)
+    assert paths.raw_scores(np.zeros((2, 12))) is None  # no compiled lookup yet
+    paths.compile(booster)
+    assert booster.num_trees() > LLEAVES_BLOCK  # more than one block
+    rng = np.random.default_rng(6)
+    for n in (1, 3, SHARED_MIN_ROWS, 9, 17, 200):
+        m = rng.standard_normal((n, 12)) * 3.0
+        m[rng.random(m.shape) < 0.1] = np.nan
+        m[rng.random(m.shape) < 0.05] = 0.0
+        m[rng.random(m.shape) < 0.05] = -0.0
+        got = paths.raw_scores(m)
+        if n < SHARED_MIN_ROWS:  # a walk of the trees costs less there
+            assert got is None
+            continue
+        assert got is not None
+        assert np.array_equal(_bits(got), _bits(forest.raw(m)))
+        # the reasons of the same rows take the remembered leaves, of other rows their own
+        want = LeafPaths(booster).contributions(booster, m)
+        assert np.array_equal(_bits(paths.contributions(booster, m)), _bits(want))
+        paths.raw_scores(m)
+        other = m[::-1].copy()
+        want_other = LeafPaths(booster).contributions(booster, other)
+        assert np.array_equal(_bits(paths.contributions(booster, other)), _bits(want_other))
+    tiny = np.ones((SHARED_MIN_ROWS, 12))
+    tiny[1, 4] = 1e-36  # LightGBM (and the leaf lookup) read it as 0, the forest does not
+    assert paths.raw_scores(tiny) is None

@@ -65,6 +65,15 @@ class ChurnModel(BoosterModel):
         leaves = self._paths is not None and self._paths.compiled
         return super().compiled or leaves
 
+    def raw_scores(self, m: FloatArray) -> FloatArray:
+        """The compiled forest's raw scores, for a few rows from the leaves the reasons use
+        (``LeafPaths.raw_scores``: the same bits, one walk of the trees for both)."""
+        if self._forest is not None and self._paths is not None:
+            shared = self._paths.raw_scores(m)
+            if shared is not None:
+                return shared
+        return super().raw_scores(m)
+
     def __init__(
         self,
         calibration: Literal["platt", "isotonic", "none"] = "platt",

@@ -24,6 +24,10 @@ from training.models.boosters import SMALL_BATCH_ROWS, check_fitted, predict_boo
 FloatArray = NDArray[np.float64]
 
 _K_ZERO = float(np.float32(1e-35))  # LightGBM's kZeroThreshold (a float constant)
+LLEAVES_BLOCK = 34
+"""Trees per cache block of a raw-score forest (lleaves' default, pinned): each block's trees
+are summed onto 0.0 in order, then the block sums in order, and ``LeafPaths.raw_scores``
+repeats that order to give the forest's very bits from its leaves."""
 # lleaves' entry point, void forest_root(double *rows, double *out, int32 start, int32 end),
 # given plain addresses (``_address``: cheaper than ``ndarray.ctypes``)
 _ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32)
@@ -47,7 +51,7 @@ class CompiledForest:
         import lleaves
 
         text = booster.model_to_string()
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"fblocksize": LLEAVES_BLOCK}
         if leaf_indices:
             text = _leaf_index_text(text, booster.num_trees())
             # one cache block: every output is a single tree, and it compiles faster
@@ -95,6 +99,13 @@ class CompiledForest:
         """
         raw = self.raw(np.where(np.abs(m) <= _K_ZERO, 0.0, m))
         return raw.reshape(len(m), self._n_outputs).astype(np.int64)  # (n,) for one tree
+
+
+def routes_as_given(m: FloatArray) -> bool:
+    """Whether :meth:`CompiledForest.leaves` routes the rows of ``m`` as they are: no value
+    is a nonzero within ``_K_ZERO`` of 0 (those it reads as 0, the raw forest does not)."""
+    tiny = np.abs(m) <= _K_ZERO
+    return not (tiny & (m != 0.0)).any()
 
 
 def _address(array: np.ndarray) -> int:
