@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from datetime import date
 from math import isfinite
 from typing import TYPE_CHECKING, Any
 
@@ -52,8 +53,13 @@ def _floats(values: np.ndarray) -> list[float | None]:
 
 
 def _days(values: np.ndarray) -> list[str | None]:
-    """datetime64 values as ISO dates (UTC), None for NaT."""
+    """datetime64 values as ISO dates (UTC), None for NaT (a request's few dates as
+    ``date.isoformat`` writes them: the same text for years 1 to 9999)."""
     days = values.astype("datetime64[D]")
+    if len(days) <= _FEW:
+        dates = days.tolist()  # datetime.date, None for NaT, int outside years 1 to 9999
+        if all(d is None or type(d) is date for d in dates):
+            return [None if d is None else d.isoformat() for d in dates]
     text = np.datetime_as_string(days).tolist()
     return [None if nat else t for t, nat in zip(text, np.isnat(days).tolist(), strict=True)]
 
