@@ -388,13 +388,11 @@ def _build(
     # every window is [as_of - a days, as_of - b days): bucket orders once by the window edges,
     # count and sum per (bucket, customer), then add up the buckets each window spans
     season_end = SEASON_LAG_DAYS - config.horizon_days
-    edge_days = sorted(
-        {*WINDOWS_DAYS, TREND_DAYS, 2 * TREND_DAYS, SEASON_LAG_DAYS, season_end}, reverse=True
-    )
+    edge_days, first_bucket = _window_edges(season_end)
     # bucket k: at or after the k-th edge (as_of - edge_days[k - 1] days). An order
     # x = cutoff - o_t >= 1 microseconds before as_of is at or after the edge d days back
     # iff ceil(x / day) <= d, so a table over ceil(x / day) buckets it without a search.
-    bucket_of = _bucket_table(tuple(edge_days))
+    bucket_of = _bucket_table(edge_days)
     key = cutoff - o_t
     key += US_PER_DAY - 1
     key //= US_PER_DAY
@@ -407,7 +405,6 @@ def _build(
     bucket_spend = np.bincount(key, weights=o_val, minlength=n_buckets * n_cust).reshape(
         n_buckets, n_cust
     )
-    first_bucket = {d: i + 1 for i, d in enumerate(edge_days)}
 
     def window(buckets: np.ndarray, start_days: int, end_days: int = 0) -> np.ndarray:
         """Orders or spend per customer in [as_of - start_days, as_of - end_days)."""
@@ -457,9 +454,9 @@ def _build(
     out["n_channels"] = _distinct_per_group(*channel_codes.result(), c_row, cust_start)
     # where in the year the horizon starts: one value per snapshot, so a model trained on
     # cutoffs across the year can learn seasonal levels and who buys in which season
-    angle = 2.0 * np.pi * np.mod(cutoff_ns / ns_per_day, year) / year
-    out["calendar_sin"] = np.full(n_cust, np.sin(angle))
-    out["calendar_cos"] = np.full(n_cust, np.cos(angle))
+    calendar_sin, calendar_cos = _calendar(cutoff_ns)
+    out["calendar_sin"] = np.full(n_cust, calendar_sin)
+    out["calendar_cos"] = np.full(n_cust, calendar_cos)
 
     categories = columns.customers
     if isinstance(categories, pd.Index):
@@ -486,6 +483,25 @@ def _per_day(value_of: Callable[[np.ndarray], np.ndarray], days: np.ndarray) -> 
     if n_table >= days.size:
         return value_of(days)
     return value_of(np.arange(first, first + n_table, dtype=days.dtype))[days - first]
+
+
+@lru_cache(maxsize=16)
+def _window_edges(season_end: int) -> tuple[tuple[int, ...], dict[int, int]]:
+    """The window edges in days back, descending, and each edge's first bucket (see
+    ``_build``; the dict is shared, read only), once per horizon."""
+    edge_days = sorted(
+        {*WINDOWS_DAYS, TREND_DAYS, 2 * TREND_DAYS, SEASON_LAG_DAYS, season_end}, reverse=True
+    )
+    return tuple(edge_days), {d: i + 1 for i, d in enumerate(edge_days)}
+
+
+@lru_cache(maxsize=64)
+def _calendar(cutoff_ns: int) -> tuple[np.float64, np.float64]:
+    """sin and cos of where in the year the horizon starts, once per cutoff (a scorer's
+    requests share a few ``as_of``; each is four scalar ufunc calls otherwise)."""
+    year = 365.25
+    angle = 2.0 * np.pi * np.mod(cutoff_ns / (US_PER_DAY * 1000), year) / year
+    return np.sin(angle), np.cos(angle)
 
 
 @lru_cache(maxsize=16)

@@ -191,7 +191,7 @@ def predict_stage(
     """The boosters' input and the models' predictions (``PREDICTION_COLUMNS``)."""
     models = model.artifact.models
     x = models.model_input(block.values, block.names)
-    return x, models.predict_arrays(x, as_of_ts)
+    return x, models.predict_arrays(x, as_of_ts, median=False)
 
 
 def reasons_stage(model: ScoringModel, x: ModelInput) -> np.ndarray:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from datetime import date
+from math import isfinite
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,6 +25,7 @@ if TYPE_CHECKING:  # the scorer (LightGBM) is imported by workers, not by the su
     from serving.scorer import ScoredCustomers
 
 JSON_MEDIA_TYPE = "application/json"
+_FEW = 16
 CLOSE_CONNECTION = ((b"connection", b"close"),)
 
 Message = MutableMapping[str, Any]
@@ -37,7 +40,10 @@ class _Built(dict[str, Any]):
 
 
 def _floats(values: np.ndarray) -> list[float | None]:
-    """Floats, None where not finite."""
+    """Floats, None where not finite (a request's few values checked one by one: cheaper
+    than two array calls)."""
+    if len(values) <= _FEW:
+        return [v if isfinite(v) else None for v in values.tolist()]
     finite = np.isfinite(values)
     if finite.all():
         return values.tolist()
@@ -47,14 +53,19 @@ def _floats(values: np.ndarray) -> list[float | None]:
 
 
 def _days(values: np.ndarray) -> list[str | None]:
-    """datetime64 values as ISO dates (UTC), None for NaT."""
+    """datetime64 values as ISO dates (UTC), None for NaT (a request's few dates as
+    ``date.isoformat`` writes them: the same text for years 1 to 9999)."""
     days = values.astype("datetime64[D]")
+    if len(days) <= _FEW:
+        dates = days.tolist()  # datetime.date, None for NaT, int outside years 1 to 9999
+        if all(d is None or type(d) is date for d in dates):
+            return [None if d is None else d.isoformat() for d in dates]
     text = np.datetime_as_string(days).tolist()
     return [None if nat else t for t, nat in zip(text, np.isnat(days).tolist(), strict=True)]
 
 
-def _texts(values: np.ndarray) -> list[str | None]:
-    return [v if v else None for v in values.tolist()]
+def _texts(labels: list[str]) -> list[str | None]:
+    return [v if v else None for v in labels]
 
 
 def score_records(scored: ScoredCustomers) -> dict[str, dict[str, Any]]:
@@ -79,11 +90,11 @@ def score_records(scored: ScoredCustomers) -> dict[str, dict[str, Any]]:
     value = _floats(offers.expected_value)
     band = scored.risk_band.tolist()
     segment = scored.segment.tolist()
-    offer = offers.texts("offer").tolist()
-    channel = _texts(offers.texts("channel"))
-    reason = _texts(offers.texts("reason"))
-    rule = _texts(offers.texts("rule"))
-    suppressed_reason = _texts(offers.texts("suppressed_reason"))
+    offer = offers.labels("offer")
+    channel = _texts(offers.labels("channel"))
+    reason = _texts(offers.labels("reason"))
+    rule = _texts(offers.labels("rule"))
+    suppressed_reason = _texts(offers.labels("suppressed_reason"))
     reasons = scored.reasons.tolist()
     next_date = _days(scored.next_purchase)
     send_date = _days(offers.send_day)

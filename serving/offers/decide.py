@@ -118,6 +118,12 @@ class OfferDecisions:
             return np.where(self.holdout, 1, np.where(self.negative, 2, 0))
         return self._audit
 
+    def labels(self, name: str) -> list[str]:
+        """Labels as a list (what HTTP responses write): one lookup per customer in the
+        label table, no object array."""
+        table = self._tables[name]
+        return [table[c] for c in self.code(name).tolist()]
+
     def texts(self, name: str) -> np.ndarray:
         """Labels as an object array (for HTTP responses)."""
         return np.asarray(self._tables[name], dtype=object)[self.code(name)]

@@ -8,6 +8,7 @@ column happens here, so the decision itself (:mod:`serving.offers.decide`) only 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from math import isfinite
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,7 @@ REQUIRED_SCORE_COLUMNS: tuple[str, ...] = (
     "expected_spend_365d",
     "last_purchase_at",
 )
+_FEW = 16
 
 
 class ScoresError(InputError):
@@ -57,14 +59,14 @@ class OfferInputs:
             ("expected_spend_365d", spend_365d),
             ("expected_spend_horizon", spend_horizon),
         ):
-            if not np.isfinite(values).all():
+            if not _all_finite(values):
                 bad = ~np.isfinite(values)
                 raise ScoresError(
                     f"{name} is missing or not finite in {int(bad.sum())} row(s), "
                     f"e.g. customer_id {_examples(customer_id, bad)}"
                 )
-        outside = (churn < 0.0) | (churn > 1.0)
-        if outside.any():
+        if not _all_within(churn, 0.0, 1.0):
+            outside = (churn < 0.0) | (churn > 1.0)
             raise ScoresError(
                 f"churn_probability must lie in [0, 1]; {int(outside.sum())} row(s) outside, "
                 f"e.g. customer_id {_examples(customer_id, outside)}"
@@ -85,13 +87,12 @@ class OfferInputs:
         self.last_day = last_day
         self.next_day = next_day
         self.value_band = value_band
-        if uplift is not None:
+        if uplift is not None and not _all_within(uplift, -1.0, 1.0):
             bad = ~((uplift >= -1.0) & (uplift <= 1.0))  # NaN fails too
-            if bad.any():
-                raise ScoresError(
-                    f"uplift must lie in [-1, 1]; {int(bad.sum())} row(s) do not, "
-                    f"e.g. customer_id {_examples(customer_id, bad)}"
-                )
+            raise ScoresError(
+                f"uplift must lie in [-1, 1]; {int(bad.sum())} row(s) do not, "
+                f"e.g. customer_id {_examples(customer_id, bad)}"
+            )
         self.uplift = uplift
         self.days_since_last = (as_of_day - last_day).astype(np.int64)
         self._quantiles: dict[float, float] = {}
@@ -187,6 +188,21 @@ def check_uplift_rules(rules: Sequence[Rule], have_uplift: bool, why: str) -> No
     using = [] if have_uplift else uplift_rules(rules)
     if using:
         raise ScoresError(f"{', '.join(using)} needs an uplift per customer, but {why}")
+
+
+def _all_finite(values: np.ndarray) -> bool:
+    """Whether every value is finite (a request's few values checked one by one: cheaper
+    than two array calls)."""
+    if len(values) <= _FEW:
+        return all(map(isfinite, values.tolist()))
+    return bool(np.isfinite(values).all())
+
+
+def _all_within(values: np.ndarray, low: float, high: float) -> bool:
+    """Whether every value lies in [low, high] (NaN does not), as :func:`_all_finite`."""
+    if len(values) <= _FEW:
+        return all(low <= v <= high for v in values.tolist())
+    return bool(((values >= low) & (values <= high)).all())
 
 
 def _examples(ids: pd.Series | np.ndarray, mask: np.ndarray) -> list[str]:

@@ -120,3 +120,45 @@ def test_uplift_outside_minus_one_to_one_names_the_customer(policy: OfferPolicy)
 def test_min_uplift_is_validated_on_load() -> None:
     with pytest.raises(OfferPolicyError, match=r"rules\[0\]\.match\.min_uplift"):
         OfferPolicy.from_yaml(POLICY_YAML.replace("min_uplift: 0.05", "min_uplift: 2"))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_few_rows_are_checked_like_many(seed: int) -> None:
+    """``OfferInputs`` checks a few rows value by value and many by array calls: on random
+    rows with NaN, infinities and values out of range both refuse exactly the bad ones."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 17))
+    pool = np.array([0.0, 0.5, 1.0, -0.25, 1.5, np.nan, np.inf, -np.inf, -1.0])
+
+    def column(p_bad: float) -> np.ndarray:
+        good = rng.choice(pool[:3], n)
+        return np.where(rng.random(n) < p_bad, rng.choice(pool, n), good)
+
+    churn, spend, uplift = column(0.1), column(0.05), column(0.1)
+    day = np.full(n, np.datetime64("2024-07-01", "D"))
+
+    def build(times: int) -> OfferInputs:
+        return OfferInputs(
+            np.array([f"c{i}" for i in range(n * times)], dtype=object),
+            segment_codes=np.zeros(n * times, dtype=np.int8),
+            churn=np.tile(churn, times),
+            spend_365d=np.tile(spend, times),
+            spend_horizon=np.tile(spend, times),
+            as_of_day=np.tile(day, times),
+            last_day=np.tile(day, times),
+            next_day=np.tile(day, times),
+            uplift=np.tile(uplift, times),
+        )
+
+    bad = (
+        not np.isfinite(churn).all()
+        or not np.isfinite(spend).all()
+        or ((churn < 0) | (churn > 1)).any()
+        or not ((uplift >= -1) & (uplift <= 1)).all()
+    )
+    for times in (1, 17):  # n <= 16 rows, then more than 16
+        if bad:
+            with pytest.raises(ScoresError):
+                build(times)
+        else:
+            build(times)

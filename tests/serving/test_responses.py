@@ -9,8 +9,10 @@ exponent form, ids outside ASCII, and a campaign that puts customers in the hold
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from pydantic import ValidationError
@@ -31,7 +33,7 @@ INFO = ModelInfo(name="retain", version="3", uri="models:/retain/3")
 
 
 @pytest.fixture(scope="module")
-def records(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+def model_and_log(tmp_path_factory: pytest.TempPathFactory) -> tuple[ScoringModel, pd.DataFrame]:
     raw = generate_purchase_log(150, seed=3, start="2023-01-01", end="2024-06-30").log
     raw["customer_id"] = [f"kund-ä{c}\u00e9\t\x01" for c in raw["customer_id"]]
     log = canonicalize(raw).log
@@ -50,7 +52,12 @@ def records(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
         segment_config=SegmentConfig(),
         policy_yaml=OfferPolicy.default().to_yaml(),
     )
-    model = ScoringModel.load(path)
+    return ScoringModel.load(path), log
+
+
+@pytest.fixture(scope="module")
+def records(model_and_log: tuple[ScoringModel, pd.DataFrame]) -> list[dict[str, Any]]:
+    model, log = model_and_log
     scored = score_records(score_log(model, log, AS_OF, campaign="spring"))
     return [
         *scored.values(),
@@ -76,3 +83,24 @@ def test_a_record_outside_the_schema_is_refused(records: list[dict[str, Any]]) -
     bad = {**records[0], "risk_band": 3}
     with pytest.raises(ValidationError, match="risk_band"):
         score_response(INFO, 30, [bad])
+
+
+def test_a_few_customers_get_the_records_of_a_large_batch(
+    model_and_log: tuple[ScoringModel, pd.DataFrame],
+) -> None:
+    """Records of one to a few customers (built value by value) equal the same customers'
+    records in a batch of all of them (built by array calls), on random picks."""
+    model, log = model_and_log
+    every = score_records(score_log(model, log, AS_OF, campaign="spring"))
+    assert len(every) > 16  # the batch takes the array path
+    ids = log["customer_id"].cat.categories.tolist()
+    rng = np.random.default_rng(11)
+    for size in (1, 1, 2, 3, 5, 16):
+        picked = rng.choice(ids, size=size, replace=False).tolist()
+        few = score_records(
+            score_log(model, log[log["customer_id"].isin(picked)], AS_OF, campaign="spring")
+        )
+        assert set(few) <= set(picked) and few
+        for customer_id, record in few.items():
+            assert record == every[customer_id]
+            assert json.dumps(record) == json.dumps(every[customer_id])  # NaN != NaN in ==

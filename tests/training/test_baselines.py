@@ -541,3 +541,30 @@ def test_degenerate_fit_rule() -> None:
     assert "not finite" in str(degenerate_fit("bgnbd", {**cdnow_bg, "a": float("nan")}))
     with pytest.raises(ValueError, match="unknown model"):
         degenerate_fit("ggamma", cdnow_bg)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_check_rfm_takes_a_few_rows_like_many(seed: int) -> None:
+    """A few customers are checked value by value, many by array calls: random triples with
+    NaN, infinities, -0.0, recency just above T and repeat-free recencies pass or fail
+    alike."""
+    from training.baselines.summary import check_rfm
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 17))
+    # 3 + 1e-13 is above T = 3 but within check_rfm's tolerance, 3 + 1e-11 beyond it
+    pool = np.array([0.0, -0.0, 1.0, 2.5, 3.0 + 1e-13, 3.0, np.nan, np.inf, -1.0, 3.0 + 1e-11])
+
+    def column(p_odd: float, usual: np.ndarray) -> np.ndarray:
+        return np.where(rng.random(n) < p_odd, rng.choice(pool, n), rng.choice(usual, n))
+
+    x, tx = column(0.06, pool[2:4]), column(0.06, pool[:5])
+    age = np.where(rng.random(n) < 0.8, 3.0, rng.choice(pool, n))
+    outcomes = []
+    for times in (1, 17):  # n <= 16 rows, then more than 16
+        try:
+            got = check_rfm(np.tile(x, times), np.tile(tx, times), np.tile(age, times))
+            outcomes.append(("ok", [g[:n].tobytes() for g in got]))
+        except ValueError:
+            outcomes.append(("refused", None))
+    assert outcomes[0] == outcomes[1]

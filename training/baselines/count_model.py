@@ -164,7 +164,8 @@ class CountModel:
         if not valid:
             raise ValueError(f"t must be finite and >= 0, got {t!r}")
         later, now = self._loglik_later_and_now(params, x, tx, age, horizon)
-        return np.exp(later - now).clip(0.0, 1.0)  # np.clip
+        # np.clip(..., 0.0, 1.0): exp is never below +0.0, so only the upper bound acts
+        return np.minimum(np.exp(later - now), 1.0)
 
     def _loglik_later_and_now(
         self, params: FloatArray, x: FloatArray, tx: FloatArray, age: FloatArray, t: FloatArray

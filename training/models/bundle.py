@@ -412,13 +412,16 @@ class RetainModels(BaseEstimator):
         arrays = self.predict_arrays(self._frame_input(features), to_utc_timestamp(as_of))
         return prediction_frame(arrays, features.index)
 
-    def predict_arrays(self, x: ModelInput, as_of: pd.Timestamp) -> dict[str, FloatArray]:
-        """``PREDICTION_COLUMNS`` as arrays (the next-purchase date as datetime64[ns], UTC)."""
+    def predict_arrays(
+        self, x: ModelInput, as_of: pd.Timestamp, *, median: bool = True
+    ) -> dict[str, FloatArray]:
+        """``PREDICTION_COLUMNS`` as arrays (the next-purchase date as datetime64[ns], UTC);
+        ``median=False`` leaves out ``median_days_to_next``, which the scorer never reads."""
         p_churn, count_h, spend_h = self.combination_.apply(
             x, self.churn_.predict_proba(x), self.count_.predict(x), self.spend_.predict(x)
         )
         surv = align_survival(self.timing_.survival(x), p_churn)
-        summary = survival_summaries(surv, self.timing_.edges_)
+        summary = survival_summaries(surv, self.timing_.edges_, median=median)
         if self.spend_365_ is not None:
             spend_y = np.maximum(self.spend_365_.predict(x), spend_h)
         else:
@@ -426,11 +429,7 @@ class RetainModels(BaseEstimator):
         expected_days = summary["expected_days_to_next"]
         return {
             "churn_probability": p_churn,
-            "p_purchase_7d": summary["p_purchase_7d"],
-            "p_purchase_30d": summary["p_purchase_30d"],
-            "p_purchase_horizon": summary["p_purchase_horizon"],
-            "expected_days_to_next": expected_days,
-            "median_days_to_next": summary["median_days_to_next"],
+            **summary,
             "expected_next_purchase_date": days_after(to_utc_timestamp(as_of), expected_days),
             "expected_purchases_horizon": count_h,
             "expected_spend_horizon": spend_h,

@@ -14,7 +14,8 @@ _EPS = 1e-6
 
 
 def _logit(p: FloatArray) -> FloatArray:
-    q = np.clip(p, _EPS, 1 - _EPS)
+    # np.clip without its Python wrapper: the same values for bounds that are not zero
+    q = np.minimum(np.maximum(p, _EPS), 1 - _EPS)
     return np.log(q) - np.log1p(-q)
 
 

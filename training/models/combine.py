@@ -70,7 +70,8 @@ _EPS = 1e-6
 
 
 def _logit(p: FloatArray) -> FloatArray:
-    q = np.clip(p, _EPS, 1 - _EPS)
+    # np.clip without its Python wrapper: the same values for bounds that are not zero
+    q = np.minimum(np.maximum(p, _EPS), 1 - _EPS)
     return np.log(q) - np.log1p(-q)
 
 
@@ -142,7 +143,8 @@ def _poisson_deviance(mu: FloatArray, y: FloatArray, w: FloatArray) -> float:
 
 
 def _log_loss(p: FloatArray, y: FloatArray, w: FloatArray) -> float:
-    q = np.clip(p, _EPS, 1 - _EPS)
+    # np.clip without its Python wrapper: the same values for bounds that are not zero
+    q = np.minimum(np.maximum(p, _EPS), 1 - _EPS)
     return float(np.average(-(y * np.log(q) + (1 - y) * np.log1p(-q)), weights=w))
 
 
