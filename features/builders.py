@@ -36,7 +36,6 @@ group boundaries); nothing loops over customers in Python.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import lru_cache
@@ -61,10 +60,9 @@ from features.feature_inputs import (
 )
 from features.log.log_arrays import LogArrays
 from features.log.returns import log_return_pairs, net_amounts, net_pair_amounts
+from features.order_times import most_on_one_weekday, per_day, window_columns
 from features.utc import US_PER_DAY, to_utc_timestamp
 
-TREND_DAYS = 180
-SEASON_LAG_DAYS = 365
 COUNT_COLUMNS: frozenset[str] = frozenset(
     {
         "n_orders",
@@ -78,7 +76,6 @@ COUNT_COLUMNS: frozenset[str] = frozenset(
     }
 )
 _THREADED_MIN_ROWS = 200_000
-_DIRECT_DAYS = 64  # ``_per_day`` evaluates up to this many days directly (a request's few)
 _CATALOG = frozenset(FEATURE_COLUMNS)
 
 
@@ -354,7 +351,7 @@ def _build(
     # reaches back to such a copy (tenure above one year minus the horizon), else NaN.
     year = 365.25
     season_days_ahead = min(config.horizon_days, year)
-    in_season = _per_day(
+    in_season = per_day(
         lambda d: (
             np.mod(-((cutoff_ns / ns_per_day) - d.astype(np.float64)), year) < season_days_ahead
         ),
@@ -385,49 +382,7 @@ def _build(
         "season_share": season_share,
     }
 
-    # every window is [as_of - a days, as_of - b days): bucket orders once by the window edges,
-    # count and sum per (bucket, customer), then add up the buckets each window spans
-    season_end = SEASON_LAG_DAYS - config.horizon_days
-    edge_days = sorted(
-        {*WINDOWS_DAYS, TREND_DAYS, 2 * TREND_DAYS, SEASON_LAG_DAYS, season_end}, reverse=True
-    )
-    # bucket k: at or after the k-th edge (as_of - edge_days[k - 1] days). An order
-    # x = cutoff - o_t >= 1 microseconds before as_of is at or after the edge d days back
-    # iff ceil(x / day) <= d, so a table over ceil(x / day) buckets it without a search.
-    bucket_of = _bucket_table(tuple(edge_days))
-    key = cutoff - o_t
-    key += US_PER_DAY - 1
-    key //= US_PER_DAY
-    np.minimum(key, edge_days[0] + 1, out=key)
-    key = bucket_of[key]
-    key *= n_cust
-    key += o_g
-    n_buckets = len(edge_days) + 1
-    bucket_orders = np.bincount(key, minlength=n_buckets * n_cust).reshape(n_buckets, n_cust)
-    bucket_spend = np.bincount(key, weights=o_val, minlength=n_buckets * n_cust).reshape(
-        n_buckets, n_cust
-    )
-    first_bucket = {d: i + 1 for i, d in enumerate(edge_days)}
-
-    def window(buckets: np.ndarray, start_days: int, end_days: int = 0) -> np.ndarray:
-        """Orders or spend per customer in [as_of - start_days, as_of - end_days)."""
-        lo = first_bucket[start_days]
-        hi = first_bucket[end_days] if end_days > 0 else n_buckets
-        return buckets[lo:hi].sum(axis=0)
-
-    # order counts are integers, so one running total from the last bucket back gives every
-    # window's count exactly (money keeps its sums: their order is part of the result)
-    orders_from = bucket_orders[::-1].cumsum(axis=0)[::-1]  # [k]: orders in buckets k..
-    for w in WINDOWS_DAYS:
-        out[f"orders_{w}d"] = orders_from[first_bucket[w]]
-        out[f"spend_{w}d"] = window(bucket_spend, w)
-    recent = out.get(f"spend_{TREND_DAYS}d")  # the same sum when TREND_DAYS is a window
-    if recent is None:
-        recent = window(bucket_spend, TREND_DAYS)
-    earlier = window(bucket_spend, 2 * TREND_DAYS, TREND_DAYS)
-    out["spend_trend"] = np.log1p(recent) - np.log1p(earlier)
-    later = orders_from[first_bucket[season_end]] if season_end > 0 else 0
-    out["orders_same_season_last_year"] = orders_from[first_bucket[SEASON_LAG_DAYS]] - later
+    out.update(window_columns(o_t, o_g, o_cust_new, o_val, n_cust, cutoff, config.horizon_days))
     # orders with any discounted line (the first line of each), counted per customer
     if disc_orders.size > 1:
         first_line = np.empty(disc_orders.size, dtype=bool)
@@ -449,11 +404,7 @@ def _build(
     )
 
     out["n_categories"] = _distinct_per_group(*category_codes.result(), c_row, cust_start)
-    weekday = _per_day(lambda d: (d + 3) % 7, o_day)  # 1970-01-01 was a Thursday; Monday == 0
-    weekday *= n_cust
-    weekday += o_g
-    per_weekday = np.bincount(weekday, minlength=7 * n_cust).reshape(7, n_cust)
-    out["weekday_concentration"] = per_weekday.max(axis=0) / n_orders
+    out["weekday_concentration"] = most_on_one_weekday(o_day, co, n_orders) / n_orders
     out["n_channels"] = _distinct_per_group(*channel_codes.result(), c_row, cust_start)
     # where in the year the horizon starts: one value per snapshot, so a model trained on
     # cutoffs across the year can learn seasonal levels and who buys in which season
@@ -473,29 +424,6 @@ def _build(
             return FeatureBlock(ids[order], block.values[order])
         return FeatureBlock(ids, None, columns=out)
     return FeatureBlock(np.asarray(categories.take(cust_code), dtype=object), None, columns=out)
-
-
-def _per_day(value_of: Callable[[np.ndarray], np.ndarray], days: np.ndarray) -> np.ndarray:
-    """``value_of(days)`` for an elementwise ``value_of``, evaluated once per day of the
-    range the days span when that range is shorter than the array (a log of years holds a
-    few thousand days and millions of orders), then looked up."""
-    if days.size <= _DIRECT_DAYS:
-        return value_of(days)
-    first = int(days.min(initial=0))
-    n_table = int(days.max(initial=0)) - first + 1
-    if n_table >= days.size:
-        return value_of(days)
-    return value_of(np.arange(first, first + n_table, dtype=days.dtype))[days - first]
-
-
-@lru_cache(maxsize=16)
-def _bucket_table(edge_days: tuple[int, ...]) -> np.ndarray:
-    """Bucket of each whole number of days back, 0 .. ``edge_days[0] + 1`` (edges
-    descending; see ``_build``), read-only: the same table for every call of a config."""
-    ascending = np.array(edge_days[::-1])
-    table = ascending.size - np.searchsorted(ascending, np.arange(edge_days[0] + 2))
-    table.setflags(write=False)
-    return table
 
 
 def _empty_block() -> FeatureBlock:
