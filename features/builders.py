@@ -58,6 +58,7 @@ from features.feature_inputs import (
     take_kept,
     timestamps_us,
 )
+from features.group_values import distinct_pair_per_group
 from features.log.log_arrays import LogArrays
 from features.log.returns import log_return_pairs, net_amounts, net_pair_amounts
 from features.order_times import most_on_one_weekday, per_day, window_columns
@@ -319,7 +320,10 @@ def _build(
     span = (last_t - first_t) / US_PER_DAY
 
     monetary_total = np.add.reduceat(o_val, co)
-    monetary_max = np.maximum.reduceat(o_val, co)
+    # a maximum is exact in any order; ``np.maximum.at`` (one float64 dimension) costs a
+    # fraction of ``np.maximum.reduceat`` over a million short runs
+    monetary_max = np.full(n_cust, -np.inf)
+    np.maximum.at(monetary_max, o_g, o_val)
     n_items = np.bincount(c_row, weights=qty, minlength=n_cust)
 
     # purchase days
@@ -339,7 +343,9 @@ def _build(
         gap_mean = np.where(n_gaps > 0, (day[cd_last] - day[cd]) / np.maximum(n_gaps, 1), np.nan)
         gap_last = np.where(n_gaps > 0, day[cd_last] - day[np.maximum(cd_last - 1, 0)], np.nan)
         gaps = (day[1:] - day[:-1]).astype(np.float64)  # np.diff
-        gap_cust = d_cust_new.cumsum()[1:] - 1  # customer of the later day of each gap
+        day_cust = d_cust_new.cumsum()
+        day_cust -= 1
+        gap_cust = day_cust[1:]  # customer of the later day of each gap
         # a gap across two customers weighs +0.0, which leaves every sum as it is
         dev = gaps - gap_mean[gap_cust]
         dev *= dev
@@ -357,7 +363,7 @@ def _build(
         ),
         day,
     ).astype(np.float64)
-    season_days = np.add.reduceat(in_season, cd)
+    season_days = np.bincount(day_cust, weights=in_season, minlength=n_cust)  # whole numbers
     reaches = tenure > year - season_days_ahead
     season_share = np.where(reaches, season_days / n_days, np.nan)
 
@@ -403,9 +409,10 @@ def _build(
         returned, denom, out=np.zeros(n_cust), where=(n_returns > 0) & (denom > 0)
     )
 
-    out["n_categories"] = _distinct_per_group(*category_codes.result(), c_row, cust_start)
-    out["weekday_concentration"] = most_on_one_weekday(o_day, co, n_orders) / n_orders
-    out["n_channels"] = _distinct_per_group(*channel_codes.result(), c_row, cust_start)
+    out["weekday_concentration"] = most_on_one_weekday(o_day, o_g, n_orders) / n_orders
+    out["n_categories"], out["n_channels"] = distinct_pair_per_group(
+        category_codes.result(), channel_codes.result(), c_row, cust_start
+    )
     # where in the year the horizon starts: one value per snapshot, so a model trained on
     # cutoffs across the year can learn seasonal levels and who buys in which season
     angle = 2.0 * np.pi * np.mod(cutoff_ns / ns_per_day, year) / year
@@ -428,41 +435,3 @@ def _build(
 
 def _empty_block() -> FeatureBlock:
     return FeatureBlock(np.empty(0, dtype=object), np.empty((0, len(FEATURE_COLUMNS))))
-
-
-def _distinct_per_group(
-    codes: np.ndarray, n_values: int, group: np.ndarray, starts: np.ndarray
-) -> np.ndarray:
-    """Distinct non-missing codes per group (``group`` is each row's group number; rows
-    come grouped, group ``g`` starting at row ``starts[g]``)."""
-    n_groups = starts.size
-    if n_values == 0:
-        return np.zeros(n_groups, dtype=np.int64)
-    if n_values <= 64:
-        # few values (categories, channels): a bit per value, OR-ed per group, then counted
-        bits = _value_bits(n_values)[codes]
-        return np.bitwise_count(np.bitwise_or.reduceat(bits, starts)).astype(np.int64)
-    width = n_values + 1  # slot 0 collects missing values
-    if n_groups * width <= max(4 * codes.size, 1 << 16):
-        key = codes.astype(np.int64)
-        key += 1
-        key *= n_groups
-        key += group
-        seen = np.bincount(key, minlength=n_groups * width).reshape(width, n_groups)[1:] > 0
-        return seen.sum(axis=0, dtype=np.int64)
-    known = codes >= 0
-    pairs = pd.unique(group[known] * np.int64(n_values) + codes[known].astype(np.int64))
-    return np.bincount(pairs // n_values, minlength=n_groups).astype(np.int64)
-
-
-@lru_cache(maxsize=64)
-def _value_bits(n_values: int) -> np.ndarray:
-    """Each code's bit in the narrowest unsigned type with ``n_values`` bits (read-only);
-    the last slot, for code -1 (missing), is 0."""
-    dtype = next(
-        t for t in (np.uint8, np.uint16, np.uint32, np.uint64) if n_values <= 8 * t().itemsize
-    )
-    bit_of = np.zeros(n_values + 1, dtype=dtype)
-    bit_of[:-1] = np.left_shift(1, np.arange(n_values, dtype=np.uint64)).astype(dtype)
-    bit_of.setflags(write=False)
-    return bit_of

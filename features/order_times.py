@@ -111,18 +111,20 @@ def window_columns(
     return out
 
 
-def most_on_one_weekday(o_day: np.ndarray, co: np.ndarray, n_orders: np.ndarray) -> np.ndarray:
-    """Per customer, the most orders placed on one weekday (orders grouped by customer, each
-    customer's first at ``co``; ``o_day`` the orders' UTC days since the epoch).
+def most_on_one_weekday(o_day: np.ndarray, o_g: np.ndarray, n_orders: np.ndarray) -> np.ndarray:
+    """Per customer, the most orders placed on one weekday (``o_g`` each order's customer,
+    ``n_orders`` each customer's orders, ``o_day`` the orders' UTC days since the epoch).
 
     Each order adds 1 to its weekday's bit field of an int64, fields wide enough for the
     customer's order count, so one integer sum per customer counts every weekday (in as many
-    passes as the fields need int64s): no (weekday, customer) table.
+    passes as the fields need int64s): no (weekday, customer) table. The sums are
+    ``np.add.at`` (a fast path for one int64 dimension), several times cheaper than
+    ``np.add.reduceat`` over a million short runs.
     """
     bits = int(n_orders.max(initial=1)).bit_length()
     per_pass = 63 // bits
     mask = (1 << bits) - 1
-    most = np.zeros(co.size, dtype=np.int64)
+    most = np.zeros(n_orders.size, dtype=np.int64)
     for first in range(0, 7, per_pass):
         last = min(first + per_pass, 7)
 
@@ -131,7 +133,8 @@ def most_on_one_weekday(o_day: np.ndarray, co: np.ndarray, n_orders: np.ndarray)
             shift = np.clip(weekday - first, 0, None) * bits
             return np.where(weekday >= first, np.where(weekday < last, 1 << shift, 0), 0)
 
-        packed = np.add.reduceat(per_day(field, o_day), co)
+        packed = np.zeros(n_orders.size, dtype=np.int64)
+        np.add.at(packed, o_g, per_day(field, o_day))
         for j in range(last - first):
             count = packed >> (bits * j) if j else packed.copy()
             count &= mask
