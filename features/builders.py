@@ -342,14 +342,15 @@ def _build(
     with np.errstate(invalid="ignore", divide="ignore"):
         gap_mean = np.where(n_gaps > 0, (day[cd_last] - day[cd]) / np.maximum(n_gaps, 1), np.nan)
         gap_last = np.where(n_gaps > 0, day[cd_last] - day[np.maximum(cd_last - 1, 0)], np.nan)
-        gaps = (day[1:] - day[:-1]).astype(np.float64)  # np.diff
+        dev = np.subtract(day[1:], day[:-1], dtype=np.float64)  # the gaps: whole days, exact
         day_cust = d_cust_new.cumsum()
         day_cust -= 1
         gap_cust = day_cust[1:]  # customer of the later day of each gap
-        # a gap across two customers weighs +0.0, which leaves every sum as it is
-        dev = gaps - gap_mean[gap_cust]
+        dev -= gap_mean[gap_cust]
         dev *= dev
-        sq = np.bincount(gap_cust, weights=np.where(d_cust_new[1:], 0.0, dev), minlength=n_cust)
+        # a gap across two customers weighs +0.0, which leaves every sum as it is
+        dev[d_cust_new[1:]] = 0.0
+        sq = np.bincount(gap_cust, weights=dev, minlength=n_cust)
         gap_std = np.where(n_gaps >= 2, np.sqrt(sq / np.maximum(n_gaps, 1)), np.nan)
         recency_gap_ratio = recency / gap_mean
     # Seasonal affinity: a purchase day lies in an earlier year's copy of the coming horizon
@@ -362,7 +363,7 @@ def _build(
             np.mod(-((cutoff_ns / ns_per_day) - d.astype(np.float64)), year) < season_days_ahead
         ),
         day,
-    ).astype(np.float64)
+    )
     season_days = np.bincount(day_cust, weights=in_season, minlength=n_cust)  # whole numbers
     reaches = tenure > year - season_days_ahead
     season_share = np.where(reaches, season_days / n_days, np.nan)
