@@ -36,7 +36,6 @@ group boundaries); nothing loops over customers in Python.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import lru_cache
@@ -59,12 +58,12 @@ from features.feature_inputs import (
     take_kept,
     timestamps_us,
 )
+from features.group_values import distinct_pair_per_group
 from features.log.log_arrays import LogArrays
 from features.log.returns import log_return_pairs, net_amounts, net_pair_amounts
+from features.order_times import most_on_one_weekday, per_day, window_columns
 from features.utc import US_PER_DAY, to_utc_timestamp
 
-TREND_DAYS = 180
-SEASON_LAG_DAYS = 365
 COUNT_COLUMNS: frozenset[str] = frozenset(
     {
         "n_orders",
@@ -78,7 +77,6 @@ COUNT_COLUMNS: frozenset[str] = frozenset(
     }
 )
 _THREADED_MIN_ROWS = 200_000
-_DIRECT_DAYS = 64  # ``_per_day`` evaluates up to this many days directly (a request's few)
 _CATALOG = frozenset(FEATURE_COLUMNS)
 
 
@@ -322,7 +320,10 @@ def _build(
     span = (last_t - first_t) / US_PER_DAY
 
     monetary_total = np.add.reduceat(o_val, co)
-    monetary_max = np.maximum.reduceat(o_val, co)
+    # a maximum is exact in any order; ``np.maximum.at`` (one float64 dimension) costs a
+    # fraction of ``np.maximum.reduceat`` over a million short runs
+    monetary_max = np.full(n_cust, -np.inf)
+    np.maximum.at(monetary_max, o_g, o_val)
     n_items = np.bincount(c_row, weights=qty, minlength=n_cust)
 
     # purchase days
@@ -341,12 +342,15 @@ def _build(
     with np.errstate(invalid="ignore", divide="ignore"):
         gap_mean = np.where(n_gaps > 0, (day[cd_last] - day[cd]) / np.maximum(n_gaps, 1), np.nan)
         gap_last = np.where(n_gaps > 0, day[cd_last] - day[np.maximum(cd_last - 1, 0)], np.nan)
-        gaps = (day[1:] - day[:-1]).astype(np.float64)  # np.diff
-        gap_cust = d_cust_new.cumsum()[1:] - 1  # customer of the later day of each gap
-        # a gap across two customers weighs +0.0, which leaves every sum as it is
-        dev = gaps - gap_mean[gap_cust]
+        dev = np.subtract(day[1:], day[:-1], dtype=np.float64)  # the gaps: whole days, exact
+        day_cust = d_cust_new.cumsum()
+        day_cust -= 1
+        gap_cust = day_cust[1:]  # customer of the later day of each gap
+        dev -= gap_mean[gap_cust]
         dev *= dev
-        sq = np.bincount(gap_cust, weights=np.where(d_cust_new[1:], 0.0, dev), minlength=n_cust)
+        # a gap across two customers weighs +0.0, which leaves every sum as it is
+        dev[d_cust_new[1:]] = 0.0
+        sq = np.bincount(gap_cust, weights=dev, minlength=n_cust)
         gap_std = np.where(n_gaps >= 2, np.sqrt(sq / np.maximum(n_gaps, 1)), np.nan)
         recency_gap_ratio = recency / gap_mean
     # Seasonal affinity: a purchase day lies in an earlier year's copy of the coming horizon
@@ -354,13 +358,13 @@ def _build(
     # reaches back to such a copy (tenure above one year minus the horizon), else NaN.
     year = 365.25
     season_days_ahead = min(config.horizon_days, year)
-    in_season = _per_day(
+    in_season = per_day(
         lambda d: (
             np.mod(-((cutoff_ns / ns_per_day) - d.astype(np.float64)), year) < season_days_ahead
         ),
         day,
-    ).astype(np.float64)
-    season_days = np.add.reduceat(in_season, cd)
+    )
+    season_days = np.bincount(day_cust, weights=in_season, minlength=n_cust)  # whole numbers
     reaches = tenure > year - season_days_ahead
     season_share = np.where(reaches, season_days / n_days, np.nan)
 
@@ -385,46 +389,7 @@ def _build(
         "season_share": season_share,
     }
 
-    # every window is [as_of - a days, as_of - b days): bucket orders once by the window edges,
-    # count and sum per (bucket, customer), then add up the buckets each window spans
-    season_end = SEASON_LAG_DAYS - config.horizon_days
-    edge_days, first_bucket = _window_edges(season_end)
-    # bucket k: at or after the k-th edge (as_of - edge_days[k - 1] days). An order
-    # x = cutoff - o_t >= 1 microseconds before as_of is at or after the edge d days back
-    # iff ceil(x / day) <= d, so a table over ceil(x / day) buckets it without a search.
-    bucket_of = _bucket_table(edge_days)
-    key = cutoff - o_t
-    key += US_PER_DAY - 1
-    key //= US_PER_DAY
-    np.minimum(key, edge_days[0] + 1, out=key)
-    key = bucket_of[key]
-    key *= n_cust
-    key += o_g
-    n_buckets = len(edge_days) + 1
-    bucket_orders = np.bincount(key, minlength=n_buckets * n_cust).reshape(n_buckets, n_cust)
-    bucket_spend = np.bincount(key, weights=o_val, minlength=n_buckets * n_cust).reshape(
-        n_buckets, n_cust
-    )
-
-    def window(buckets: np.ndarray, start_days: int, end_days: int = 0) -> np.ndarray:
-        """Orders or spend per customer in [as_of - start_days, as_of - end_days)."""
-        lo = first_bucket[start_days]
-        hi = first_bucket[end_days] if end_days > 0 else n_buckets
-        return buckets[lo:hi].sum(axis=0)
-
-    # order counts are integers, so one running total from the last bucket back gives every
-    # window's count exactly (money keeps its sums: their order is part of the result)
-    orders_from = bucket_orders[::-1].cumsum(axis=0)[::-1]  # [k]: orders in buckets k..
-    for w in WINDOWS_DAYS:
-        out[f"orders_{w}d"] = orders_from[first_bucket[w]]
-        out[f"spend_{w}d"] = window(bucket_spend, w)
-    recent = out.get(f"spend_{TREND_DAYS}d")  # the same sum when TREND_DAYS is a window
-    if recent is None:
-        recent = window(bucket_spend, TREND_DAYS)
-    earlier = window(bucket_spend, 2 * TREND_DAYS, TREND_DAYS)
-    out["spend_trend"] = np.log1p(recent) - np.log1p(earlier)
-    later = orders_from[first_bucket[season_end]] if season_end > 0 else 0
-    out["orders_same_season_last_year"] = orders_from[first_bucket[SEASON_LAG_DAYS]] - later
+    out.update(window_columns(o_t, o_g, o_cust_new, o_val, n_cust, cutoff, config.horizon_days))
     # orders with any discounted line (the first line of each), counted per customer
     if disc_orders.size > 1:
         first_line = np.empty(disc_orders.size, dtype=bool)
@@ -445,13 +410,10 @@ def _build(
         returned, denom, out=np.zeros(n_cust), where=(n_returns > 0) & (denom > 0)
     )
 
-    out["n_categories"] = _distinct_per_group(*category_codes.result(), c_row, cust_start)
-    weekday = _per_day(lambda d: (d + 3) % 7, o_day)  # 1970-01-01 was a Thursday; Monday == 0
-    weekday *= n_cust
-    weekday += o_g
-    per_weekday = np.bincount(weekday, minlength=7 * n_cust).reshape(7, n_cust)
-    out["weekday_concentration"] = per_weekday.max(axis=0) / n_orders
-    out["n_channels"] = _distinct_per_group(*channel_codes.result(), c_row, cust_start)
+    out["weekday_concentration"] = most_on_one_weekday(o_day, o_g, n_orders) / n_orders
+    out["n_categories"], out["n_channels"] = distinct_pair_per_group(
+        category_codes.result(), channel_codes.result(), c_row, cust_start
+    )
     # where in the year the horizon starts: one value per snapshot, so a model trained on
     # cutoffs across the year can learn seasonal levels and who buys in which season
     calendar_sin, calendar_cos = _calendar(cutoff_ns)
@@ -472,29 +434,6 @@ def _build(
     return FeatureBlock(np.asarray(categories.take(cust_code), dtype=object), None, columns=out)
 
 
-def _per_day(value_of: Callable[[np.ndarray], np.ndarray], days: np.ndarray) -> np.ndarray:
-    """``value_of(days)`` for an elementwise ``value_of``, evaluated once per day of the
-    range the days span when that range is shorter than the array (a log of years holds a
-    few thousand days and millions of orders), then looked up."""
-    if days.size <= _DIRECT_DAYS:
-        return value_of(days)
-    first = int(days.min(initial=0))
-    n_table = int(days.max(initial=0)) - first + 1
-    if n_table >= days.size:
-        return value_of(days)
-    return value_of(np.arange(first, first + n_table, dtype=days.dtype))[days - first]
-
-
-@lru_cache(maxsize=16)
-def _window_edges(season_end: int) -> tuple[tuple[int, ...], dict[int, int]]:
-    """The window edges in days back, descending, and each edge's first bucket (see
-    ``_build``; the dict is shared, read only), once per horizon."""
-    edge_days = sorted(
-        {*WINDOWS_DAYS, TREND_DAYS, 2 * TREND_DAYS, SEASON_LAG_DAYS, season_end}, reverse=True
-    )
-    return tuple(edge_days), {d: i + 1 for i, d in enumerate(edge_days)}
-
-
 @lru_cache(maxsize=64)
 def _calendar(cutoff_ns: int) -> tuple[np.float64, np.float64]:
     """sin and cos of where in the year the horizon starts, once per cutoff (a scorer's
@@ -504,53 +443,5 @@ def _calendar(cutoff_ns: int) -> tuple[np.float64, np.float64]:
     return np.sin(angle), np.cos(angle)
 
 
-@lru_cache(maxsize=16)
-def _bucket_table(edge_days: tuple[int, ...]) -> np.ndarray:
-    """Bucket of each whole number of days back, 0 .. ``edge_days[0] + 1`` (edges
-    descending; see ``_build``), read-only: the same table for every call of a config."""
-    ascending = np.array(edge_days[::-1])
-    table = ascending.size - np.searchsorted(ascending, np.arange(edge_days[0] + 2))
-    table.setflags(write=False)
-    return table
-
-
 def _empty_block() -> FeatureBlock:
     return FeatureBlock(np.empty(0, dtype=object), np.empty((0, len(FEATURE_COLUMNS))))
-
-
-def _distinct_per_group(
-    codes: np.ndarray, n_values: int, group: np.ndarray, starts: np.ndarray
-) -> np.ndarray:
-    """Distinct non-missing codes per group (``group`` is each row's group number; rows
-    come grouped, group ``g`` starting at row ``starts[g]``)."""
-    n_groups = starts.size
-    if n_values == 0:
-        return np.zeros(n_groups, dtype=np.int64)
-    if n_values <= 64:
-        # few values (categories, channels): a bit per value, OR-ed per group, then counted
-        bits = _value_bits(n_values)[codes]
-        return np.bitwise_count(np.bitwise_or.reduceat(bits, starts)).astype(np.int64)
-    width = n_values + 1  # slot 0 collects missing values
-    if n_groups * width <= max(4 * codes.size, 1 << 16):
-        key = codes.astype(np.int64)
-        key += 1
-        key *= n_groups
-        key += group
-        seen = np.bincount(key, minlength=n_groups * width).reshape(width, n_groups)[1:] > 0
-        return seen.sum(axis=0, dtype=np.int64)
-    known = codes >= 0
-    pairs = pd.unique(group[known] * np.int64(n_values) + codes[known].astype(np.int64))
-    return np.bincount(pairs // n_values, minlength=n_groups).astype(np.int64)
-
-
-@lru_cache(maxsize=64)
-def _value_bits(n_values: int) -> np.ndarray:
-    """Each code's bit in the narrowest unsigned type with ``n_values`` bits (read-only);
-    the last slot, for code -1 (missing), is 0."""
-    dtype = next(
-        t for t in (np.uint8, np.uint16, np.uint32, np.uint64) if n_values <= 8 * t().itemsize
-    )
-    bit_of = np.zeros(n_values + 1, dtype=dtype)
-    bit_of[:-1] = np.left_shift(1, np.arange(n_values, dtype=np.uint64)).astype(dtype)
-    bit_of.setflags(write=False)
-    return bit_of
