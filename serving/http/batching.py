@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from serving.scorer import ScoringModel
 
 MAX_BATCH_CUSTOMERS = 2000
+MAX_BATCH_REQUESTS = 256
+"""A window-0 batch stops gathering at this many queued requests."""
 INLINE_MAX_CUSTOMERS = MAX_BATCH_CUSTOMERS
 """``/score`` batches up to this many customers (every batch the batcher gathers, unless one
 request alone is larger) are scored on the event loop itself: scoring does no I/O, and a worker has one core's worth of Python, so a thread buys
@@ -154,6 +156,25 @@ def score_jobs(model: ScoringModel, jobs: Sequence[ScoreJob], now: pd.Timestamp)
         jobs[j].results = []
 
 
+QUIET_TURNS = 2
+"""Event-loop turns without a new job after which a window-0 batch is scored."""
+
+
+async def _ready_requests(queue: asyncio.Queue[Any]) -> None:
+    """Let the requests the worker has already received join the batch, without idling.
+
+    Each turn of the event loop reads the sockets that have data and runs the handlers that
+    can go on; a request whose bytes are here reaches the queue within a turn or two. The
+    batch is scored once ``QUIET_TURNS`` turns in a row bring no new job: on an idle worker
+    at once (a lone request does not wait), under load after the requests already in.
+    """
+    quiet = 0
+    while quiet < QUIET_TURNS and queue.qsize() < MAX_BATCH_REQUESTS:
+        before = queue.qsize()
+        await asyncio.sleep(0)
+        quiet = quiet + 1 if queue.qsize() == before else 0
+
+
 Job = TypeVar("Job", bound=ScoreJob)
 
 
@@ -201,6 +222,8 @@ class MicroBatcher(Generic[Job]):
             batch = [await queue.get()]
             if self._window > 0:
                 await asyncio.sleep(self._window)
+            else:
+                await _ready_requests(queue)
             n = len(batch[0][0].customers)
             while not queue.empty() and n < MAX_BATCH_CUSTOMERS:
                 item = queue.get_nowait()
