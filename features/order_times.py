@@ -69,12 +69,7 @@ def windows_by_tables(
     order the rows are)."""
     season_end = SEASON_LAG_DAYS - horizon_days
     edge_days, first_bucket = _window_edges(season_end)
-    bucket_of = _bucket_table(edge_days)
-    key = cutoff - o_t
-    key += US_PER_DAY - 1
-    key //= US_PER_DAY
-    np.minimum(key, edge_days[0] + 1, out=key)
-    key = bucket_of[key]
+    key = _buckets(o_t, cutoff, edge_days)
     key *= n_cust
     key += o_g
     n_buckets = len(edge_days) + 1
@@ -128,15 +123,7 @@ def windows_by_runs(
     """
     season_end = SEASON_LAG_DAYS - horizon_days
     edge_days, first_bucket = _window_edges(season_end)
-    # bucket k: at or after the k-th edge (as_of - edge_days[k - 1] days). An order
-    # x = cutoff - o_t >= 1 microseconds before as_of is at or after the edge d days back
-    # iff ceil(x / day) <= d, so a table over ceil(x / day) buckets it without a search.
-    bucket_of = _bucket_table(edge_days)
-    key = cutoff - o_t
-    key += US_PER_DAY - 1
-    key //= US_PER_DAY
-    np.minimum(key, edge_days[0] + 1, out=key)
-    bucket = bucket_of[key]
+    bucket = _buckets(o_t, cutoff, edge_days)
     # bucket 0 (before the earliest edge) is in no window: only later orders are read
     later = (bucket > 0).nonzero()[0]
     if later.size == 0:
@@ -242,6 +229,18 @@ def per_day(value_of: Callable[[np.ndarray], np.ndarray], days: np.ndarray) -> n
     if n_table >= days.size:
         return value_of(days)
     return value_of(np.arange(first, first + n_table, dtype=days.dtype))[days - first]
+
+
+def _buckets(o_t: np.ndarray, cutoff: int, edge_days: tuple[int, ...]) -> np.ndarray:
+    """Each order's window bucket: k when at or after the k-th edge (``as_of - edge_days[k -
+    1]`` days), 0 before the earliest. An order x = cutoff - o_t >= 1 microseconds before
+    as_of is at or after the edge d days back iff ceil(x / day) <= d, so a table over
+    ceil(x / day) buckets it without a search."""
+    key = cutoff - o_t
+    key += US_PER_DAY - 1
+    key //= US_PER_DAY
+    np.minimum(key, edge_days[0] + 1, out=key)
+    return _bucket_table(edge_days)[key]
 
 
 @lru_cache(maxsize=16)
