@@ -234,7 +234,7 @@ def _by_order(
     # the best line first: the largest amount (NaN last), then the first row
     line_rows = log.rows[lines]
     if (line_rows[1:] > line_rows[:-1]).all():  # lines in row order: one key is enough
-        by_merit = np.argsort(-log.a[lines], kind="stable")[::-1]
+        by_merit = _stable_descending(log.a[lines])[::-1]
     else:
         by_merit = np.lexsort((line_rows, -log.a[lines]))[::-1]
     score = np.full(log.q.size, -1, dtype=np.int64)
@@ -254,6 +254,30 @@ def _by_order(
     at = best[np.searchsorted(part, asks[asking])]
     found[asking] = np.where(at >= 0, line_of_score[np.maximum(at, 0)], _UNMATCHED)
     return found
+
+
+def _stable_descending(a: np.ndarray) -> np.ndarray:
+    """``np.argsort(-a, kind="stable")``: positions by ``a`` descending, NaN last, ties in
+    position order.
+
+    A stable sort of floats is a merge sort; the default sort (vectorised) is several times
+    faster, and ordering its tied runs by position then takes one sort of distinct integers.
+    """
+    by_value = np.argsort(-a)
+    v = a[by_value]
+    new_value = np.empty(v.size, dtype=bool)
+    new_value[:1] = True
+    np.not_equal(v[1:], v[:-1], out=new_value[1:])  # NaN != NaN: NaNs fixed below
+    nan = np.isnan(v)
+    if nan.any():
+        new_value[1:] &= ~(nan[1:] & nan[:-1])
+    if new_value.all():
+        return by_value
+    packed = np.cumsum(new_value, dtype=np.int64)  # tie block, then position
+    packed *= v.size
+    packed += by_value
+    packed.sort()
+    return packed % v.size
 
 
 def _returned(ids: pa.Array, log: _Rows, asks: np.ndarray) -> pa.Array:
