@@ -167,6 +167,13 @@ def _codes_in(ids: pa.Array, value_set: pa.Array) -> np.ndarray:
     return codes.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+def _dense_codes(ids: pa.Array) -> np.ndarray:
+    """Per id, a number shared by the equal ids only; -1 for missing ids. One hashing pass:
+    a line whose product no return names then has a number too, and only groups it alone."""
+    codes = pc.dictionary_encode(ids).indices
+    return pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
 def _of_customers(cust: np.ndarray, asks: np.ndarray) -> np.ndarray:
     """Positions of the rows whose customer has one of ``asks`` (sorted)."""
     flag = np.zeros(int(cust[-1]) + 1, dtype=bool)
@@ -184,23 +191,19 @@ def id_changes(ids: pa.Array) -> np.ndarray:
 
 
 def _run_codes(
-    ids: pa.Array, changes: np.ndarray | None, rows: np.ndarray, whole: bool, value_set: pa.Array
+    ids: pa.Array, changes: np.ndarray, rows: np.ndarray, value_set: pa.Array
 ) -> np.ndarray:
-    """:func:`_codes_in` of the ids at ``rows``; with ``changes`` (:func:`id_changes` of
-    ``ids``), looking up one id per run of consecutive rows that share it (the lines of an
-    order) rather than every row."""
-    if changes is None:
-        return _codes_in(ids if whole else _take(ids, rows), value_set)
+    """:func:`_codes_in` of the ids at ``rows``, looking up one id per run of consecutive
+    rows that share it (the lines of an order; ``changes`` is :func:`id_changes` of ``ids``)
+    rather than every row."""
     head = np.ones(rows.size, dtype=bool)
-    if whole:
-        head[1:] = changes
-    elif rows.size > 1:
+    if rows.size > 1:
         prev = rows[:-1]
         np.not_equal(rows[1:], prev + 1, out=head[1:])  # not the next row: a run starts
         head[1:] |= changes[np.minimum(prev, changes.size - 1)]
     starts = np.flatnonzero(head)
     if starts.size > rows.size * 0.9:  # runs of about one row: look every row up
-        return _codes_in(ids if whole else _take(ids, rows), value_set)
+        return _codes_in(_take(ids, rows), value_set)
     run = np.cumsum(head)
     run -= 1
     return _codes_in(_take(ids, rows[starts]), value_set)[run]
@@ -223,9 +226,14 @@ def _by_order(
     value_set = pc.unique(stripped.drop_null())
     if len(value_set) == 0:
         return found
-    order = _run_codes(ids, changes, log.rows, whole, value_set)
+    if changes is None:
+        order = _codes_in(ids if whole else _take(ids, log.rows), value_set)
+        order[log.q] = -1
+    else:  # the ids of the return rows are no order to net against: not looked up
+        purchases = np.flatnonzero(~log.q)
+        order = np.full(log.q.size, -1, dtype=np.int64)
+        order[purchases] = _run_codes(ids, changes, log.rows[purchases], value_set)
     named = _codes_in(stripped, value_set)
-    order[log.q] = -1
     lines = np.flatnonzero(order >= 0)
     asking = np.flatnonzero(named >= 0)
     if lines.size == 0 or asking.size == 0:
@@ -243,7 +251,7 @@ def _by_order(
     part = np.flatnonzero(order >= 0)  # the lines and the returns naming an order
     best = _best_so_far(part, [log.cust, order], log.t, score)
     if products is not None:
-        product = _codes_in(_take(products, log.rows[part]), _returned(products, log, asks))
+        product = _dense_codes(_take(products, log.rows[part]))
         same = part[product >= 0]
         if same.size:
             of_product = np.full(log.q.size, -1, dtype=np.int64)
