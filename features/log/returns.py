@@ -223,7 +223,8 @@ def _by_order(
     given = _take(ids, log.rows[asks])
     prefixed = pc.fill_null(pc.starts_with(given, CANCEL_PREFIX), False)
     stripped = pc.if_else(prefixed, pc.utf8_slice_codeunits(given, len(CANCEL_PREFIX)), given)
-    value_set = pc.unique(stripped.drop_null())
+    named_ids = pc.dictionary_encode(stripped)  # the named orders and each return's, in one pass
+    value_set = named_ids.dictionary
     if len(value_set) == 0:
         return found
     if changes is None:
@@ -233,7 +234,7 @@ def _by_order(
         purchases = np.flatnonzero(~log.q)
         order = np.full(log.q.size, -1, dtype=np.int64)
         order[purchases] = _run_codes(ids, changes, log.rows[purchases], value_set)
-    named = _codes_in(stripped, value_set)
+    named = pc.fill_null(named_ids.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
     lines = np.flatnonzero(order >= 0)
     asking = np.flatnonzero(named >= 0)
     if lines.size == 0 or asking.size == 0:
