@@ -102,11 +102,7 @@ def return_pairs(
     none = np.zeros(0, dtype=np.int64)
     if not is_ret.any():
         return none, none
-    rows, whole, codes, t = rows_with_returns(customer_codes, timestamp_us, is_ret, sorted_rows)
-    # customers numbered 0, 1, ... in row order (rows are grouped by customer)
-    cust = np.empty(rows.size, dtype=np.int64)
-    cust[0] = 0
-    np.cumsum(codes[1:] != codes[:-1], out=cust[1:])
+    rows, whole, cust, t = rows_with_returns(customer_codes, timestamp_us, is_ret, sorted_rows)
     log = _Rows(
         rows=rows,
         cust=cust,
