@@ -29,7 +29,8 @@ def rows_with_returns(
     codes: np.ndarray, ts: np.ndarray, is_ret: np.ndarray, sorted_rows: bool = False
 ) -> tuple[np.ndarray, bool, np.ndarray, np.ndarray]:
     """Rows of the customers with a return, by customer then time (tied rows keep row
-    order), whether they are every row in row order, and their customer codes and times.
+    order), whether they are every row in row order, and their customers (numbered 0, 1, ...
+    in that order) and times.
 
     Matching looks back only, so a customer's rows after their last return (by time; rows
     tied with it stay) can match nothing and are left out."""
@@ -62,8 +63,16 @@ def rows_with_returns(
     same_c &= t[1:] >= t[:-1]
     if not ((c[1:] > c[:-1]) | same_c).all():
         by_time = np.lexsort((t, c))  # stable: ties keep row order
-        return rows[by_time], False, c[by_time], t[by_time]
-    return rows, whole, c, t
+        return rows[by_time], False, _numbered(c[by_time]), t[by_time]
+    return rows, whole, _numbered(c), t
+
+
+def _numbered(codes: np.ndarray) -> np.ndarray:
+    """Customers numbered 0, 1, ... in row order, from codes grouped by customer."""
+    cust = np.zeros(codes.size, dtype=np.int64)
+    if codes.size:
+        np.cumsum(codes[1:] != codes[:-1], out=cust[1:])
+    return cust
 
 
 def _sorted_ranges(
@@ -94,7 +103,8 @@ def _sorted_ranges(
     lengths = end - first
     total = int(lengths.sum())
     if total == n:
-        return np.arange(n), True, codes, ts
+        return np.arange(n), True, _numbered(codes), ts
     shift = first - (np.cumsum(lengths) - lengths)
     rows = np.arange(total) + np.repeat(shift, lengths)
-    return rows, False, codes[rows], ts[rows]
+    # one range per customer: numbered by range, their codes are not read again
+    return rows, False, np.repeat(np.arange(lengths.size), lengths), ts[rows]

@@ -102,11 +102,7 @@ def return_pairs(
     none = np.zeros(0, dtype=np.int64)
     if not is_ret.any():
         return none, none
-    rows, whole, codes, t = rows_with_returns(customer_codes, timestamp_us, is_ret, sorted_rows)
-    # customers numbered 0, 1, ... in row order (rows are grouped by customer)
-    cust = np.empty(rows.size, dtype=np.int64)
-    cust[0] = 0
-    np.cumsum(codes[1:] != codes[:-1], out=cust[1:])
+    rows, whole, cust, t = rows_with_returns(customer_codes, timestamp_us, is_ret, sorted_rows)
     log = _Rows(
         rows=rows,
         cust=cust,
@@ -167,6 +163,13 @@ def _codes_in(ids: pa.Array, value_set: pa.Array) -> np.ndarray:
     return codes.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+def _dense_codes(ids: pa.Array) -> np.ndarray:
+    """Per id, a number shared by the equal ids only; -1 for missing ids. One hashing pass:
+    a line whose product no return names then has a number too, and only groups it alone."""
+    codes = pc.dictionary_encode(ids).indices
+    return pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
 def _of_customers(cust: np.ndarray, asks: np.ndarray) -> np.ndarray:
     """Positions of the rows whose customer has one of ``asks`` (sorted)."""
     flag = np.zeros(int(cust[-1]) + 1, dtype=bool)
@@ -184,23 +187,19 @@ def id_changes(ids: pa.Array) -> np.ndarray:
 
 
 def _run_codes(
-    ids: pa.Array, changes: np.ndarray | None, rows: np.ndarray, whole: bool, value_set: pa.Array
+    ids: pa.Array, changes: np.ndarray, rows: np.ndarray, value_set: pa.Array
 ) -> np.ndarray:
-    """:func:`_codes_in` of the ids at ``rows``; with ``changes`` (:func:`id_changes` of
-    ``ids``), looking up one id per run of consecutive rows that share it (the lines of an
-    order) rather than every row."""
-    if changes is None:
-        return _codes_in(ids if whole else _take(ids, rows), value_set)
+    """:func:`_codes_in` of the ids at ``rows``, looking up one id per run of consecutive
+    rows that share it (the lines of an order; ``changes`` is :func:`id_changes` of ``ids``)
+    rather than every row."""
     head = np.ones(rows.size, dtype=bool)
-    if whole:
-        head[1:] = changes
-    elif rows.size > 1:
+    if rows.size > 1:
         prev = rows[:-1]
         np.not_equal(rows[1:], prev + 1, out=head[1:])  # not the next row: a run starts
         head[1:] |= changes[np.minimum(prev, changes.size - 1)]
     starts = np.flatnonzero(head)
     if starts.size > rows.size * 0.9:  # runs of about one row: look every row up
-        return _codes_in(ids if whole else _take(ids, rows), value_set)
+        return _codes_in(_take(ids, rows), value_set)
     run = np.cumsum(head)
     run -= 1
     return _codes_in(_take(ids, rows[starts]), value_set)[run]
@@ -220,12 +219,18 @@ def _by_order(
     given = _take(ids, log.rows[asks])
     prefixed = pc.fill_null(pc.starts_with(given, CANCEL_PREFIX), False)
     stripped = pc.if_else(prefixed, pc.utf8_slice_codeunits(given, len(CANCEL_PREFIX)), given)
-    value_set = pc.unique(stripped.drop_null())
+    named_ids = pc.dictionary_encode(stripped)  # the named orders and each return's, in one pass
+    value_set = named_ids.dictionary
     if len(value_set) == 0:
         return found
-    order = _run_codes(ids, changes, log.rows, whole, value_set)
-    named = _codes_in(stripped, value_set)
-    order[log.q] = -1
+    if changes is None:
+        order = _codes_in(ids if whole else _take(ids, log.rows), value_set)
+        order[log.q] = -1
+    else:  # the ids of the return rows are no order to net against: not looked up
+        purchases = np.flatnonzero(~log.q)
+        order = np.full(log.q.size, -1, dtype=np.int64)
+        order[purchases] = _run_codes(ids, changes, log.rows[purchases], value_set)
+    named = pc.fill_null(named_ids.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
     lines = np.flatnonzero(order >= 0)
     asking = np.flatnonzero(named >= 0)
     if lines.size == 0 or asking.size == 0:
@@ -234,7 +239,7 @@ def _by_order(
     # the best line first: the largest amount (NaN last), then the first row
     line_rows = log.rows[lines]
     if (line_rows[1:] > line_rows[:-1]).all():  # lines in row order: one key is enough
-        by_merit = np.argsort(-log.a[lines], kind="stable")[::-1]
+        by_merit = _stable_descending(log.a[lines])[::-1]
     else:
         by_merit = np.lexsort((line_rows, -log.a[lines]))[::-1]
     score = np.full(log.q.size, -1, dtype=np.int64)
@@ -243,7 +248,7 @@ def _by_order(
     part = np.flatnonzero(order >= 0)  # the lines and the returns naming an order
     best = _best_so_far(part, [log.cust, order], log.t, score)
     if products is not None:
-        product = _codes_in(_take(products, log.rows[part]), _returned(products, log, asks))
+        product = _dense_codes(_take(products, log.rows[part]))
         same = part[product >= 0]
         if same.size:
             of_product = np.full(log.q.size, -1, dtype=np.int64)
@@ -254,6 +259,30 @@ def _by_order(
     at = best[np.searchsorted(part, asks[asking])]
     found[asking] = np.where(at >= 0, line_of_score[np.maximum(at, 0)], _UNMATCHED)
     return found
+
+
+def _stable_descending(a: np.ndarray) -> np.ndarray:
+    """``np.argsort(-a, kind="stable")``: positions by ``a`` descending, NaN last, ties in
+    position order.
+
+    A stable sort of floats is a merge sort; the default sort (vectorised) is several times
+    faster, and ordering its tied runs by position then takes one sort of distinct integers.
+    """
+    by_value = np.argsort(-a)
+    v = a[by_value]
+    new_value = np.empty(v.size, dtype=bool)
+    new_value[:1] = True
+    np.not_equal(v[1:], v[:-1], out=new_value[1:])  # NaN != NaN: NaNs fixed below
+    nan = np.isnan(v)
+    if nan.any():
+        new_value[1:] &= ~(nan[1:] & nan[:-1])
+    if new_value.all():
+        return by_value
+    packed = np.cumsum(new_value, dtype=np.int64)  # tie block, then position
+    packed *= v.size
+    packed += by_value
+    packed.sort()
+    return packed % v.size
 
 
 def _returned(ids: pa.Array, log: _Rows, asks: np.ndarray) -> pa.Array:

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.log.returns import (
+    _stable_descending,
     id_changes,
     match_returns,
     net_amounts,
@@ -77,3 +78,15 @@ def test_a_long_run_of_rows_tied_with_the_last_return() -> None:
     returns, lines = return_pairs(codes, t, is_return, orders, None, amount, sorted_rows=True)
     np.testing.assert_array_equal(returns, [2])
     np.testing.assert_array_equal(lines, [n - 1])  # the largest line of o9 at that time
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), size=st.integers(0, 3000), distinct=st.integers(1, 50))
+def test_stable_descending_is_the_stable_sort(seed: int, size: int, distinct: int) -> None:
+    # the best line of an order goes by amount, ties by row: large arrays with many ties,
+    # NaNs and signed zeros (a small array is insertion-sorted, stable anyway)
+    rng = np.random.default_rng(seed)
+    values = np.array([np.nan, -0.0, 0.0, *rng.normal(size=distinct).round(1)])
+    a = rng.choice(values, size)
+    expected = np.argsort(-a, kind="stable")
+    np.testing.assert_array_equal(_stable_descending(a), expected)
