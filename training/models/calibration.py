@@ -10,12 +10,13 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
 FloatArray = NDArray[np.float64]
-_EPS = 1e-6
+LOGIT_EPS = 1e-6
 
 
-def _logit(p: FloatArray) -> FloatArray:
+def logit(p: FloatArray) -> FloatArray:
+    """log(p / (1 - p)) with p kept within ``LOGIT_EPS`` of 0 and 1 (so 0 and 1 stay finite)."""
     # np.clip without its Python wrapper: the same values for bounds that are not zero
-    q = np.minimum(np.maximum(p, _EPS), 1 - _EPS)
+    q = np.minimum(np.maximum(p, LOGIT_EPS), 1 - LOGIT_EPS)
     return np.log(q) - np.log1p(-q)
 
 
@@ -45,7 +46,7 @@ class ProbabilityCalibrator:
             raise ValueError("calibration fold holds a single class; use more or later cutoffs")
         if self.method == "platt":
             lr = LogisticRegression(C=1e6, solver="lbfgs", max_iter=1000)
-            lr.fit(_logit(raw)[:, None], y)
+            lr.fit(logit(raw)[:, None], y)
             self.coef_ = np.array([float(lr.coef_[0, 0]), float(lr.intercept_[0])])
         else:
             iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, y)
@@ -59,7 +60,7 @@ class ProbabilityCalibrator:
             return raw
         if self.method == "platt":
             a, b = self.coef_
-            return 1.0 / (1.0 + np.exp(-(a * _logit(raw) + b)))
+            return 1.0 / (1.0 + np.exp(-(a * logit(raw) + b)))
         return np.interp(raw, self.x_thresholds_, self.y_thresholds_)
 
     def to_dict(self) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from training.baselines.gammagamma import GammaGamma
 from training.evaluation import metrics
 from training.models.boosters import Table, input_column
 from training.models.btyd_features import classic_bgnbd_outputs
+from training.models.calibration import logit
 from training.models.churn_average import CHURN_AVERAGE, choose_churn_average
 from training.models.level import choose_count_level
 from training.models.total_interval import DEFAULT_LOG_SPREAD, past_totals, totals_with_interval
@@ -67,12 +68,6 @@ MIN_GAIN = 0.01
 SAME_SEASON_DAYS = 31.0
 YEAR_DAYS = 365.25
 _EPS = 1e-6
-
-
-def _logit(p: FloatArray) -> FloatArray:
-    # np.clip without its Python wrapper: the same values for bounds that are not zero
-    q = np.minimum(np.maximum(p, _EPS), 1 - _EPS)
-    return np.log(q) - np.log1p(-q)
 
 
 def btyd_outputs(
@@ -187,9 +182,9 @@ class Combination:
         if alone and self.count_weight == 1.0 and self.spend_weight == 1.0:
             # the model alone (the season rule, or a shadow that chose it): the classic
             # BG/NBD would be multiplied by 0, so a request does not pay for it
-            return 1.0 / (1.0 + np.exp(-(a * _logit(churn) + b))), self._level(count), spend
+            return 1.0 / (1.0 + np.exp(-(a * logit(churn) + b))), self._level(count), spend
         base = btyd_outputs(x, self.spend_state, self.bgnbd_state)
-        z = self.churn_weight * _logit(churn) + (1 - self.churn_weight) * _logit(base["churn"])
+        z = self.churn_weight * logit(churn) + (1 - self.churn_weight) * logit(base["churn"])
         p = 1.0 / (1.0 + np.exp(-(a * z + b)))
         if self.churn_average != 1.0:
             p = self.churn_average * p + (1 - self.churn_average) * base["churn"]
@@ -333,7 +328,7 @@ def fit_combination(
     # nearest the forecast)
     base_all = btyd_outputs(x, spend_state)
     y_churn = frame["churn"].to_numpy(dtype=np.float64)
-    z = combo.churn_weight * _logit(model["churn"]) + (1 - combo.churn_weight) * _logit(
+    z = combo.churn_weight * logit(model["churn"]) + (1 - combo.churn_weight) * logit(
         base_all["churn"]
     )
     # the latest windows, each older one weighing DECAY of the next: the latest season leads
@@ -422,7 +417,7 @@ def _choose_weights(
     y_count = frame["n_purchase_days_h"].to_numpy(dtype=np.float64)
     y_spend = frame["spend_h"].to_numpy(dtype=np.float64)
     y_churn = frame["churn"].to_numpy(dtype=np.float64)
-    lm, lb = _logit(model["churn"]), _logit(base["churn"])
+    lm, lb = logit(model["churn"]), logit(base["churn"])
 
     def churn_loss(g: float) -> float:
         z = g * lm + (1 - g) * lb
