@@ -95,11 +95,15 @@ def test_per_day_equals_the_direct_evaluation() -> None:
 
 @pytest.mark.parametrize("n_cust", [1, TABLE_MAX_CUSTOMERS, TABLE_MAX_CUSTOMERS + 1])
 def test_window_columns_take_either_way_with_the_same_bits(n_cust: int) -> None:
+    """On each side of the threshold, the way taken equals the other way."""
     rng = np.random.default_rng(n_cust)
     cutoff = 19_800 * US_PER_DAY + 12_345
     o_t, o_g, o_cust_new, o_val = _orders(rng, n_cust, cutoff, 800)
     got = window_columns(o_t, o_g, o_cust_new, o_val, n_cust, cutoff, 90)
-    want = windows_by_tables(o_t, o_g, o_val, n_cust, cutoff, 90)
+    if n_cust <= TABLE_MAX_CUSTOMERS:
+        want = windows_by_runs(o_t, o_g, o_cust_new, o_val, n_cust, cutoff, 90)
+    else:
+        want = windows_by_tables(o_t, o_g, o_val, n_cust, cutoff, 90)
     for name, values in want.items():
         assert got[name].tobytes() == values.tobytes(), name
 
@@ -113,4 +117,8 @@ def test_weekday_counts_take_either_way(n_cust: int) -> None:
     o_day = o_t // US_PER_DAY
     n_orders = np.bincount(o_g, minlength=n_cust)
     got = most_on_one_weekday(o_day, o_g, n_orders)
-    np.testing.assert_array_equal(got, weekday_most_by_table(o_day, o_g, n_cust), strict=True)
+    if n_cust <= WEEKDAY_TABLE_MAX_CUSTOMERS:
+        want = weekday_most_by_fields(o_day, o_g, n_orders)
+    else:
+        want = weekday_most_by_table(o_day, o_g, n_cust)
+    np.testing.assert_array_equal(got, want, strict=True)
